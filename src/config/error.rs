@@ -1,0 +1,153 @@
+//! Configuration errors: each one names the file, the key path and the line, so an admin
+//! can go straight to the mistake. Loading collects every error it can find before it
+//! gives up, so one run of `mailtriage check` shows all of them.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One mistake in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the mistake is in.
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `rules[3].subject` or `queues.billing.address`.
+    pub key: String,
+    /// 1-based line, when the position is known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All the mistakes found in one load; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors against one source text, turning byte spans into line numbers.
+pub(crate) struct Collector<'a> {
+    file: &'a Path,
+    text: &'a str,
+    pub errors: Vec<ConfigError>,
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(file: &'a Path, text: &'a str) -> Self {
+        Self {
+            file,
+            text,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn line_of(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Records an error at a span of the source.
+    pub fn at(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+        let line = span.map(|s| self.line_of(&s));
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Records an error of the TOML/serde layer, which carries its own span.
+    pub fn toml(&mut self, err: &toml::de::Error) {
+        let key = err
+            .span()
+            .map(|s| key_path_at(self.text, s.start))
+            .unwrap_or_default();
+        let message = err.message().trim().to_string();
+        self.at(err.span(), key, message);
+    }
+
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// The dotted key path at a byte offset, worked out from the table headers above it and
+/// the key on its line: serde reports the position of a mistake, not its path.
+pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = Default::default();
+    for line in text[..offset].split_inclusive('\n') {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = arrays.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = name.trim().to_string();
+        }
+    }
+    // The line the offset is on, from its start.
+    let start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let rest = &text[start..];
+    let line = rest.lines().next().unwrap_or("");
+    let key = match line.split_once('=') {
+        Some((k, _)) if !line.trim_start().starts_with('[') => k.trim().trim_matches('"').to_string(),
+        _ => String::new(),
+    };
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_path_follows_tables_and_arrays() {
+        let text = "a = 1\n[queues.billing]\nadress = 2\n[[rules]]\nx = 1\n[[rules]]\nsubject = 3\n";
+        assert_eq!(key_path_at(text, 1), "a");
+        let at = text.find("adress").unwrap();
+        assert_eq!(key_path_at(text, at), "queues.billing.adress");
+        let at = text.find("subject").unwrap();
+        assert_eq!(key_path_at(text, at + 3), "rules[1].subject");
+    }
+}

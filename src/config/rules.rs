@@ -1,0 +1,648 @@
+//! `rules.toml`: the file admins edit. It is read into plain serde structs (`raw`), then
+//! checked and compiled into [`Rules`], the immutable value that classify, decide and
+//! compose read. Every regex and template is compiled here, at load, and every mistake
+//! is reported with its file, key path and line.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::{Collector, ConfigErrors};
+
+/// Regexes are compiled with a bounded size so a pathological pattern is a load error,
+/// not a memory blow-up at run time.
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
+
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub company: Spanned<Company>,
+        #[serde(default)]
+        pub queues: BTreeMap<String, Spanned<Queue>>,
+        #[serde(default)]
+        pub categories: BTreeMap<String, Spanned<Category>>,
+        #[serde(default)]
+        pub mailboxes: BTreeMap<String, Spanned<Mailbox>>,
+        #[serde(default)]
+        pub rules: Vec<Spanned<Rule>>,
+        #[serde(default)]
+        pub languages: BTreeMap<String, Spanned<Language>>,
+        #[serde(default)]
+        pub templates: BTreeMap<String, Spanned<Templates>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Company {
+        pub name: String,
+        pub domain: Spanned<String>,
+        #[serde(default = "default_prefix")]
+        pub ticket_prefix: Spanned<String>,
+        pub ack_from: Spanned<String>,
+        #[serde(default = "default_language")]
+        pub default_language: Spanned<String>,
+    }
+
+    fn default_prefix() -> Spanned<String> {
+        Spanned::new(0..0, "T".to_string())
+    }
+    fn default_language() -> Spanned<String> {
+        Spanned::new(0..0, "en".to_string())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Queue {
+        pub address: Spanned<String>,
+        pub name: BTreeMap<String, String>,
+        pub response_time: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Category {
+        pub queue: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mailbox {
+        pub address: Spanned<String>,
+        pub queue: Spanned<String>,
+        #[serde(default)]
+        pub handles: Vec<Spanned<String>>,
+        #[serde(default = "keep")]
+        pub unmatched: Spanned<String>,
+        #[serde(default)]
+        pub forwarded_folder: Option<String>,
+    }
+
+    fn keep() -> Spanned<String> {
+        Spanned::new(0..0, "keep".to_string())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub name: Spanned<String>,
+        pub category: Spanned<String>,
+        #[serde(default = "default_priority")]
+        pub priority: i32,
+        pub subject: Option<Spanned<String>>,
+        pub body: Option<Spanned<String>>,
+        pub sender: Option<Spanned<String>>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, Spanned<String>>,
+    }
+
+    fn default_priority() -> i32 {
+        10
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Language {
+        pub detect: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Templates {
+        pub note: Spanned<String>,
+        pub ack_subject: Spanned<String>,
+        pub ack: Spanned<String>,
+    }
+}
+
+/// The whole compiled rule set. Cheap to share (`Arc`) and never changed once built.
+#[derive(Debug)]
+pub struct Rules {
+    pub company: Company,
+    pub queues: BTreeMap<String, Queue>,
+    pub categories: BTreeMap<String, Category>,
+    pub mailboxes: BTreeMap<String, Mailbox>,
+    pub rules: Vec<Rule>,
+    pub languages: Vec<Language>,
+    pub templates: Templates,
+    /// Matchers built from `rules`, one per field, for classify's fast path.
+    pub matchers: Matchers,
+}
+
+#[derive(Debug, Clone)]
+pub struct Company {
+    pub name: String,
+    pub domain: String,
+    pub ticket_prefix: String,
+    /// The From of acknowledgements, as written (`Name <addr>`).
+    pub ack_from: String,
+    pub default_language: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub key: String,
+    pub address: String,
+    /// Display name per language code.
+    pub names: BTreeMap<String, String>,
+    pub response_time: Duration,
+}
+
+impl Queue {
+    /// The queue's name in `lang`, falling back to any name it has.
+    pub fn name_in(&self, lang: &str) -> &str {
+        self.names
+            .get(lang)
+            .or_else(|| self.names.values().next())
+            .map(String::as_str)
+            .unwrap_or(&self.key)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Category {
+    pub key: String,
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Mail no rule recognises stays in the mailbox, owned by the mailbox's queue.
+    Keep,
+    /// Mail no rule recognises is forwarded to this queue.
+    Forward(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    pub key: String,
+    pub address: String,
+    /// The queue whose team reads this mailbox.
+    pub queue: String,
+    /// Categories whose requests stay here.
+    pub handles: Vec<String>,
+    pub unmatched: Unmatched,
+    pub forwarded_folder: Option<String>,
+}
+
+/// Which part of a message a pattern looks at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    Subject,
+    Body,
+    Sender,
+    /// A named header, lower-cased.
+    Header(String),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Subject => f.write_str("subject"),
+            Field::Body => f.write_str("body"),
+            Field::Sender => f.write_str("sender"),
+            Field::Header(h) => write!(f, "header {h}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub field: Field,
+    pub regex: Regex,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub category: String,
+    pub priority: i32,
+    pub patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Language {
+    pub code: String,
+    pub detect: Regex,
+}
+
+/// Templates compiled into one minijinja environment; names are `LANG/note`,
+/// `LANG/ack_subject`, `LANG/ack`.
+pub struct Templates {
+    pub env: minijinja::Environment<'static>,
+    pub languages: Vec<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("languages", &self.languages)
+            .finish()
+    }
+}
+
+/// One RegexSet per field over every pattern of that field: a message is scanned once
+/// per field whatever the number of rules, and only the patterns that matched are run
+/// again to find the matched text.
+#[derive(Debug, Default)]
+pub struct Matchers {
+    pub by_field: Vec<FieldMatcher>,
+}
+
+#[derive(Debug)]
+pub struct FieldMatcher {
+    pub field: Field,
+    pub set: RegexSet,
+    /// For each pattern in `set`: (rule index, pattern index in the rule).
+    pub owners: Vec<(usize, usize)>,
+}
+
+impl Rules {
+    /// Reads and compiles a rules file.
+    pub fn load(path: &Path) -> Result<Rules, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![super::ConfigError {
+                file: path.to_path_buf(),
+                key: String::new(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Compiles rules from text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Rules, ConfigErrors> {
+        let mut c = Collector::new(path, text);
+        let file: raw::File = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                c.toml(&e);
+                return Err(ConfigErrors(c.errors));
+            }
+        };
+        let rules = compile(&mut c, file);
+        c.finish(rules)
+    }
+
+    /// The queue a category routes to.
+    pub fn queue_of_category(&self, category: &str) -> Option<&Queue> {
+        self.categories
+            .get(category)
+            .and_then(|c| self.queues.get(&c.queue))
+    }
+
+    /// The watched mailbox with this address, if any.
+    pub fn mailbox_by_address(&self, address: &str) -> Option<&Mailbox> {
+        self.mailboxes
+            .values()
+            .find(|m| m.address.eq_ignore_ascii_case(address))
+    }
+}
+
+fn span<T>(s: &Spanned<T>) -> Option<Range<usize>> {
+    let r = s.span();
+    (r.end > 0).then_some(r)
+}
+
+fn compile_regex(
+    c: &mut Collector<'_>,
+    key: &str,
+    what: &str,
+    pat: &Spanned<String>,
+) -> Option<Regex> {
+    match RegexBuilder::new(pat.get_ref())
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            c.at(span(pat), key, format!("{what}: bad regex: {e}"));
+            None
+        }
+    }
+}
+
+fn looks_like_address(s: &str) -> bool {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((l, d)) => !l.is_empty() && d.contains('.') && !s.contains(char::is_whitespace),
+        None => false,
+    }
+}
+
+fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
+    let co = f.company.into_inner();
+    if !looks_like_address(&format!("x@{}", co.domain.get_ref())) {
+        c.at(span(&co.domain), "company.domain", "not a domain name");
+    }
+    if co.ticket_prefix.get_ref().is_empty()
+        || !co
+            .ticket_prefix
+            .get_ref()
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric())
+    {
+        c.at(
+            span(&co.ticket_prefix),
+            "company.ticket_prefix",
+            "must be ASCII letters or digits (it becomes part of subjects and Message-IDs)",
+        );
+    }
+    if co.ack_from.get_ref().parse::<lettre::message::Mailbox>().is_err() {
+        c.at(
+            span(&co.ack_from),
+            "company.ack_from",
+            "not an address (write \"Name <user@example.com>\" or \"user@example.com\")",
+        );
+    }
+    if !f.languages.is_empty() && !f.languages.contains_key(co.default_language.get_ref()) {
+        c.at(
+            span(&co.default_language),
+            "company.default_language",
+            format!(
+                "language {:?} is not declared in [languages]",
+                co.default_language.get_ref()
+            ),
+        );
+    }
+    let company = Company {
+        name: co.name,
+        domain: co.domain.into_inner(),
+        ticket_prefix: co.ticket_prefix.into_inner(),
+        ack_from: co.ack_from.into_inner(),
+        default_language: co.default_language.into_inner(),
+    };
+
+    let mut queues = BTreeMap::new();
+    if f.queues.is_empty() {
+        c.at(None, "queues", "no queue is declared; at least one [queues.NAME] is needed");
+    }
+    for (key, q) in f.queues {
+        let qspan = span(&q);
+        let q = q.into_inner();
+        let base = format!("queues.{key}");
+        if !looks_like_address(q.address.get_ref()) {
+            c.at(span(&q.address), format!("{base}.address"), "not an e-mail address");
+        }
+        if q.name.is_empty() {
+            c.at(qspan, format!("{base}.name"), "needs at least one display name, e.g. { en = \"Billing\" }");
+        }
+        let response_time = match humantime::parse_duration(q.response_time.get_ref()) {
+            Ok(d) if d.as_secs() > 0 => d,
+            Ok(_) => {
+                c.at(span(&q.response_time), format!("{base}.response_time"), "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                c.at(
+                    span(&q.response_time),
+                    format!("{base}.response_time"),
+                    format!("not a duration ({e}); write e.g. \"4h\", \"1d\", \"30m\""),
+                );
+                Duration::from_secs(1)
+            }
+        };
+        queues.insert(
+            key.clone(),
+            Queue {
+                key,
+                address: q.address.into_inner().trim().to_string(),
+                names: q.name,
+                response_time,
+            },
+        );
+    }
+
+    let mut categories = BTreeMap::new();
+    for (key, cat) in f.categories {
+        let cat = cat.into_inner();
+        if !queues.contains_key(cat.queue.get_ref()) {
+            c.at(
+                span(&cat.queue),
+                format!("categories.{key}.queue"),
+                format!("unknown queue {:?}", cat.queue.get_ref()),
+            );
+        }
+        categories.insert(
+            key.clone(),
+            Category {
+                key,
+                queue: cat.queue.into_inner(),
+            },
+        );
+    }
+
+    let mut mailboxes = BTreeMap::new();
+    if f.mailboxes.is_empty() {
+        c.at(None, "mailboxes", "no mailbox is declared; at least one [mailboxes.NAME] is needed");
+    }
+    for (key, m) in f.mailboxes {
+        let m = m.into_inner();
+        let base = format!("mailboxes.{key}");
+        if !looks_like_address(m.address.get_ref()) {
+            c.at(span(&m.address), format!("{base}.address"), "not an e-mail address");
+        }
+        if !queues.contains_key(m.queue.get_ref()) {
+            c.at(span(&m.queue), format!("{base}.queue"), format!("unknown queue {:?}", m.queue.get_ref()));
+        }
+        for (i, h) in m.handles.iter().enumerate() {
+            if !categories.contains_key(h.get_ref()) {
+                c.at(span(h), format!("{base}.handles[{i}]"), format!("unknown category {:?}", h.get_ref()));
+            }
+        }
+        let unmatched = match m.unmatched.get_ref().as_str() {
+            "keep" => Unmatched::Keep,
+            q if queues.contains_key(q) => Unmatched::Forward(q.to_string()),
+            q => {
+                c.at(
+                    span(&m.unmatched),
+                    format!("{base}.unmatched"),
+                    format!("must be \"keep\" or a queue name; {q:?} is neither"),
+                );
+                Unmatched::Keep
+            }
+        };
+        mailboxes.insert(
+            key.clone(),
+            Mailbox {
+                key,
+                address: m.address.into_inner().trim().to_string(),
+                queue: m.queue.into_inner(),
+                handles: m.handles.into_iter().map(Spanned::into_inner).collect(),
+                unmatched,
+                forwarded_folder: m.forwarded_folder,
+            },
+        );
+    }
+
+    let mut rules = Vec::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, r) in f.rules.into_iter().enumerate() {
+        let rspan = span(&r);
+        let r = r.into_inner();
+        let base = format!("rules[{i}]");
+        let name = r.name.get_ref().clone();
+        if let Some(prev) = names.insert(name.clone(), i) {
+            c.at(span(&r.name), format!("{base}.name"), format!("rule name {name:?} is already used by rules[{prev}]"));
+        }
+        if !categories.contains_key(r.category.get_ref()) {
+            c.at(
+                span(&r.category),
+                format!("{base}.category"),
+                format!("rule {name:?}: unknown category {:?}", r.category.get_ref()),
+            );
+        }
+        let mut patterns = Vec::new();
+        let mut add = |c: &mut Collector<'_>, field: Field, key: String, pat: &Spanned<String>| {
+            if let Some(regex) = compile_regex(c, &key, &format!("rule {name:?}"), pat) {
+                patterns.push(Pattern { field, regex });
+            }
+        };
+        if let Some(p) = &r.subject {
+            add(c, Field::Subject, format!("{base}.subject"), p);
+        }
+        if let Some(p) = &r.body {
+            add(c, Field::Body, format!("{base}.body"), p);
+        }
+        if let Some(p) = &r.sender {
+            add(c, Field::Sender, format!("{base}.sender"), p);
+        }
+        for (h, p) in &r.headers {
+            add(c, Field::Header(h.to_ascii_lowercase()), format!("{base}.headers.{h}"), p);
+        }
+        if r.subject.is_none() && r.body.is_none() && r.sender.is_none() && r.headers.is_empty() {
+            c.at(rspan, base.clone(), format!("rule {name:?} has no pattern (subject, body, sender or headers)"));
+        }
+        rules.push(Rule {
+            name,
+            category: r.category.into_inner(),
+            priority: r.priority,
+            patterns,
+        });
+    }
+
+    let mut languages = Vec::new();
+    for (code, l) in f.languages {
+        let l = l.into_inner();
+        if let Some(detect) = compile_regex(c, &format!("languages.{code}.detect"), &format!("language {code:?}"), &l.detect) {
+            languages.push(Language { code, detect });
+        }
+    }
+
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Mail text is plain text: no HTML escaping of the customer's words.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let mut template_langs = Vec::new();
+    if !f.templates.contains_key(&company.default_language) {
+        c.at(
+            None,
+            "templates",
+            format!("no [templates.{}] for company.default_language", company.default_language),
+        );
+    }
+    for (lang, t) in f.templates {
+        let t = t.into_inner();
+        for (which, src) in [("note", t.note), ("ack_subject", t.ack_subject), ("ack", t.ack)] {
+            let s = span(&src);
+            if let Err(e) = env.add_template_owned(format!("{lang}/{which}"), src.into_inner()) {
+                c.at(s, format!("templates.{lang}.{which}"), format!("template error: {e}"));
+            }
+        }
+        template_langs.push(lang);
+    }
+
+    let matchers = build_matchers(c, &rules);
+    Rules {
+        company,
+        queues,
+        categories,
+        mailboxes,
+        rules,
+        languages,
+        templates: Templates {
+            env,
+            languages: template_langs,
+        },
+        matchers,
+    }
+}
+
+fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
+    let mut groups: BTreeMap<Field, (Vec<String>, Vec<(usize, usize)>)> = BTreeMap::new();
+    for (ri, r) in rules.iter().enumerate() {
+        for (pi, p) in r.patterns.iter().enumerate() {
+            let g = groups.entry(p.field.clone()).or_default();
+            g.0.push(p.regex.as_str().to_string());
+            g.1.push((ri, pi));
+        }
+    }
+    let mut by_field = Vec::new();
+    for (field, (pats, owners)) in groups {
+        match RegexSetBuilder::new(&pats)
+            .size_limit(REGEX_SIZE_LIMIT * 16)
+            .build()
+        {
+            Ok(set) => by_field.push(FieldMatcher { field, set, owners }),
+            Err(e) => c.at(None, "rules", format!("the {field} patterns together are too large: {e}")),
+        }
+    }
+    Matchers { by_field }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml")).unwrap()
+    }
+
+    #[test]
+    fn shipped_rules_compile() {
+        let r = Rules::parse(Path::new("rules.toml"), &shipped()).unwrap();
+        assert_eq!(r.mailboxes.len(), 4);
+        assert_eq!(r.queues.len(), 3);
+        assert!(r.rules.len() >= 8);
+        assert_eq!(r.queue_of_category("technical").unwrap().address, "support@example.test");
+    }
+
+    #[test]
+    fn all_semantic_errors_at_once_with_lines() {
+        let text = shipped()
+            .replace("queue = \"billing\"\n[categories.sales]", "queue = \"nobody\"\n[categories.sales]")
+            .replacen("subject = '(?i)не", "subject = '(?i)(не", 1)
+            .replace("response_time = \"1d\"", "response_time = \"soon\"");
+        let err = Rules::parse(Path::new("x/rules.toml"), &text).unwrap_err();
+        let msgs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        assert!(msgs.iter().any(|m| m.contains("categories.billing.queue") && m.contains("unknown queue \"nobody\"")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("rules[0].subject") && m.contains("rule \"outage-ru\": bad regex")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("queues.billing.response_time")), "{msgs:#?}");
+        for e in &err.0 {
+            assert!(e.to_string().starts_with("x/rules.toml"));
+        }
+        let bad_regex = err.0.iter().find(|e| e.key == "rules[0].subject").unwrap();
+        let line = text.lines().position(|l| l.starts_with("subject = '(?i)(не")).unwrap() + 1;
+        assert_eq!(bad_regex.line, Some(line));
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let text = shipped().replace("[queues.billing]\naddress", "[queues.billing]\nadress");
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.key, "queues.billing.adress");
+        assert!(e.message.contains("unknown field"), "{e}");
+        let line = text.lines().position(|l| l.starts_with("adress")).unwrap() + 1;
+        assert_eq!(e.line, Some(line));
+    }
+}

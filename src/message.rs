@@ -1,0 +1,334 @@
+//! Parse: raw RFC 5322 bytes -> [`Mail`], an owned, decoded view of what the later
+//! stages need (ids for threading, addresses, subject, the customer's own text, and the
+//! headers that decide whether an automatic reply is allowed). The raw bytes are kept
+//! beside it, untouched, because the forward attaches the original as it arrived.
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, MessageParser};
+use serde::Serialize;
+
+/// Text longer than this is not looked at by the rules: it keeps classification time and
+/// memory per message bounded whatever a sender puts in a body.
+pub const MAX_TEXT: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addr {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Addr {
+    pub fn display(&self) -> String {
+        match &self.name {
+            Some(n) if !n.is_empty() => format!("{n} <{}>", self.address),
+            _ => self.address.clone(),
+        }
+    }
+}
+
+/// Why a message could not be parsed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty message")]
+    Empty,
+    #[error("not an e-mail message: no header could be read")]
+    NotMail,
+    #[error("the parser failed on this message: {0}")]
+    Panicked(String),
+}
+
+/// One message, decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mail {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub from: Option<Addr>,
+    pub reply_to: Option<Addr>,
+    /// The envelope sender from Return-Path: `Some("")` is the null sender `<>`.
+    pub return_path: Option<String>,
+    pub to: Vec<Addr>,
+    pub cc: Vec<Addr>,
+    pub delivered_to: Vec<String>,
+    pub subject: String,
+    /// Date header as RFC 3339, when it parses.
+    pub date: Option<String>,
+    /// The customer's own text: text parts (HTML turned into text), quoted earlier
+    /// messages left out, at most [`MAX_TEXT`] bytes.
+    pub text: String,
+    /// Every header as (lower-case name, decoded or unfolded value), in order.
+    pub headers: Vec<(String, String)>,
+    pub size: usize,
+}
+
+impl Mail {
+    /// First value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+
+    /// Where an automatic reply goes (RFC 3834 3.1.5): the envelope sender, else From.
+    pub fn reply_address(&self) -> Option<&str> {
+        match &self.return_path {
+            Some(rp) if rp.is_empty() => None,
+            Some(rp) => Some(rp.as_str()),
+            None => self.from.as_ref().map(|a| a.address.as_str()),
+        }
+    }
+
+    /// Every id this message points at, nearest first.
+    pub fn thread_ids(&self) -> impl Iterator<Item = &str> {
+        self.in_reply_to
+            .iter()
+            .chain(self.references.iter().rev())
+            .map(String::as_str)
+    }
+}
+
+/// Parses raw bytes. Never panics: mail-parser runs under `catch_unwind`, and a panic
+/// there becomes an error that quarantines the message instead of stopping the service.
+pub fn parse(raw: &[u8]) -> Result<Mail, ParseError> {
+    if raw.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ParseError::Empty);
+    }
+    match std::panic::catch_unwind(|| parse_inner(raw)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            Err(ParseError::Panicked(msg))
+        }
+    }
+}
+
+fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(ParseError::NotMail)?;
+    if msg.headers().is_empty() {
+        return Err(ParseError::NotMail);
+    }
+
+    let mut headers = Vec::with_capacity(msg.headers().len());
+    for h in msg.headers() {
+        let name = h.name().to_ascii_lowercase();
+        let value = match h.value() {
+            HeaderValue::Text(t) => t.to_string(),
+            HeaderValue::TextList(l) => l.join(", "),
+            _ => raw_value(raw, h.offset_start() as usize, h.offset_end() as usize),
+        };
+        headers.push((name, value));
+    }
+
+    let return_path = msg.header_raw("Return-Path").map(|v| {
+        v.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim()
+            .to_string()
+    });
+
+    let mut text = String::new();
+    let n_text = msg.text_body_count();
+    for i in 0..n_text.max(1) {
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+        if let Some(t) = msg.body_text(i) {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&without_quotes(&t));
+        }
+    }
+    truncate(&mut text, MAX_TEXT);
+
+    let mut subject = msg.subject().unwrap_or("").to_string();
+    subject = subject.replace(['\r', '\n'], " ");
+
+    Ok(Mail {
+        message_id: msg.message_id().map(clean_id).filter(|s| !s.is_empty()),
+        in_reply_to: id_list(msg.in_reply_to()),
+        references: id_list(msg.references()),
+        from: msg.from().and_then(first_addr),
+        reply_to: msg.reply_to().and_then(first_addr),
+        return_path,
+        to: msg.to().map(all_addrs).unwrap_or_default(),
+        cc: msg.cc().map(all_addrs).unwrap_or_default(),
+        delivered_to: headers
+            .iter()
+            .filter(|(n, _)| n == "delivered-to" || n == "x-original-to")
+            .map(|(_, v)| v.trim().to_string())
+            .collect(),
+        subject,
+        date: msg.date().map(|d| d.to_rfc3339()),
+        text,
+        headers,
+        size: raw.len(),
+    })
+}
+
+fn raw_value(raw: &[u8], start: usize, end: usize) -> String {
+    let end = end.min(raw.len());
+    let start = start.min(end);
+    let v = String::from_utf8_lossy(&raw[start..end]);
+    // Unfold: a header value continues on lines that start with white space.
+    v.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn clean_id(s: &str) -> String {
+    s.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string()
+}
+
+fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
+    match v {
+        HeaderValue::Text(t) => vec![clean_id(t)],
+        HeaderValue::TextList(l) => l.iter().map(|t| clean_id(t)).collect(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect()
+}
+
+fn to_addr(a: &mail_parser::Addr<'_>) -> Option<Addr> {
+    let address = a.address()?.trim().to_string();
+    if address.is_empty() {
+        return None;
+    }
+    Some(Addr {
+        name: a
+            .name()
+            .map(|n| n.replace(['\r', '\n'], " ").trim().to_string())
+            .filter(|n| !n.is_empty()),
+        address,
+    })
+}
+
+fn first_addr(a: &Address<'_>) -> Option<Addr> {
+    a.iter().find_map(to_addr)
+}
+
+fn all_addrs(a: &Address<'_>) -> Vec<Addr> {
+    a.iter().filter_map(to_addr).collect()
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The customer's own words: quoted lines (`>`) and the attribution line above them are
+/// left out, and everything below a forwarded/original-message separator, so an old
+/// quoted request does not decide the category of a new reply.
+pub fn without_quotes(text: &str) -> Cow<'_, str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if is_separator(t) {
+            changed = true;
+            break;
+        }
+        if t.starts_with('>') {
+            changed = true;
+            continue;
+        }
+        if is_attribution(t, lines.get(i + 1).map(|l| l.trim_start())) {
+            changed = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn is_separator(t: &str) -> bool {
+    let l = t.to_lowercase();
+    let core = l.trim_matches(|c: char| c == '-' || c == '_' || c.is_whitespace());
+    (l.starts_with("---") || l.starts_with("___"))
+        && (core == "original message"
+            || core == "forwarded message"
+            || core == "исходное сообщение"
+            || core == "пересылаемое сообщение"
+            || core == "пересланное сообщение")
+}
+
+/// "On Mon, 3 Mar 2024, Ivan wrote:" / "3 марта 2024 г., Иван пишет:" directly above a
+/// quote (the line may wrap once, so a quote on the next line is enough).
+fn is_attribution(t: &str, next: Option<&str>) -> bool {
+    let l = t.trim_end().to_lowercase();
+    let ends = l.ends_with("wrote:") || l.ends_with("пишет:") || l.ends_with("написал:") || l.ends_with("написала:") || l.ends_with("писал(а):");
+    ends && next.map(|n| n.starts_with('>') || n.is_empty()).unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn koi8r_body_and_encoded_subject() {
+        let mut raw = b"From: =?koi8-r?B?6dfBzg==?= <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: =?koi8-r?B?88HK1CDOxSDSwcLP1MHF1A==?=\r\nMessage-ID: <a1@mail.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".to_vec();
+        // "Сайт не работает" in KOI8-R
+        raw.extend_from_slice(&[0xf3, 0xc1, 0xca, 0xd4, 0x20, 0xce, 0xc5, 0x20, 0xd2, 0xc1, 0xc2, 0xcf, 0xd4, 0xc1, 0xc5, 0xd4, b'\r', b'\n']);
+        let m = parse(&raw).unwrap();
+        assert_eq!(m.subject, "Сайт не работает");
+        assert_eq!(m.text.trim(), "Сайт не работает");
+        assert_eq!(m.message_id.as_deref(), Some("a1@mail.example"));
+        assert_eq!(m.from.unwrap().name.as_deref(), Some("Иван"));
+    }
+
+    #[test]
+    fn quoted_reply_is_left_out() {
+        let t = "Thanks, but now I need an invoice.\n\nOn Mon, 4 Mar 2024, Support wrote:\n> the site is down\n> error 500\n";
+        let w = without_quotes(t);
+        assert!(w.contains("invoice"));
+        assert!(!w.contains("down"));
+        assert!(!w.contains("wrote"));
+        let t = "Новый вопрос про счёт.\n\n-------- Исходное сообщение --------\nсайт не работает\n";
+        assert!(!without_quotes(t).contains("не работает"));
+    }
+
+    #[test]
+    fn null_sender_and_headers() {
+        let raw = b"Return-Path: <>\r\nFrom: MAILER-DAEMON@example.test\r\nAuto-Submitted: auto-replied\r\nSubject: x\r\n\r\nbody\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.return_path.as_deref(), Some(""));
+        assert_eq!(m.reply_address(), None);
+        assert_eq!(m.header("AUTO-SUBMITTED"), Some("auto-replied"));
+    }
+
+    #[test]
+    fn not_mail_is_an_error() {
+        assert!(parse(b"").is_err());
+        assert!(parse(b"   \n").is_err());
+    }
+}
