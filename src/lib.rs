@@ -7,5 +7,6 @@
 //! same pipeline offline.
 
 pub mod config;
+pub mod decide;
 pub mod classify;
 pub mod message;

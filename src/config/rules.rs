@@ -49,6 +49,12 @@ mod raw {
         pub ack_from: Spanned<String>,
         #[serde(default = "default_language")]
         pub default_language: Spanned<String>,
+        #[serde(default = "default_ack_cap")]
+        pub acks_per_sender_per_day: u32,
+    }
+
+    fn default_ack_cap() -> u32 {
+        5
     }
 
     fn default_prefix() -> Spanned<String> {
@@ -69,14 +75,16 @@ mod raw {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Category {
-        pub queue: Spanned<String>,
+        #[serde(default)]
+        pub queue: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Mailbox {
         pub address: Spanned<String>,
-        pub queue: Spanned<String>,
+        #[serde(default)]
+        pub queue: Option<Spanned<String>>,
         #[serde(default)]
         pub handles: Vec<Spanned<String>>,
         #[serde(default = "keep")]
@@ -144,6 +152,9 @@ pub struct Company {
     /// The From of acknowledgements, as written (`Name <addr>`).
     pub ack_from: String,
     pub default_language: String,
+    /// At most this many acknowledgements to one sender per day (UTC): a cap that stops
+    /// any loop the RFC 3834 checks miss.
+    pub acks_per_sender_per_day: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +180,9 @@ impl Queue {
 #[derive(Debug, Clone)]
 pub struct Category {
     pub key: String,
-    pub queue: String,
+    /// The queue that owns such requests; `None` for mail that is not a customer
+    /// request (monitoring alerts, say), which stays where it arrived.
+    pub queue: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,8 +197,9 @@ pub enum Unmatched {
 pub struct Mailbox {
     pub key: String,
     pub address: String,
-    /// The queue whose team reads this mailbox.
-    pub queue: String,
+    /// The queue whose team reads this mailbox; `None` when no team answers customers
+    /// from it (everything recognised is forwarded, the rest goes to `unmatched`).
+    pub queue: Option<String>,
     /// Categories whose requests stay here.
     pub handles: Vec<String>,
     pub unmatched: Unmatched,
@@ -297,7 +311,8 @@ impl Rules {
     pub fn queue_of_category(&self, category: &str) -> Option<&Queue> {
         self.categories
             .get(category)
-            .and_then(|c| self.queues.get(&c.queue))
+            .and_then(|c| c.queue.as_ref())
+            .and_then(|q| self.queues.get(q))
     }
 
     /// The watched mailbox with this address, if any.
@@ -380,6 +395,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         ticket_prefix: co.ticket_prefix.into_inner(),
         ack_from: co.ack_from.into_inner(),
         default_language: co.default_language.into_inner(),
+        acks_per_sender_per_day: co.acks_per_sender_per_day,
     };
 
     let mut queues = BTreeMap::new();
@@ -425,18 +441,16 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     let mut categories = BTreeMap::new();
     for (key, cat) in f.categories {
         let cat = cat.into_inner();
-        if !queues.contains_key(cat.queue.get_ref()) {
-            c.at(
-                span(&cat.queue),
-                format!("categories.{key}.queue"),
-                format!("unknown queue {:?}", cat.queue.get_ref()),
-            );
+        if let Some(q) = &cat.queue {
+            if !queues.contains_key(q.get_ref()) {
+                c.at(span(q), format!("categories.{key}.queue"), format!("unknown queue {:?}", q.get_ref()));
+            }
         }
         categories.insert(
             key.clone(),
             Category {
                 key,
-                queue: cat.queue.into_inner(),
+                queue: cat.queue.map(Spanned::into_inner),
             },
         );
     }
@@ -451,8 +465,10 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         if !looks_like_address(m.address.get_ref()) {
             c.at(span(&m.address), format!("{base}.address"), "not an e-mail address");
         }
-        if !queues.contains_key(m.queue.get_ref()) {
-            c.at(span(&m.queue), format!("{base}.queue"), format!("unknown queue {:?}", m.queue.get_ref()));
+        if let Some(q) = &m.queue {
+            if !queues.contains_key(q.get_ref()) {
+                c.at(span(q), format!("{base}.queue"), format!("unknown queue {:?}", q.get_ref()));
+            }
         }
         for (i, h) in m.handles.iter().enumerate() {
             if !categories.contains_key(h.get_ref()) {
@@ -460,6 +476,14 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             }
         }
         let unmatched = match m.unmatched.get_ref().as_str() {
+            "keep" if m.queue.is_none() => {
+                c.at(
+                    span(&m.unmatched).or(span(&m.address)),
+                    format!("{base}.unmatched"),
+                    "a mailbox without `queue` cannot keep unrecognised mail: name the queue it goes to",
+                );
+                Unmatched::Keep
+            }
             "keep" => Unmatched::Keep,
             q if queues.contains_key(q) => Unmatched::Forward(q.to_string()),
             q => {
@@ -476,7 +500,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             Mailbox {
                 key,
                 address: m.address.into_inner().trim().to_string(),
-                queue: m.queue.into_inner(),
+                queue: m.queue.map(Spanned::into_inner),
                 handles: m.handles.into_iter().map(Spanned::into_inner).collect(),
                 unmatched,
                 forwarded_folder: m.forwarded_folder,
@@ -625,12 +649,12 @@ mod tests {
         let err = Rules::parse(Path::new("x/rules.toml"), &text).unwrap_err();
         let msgs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
         assert!(msgs.iter().any(|m| m.contains("categories.billing.queue") && m.contains("unknown queue \"nobody\"")), "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.contains("rules[0].subject") && m.contains("rule \"outage-ru\": bad regex")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.contains("rules[1].subject") && m.contains("rule \"outage-ru\": bad regex")), "{msgs:#?}");
         assert!(msgs.iter().any(|m| m.contains("queues.billing.response_time")), "{msgs:#?}");
         for e in &err.0 {
             assert!(e.to_string().starts_with("x/rules.toml"));
         }
-        let bad_regex = err.0.iter().find(|e| e.key == "rules[0].subject").unwrap();
+        let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
         let line = text.lines().position(|l| l.starts_with("subject = '(?i)(не")).unwrap() + 1;
         assert_eq!(bad_regex.line, Some(line));
     }

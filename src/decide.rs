@@ -1,0 +1,443 @@
+//! Decide (pure): the mailbox a message reached, its classification and what the store
+//! knows of its thread -> a [`Plan`]: keep it or forward it to a queue, and acknowledge
+//! the customer or say why not. Effects are data here; `pipeline` turns the plan into
+//! mails and records, and nothing in this module touches the network, the disk or the
+//! clock.
+
+use serde::Serialize;
+
+use crate::classify::Classification;
+use crate::config::{Mailbox, Rules, Unmatched};
+use crate::message::Mail;
+
+/// Header the daemon puts on every mail it sends. Mail that carries it is its own and is
+/// never triaged again.
+pub const LOOP_HEADER: &str = "X-Mailtriage";
+
+/// What the store knows about the thread a message belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadView {
+    /// The ticket this message joins (by In-Reply-To/References or the subject tag), with
+    /// how it was found.
+    pub ticket: Option<(TicketRef, JoinedBy)>,
+    /// Set when this very message (same Message-ID) was already triaged.
+    pub already_triaged: Option<String>,
+    /// Acknowledgements already sent to this sender today.
+    pub acks_to_sender_today: u32,
+}
+
+/// The part of a ticket that decide needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketRef {
+    pub id: String,
+    pub queue: String,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinedBy {
+    References,
+    SubjectTag,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Route {
+    /// Mail the daemon sent, or a message already triaged: nothing is done.
+    Ignore { why: Suppression },
+    /// The message stays in the mailbox it reached; `queue` owns the request.
+    Keep { queue: String, why: Why },
+    /// The message goes to `queue` with a context note.
+    Forward { queue: String, why: Why },
+    /// Not a customer request (a category without a queue, e.g. monitoring alerts): it
+    /// stays where it arrived, with no ticket and no acknowledgement.
+    Leave { category: String },
+}
+
+/// Why a route was chosen; rendered into words in the note and by `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Why {
+    /// A rule-recognised category that this mailbox handles.
+    Handled { category: String },
+    /// A rule-recognised category that belongs to another queue.
+    Misdirected { category: String },
+    /// No rule fired; the mailbox keeps such mail.
+    UnmatchedKept,
+    /// No rule fired; the mailbox passes such mail to a fixed queue.
+    UnmatchedForwarded,
+    /// A follow-up in an existing ticket, which goes to the queue that owns it.
+    FollowUp { ticket: String, joined_by: JoinedBy },
+}
+
+/// Why no acknowledgement goes out. Codes follow RFC 3834's list of messages that must
+/// not get an automatic reply, then the daemon's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Suppression {
+    OwnMail,
+    AlreadyTriaged,
+    AutoSubmitted,
+    NullSender,
+    RobotSender,
+    Precedence,
+    List,
+    AutoResponseSuppress,
+    Spam,
+    /// The ticket was acknowledged before; follow-ups get no new acknowledgement.
+    FollowUp,
+    /// The sender reached the daily cap of acknowledgements.
+    DailyCap,
+    /// There is no address to answer to.
+    NoAddress,
+    /// Not a customer request.
+    NotARequest,
+}
+
+impl Suppression {
+    pub fn code(self) -> &'static str {
+        match self {
+            Suppression::OwnMail => "own-mail",
+            Suppression::AlreadyTriaged => "already-triaged",
+            Suppression::AutoSubmitted => "auto-submitted",
+            Suppression::NullSender => "null-sender",
+            Suppression::RobotSender => "robot-sender",
+            Suppression::Precedence => "precedence",
+            Suppression::List => "list",
+            Suppression::AutoResponseSuppress => "auto-response-suppress",
+            Suppression::Spam => "spam",
+            Suppression::FollowUp => "follow-up",
+            Suppression::DailyCap => "daily-cap",
+            Suppression::NoAddress => "no-address",
+            Suppression::NotARequest => "not-a-request",
+        }
+    }
+
+    /// A sentence for the note and `explain`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Suppression::OwnMail => "mailtriage sent this message itself",
+            Suppression::AlreadyTriaged => "this message was triaged before",
+            Suppression::AutoSubmitted => "the message is automatic (Auto-Submitted)",
+            Suppression::NullSender => "the envelope sender is empty (a bounce or notification)",
+            Suppression::RobotSender => "the sender is a robot address (mailer-daemon, postmaster, noreply, list owner)",
+            Suppression::Precedence => "the message is bulk or list mail (Precedence)",
+            Suppression::List => "the message comes from a mailing list (List-* headers)",
+            Suppression::AutoResponseSuppress => "the sender asked for no automatic replies (X-Auto-Response-Suppress)",
+            Suppression::Spam => "the receiving server marked the message as spam",
+            Suppression::FollowUp => "the customer was already acknowledged for this ticket",
+            Suppression::DailyCap => "the sender reached today's limit of acknowledgements",
+            Suppression::NoAddress => "there is no address to answer to",
+            Suppression::NotARequest => "the message is not a customer request",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "send", rename_all = "kebab-case")]
+pub enum AckPlan {
+    Yes,
+    No { reason: Suppression },
+}
+
+impl AckPlan {
+    pub fn is_yes(&self) -> bool {
+        matches!(self, AckPlan::Yes)
+    }
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub route: Route,
+    /// `Some(id)` when the message joins an existing ticket; `None` opens a new one
+    /// (unless the route is Ignore).
+    pub ticket: Option<String>,
+    pub ack: AckPlan,
+}
+
+impl Plan {
+    pub fn queue(&self) -> Option<&str> {
+        match &self.route {
+            Route::Keep { queue, .. } | Route::Forward { queue, .. } => Some(queue),
+            Route::Ignore { .. } | Route::Leave { .. } => None,
+        }
+    }
+
+    pub fn forwarded(&self) -> bool {
+        matches!(self.route, Route::Forward { .. })
+    }
+}
+
+pub fn decide(
+    rules: &Rules,
+    mailbox: &Mailbox,
+    mail: &Mail,
+    class: &Classification,
+    thread: &ThreadView,
+) -> Plan {
+    if is_own_mail(rules, mail) {
+        return ignore(Suppression::OwnMail);
+    }
+    if let Some(ticket) = &thread.already_triaged {
+        return Plan {
+            ticket: Some(ticket.clone()),
+            ..ignore(Suppression::AlreadyTriaged)
+        };
+    }
+
+    let (route, ticket) = match &thread.ticket {
+        // A follow-up goes where its ticket lives, whatever its words say: classifying it
+        // again is how tickets start to ping-pong.
+        Some((t, joined_by)) => {
+            let why = Why::FollowUp {
+                ticket: t.id.clone(),
+                joined_by: *joined_by,
+            };
+            let route = if mailbox.queue.as_deref() == Some(t.queue.as_str()) {
+                Route::Keep { queue: t.queue.clone(), why }
+            } else {
+                Route::Forward { queue: t.queue.clone(), why }
+            };
+            (route, Some(t.id.clone()))
+        }
+        None => (route_new(rules, mailbox, class), None),
+    };
+
+    if let Route::Leave { .. } = route {
+        return Plan {
+            route,
+            ticket: None,
+            ack: AckPlan::No { reason: Suppression::NotARequest },
+        };
+    }
+    let ack = match auto_reply_forbidden(mail) {
+        Some(reason) => AckPlan::No { reason },
+        None if thread.ticket.as_ref().is_some_and(|(t, _)| t.acknowledged) => AckPlan::No {
+            reason: Suppression::FollowUp,
+        },
+        None if mail.reply_address().is_none() => AckPlan::No {
+            reason: Suppression::NoAddress,
+        },
+        None if thread.acks_to_sender_today >= rules.company.acks_per_sender_per_day => AckPlan::No {
+            reason: Suppression::DailyCap,
+        },
+        None => AckPlan::Yes,
+    };
+    Plan { route, ticket, ack }
+}
+
+fn ignore(why: Suppression) -> Plan {
+    Plan {
+        route: Route::Ignore { why },
+        ticket: None,
+        ack: AckPlan::No { reason: why },
+    }
+}
+
+fn route_new(rules: &Rules, mailbox: &Mailbox, class: &Classification) -> Route {
+    let Some(cat) = &class.category else {
+        return match (&mailbox.unmatched, &mailbox.queue) {
+            (Unmatched::Forward(q), Some(own)) if q == own => Route::Keep {
+                queue: q.clone(),
+                why: Why::UnmatchedKept,
+            },
+            (Unmatched::Forward(q), _) => Route::Forward {
+                queue: q.clone(),
+                why: Why::UnmatchedForwarded,
+            },
+            (Unmatched::Keep, Some(own)) => Route::Keep {
+                queue: own.clone(),
+                why: Why::UnmatchedKept,
+            },
+            // Config validation refuses "keep" without a queue; leaving the message in
+            // place is the safe reading if it ever gets here.
+            (Unmatched::Keep, None) => Route::Leave { category: String::new() },
+        };
+    };
+    let Some(queue) = rules.categories.get(cat).and_then(|c| c.queue.clone()) else {
+        return Route::Leave { category: cat.clone() };
+    };
+    let why_kept = Why::Handled { category: cat.clone() };
+    match &mailbox.queue {
+        // A category this mailbox handles, or one that belongs to the team reading it anyway.
+        Some(own) if mailbox.handles.iter().any(|h| h == cat) || *own == queue => Route::Keep {
+            queue: own.clone(),
+            why: why_kept,
+        },
+        _ => Route::Forward { queue, why: Why::Misdirected { category: cat.clone() } },
+    }
+}
+
+/// Mail this daemon sent: its loop header, or a Message-ID in its own id domain.
+pub fn is_own_mail(rules: &Rules, mail: &Mail) -> bool {
+    mail.has_header(LOOP_HEADER)
+        || mail
+            .message_id
+            .as_deref()
+            .is_some_and(|id| id.to_ascii_lowercase().ends_with(&format!("@mailtriage.{}", rules.company.domain.to_ascii_lowercase())))
+}
+
+/// RFC 3834 section 2 and the usual robot conventions: the first reason an automatic
+/// reply must not be sent, in a fixed order so the reported reason is stable.
+pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
+    if let Some(v) = mail.header("auto-submitted") {
+        if !v.trim().eq_ignore_ascii_case("no") {
+            return Some(Suppression::AutoSubmitted);
+        }
+    }
+    if mail.return_path.as_deref() == Some("") {
+        return Some(Suppression::NullSender);
+    }
+    let candidates = [mail.return_path.as_deref(), mail.from.as_ref().map(|a| a.address.as_str())];
+    if candidates.iter().flatten().any(|a| is_robot_address(a)) {
+        return Some(Suppression::RobotSender);
+    }
+    if let Some(p) = mail.header("precedence") {
+        let p = p.trim().to_ascii_lowercase();
+        if p == "bulk" || p == "list" || p == "junk" {
+            return Some(Suppression::Precedence);
+        }
+    }
+    if mail.headers.iter().any(|(n, _)| n.starts_with("list-")) {
+        return Some(Suppression::List);
+    }
+    if let Some(v) = mail.header("x-auto-response-suppress") {
+        let v = v.to_ascii_lowercase();
+        if v.split([',', ' ']).any(|t| matches!(t.trim(), "all" | "autoreply" | "oof")) {
+            return Some(Suppression::AutoResponseSuppress);
+        }
+    }
+    if let Some(v) = mail.header("x-spam-flag") {
+        if v.trim().eq_ignore_ascii_case("yes") {
+            return Some(Suppression::Spam);
+        }
+    }
+    if let Some(v) = mail.header("x-spam-status") {
+        if v.trim().to_ascii_lowercase().starts_with("yes") {
+            return Some(Suppression::Spam);
+        }
+    }
+    None
+}
+
+fn is_robot_address(addr: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let squashed: String = local.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    local == "mailer-daemon"
+        || local == "postmaster"
+        || local.starts_with("owner-")
+        || local.ends_with("-request")
+        || local.ends_with("-bounces")
+        || squashed.starts_with("noreply")
+        || squashed.starts_with("donotreply")
+        || squashed == "mailerdaemon"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use crate::message::parse;
+    use std::path::Path;
+
+    fn rules() -> Rules {
+        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+    }
+
+    fn plan_for(mailbox: &str, headers: &str, subject: &str, body: &str, thread: &ThreadView) -> Plan {
+        let r = rules();
+        let raw = format!(
+            "{headers}From: Ivan <ivan@mail.example>\r\nTo: {mailbox}@example.test\r\nSubject: {subject}\r\nMessage-ID: <x1@mail.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+        );
+        let mail = parse(raw.as_bytes()).unwrap();
+        let class = classify(&r, &mail);
+        decide(&r, &r.mailboxes[mailbox], &mail, &class, thread)
+    }
+
+    #[test]
+    fn technical_request_at_billing_is_forwarded_to_support_and_acked() {
+        let p = plan_for("billing", "", "Сайт не работает", "Ошибка 500 с утра", &ThreadView::default());
+        assert_eq!(
+            p.route,
+            Route::Forward { queue: "support".into(), why: Why::Misdirected { category: "technical".into() } }
+        );
+        assert_eq!(p.ack, AckPlan::Yes);
+        assert_eq!(p.ticket, None);
+    }
+
+    #[test]
+    fn request_at_the_right_mailbox_stays() {
+        let p = plan_for("billing", "", "Refund request", "Please refund my invoice", &ThreadView::default());
+        assert_eq!(p.route, Route::Keep { queue: "billing".into(), why: Why::Handled { category: "billing".into() } });
+        assert!(p.ack.is_yes());
+    }
+
+    #[test]
+    fn unmatched_follows_the_mailbox_setting() {
+        let p = plan_for("monitoring", "", "Hello", "Just a word", &ThreadView::default());
+        assert_eq!(p.route, Route::Forward { queue: "support".into(), why: Why::UnmatchedForwarded });
+        let p = plan_for("sales", "", "Hello", "Just a word", &ThreadView::default());
+        assert_eq!(p.route, Route::Keep { queue: "sales".into(), why: Why::UnmatchedKept });
+    }
+
+    #[test]
+    fn rfc3834_cases_get_no_ack_but_are_still_routed() {
+        let cases = [
+            ("Auto-Submitted: auto-replied\r\n", Suppression::AutoSubmitted),
+            ("Return-Path: <>\r\n", Suppression::NullSender),
+            ("Return-Path: <MAILER-DAEMON@mx.example>\r\n", Suppression::RobotSender),
+            ("Return-Path: <no-reply@shop.example>\r\n", Suppression::RobotSender),
+            ("Return-Path: <owner-users@lists.example>\r\n", Suppression::RobotSender),
+            ("Return-Path: <users-request@lists.example>\r\n", Suppression::RobotSender),
+            ("Precedence: bulk\r\n", Suppression::Precedence),
+            ("Precedence: junk\r\n", Suppression::Precedence),
+            ("List-Id: <users.lists.example>\r\n", Suppression::List),
+            ("List-Unsubscribe: <mailto:u@lists.example>\r\n", Suppression::List),
+            ("X-Auto-Response-Suppress: OOF, AutoReply\r\n", Suppression::AutoResponseSuppress),
+            ("X-Spam-Flag: YES\r\n", Suppression::Spam),
+        ];
+        for (h, want) in cases {
+            let p = plan_for("billing", h, "Site is down", "error 500", &ThreadView::default());
+            assert_eq!(p.ack, AckPlan::No { reason: want }, "{h}");
+            assert!(p.forwarded(), "{h}");
+        }
+        let p = plan_for("billing", "Auto-Submitted: no\r\n", "Site is down", "error 500", &ThreadView::default());
+        assert!(p.ack.is_yes());
+    }
+
+    #[test]
+    fn own_mail_is_ignored() {
+        let p = plan_for("support", "X-Mailtriage: T-1001; forward\r\n", "Site is down", "", &ThreadView::default());
+        assert_eq!(p.route, Route::Ignore { why: Suppression::OwnMail });
+        assert_eq!(p.ack, AckPlan::No { reason: Suppression::OwnMail });
+    }
+
+    #[test]
+    fn follow_up_goes_to_owner_without_new_ack() {
+        let thread = ThreadView {
+            ticket: Some((
+                TicketRef { id: "T-1001".into(), queue: "support".into(), acknowledged: true },
+                JoinedBy::References,
+            )),
+            ..Default::default()
+        };
+        // Billing words, but the ticket is support's: it goes to support, not classified again.
+        let p = plan_for("billing", "", "Re: [#T-1001] invoice", "and the invoice too", &thread);
+        assert_eq!(p.route, Route::Forward {
+            queue: "support".into(),
+            why: Why::FollowUp { ticket: "T-1001".into(), joined_by: JoinedBy::References },
+        });
+        assert_eq!(p.ticket.as_deref(), Some("T-1001"));
+        assert_eq!(p.ack, AckPlan::No { reason: Suppression::FollowUp });
+    }
+
+    #[test]
+    fn duplicate_and_daily_cap() {
+        let p = plan_for("billing", "", "Site is down", "", &ThreadView { already_triaged: Some("T-1".into()), ..Default::default() });
+        assert_eq!(p.route, Route::Ignore { why: Suppression::AlreadyTriaged });
+        let p = plan_for("billing", "", "Site is down", "", &ThreadView { acks_to_sender_today: 100, ..Default::default() });
+        assert_eq!(p.ack, AckPlan::No { reason: Suppression::DailyCap });
+    }
+}
