@@ -10,3 +10,4 @@ pub mod config;
 pub mod decide;
 pub mod classify;
 pub mod message;
+pub mod store;

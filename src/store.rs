@@ -1,0 +1,529 @@
+//! Record: the one module that owns sled. It keeps, per state directory:
+//! - `checkpoints`: per mailbox, the (UIDVALIDITY, last UID) already triaged;
+//! - `messages`: the Message-ID index (every message seen, and every mail sent) -> ticket;
+//! - `tickets`: id -> [`Ticket`] with its history;
+//! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
+//! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
+//! - `acks`: acknowledgements per sender per day (the daily cap).
+//!
+//! A message's decision, the mails it implies, its mark and the checkpoint advance are
+//! written in one transaction ([`Store::commit`]); a message is therefore either wholly
+//! triaged or not at all, and a resend after a crash sends the stored bytes again.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+/// sled's default cache is 1 GiB; a triage daemon needs a few MB.
+const CACHE_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state database holds a record that does not decode ({what}): {err}")]
+    Corrupt { what: String, err: String },
+}
+
+impl<E> From<TransactionError<E>> for StoreError
+where
+    StoreError: From<E>,
+{
+    fn from(e: TransactionError<E>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e.into(),
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+/// One line of a ticket's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339, UTC.
+    pub at: String,
+    #[serde(flatten)]
+    pub what: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A customer message reached a watched mailbox.
+    Arrived { mailbox: String, message_id: Option<String>, subject: String },
+    /// Forwarded to a queue with a note; `why` in words.
+    Forwarded { queue: String, why: String },
+    /// Left in the mailbox it reached, owned by `queue`.
+    Kept { queue: String, why: String },
+    /// Acknowledgement sent, promising an answer within `response_time`.
+    Acknowledged { to: String, queue: String, response_time: String },
+    /// No acknowledgement, and why.
+    NotAcknowledged { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: String,
+    pub customer: String,
+    pub customer_name: Option<String>,
+    pub subject: String,
+    /// The queue that owns the ticket now.
+    pub queue: String,
+    pub language: String,
+    pub created: String,
+    pub acknowledged: bool,
+    /// Queues the ticket has been at, in order.
+    pub hops: Vec<String>,
+    pub history: Vec<Event>,
+    /// Message-IDs of customer messages in this ticket.
+    pub messages: Vec<String>,
+    /// Mails sent for this ticket so far; numbers the deterministic Message-IDs.
+    pub sent: u32,
+}
+
+/// What the index knows about one Message-ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub ticket: Option<String>,
+    pub mailbox: String,
+    /// What was done: "forwarded", "kept", "left", "ignored", "quarantined", "sent".
+    pub disposition: String,
+    pub at: String,
+    /// Why a quarantined message could not be triaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MailKind {
+    Forward,
+    Acknowledgement,
+}
+
+/// A mail waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutMail {
+    pub message_id: String,
+    pub kind: MailKind,
+    pub ticket: String,
+    /// `None` is the null sender `<>` (acknowledgements, so nothing answers them).
+    pub envelope_from: Option<String>,
+    pub to: Vec<String>,
+    #[serde(skip)]
+    pub raw: Vec<u8>,
+}
+
+impl OutMail {
+    fn encode(&self) -> Vec<u8> {
+        let head = serde_json::to_vec(self).expect("OutMail serialises");
+        let mut v = Vec::with_capacity(4 + head.len() + self.raw.len());
+        v.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        v.extend_from_slice(&head);
+        v.extend_from_slice(&self.raw);
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<OutMail, StoreError> {
+        let bad = |err: String| StoreError::Corrupt { what: "outbox entry".into(), err };
+        if b.len() < 4 {
+            return Err(bad("too short".into()));
+        }
+        let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if b.len() < 4 + n {
+            return Err(bad("truncated".into()));
+        }
+        let mut m: OutMail = serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
+        m.raw = b[4 + n..].to_vec();
+        Ok(m)
+    }
+}
+
+/// An IMAP change to make on the server after the decision is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub mailbox: String,
+    pub uid_validity: u32,
+    pub uid: u32,
+    pub keywords: Vec<String>,
+    pub move_to: Option<String>,
+}
+
+/// Everything one triaged message changes, written at once.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Message-ID, or a digest of the bytes when there is none.
+    pub key: String,
+    pub mailbox: String,
+    /// Where it came from on the server: advances the checkpoint.
+    pub source: Option<Checkpoint>,
+    pub message: MessageRecord,
+    /// The ticket's new state, when the message opened or joined one.
+    pub ticket: Option<Ticket>,
+    pub outgoing: Vec<OutMail>,
+    pub mark: Option<Mark>,
+    /// (sender, UTC day) of an acknowledgement, for the daily cap.
+    pub ack_to: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Done,
+    /// Another path (a second mailbox, a resync) recorded the same message first;
+    /// nothing was written.
+    AlreadyKnown(MessageRecord),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    checkpoints: sled::Tree,
+    messages: sled::Tree,
+    tickets: sled::Tree,
+    outbox: sled::Tree,
+    marks: sled::Tree,
+    acks: sled::Tree,
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("state records serialise")
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt { what: what.to_string(), err: e.to_string() })
+}
+
+fn mark_key(m: &Mark) -> Vec<u8> {
+    format!("{}\0{:010}\0{:010}", m.mailbox, m.uid_validity, m.uid).into_bytes()
+}
+
+/// Message-IDs are compared without brackets and case: relays and clients differ on
+/// both, and a missed match here means a message triaged twice.
+fn id_key(id: &str) -> Vec<u8> {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_ascii_lowercase()
+        .into_bytes()
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            checkpoints: db.open_tree("checkpoints")?,
+            messages: db.open_tree("messages")?,
+            tickets: db.open_tree("tickets")?,
+            outbox: db.open_tree("outbox")?,
+            marks: db.open_tree("marks")?,
+            acks: db.open_tree("acks")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable. Called once per batch, before any mail
+    /// of that batch is handed to SMTP.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self, mailbox: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.checkpoints
+            .get(mailbox.as_bytes())?
+            .map(|v| from_json("checkpoint", &v))
+            .transpose()
+    }
+
+    /// Sets a checkpoint outright (a new UIDVALIDITY starts again from 0).
+    pub fn set_checkpoint(&self, mailbox: &str, cp: Checkpoint) -> Result<(), StoreError> {
+        self.checkpoints.insert(mailbox.as_bytes(), json(&cp))?;
+        Ok(())
+    }
+
+    /// The next ticket number. A number taken by a message whose record never committed
+    /// is skipped, never reused for a different ticket.
+    pub fn next_ticket_number(&self) -> Result<u64, StoreError> {
+        let v = self.meta.update_and_fetch(b"next_ticket", |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1000);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let b = v.expect("update_and_fetch returns the new value");
+        Ok(u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])))
+    }
+
+    pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.messages
+            .get(id_key(id))?
+            .map(|v| from_json("message record", &v))
+            .transpose()
+    }
+
+    pub fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
+        self.tickets
+            .get(id.as_bytes())?
+            .map(|v| from_json("ticket", &v))
+            .transpose()
+    }
+
+    pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        self.tickets
+            .iter()
+            .map(|r| {
+                let (_, v) = r?;
+                from_json("ticket", &v)
+            })
+            .collect()
+    }
+
+    pub fn acks_on(&self, sender: &str, day: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .acks
+            .get(format!("{}\0{day}", sender.to_ascii_lowercase()))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Writes one message's whole outcome atomically, unless the message is already
+    /// known, in which case nothing is written.
+    pub fn commit(&self, rec: &Record) -> Result<Committed, StoreError> {
+        let outbox_keys: Vec<u64> = rec
+            .outgoing
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        let trees = (
+            &self.checkpoints,
+            &self.messages,
+            &self.tickets,
+            &self.outbox,
+            &self.marks,
+            &self.acks,
+        );
+        let r = trees.transaction(|(cps, msgs, tickets, outbox, marks, acks)| {
+            if let Some(prev) = msgs.get(id_key(&rec.key))? {
+                let prev: MessageRecord = serde_json::from_slice(&prev)
+                    .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        what: "message record".into(),
+                        err: e.to_string(),
+                    }))?;
+                // Still advance the checkpoint: the server copy is handled.
+                if let Some(cp) = rec.source {
+                    advance(cps, &rec.mailbox, cp)?;
+                }
+                return Ok(Committed::AlreadyKnown(prev));
+            }
+            msgs.insert(id_key(&rec.key), json(&rec.message))?;
+            if let Some(t) = &rec.ticket {
+                tickets.insert(t.id.as_bytes(), json(t))?;
+            }
+            for (m, k) in rec.outgoing.iter().zip(&outbox_keys) {
+                outbox.insert(&k.to_be_bytes(), m.encode())?;
+                let sent = MessageRecord {
+                    ticket: Some(m.ticket.clone()),
+                    mailbox: rec.mailbox.clone(),
+                    disposition: "sent".into(),
+                    at: rec.message.at.clone(),
+                    reason: None,
+                };
+                msgs.insert(id_key(&m.message_id), json(&sent))?;
+            }
+            if let Some(mark) = &rec.mark {
+                marks.insert(mark_key(mark), json(mark))?;
+            }
+            if let Some(cp) = rec.source {
+                advance(cps, &rec.mailbox, cp)?;
+            }
+            if let Some((sender, day)) = &rec.ack_to {
+                let k = format!("{}\0{day}", sender.to_ascii_lowercase());
+                let n = acks
+                    .get(k.as_bytes())?
+                    .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+                    .unwrap_or(0);
+                acks.insert(k.as_bytes(), &(n + 1).to_be_bytes())?;
+            }
+            Ok(Committed::Done)
+        });
+        Ok(r?)
+    }
+
+    /// Outbox entries in the order they were decided.
+    pub fn outbox(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok((key, OutMail::decode(&v)?))
+            })
+            .collect()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The SMTP server accepted the mail: it leaves the outbox.
+    pub fn outbox_done(&self, key: u64) -> Result<(), StoreError> {
+        self.outbox.remove(key.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
+    /// an operator finds it with the reason, instead of being retried for ever.
+    pub fn outbox_dead(&self, key: u64, reason: &str) -> Result<(), StoreError> {
+        let dead = self.db.open_tree("dead_letters")?;
+        if let Some(v) = self.outbox.get(key.to_be_bytes())? {
+            let mut entry = reason.as_bytes().to_vec();
+            entry.push(0);
+            entry.extend_from_slice(&v);
+            dead.insert(key.to_be_bytes(), entry)?;
+            self.outbox.remove(key.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Mails the server refused for good, with the reason.
+    pub fn dead_letters(&self) -> Result<Vec<(String, OutMail)>, StoreError> {
+        let dead = self.db.open_tree("dead_letters")?;
+        dead.iter()
+            .map(|r| {
+                let (_, v) = r?;
+                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+                Ok((String::from_utf8_lossy(&v[..nul]).into_owned(), OutMail::decode(&v[nul + 1..])?))
+            })
+            .collect()
+    }
+
+    pub fn pending_marks(&self, mailbox: &str) -> Result<Vec<Mark>, StoreError> {
+        let mut prefix = mailbox.as_bytes().to_vec();
+        prefix.push(0);
+        self.marks
+            .scan_prefix(prefix)
+            .map(|r| {
+                let (_, v) = r?;
+                from_json("mark", &v)
+            })
+            .collect()
+    }
+
+    pub fn mark_done(&self, mark: &Mark) -> Result<(), StoreError> {
+        self.marks.remove(mark_key(mark))?;
+        Ok(())
+    }
+}
+
+fn advance(
+    cps: &sled::transaction::TransactionalTree,
+    mailbox: &str,
+    cp: Checkpoint,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let cur: Option<Checkpoint> = cps
+        .get(mailbox.as_bytes())?
+        .and_then(|v| serde_json::from_slice(&v).ok());
+    let newer = match cur {
+        Some(c) if c.uid_validity == cp.uid_validity => cp.last_uid > c.last_uid,
+        _ => true,
+    };
+    if newer {
+        cps.insert(mailbox.as_bytes(), json(&cp))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, uid: u32) -> Record {
+        Record {
+            key: key.into(),
+            mailbox: "billing".into(),
+            source: Some(Checkpoint { uid_validity: 7, last_uid: uid }),
+            message: MessageRecord {
+                ticket: Some("T-1001".into()),
+                mailbox: "billing".into(),
+                disposition: "forwarded".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+                reason: None,
+            },
+            ticket: None,
+            outgoing: vec![OutMail {
+                message_id: format!("T-1001.{uid}@mailtriage.example.test"),
+                kind: MailKind::Forward,
+                ticket: "T-1001".into(),
+                envelope_from: None,
+                to: vec!["support@example.test".into()],
+                raw: b"Subject: x\r\n\r\nbody\xff\r\n".to_vec(),
+            }],
+            mark: Some(Mark {
+                mailbox: "billing".into(),
+                uid_validity: 7,
+                uid,
+                keywords: vec!["$Forwarded".into()],
+                move_to: None,
+            }),
+            ack_to: Some(("c@example.com".into(), "2026-01-01".into())),
+        }
+    }
+
+    #[test]
+    fn commit_is_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.commit(&record("<A@x>", 5)).unwrap(), Committed::Done);
+            assert!(matches!(s.commit(&record("a@x", 6)).unwrap(), Committed::AlreadyKnown(_)));
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let out = s.outbox().unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.raw, b"Subject: x\r\n\r\nbody\xff\r\n");
+        assert_eq!(s.checkpoint("billing").unwrap(), Some(Checkpoint { uid_validity: 7, last_uid: 6 }));
+        assert_eq!(s.pending_marks("billing").unwrap().len(), 1);
+        assert_eq!(s.acks_on("C@example.com", "2026-01-01").unwrap(), 1);
+        assert_eq!(s.message("T-1001.5@mailtriage.example.test").unwrap().unwrap().disposition, "sent");
+        s.outbox_done(out[0].0).unwrap();
+        assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
+    fn ticket_numbers_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = s.next_ticket_number().unwrap();
+        let b = s.next_ticket_number().unwrap();
+        assert_eq!(a, 1001);
+        assert_eq!(b, 1002);
+    }
+
+    #[test]
+    fn checkpoint_never_goes_back_within_a_uidvalidity() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&record("a", 9)).unwrap();
+        s.commit(&record("b", 3)).unwrap();
+        assert_eq!(s.checkpoint("billing").unwrap().unwrap().last_uid, 9);
+    }
+}
