@@ -9,5 +9,7 @@
 pub mod config;
 pub mod decide;
 pub mod classify;
+pub mod compose;
 pub mod message;
 pub mod store;
+pub mod words;

@@ -574,11 +574,19 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             format!("no [templates.{}] for company.default_language", company.default_language),
         );
     }
+    let sample = crate::compose::TemplateContext::sample();
     for (lang, t) in f.templates {
         let t = t.into_inner();
         for (which, src) in [("note", t.note), ("ack_subject", t.ack_subject), ("ack", t.ack)] {
             let s = span(&src);
-            if let Err(e) = env.add_template_owned(format!("{lang}/{which}"), src.into_inner()) {
+            let name = format!("{lang}/{which}");
+            if let Err(e) = env.add_template_owned(name.clone(), src.into_inner()) {
+                c.at(s, format!("templates.{lang}.{which}"), format!("template error: {e}"));
+                continue;
+            }
+            // Rendered once with sample values: an unknown variable or a bad filter is
+            // found now, not when the first customer writes.
+            if let Err(e) = env.get_template(&name).and_then(|t| t.render(&sample)) {
                 c.at(s, format!("templates.{lang}.{which}"), format!("template error: {e}"));
             }
         }
@@ -657,6 +665,13 @@ mod tests {
         let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
         let line = text.lines().position(|l| l.starts_with("subject = '(?i)(не")).unwrap() + 1;
         assert_eq!(bad_regex.line, Some(line));
+    }
+
+    #[test]
+    fn template_with_unknown_variable_is_a_load_error() {
+        let text = shipped().replacen("{{ ticket }}", "{{ tikcet }}", 1);
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        assert!(err.0.iter().any(|e| e.key == "templates.en.note" && e.message.contains("template error")), "{err}");
     }
 
     #[test]

@@ -1,0 +1,360 @@
+//! Act, part one: turn a decision into the bytes of the mails it implies. The forward
+//! carries the context note as its first part and the original, unchanged, as
+//! message/rfc822; the acknowledgement tells the customer the ticket, the team, the
+//! expected time and how to reply, and never quotes the original (a quoted body would
+//! turn a forged sender into a spam relay). Pure: the clock and the ids come in as
+//! arguments.
+
+use std::time::SystemTime;
+
+use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use lettre::Address;
+use serde::Serialize;
+
+use crate::config::Rules;
+use crate::decide::LOOP_HEADER;
+use crate::message::Mail;
+use crate::store::{MailKind, OutMail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("template {name}: {err}")]
+    Template { name: String, err: String },
+    #[error("address {0:?} cannot be used: {1}")]
+    Address(String, String),
+    #[error("building the mail: {0}")]
+    Build(String),
+}
+
+/// One rule that fired, as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleLine {
+    pub name: String,
+    pub field: String,
+    pub matched: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryLine {
+    pub at: String,
+    pub text: String,
+}
+
+/// Everything a template can use; documented in rules.toml and the README.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateContext {
+    pub ticket: String,
+    pub tag: String,
+    pub queue_name: String,
+    pub queue_address: String,
+    pub response_time: String,
+    pub mailbox: String,
+    pub mailbox_address: String,
+    pub category: String,
+    pub reason: String,
+    pub rules: Vec<RuleLine>,
+    pub customer: String,
+    pub customer_name: String,
+    pub subject: String,
+    pub received: String,
+    pub history: Vec<HistoryLine>,
+    pub acked: bool,
+    pub ack_reason: String,
+    pub forwarded: bool,
+    pub company: String,
+}
+
+impl TemplateContext {
+    /// A filled-in example, used to try every template when rules are loaded so a
+    /// template that fails shows up in `check`, not in the middle of the night.
+    pub fn sample() -> TemplateContext {
+        TemplateContext {
+            ticket: "T-1042".into(),
+            tag: "[#T-1042]".into(),
+            queue_name: "Technical support".into(),
+            queue_address: "support@example.com".into(),
+            response_time: "4 hours".into(),
+            mailbox: "billing".into(),
+            mailbox_address: "billing@example.com".into(),
+            category: "technical".into(),
+            reason: "the rules recognised a technical request".into(),
+            rules: vec![RuleLine { name: "outage".into(), field: "subject".into(), matched: "down".into() }],
+            customer: "customer@example.org".into(),
+            customer_name: "A Customer".into(),
+            subject: "Site is down".into(),
+            received: "2026-01-01 10:00 UTC".into(),
+            history: vec![HistoryLine { at: "2026-01-01 10:00 UTC".into(), text: "message arrived".into() }],
+            acked: true,
+            ack_reason: String::new(),
+            forwarded: true,
+            company: "Example".into(),
+        }
+    }
+}
+
+/// Renders one of a language's templates; falls back to the default language's.
+pub fn render(rules: &Rules, lang: &str, which: &str, ctx: &TemplateContext) -> Result<String, ComposeError> {
+    let lang = if rules.templates.languages.iter().any(|l| l == lang) {
+        lang
+    } else {
+        &rules.company.default_language
+    };
+    let name = format!("{lang}/{which}");
+    let t = rules
+        .templates
+        .env
+        .get_template(&name)
+        .map_err(|e| ComposeError::Template { name: name.clone(), err: e.to_string() })?;
+    t.render(ctx)
+        .map_err(|e| ComposeError::Template { name, err: e.to_string() })
+}
+
+/// Header values built from what strangers wrote (subjects, names) lose every control
+/// character, CR and LF included, so nothing they write can start a new header.
+pub fn clean_header(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A Message-ID for `<...>`: only the characters RFC 5322 allows in an id.
+fn clean_id(id: &str) -> Option<String> {
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+    let ok = !id.is_empty()
+        && id.contains('@')
+        && id.bytes().all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b));
+    ok.then(|| format!("<{id}>"))
+}
+
+fn address(s: &str) -> Result<Address, ComposeError> {
+    s.trim()
+        .parse::<Address>()
+        .map_err(|e| ComposeError::Address(s.to_string(), e.to_string()))
+}
+
+fn loop_header(ticket: &str, kind: &str, mailbox: &str) -> HeaderValue {
+    HeaderValue::new(
+        HeaderName::new_from_ascii_str(LOOP_HEADER),
+        clean_header(&format!("ticket={ticket}; kind={kind}; mailbox={mailbox}")),
+    )
+}
+
+fn subject_with_tag(tag: &str, subject: &str) -> String {
+    if subject.contains(tag) {
+        clean_header(subject)
+    } else {
+        clean_header(&format!("{tag} {subject}"))
+    }
+}
+
+/// The original in canonical form (CRLF line ends), and whether it can travel as
+/// message/rfc822: RFC 2046 allows only 7bit/8bit there, so lines must fit in 998 bytes.
+fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    let fits = out.split(|b| *b == b'\n').all(|l| l.len() <= 999);
+    let eight_bit = out.iter().any(|b| *b >= 0x80 || *b == 0);
+    (out, fits, eight_bit)
+}
+
+pub struct ForwardInput<'a> {
+    pub mail: &'a Mail,
+    pub raw: &'a [u8],
+    pub lang: &'a str,
+    pub ctx: &'a TemplateContext,
+    pub message_id: &'a str,
+    pub now: SystemTime,
+}
+
+pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeError> {
+    let ctx = f.ctx;
+    let note = render(rules, f.lang, "note", ctx)?;
+    let customer = f.mail.reply_to.as_ref().or(f.mail.from.as_ref());
+    let via = match f.mail.from.as_ref().and_then(|a| a.name.clone()) {
+        Some(n) => format!("{n} via {}", ctx.mailbox_address),
+        None => match f.mail.from.as_ref() {
+            Some(a) => format!("{} via {}", a.address, ctx.mailbox_address),
+            None => format!("mailtriage for {}", ctx.mailbox_address),
+        },
+    };
+    let from = Mailbox::new(Some(clean_header(&via)), address(&ctx.mailbox_address)?);
+    let to = Mailbox::new(Some(clean_header(&ctx.queue_name)), address(&ctx.queue_address)?);
+    let mut b = lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject_with_tag(&ctx.tag, &f.mail.subject))
+        .date(f.now)
+        .message_id(Some(format!("<{}>", f.message_id)))
+        .raw_header(loop_header(&ctx.ticket, "forward", &ctx.mailbox))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-forwarded".into()));
+    if let Some(c) = customer.and_then(|c| c.address.parse::<Address>().ok().map(|a| (c, a))) {
+        b = b.reply_to(Mailbox::new(c.0.name.as_deref().map(clean_header), c.1));
+    }
+    if let Some(id) = f.mail.message_id.as_deref().and_then(clean_id) {
+        // Staff replies then thread with the customer's own message.
+        b = b.references(id);
+    }
+    let (orig, fits, eight_bit) = canonical(f.raw);
+    let original = if fits {
+        let cte = if eight_bit { ContentTransferEncoding::EightBit } else { ContentTransferEncoding::SevenBit };
+        SinglePart::builder()
+            .header(ContentType::parse("message/rfc822").expect("valid content type"))
+            .header(ContentDisposition::inline())
+            .header(cte)
+            .body(Body::dangerous_pre_encoded(orig, cte))
+    } else {
+        // Lines longer than SMTP allows cannot go as message/rfc822; the original still
+        // travels whole, as a file.
+        SinglePart::builder()
+            .header(ContentType::parse("application/octet-stream").expect("valid content type"))
+            .header(ContentDisposition::attachment("original.eml"))
+            .body(orig)
+    };
+    let msg = b
+        .multipart(MultiPart::mixed().singlepart(SinglePart::plain(note)).singlepart(original))
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(OutMail {
+        message_id: f.message_id.to_string(),
+        kind: MailKind::Forward,
+        ticket: ctx.ticket.clone(),
+        envelope_from: Some(ctx.mailbox_address.clone()),
+        to: vec![ctx.queue_address.clone()],
+        raw: msg.formatted(),
+    })
+}
+
+pub struct AckInput<'a> {
+    pub mail: &'a Mail,
+    pub to: &'a str,
+    pub lang: &'a str,
+    pub ctx: &'a TemplateContext,
+    pub message_id: &'a str,
+    pub now: SystemTime,
+}
+
+pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, ComposeError> {
+    let ctx = a.ctx;
+    let subject = render(rules, a.lang, "ack_subject", ctx)?;
+    let text = render(rules, a.lang, "ack", ctx)?;
+    let from: Mailbox = rules
+        .company
+        .ack_from
+        .parse()
+        .map_err(|e: lettre::address::AddressError| ComposeError::Address(rules.company.ack_from.clone(), e.to_string()))?;
+    let to_addr = address(a.to)?;
+    let to_name = a
+        .mail
+        .from
+        .as_ref()
+        .filter(|f| f.address.eq_ignore_ascii_case(a.to))
+        .and_then(|f| f.name.as_deref())
+        .map(clean_header);
+    let mut b = lettre::Message::builder()
+        .from(from)
+        .to(Mailbox::new(to_name, to_addr))
+        .subject(subject_with_tag(&ctx.tag, &subject))
+        .date(a.now)
+        .message_id(Some(format!("<{}>", a.message_id)))
+        .raw_header(loop_header(&ctx.ticket, "acknowledgement", &ctx.mailbox))
+        // RFC 3834: marks this as an automatic reply, so other robots do not answer it.
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-replied".into()))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".into()));
+    if let Some(id) = a.mail.message_id.as_deref().and_then(clean_id) {
+        let mut refs: Vec<String> = a.mail.references.iter().filter_map(|r| clean_id(r)).collect();
+        refs.push(id.clone());
+        // Long reference chains are cut from the front, as RFC 5322 suggests.
+        let keep = refs.len().saturating_sub(10);
+        b = b.in_reply_to(id).references(refs[keep..].join(" "));
+    }
+    let msg = b
+        .singlepart(SinglePart::plain(text))
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(OutMail {
+        message_id: a.message_id.to_string(),
+        kind: MailKind::Acknowledgement,
+        ticket: ctx.ticket.clone(),
+        envelope_from: None,
+        to: vec![a.to.to_string()],
+        raw: msg.formatted(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::parse;
+    use std::path::Path;
+
+    fn rules() -> Rules {
+        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+    }
+
+    const ORIGINAL: &[u8] = b"Return-Path: <ivan@mail.example>\r\nFrom: =?utf-8?B?0JjQstCw0L0=?= <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: =?utf-8?B?0KHQsNC50YIg0L3QtSDRgNCw0LHQvtGC0LDQtdGC?=\r\nMessage-ID: <orig-1@mail.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xd0\xa1\xd0\xb0\xd0\xb9\xd1\x82 \xd0\xbd\xd0\xb5 \xd1\x80\xd0\xb0\xd0\xb1\xd0\xbe\xd1\x82\xd0\xb0\xd0\xb5\xd1\x82\r\n";
+
+    #[test]
+    fn forward_attaches_original_unchanged_with_note_first() {
+        let r = rules();
+        let mail = parse(ORIGINAL).unwrap();
+        let ctx = TemplateContext::sample();
+        let out = forward(&r, ForwardInput {
+            mail: &mail,
+            raw: ORIGINAL,
+            lang: "ru",
+            ctx: &ctx,
+            message_id: "T-1042.1@mailtriage.example.test",
+            now: SystemTime::UNIX_EPOCH,
+        })
+        .unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&out.raw).unwrap();
+        assert!(parsed.header_raw("X-Mailtriage").unwrap().contains("ticket=T-1042"));
+        assert_eq!(parsed.subject().unwrap(), "[#T-1042] Сайт не работает");
+        assert_eq!(parsed.reply_to().unwrap().first().unwrap().address().unwrap(), "ivan@mail.example");
+        let note = parsed.body_text(0).unwrap();
+        assert!(note.contains("T-1042"), "{note}");
+        let att = parsed.attachment(0).unwrap();
+        let inner = att.message().expect("message/rfc822 part");
+        assert_eq!(inner.raw_message(), ORIGINAL);
+        assert_eq!(out.to, vec!["support@example.com".to_string()]);
+    }
+
+    #[test]
+    fn ack_threads_and_is_marked_automatic_and_does_not_quote() {
+        let r = rules();
+        let mail = parse(ORIGINAL).unwrap();
+        let ctx = TemplateContext::sample();
+        let out = acknowledgement(&r, AckInput {
+            mail: &mail,
+            to: "ivan@mail.example",
+            lang: "ru",
+            ctx: &ctx,
+            message_id: "T-1042.2@mailtriage.example.test",
+            now: SystemTime::UNIX_EPOCH,
+        })
+        .unwrap();
+        let p = mail_parser::MessageParser::default().parse(&out.raw).unwrap();
+        assert_eq!(p.header_raw("Auto-Submitted").unwrap().trim(), "auto-replied");
+        assert_eq!(p.in_reply_to().as_text(), Some("orig-1@mail.example"));
+        let body = p.body_text(0).unwrap();
+        assert!(body.contains("T-1042") && body.contains("4 hours"), "{body}");
+        assert!(!body.contains("Сайт не работает"), "the original must not be quoted");
+        assert!(p.subject().unwrap().starts_with("[#T-1042]"));
+        assert_eq!(out.envelope_from, None);
+    }
+
+    #[test]
+    fn header_injection_is_neutralised() {
+        assert_eq!(clean_header("Hi\r\nBcc: victim@example.com"), "Hi Bcc: victim@example.com");
+        assert_eq!(clean_id("<a@b>\r\nBcc: x"), None);
+        assert_eq!(clean_id("<a@b>").as_deref(), Some("<a@b>"));
+    }
+}
