@@ -7,9 +7,15 @@
 //! same pipeline offline.
 
 pub mod config;
+pub mod daemon;
 pub mod decide;
+pub mod imap;
+pub mod demo;
 pub mod classify;
+pub mod cli;
 pub mod compose;
 pub mod message;
+pub mod pipeline;
+pub mod smtp;
 pub mod store;
 pub mod words;

@@ -1,1 +1,53 @@
-fn main() {}
+//! The `mailtriage` binary: parses the command line, sets up logging and runs one
+//! command. Everything else lives in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mailtriage::cli::{self, Cli, Command};
+
+fn init_logging(daemon: bool) {
+    // The offline commands print their own report on stdout; their logs are only for
+    // trouble, unless RUST_LOG asks for more.
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_logging(matches!(args.command, Command::Run));
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match &args.command {
+            Command::Run => mailtriage::daemon::run(&args).await,
+            Command::Check => cli::check(&args),
+            Command::Explain { file, mailbox, json, state } => {
+                cli::explain(&args, file, mailbox.as_deref(), *json, state.as_deref())
+            }
+            Command::Triage { files, mailbox, outbox, state, json } => {
+                cli::triage(&args, files, mailbox.as_deref(), outbox, state.as_deref(), *json).await
+            }
+            Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cli::Failure(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -142,6 +142,8 @@ pub struct Rules {
     pub templates: Templates,
     /// Matchers built from `rules`, one per field, for classify's fast path.
     pub matchers: Matchers,
+    /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, any case).
+    pub ticket_tag: Regex,
 }
 
 #[derive(Debug, Clone)]
@@ -594,7 +596,10 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     }
 
     let matchers = build_matchers(c, &rules);
+    let ticket_tag = Regex::new(&format!(r"(?i)\[#?\s*{}-(\d+)\s*\]", regex::escape(&company.ticket_prefix)))
+        .expect("an escaped prefix makes a valid regex");
     Rules {
+        ticket_tag,
         company,
         queues,
         categories,

@@ -1,0 +1,337 @@
+//! Command-line interface: argument parsing and the offline commands (`check`,
+//! `explain`, `triage`, `demo`). `run` hands over to [`crate::daemon`].
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Mailbox, Rules, Settings, DEFAULT_CONFIG, DEFAULT_RULES};
+use crate::message::parse;
+use crate::pipeline::{self, Incoming, Report};
+use crate::smtp::{self, Transport};
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(name = "mailtriage", version, about = "Triage of shared support mailboxes: forwards misdirected requests to the right team with a context note and acknowledges the customer.")]
+pub struct Cli {
+    /// The rules file (what to do with mail).
+    #[arg(long, global = true, env = "MAILTRIAGE_RULES", default_value = DEFAULT_RULES)]
+    pub rules: PathBuf,
+    /// The settings file (servers, logins, state directory).
+    #[arg(long, global = true, env = "MAILTRIAGE_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: watch every mailbox, triage new mail, send the outbox.
+    Run,
+    /// Check rules.toml (and mailtriage.toml, when it exists or --config is given); print every error.
+    Check,
+    /// Show what the daemon would do with a message, and why. Touches nothing.
+    Explain {
+        /// The message, as an .eml file.
+        file: PathBuf,
+        /// The mailbox it reached (a name from rules.toml); by default found from its recipients.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Print JSON (documented in the README) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Read thread state from this state directory (never written).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Triage .eml files offline: the whole pipeline, mails written as .eml files.
+    Triage {
+        /// The messages.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The mailbox they reached; by default found from each message's recipients.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Folder the forwards and acknowledgements are written to.
+        #[arg(long)]
+        outbox: PathBuf,
+        /// State directory (tickets, Message-ID index); a fresh temporary one by default.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// One JSON report per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Triage the sample mail built into the binary with the shipped rules, offline.
+    Demo {
+        /// Folder the forwards and acknowledgements are written to.
+        #[arg(long, default_value = "outbox")]
+        outbox: PathBuf,
+        /// Use this rules file instead of the built-in one.
+        #[arg(long = "with-rules")]
+        with_rules: Option<PathBuf>,
+    },
+}
+
+/// A failure the user must see, already worded; the exit code is 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+pub fn load_rules(path: &Path) -> Result<Rules, Failure> {
+    Rules::load(path).map_err(|e| Failure(format!("{e}\n{}: {} error(s); nothing was changed", path.display(), e.0.len())))
+}
+
+pub fn check(cli: &Cli) -> Result<(), Failure> {
+    let mut errors = Vec::new();
+    let rules = match Rules::load(&cli.rules) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.extend(e.0);
+            None
+        }
+    };
+    let config_given = std::env::args().any(|a| a == "--config" || a.starts_with("--config=")) || std::env::var_os("MAILTRIAGE_CONFIG").is_some();
+    let mut settings = None;
+    if config_given || cli.config.exists() {
+        match Settings::load(&cli.config) {
+            Ok(s) => settings = Some(s),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if let (Some(r), Some(s)) = (&rules, &settings) {
+        errors.extend(s.check_against(r));
+    }
+    if !errors.is_empty() {
+        let n = errors.len();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return Err(Failure(format!("{}\n{n} error(s)", text.join("\n"))));
+    }
+    let r = rules.expect("no errors means rules loaded");
+    println!(
+        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, languages: {})",
+        cli.rules.display(),
+        r.rules.len(),
+        r.categories.len(),
+        r.queues.len(),
+        r.mailboxes.len(),
+        r.templates.languages.join(", ")
+    );
+    if let Some(s) = settings {
+        println!("{}: OK ({} mailbox logins, state in {})", s.path.display(), s.mailboxes.len(), s.state_dir.display());
+    }
+    Ok(())
+}
+
+/// The mailbox a message reached: the one named, or the first watched address among
+/// its Delivered-To, To and Cc.
+fn mailbox_for<'r>(rules: &'r Rules, name: Option<&str>, raw: &[u8], file: &Path) -> Result<&'r Mailbox, Failure> {
+    let names = || rules.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ");
+    if let Some(n) = name {
+        return rules
+            .mailboxes
+            .get(n)
+            .ok_or_else(|| Failure(format!("no mailbox {n:?} in the rules (there are: {})", names())));
+    }
+    if let Ok(mail) = parse(raw) {
+        let candidates = mail
+            .delivered_to
+            .iter()
+            .map(String::as_str)
+            .chain(mail.to.iter().map(|a| a.address.as_str()))
+            .chain(mail.cc.iter().map(|a| a.address.as_str()));
+        for a in candidates {
+            if let Some(m) = rules.mailbox_by_address(a) {
+                return Ok(m);
+            }
+        }
+    }
+    Err(Failure(format!(
+        "{}: cannot tell which mailbox this message reached; pass --mailbox (one of: {})",
+        file.display(),
+        names()
+    )))
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(file).map_err(|e| Failure(format!("{}: {e}", file.display())))
+}
+
+pub fn explain(cli: &Cli, file: &Path, mailbox: Option<&str>, json: bool, state: Option<&Path>) -> Result<(), Failure> {
+    let rules = load_rules(&cli.rules)?;
+    let raw = read(file)?;
+    if let Err(e) = parse(&raw) {
+        return Err(Failure(format!("{}: not a message mailtriage can read: {e}", file.display())));
+    }
+    let mb = mailbox_for(&rules, mailbox, &raw, file)?;
+    let store = state.map(Store::open).transpose()?;
+    let report = pipeline::explain(&rules, store.as_ref(), mb, &raw, SystemTime::now())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", explain_text(&rules, &report));
+    }
+    Ok(())
+}
+
+fn explain_text(rules: &Rules, r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mb = &rules.mailboxes[&r.mailbox];
+    let _ = writeln!(s, "mailbox:   {} ({})", r.mailbox, mb.address);
+    let _ = writeln!(s, "message:   {}", r.message_id.as_deref().map(|i| format!("<{i}>")).unwrap_or_else(|| "(no Message-ID)".into()));
+    let _ = writeln!(s, "from:      {}", r.from.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(s, "subject:   {}", r.subject.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "language:  {}", r.language.as_deref().unwrap_or("-"));
+    match &r.category {
+        Some(c) => {
+            let score = r.scores.iter().find(|x| &x.category == c).map(|x| x.score).unwrap_or(0);
+            let _ = writeln!(s, "category:  {c} (score {score})");
+        }
+        None => {
+            let _ = writeln!(s, "category:  none (no rule fired)");
+        }
+    }
+    for other in r.scores.iter().skip(1) {
+        let _ = writeln!(s, "           also {} (score {})", other.category, other.score);
+    }
+    for f in &r.rules {
+        let _ = writeln!(s, "rule:      {} [{} +{}] matched {}: {:?}", f.rule, f.category, f.priority, f.field, f.matched);
+    }
+    let action = match r.action {
+        "forward" => format!("forward to {} ({})", r.queue.as_deref().unwrap_or(""), r.queue_address.as_deref().unwrap_or("")),
+        "keep" => format!("keep in {}, owned by {}", mb.address, r.queue.as_deref().unwrap_or("")),
+        other => other.to_string(),
+    };
+    let _ = writeln!(s, "action:    {action}");
+    let _ = writeln!(s, "why:       {}", r.reason);
+    let _ = writeln!(s, "ticket:    {}", r.ticket.clone().unwrap_or_else(|| if r.new_ticket { "new".into() } else { "-".into() }));
+    if r.acknowledgement.send {
+        let _ = writeln!(s, "ack:       yes, to {}", r.acknowledgement.to.as_deref().unwrap_or(""));
+    } else {
+        let _ = writeln!(
+            s,
+            "ack:       no: {} ({})",
+            r.acknowledgement.reason.as_deref().unwrap_or(""),
+            r.acknowledgement.suppressed.unwrap_or("-")
+        );
+    }
+    for m in &r.mails {
+        let _ = writeln!(s, "mail:      {} -> {}", m.kind, m.to.join(", "));
+    }
+    s
+}
+
+fn summary_line(name: &str, r: &Report) -> String {
+    let what = match r.action {
+        "forward" => format!(
+            "{} request -> forwarded to {} as {}",
+            r.category.as_deref().unwrap_or("unrecognised"),
+            r.queue_address.as_deref().unwrap_or(""),
+            r.ticket.as_deref().unwrap_or("")
+        ),
+        "keep" => format!(
+            "{} request -> kept for {} as {}",
+            r.category.as_deref().unwrap_or("unrecognised"),
+            r.queue.as_deref().unwrap_or(""),
+            r.ticket.as_deref().unwrap_or("")
+        ),
+        "leave" => format!("{} -> left in place, not a customer request", r.category.as_deref().unwrap_or("")),
+        "ignore" => format!("ignored: {}", r.reason),
+        "duplicate" => format!("already triaged{}", r.ticket.as_deref().map(|t| format!(" as {t}")).unwrap_or_default()),
+        "quarantine" => format!("QUARANTINED: {}", r.reason),
+        other => other.to_string(),
+    };
+    let ack = if r.acknowledgement.send {
+        format!("; acknowledgement to {} ({})", r.acknowledgement.to.as_deref().unwrap_or(""), r.language.as_deref().unwrap_or(""))
+    } else if matches!(r.action, "forward" | "keep") {
+        format!("; no acknowledgement: {}", r.acknowledgement.reason.as_deref().unwrap_or(""))
+    } else {
+        String::new()
+    };
+    let rules: Vec<&str> = r.rules.iter().map(|f| f.rule.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let rules = if rules.is_empty() { String::new() } else { format!(" [rules: {}]", rules.join(", ")) };
+    format!("{name}: reached {}{rules}: {what}{ack}", r.mailbox)
+}
+
+/// Offline triage of files through the whole pipeline, then the outbox drained into
+/// `outbox` as .eml files. Returns how many messages were quarantined.
+pub async fn triage_files(
+    rules: &Rules,
+    inputs: &[(String, Vec<u8>)],
+    mailbox: Option<&str>,
+    outbox: &Path,
+    state: &Path,
+    json: bool,
+) -> Result<usize, Failure> {
+    std::fs::create_dir_all(outbox).map_err(|e| Failure(format!("outbox {}: {e}", outbox.display())))?;
+    let store = Store::open(state).map_err(|e| Failure(format!("state {}: {e}", state.display())))?;
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for (name, raw) in inputs {
+        let mb = mailbox_for(rules, mailbox, raw, Path::new(name))?;
+        let report = pipeline::triage(rules, &store, Incoming { mailbox: mb, raw, source: None }, SystemTime::now())?;
+        *counts.entry(report.action).or_default() += 1;
+        if json {
+            let mut v = serde_json::to_value(&report)?;
+            v["file"] = serde_json::Value::String(name.clone());
+            println!("{v}");
+        } else {
+            println!("{}", summary_line(name, &report));
+        }
+    }
+    let drained = smtp::drain(&store, &Transport::files(outbox)).await?;
+    if !json {
+        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "{} message(s): {}. {} mail(s) written to {}{}",
+            inputs.len(),
+            parts.join(", "),
+            drained.sent,
+            outbox.display(),
+            if drained.refused + drained.left > 0 { format!(" ({} not written)", drained.refused + drained.left) } else { String::new() }
+        );
+    }
+    Ok(counts.get("quarantine").copied().unwrap_or(0))
+}
+
+pub async fn triage(cli: &Cli, files: &[PathBuf], mailbox: Option<&str>, outbox: &Path, state: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let rules = load_rules(&cli.rules)?;
+    let inputs = files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), read(f)?)))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let tmp;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path()
+        }
+    };
+    let quarantined = triage_files(&rules, &inputs, mailbox, outbox, state, json).await?;
+    if quarantined > 0 {
+        return Err(Failure(format!("{quarantined} message(s) could not be read and were quarantined (see above)")));
+    }
+    Ok(())
+}
+
+pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failure> {
+    let rules = match with_rules {
+        Some(p) => load_rules(p)?,
+        None => Rules::parse(Path::new("rules.toml (built in)"), crate::demo::RULES).map_err(|e| Failure(e.to_string()))?,
+    };
+    if crate::demo::SAMPLES.is_empty() {
+        return Err(Failure("this binary was built without sample mail (samples/ was empty)".into()));
+    }
+    let inputs: Vec<(String, Vec<u8>)> = crate::demo::SAMPLES.iter().map(|(n, b)| (n.to_string(), b.to_vec())).collect();
+    let tmp = tempfile::tempdir()?;
+    println!("Triaging {} sample messages with the shipped rules (offline; mails go to {}/):", inputs.len(), outbox.display());
+    triage_files(&rules, &inputs, None, outbox, tmp.path(), false).await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The daemon: loads and checks the configuration, opens the state, and wires the
+//! tasks: one source task per mailbox and one outbox sender. Only this module knows the
+//! wiring. SIGTERM/SIGINT stop it cleanly (a second signal exits at once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{load_rules, Cli, Failure};
+use crate::config::Settings;
+use crate::imap::{self, Shared, Source};
+use crate::smtp::{self, Transport};
+use crate::store::Store;
+
+/// How long tasks get to finish the message in hand after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+pub async fn run(cli: &Cli) -> Result<(), Failure> {
+    let rules = load_rules(&cli.rules)?;
+    let settings = Settings::load(&cli.config).map_err(|e| Failure(format!("{e}\n{}: {} error(s)", cli.config.display(), e.0.len())))?;
+    let mismatch = settings.check_against(&rules);
+    if !mismatch.is_empty() {
+        let lines: Vec<String> = mismatch.iter().map(|e| e.to_string()).collect();
+        return Err(Failure(lines.join("\n")));
+    }
+    let store = Store::open(&settings.state_dir).map_err(|e| {
+        Failure(format!("state directory {}: {e}", settings.state_dir.display()))
+    })?;
+    let transport = Transport::smtp(&settings.smtp)?;
+    let tls = match settings.imap.tls {
+        crate::config::TlsMode::Plaintext => None,
+        _ => Some(imap::tls_connector(&settings.imap)?),
+    };
+
+    let stop = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let shared = Shared {
+        rules: Arc::new(ArcSwap::from_pointee(rules)),
+        store: store.clone(),
+        outbox: wake.clone(),
+        stop: stop.clone(),
+    };
+    let tracker = TaskTracker::new();
+    // The sender has its own token: it keeps draining while the mailboxes finish the
+    // message in hand, and stops last.
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn(smtp::run(store.clone(), transport.clone(), wake.clone(), sender_stop.clone()));
+    for (name, login) in &settings.mailboxes {
+        let source = Source {
+            name: name.clone(),
+            server: settings.imap.clone(),
+            login: login.clone(),
+            options: settings.imap_options.clone(),
+            tls: tls.clone(),
+        };
+        tracker.spawn(imap::run(source, shared.clone()));
+    }
+    tracker.close();
+    tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
+
+    wait_for_signal().await;
+    tracing::info!("Stopping: finishing the messages in hand.");
+    stop.cancel();
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("Mailbox tasks did not stop in time; what they held is fetched again on the next start.");
+    }
+    // One last drain so mails decided just before the stop go out now, not at next start.
+    let _ = tokio::time::timeout(Duration::from_secs(10), smtp::drain(&store, &transport)).await;
+    sender_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
+    store.flush_async().await.map_err(|e| Failure(format!("state: {e}")))?;
+    tracing::info!(outbox = store.outbox_len(), "mailtriage stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

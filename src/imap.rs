@@ -1,0 +1,370 @@
+//! Source: one task per watched mailbox. It logs in (TLS by default, plaintext only when
+//! configured), SELECTs the folder, catches up from the checkpoint kept in the store with
+//! `UID SEARCH`/`UID FETCH`, hands each message to the pipeline, applies the marks the
+//! pipeline decided, then IDLEs until the server reports something or the IDLE is due to
+//! be re-issued; after every IDLE it catches up again. Any failure drops the connection
+//! and reconnects with capped exponential backoff. Every command runs under a timeout,
+//! because a server that accepts and never answers must not stall the mailbox.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_imap::types::Flag;
+use futures::TryStreamExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ImapOptions, Login, Rules, Server, TlsMode};
+use crate::pipeline::{self, Incoming, KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
+use crate::store::{Checkpoint, Mark, Store};
+
+type Stream = Either<TlsStream<TcpStream>, TcpStream>;
+type Session = async_imap::Session<Stream>;
+
+/// Messages fetched per UID FETCH: bounds memory per batch whatever the backlog.
+const FETCH_BATCH: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error("connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("login as {0} refused: {1}")]
+    Login(String, String),
+    #[error("password: {0}")]
+    Secret(String),
+    #[error("IMAP: {0}")]
+    Protocol(#[from] async_imap::error::Error),
+    #[error("state: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("triage: {0}")]
+    Pipeline(String),
+    #[error("server closed the connection")]
+    Closed,
+}
+
+async fn timed<T, E: Into<ImapError>>(what: &'static str, d: Duration, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, ImapError> {
+    match tokio::time::timeout(d, f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(ImapError::Timeout(what, d)),
+    }
+}
+
+/// TLS settings for a server: the public roots, plus `ca_file` when given.
+pub fn tls_connector(server: &Server) -> Result<TlsConnector, ImapError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &server.ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
+        for c in certs {
+            let c = c.map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
+            roots.add(c).map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ImapError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Everything one mailbox task needs.
+#[derive(Clone)]
+pub struct Source {
+    /// Mailbox name in rules.toml.
+    pub name: String,
+    pub server: Server,
+    pub login: Login,
+    pub options: ImapOptions,
+    pub tls: Option<TlsConnector>,
+}
+
+/// The mailbox's connection state, for logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Connecting,
+    Idle,
+    Syncing,
+    Failing,
+}
+
+impl Source {
+    async fn connect(&self) -> Result<Session, ImapError> {
+        let s = &self.server;
+        let t = s.timeout;
+        let addr = format!("{}:{}", s.host, s.port);
+        let tcp = timed("connect", t, async { TcpStream::connect(&addr).await.map_err(|e| ImapError::Connect(addr.clone(), e)) }).await?;
+        let _ = tcp.set_nodelay(true);
+        let name = || {
+            ServerName::try_from(s.server_name().to_string()).map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.server_name())))
+        };
+        let tls = || self.tls.clone().ok_or_else(|| ImapError::Tls("no TLS settings".into()));
+        let mut client = match s.tls {
+            TlsMode::Implicit => {
+                let stream = timed("TLS handshake", t, async { tls()?.connect(name()?, tcp).await.map_err(|e| ImapError::Tls(e.to_string())) }).await?;
+                let mut c = async_imap::Client::new(Either::Left(stream));
+                greeting(&mut c, t).await?;
+                c
+            }
+            TlsMode::Starttls => {
+                let mut c = async_imap::Client::new(tcp);
+                greeting(&mut c, t).await?;
+                timed("STARTTLS", t, c.run_command_and_check_ok("STARTTLS", None)).await?;
+                let tcp = c.into_inner();
+                let stream = timed("TLS handshake", t, async { tls()?.connect(name()?, tcp).await.map_err(|e| ImapError::Tls(e.to_string())) }).await?;
+                // No second greeting after STARTTLS.
+                async_imap::Client::new(Either::Left(stream))
+            }
+            TlsMode::Plaintext => {
+                let mut c = async_imap::Client::new(Either::Right(tcp));
+                greeting(&mut c, t).await?;
+                c
+            }
+        };
+        let _ = &mut client;
+        let pw = self
+            .login
+            .password()
+            .ok_or_else(|| ImapError::Secret("no password_file or password_env".into()))?
+            .read()
+            .map_err(ImapError::Secret)?;
+        let user = self.login.user.clone();
+        match tokio::time::timeout(t, client.login(&user, &pw)).await {
+            Err(_) => Err(ImapError::Timeout("LOGIN", t)),
+            Ok(Err((e, _))) => Err(ImapError::Login(user, e.to_string())),
+            Ok(Ok(session)) => Ok(session),
+        }
+    }
+}
+
+async fn greeting<T>(c: &mut async_imap::Client<T>, t: Duration) -> Result<(), ImapError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    match tokio::time::timeout(t, c.read_response()).await {
+        Err(_) => Err(ImapError::Timeout("greeting", t)),
+        Ok(Err(e)) => Err(ImapError::Protocol(e.into())),
+        Ok(Ok(None)) => Err(ImapError::Closed),
+        Ok(Ok(Some(_))) => Ok(()),
+    }
+}
+
+/// What the mailbox task shares with the rest of the daemon.
+#[derive(Clone)]
+pub struct Shared {
+    pub rules: Arc<ArcSwap<Rules>>,
+    pub store: Store,
+    /// Wakes the outbox sender once a batch is on disk.
+    pub outbox: Arc<Notify>,
+    pub stop: CancellationToken,
+}
+
+/// Runs one mailbox until `stop`: connect, sync, idle; reconnect with backoff on failure.
+pub async fn run(source: Source, shared: Shared) {
+    let mut backoff = Duration::from_secs(1);
+    let name = source.name.clone();
+    loop {
+        if shared.stop.is_cancelled() {
+            break;
+        }
+        let started = tokio::time::Instant::now();
+        match session(&source, &shared).await {
+            Ok(()) => break,
+            Err(e) => {
+                // A session that ran for a while was healthy: start the backoff again.
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                match &e {
+                    ImapError::Login(..) | ImapError::Secret(..) | ImapError::Tls(..) => {
+                        tracing::error!(mailbox = %name, error = %e, retry_in = ?backoff, "Mailbox cannot log in; an operator must fix the settings.")
+                    }
+                    _ => tracing::warn!(mailbox = %name, error = %e, retry_in = ?backoff, "Mailbox connection failed; reconnecting."),
+                }
+            }
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(source.options.max_backoff);
+    }
+    tracing::info!(mailbox = %name, "Mailbox task stopped.");
+}
+
+async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
+    let t = source.server.timeout;
+    let name = &source.name;
+    let mut s = source.connect().await?;
+    let mb = timed("SELECT", t, s.select(&source.login.folder)).await?;
+    let uid_validity = mb.uid_validity.unwrap_or(0);
+    let mut last = match shared.store.checkpoint(name)? {
+        Some(cp) if cp.uid_validity == uid_validity => cp.last_uid,
+        Some(cp) => {
+            // Every stored UID is void; the Message-ID index and the keywords on the
+            // server keep the full resync from triaging anything twice.
+            tracing::warn!(mailbox = %name, old = cp.uid_validity, new = uid_validity, "UIDVALIDITY changed; resynchronising the whole folder.");
+            0
+        }
+        None => 0,
+    };
+    tracing::info!(mailbox = %name, folder = %source.login.folder, uid_validity, last_uid = last, exists = mb.exists, "Mailbox connected.");
+    apply_marks(&mut s, source, shared, uid_validity).await?;
+
+    loop {
+        last = catch_up(&mut s, source, shared, uid_validity, last).await?;
+        if shared.stop.is_cancelled() {
+            let _ = tokio::time::timeout(t, s.logout()).await;
+            return Ok(());
+        }
+        // IDLE until the server says something, the refresh is due, or shutdown.
+        let mut idle = s.idle();
+        timed("IDLE", t, idle.init()).await?;
+        let outcome = {
+            let (fut, stop_idle) = idle.wait_with_timeout(source.options.idle_refresh + Duration::from_secs(60));
+            tokio::pin!(fut);
+            // Dropping the stop source ends the IDLE wait; the server's keepalives would
+            // otherwise keep it going past the refresh.
+            let mut stop_idle = Some(stop_idle);
+            let refresh = tokio::time::sleep(source.options.idle_refresh);
+            tokio::pin!(refresh);
+            loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    _ = &mut refresh, if stop_idle.is_some() => { stop_idle.take(); }
+                    _ = shared.stop.cancelled(), if stop_idle.is_some() => { stop_idle.take(); }
+                }
+            }
+        };
+        outcome?;
+        s = timed("DONE", t, idle.done()).await?;
+    }
+}
+
+/// Fetches and triages everything above `last`, in UID order, in bounded batches.
+async fn catch_up(s: &mut Session, source: &Source, shared: &Shared, uid_validity: u32, mut last: u32) -> Result<u32, ImapError> {
+    let t = source.server.timeout;
+    let name = &source.name;
+    let found = timed("UID SEARCH", t, s.uid_search(format!("UID {}:*", last + 1))).await?;
+    // `N:*` also returns the last message when N is above the highest UID.
+    let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last).collect();
+    uids.sort_unstable();
+    if uids.is_empty() {
+        return Ok(last);
+    }
+    tracing::info!(mailbox = %name, count = uids.len(), from_uid = uids[0], "New messages.");
+    for chunk in uids.chunks(FETCH_BATCH) {
+        let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let fetched: Vec<(u32, Vec<String>, Vec<u8>)> = timed("UID FETCH", t * 4, async {
+            let stream = s.uid_fetch(&set, "(UID FLAGS BODY.PEEK[])").await?;
+            // Read the stream to its end, or leftovers land on the next command.
+            let all: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(all)
+        })
+        .await?
+        .into_iter()
+        .filter_map(|f| {
+            let uid = f.uid?;
+            let flags = f.flags().filter_map(|fl| match fl {
+                Flag::Custom(c) => Some(c.to_string()),
+                _ => None,
+            }).collect();
+            Some((uid, flags, f.body().unwrap_or_default().to_vec()))
+        })
+        .collect();
+        let mut batch: Vec<(u32, Vec<String>, Vec<u8>)> = fetched.into_iter().filter(|(u, _, _)| *u > last).collect();
+        batch.sort_by_key(|(u, _, _)| *u);
+
+        // Parse, classify and record off the async threads: sled and the regexes are
+        // blocking work.
+        let rules = shared.rules.load_full();
+        let store = shared.store.clone();
+        let mailbox_name = name.clone();
+        let new_last = tokio::task::spawn_blocking(move || -> Result<u32, ImapError> {
+            let mailbox = rules
+                .mailboxes
+                .get(&mailbox_name)
+                .ok_or_else(|| ImapError::Pipeline(format!("mailbox {mailbox_name:?} is no longer in the rules")))?;
+            let mut last = 0;
+            for (uid, flags, raw) in &batch {
+                let cp = Checkpoint { uid_validity, last_uid: *uid };
+                if flags.iter().any(|f| f == KEYWORD_TRIAGED || f == KEYWORD_QUARANTINED) {
+                    // Marked on the server by an earlier run: handled, whatever the local state says.
+                    store.set_checkpoint(&mailbox_name, cp)?;
+                    tracing::info!(mailbox = %mailbox_name, uid, "Already marked as triaged on the server; skipped.");
+                    last = *uid;
+                    continue;
+                }
+                let span = tracing::info_span!("message", mailbox = %mailbox_name, uid);
+                let _g = span.enter();
+                match pipeline::triage(&rules, &store, Incoming { mailbox, raw, source: Some(cp) }, SystemTime::now()) {
+                    Ok(r) => {
+                        tracing::info!(
+                            ticket = r.ticket.as_deref().unwrap_or("-"),
+                            action = r.action,
+                            category = r.category.as_deref().unwrap_or("-"),
+                            queue = r.queue.as_deref().unwrap_or("-"),
+                            ack = r.acknowledgement.send,
+                            suppressed = r.acknowledgement.suppressed.unwrap_or("-"),
+                            "Message triaged."
+                        );
+                    }
+                    // The message stays above the checkpoint and is tried again after a
+                    // reconnect; it is never skipped silently.
+                    Err(e) => return Err(ImapError::Pipeline(e.to_string())),
+                }
+                last = *uid;
+            }
+            store.flush()?;
+            Ok(last)
+        })
+        .await
+        .map_err(|e| ImapError::Pipeline(format!("triage task failed: {e}")))??;
+        last = last.max(new_last);
+        shared.outbox.notify_one();
+        apply_marks(s, source, shared, uid_validity).await?;
+    }
+    Ok(last)
+}
+
+/// Applies the marks recorded for this mailbox: keywords, then the move when configured.
+async fn apply_marks(s: &mut Session, source: &Source, shared: &Shared, uid_validity: u32) -> Result<(), ImapError> {
+    let t = source.server.timeout;
+    for m in shared.store.pending_marks(&source.name)? {
+        if m.uid_validity != uid_validity {
+            // The UIDs of another UIDVALIDITY mean nothing now.
+            shared.store.mark_done(&m)?;
+            continue;
+        }
+        store_flags(s, &m, t).await?;
+        if let Some(folder) = &m.move_to {
+            // Created on first use; an existing folder makes CREATE fail harmlessly.
+            let _ = timed("CREATE", t, s.create(folder)).await;
+            timed("UID MOVE", t, s.uid_mv(m.uid.to_string(), folder)).await?;
+        }
+        shared.store.mark_done(&m)?;
+    }
+    Ok(())
+}
+
+async fn store_flags(s: &mut Session, m: &Mark, t: Duration) -> Result<(), ImapError> {
+    let flags = m.keywords.join(" ");
+    timed("UID STORE", t, async {
+        let stream = s.uid_store(m.uid.to_string(), format!("+FLAGS.SILENT ({flags})")).await?;
+        let _: Vec<_> = stream.try_collect().await?;
+        Ok::<_, async_imap::error::Error>(())
+    })
+    .await
+}
