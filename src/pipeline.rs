@@ -170,7 +170,12 @@ pub struct Evaluation {
 pub fn evaluate(rules: &Rules, store: Option<&Store>, mailbox: &Mailbox, mail: Mail, raw: &[u8], now: SystemTime) -> Result<Evaluation, StoreError> {
     let key = message_key(Some(&mail), raw);
     let thread = thread_view(rules, store, &mail, &key, now)?;
-    let class = classify(rules, &mail);
+    // The daemon's own mail is not a request: it is not classified at all.
+    let class = if crate::decide::is_own_mail(rules, &mail) {
+        Classification { category: None, scores: Vec::new(), fired: Vec::new(), language: rules.company.default_language.clone() }
+    } else {
+        classify(rules, &mail)
+    };
     let plan = decide(rules, mailbox, &mail, &class, &thread);
     Ok(Evaluation { mail, key, class, plan })
 }
