@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn russian_outage_is_technical() {
         let r = rules();
-        let c = classify(&r, &mail("Сайт не работает", "С утра ошибка 500 на всех страницах."));
+        let c = classify(
+            &r,
+            &mail("Сайт не работает", "С утра ошибка 500 на всех страницах."),
+        );
         assert_eq!(c.category.as_deref(), Some("technical"));
         assert_eq!(c.language, "ru");
         let f = c.fired.iter().find(|f| f.rule == "outage-ru").unwrap();
@@ -184,7 +187,13 @@ mod tests {
     #[test]
     fn english_refund_is_billing() {
         let r = rules();
-        let c = classify(&r, &mail("Refund request", "My card was charged twice, please refund."));
+        let c = classify(
+            &r,
+            &mail(
+                "Refund request",
+                "My card was charged twice, please refund.",
+            ),
+        );
         assert_eq!(c.category.as_deref(), Some("billing"));
         assert_eq!(c.language, "en");
         assert!(c.scores[0].score >= 30);
@@ -207,16 +216,32 @@ mod tests {
             &mail("Re: question", "Please send the invoice for March.\r\n\r\nOn Mon, Support wrote:\r\n> the site is down, error 500\r\n"),
         );
         assert_eq!(c.category.as_deref(), Some("billing"));
-        assert!(c.fired.iter().all(|f| f.category == "billing"), "{:?}", c.fired);
+        assert!(
+            c.fired.iter().all(|f| f.category == "billing"),
+            "{:?}",
+            c.fired
+        );
     }
 
     #[test]
     fn highest_score_wins_and_ties_are_stable() {
         let r = rules();
         // billing words in subject and body beat one technical word in the subject.
-        let c = classify(&r, &mail("Invoice error", "Please refund the invoice, you charged twice."));
+        let c = classify(
+            &r,
+            &mail(
+                "Invoice error",
+                "Please refund the invoice, you charged twice.",
+            ),
+        );
         assert_eq!(c.category.as_deref(), Some("billing"));
-        let again = classify(&r, &mail("Invoice error", "Please refund the invoice, you charged twice."));
+        let again = classify(
+            &r,
+            &mail(
+                "Invoice error",
+                "Please refund the invoice, you charged twice.",
+            ),
+        );
         assert_eq!(c, again);
     }
 }

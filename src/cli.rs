@@ -13,7 +13,11 @@ use crate::smtp::{self, Transport};
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "mailtriage", version, about = "Triage of shared support mailboxes: forwards misdirected requests to the right team with a context note and acknowledges the customer.")]
+#[command(
+    name = "mailtriage",
+    version,
+    about = "Triage of shared support mailboxes: forwards misdirected requests to the right team with a context note and acknowledges the customer."
+)]
 pub struct Cli {
     /// The rules file (what to do with mail).
     #[arg(long, global = true, env = "MAILTRIAGE_RULES", default_value = DEFAULT_RULES)]
@@ -85,7 +89,13 @@ impl<E: std::fmt::Display> From<E> for Failure {
 }
 
 pub fn load_rules(path: &Path) -> Result<Rules, Failure> {
-    Rules::load(path).map_err(|e| Failure(format!("{e}\n{}: {} error(s); nothing was changed", path.display(), e.0.len())))
+    Rules::load(path).map_err(|e| {
+        Failure(format!(
+            "{e}\n{}: {} error(s); nothing was changed",
+            path.display(),
+            e.0.len()
+        ))
+    })
 }
 
 pub fn check(cli: &Cli) -> Result<(), Failure> {
@@ -97,7 +107,8 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
             None
         }
     };
-    let config_given = std::env::args().any(|a| a == "--config" || a.starts_with("--config=")) || std::env::var_os("MAILTRIAGE_CONFIG").is_some();
+    let config_given = std::env::args().any(|a| a == "--config" || a.starts_with("--config="))
+        || std::env::var_os("MAILTRIAGE_CONFIG").is_some();
     let mut settings = None;
     if config_given || cli.config.exists() {
         match Settings::load(&cli.config) {
@@ -124,20 +135,39 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         r.templates.languages.join(", ")
     );
     if let Some(s) = settings {
-        println!("{}: OK ({} mailbox logins, state in {})", s.path.display(), s.mailboxes.len(), s.state_dir.display());
+        println!(
+            "{}: OK ({} mailbox logins, state in {})",
+            s.path.display(),
+            s.mailboxes.len(),
+            s.state_dir.display()
+        );
     }
     Ok(())
 }
 
 /// The mailbox a message reached: the one named, or the first watched address among
 /// its Delivered-To, To and Cc.
-fn mailbox_for<'r>(rules: &'r Rules, name: Option<&str>, raw: &[u8], file: &Path) -> Result<&'r Mailbox, Failure> {
-    let names = || rules.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ");
-    if let Some(n) = name {
-        return rules
+fn mailbox_for<'r>(
+    rules: &'r Rules,
+    name: Option<&str>,
+    raw: &[u8],
+    file: &Path,
+) -> Result<&'r Mailbox, Failure> {
+    let names = || {
+        rules
             .mailboxes
-            .get(n)
-            .ok_or_else(|| Failure(format!("no mailbox {n:?} in the rules (there are: {})", names())));
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(n) = name {
+        return rules.mailboxes.get(n).ok_or_else(|| {
+            Failure(format!(
+                "no mailbox {n:?} in the rules (there are: {})",
+                names()
+            ))
+        });
     }
     if let Ok(mail) = parse(raw) {
         let candidates = mail
@@ -163,11 +193,20 @@ fn read(file: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(file).map_err(|e| Failure(format!("{}: {e}", file.display())))
 }
 
-pub fn explain(cli: &Cli, file: &Path, mailbox: Option<&str>, json: bool, state: Option<&Path>) -> Result<(), Failure> {
+pub fn explain(
+    cli: &Cli,
+    file: &Path,
+    mailbox: Option<&str>,
+    json: bool,
+    state: Option<&Path>,
+) -> Result<(), Failure> {
     let rules = load_rules(&cli.rules)?;
     let raw = read(file)?;
     if let Err(e) = parse(&raw) {
-        return Err(Failure(format!("{}: not a message mailtriage can read: {e}", file.display())));
+        return Err(Failure(format!(
+            "{}: not a message mailtriage can read: {e}",
+            file.display()
+        )));
     }
     let mb = mailbox_for(&rules, mailbox, &raw, file)?;
     let store = state.map(Store::open).transpose()?;
@@ -185,13 +224,25 @@ fn explain_text(rules: &Rules, r: &Report) -> String {
     let mut s = String::new();
     let mb = &rules.mailboxes[&r.mailbox];
     let _ = writeln!(s, "mailbox:   {} ({})", r.mailbox, mb.address);
-    let _ = writeln!(s, "message:   {}", r.message_id.as_deref().map(|i| format!("<{i}>")).unwrap_or_else(|| "(no Message-ID)".into()));
+    let _ = writeln!(
+        s,
+        "message:   {}",
+        r.message_id
+            .as_deref()
+            .map(|i| format!("<{i}>"))
+            .unwrap_or_else(|| "(no Message-ID)".into())
+    );
     let _ = writeln!(s, "from:      {}", r.from.as_deref().unwrap_or("(none)"));
     let _ = writeln!(s, "subject:   {}", r.subject.as_deref().unwrap_or(""));
     let _ = writeln!(s, "language:  {}", r.language.as_deref().unwrap_or("-"));
     match &r.category {
         Some(c) => {
-            let score = r.scores.iter().find(|x| &x.category == c).map(|x| x.score).unwrap_or(0);
+            let score = r
+                .scores
+                .iter()
+                .find(|x| &x.category == c)
+                .map(|x| x.score)
+                .unwrap_or(0);
             let _ = writeln!(s, "category:  {c} (score {score})");
         }
         None => {
@@ -199,21 +250,49 @@ fn explain_text(rules: &Rules, r: &Report) -> String {
         }
     }
     for other in r.scores.iter().skip(1) {
-        let _ = writeln!(s, "           also {} (score {})", other.category, other.score);
+        let _ = writeln!(
+            s,
+            "           also {} (score {})",
+            other.category, other.score
+        );
     }
     for f in &r.rules {
-        let _ = writeln!(s, "rule:      {} [{} +{}] matched {}: {:?}", f.rule, f.category, f.priority, f.field, f.matched);
+        let _ = writeln!(
+            s,
+            "rule:      {} [{} +{}] matched {}: {:?}",
+            f.rule, f.category, f.priority, f.field, f.matched
+        );
     }
     let action = match r.action {
-        "forward" => format!("forward to {} ({})", r.queue.as_deref().unwrap_or(""), r.queue_address.as_deref().unwrap_or("")),
-        "keep" => format!("keep in {}, owned by {}", mb.address, r.queue.as_deref().unwrap_or("")),
+        "forward" => format!(
+            "forward to {} ({})",
+            r.queue.as_deref().unwrap_or(""),
+            r.queue_address.as_deref().unwrap_or("")
+        ),
+        "keep" => format!(
+            "keep in {}, owned by {}",
+            mb.address,
+            r.queue.as_deref().unwrap_or("")
+        ),
         other => other.to_string(),
     };
     let _ = writeln!(s, "action:    {action}");
     let _ = writeln!(s, "why:       {}", r.reason);
-    let _ = writeln!(s, "ticket:    {}", r.ticket.clone().unwrap_or_else(|| if r.new_ticket { "new".into() } else { "-".into() }));
+    let _ = writeln!(
+        s,
+        "ticket:    {}",
+        r.ticket.clone().unwrap_or_else(|| if r.new_ticket {
+            "new".into()
+        } else {
+            "-".into()
+        })
+    );
     if r.acknowledgement.send {
-        let _ = writeln!(s, "ack:       yes, to {}", r.acknowledgement.to.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "ack:       yes, to {}",
+            r.acknowledgement.to.as_deref().unwrap_or("")
+        );
     } else {
         let _ = writeln!(
             s,
@@ -242,21 +321,47 @@ fn summary_line(name: &str, r: &Report) -> String {
             r.queue.as_deref().unwrap_or(""),
             r.ticket.as_deref().unwrap_or("")
         ),
-        "leave" => format!("{} -> left in place, not a customer request", r.category.as_deref().unwrap_or("")),
+        "leave" => format!(
+            "{} -> left in place, not a customer request",
+            r.category.as_deref().unwrap_or("")
+        ),
         "ignore" => format!("ignored: {}", r.reason),
-        "duplicate" => format!("already triaged{}", r.ticket.as_deref().map(|t| format!(" as {t}")).unwrap_or_default()),
+        "duplicate" => format!(
+            "already triaged{}",
+            r.ticket
+                .as_deref()
+                .map(|t| format!(" as {t}"))
+                .unwrap_or_default()
+        ),
         "quarantine" => format!("QUARANTINED: {}", r.reason),
         other => other.to_string(),
     };
     let ack = if r.acknowledgement.send {
-        format!("; acknowledgement to {} ({})", r.acknowledgement.to.as_deref().unwrap_or(""), r.language.as_deref().unwrap_or(""))
+        format!(
+            "; acknowledgement to {} ({})",
+            r.acknowledgement.to.as_deref().unwrap_or(""),
+            r.language.as_deref().unwrap_or("")
+        )
     } else if matches!(r.action, "forward" | "keep") {
-        format!("; no acknowledgement: {}", r.acknowledgement.reason.as_deref().unwrap_or(""))
+        format!(
+            "; no acknowledgement: {}",
+            r.acknowledgement.reason.as_deref().unwrap_or("")
+        )
     } else {
         String::new()
     };
-    let rules: Vec<&str> = r.rules.iter().map(|f| f.rule.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let rules = if rules.is_empty() { String::new() } else { format!(" [rules: {}]", rules.join(", ")) };
+    let rules: Vec<&str> = r
+        .rules
+        .iter()
+        .map(|f| f.rule.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!(" [rules: {}]", rules.join(", "))
+    };
     format!("{name}: reached {}{rules}: {what}{ack}", r.mailbox)
 }
 
@@ -270,12 +375,23 @@ pub async fn triage_files(
     state: &Path,
     json: bool,
 ) -> Result<usize, Failure> {
-    std::fs::create_dir_all(outbox).map_err(|e| Failure(format!("outbox {}: {e}", outbox.display())))?;
-    let store = Store::open(state).map_err(|e| Failure(format!("state {}: {e}", state.display())))?;
+    std::fs::create_dir_all(outbox)
+        .map_err(|e| Failure(format!("outbox {}: {e}", outbox.display())))?;
+    let store =
+        Store::open(state).map_err(|e| Failure(format!("state {}: {e}", state.display())))?;
     let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for (name, raw) in inputs {
         let mb = mailbox_for(rules, mailbox, raw, Path::new(name))?;
-        let report = pipeline::triage(rules, &store, Incoming { mailbox: mb, raw, source: None }, SystemTime::now())?;
+        let report = pipeline::triage(
+            rules,
+            &store,
+            Incoming {
+                mailbox: mb,
+                raw,
+                source: None,
+            },
+            SystemTime::now(),
+        )?;
         *counts.entry(report.action).or_default() += 1;
         if json {
             let mut v = serde_json::to_value(&report)?;
@@ -294,13 +410,24 @@ pub async fn triage_files(
             parts.join(", "),
             drained.sent,
             outbox.display(),
-            if drained.refused + drained.left > 0 { format!(" ({} not written)", drained.refused + drained.left) } else { String::new() }
+            if drained.refused + drained.left > 0 {
+                format!(" ({} not written)", drained.refused + drained.left)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(counts.get("quarantine").copied().unwrap_or(0))
 }
 
-pub async fn triage(cli: &Cli, files: &[PathBuf], mailbox: Option<&str>, outbox: &Path, state: Option<&Path>, json: bool) -> Result<(), Failure> {
+pub async fn triage(
+    cli: &Cli,
+    files: &[PathBuf],
+    mailbox: Option<&str>,
+    outbox: &Path,
+    state: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
     let rules = load_rules(&cli.rules)?;
     let inputs = files
         .iter()
@@ -316,7 +443,9 @@ pub async fn triage(cli: &Cli, files: &[PathBuf], mailbox: Option<&str>, outbox:
     };
     let quarantined = triage_files(&rules, &inputs, mailbox, outbox, state, json).await?;
     if quarantined > 0 {
-        return Err(Failure(format!("{quarantined} message(s) could not be read and were quarantined (see above)")));
+        return Err(Failure(format!(
+            "{quarantined} message(s) could not be read and were quarantined (see above)"
+        )));
     }
     Ok(())
 }
@@ -324,14 +453,24 @@ pub async fn triage(cli: &Cli, files: &[PathBuf], mailbox: Option<&str>, outbox:
 pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failure> {
     let rules = match with_rules {
         Some(p) => load_rules(p)?,
-        None => Rules::parse(Path::new("rules.toml (built in)"), crate::demo::RULES).map_err(|e| Failure(e.to_string()))?,
+        None => Rules::parse(Path::new("rules.toml (built in)"), crate::demo::RULES)
+            .map_err(|e| Failure(e.to_string()))?,
     };
     if crate::demo::SAMPLES.is_empty() {
-        return Err(Failure("this binary was built without sample mail (samples/ was empty)".into()));
+        return Err(Failure(
+            "this binary was built without sample mail (samples/ was empty)".into(),
+        ));
     }
-    let inputs: Vec<(String, Vec<u8>)> = crate::demo::SAMPLES.iter().map(|(n, b)| (n.to_string(), b.to_vec())).collect();
+    let inputs: Vec<(String, Vec<u8>)> = crate::demo::SAMPLES
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
     let tmp = tempfile::tempdir()?;
-    println!("Triaging {} sample messages with the shipped rules (offline; mails go to {}/):", inputs.len(), outbox.display());
+    println!(
+        "Triaging {} sample messages with the shipped rules (offline; mails go to {}/):",
+        inputs.len(),
+        outbox.display()
+    );
     triage_files(&rules, &inputs, None, outbox, tmp.path(), false).await?;
     Ok(())
 }

@@ -7,7 +7,9 @@
 
 use std::time::SystemTime;
 
-use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{
+    ContentDisposition, ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
+};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Address;
 use serde::Serialize;
@@ -79,12 +81,19 @@ impl TemplateContext {
             mailbox_address: "billing@example.com".into(),
             category: "technical".into(),
             reason: "the rules recognised a technical request".into(),
-            rules: vec![RuleLine { name: "outage".into(), field: "subject".into(), matched: "down".into() }],
+            rules: vec![RuleLine {
+                name: "outage".into(),
+                field: "subject".into(),
+                matched: "down".into(),
+            }],
             customer: "customer@example.org".into(),
             customer_name: "A Customer".into(),
             subject: "Site is down".into(),
             received: "2026-01-01 10:00 UTC".into(),
-            history: vec![HistoryLine { at: "2026-01-01 10:00 UTC".into(), text: "message arrived".into() }],
+            history: vec![HistoryLine {
+                at: "2026-01-01 10:00 UTC".into(),
+                text: "message arrived".into(),
+            }],
             acked: true,
             ack_reason: String::new(),
             forwarded: true,
@@ -94,7 +103,12 @@ impl TemplateContext {
 }
 
 /// Renders one of a language's templates; falls back to the default language's.
-pub fn render(rules: &Rules, lang: &str, which: &str, ctx: &TemplateContext) -> Result<String, ComposeError> {
+pub fn render(
+    rules: &Rules,
+    lang: &str,
+    which: &str,
+    ctx: &TemplateContext,
+) -> Result<String, ComposeError> {
     let lang = if rules.templates.languages.iter().any(|l| l == lang) {
         lang
     } else {
@@ -105,9 +119,14 @@ pub fn render(rules: &Rules, lang: &str, which: &str, ctx: &TemplateContext) -> 
         .templates
         .env
         .get_template(&name)
-        .map_err(|e| ComposeError::Template { name: name.clone(), err: e.to_string() })?;
-    t.render(ctx)
-        .map_err(|e| ComposeError::Template { name, err: e.to_string() })
+        .map_err(|e| ComposeError::Template {
+            name: name.clone(),
+            err: e.to_string(),
+        })?;
+    t.render(ctx).map_err(|e| ComposeError::Template {
+        name,
+        err: e.to_string(),
+    })
 }
 
 /// Header values built from what strangers wrote (subjects, names) lose every control
@@ -125,7 +144,9 @@ fn clean_id(id: &str) -> Option<String> {
     let id = id.trim().trim_start_matches('<').trim_end_matches('>');
     let ok = !id.is_empty()
         && id.contains('@')
-        && id.bytes().all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b));
     ok.then(|| format!("<{id}>"))
 }
 
@@ -188,7 +209,10 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
         },
     };
     let from = Mailbox::new(Some(clean_header(&via)), address(&ctx.mailbox_address)?);
-    let to = Mailbox::new(Some(clean_header(&ctx.queue_name)), address(&ctx.queue_address)?);
+    let to = Mailbox::new(
+        Some(clean_header(&ctx.queue_name)),
+        address(&ctx.queue_address)?,
+    );
     let mut b = lettre::Message::builder()
         .from(from)
         .to(to)
@@ -196,7 +220,10 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
         .date(f.now)
         .message_id(Some(format!("<{}>", f.message_id)))
         .raw_header(loop_header(&ctx.ticket, "forward", &ctx.mailbox))
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-forwarded".into()));
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-forwarded".into(),
+        ));
     if let Some(c) = customer.and_then(|c| c.address.parse::<Address>().ok().map(|a| (c, a))) {
         b = b.reply_to(Mailbox::new(c.0.name.as_deref().map(clean_header), c.1));
     }
@@ -206,7 +233,11 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
     }
     let (orig, fits, eight_bit) = canonical(f.raw);
     let original = if fits {
-        let cte = if eight_bit { ContentTransferEncoding::EightBit } else { ContentTransferEncoding::SevenBit };
+        let cte = if eight_bit {
+            ContentTransferEncoding::EightBit
+        } else {
+            ContentTransferEncoding::SevenBit
+        };
         SinglePart::builder()
             .header(ContentType::parse("message/rfc822").expect("valid content type"))
             .header(ContentDisposition::inline())
@@ -221,7 +252,11 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
             .body(orig)
     };
     let msg = b
-        .multipart(MultiPart::mixed().singlepart(SinglePart::plain(note)).singlepart(original))
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(note))
+                .singlepart(original),
+        )
         .map_err(|e| ComposeError::Build(e.to_string()))?;
     Ok(OutMail {
         message_id: f.message_id.to_string(),
@@ -246,11 +281,14 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
     let ctx = a.ctx;
     let subject = render(rules, a.lang, "ack_subject", ctx)?;
     let text = render(rules, a.lang, "ack", ctx)?;
-    let from: Mailbox = rules
-        .company
-        .ack_from
-        .parse()
-        .map_err(|e: lettre::address::AddressError| ComposeError::Address(rules.company.ack_from.clone(), e.to_string()))?;
+    let from: Mailbox =
+        rules
+            .company
+            .ack_from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| {
+                ComposeError::Address(rules.company.ack_from.clone(), e.to_string())
+            })?;
     let to_addr = address(a.to)?;
     let to_name = a
         .mail
@@ -267,10 +305,21 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
         .message_id(Some(format!("<{}>", a.message_id)))
         .raw_header(loop_header(&ctx.ticket, "acknowledgement", &ctx.mailbox))
         // RFC 3834: marks this as an automatic reply, so other robots do not answer it.
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-replied".into()))
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".into()));
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-replied".into(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+            "All".into(),
+        ));
     if let Some(id) = a.mail.message_id.as_deref().and_then(clean_id) {
-        let mut refs: Vec<String> = a.mail.references.iter().filter_map(|r| clean_id(r)).collect();
+        let mut refs: Vec<String> = a
+            .mail
+            .references
+            .iter()
+            .filter_map(|r| clean_id(r))
+            .collect();
         refs.push(id.clone());
         // Long reference chains are cut from the front, as RFC 5322 suggests.
         let keep = refs.len().saturating_sub(10);
@@ -306,19 +355,36 @@ mod tests {
         let r = rules();
         let mail = parse(ORIGINAL).unwrap();
         let ctx = TemplateContext::sample();
-        let out = forward(&r, ForwardInput {
-            mail: &mail,
-            raw: ORIGINAL,
-            lang: "ru",
-            ctx: &ctx,
-            message_id: "T-1042.1@mailtriage.example.test",
-            now: SystemTime::UNIX_EPOCH,
-        })
+        let out = forward(
+            &r,
+            ForwardInput {
+                mail: &mail,
+                raw: ORIGINAL,
+                lang: "ru",
+                ctx: &ctx,
+                message_id: "T-1042.1@mailtriage.example.test",
+                now: SystemTime::UNIX_EPOCH,
+            },
+        )
         .unwrap();
-        let parsed = mail_parser::MessageParser::default().parse(&out.raw).unwrap();
-        assert!(parsed.header_raw("X-Mailtriage").unwrap().contains("ticket=T-1042"));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&out.raw)
+            .unwrap();
+        assert!(parsed
+            .header_raw("X-Mailtriage")
+            .unwrap()
+            .contains("ticket=T-1042"));
         assert_eq!(parsed.subject().unwrap(), "[#T-1042] Сайт не работает");
-        assert_eq!(parsed.reply_to().unwrap().first().unwrap().address().unwrap(), "ivan@mail.example");
+        assert_eq!(
+            parsed
+                .reply_to()
+                .unwrap()
+                .first()
+                .unwrap()
+                .address()
+                .unwrap(),
+            "ivan@mail.example"
+        );
         let note = parsed.body_text(0).unwrap();
         assert!(note.contains("T-1042"), "{note}");
         let att = parsed.attachment(0).unwrap();
@@ -332,28 +398,45 @@ mod tests {
         let r = rules();
         let mail = parse(ORIGINAL).unwrap();
         let ctx = TemplateContext::sample();
-        let out = acknowledgement(&r, AckInput {
-            mail: &mail,
-            to: "ivan@mail.example",
-            lang: "ru",
-            ctx: &ctx,
-            message_id: "T-1042.2@mailtriage.example.test",
-            now: SystemTime::UNIX_EPOCH,
-        })
+        let out = acknowledgement(
+            &r,
+            AckInput {
+                mail: &mail,
+                to: "ivan@mail.example",
+                lang: "ru",
+                ctx: &ctx,
+                message_id: "T-1042.2@mailtriage.example.test",
+                now: SystemTime::UNIX_EPOCH,
+            },
+        )
         .unwrap();
-        let p = mail_parser::MessageParser::default().parse(&out.raw).unwrap();
-        assert_eq!(p.header_raw("Auto-Submitted").unwrap().trim(), "auto-replied");
+        let p = mail_parser::MessageParser::default()
+            .parse(&out.raw)
+            .unwrap();
+        assert_eq!(
+            p.header_raw("Auto-Submitted").unwrap().trim(),
+            "auto-replied"
+        );
         assert_eq!(p.in_reply_to().as_text(), Some("orig-1@mail.example"));
         let body = p.body_text(0).unwrap();
-        assert!(body.contains("T-1042") && body.contains("4 hours"), "{body}");
-        assert!(!body.contains("Сайт не работает"), "the original must not be quoted");
+        assert!(
+            body.contains("T-1042") && body.contains("4 hours"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("Сайт не работает"),
+            "the original must not be quoted"
+        );
         assert!(p.subject().unwrap().starts_with("[#T-1042]"));
         assert_eq!(out.envelope_from, None);
     }
 
     #[test]
     fn header_injection_is_neutralised() {
-        assert_eq!(clean_header("Hi\r\nBcc: victim@example.com"), "Hi Bcc: victim@example.com");
+        assert_eq!(
+            clean_header("Hi\r\nBcc: victim@example.com"),
+            "Hi Bcc: victim@example.com"
+        );
         assert_eq!(clean_id("<a@b>\r\nBcc: x"), None);
         assert_eq!(clean_id("<a@b>").as_deref(), Some("<a@b>"));
     }

@@ -21,14 +21,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub async fn run(cli: &Cli) -> Result<(), Failure> {
     let rules = load_rules(&cli.rules)?;
-    let settings = Settings::load(&cli.config).map_err(|e| Failure(format!("{e}\n{}: {} error(s)", cli.config.display(), e.0.len())))?;
+    let settings = Settings::load(&cli.config).map_err(|e| {
+        Failure(format!(
+            "{e}\n{}: {} error(s)",
+            cli.config.display(),
+            e.0.len()
+        ))
+    })?;
     let mismatch = settings.check_against(&rules);
     if !mismatch.is_empty() {
         let lines: Vec<String> = mismatch.iter().map(|e| e.to_string()).collect();
         return Err(Failure(lines.join("\n")));
     }
     let store = Store::open(&settings.state_dir).map_err(|e| {
-        Failure(format!("state directory {}: {e}", settings.state_dir.display()))
+        Failure(format!(
+            "state directory {}: {e}",
+            settings.state_dir.display()
+        ))
     })?;
     let transport = Transport::smtp(&settings.smtp)?;
     let tls = match settings.imap.tls {
@@ -48,7 +57,12 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     // The sender has its own token: it keeps draining while the mailboxes finish the
     // message in hand, and stops last.
     let sender_stop = CancellationToken::new();
-    let sender = tokio::spawn(smtp::run(store.clone(), transport.clone(), wake.clone(), sender_stop.clone()));
+    let sender = tokio::spawn(smtp::run(
+        store.clone(),
+        transport.clone(),
+        wake.clone(),
+        sender_stop.clone(),
+    ));
     for (name, login) in &settings.mailboxes {
         let source = Source {
             name: name.clone(),
@@ -70,14 +84,20 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         eprintln!("second signal: exiting at once");
         std::process::exit(130);
     });
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("Mailbox tasks did not stop in time; what they held is fetched again on the next start.");
     }
     // One last drain so mails decided just before the stop go out now, not at next start.
     let _ = tokio::time::timeout(Duration::from_secs(10), smtp::drain(&store, &transport)).await;
     sender_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
-    store.flush_async().await.map_err(|e| Failure(format!("state: {e}")))?;
+    store
+        .flush_async()
+        .await
+        .map_err(|e| Failure(format!("state: {e}")))?;
     tracing::info!(outbox = store.outbox_len(), "mailtriage stopped.");
     Ok(())
 }

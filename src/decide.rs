@@ -121,10 +121,14 @@ impl Suppression {
             Suppression::AlreadyTriaged => "this message was triaged before",
             Suppression::AutoSubmitted => "the message is automatic (Auto-Submitted)",
             Suppression::NullSender => "the envelope sender is empty (a bounce or notification)",
-            Suppression::RobotSender => "the sender is a robot address (mailer-daemon, postmaster, noreply, list owner)",
+            Suppression::RobotSender => {
+                "the sender is a robot address (mailer-daemon, postmaster, noreply, list owner)"
+            }
             Suppression::Precedence => "the message is bulk or list mail (Precedence)",
             Suppression::List => "the message comes from a mailing list (List-* headers)",
-            Suppression::AutoResponseSuppress => "the sender asked for no automatic replies (X-Auto-Response-Suppress)",
+            Suppression::AutoResponseSuppress => {
+                "the sender asked for no automatic replies (X-Auto-Response-Suppress)"
+            }
             Suppression::Spam => "the receiving server marked the message as spam",
             Suppression::FollowUp => "the customer was already acknowledged for this ticket",
             Suppression::DailyCap => "the sender reached today's limit of acknowledgements",
@@ -196,9 +200,15 @@ pub fn decide(
                 joined_by: *joined_by,
             };
             let route = if mailbox.queue.as_deref() == Some(t.queue.as_str()) {
-                Route::Keep { queue: t.queue.clone(), why }
+                Route::Keep {
+                    queue: t.queue.clone(),
+                    why,
+                }
             } else {
-                Route::Forward { queue: t.queue.clone(), why }
+                Route::Forward {
+                    queue: t.queue.clone(),
+                    why,
+                }
             };
             (route, Some(t.id.clone()))
         }
@@ -209,7 +219,9 @@ pub fn decide(
         return Plan {
             route,
             ticket: None,
-            ack: AckPlan::No { reason: Suppression::NotARequest },
+            ack: AckPlan::No {
+                reason: Suppression::NotARequest,
+            },
         };
     }
     let ack = match auto_reply_forbidden(mail) {
@@ -220,9 +232,11 @@ pub fn decide(
         None if mail.reply_address().is_none() => AckPlan::No {
             reason: Suppression::NoAddress,
         },
-        None if thread.acks_to_sender_today >= rules.company.acks_per_sender_per_day => AckPlan::No {
-            reason: Suppression::DailyCap,
-        },
+        None if thread.acks_to_sender_today >= rules.company.acks_per_sender_per_day => {
+            AckPlan::No {
+                reason: Suppression::DailyCap,
+            }
+        }
         None => AckPlan::Yes,
     };
     Plan { route, ticket, ack }
@@ -253,30 +267,43 @@ fn route_new(rules: &Rules, mailbox: &Mailbox, class: &Classification) -> Route 
             },
             // Config validation refuses "keep" without a queue; leaving the message in
             // place is the safe reading if it ever gets here.
-            (Unmatched::Keep, None) => Route::Leave { category: String::new() },
+            (Unmatched::Keep, None) => Route::Leave {
+                category: String::new(),
+            },
         };
     };
     let Some(queue) = rules.categories.get(cat).and_then(|c| c.queue.clone()) else {
-        return Route::Leave { category: cat.clone() };
+        return Route::Leave {
+            category: cat.clone(),
+        };
     };
-    let why_kept = Why::Handled { category: cat.clone() };
+    let why_kept = Why::Handled {
+        category: cat.clone(),
+    };
     match &mailbox.queue {
         // A category this mailbox handles, or one that belongs to the team reading it anyway.
         Some(own) if mailbox.handles.iter().any(|h| h == cat) || *own == queue => Route::Keep {
             queue: own.clone(),
             why: why_kept,
         },
-        _ => Route::Forward { queue, why: Why::Misdirected { category: cat.clone() } },
+        _ => Route::Forward {
+            queue,
+            why: Why::Misdirected {
+                category: cat.clone(),
+            },
+        },
     }
 }
 
 /// Mail this daemon sent: its loop header, or a Message-ID in its own id domain.
 pub fn is_own_mail(rules: &Rules, mail: &Mail) -> bool {
     mail.has_header(LOOP_HEADER)
-        || mail
-            .message_id
-            .as_deref()
-            .is_some_and(|id| id.to_ascii_lowercase().ends_with(&format!("@mailtriage.{}", rules.company.domain.to_ascii_lowercase())))
+        || mail.message_id.as_deref().is_some_and(|id| {
+            id.to_ascii_lowercase().ends_with(&format!(
+                "@mailtriage.{}",
+                rules.company.domain.to_ascii_lowercase()
+            ))
+        })
 }
 
 /// RFC 3834 section 2 and the usual robot conventions: the first reason an automatic
@@ -290,7 +317,10 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
     if mail.return_path.as_deref() == Some("") {
         return Some(Suppression::NullSender);
     }
-    let candidates = [mail.return_path.as_deref(), mail.from.as_ref().map(|a| a.address.as_str())];
+    let candidates = [
+        mail.return_path.as_deref(),
+        mail.from.as_ref().map(|a| a.address.as_str()),
+    ];
     if candidates.iter().flatten().any(|a| is_robot_address(a)) {
         return Some(Suppression::RobotSender);
     }
@@ -305,7 +335,9 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
     }
     if let Some(v) = mail.header("x-auto-response-suppress") {
         let v = v.to_ascii_lowercase();
-        if v.split([',', ' ']).any(|t| matches!(t.trim(), "all" | "autoreply" | "oof")) {
+        if v.split([',', ' '])
+            .any(|t| matches!(t.trim(), "all" | "autoreply" | "oof"))
+        {
             return Some(Suppression::AutoResponseSuppress);
         }
     }
@@ -324,7 +356,10 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
 
 fn is_robot_address(addr: &str) -> bool {
     let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
-    let squashed: String = local.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let squashed: String = local
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     local == "mailer-daemon"
         || local == "postmaster"
         || local.starts_with("owner-")
@@ -346,7 +381,13 @@ mod tests {
         Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
     }
 
-    fn plan_for(mailbox: &str, headers: &str, subject: &str, body: &str, thread: &ThreadView) -> Plan {
+    fn plan_for(
+        mailbox: &str,
+        headers: &str,
+        subject: &str,
+        body: &str,
+        thread: &ThreadView,
+    ) -> Plan {
         let r = rules();
         let raw = format!(
             "{headers}From: Ivan <ivan@mail.example>\r\nTo: {mailbox}@example.test\r\nSubject: {subject}\r\nMessage-ID: <x1@mail.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
@@ -358,10 +399,21 @@ mod tests {
 
     #[test]
     fn technical_request_at_billing_is_forwarded_to_support_and_acked() {
-        let p = plan_for("billing", "", "Сайт не работает", "Ошибка 500 с утра", &ThreadView::default());
+        let p = plan_for(
+            "billing",
+            "",
+            "Сайт не работает",
+            "Ошибка 500 с утра",
+            &ThreadView::default(),
+        );
         assert_eq!(
             p.route,
-            Route::Forward { queue: "support".into(), why: Why::Misdirected { category: "technical".into() } }
+            Route::Forward {
+                queue: "support".into(),
+                why: Why::Misdirected {
+                    category: "technical".into()
+                }
+            }
         );
         assert_eq!(p.ack, AckPlan::Yes);
         assert_eq!(p.ticket, None);
@@ -369,75 +421,205 @@ mod tests {
 
     #[test]
     fn request_at_the_right_mailbox_stays() {
-        let p = plan_for("billing", "", "Refund request", "Please refund my invoice", &ThreadView::default());
-        assert_eq!(p.route, Route::Keep { queue: "billing".into(), why: Why::Handled { category: "billing".into() } });
+        let p = plan_for(
+            "billing",
+            "",
+            "Refund request",
+            "Please refund my invoice",
+            &ThreadView::default(),
+        );
+        assert_eq!(
+            p.route,
+            Route::Keep {
+                queue: "billing".into(),
+                why: Why::Handled {
+                    category: "billing".into()
+                }
+            }
+        );
         assert!(p.ack.is_yes());
     }
 
     #[test]
     fn unmatched_follows_the_mailbox_setting() {
-        let p = plan_for("monitoring", "", "Hello", "Just a word", &ThreadView::default());
-        assert_eq!(p.route, Route::Forward { queue: "support".into(), why: Why::UnmatchedForwarded });
+        let p = plan_for(
+            "monitoring",
+            "",
+            "Hello",
+            "Just a word",
+            &ThreadView::default(),
+        );
+        assert_eq!(
+            p.route,
+            Route::Forward {
+                queue: "support".into(),
+                why: Why::UnmatchedForwarded
+            }
+        );
         let p = plan_for("sales", "", "Hello", "Just a word", &ThreadView::default());
-        assert_eq!(p.route, Route::Keep { queue: "sales".into(), why: Why::UnmatchedKept });
+        assert_eq!(
+            p.route,
+            Route::Keep {
+                queue: "sales".into(),
+                why: Why::UnmatchedKept
+            }
+        );
     }
 
     #[test]
     fn rfc3834_cases_get_no_ack_but_are_still_routed() {
         let cases = [
-            ("Auto-Submitted: auto-replied\r\n", Suppression::AutoSubmitted),
+            (
+                "Auto-Submitted: auto-replied\r\n",
+                Suppression::AutoSubmitted,
+            ),
             ("Return-Path: <>\r\n", Suppression::NullSender),
-            ("Return-Path: <MAILER-DAEMON@mx.example>\r\n", Suppression::RobotSender),
-            ("Return-Path: <no-reply@shop.example>\r\n", Suppression::RobotSender),
-            ("Return-Path: <owner-users@lists.example>\r\n", Suppression::RobotSender),
-            ("Return-Path: <users-request@lists.example>\r\n", Suppression::RobotSender),
+            (
+                "Return-Path: <MAILER-DAEMON@mx.example>\r\n",
+                Suppression::RobotSender,
+            ),
+            (
+                "Return-Path: <no-reply@shop.example>\r\n",
+                Suppression::RobotSender,
+            ),
+            (
+                "Return-Path: <owner-users@lists.example>\r\n",
+                Suppression::RobotSender,
+            ),
+            (
+                "Return-Path: <users-request@lists.example>\r\n",
+                Suppression::RobotSender,
+            ),
             ("Precedence: bulk\r\n", Suppression::Precedence),
             ("Precedence: junk\r\n", Suppression::Precedence),
             ("List-Id: <users.lists.example>\r\n", Suppression::List),
-            ("List-Unsubscribe: <mailto:u@lists.example>\r\n", Suppression::List),
-            ("X-Auto-Response-Suppress: OOF, AutoReply\r\n", Suppression::AutoResponseSuppress),
+            (
+                "List-Unsubscribe: <mailto:u@lists.example>\r\n",
+                Suppression::List,
+            ),
+            (
+                "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
+                Suppression::AutoResponseSuppress,
+            ),
             ("X-Spam-Flag: YES\r\n", Suppression::Spam),
         ];
         for (h, want) in cases {
-            let p = plan_for("billing", h, "Site is down", "error 500", &ThreadView::default());
+            let p = plan_for(
+                "billing",
+                h,
+                "Site is down",
+                "error 500",
+                &ThreadView::default(),
+            );
             assert_eq!(p.ack, AckPlan::No { reason: want }, "{h}");
             assert!(p.forwarded(), "{h}");
         }
-        let p = plan_for("billing", "Auto-Submitted: no\r\n", "Site is down", "error 500", &ThreadView::default());
+        let p = plan_for(
+            "billing",
+            "Auto-Submitted: no\r\n",
+            "Site is down",
+            "error 500",
+            &ThreadView::default(),
+        );
         assert!(p.ack.is_yes());
     }
 
     #[test]
     fn own_mail_is_ignored() {
-        let p = plan_for("support", "X-Mailtriage: T-1001; forward\r\n", "Site is down", "", &ThreadView::default());
-        assert_eq!(p.route, Route::Ignore { why: Suppression::OwnMail });
-        assert_eq!(p.ack, AckPlan::No { reason: Suppression::OwnMail });
+        let p = plan_for(
+            "support",
+            "X-Mailtriage: T-1001; forward\r\n",
+            "Site is down",
+            "",
+            &ThreadView::default(),
+        );
+        assert_eq!(
+            p.route,
+            Route::Ignore {
+                why: Suppression::OwnMail
+            }
+        );
+        assert_eq!(
+            p.ack,
+            AckPlan::No {
+                reason: Suppression::OwnMail
+            }
+        );
     }
 
     #[test]
     fn follow_up_goes_to_owner_without_new_ack() {
         let thread = ThreadView {
             ticket: Some((
-                TicketRef { id: "T-1001".into(), queue: "support".into(), acknowledged: true },
+                TicketRef {
+                    id: "T-1001".into(),
+                    queue: "support".into(),
+                    acknowledged: true,
+                },
                 JoinedBy::References,
             )),
             ..Default::default()
         };
         // Billing words, but the ticket is support's: it goes to support, not classified again.
-        let p = plan_for("billing", "", "Re: [#T-1001] invoice", "and the invoice too", &thread);
-        assert_eq!(p.route, Route::Forward {
-            queue: "support".into(),
-            why: Why::FollowUp { ticket: "T-1001".into(), joined_by: JoinedBy::References },
-        });
+        let p = plan_for(
+            "billing",
+            "",
+            "Re: [#T-1001] invoice",
+            "and the invoice too",
+            &thread,
+        );
+        assert_eq!(
+            p.route,
+            Route::Forward {
+                queue: "support".into(),
+                why: Why::FollowUp {
+                    ticket: "T-1001".into(),
+                    joined_by: JoinedBy::References
+                },
+            }
+        );
         assert_eq!(p.ticket.as_deref(), Some("T-1001"));
-        assert_eq!(p.ack, AckPlan::No { reason: Suppression::FollowUp });
+        assert_eq!(
+            p.ack,
+            AckPlan::No {
+                reason: Suppression::FollowUp
+            }
+        );
     }
 
     #[test]
     fn duplicate_and_daily_cap() {
-        let p = plan_for("billing", "", "Site is down", "", &ThreadView { already_triaged: Some("T-1".into()), ..Default::default() });
-        assert_eq!(p.route, Route::Ignore { why: Suppression::AlreadyTriaged });
-        let p = plan_for("billing", "", "Site is down", "", &ThreadView { acks_to_sender_today: 100, ..Default::default() });
-        assert_eq!(p.ack, AckPlan::No { reason: Suppression::DailyCap });
+        let p = plan_for(
+            "billing",
+            "",
+            "Site is down",
+            "",
+            &ThreadView {
+                already_triaged: Some("T-1".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            p.route,
+            Route::Ignore {
+                why: Suppression::AlreadyTriaged
+            }
+        );
+        let p = plan_for(
+            "billing",
+            "",
+            "Site is down",
+            "",
+            &ThreadView {
+                acks_to_sender_today: 100,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            p.ack,
+            AckPlan::No {
+                reason: Suppression::DailyCap
+            }
+        );
     }
 }

@@ -53,7 +53,11 @@ pub enum ImapError {
     Closed,
 }
 
-async fn timed<T, E: Into<ImapError>>(what: &'static str, d: Duration, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, ImapError> {
+async fn timed<T, E: Into<ImapError>>(
+    what: &'static str,
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ImapError> {
     match tokio::time::timeout(d, f).await {
         Ok(r) => r.map_err(Into::into),
         Err(_) => Err(ImapError::Timeout(what, d)),
@@ -69,14 +73,18 @@ pub fn tls_connector(server: &Server) -> Result<TlsConnector, ImapError> {
             .map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
         for c in certs {
             let c = c.map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
-            roots.add(c).map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ImapError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ImapError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -105,15 +113,31 @@ impl Source {
         let s = &self.server;
         let t = s.timeout;
         let addr = format!("{}:{}", s.host, s.port);
-        let tcp = timed("connect", t, async { TcpStream::connect(&addr).await.map_err(|e| ImapError::Connect(addr.clone(), e)) }).await?;
+        let tcp = timed("connect", t, async {
+            TcpStream::connect(&addr)
+                .await
+                .map_err(|e| ImapError::Connect(addr.clone(), e))
+        })
+        .await?;
         let _ = tcp.set_nodelay(true);
         let name = || {
-            ServerName::try_from(s.server_name().to_string()).map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.server_name())))
+            ServerName::try_from(s.server_name().to_string())
+                .map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.server_name())))
         };
-        let tls = || self.tls.clone().ok_or_else(|| ImapError::Tls("no TLS settings".into()));
+        let tls = || {
+            self.tls
+                .clone()
+                .ok_or_else(|| ImapError::Tls("no TLS settings".into()))
+        };
         let mut client = match s.tls {
             TlsMode::Implicit => {
-                let stream = timed("TLS handshake", t, async { tls()?.connect(name()?, tcp).await.map_err(|e| ImapError::Tls(e.to_string())) }).await?;
+                let stream = timed("TLS handshake", t, async {
+                    tls()?
+                        .connect(name()?, tcp)
+                        .await
+                        .map_err(|e| ImapError::Tls(e.to_string()))
+                })
+                .await?;
                 let mut c = async_imap::Client::new(Either::Left(stream));
                 greeting(&mut c, t).await?;
                 c
@@ -123,7 +147,13 @@ impl Source {
                 greeting(&mut c, t).await?;
                 timed("STARTTLS", t, c.run_command_and_check_ok("STARTTLS", None)).await?;
                 let tcp = c.into_inner();
-                let stream = timed("TLS handshake", t, async { tls()?.connect(name()?, tcp).await.map_err(|e| ImapError::Tls(e.to_string())) }).await?;
+                let stream = timed("TLS handshake", t, async {
+                    tls()?
+                        .connect(name()?, tcp)
+                        .await
+                        .map_err(|e| ImapError::Tls(e.to_string()))
+                })
+                .await?;
                 // No second greeting after STARTTLS.
                 async_imap::Client::new(Either::Left(stream))
             }
@@ -191,7 +221,9 @@ pub async fn run(source: Source, shared: Shared) {
                     ImapError::Login(..) | ImapError::Secret(..) | ImapError::Tls(..) => {
                         tracing::error!(mailbox = %name, error = %e, retry_in = ?backoff, "Mailbox cannot log in; an operator must fix the settings.")
                     }
-                    _ => tracing::warn!(mailbox = %name, error = %e, retry_in = ?backoff, "Mailbox connection failed; reconnecting."),
+                    _ => {
+                        tracing::warn!(mailbox = %name, error = %e, retry_in = ?backoff, "Mailbox connection failed; reconnecting.")
+                    }
                 }
             }
         }
@@ -233,7 +265,8 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
         let mut idle = s.idle();
         timed("IDLE", t, idle.init()).await?;
         let outcome = {
-            let (fut, stop_idle) = idle.wait_with_timeout(source.options.idle_refresh + Duration::from_secs(60));
+            let (fut, stop_idle) =
+                idle.wait_with_timeout(source.options.idle_refresh + Duration::from_secs(60));
             tokio::pin!(fut);
             // Dropping the stop source ends the IDLE wait; the server's keepalives would
             // otherwise keep it going past the refresh.
@@ -254,7 +287,13 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
 }
 
 /// Fetches and triages everything above `last`, in UID order, in bounded batches.
-async fn catch_up(s: &mut Session, source: &Source, shared: &Shared, uid_validity: u32, mut last: u32) -> Result<u32, ImapError> {
+async fn catch_up(
+    s: &mut Session,
+    source: &Source,
+    shared: &Shared,
+    uid_validity: u32,
+    mut last: u32,
+) -> Result<u32, ImapError> {
     let t = source.server.timeout;
     let name = &source.name;
     let found = timed("UID SEARCH", t, s.uid_search(format!("UID {}:*", last + 1))).await?;
@@ -266,7 +305,11 @@ async fn catch_up(s: &mut Session, source: &Source, shared: &Shared, uid_validit
     }
     tracing::info!(mailbox = %name, count = uids.len(), from_uid = uids[0], "New messages.");
     for chunk in uids.chunks(FETCH_BATCH) {
-        let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let set = chunk
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let fetched: Vec<(u32, Vec<String>, Vec<u8>)> = timed("UID FETCH", t * 4, async {
             let stream = s.uid_fetch(&set, "(UID FLAGS BODY.PEEK[])").await?;
             // Read the stream to its end, or leftovers land on the next command.
@@ -277,14 +320,18 @@ async fn catch_up(s: &mut Session, source: &Source, shared: &Shared, uid_validit
         .into_iter()
         .filter_map(|f| {
             let uid = f.uid?;
-            let flags = f.flags().filter_map(|fl| match fl {
-                Flag::Custom(c) => Some(c.to_string()),
-                _ => None,
-            }).collect();
+            let flags = f
+                .flags()
+                .filter_map(|fl| match fl {
+                    Flag::Custom(c) => Some(c.to_string()),
+                    _ => None,
+                })
+                .collect();
             Some((uid, flags, f.body().unwrap_or_default().to_vec()))
         })
         .collect();
-        let mut batch: Vec<(u32, Vec<String>, Vec<u8>)> = fetched.into_iter().filter(|(u, _, _)| *u > last).collect();
+        let mut batch: Vec<(u32, Vec<String>, Vec<u8>)> =
+            fetched.into_iter().filter(|(u, _, _)| *u > last).collect();
         batch.sort_by_key(|(u, _, _)| *u);
 
         // Parse, classify and record off the async threads: sled and the regexes are
@@ -340,7 +387,12 @@ async fn catch_up(s: &mut Session, source: &Source, shared: &Shared, uid_validit
 }
 
 /// Applies the marks recorded for this mailbox: keywords, then the move when configured.
-async fn apply_marks(s: &mut Session, source: &Source, shared: &Shared, uid_validity: u32) -> Result<(), ImapError> {
+async fn apply_marks(
+    s: &mut Session,
+    source: &Source,
+    shared: &Shared,
+    uid_validity: u32,
+) -> Result<(), ImapError> {
     let t = source.server.timeout;
     for m in shared.store.pending_marks(&source.name)? {
         if m.uid_validity != uid_validity {
@@ -362,7 +414,9 @@ async fn apply_marks(s: &mut Session, source: &Source, shared: &Shared, uid_vali
 async fn store_flags(s: &mut Session, m: &Mark, t: Duration) -> Result<(), ImapError> {
     let flags = m.keywords.join(" ");
     timed("UID STORE", t, async {
-        let stream = s.uid_store(m.uid.to_string(), format!("+FLAGS.SILENT ({flags})")).await?;
+        let stream = s
+            .uid_store(m.uid.to_string(), format!("+FLAGS.SILENT ({flags})"))
+            .await?;
         let _: Vec<_> = stream.try_collect().await?;
         Ok::<_, async_imap::error::Error>(())
     })

@@ -6,14 +6,14 @@
 //! the stages in order; [`daemon`] wires the tasks; `explain` and `triage` run the very
 //! same pipeline offline.
 
-pub mod config;
-pub mod daemon;
-pub mod decide;
-pub mod imap;
-pub mod demo;
 pub mod classify;
 pub mod cli;
 pub mod compose;
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod demo;
+pub mod imap;
 pub mod message;
 pub mod pipeline;
 pub mod smtp;

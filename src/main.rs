@@ -23,7 +23,10 @@ fn init_logging(daemon: bool) {
 fn main() -> ExitCode {
     let args = Cli::parse();
     init_logging(matches!(args.command, Command::Run));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -34,11 +37,28 @@ fn main() -> ExitCode {
         match &args.command {
             Command::Run => mailtriage::daemon::run(&args).await,
             Command::Check => cli::check(&args),
-            Command::Explain { file, mailbox, json, state } => {
-                cli::explain(&args, file, mailbox.as_deref(), *json, state.as_deref())
-            }
-            Command::Triage { files, mailbox, outbox, state, json } => {
-                cli::triage(&args, files, mailbox.as_deref(), outbox, state.as_deref(), *json).await
+            Command::Explain {
+                file,
+                mailbox,
+                json,
+                state,
+            } => cli::explain(&args, file, mailbox.as_deref(), *json, state.as_deref()),
+            Command::Triage {
+                files,
+                mailbox,
+                outbox,
+                state,
+                json,
+            } => {
+                cli::triage(
+                    &args,
+                    files,
+                    mailbox.as_deref(),
+                    outbox,
+                    state.as_deref(),
+                    *json,
+                )
+                .await
             }
             Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
         }

@@ -194,7 +194,11 @@ fn raw_value(raw: &[u8], start: usize, end: usize) -> String {
 }
 
 fn clean_id(s: &str) -> String {
-    s.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string()
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_string()
 }
 
 fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
@@ -286,8 +290,14 @@ fn is_separator(t: &str) -> bool {
 /// quote (the line may wrap once, so a quote on the next line is enough).
 fn is_attribution(t: &str, next: Option<&str>) -> bool {
     let l = t.trim_end().to_lowercase();
-    let ends = l.ends_with("wrote:") || l.ends_with("пишет:") || l.ends_with("написал:") || l.ends_with("написала:") || l.ends_with("писал(а):");
-    ends && next.map(|n| n.starts_with('>') || n.is_empty()).unwrap_or(true)
+    let ends = l.ends_with("wrote:")
+        || l.ends_with("пишет:")
+        || l.ends_with("написал:")
+        || l.ends_with("написала:")
+        || l.ends_with("писал(а):");
+    ends && next
+        .map(|n| n.starts_with('>') || n.is_empty())
+        .unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -298,7 +308,10 @@ mod tests {
     fn koi8r_body_and_encoded_subject() {
         let mut raw = b"From: =?koi8-r?B?6dfBzg==?= <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: =?koi8-r?B?88HK1CDOxSDSwcLP1MHF1A==?=\r\nMessage-ID: <a1@mail.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".to_vec();
         // "Сайт не работает" in KOI8-R
-        raw.extend_from_slice(&[0xf3, 0xc1, 0xca, 0xd4, 0x20, 0xce, 0xc5, 0x20, 0xd2, 0xc1, 0xc2, 0xcf, 0xd4, 0xc1, 0xc5, 0xd4, b'\r', b'\n']);
+        raw.extend_from_slice(&[
+            0xf3, 0xc1, 0xca, 0xd4, 0x20, 0xce, 0xc5, 0x20, 0xd2, 0xc1, 0xc2, 0xcf, 0xd4, 0xc1,
+            0xc5, 0xd4, b'\r', b'\n',
+        ]);
         let m = parse(&raw).unwrap();
         assert_eq!(m.subject, "Сайт не работает");
         assert_eq!(m.text.trim(), "Сайт не работает");
@@ -313,7 +326,8 @@ mod tests {
         assert!(w.contains("invoice"));
         assert!(!w.contains("down"));
         assert!(!w.contains("wrote"));
-        let t = "Новый вопрос про счёт.\n\n-------- Исходное сообщение --------\nсайт не работает\n";
+        let t =
+            "Новый вопрос про счёт.\n\n-------- Исходное сообщение --------\nсайт не работает\n";
         assert!(!without_quotes(t).contains("не работает"));
     }
 

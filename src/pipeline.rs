@@ -15,9 +15,13 @@ use time::OffsetDateTime;
 use crate::classify::{classify, Classification, Fired, Score};
 use crate::compose::{self, AckInput, ForwardInput, HistoryLine, RuleLine, TemplateContext};
 use crate::config::{Mailbox, Rules};
-use crate::decide::{decide, AckPlan, JoinedBy, Plan, Route, Suppression, ThreadView, TicketRef, Why};
+use crate::decide::{
+    decide, AckPlan, JoinedBy, Plan, Route, Suppression, ThreadView, TicketRef, Why,
+};
 use crate::message::{parse, Mail};
-use crate::store::{Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Record, Store, StoreError, Ticket};
+use crate::store::{
+    Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Record, Store, StoreError, Ticket,
+};
 use crate::words;
 
 /// Keyword on every message the daemon has triaged; with the ticket's own keyword it
@@ -125,7 +129,13 @@ pub fn human_time(rfc3339: &str) -> String {
 }
 
 /// What the store knows about this message's thread.
-pub fn thread_view(rules: &Rules, store: Option<&Store>, mail: &Mail, key: &str, now: SystemTime) -> Result<ThreadView, StoreError> {
+pub fn thread_view(
+    rules: &Rules,
+    store: Option<&Store>,
+    mail: &Mail,
+    key: &str,
+    now: SystemTime,
+) -> Result<ThreadView, StoreError> {
     let Some(store) = store else {
         return Ok(ThreadView::default());
     };
@@ -135,7 +145,11 @@ pub fn thread_view(rules: &Rules, store: Option<&Store>, mail: &Mail, key: &str,
             view.already_triaged = Some(rec.ticket.unwrap_or_default());
         }
     }
-    let as_ref = |t: Ticket| TicketRef { id: t.id, queue: t.queue, acknowledged: t.acknowledged };
+    let as_ref = |t: Ticket| TicketRef {
+        id: t.id,
+        queue: t.queue,
+        acknowledged: t.acknowledged,
+    };
     for id in mail.thread_ids() {
         if let Some(t) = store.message(id)?.and_then(|r| r.ticket) {
             if let Some(t) = store.ticket(&t)? {
@@ -167,29 +181,62 @@ pub struct Evaluation {
     pub plan: Plan,
 }
 
-pub fn evaluate(rules: &Rules, store: Option<&Store>, mailbox: &Mailbox, mail: Mail, raw: &[u8], now: SystemTime) -> Result<Evaluation, StoreError> {
+pub fn evaluate(
+    rules: &Rules,
+    store: Option<&Store>,
+    mailbox: &Mailbox,
+    mail: Mail,
+    raw: &[u8],
+    now: SystemTime,
+) -> Result<Evaluation, StoreError> {
     let key = message_key(Some(&mail), raw);
     let thread = thread_view(rules, store, &mail, &key, now)?;
     // The daemon's own mail is not a request: it is not classified at all.
     let class = if crate::decide::is_own_mail(rules, &mail) {
-        Classification { category: None, scores: Vec::new(), fired: Vec::new(), language: rules.company.default_language.clone() }
+        Classification {
+            category: None,
+            scores: Vec::new(),
+            fired: Vec::new(),
+            language: rules.company.default_language.clone(),
+        }
     } else {
         classify(rules, &mail)
     };
     let plan = decide(rules, mailbox, &mail, &class, &thread);
-    Ok(Evaluation { mail, key, class, plan })
+    Ok(Evaluation {
+        mail,
+        key,
+        class,
+        plan,
+    })
 }
 
 fn queue_name<'r>(rules: &'r Rules, queue: &'r str, lang: &str) -> &'r str {
-    rules.queues.get(queue).map(|q| q.name_in(lang)).unwrap_or(queue)
+    rules
+        .queues
+        .get(queue)
+        .map(|q| q.name_in(lang))
+        .unwrap_or(queue)
 }
 
 fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
     let lang = &ev.class.language;
     let (action, reason) = match &ev.plan.route {
-        Route::Forward { queue, why } => ("forward", words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en")),
-        Route::Keep { queue, why } => ("keep", words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en")),
-        Route::Leave { category } => ("leave", format!("a {category} message, not a customer request: it stays in {}", mailbox.address)),
+        Route::Forward { queue, why } => (
+            "forward",
+            words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en"),
+        ),
+        Route::Keep { queue, why } => (
+            "keep",
+            words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en"),
+        ),
+        Route::Leave { category } => (
+            "leave",
+            format!(
+                "a {category} message, not a customer request: it stays in {}",
+                mailbox.address
+            ),
+        ),
         Route::Ignore { why } => ("ignore", why.describe().to_string()),
     };
     let to = ev.mail.reply_address().map(str::to_string);
@@ -197,12 +244,20 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
     if let Route::Forward { queue, .. } = &ev.plan.route {
         mails.push(PlannedMail {
             kind: "forward",
-            to: rules.queues.get(queue).map(|q| vec![q.address.clone()]).unwrap_or_default(),
+            to: rules
+                .queues
+                .get(queue)
+                .map(|q| vec![q.address.clone()])
+                .unwrap_or_default(),
             message_id: None,
         });
     }
     if ev.plan.ack.is_yes() {
-        mails.push(PlannedMail { kind: "acknowledgement", to: to.clone().into_iter().collect(), message_id: None });
+        mails.push(PlannedMail {
+            kind: "acknowledgement",
+            to: to.clone().into_iter().collect(),
+            message_id: None,
+        });
     }
     let (suppressed, ack_reason) = match &ev.plan.ack {
         AckPlan::Yes => (None, None),
@@ -216,7 +271,10 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         subject: Some(ev.mail.subject.clone()),
         action,
         category: ev.class.category.clone(),
-        queue_address: queue.as_ref().and_then(|q| rules.queues.get(q)).map(|q| q.address.clone()),
+        queue_address: queue
+            .as_ref()
+            .and_then(|q| rules.queues.get(q))
+            .map(|q| q.address.clone()),
         queue,
         misdirected: ev.plan.forwarded(),
         reason,
@@ -224,8 +282,14 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         scores: ev.class.scores.clone(),
         language: Some(lang.clone()),
         ticket: ev.plan.ticket.clone(),
-        new_ticket: ev.plan.ticket.is_none() && matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. }),
-        acknowledgement: AckReport { send: ev.plan.ack.is_yes(), to: if ev.plan.ack.is_yes() { to } else { None }, suppressed, reason: ack_reason },
+        new_ticket: ev.plan.ticket.is_none()
+            && matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. }),
+        acknowledgement: AckReport {
+            send: ev.plan.ack.is_yes(),
+            to: if ev.plan.ack.is_yes() { to } else { None },
+            suppressed,
+            reason: ack_reason,
+        },
         mails,
     }
 }
@@ -247,14 +311,25 @@ fn quarantine_report(mailbox: &Mailbox, reason: String) -> Report {
         language: None,
         ticket: None,
         new_ticket: false,
-        acknowledgement: AckReport { send: false, to: None, suppressed: None, reason: Some("the message could not be read".into()) },
+        acknowledgement: AckReport {
+            send: false,
+            to: None,
+            suppressed: None,
+            reason: Some("the message could not be read".into()),
+        },
         mails: Vec::new(),
     }
 }
 
 /// What the daemon would do with this message, with no side effect at all. With a
 /// store, thread state is read (never written).
-pub fn explain(rules: &Rules, store: Option<&Store>, mailbox: &Mailbox, raw: &[u8], now: SystemTime) -> Result<Report, StoreError> {
+pub fn explain(
+    rules: &Rules,
+    store: Option<&Store>,
+    mailbox: &Mailbox,
+    raw: &[u8],
+    now: SystemTime,
+) -> Result<Report, StoreError> {
     let mail = match parse(raw) {
         Ok(m) => m,
         Err(e) => return Ok(quarantine_report(mailbox, format!("cannot be parsed: {e}"))),
@@ -265,7 +340,12 @@ pub fn explain(rules: &Rules, store: Option<&Store>, mailbox: &Mailbox, raw: &[u
 
 /// Triage one message: decide, compose and record it in one transaction. The mails go
 /// to the outbox; the sender delivers them after the batch is flushed.
-pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) -> Result<Report, PipelineError> {
+pub fn triage(
+    rules: &Rules,
+    store: &Store,
+    inc: Incoming<'_>,
+    now: SystemTime,
+) -> Result<Report, PipelineError> {
     let at = rfc3339(now);
     let mailbox = inc.mailbox;
     let mark = |keywords: Vec<&str>, move_to: Option<String>| {
@@ -277,11 +357,21 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
             move_to,
         })
     };
-    let simple = |key: String, disposition: &str, ticket: Option<String>, reason: Option<String>, mark: Option<Mark>| Record {
+    let simple = |key: String,
+                  disposition: &str,
+                  ticket: Option<String>,
+                  reason: Option<String>,
+                  mark: Option<Mark>| Record {
         key,
         mailbox: mailbox.key.clone(),
         source: inc.source,
-        message: MessageRecord { ticket, mailbox: mailbox.key.clone(), disposition: disposition.into(), at: at.clone(), reason },
+        message: MessageRecord {
+            ticket,
+            mailbox: mailbox.key.clone(),
+            disposition: disposition.into(),
+            at: at.clone(),
+            reason,
+        },
         ticket: None,
         outgoing: Vec::new(),
         mark,
@@ -294,7 +384,13 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
         Err(e) => {
             let reason = format!("cannot be parsed: {e}");
             let key = message_key(None, inc.raw);
-            store.commit(&simple(key, "quarantined", None, Some(reason.clone()), mark(vec![KEYWORD_QUARANTINED], None)))?;
+            store.commit(&simple(
+                key,
+                "quarantined",
+                None,
+                Some(reason.clone()),
+                mark(vec![KEYWORD_QUARANTINED], None),
+            ))?;
             return Ok(quarantine_report(mailbox, reason));
         }
     };
@@ -306,7 +402,11 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
     let (queue_key, why, forward) = match &ev.plan.route {
         Route::Ignore { why } => {
             let ticket = ev.plan.ticket.clone();
-            let disposition = if *why == Suppression::OwnMail { "ignored" } else { "duplicate" };
+            let disposition = if *why == Suppression::OwnMail {
+                "ignored"
+            } else {
+                "duplicate"
+            };
             store.commit(&simple(ev.key.clone(), disposition, ticket, None, None))?;
             if *why == Suppression::AlreadyTriaged {
                 report.action = "duplicate";
@@ -320,14 +420,24 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
         Route::Keep { queue, why } => (queue.clone(), why.clone(), false),
         Route::Forward { queue, why } => (queue.clone(), why.clone(), true),
     };
-    let queue = rules.queues.get(&queue_key).expect("decide only routes to declared queues");
+    let queue = rules
+        .queues
+        .get(&queue_key)
+        .expect("decide only routes to declared queues");
 
     // the ticket, opened or joined
     let mut ticket = match &ev.plan.ticket {
-        Some(id) => store.ticket(id)?.expect("decide joins only tickets the store returned"),
+        Some(id) => store
+            .ticket(id)?
+            .expect("decide joins only tickets the store returned"),
         None => {
             let n = store.next_ticket_number()?;
-            let customer = ev.mail.reply_address().or(ev.mail.from.as_ref().map(|a| a.address.as_str())).unwrap_or("").to_string();
+            let customer = ev
+                .mail
+                .reply_address()
+                .or(ev.mail.from.as_ref().map(|a| a.address.as_str()))
+                .unwrap_or("")
+                .to_string();
             Ticket {
                 id: format!("{}-{n}", rules.company.ticket_prefix),
                 customer,
@@ -361,22 +471,37 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
     };
 
     // history
-    let event = |what| Event { at: at.clone(), what };
+    let event = |what| Event {
+        at: at.clone(),
+        what,
+    };
     ticket.history.push(event(EventKind::Arrived {
         mailbox: mailbox.address.clone(),
         message_id: ev.mail.message_id.clone(),
         subject: ev.mail.subject.clone(),
     }));
     ticket.history.push(event(if forward {
-        EventKind::Forwarded { queue: queue_key.clone(), why: why_text.clone() }
+        EventKind::Forwarded {
+            queue: queue_key.clone(),
+            why: why_text.clone(),
+        }
     } else {
-        EventKind::Kept { queue: queue_key.clone(), why: why_text.clone() }
+        EventKind::Kept {
+            queue: queue_key.clone(),
+            why: why_text.clone(),
+        }
     }));
     if let Some(to) = &ack_to {
-        ticket.history.push(event(EventKind::Acknowledged { to: to.clone(), queue: queue_key.clone(), response_time: response_time.clone() }));
+        ticket.history.push(event(EventKind::Acknowledged {
+            to: to.clone(),
+            queue: queue_key.clone(),
+            response_time: response_time.clone(),
+        }));
         ticket.acknowledged = true;
     } else if let Some(r) = ack_reason.filter(|r| *r != Suppression::FollowUp) {
-        ticket.history.push(event(EventKind::NotAcknowledged { reason: words::suppression(r, &lang) }));
+        ticket.history.push(event(EventKind::NotAcknowledged {
+            reason: words::suppression(r, &lang),
+        }));
     }
     if ticket.queue != queue_key {
         ticket.queue = queue_key.clone();
@@ -400,14 +525,32 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
         mailbox_address: mailbox.address.clone(),
         category: ev.class.category.clone().unwrap_or_default(),
         reason: why_text,
-        rules: ev.class.fired.iter().map(|f| RuleLine { name: f.rule.clone(), field: f.field.clone(), matched: f.matched.clone() }).collect(),
+        rules: ev
+            .class
+            .fired
+            .iter()
+            .map(|f| RuleLine {
+                name: f.rule.clone(),
+                field: f.field.clone(),
+                matched: f.matched.clone(),
+            })
+            .collect(),
         customer: ticket.customer.clone(),
         customer_name: ticket.customer_name.clone().unwrap_or_default(),
         subject: ev.mail.subject.clone(),
         received: human_time(&at),
-        history: ticket.history.iter().map(|e| HistoryLine { at: human_time(&e.at), text: history_text(rules, e, &lang) }).collect(),
+        history: ticket
+            .history
+            .iter()
+            .map(|e| HistoryLine {
+                at: human_time(&e.at),
+                text: history_text(rules, e, &lang),
+            })
+            .collect(),
         acked: ticket.acknowledged,
-        ack_reason: ack_reason.map(|r| words::suppression(r, &lang)).unwrap_or_default(),
+        ack_reason: ack_reason
+            .map(|r| words::suppression(r, &lang))
+            .unwrap_or_default(),
         forwarded: forward,
         company: rules.company.name.clone(),
     };
@@ -416,17 +559,45 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
     if forward {
         ticket.sent += 1;
         let id = format!("{}.{}.forward@{id_domain}", ticket.id, ticket.sent);
-        outgoing.push(compose::forward(rules, ForwardInput { mail: &ev.mail, raw: inc.raw, lang: &lang, ctx: &ctx, message_id: &id, now })?);
+        outgoing.push(compose::forward(
+            rules,
+            ForwardInput {
+                mail: &ev.mail,
+                raw: inc.raw,
+                lang: &lang,
+                ctx: &ctx,
+                message_id: &id,
+                now,
+            },
+        )?);
     }
     if let Some(to) = &ack_to {
         ticket.sent += 1;
         let id = format!("{}.{}.ack@{id_domain}", ticket.id, ticket.sent);
-        outgoing.push(compose::acknowledgement(rules, AckInput { mail: &ev.mail, to, lang: &lang, ctx: &ctx, message_id: &id, now })?);
+        outgoing.push(compose::acknowledgement(
+            rules,
+            AckInput {
+                mail: &ev.mail,
+                to,
+                lang: &lang,
+                ctx: &ctx,
+                message_id: &id,
+                now,
+            },
+        )?);
     }
 
     // record
-    let move_to = if forward { mailbox.forwarded_folder.clone() } else { None };
-    let keywords = if forward { vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED] } else { vec![KEYWORD_TRIAGED] };
+    let move_to = if forward {
+        mailbox.forwarded_folder.clone()
+    } else {
+        None
+    };
+    let keywords = if forward {
+        vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED]
+    } else {
+        vec![KEYWORD_TRIAGED]
+    };
     let rec = Record {
         key: ev.key.clone(),
         mailbox: mailbox.key.clone(),
@@ -484,10 +655,16 @@ pub fn triage(rules: &Rules, store: &Store, inc: Incoming<'_>, now: SystemTime) 
 pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
     let qn = |q: &str| queue_name(rules, q, lang).to_string();
     match &e.what {
-        EventKind::Arrived { mailbox, subject, .. } => words::arrived(mailbox, subject, lang),
+        EventKind::Arrived {
+            mailbox, subject, ..
+        } => words::arrived(mailbox, subject, lang),
         EventKind::Forwarded { queue, why } => words::forwarded(&qn(queue), why, lang),
         EventKind::Kept { queue, why } => words::kept(&qn(queue), why, lang),
-        EventKind::Acknowledged { to, queue, response_time } => words::acknowledged(to, &qn(queue), response_time, lang),
+        EventKind::Acknowledged {
+            to,
+            queue,
+            response_time,
+        } => words::acknowledged(to, &qn(queue), response_time, lang),
         EventKind::NotAcknowledged { reason } => words::not_acknowledged(reason, lang),
     }
 }

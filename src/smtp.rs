@@ -28,7 +28,10 @@ pub enum SmtpError {
 /// Where outgoing mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    Smtp { inner: AsyncSmtpTransport<Tokio1Executor>, timeout: Duration },
+    Smtp {
+        inner: AsyncSmtpTransport<Tokio1Executor>,
+        timeout: Duration,
+    },
     Files(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -51,8 +54,10 @@ impl Transport {
         let tls_params = || -> Result<TlsParameters, SmtpError> {
             let mut b = TlsParameters::builder(s.server_name().to_string());
             if let Some(ca) = &s.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| SmtpError::Settings(format!("ca_file {}: {e}", ca.display())))?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| SmtpError::Settings(format!("ca_file {}: {e}", ca.display())))?;
+                let pem = std::fs::read(ca)
+                    .map_err(|e| SmtpError::Settings(format!("ca_file {}: {e}", ca.display())))?;
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|e| SmtpError::Settings(format!("ca_file {}: {e}", ca.display())))?;
                 b = b.add_root_certificate(cert);
             }
             b.build().map_err(|e| SmtpError::Settings(e.to_string()))
@@ -69,12 +74,19 @@ impl Transport {
         if let Some(user) = &s.user {
             let pw = s
                 .password()
-                .ok_or_else(|| SmtpError::Settings("smtp.user is set but neither password_file nor password_env".into()))?
+                .ok_or_else(|| {
+                    SmtpError::Settings(
+                        "smtp.user is set but neither password_file nor password_env".into(),
+                    )
+                })?
                 .read()
                 .map_err(SmtpError::Settings)?;
             b = b.credentials(Credentials::new(user.clone(), pw));
         }
-        Ok(Transport::Smtp { inner: b.build(), timeout: s.timeout })
+        Ok(Transport::Smtp {
+            inner: b.build(),
+            timeout: s.timeout,
+        })
     }
 
     pub async fn deliver(&self, m: &OutMail) -> Delivery {
@@ -102,7 +114,10 @@ impl Transport {
                     Ok(Ok(_)) => Delivery::Accepted,
                     Ok(Err(e)) if e.is_permanent() => Delivery::Refused(e.to_string()),
                     Ok(Err(e)) => Delivery::Failed(e.to_string()),
-                    Err(_) => Delivery::Failed(format!("no answer from the SMTP server within {:?}", *timeout * 2)),
+                    Err(_) => Delivery::Failed(format!(
+                        "no answer from the SMTP server within {:?}",
+                        *timeout * 2
+                    )),
                 }
             }
             Transport::Files(t) => match t.send_raw(&envelope, &m.raw).await {

@@ -57,13 +57,21 @@ pub struct Event {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum EventKind {
     /// A customer message reached a watched mailbox.
-    Arrived { mailbox: String, message_id: Option<String>, subject: String },
+    Arrived {
+        mailbox: String,
+        message_id: Option<String>,
+        subject: String,
+    },
     /// Forwarded to a queue with a note; `why` in words.
     Forwarded { queue: String, why: String },
     /// Left in the mailbox it reached, owned by `queue`.
     Kept { queue: String, why: String },
     /// Acknowledgement sent, promising an answer within `response_time`.
-    Acknowledged { to: String, queue: String, response_time: String },
+    Acknowledged {
+        to: String,
+        queue: String,
+        response_time: String,
+    },
     /// No acknowledgement, and why.
     NotAcknowledged { reason: String },
 }
@@ -132,7 +140,10 @@ impl OutMail {
     }
 
     fn decode(b: &[u8]) -> Result<OutMail, StoreError> {
-        let bad = |err: String| StoreError::Corrupt { what: "outbox entry".into(), err };
+        let bad = |err: String| StoreError::Corrupt {
+            what: "outbox entry".into(),
+            err,
+        };
         if b.len() < 4 {
             return Err(bad("too short".into()));
         }
@@ -140,7 +151,8 @@ impl OutMail {
         if b.len() < 4 + n {
             return Err(bad("truncated".into()));
         }
-        let mut m: OutMail = serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
+        let mut m: OutMail =
+            serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
         m.raw = b[4 + n..].to_vec();
         Ok(m)
     }
@@ -198,7 +210,10 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt { what: what.to_string(), err: e.to_string() })
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        err: e.to_string(),
+    })
 }
 
 fn mark_key(m: &Mark) -> Vec<u8> {
@@ -322,11 +337,12 @@ impl Store {
         );
         let r = trees.transaction(|(cps, msgs, tickets, outbox, marks, acks)| {
             if let Some(prev) = msgs.get(id_key(&rec.key))? {
-                let prev: MessageRecord = serde_json::from_slice(&prev)
-                    .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt {
+                let prev: MessageRecord = serde_json::from_slice(&prev).map_err(|e| {
+                    ConflictableTransactionError::Abort(StoreError::Corrupt {
                         what: "message record".into(),
                         err: e.to_string(),
-                    }))?;
+                    })
+                })?;
                 // Still advance the checkpoint: the server copy is handled.
                 if let Some(cp) = rec.source {
                     advance(cps, &rec.mailbox, cp)?;
@@ -410,7 +426,10 @@ impl Store {
             .map(|r| {
                 let (_, v) = r?;
                 let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
-                Ok((String::from_utf8_lossy(&v[..nul]).into_owned(), OutMail::decode(&v[nul + 1..])?))
+                Ok((
+                    String::from_utf8_lossy(&v[..nul]).into_owned(),
+                    OutMail::decode(&v[nul + 1..])?,
+                ))
             })
             .collect()
     }
@@ -459,7 +478,10 @@ mod tests {
         Record {
             key: key.into(),
             mailbox: "billing".into(),
-            source: Some(Checkpoint { uid_validity: 7, last_uid: uid }),
+            source: Some(Checkpoint {
+                uid_validity: 7,
+                last_uid: uid,
+            }),
             message: MessageRecord {
                 ticket: Some("T-1001".into()),
                 mailbox: "billing".into(),
@@ -493,17 +515,32 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.commit(&record("<A@x>", 5)).unwrap(), Committed::Done);
-            assert!(matches!(s.commit(&record("a@x", 6)).unwrap(), Committed::AlreadyKnown(_)));
+            assert!(matches!(
+                s.commit(&record("a@x", 6)).unwrap(),
+                Committed::AlreadyKnown(_)
+            ));
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let out = s.outbox().unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.raw, b"Subject: x\r\n\r\nbody\xff\r\n");
-        assert_eq!(s.checkpoint("billing").unwrap(), Some(Checkpoint { uid_validity: 7, last_uid: 6 }));
+        assert_eq!(
+            s.checkpoint("billing").unwrap(),
+            Some(Checkpoint {
+                uid_validity: 7,
+                last_uid: 6
+            })
+        );
         assert_eq!(s.pending_marks("billing").unwrap().len(), 1);
         assert_eq!(s.acks_on("C@example.com", "2026-01-01").unwrap(), 1);
-        assert_eq!(s.message("T-1001.5@mailtriage.example.test").unwrap().unwrap().disposition, "sent");
+        assert_eq!(
+            s.message("T-1001.5@mailtriage.example.test")
+                .unwrap()
+                .unwrap()
+                .disposition,
+            "sent"
+        );
         s.outbox_done(out[0].0).unwrap();
         assert_eq!(s.outbox_len(), 0);
     }

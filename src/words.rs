@@ -13,7 +13,7 @@ fn ru(lang: &str) -> bool {
 
 /// "4 hours", "1 day 2 hours"; in Russian the genitive that follows "в течение".
 pub fn duration(d: Duration, lang: &str) -> String {
-    let mins = (d.as_secs() + 59) / 60;
+    let mins = d.as_secs().div_ceil(60);
     let (days, hours, minutes) = (mins / 1440, (mins % 1440) / 60, mins % 60);
     let mut parts = Vec::new();
     for (n, unit) in [(days, 0), (hours, 1), (minutes, 2)] {
@@ -37,7 +37,11 @@ pub fn duration(d: Duration, lang: &str) -> String {
         });
     }
     if parts.is_empty() {
-        parts.push(if ru(lang) { "1 минуты".into() } else { "1 minute".into() });
+        parts.push(if ru(lang) {
+            "1 минуты".into()
+        } else {
+            "1 minute".into()
+        });
     }
     parts.join(" ")
 }
@@ -91,10 +95,14 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         Suppression::AlreadyTriaged => "это письмо уже обработано",
         Suppression::AutoSubmitted => "письмо автоматическое (Auto-Submitted)",
         Suppression::NullSender => "пустой адрес отправителя (уведомление или возврат)",
-        Suppression::RobotSender => "отправитель — служебный адрес (mailer-daemon, postmaster, noreply, рассылка)",
+        Suppression::RobotSender => {
+            "отправитель — служебный адрес (mailer-daemon, postmaster, noreply, рассылка)"
+        }
         Suppression::Precedence => "массовая рассылка (Precedence)",
         Suppression::List => "письмо из списка рассылки (заголовки List-*)",
-        Suppression::AutoResponseSuppress => "отправитель просил не отвечать автоматически (X-Auto-Response-Suppress)",
+        Suppression::AutoResponseSuppress => {
+            "отправитель просил не отвечать автоматически (X-Auto-Response-Suppress)"
+        }
         Suppression::Spam => "сервер пометил письмо как спам",
         Suppression::FollowUp => "клиент уже получил подтверждение по этому обращению",
         Suppression::DailyCap => "отправитель исчерпал дневной лимит подтверждений",

@@ -77,7 +77,12 @@ impl<'a> Collector<'a> {
     }
 
     /// Records an error at a span of the source.
-    pub fn at(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+    pub fn at(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|s| self.line_of(&s));
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
@@ -116,7 +121,10 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
         let t = line.trim();
         if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
             let name = name.trim().to_string();
-            let n = arrays.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            let n = arrays
+                .entry(name.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
             table = format!("{name}[{n}]");
         } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
             table = name.trim().to_string();
@@ -127,7 +135,9 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
     let rest = &text[start..];
     let line = rest.lines().next().unwrap_or("");
     let key = match line.split_once('=') {
-        Some((k, _)) if !line.trim_start().starts_with('[') => k.trim().trim_matches('"').to_string(),
+        Some((k, _)) if !line.trim_start().starts_with('[') => {
+            k.trim().trim_matches('"').to_string()
+        }
         _ => String::new(),
     };
     match (table.is_empty(), key.is_empty()) {
@@ -143,7 +153,8 @@ mod tests {
 
     #[test]
     fn key_path_follows_tables_and_arrays() {
-        let text = "a = 1\n[queues.billing]\nadress = 2\n[[rules]]\nx = 1\n[[rules]]\nsubject = 3\n";
+        let text =
+            "a = 1\n[queues.billing]\nadress = 2\n[[rules]]\nx = 1\n[[rules]]\nsubject = 3\n";
         assert_eq!(key_path_at(text, 1), "a");
         let at = text.find("adress").unwrap();
         assert_eq!(key_path_at(text, at), "queues.billing.adress");

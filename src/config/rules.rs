@@ -374,7 +374,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             "must be ASCII letters or digits (it becomes part of subjects and Message-IDs)",
         );
     }
-    if co.ack_from.get_ref().parse::<lettre::message::Mailbox>().is_err() {
+    if co
+        .ack_from
+        .get_ref()
+        .parse::<lettre::message::Mailbox>()
+        .is_err()
+    {
         c.at(
             span(&co.ack_from),
             "company.ack_from",
@@ -402,22 +407,38 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
 
     let mut queues = BTreeMap::new();
     if f.queues.is_empty() {
-        c.at(None, "queues", "no queue is declared; at least one [queues.NAME] is needed");
+        c.at(
+            None,
+            "queues",
+            "no queue is declared; at least one [queues.NAME] is needed",
+        );
     }
     for (key, q) in f.queues {
         let qspan = span(&q);
         let q = q.into_inner();
         let base = format!("queues.{key}");
         if !looks_like_address(q.address.get_ref()) {
-            c.at(span(&q.address), format!("{base}.address"), "not an e-mail address");
+            c.at(
+                span(&q.address),
+                format!("{base}.address"),
+                "not an e-mail address",
+            );
         }
         if q.name.is_empty() {
-            c.at(qspan, format!("{base}.name"), "needs at least one display name, e.g. { en = \"Billing\" }");
+            c.at(
+                qspan,
+                format!("{base}.name"),
+                "needs at least one display name, e.g. { en = \"Billing\" }",
+            );
         }
         let response_time = match humantime::parse_duration(q.response_time.get_ref()) {
             Ok(d) if d.as_secs() > 0 => d,
             Ok(_) => {
-                c.at(span(&q.response_time), format!("{base}.response_time"), "must be longer than zero");
+                c.at(
+                    span(&q.response_time),
+                    format!("{base}.response_time"),
+                    "must be longer than zero",
+                );
                 Duration::from_secs(1)
             }
             Err(e) => {
@@ -445,7 +466,11 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         let cat = cat.into_inner();
         if let Some(q) = &cat.queue {
             if !queues.contains_key(q.get_ref()) {
-                c.at(span(q), format!("categories.{key}.queue"), format!("unknown queue {:?}", q.get_ref()));
+                c.at(
+                    span(q),
+                    format!("categories.{key}.queue"),
+                    format!("unknown queue {:?}", q.get_ref()),
+                );
             }
         }
         categories.insert(
@@ -459,22 +484,38 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
 
     let mut mailboxes = BTreeMap::new();
     if f.mailboxes.is_empty() {
-        c.at(None, "mailboxes", "no mailbox is declared; at least one [mailboxes.NAME] is needed");
+        c.at(
+            None,
+            "mailboxes",
+            "no mailbox is declared; at least one [mailboxes.NAME] is needed",
+        );
     }
     for (key, m) in f.mailboxes {
         let m = m.into_inner();
         let base = format!("mailboxes.{key}");
         if !looks_like_address(m.address.get_ref()) {
-            c.at(span(&m.address), format!("{base}.address"), "not an e-mail address");
+            c.at(
+                span(&m.address),
+                format!("{base}.address"),
+                "not an e-mail address",
+            );
         }
         if let Some(q) = &m.queue {
             if !queues.contains_key(q.get_ref()) {
-                c.at(span(q), format!("{base}.queue"), format!("unknown queue {:?}", q.get_ref()));
+                c.at(
+                    span(q),
+                    format!("{base}.queue"),
+                    format!("unknown queue {:?}", q.get_ref()),
+                );
             }
         }
         for (i, h) in m.handles.iter().enumerate() {
             if !categories.contains_key(h.get_ref()) {
-                c.at(span(h), format!("{base}.handles[{i}]"), format!("unknown category {:?}", h.get_ref()));
+                c.at(
+                    span(h),
+                    format!("{base}.handles[{i}]"),
+                    format!("unknown category {:?}", h.get_ref()),
+                );
             }
         }
         let unmatched = match m.unmatched.get_ref().as_str() {
@@ -518,7 +559,11 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         let base = format!("rules[{i}]");
         let name = r.name.get_ref().clone();
         if let Some(prev) = names.insert(name.clone(), i) {
-            c.at(span(&r.name), format!("{base}.name"), format!("rule name {name:?} is already used by rules[{prev}]"));
+            c.at(
+                span(&r.name),
+                format!("{base}.name"),
+                format!("rule name {name:?} is already used by rules[{prev}]"),
+            );
         }
         if !categories.contains_key(r.category.get_ref()) {
             c.at(
@@ -543,10 +588,19 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             add(c, Field::Sender, format!("{base}.sender"), p);
         }
         for (h, p) in &r.headers {
-            add(c, Field::Header(h.to_ascii_lowercase()), format!("{base}.headers.{h}"), p);
+            add(
+                c,
+                Field::Header(h.to_ascii_lowercase()),
+                format!("{base}.headers.{h}"),
+                p,
+            );
         }
         if r.subject.is_none() && r.body.is_none() && r.sender.is_none() && r.headers.is_empty() {
-            c.at(rspan, base.clone(), format!("rule {name:?} has no pattern (subject, body, sender or headers)"));
+            c.at(
+                rspan,
+                base.clone(),
+                format!("rule {name:?} has no pattern (subject, body, sender or headers)"),
+            );
         }
         rules.push(Rule {
             name,
@@ -559,7 +613,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     let mut languages = Vec::new();
     for (code, l) in f.languages {
         let l = l.into_inner();
-        if let Some(detect) = compile_regex(c, &format!("languages.{code}.detect"), &format!("language {code:?}"), &l.detect) {
+        if let Some(detect) = compile_regex(
+            c,
+            &format!("languages.{code}.detect"),
+            &format!("language {code:?}"),
+            &l.detect,
+        ) {
             languages.push(Language { code, detect });
         }
     }
@@ -573,31 +632,49 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         c.at(
             None,
             "templates",
-            format!("no [templates.{}] for company.default_language", company.default_language),
+            format!(
+                "no [templates.{}] for company.default_language",
+                company.default_language
+            ),
         );
     }
     let sample = crate::compose::TemplateContext::sample();
     for (lang, t) in f.templates {
         let t = t.into_inner();
-        for (which, src) in [("note", t.note), ("ack_subject", t.ack_subject), ("ack", t.ack)] {
+        for (which, src) in [
+            ("note", t.note),
+            ("ack_subject", t.ack_subject),
+            ("ack", t.ack),
+        ] {
             let s = span(&src);
             let name = format!("{lang}/{which}");
             if let Err(e) = env.add_template_owned(name.clone(), src.into_inner()) {
-                c.at(s, format!("templates.{lang}.{which}"), format!("template error: {e}"));
+                c.at(
+                    s,
+                    format!("templates.{lang}.{which}"),
+                    format!("template error: {e}"),
+                );
                 continue;
             }
             // Rendered once with sample values: an unknown variable or a bad filter is
             // found now, not when the first customer writes.
             if let Err(e) = env.get_template(&name).and_then(|t| t.render(&sample)) {
-                c.at(s, format!("templates.{lang}.{which}"), format!("template error: {e}"));
+                c.at(
+                    s,
+                    format!("templates.{lang}.{which}"),
+                    format!("template error: {e}"),
+                );
             }
         }
         template_langs.push(lang);
     }
 
     let matchers = build_matchers(c, &rules);
-    let ticket_tag = Regex::new(&format!(r"(?i)\[#?\s*{}-(\d+)\s*\]", regex::escape(&company.ticket_prefix)))
-        .expect("an escaped prefix makes a valid regex");
+    let ticket_tag = Regex::new(&format!(
+        r"(?i)\[#?\s*{}-(\d+)\s*\]",
+        regex::escape(&company.ticket_prefix)
+    ))
+    .expect("an escaped prefix makes a valid regex");
     Rules {
         ticket_tag,
         company,
@@ -615,7 +692,9 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
 }
 
 fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
-    let mut groups: BTreeMap<Field, (Vec<String>, Vec<(usize, usize)>)> = BTreeMap::new();
+    // field -> (patterns, owners)
+    type Group = (Vec<String>, Vec<(usize, usize)>);
+    let mut groups: BTreeMap<Field, Group> = BTreeMap::new();
     for (ri, r) in rules.iter().enumerate() {
         for (pi, p) in r.patterns.iter().enumerate() {
             let g = groups.entry(p.field.clone()).or_default();
@@ -630,7 +709,11 @@ fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
             .build()
         {
             Ok(set) => by_field.push(FieldMatcher { field, set, owners }),
-            Err(e) => c.at(None, "rules", format!("the {field} patterns together are too large: {e}")),
+            Err(e) => c.at(
+                None,
+                "rules",
+                format!("the {field} patterns together are too large: {e}"),
+            ),
         }
     }
     Matchers { by_field }
@@ -650,25 +733,48 @@ mod tests {
         assert_eq!(r.mailboxes.len(), 4);
         assert_eq!(r.queues.len(), 3);
         assert!(r.rules.len() >= 8);
-        assert_eq!(r.queue_of_category("technical").unwrap().address, "support@example.test");
+        assert_eq!(
+            r.queue_of_category("technical").unwrap().address,
+            "support@example.test"
+        );
     }
 
     #[test]
     fn all_semantic_errors_at_once_with_lines() {
         let text = shipped()
-            .replace("queue = \"billing\"\n[categories.sales]", "queue = \"nobody\"\n[categories.sales]")
+            .replace(
+                "queue = \"billing\"\n[categories.sales]",
+                "queue = \"nobody\"\n[categories.sales]",
+            )
             .replacen("subject = '(?i)не", "subject = '(?i)(не", 1)
             .replace("response_time = \"1d\"", "response_time = \"soon\"");
         let err = Rules::parse(Path::new("x/rules.toml"), &text).unwrap_err();
         let msgs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
-        assert!(msgs.iter().any(|m| m.contains("categories.billing.queue") && m.contains("unknown queue \"nobody\"")), "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.contains("rules[1].subject") && m.contains("rule \"outage-ru\": bad regex")), "{msgs:#?}");
-        assert!(msgs.iter().any(|m| m.contains("queues.billing.response_time")), "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("categories.billing.queue")
+                && m.contains("unknown queue \"nobody\"")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("rules[1].subject")
+                    && m.contains("rule \"outage-ru\": bad regex")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("queues.billing.response_time")),
+            "{msgs:#?}"
+        );
         for e in &err.0 {
             assert!(e.to_string().starts_with("x/rules.toml"));
         }
         let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
-        let line = text.lines().position(|l| l.starts_with("subject = '(?i)(не")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("subject = '(?i)(не"))
+            .unwrap()
+            + 1;
         assert_eq!(bad_regex.line, Some(line));
     }
 
@@ -676,7 +782,12 @@ mod tests {
     fn template_with_unknown_variable_is_a_load_error() {
         let text = shipped().replacen("{{ ticket }}", "{{ tikcet }}", 1);
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
-        assert!(err.0.iter().any(|e| e.key == "templates.en.note" && e.message.contains("template error")), "{err}");
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.key == "templates.en.note" && e.message.contains("template error")),
+            "{err}"
+        );
     }
 
     #[test]
