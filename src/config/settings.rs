@@ -288,3 +288,46 @@ impl Settings {
         errs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn shipped_example_parses_and_matches_the_rules() {
+        let s = Settings::load(&root().join("systemd/mailtriage.toml")).unwrap();
+        assert_eq!(s.imap.tls, TlsMode::Implicit);
+        assert_eq!(s.imap_options.idle_refresh, Duration::from_secs(300));
+        let rules = crate::config::Rules::load(&root().join("rules.toml")).unwrap();
+        assert!(s.check_against(&rules).is_empty());
+    }
+
+    #[test]
+    fn inline_passwords_and_unknown_keys_are_errors() {
+        let text = std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap();
+        let bad = text.replacen("password_file = \"/etc/mailtriage/billing.pass\"", "password = \"hunter2\"", 1);
+        let err = Settings::parse(Path::new("m.toml"), &bad).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.key, "mailboxes.billing.password");
+        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "the secret must not be echoed: {e}");
+    }
+
+    #[test]
+    fn password_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "secret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SecretSource::File(f.clone()).read().unwrap_err();
+        assert!(err.contains("readable by others"), "{err}");
+        assert!(!err.contains("secret\n"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(SecretSource::File(f).read().unwrap(), "secret");
+    }
+}
