@@ -356,7 +356,19 @@ async fn catch_up(
                 }
                 let span = tracing::info_span!("message", mailbox = %mailbox_name, uid);
                 let _g = span.enter();
-                match pipeline::triage(&rules, &store, Incoming { mailbox, raw, source: Some(cp) }, SystemTime::now()) {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pipeline::triage(&rules, &store, Incoming { mailbox, raw, source: Some(cp) }, SystemTime::now())
+                }))
+                .unwrap_or_else(|p| {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let reason = format!("triage failed on this message: {what}");
+                    pipeline::quarantine(&store, mailbox, raw, Some(cp), reason, SystemTime::now()).map_err(Into::into)
+                });
+                match outcome {
                     Ok(r) => {
                         tracing::info!(
                             ticket = r.ticket.as_deref().unwrap_or("-"),

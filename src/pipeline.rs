@@ -382,16 +382,15 @@ pub fn triage(
     let mail = match parse(inc.raw) {
         Ok(m) => m,
         Err(e) => {
-            let reason = format!("cannot be parsed: {e}");
-            let key = message_key(None, inc.raw);
-            store.commit(&simple(
-                key,
-                "quarantined",
-                None,
-                Some(reason.clone()),
-                mark(vec![KEYWORD_QUARANTINED], None),
-            ))?;
-            return Ok(quarantine_report(mailbox, reason));
+            return quarantine(
+                store,
+                mailbox,
+                inc.raw,
+                inc.source,
+                format!("cannot be parsed: {e}"),
+                now,
+            )
+            .map_err(Into::into)
         }
     };
 
@@ -556,35 +555,51 @@ pub fn triage(
     };
     let id_domain = format!("mailtriage.{}", rules.company.domain);
     let mut outgoing = Vec::new();
-    if forward {
-        ticket.sent += 1;
-        let id = format!("{}.{}.forward@{id_domain}", ticket.id, ticket.sent);
-        outgoing.push(compose::forward(
-            rules,
-            ForwardInput {
-                mail: &ev.mail,
-                raw: inc.raw,
-                lang: &lang,
-                ctx: &ctx,
-                message_id: &id,
-                now,
-            },
-        )?);
-    }
-    if let Some(to) = &ack_to {
-        ticket.sent += 1;
-        let id = format!("{}.{}.ack@{id_domain}", ticket.id, ticket.sent);
-        outgoing.push(compose::acknowledgement(
-            rules,
-            AckInput {
-                mail: &ev.mail,
-                to,
-                lang: &lang,
-                ctx: &ctx,
-                message_id: &id,
-                now,
-            },
-        )?);
+    let composed = (|| -> Result<(), compose::ComposeError> {
+        if forward {
+            ticket.sent += 1;
+            let id = format!("{}.{}.forward@{id_domain}", ticket.id, ticket.sent);
+            outgoing.push(compose::forward(
+                rules,
+                ForwardInput {
+                    mail: &ev.mail,
+                    raw: inc.raw,
+                    lang: &lang,
+                    ctx: &ctx,
+                    message_id: &id,
+                    now,
+                },
+            )?);
+        }
+        if let Some(to) = &ack_to {
+            ticket.sent += 1;
+            let id = format!("{}.{}.ack@{id_domain}", ticket.id, ticket.sent);
+            outgoing.push(compose::acknowledgement(
+                rules,
+                AckInput {
+                    mail: &ev.mail,
+                    to,
+                    lang: &lang,
+                    ctx: &ctx,
+                    message_id: &id,
+                    now,
+                },
+            )?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = composed {
+        // This message cannot be handed on as it is (a template or an address makes it
+        // unusable): it is kept for an operator, and the mailbox goes on.
+        return quarantine(
+            store,
+            mailbox,
+            inc.raw,
+            inc.source,
+            format!("cannot compose its mails: {e}"),
+            now,
+        )
+        .map_err(Into::into);
     }
 
     // record
@@ -649,6 +664,46 @@ pub fn triage(
         }
     }
     Ok(report)
+}
+
+/// Keeps a message that cannot be triaged: recorded with the reason (so it is not tried
+/// for ever and an operator finds it), marked `$Quarantined` on the server, never dropped.
+pub fn quarantine(
+    store: &Store,
+    mailbox: &Mailbox,
+    raw: &[u8],
+    source: Option<Checkpoint>,
+    reason: String,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let key = match parse(raw) {
+        Ok(m) => message_key(Some(&m), raw),
+        Err(_) => message_key(None, raw),
+    };
+    tracing::warn!(mailbox = %mailbox.key, key = %key, reason = %reason, "Message quarantined.");
+    store.commit(&Record {
+        key,
+        mailbox: mailbox.key.clone(),
+        source,
+        message: MessageRecord {
+            ticket: None,
+            mailbox: mailbox.key.clone(),
+            disposition: "quarantined".into(),
+            at: rfc3339(now),
+            reason: Some(reason.clone()),
+        },
+        ticket: None,
+        outgoing: Vec::new(),
+        mark: source.map(|cp| Mark {
+            mailbox: mailbox.key.clone(),
+            uid_validity: cp.uid_validity,
+            uid: cp.last_uid,
+            keywords: vec![KEYWORD_QUARANTINED.to_string()],
+            move_to: None,
+        }),
+        ack_to: None,
+    })?;
+    Ok(quarantine_report(mailbox, reason))
 }
 
 /// One history event in words, in the ticket's language.

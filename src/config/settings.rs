@@ -309,12 +309,19 @@ mod tests {
     #[test]
     fn inline_passwords_and_unknown_keys_are_errors() {
         let text = std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap();
-        let bad = text.replacen("password_file = \"/etc/mailtriage/billing.pass\"", "password = \"hunter2\"", 1);
+        let bad = text.replacen(
+            "password_file = \"/etc/mailtriage/billing.pass\"",
+            "password = \"hunter2\"",
+            1,
+        );
         let err = Settings::parse(Path::new("m.toml"), &bad).unwrap_err();
         let e = &err.0[0];
         assert_eq!(e.key, "mailboxes.billing.password");
         assert!(e.message.contains("unknown field"), "{e}");
-        assert!(!e.to_string().contains("hunter2"), "the secret must not be echoed: {e}");
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the secret must not be echoed: {e}"
+        );
     }
 
     #[test]
