@@ -59,9 +59,10 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     let sender_stop = CancellationToken::new();
     let sender = tokio::spawn(smtp::run(
         store.clone(),
-        transport.clone(),
+        transport,
         wake.clone(),
         sender_stop.clone(),
+        Duration::from_secs(10),
     ));
     for (name, login) in &settings.mailboxes {
         let source = Source {
@@ -90,10 +91,9 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     {
         tracing::warn!("Mailbox tasks did not stop in time; what they held is fetched again on the next start.");
     }
-    // One last drain so mails decided just before the stop go out now, not at next start.
-    let _ = tokio::time::timeout(Duration::from_secs(10), smtp::drain(&store, &transport)).await;
+    // The sender stops last, after one more drain of its own.
     sender_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
     store
         .flush_async()
         .await

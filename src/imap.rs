@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use async_imap::types::Flag;
+use async_imap::types::{Flag, UnsolicitedResponse};
 use futures::TryStreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -261,6 +261,19 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
             let _ = tokio::time::timeout(t, s.logout()).await;
             return Ok(());
         }
+        // Mail that arrived while the last commands ran was announced then (EXISTS went
+        // to the unsolicited channel, not to the IDLE that follows): catch up again
+        // rather than idle past it.
+        let mut announced = false;
+        while let Ok(r) = s.unsolicited_responses.try_recv() {
+            announced |= matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            );
+        }
+        if announced {
+            continue;
+        }
         // IDLE until the server says something, the refresh is due, or shutdown.
         let mut idle = s.idle();
         timed("IDLE", t, idle.init()).await?;
@@ -371,12 +384,12 @@ async fn catch_up(
                 match outcome {
                     Ok(r) => {
                         tracing::info!(
-                            ticket = r.ticket.as_deref().unwrap_or("-"),
-                            action = r.action,
-                            category = r.category.as_deref().unwrap_or("-"),
-                            queue = r.queue.as_deref().unwrap_or("-"),
+                            ticket = %r.ticket.as_deref().unwrap_or("-"),
+                            action = %r.action,
+                            category = %r.category.as_deref().unwrap_or("-"),
+                            queue = %r.queue.as_deref().unwrap_or("-"),
                             ack = r.acknowledgement.send,
-                            suppressed = r.acknowledgement.suppressed.unwrap_or("-"),
+                            suppressed = %r.acknowledgement.suppressed.unwrap_or("-"),
                             "Message triaged."
                         );
                     }

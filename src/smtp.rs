@@ -168,16 +168,25 @@ pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, Smtp
     Ok(d)
 }
 
-/// The sender task: drains on every wake-up and on a timer, backing off while the
-/// server fails, until `stop` is cancelled.
-pub async fn run(store: Store, transport: Transport, wake: Arc<Notify>, stop: CancellationToken) {
+/// The sender task: the only one that drains the outbox while the daemon runs (two
+/// drainers could send one entry twice). It drains on every wake-up and on a timer,
+/// backs off while the server fails, and on `stop` drains once more, bounded by
+/// `final_drain`, so mails decided just before a stop go out now.
+pub async fn run(
+    store: Store,
+    transport: Transport,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    final_drain: Duration,
+) {
     let mut backoff = Duration::from_secs(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    const IDLE_RESCAN: Duration = Duration::from_secs(30);
     loop {
         let wait = match drain(&store, &transport).await {
             Ok(d) if d.left == 0 => {
                 backoff = Duration::from_secs(1);
-                Duration::from_secs(30)
+                IDLE_RESCAN
             }
             Ok(_) => {
                 let w = backoff;
@@ -193,8 +202,19 @@ pub async fn run(store: Store, transport: Transport, wake: Arc<Notify>, stop: Ca
         };
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = wake.notified(), if wait == Duration::from_secs(30) => {}
+            _ = wake.notified(), if wait == IDLE_RESCAN => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+    match tokio::time::timeout(final_drain, drain(&store, &transport)).await {
+        Ok(Ok(d)) if d.left > 0 => tracing::warn!(
+            left = d.left,
+            "Outbox not empty at stop; it is sent at the next start."
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Last outbox drain failed; the outbox is kept."),
+        Err(_) => {
+            tracing::warn!("Last outbox drain took too long; the rest is sent at the next start.")
+        }
+        _ => {}
     }
 }
