@@ -99,7 +99,7 @@ fn check_names_an_unknown_key() {
         + 1;
     assert!(
         text(&o).contains(&format!(
-            "rules.toml:{line}: queues.support.response_tme: unknown field"
+            "rules.toml:{line}: queues.support.response_tme: unknown key `response_tme` in queues.support"
         )),
         "{}",
         text(&o)

@@ -102,6 +102,43 @@ impl<'a> Collector<'a> {
         self.at(err.span(), key, message);
     }
 
+    /// Parses TOML into `T`, recording every unknown key (with its line) instead of
+    /// stopping at the first, so one `check` lists all of them. Other mistakes (a wrong
+    /// type, a missing key) stop the parse and are recorded too.
+    pub fn parse<T: serde::de::DeserializeOwned>(&mut self, text: &str) -> Option<T> {
+        let mut unknown = Vec::new();
+        let de = match toml::Deserializer::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.toml(&e);
+                return None;
+            }
+        };
+        let r = serde_ignored::deserialize(de, |path| unknown.push(dotted(&path.to_string())));
+        for key in unknown {
+            let line = line_of_key(text, &key);
+            let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", &key));
+            self.errors.push(ConfigError {
+                file: self.file.to_path_buf(),
+                key: key.clone(),
+                line,
+                message: if parent.is_empty() {
+                    format!("unknown key `{leaf}`")
+                } else {
+                    format!("unknown key `{leaf}` in {parent}")
+                },
+            });
+        }
+        match r {
+            Ok(v) if self.errors.is_empty() => Some(v),
+            Ok(_) => None,
+            Err(e) => {
+                self.toml(&e);
+                None
+            }
+        }
+    }
+
     pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             Ok(value)
@@ -147,6 +184,46 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// serde_ignored writes array indices as path segments (`rules.3.subjct`); the rest of
+/// the program writes `rules[3].subjct`.
+fn dotted(path: &str) -> String {
+    let mut out = String::new();
+    // Spanned<T> values show up as a private segment of their own.
+    for seg in path
+        .split('.')
+        .filter(|s| !s.starts_with("$__serde_spanned"))
+    {
+        if !out.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// The line where a dotted key is written: the first line whose key path is `key`, or
+/// for a table the line of its header.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        let is_key = !t.starts_with('#') && (t.contains('=') || t.starts_with('['));
+        if is_key {
+            let at = offset + (line.len() - t.len());
+            let p = key_path_at(text, at);
+            if p == key {
+                return Some(i + 1);
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +237,8 @@ mod tests {
         assert_eq!(key_path_at(text, at), "queues.billing.adress");
         let at = text.find("subject").unwrap();
         assert_eq!(key_path_at(text, at + 3), "rules[1].subject");
+        assert_eq!(line_of_key(text, "rules[1].subject"), Some(7));
+        assert_eq!(line_of_key(text, "queues.billing.adress"), Some(3));
+        assert_eq!(dotted("rules.1.subjct"), "rules[1].subjct");
     }
 }

@@ -22,7 +22,6 @@ mod raw {
     use super::*;
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct File {
         pub company: Spanned<Company>,
         #[serde(default)]
@@ -40,7 +39,6 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Company {
         pub name: String,
         pub domain: Spanned<String>,
@@ -65,7 +63,6 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Queue {
         pub address: Spanned<String>,
         pub name: BTreeMap<String, String>,
@@ -73,14 +70,12 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Category {
         #[serde(default)]
         pub queue: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Mailbox {
         pub address: Spanned<String>,
         #[serde(default)]
@@ -98,7 +93,6 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Rule {
         pub name: Spanned<String>,
         pub category: Spanned<String>,
@@ -116,13 +110,11 @@ mod raw {
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Language {
         pub detect: Spanned<String>,
     }
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Templates {
         pub note: Spanned<String>,
         pub ack_subject: Spanned<String>,
@@ -298,12 +290,8 @@ impl Rules {
     /// Compiles rules from text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Rules, ConfigErrors> {
         let mut c = Collector::new(path, text);
-        let file: raw::File = match toml::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
-                c.toml(&e);
-                return Err(ConfigErrors(c.errors));
-            }
+        let Some(file) = c.parse::<raw::File>(text) else {
+            return Err(ConfigErrors(c.errors));
         };
         let rules = compile(&mut c, file);
         c.finish(rules)
@@ -779,6 +767,28 @@ mod tests {
     }
 
     #[test]
+    fn every_unknown_key_is_reported_with_the_semantic_errors() {
+        let text = shipped()
+            .replacen(
+                "response_time = \"4h\"",
+                "response_time = \"4h\"\nrespons_time = \"1h\"",
+                1,
+            )
+            .replacen("priority = 30", "priority = 30\nprioirty = 5", 1)
+            .replacen("[company]", "[company]\nnmae = \"x\"", 1);
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"queues.support.respons_time"), "{err}");
+        assert!(keys.contains(&"rules[1].prioirty"), "{err}");
+        assert!(keys.contains(&"company.nmae"), "{err}");
+        for e in &err.0 {
+            let line = e.line.expect("every unknown key has its line");
+            let leaf = e.key.rsplit('.').next().unwrap();
+            assert!(text.lines().nth(line - 1).unwrap().starts_with(leaf), "{e}");
+        }
+    }
+
+    #[test]
     fn template_with_unknown_variable_is_a_load_error() {
         let text = shipped().replacen("{{ ticket }}", "{{ tikcet }}", 1);
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
@@ -796,7 +806,7 @@ mod tests {
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
         let e = &err.0[0];
         assert_eq!(e.key, "queues.billing.adress");
-        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(e.message.contains("unknown key `adress`"), "{e}");
         let line = text.lines().position(|l| l.starts_with("adress")).unwrap() + 1;
         assert_eq!(e.line, Some(line));
     }

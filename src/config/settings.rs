@@ -25,7 +25,6 @@ pub enum TlsMode {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Server {
     pub host: String,
     pub port: u16,
@@ -59,7 +58,6 @@ impl Server {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ImapOptions {
     /// IDLE is re-issued this often, to find a dead link sooner than the server's
     /// 30-minute limit.
@@ -88,7 +86,6 @@ fn default_backoff() -> Duration {
 
 /// How one watched mailbox logs in; the key is the mailbox's name in rules.toml.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Login {
     pub user: String,
     #[serde(default)]
@@ -104,7 +101,6 @@ fn inbox() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSettings {
     state_dir: PathBuf,
     imap: Spanned<Server>,
@@ -199,12 +195,8 @@ impl Settings {
 
     pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigErrors> {
         let mut c = Collector::new(path, text);
-        let raw: RawSettings = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                c.toml(&e);
-                return Err(ConfigErrors(c.errors));
-            }
+        let Some(raw) = c.parse::<RawSettings>(text) else {
+            return Err(ConfigErrors(c.errors));
         };
         for (name, server) in [("imap", &raw.imap), ("smtp", &raw.smtp)] {
             let s = server.get_ref();
@@ -317,7 +309,7 @@ mod tests {
         let err = Settings::parse(Path::new("m.toml"), &bad).unwrap_err();
         let e = &err.0[0];
         assert_eq!(e.key, "mailboxes.billing.password");
-        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(e.message.contains("unknown key `password`"), "{e}");
         assert!(
             !e.to_string().contains("hunter2"),
             "the secret must not be echoed: {e}"
