@@ -22,7 +22,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, log: &Path) -> Daemon {
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml");
+        Self::start_with(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"),
+            config,
+            log,
+        )
+    }
+
+    fn start_with(rules: &Path, config: &Path, log: &Path) -> Daemon {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -31,7 +38,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
             .arg("run")
             .arg("--rules")
-            .arg(&rules)
+            .arg(rules)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
@@ -474,4 +481,56 @@ fn restart_forwards_nothing_twice() {
             "{id} acknowledged exactly once"
         );
     }
+}
+
+#[test]
+fn forwarded_message_is_moved_to_the_configured_folder() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+    let rules = shipped.replacen(
+        "address = \"billing@example.test\"\nqueue = \"billing\"",
+        "address = \"billing@example.test\"\nqueue = \"billing\"\nforwarded_folder = \"Forwarded\"",
+        1,
+    );
+    assert_ne!(
+        rules, shipped,
+        "the billing mailbox is where the test expects it"
+    );
+    let rules_path = dir.path().join("rules.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let daemon = Daemon::start_with(&rules_path, &cfg, &dir.path().join("daemon.log"));
+
+    let id = "move-1@example.test";
+    let raw = message(
+        "customer8@example.test",
+        "billing@example.test",
+        id,
+        "Website is down",
+        "",
+        "Error 500 since the morning.",
+    );
+    stack.send("customer8@example.test", &["billing@example.test"], &raw);
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, id))
+    });
+    let moved = stack.wait_until("billing@example.test", "Forwarded", WAIT, |ms| {
+        !ms.is_empty()
+    });
+    assert_eq!(
+        header(&moved[0].raw, "Message-ID").as_deref(),
+        Some(format!("<{id}>").as_str())
+    );
+    assert!(
+        moved[0].flags.iter().any(|f| f == "$Forwarded"),
+        "{:?}",
+        moved[0].flags
+    );
+    assert!(
+        stack.fetch_all("billing@example.test", "INBOX").is_empty(),
+        "the original left the INBOX"
+    );
+    assert!(daemon.stop().success());
 }
