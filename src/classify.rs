@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::config::{Field, Rules};
+use crate::config::{Field, Matchers, Rule, Rules};
 use crate::message::Mail;
 
 /// Matched text longer than this is cut in notes and explanations.
@@ -40,44 +40,99 @@ pub struct Classification {
     pub fired: Vec<Fired>,
     /// Language code for the note and the acknowledgement.
     pub language: String,
+    /// Red flags that fired (`rule` is the flag's name).
+    pub flags: Vec<Fired>,
+    /// Incidents whose patterns match, active or not (decide checks the time).
+    pub incidents: Vec<String>,
 }
 
-pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
-    let sender = mail.from.as_ref().map(|a| a.display()).unwrap_or_default();
-    // (rule index, pattern index, matched text)
-    let mut hits: Vec<(usize, usize, String)> = Vec::new();
-    for m in &rules.matchers.by_field {
-        let owned;
-        let text: &str = match &m.field {
-            Field::Subject => &mail.subject,
-            Field::Body => &mail.text,
-            Field::Sender => &sender,
-            Field::Header(h) => {
-                owned = mail
-                    .headers
-                    .iter()
-                    .filter(|(n, _)| n == h)
-                    .map(|(_, v)| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                &owned
-            }
-        };
+/// The text a field names in a message.
+fn field_text<'m>(field: &Field, mail: &'m Mail, sender: &'m str) -> std::borrow::Cow<'m, str> {
+    match field {
+        Field::Subject => (&mail.subject).into(),
+        Field::Body => (&mail.text).into(),
+        Field::Sender => sender.into(),
+        Field::Header(h) => mail
+            .headers
+            .iter()
+            .filter(|(n, _)| n == h)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into(),
+    }
+}
+
+/// Every (rule, pattern, matched text) of `list` that matches, in rule order.
+fn hits_of(
+    matchers: &Matchers,
+    list: &[Rule],
+    mail: &Mail,
+    sender: &str,
+) -> Vec<(usize, usize, String)> {
+    let mut hits = Vec::new();
+    for m in &matchers.by_field {
+        let text = field_text(&m.field, mail, sender);
         if text.is_empty() {
             continue;
         }
-        for i in m.set.matches(text).iter() {
+        for i in m.set.matches(&text).iter() {
             let (ri, pi) = m.owners[i];
-            let found = rules.rules[ri].patterns[pi]
+            let found = list[ri].patterns[pi]
                 .regex
-                .find(text)
+                .find(&text)
                 .map(|f| cut(f.as_str()))
                 .unwrap_or_default();
             hits.push((ri, pi, found));
         }
     }
     hits.sort_by_key(|(ri, pi, _)| (*ri, *pi));
+    hits
+}
 
+pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
+    let sender = mail.from.as_ref().map(|a| a.display()).unwrap_or_default();
+    let hits = hits_of(&rules.matchers, &rules.rules, mail, &sender);
+    let flags = flags(rules, mail, &sender);
+    let incidents = rules
+        .incidents
+        .iter()
+        .filter(|inc| {
+            inc.patterns
+                .iter()
+                .any(|p| p.regex.is_match(&field_text(&p.field, mail, &sender)))
+        })
+        .map(|inc| inc.id.clone())
+        .collect();
+    classify_hits(rules, mail, hits, flags, incidents)
+}
+
+/// Red flags that fired: one entry per flag, with the first text that matched.
+fn flags(rules: &Rules, mail: &Mail, sender: &str) -> Vec<Fired> {
+    let mut out: Vec<Fired> = Vec::new();
+    for (ri, pi, matched) in hits_of(&rules.flag_matchers, &rules.flags, mail, sender) {
+        let r = &rules.flags[ri];
+        if out.iter().any(|f| f.rule == r.name) {
+            continue;
+        }
+        out.push(Fired {
+            rule: r.name.clone(),
+            category: r.category.clone(),
+            priority: 0,
+            field: r.patterns[pi].field.to_string(),
+            matched,
+        });
+    }
+    out
+}
+
+fn classify_hits(
+    rules: &Rules,
+    mail: &Mail,
+    hits: Vec<(usize, usize, String)>,
+    flags: Vec<Fired>,
+    incidents: Vec<String>,
+) -> Classification {
     let fired: Vec<Fired> = hits
         .iter()
         .map(|(ri, pi, matched)| {
@@ -117,6 +172,8 @@ pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
             .collect(),
         fired,
         language: language(rules, mail),
+        flags,
+        incidents,
     }
 }
 
@@ -243,5 +300,46 @@ mod tests {
             ),
         );
         assert_eq!(c, again);
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+    use crate::message::parse;
+    use std::path::Path;
+
+    fn mail(subject: &str, body: &str) -> Mail {
+        let raw = format!("From: c@example.com\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n");
+        parse(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn red_flags_in_both_languages() {
+        let r = Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+        let names = |m: &Mail| {
+            classify(&r, m)
+                .flags
+                .into_iter()
+                .map(|f| f.rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&mail("Site down", "You idiots broke it again")),
+            vec!["profanity"]
+        );
+        assert_eq!(
+            names(&mail("Сайт", "Это уже третий раз, я пойду в суд")),
+            vec!["threat", "repeated"]
+        );
+        assert_eq!(
+            names(&mail("WHY IS NOTHING WORKING HERE", "")),
+            vec!["shouting"]
+        );
+        assert_eq!(
+            names(&mail("Refund", "I demand a full refund now")),
+            vec!["refund-demand"]
+        );
+        assert!(names(&mail("Invoice question", "Could you send the invoice?")).is_empty());
     }
 }

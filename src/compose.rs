@@ -43,6 +43,29 @@ pub struct HistoryLine {
     pub text: String,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct FlagLine {
+    pub name: String,
+    pub reason: String,
+    pub matched: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentLine {
+    pub id: String,
+    pub text: String,
+    pub since: String,
+    /// "" when no next update is announced.
+    pub next_update: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromiseLine {
+    pub at: String,
+    pub by: String,
+    pub text: String,
+}
+
 /// Everything a template can use; documented in rules.toml and the README.
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateContext {
@@ -65,6 +88,18 @@ pub struct TemplateContext {
     pub ack_reason: String,
     pub forwarded: bool,
     pub company: String,
+    pub follow_up: bool,
+    pub follow_up_number: u32,
+    pub owner_since: String,
+    /// "" or "billing, support and billing": the queues a bounced ticket went between.
+    pub bounced: String,
+    pub flags: Vec<FlagLine>,
+    pub incident: Option<IncidentLine>,
+    pub promises: Vec<PromiseLine>,
+    /// For reminders and status mails: how long the customer has waited past the promise.
+    pub overdue: String,
+    pub escalated: bool,
+    pub escalation_name: String,
 }
 
 impl TemplateContext {
@@ -98,6 +133,29 @@ impl TemplateContext {
             ack_reason: String::new(),
             forwarded: true,
             company: "Example".into(),
+            follow_up: true,
+            follow_up_number: 2,
+            owner_since: "2026-01-01 10:00 UTC".into(),
+            bounced: "billing and support".into(),
+            flags: vec![FlagLine {
+                name: "profanity".into(),
+                reason: "profanity".into(),
+                matched: "idiots".into(),
+            }],
+            incident: Some(IncidentLine {
+                id: "INC-1".into(),
+                text: "The site is down.".into(),
+                since: "2026-01-01 09:40 UTC".into(),
+                next_update: "2026-01-01 12:00 UTC".into(),
+            }),
+            promises: vec![PromiseLine {
+                at: "2026-01-01 11:00 UTC".into(),
+                by: "billing".into(),
+                text: "payment moved".into(),
+            }],
+            overdue: "2 hours".into(),
+            escalated: true,
+            escalation_name: "Supervisor".into(),
         }
     }
 }
@@ -189,6 +247,10 @@ fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
 }
 
 pub struct ForwardInput<'a> {
+    /// Where it goes when not to `ctx.queue_address` (the escalation copy).
+    pub to: Option<(&'a str, &'a str)>,
+    /// Flagged: high-priority headers and this marker in front of the subject.
+    pub escalated: Option<&'a str>,
     pub mail: &'a Mail,
     pub raw: &'a [u8],
     pub lang: &'a str,
@@ -209,14 +271,16 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
         },
     };
     let from = Mailbox::new(Some(clean_header(&via)), address(&ctx.mailbox_address)?);
-    let to = Mailbox::new(
-        Some(clean_header(&ctx.queue_name)),
-        address(&ctx.queue_address)?,
-    );
+    let (to_name, to_addr) = f.to.unwrap_or((&ctx.queue_name, &ctx.queue_address));
+    let to = Mailbox::new(Some(clean_header(to_name)), address(to_addr)?);
+    let mut subject = subject_with_tag(&ctx.tag, &f.mail.subject);
+    if let Some(marker) = f.escalated {
+        subject = clean_header(&format!("{marker} {subject}"));
+    }
     let mut b = lettre::Message::builder()
         .from(from)
         .to(to)
-        .subject(subject_with_tag(&ctx.tag, &f.mail.subject))
+        .subject(subject)
         .date(f.now)
         .message_id(Some(format!("<{}>", f.message_id)))
         .raw_header(loop_header(&ctx.ticket, "forward", &ctx.mailbox))
@@ -230,6 +294,18 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
     if let Some(id) = f.mail.message_id.as_deref().and_then(clean_id) {
         // Staff replies then thread with the customer's own message.
         b = b.references(id);
+    }
+    if f.escalated.is_some() {
+        for (name, value) in [
+            ("X-Priority", "1 (Highest)"),
+            ("Importance", "high"),
+            ("Priority", "urgent"),
+        ] {
+            b = b.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.into(),
+            ));
+        }
     }
     let (orig, fits, eight_bit) = canonical(f.raw);
     let original = if fits {
@@ -263,12 +339,14 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
         kind: MailKind::Forward,
         ticket: ctx.ticket.clone(),
         envelope_from: Some(ctx.mailbox_address.clone()),
-        to: vec![ctx.queue_address.clone()],
+        to: vec![to_addr.to_string()],
         raw: msg.formatted(),
     })
 }
 
 pub struct AckInput<'a> {
+    /// Template pair: "ack" (ack_subject + ack) or "added" (added_subject + added).
+    pub which: &'a str,
     pub mail: &'a Mail,
     pub to: &'a str,
     pub lang: &'a str,
@@ -279,8 +357,13 @@ pub struct AckInput<'a> {
 
 pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, ComposeError> {
     let ctx = a.ctx;
-    let subject = render(rules, a.lang, "ack_subject", ctx)?;
-    let text = render(rules, a.lang, "ack", ctx)?;
+    let subject_template = if a.which == "ack" {
+        "ack_subject".to_string()
+    } else {
+        format!("{}_subject", a.which)
+    };
+    let subject = render(rules, a.lang, &subject_template, ctx)?;
+    let text = render(rules, a.lang, a.which, ctx)?;
     let from: Mailbox =
         rules
             .company
@@ -338,6 +421,55 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
     })
 }
 
+/// A mail the daemon writes on its own about a ticket (a reminder to a queue, a status
+/// mail to the customer): the `which` and `which_subject` templates, threaded on the
+/// ticket's first message.
+pub struct NoticeInput<'a> {
+    pub which: &'a str,
+    pub kind: MailKind,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub envelope_from: Option<&'a str>,
+    pub lang: &'a str,
+    pub ctx: &'a TemplateContext,
+    pub thread: Option<&'a str>,
+    pub message_id: &'a str,
+    pub now: SystemTime,
+}
+
+pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError> {
+    let subject = render(rules, n.lang, &format!("{}_subject", n.which), n.ctx)?;
+    let text = render(rules, n.lang, n.which, n.ctx)?;
+    let from: Mailbox = n.from.parse().map_err(|e: lettre::address::AddressError| {
+        ComposeError::Address(n.from.to_string(), e.to_string())
+    })?;
+    let mut b = lettre::Message::builder()
+        .from(from)
+        .to(Mailbox::new(None, address(n.to)?))
+        .subject(subject_with_tag(&n.ctx.tag, &subject))
+        .date(n.now)
+        .message_id(Some(format!("<{}>", n.message_id)))
+        .raw_header(loop_header(&n.ctx.ticket, n.which, &n.ctx.mailbox))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".into(),
+        ));
+    if let Some(id) = n.thread.and_then(clean_id) {
+        b = b.in_reply_to(id.clone()).references(id);
+    }
+    let msg = b
+        .singlepart(SinglePart::plain(text))
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(OutMail {
+        message_id: n.message_id.to_string(),
+        kind: n.kind,
+        ticket: n.ctx.ticket.clone(),
+        envelope_from: n.envelope_from.map(str::to_string),
+        to: vec![n.to.to_string()],
+        raw: msg.formatted(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +490,8 @@ mod tests {
         let out = forward(
             &r,
             ForwardInput {
+                to: None,
+                escalated: None,
                 mail: &mail,
                 raw: ORIGINAL,
                 lang: "ru",
@@ -401,6 +535,7 @@ mod tests {
         let out = acknowledgement(
             &r,
             AckInput {
+                which: "ack",
                 mail: &mail,
                 to: "ivan@mail.example",
                 lang: "ru",

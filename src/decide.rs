@@ -27,11 +27,18 @@ pub struct ThreadView {
 }
 
 /// The part of a ticket that decide needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct TicketRef {
     pub id: String,
     pub queue: String,
     pub acknowledged: bool,
+    /// The customer's address (lower case).
+    pub customer: String,
+    /// Queues the ticket has been at, in order.
+    pub hops: Vec<String>,
+    /// When "added to your request" was last sent.
+    #[serde(skip)]
+    pub added_ack_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +46,8 @@ pub struct TicketRef {
 pub enum JoinedBy {
     References,
     SubjectTag,
+    /// Same sender and same subject within the subject window.
+    SenderSubject,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +78,14 @@ pub enum Why {
     UnmatchedForwarded,
     /// A follow-up in an existing ticket, which goes to the queue that owns it.
     FollowUp { ticket: String, joined_by: JoinedBy },
+    /// Staff of the owning queue passed the ticket to the queue of this mailbox.
+    Handover { ticket: String, from: String },
+    /// The ticket would go back to a queue it left, or past the handover limit: it goes
+    /// to the escalation queue instead of round in circles.
+    Bounced {
+        ticket: String,
+        between: Vec<String>,
+    },
 }
 
 /// Why no acknowledgement goes out. Codes follow RFC 3834's list of messages that must
@@ -93,6 +110,8 @@ pub enum Suppression {
     NoAddress,
     /// Not a customer request.
     NotARequest,
+    /// Written by staff (not the ticket's customer): nobody to acknowledge.
+    FromStaff,
 }
 
 impl Suppression {
@@ -111,6 +130,7 @@ impl Suppression {
             Suppression::DailyCap => "daily-cap",
             Suppression::NoAddress => "no-address",
             Suppression::NotARequest => "not-a-request",
+            Suppression::FromStaff => "from-staff",
         }
     }
 
@@ -134,6 +154,7 @@ impl Suppression {
             Suppression::DailyCap => "the sender reached today's limit of acknowledgements",
             Suppression::NoAddress => "there is no address to answer to",
             Suppression::NotARequest => "the message is not a customer request",
+            Suppression::FromStaff => "the message is from staff, not from the ticket's customer",
         }
     }
 }
@@ -141,13 +162,18 @@ impl Suppression {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "send", rename_all = "kebab-case")]
 pub enum AckPlan {
+    /// The acknowledgement: ticket, team, expected time.
     Yes,
-    No { reason: Suppression },
+    /// A short "added to your request" for a follow-up.
+    Added,
+    No {
+        reason: Suppression,
+    },
 }
 
 impl AckPlan {
     pub fn is_yes(&self) -> bool {
-        matches!(self, AckPlan::Yes)
+        !matches!(self, AckPlan::No { .. })
     }
 }
 
@@ -159,6 +185,12 @@ pub struct Plan {
     /// (unless the route is Ignore).
     pub ticket: Option<String>,
     pub ack: AckPlan,
+    /// Red flags that fired: the message is escalated as well as handled.
+    pub flags: Vec<String>,
+    /// The active incident the message matches.
+    pub incident: Option<String>,
+    /// The sender is the ticket's customer (always true for a new ticket).
+    pub from_customer: bool,
 }
 
 impl Plan {
@@ -180,6 +212,7 @@ pub fn decide(
     mail: &Mail,
     class: &Classification,
     thread: &ThreadView,
+    now: time::OffsetDateTime,
 ) -> Plan {
     if is_own_mail(rules, mail) {
         return ignore(Suppression::OwnMail);
@@ -191,29 +224,33 @@ pub fn decide(
         };
     }
 
-    let (route, ticket) = match &thread.ticket {
-        // A follow-up goes where its ticket lives, whatever its words say: classifying it
-        // again is how tickets start to ping-pong.
+    let sender = mail
+        .reply_address()
+        .or(mail.from.as_ref().map(|a| a.address.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (route, ticket, from_customer) = match &thread.ticket {
         Some((t, joined_by)) => {
-            let why = Why::FollowUp {
-                ticket: t.id.clone(),
-                joined_by: *joined_by,
-            };
-            let route = if mailbox.queue.as_deref() == Some(t.queue.as_str()) {
-                Route::Keep {
-                    queue: t.queue.clone(),
-                    why,
-                }
-            } else {
-                Route::Forward {
-                    queue: t.queue.clone(),
-                    why,
-                }
-            };
-            (route, Some(t.id.clone()))
+            let from_customer = t.customer.is_empty() || t.customer.eq_ignore_ascii_case(&sender);
+            (
+                route_joined(rules, mailbox, t, *joined_by, from_customer),
+                Some(t.id.clone()),
+                from_customer,
+            )
         }
-        None => (route_new(rules, mailbox, class), None),
+        None => (route_new(rules, mailbox, class), None, true),
     };
+    let flags: Vec<String> = class.flags.iter().map(|f| f.rule.clone()).collect();
+    let incident = class
+        .incidents
+        .iter()
+        .find(|id| {
+            rules
+                .incidents
+                .iter()
+                .any(|i| &i.id == *id && i.active_at(now))
+        })
+        .cloned();
 
     if let Route::Leave { .. } = route {
         return Plan {
@@ -222,12 +259,16 @@ pub fn decide(
             ack: AckPlan::No {
                 reason: Suppression::NotARequest,
             },
+            flags,
+            incident,
+            from_customer,
         };
     }
+    let joined = thread.ticket.as_ref().map(|(t, _)| t);
     let ack = match auto_reply_forbidden(mail) {
         Some(reason) => AckPlan::No { reason },
-        None if thread.ticket.as_ref().is_some_and(|(t, _)| t.acknowledged) => AckPlan::No {
-            reason: Suppression::FollowUp,
+        None if !from_customer => AckPlan::No {
+            reason: Suppression::FromStaff,
         },
         None if mail.reply_address().is_none() => AckPlan::No {
             reason: Suppression::NoAddress,
@@ -237,9 +278,86 @@ pub fn decide(
                 reason: Suppression::DailyCap,
             }
         }
+        // A follow-up: at most one "added to your request" per window.
+        None if joined.is_some_and(|t| t.acknowledged) => {
+            let t = joined.expect("checked");
+            let window = time::Duration::try_from(rules.threading.added_ack_window)
+                .unwrap_or(time::Duration::DAY);
+            if t.added_ack_at.is_none_or(|at| now - at >= window) {
+                AckPlan::Added
+            } else {
+                AckPlan::No {
+                    reason: Suppression::FollowUp,
+                }
+            }
+        }
         None => AckPlan::Yes,
     };
-    Plan { route, ticket, ack }
+    Plan {
+        route,
+        ticket,
+        ack,
+        flags,
+        incident,
+        from_customer,
+    }
+}
+
+/// Where a message that joins an existing ticket goes. The customer's follow-ups go to
+/// the queue that owns the ticket, whatever their words say: classifying them again is
+/// how tickets start to ping-pong. Staff mail that reaches another queue's mailbox hands
+/// the ticket over, unless that would send it back to a queue it left or past the
+/// handover limit: then it goes to the escalation queue.
+fn route_joined(
+    rules: &Rules,
+    mailbox: &Mailbox,
+    t: &TicketRef,
+    joined_by: JoinedBy,
+    from_customer: bool,
+) -> Route {
+    let follow = Why::FollowUp {
+        ticket: t.id.clone(),
+        joined_by,
+    };
+    let to_owner = |why: Why| {
+        if mailbox.queue.as_deref() == Some(t.queue.as_str()) {
+            Route::Keep {
+                queue: t.queue.clone(),
+                why,
+            }
+        } else {
+            Route::Forward {
+                queue: t.queue.clone(),
+                why,
+            }
+        }
+    };
+    let target = match &mailbox.queue {
+        Some(q) if !from_customer && *q != t.queue => q,
+        _ => return to_owner(follow),
+    };
+    if let Some(esc) = &rules.escalation {
+        let left_before = t.hops.iter().any(|h| h == target);
+        let too_many = t.hops.len() > esc.max_hops;
+        if t.queue != esc.queue && (left_before || too_many) {
+            let mut between = t.hops.clone();
+            between.push(target.clone());
+            return Route::Forward {
+                queue: esc.queue.clone(),
+                why: Why::Bounced {
+                    ticket: t.id.clone(),
+                    between,
+                },
+            };
+        }
+    }
+    Route::Keep {
+        queue: target.clone(),
+        why: Why::Handover {
+            ticket: t.id.clone(),
+            from: t.queue.clone(),
+        },
+    }
 }
 
 fn ignore(why: Suppression) -> Plan {
@@ -247,6 +365,9 @@ fn ignore(why: Suppression) -> Plan {
         route: Route::Ignore { why },
         ticket: None,
         ack: AckPlan::No { reason: why },
+        flags: Vec::new(),
+        incident: None,
+        from_customer: false,
     }
 }
 
@@ -394,7 +515,14 @@ mod tests {
         );
         let mail = parse(raw.as_bytes()).unwrap();
         let class = classify(&r, &mail);
-        decide(&r, &r.mailboxes[mailbox], &mail, &class, thread)
+        decide(
+            &r,
+            &r.mailboxes[mailbox],
+            &mail,
+            &class,
+            thread,
+            time::OffsetDateTime::now_utc(),
+        )
     }
 
     #[test]
@@ -555,6 +683,9 @@ mod tests {
                     id: "T-1001".into(),
                     queue: "support".into(),
                     acknowledged: true,
+                    customer: "ivan@mail.example".into(),
+                    hops: vec!["billing".into(), "support".into()],
+                    added_ack_at: Some(time::OffsetDateTime::now_utc()),
                 },
                 JoinedBy::References,
             )),

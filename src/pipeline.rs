@@ -13,14 +13,18 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::classify::{classify, Classification, Fired, Score};
-use crate::compose::{self, AckInput, ForwardInput, HistoryLine, RuleLine, TemplateContext};
+use crate::compose::{
+    self, AckInput, FlagLine, ForwardInput, HistoryLine, IncidentLine, PromiseLine, RuleLine,
+    TemplateContext,
+};
 use crate::config::{Mailbox, Rules};
 use crate::decide::{
     decide, AckPlan, JoinedBy, Plan, Route, Suppression, ThreadView, TicketRef, Why,
 };
 use crate::message::{parse, Mail};
 use crate::store::{
-    Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Record, Store, StoreError, Ticket,
+    Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Promise, Record, Store,
+    StoreError, Ticket,
 };
 use crate::words;
 
@@ -87,6 +91,13 @@ pub struct Report {
     pub new_ticket: bool,
     pub acknowledgement: AckReport,
     pub mails: Vec<PlannedMail>,
+    /// How the message joined an existing ticket ("references", "subject-tag",
+    /// "sender-subject"); `null` for a new request. A joined message is not classified.
+    pub joined_by: Option<JoinedBy>,
+    /// Red flags that fired, with the matched text.
+    pub flags: Vec<Fired>,
+    /// The active incident the message is linked to.
+    pub incident: Option<String>,
 }
 
 /// The key a message is known by: its Message-ID, or a digest of its bytes when it has
@@ -128,7 +139,72 @@ pub fn human_time(rfc3339: &str) -> String {
     }
 }
 
-/// What the store knows about this message's thread.
+/// The sender as threading sees it: the envelope sender, else From, lower case.
+pub fn sender_of(mail: &Mail) -> String {
+    mail.reply_address()
+        .or(mail.from.as_ref().map(|a| a.address.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Subject without reply/forward prefixes, tags and case, for threading by subject.
+pub fn normalised_subject(subject: &str) -> String {
+    let mut s = subject.trim().to_lowercase();
+    loop {
+        let before = s.clone();
+        for p in [
+            "re:",
+            "re :",
+            "fw:",
+            "fwd:",
+            "aw:",
+            "wg:",
+            "sv:",
+            "vs:",
+            "ответ:",
+            "отв:",
+            "пересл:",
+            "на:",
+        ] {
+            if let Some(rest) = s.strip_prefix(p) {
+                s = rest.trim_start().to_string();
+            }
+        }
+        if s.starts_with('[') {
+            if let Some(end) = s.find(']') {
+                s = s[end + 1..].trim_start().to_string();
+            }
+        }
+        if s == before {
+            break;
+        }
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn subject_key(mail: &Mail) -> Option<String> {
+    let sender = sender_of(mail);
+    let subject = normalised_subject(&mail.subject);
+    (!sender.is_empty() && !subject.is_empty()).then(|| format!("{sender}\0{subject}"))
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn ticket_ref(t: &Ticket) -> TicketRef {
+    TicketRef {
+        id: t.id.clone(),
+        queue: t.queue.clone(),
+        acknowledged: t.acknowledged,
+        customer: t.customer.to_ascii_lowercase(),
+        hops: t.hops.clone(),
+        added_ack_at: t.added_ack_at.as_deref().and_then(parse_time),
+    }
+}
+
+/// What the store knows about this message's thread: In-Reply-To/References first, then
+/// the ticket tag in the subject, then same sender and subject within the window.
 pub fn thread_view(
     rules: &Rules,
     store: Option<&Store>,
@@ -145,28 +221,44 @@ pub fn thread_view(
             view.already_triaged = Some(rec.ticket.unwrap_or_default());
         }
     }
-    let as_ref = |t: Ticket| TicketRef {
-        id: t.id,
-        queue: t.queue,
-        acknowledged: t.acknowledged,
-    };
+    let sender = sender_of(mail);
+    let mut found: Option<(Ticket, JoinedBy)> = None;
     for id in mail.thread_ids() {
         if let Some(t) = store.message(id)?.and_then(|r| r.ticket) {
             if let Some(t) = store.ticket(&t)? {
-                view.ticket = Some((as_ref(t), JoinedBy::References));
+                found = Some((t, JoinedBy::References));
                 break;
             }
         }
     }
-    if view.ticket.is_none() {
+    if found.is_none() {
         for cap in rules.ticket_tag.captures_iter(&mail.subject) {
-            let id = format!("{}-{}", rules.company.ticket_prefix, &cap[1]);
+            let id = format!("{}-{}", rules.company.ticket_prefix, &cap[2]);
             if let Some(t) = store.ticket(&id)? {
-                view.ticket = Some((as_ref(t), JoinedBy::SubjectTag));
-                break;
+                // "[T-1042]" or "#T-1042" is a tag; a bare "T1042" could be anything, so
+                // it is only trusted from the ticket's own customer.
+                if !cap[1].is_empty() || t.customer.eq_ignore_ascii_case(&sender) {
+                    found = Some((t, JoinedBy::SubjectTag));
+                    break;
+                }
             }
         }
     }
+    if found.is_none() {
+        if let Some(k) = subject_key(mail) {
+            if let Some(rec) = store.by_subject(&k)? {
+                let window = time::Duration::try_from(rules.threading.subject_window)
+                    .unwrap_or(time::Duration::WEEK);
+                let recent = parse_time(&rec.at).is_some_and(|at| utc(now) - at <= window);
+                if recent {
+                    if let Some(t) = store.ticket(&rec.ticket)? {
+                        found = Some((t, JoinedBy::SenderSubject));
+                    }
+                }
+            }
+        }
+    }
+    view.ticket = found.map(|(t, j)| (ticket_ref(&t), j));
     if let Some(to) = mail.reply_address() {
         view.acks_to_sender_today = store.acks_on(to, &day(now))?;
     }
@@ -179,6 +271,7 @@ pub struct Evaluation {
     pub key: String,
     pub class: Classification,
     pub plan: Plan,
+    pub joined_by: Option<JoinedBy>,
 }
 
 pub fn evaluate(
@@ -198,16 +291,20 @@ pub fn evaluate(
             scores: Vec::new(),
             fired: Vec::new(),
             language: rules.company.default_language.clone(),
+            flags: Vec::new(),
+            incidents: Vec::new(),
         }
     } else {
         classify(rules, &mail)
     };
-    let plan = decide(rules, mailbox, &mail, &class, &thread);
+    let plan = decide(rules, mailbox, &mail, &class, &thread, utc(now));
+    let joined_by = thread.ticket.as_ref().map(|(_, j)| *j);
     Ok(Evaluation {
         mail,
         key,
         class,
         plan,
+        joined_by,
     })
 }
 
@@ -221,6 +318,7 @@ fn queue_name<'r>(rules: &'r Rules, queue: &'r str, lang: &str) -> &'r str {
 
 fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
     let lang = &ev.class.language;
+    let joined = ev.plan.ticket.is_some();
     let (action, reason) = match &ev.plan.route {
         Route::Forward { queue, why } => (
             "forward",
@@ -252,15 +350,37 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
             message_id: None,
         });
     }
+    let escalation = rules
+        .escalation
+        .as_ref()
+        .and_then(|e| rules.queues.get(&e.queue).map(|q| (e, q)));
+    if let Some((e, q)) = escalation {
+        let going_there =
+            matches!(&ev.plan.route, Route::Forward { queue, .. } if *queue == e.queue);
+        if !ev.plan.flags.is_empty()
+            && !going_there
+            && matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. })
+        {
+            mails.push(PlannedMail {
+                kind: "escalation",
+                to: vec![q.address.clone()],
+                message_id: None,
+            });
+        }
+    }
     if ev.plan.ack.is_yes() {
         mails.push(PlannedMail {
-            kind: "acknowledgement",
+            kind: if ev.plan.ack == AckPlan::Added {
+                "added"
+            } else {
+                "acknowledgement"
+            },
             to: to.clone().into_iter().collect(),
             message_id: None,
         });
     }
     let (suppressed, ack_reason) = match &ev.plan.ack {
-        AckPlan::Yes => (None, None),
+        AckPlan::Yes | AckPlan::Added => (None, None),
         AckPlan::No { reason } => (Some(reason.code()), Some(reason.describe().to_string())),
     };
     let queue = ev.plan.queue().map(str::to_string);
@@ -270,7 +390,12 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         from: ev.mail.from.as_ref().map(|a| a.display()),
         subject: Some(ev.mail.subject.clone()),
         action,
-        category: ev.class.category.clone(),
+        // A follow-up is not classified again: it goes where its ticket lives.
+        category: if joined {
+            None
+        } else {
+            ev.class.category.clone()
+        },
         queue_address: queue
             .as_ref()
             .and_then(|q| rules.queues.get(q))
@@ -278,8 +403,16 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         queue,
         misdirected: ev.plan.forwarded(),
         reason,
-        rules: ev.class.fired.clone(),
-        scores: ev.class.scores.clone(),
+        rules: if joined {
+            Vec::new()
+        } else {
+            ev.class.fired.clone()
+        },
+        scores: if joined {
+            Vec::new()
+        } else {
+            ev.class.scores.clone()
+        },
         language: Some(lang.clone()),
         ticket: ev.plan.ticket.clone(),
         new_ticket: ev.plan.ticket.is_none()
@@ -291,6 +424,9 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
             reason: ack_reason,
         },
         mails,
+        joined_by: ev.joined_by,
+        flags: ev.class.flags.clone(),
+        incident: ev.plan.incident.clone(),
     }
 }
 
@@ -318,6 +454,9 @@ fn quarantine_report(mailbox: &Mailbox, reason: String) -> Report {
             reason: Some("the message could not be read".into()),
         },
         mails: Vec::new(),
+        joined_by: None,
+        flags: Vec::new(),
+        incident: None,
     }
 }
 
@@ -336,6 +475,130 @@ pub fn explain(
     };
     let ev = evaluate(rules, store, mailbox, mail, raw, now)?;
     Ok(base_report(rules, mailbox, &ev))
+}
+
+/// Lines staff write to record a promise on a ticket ("Promise: payment moved to 1 Dec").
+fn promise_in(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let lower = t.to_lowercase();
+    for p in ["promise:", "обещание:", "обещано:"] {
+        if lower.starts_with(p) {
+            // Byte offset of the prefix in the original: the prefixes are the same length
+            // in lower case.
+            let rest = t.get(p.len()..)?.trim();
+            return (!rest.is_empty()).then_some(rest);
+        }
+    }
+    None
+}
+
+/// The template context of a ticket: everything that does not depend on one message.
+/// Triage fills in the message's part; reminders and status mails use it as it is.
+pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateContext {
+    let queue = rules.queues.get(&ticket.queue);
+    let incident = ticket
+        .incident
+        .as_ref()
+        .and_then(|id| rules.incidents.iter().find(|i| &i.id == id))
+        .map(|i| IncidentLine {
+            id: i.id.clone(),
+            text: i.text_in(lang).to_string(),
+            since: human_time(
+                &i.since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            ),
+            next_update: i
+                .next_update
+                .map(|t| {
+                    human_time(
+                        &t.format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default(),
+        });
+    TemplateContext {
+        ticket: ticket.id.clone(),
+        tag: format!("[#{}]", ticket.id),
+        queue_name: queue_name(rules, &ticket.queue, lang).to_string(),
+        queue_address: queue.map(|q| q.address.clone()).unwrap_or_default(),
+        response_time: queue
+            .map(|q| words::duration(q.response_time, lang))
+            .unwrap_or_default(),
+        mailbox: String::new(),
+        mailbox_address: String::new(),
+        category: String::new(),
+        reason: String::new(),
+        rules: Vec::new(),
+        customer: ticket.customer.clone(),
+        customer_name: ticket.customer_name.clone().unwrap_or_default(),
+        subject: ticket.subject.clone(),
+        received: human_time(&ticket.created),
+        history: ticket
+            .history
+            .iter()
+            .map(|e| HistoryLine {
+                at: human_time(&e.at),
+                text: history_text(rules, e, lang),
+            })
+            .collect(),
+        acked: ticket.acknowledged,
+        ack_reason: String::new(),
+        forwarded: false,
+        company: rules.company.name.clone(),
+        follow_up: false,
+        follow_up_number: ticket.followups,
+        owner_since: human_time(&ticket.owner_since),
+        bounced: String::new(),
+        flags: ticket
+            .flags
+            .iter()
+            .map(|f| FlagLine {
+                name: f.clone(),
+                reason: flag_reason(rules, f, lang),
+                matched: String::new(),
+            })
+            .collect(),
+        incident,
+        promises: ticket
+            .promises
+            .iter()
+            .map(|p| PromiseLine {
+                at: human_time(&p.at),
+                by: p.by.clone(),
+                text: p.text.clone(),
+            })
+            .collect(),
+        overdue: String::new(),
+        escalated: ticket.escalated_at.is_some(),
+        escalation_name: rules
+            .escalation
+            .as_ref()
+            .map(|e| queue_name(rules, &e.queue, lang).to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn flag_reason(rules: &Rules, flag: &str, lang: &str) -> String {
+    rules
+        .flag_reasons
+        .get(flag)
+        .and_then(|r| r.get(lang).or_else(|| r.values().next()))
+        .cloned()
+        .unwrap_or_else(|| flag.to_string())
+}
+
+fn list_words(items: &[String], lang: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!(
+            "{} {} {last}",
+            rest.join(", "),
+            if lang == "ru" { "и" } else { "and" }
+        ),
+    }
 }
 
 /// Triage one message: decide, compose and record it in one transaction. The mails go
@@ -357,11 +620,7 @@ pub fn triage(
             move_to,
         })
     };
-    let simple = |key: String,
-                  disposition: &str,
-                  ticket: Option<String>,
-                  reason: Option<String>,
-                  mark: Option<Mark>| Record {
+    let simple = |key: String, disposition: &str, ticket: Option<String>| Record {
         key,
         mailbox: mailbox.key.clone(),
         source: inc.source,
@@ -370,12 +629,13 @@ pub fn triage(
             mailbox: mailbox.key.clone(),
             disposition: disposition.into(),
             at: at.clone(),
-            reason,
+            reason: None,
         },
         ticket: None,
         outgoing: Vec::new(),
-        mark,
+        mark: None,
         ack_to: None,
+        subject_key: None,
     };
 
     // parse
@@ -400,20 +660,19 @@ pub fn triage(
 
     let (queue_key, why, forward) = match &ev.plan.route {
         Route::Ignore { why } => {
-            let ticket = ev.plan.ticket.clone();
             let disposition = if *why == Suppression::OwnMail {
                 "ignored"
             } else {
                 "duplicate"
             };
-            store.commit(&simple(ev.key.clone(), disposition, ticket, None, None))?;
+            store.commit(&simple(ev.key.clone(), disposition, ev.plan.ticket.clone()))?;
             if *why == Suppression::AlreadyTriaged {
                 report.action = "duplicate";
             }
             return Ok(report);
         }
         Route::Leave { .. } => {
-            store.commit(&simple(ev.key.clone(), "left", None, None, None))?;
+            store.commit(&simple(ev.key.clone(), "left", None))?;
             return Ok(report);
         }
         Route::Keep { queue, why } => (queue.clone(), why.clone(), false),
@@ -423,109 +682,233 @@ pub fn triage(
         .queues
         .get(&queue_key)
         .expect("decide only routes to declared queues");
+    let sender = sender_of(&ev.mail);
 
     // the ticket, opened or joined
+    let joined = ev.plan.ticket.is_some();
     let mut ticket = match &ev.plan.ticket {
         Some(id) => store
             .ticket(id)?
             .expect("decide joins only tickets the store returned"),
         None => {
             let n = store.next_ticket_number()?;
-            let customer = ev
-                .mail
-                .reply_address()
-                .or(ev.mail.from.as_ref().map(|a| a.address.as_str()))
-                .unwrap_or("")
-                .to_string();
+            let mut hops = Vec::new();
+            // A request forwarded away from a mailbox has been at that mailbox's queue:
+            // sending it back there later is a ping-pong.
+            if let (true, Some(own)) = (forward, &mailbox.queue) {
+                hops.push(own.clone());
+            }
             Ticket {
                 id: format!("{}-{n}", rules.company.ticket_prefix),
-                customer,
+                customer: sender.clone(),
                 customer_name: ev.mail.from.as_ref().and_then(|a| a.name.clone()),
                 subject: ev.mail.subject.clone(),
                 queue: queue_key.clone(),
                 language: ev.class.language.clone(),
                 created: at.clone(),
                 acknowledged: false,
-                hops: vec![queue_key.clone()],
+                hops,
                 history: Vec::new(),
                 messages: Vec::new(),
                 sent: 0,
+                followups: 0,
+                owner_since: at.clone(),
+                promises: Vec::new(),
+                flags: Vec::new(),
+                incident: None,
+                answered_at: None,
+                reminded_at: None,
+                escalated_at: None,
+                status_sent_at: None,
+                added_ack_at: None,
             }
         }
     };
     let lang = ticket.language.clone();
     let qname = queue.name_in(&lang).to_string();
     let why_text = words::why(&why, &mailbox.address, &qname, &lang);
-    let response_time = words::duration(queue.response_time, &lang);
-
-    // the acknowledgement: decided yes, and there is an address lettre accepts
-    let ack_to = match (&ev.plan.ack, ev.mail.reply_address()) {
-        (AckPlan::Yes, Some(to)) if to.parse::<lettre::Address>().is_ok() => Some(to.to_string()),
-        _ => None,
-    };
-    let ack_reason = match &ev.plan.ack {
-        AckPlan::No { reason } => Some(*reason),
-        AckPlan::Yes if ack_to.is_none() => Some(Suppression::NoAddress),
-        AckPlan::Yes => None,
-    };
 
     // history
     let event = |what| Event {
         at: at.clone(),
         what,
     };
-    ticket.history.push(event(EventKind::Arrived {
-        mailbox: mailbox.address.clone(),
-        message_id: ev.mail.message_id.clone(),
-        subject: ev.mail.subject.clone(),
-    }));
-    ticket.history.push(event(if forward {
-        EventKind::Forwarded {
-            queue: queue_key.clone(),
-            why: why_text.clone(),
-        }
-    } else {
-        EventKind::Kept {
-            queue: queue_key.clone(),
-            why: why_text.clone(),
-        }
-    }));
-    if let Some(to) = &ack_to {
-        ticket.history.push(event(EventKind::Acknowledged {
-            to: to.clone(),
-            queue: queue_key.clone(),
-            response_time: response_time.clone(),
+    let follow_up = joined && ev.plan.from_customer;
+    if follow_up {
+        ticket.followups += 1;
+        ticket.history.push(event(EventKind::FollowUp {
+            number: ticket.followups,
+            mailbox: mailbox.address.clone(),
+            subject: ev.mail.subject.clone(),
         }));
-        ticket.acknowledged = true;
-    } else if let Some(r) = ack_reason.filter(|r| *r != Suppression::FollowUp) {
-        ticket.history.push(event(EventKind::NotAcknowledged {
-            reason: words::suppression(r, &lang),
+    } else {
+        ticket.history.push(event(EventKind::Arrived {
+            mailbox: mailbox.address.clone(),
+            message_id: ev.mail.message_id.clone(),
+            subject: ev.mail.subject.clone(),
         }));
     }
+    let bounced = match &why {
+        Why::Handover { from, .. } => {
+            ticket.history.push(event(EventKind::HandedOver {
+                from: from.clone(),
+                to: queue_key.clone(),
+            }));
+            String::new()
+        }
+        Why::Bounced { between, .. } => {
+            ticket.history.push(event(EventKind::Bounced {
+                between: between.clone(),
+                to: queue_key.clone(),
+            }));
+            let names: Vec<String> = between
+                .iter()
+                .map(|q| queue_name(rules, q, &lang).to_string())
+                .collect();
+            list_words(&names, &lang)
+        }
+        _ if forward => {
+            ticket.history.push(event(EventKind::Forwarded {
+                queue: queue_key.clone(),
+                why: why_text.clone(),
+            }));
+            String::new()
+        }
+        _ if !joined => {
+            ticket.history.push(event(EventKind::Kept {
+                queue: queue_key.clone(),
+                why: why_text.clone(),
+            }));
+            String::new()
+        }
+        _ => String::new(),
+    };
     if ticket.queue != queue_key {
+        // A new owner: its own clock for reminders starts now.
         ticket.queue = queue_key.clone();
+        ticket.owner_since = at.clone();
+        ticket.reminded_at = None;
+        ticket.escalated_at = None;
     }
     if ticket.hops.last() != Some(&queue_key) {
         ticket.hops.push(queue_key.clone());
+    }
+
+    // staff mail in the thread: promises it records, and whether it answers the customer
+    if joined && !ev.plan.from_customer {
+        for text in ev.mail.text.lines().filter_map(promise_in) {
+            ticket.promises.push(Promise {
+                at: at.clone(),
+                by: sender.clone(),
+                text: text.to_string(),
+            });
+            ticket.history.push(event(EventKind::Promised {
+                by: sender.clone(),
+                text: text.to_string(),
+            }));
+        }
+        let to_customer = ev
+            .mail
+            .to
+            .iter()
+            .chain(ev.mail.cc.iter())
+            .any(|a| a.address.eq_ignore_ascii_case(&ticket.customer));
+        if to_customer {
+            ticket.answered_at = Some(at.clone());
+            ticket
+                .history
+                .push(event(EventKind::Answered { by: sender.clone() }));
+        }
+    }
+
+    // red flags and incidents
+    let escalation = rules
+        .escalation
+        .as_ref()
+        .and_then(|e| rules.queues.get(&e.queue).map(|q| (e, q)));
+    let flagged = !ev.plan.flags.is_empty();
+    if flagged {
+        for f in &ev.plan.flags {
+            if !ticket.flags.contains(f) {
+                ticket.flags.push(f.clone());
+            }
+        }
+        let reasons = ev
+            .plan
+            .flags
+            .iter()
+            .map(|f| flag_reason(rules, f, &lang))
+            .collect();
+        let to = escalation.map(|(e, _)| e.queue.clone()).unwrap_or_default();
+        ticket
+            .history
+            .push(event(EventKind::Flagged { reasons, to }));
+    }
+    if let Some(id) = &ev.plan.incident {
+        if ticket.incident.as_ref() != Some(id) {
+            ticket.incident = Some(id.clone());
+            ticket
+                .history
+                .push(event(EventKind::Incident { id: id.clone() }));
+        }
+    }
+
+    // the acknowledgement: decided yes, and there is an address lettre accepts
+    let ack_to = match (&ev.plan.ack, ev.mail.reply_address()) {
+        (AckPlan::Yes | AckPlan::Added, Some(to)) if to.parse::<lettre::Address>().is_ok() => {
+            Some(to.to_string())
+        }
+        _ => None,
+    };
+    let ack_reason = match &ev.plan.ack {
+        AckPlan::No { reason } => Some(*reason),
+        _ if ack_to.is_none() => Some(Suppression::NoAddress),
+        _ => None,
+    };
+    let response_time = words::duration(queue.response_time, &lang);
+    match (&ack_to, &ev.plan.ack) {
+        (Some(to), AckPlan::Added) => {
+            ticket.added_ack_at = Some(at.clone());
+            ticket
+                .history
+                .push(event(EventKind::AddedAck { to: to.clone() }));
+        }
+        (Some(to), _) => {
+            ticket.acknowledged = true;
+            ticket.history.push(event(EventKind::Acknowledged {
+                to: to.clone(),
+                queue: queue_key.clone(),
+                response_time: response_time.clone(),
+            }));
+        }
+        (None, _) => {
+            if let Some(r) =
+                ack_reason.filter(|r| !matches!(r, Suppression::FollowUp | Suppression::FromStaff))
+            {
+                ticket.history.push(event(EventKind::NotAcknowledged {
+                    reason: words::suppression(r, &lang),
+                }));
+            }
+        }
     }
     if let Some(id) = &ev.mail.message_id {
         ticket.messages.push(id.clone());
     }
 
     // compose
-    let tag = format!("[#{}]", ticket.id);
-    let ctx = TemplateContext {
-        ticket: ticket.id.clone(),
-        tag: tag.clone(),
-        queue_name: qname.clone(),
-        queue_address: queue.address.clone(),
-        response_time: response_time.clone(),
-        mailbox: mailbox.key.clone(),
-        mailbox_address: mailbox.address.clone(),
-        category: ev.class.category.clone().unwrap_or_default(),
-        reason: why_text,
-        rules: ev
-            .class
+    let mut ctx = ticket_context(rules, &ticket, &lang);
+    ctx.mailbox = mailbox.key.clone();
+    ctx.mailbox_address = mailbox.address.clone();
+    ctx.category = if joined {
+        String::new()
+    } else {
+        ev.class.category.clone().unwrap_or_default()
+    };
+    ctx.reason = why_text;
+    ctx.rules = if joined {
+        Vec::new()
+    } else {
+        ev.class
             .fired
             .iter()
             .map(|f| RuleLine {
@@ -533,28 +916,32 @@ pub fn triage(
                 field: f.field.clone(),
                 matched: f.matched.clone(),
             })
-            .collect(),
-        customer: ticket.customer.clone(),
-        customer_name: ticket.customer_name.clone().unwrap_or_default(),
-        subject: ev.mail.subject.clone(),
-        received: human_time(&at),
-        history: ticket
-            .history
-            .iter()
-            .map(|e| HistoryLine {
-                at: human_time(&e.at),
-                text: history_text(rules, e, &lang),
-            })
-            .collect(),
-        acked: ticket.acknowledged,
-        ack_reason: ack_reason
-            .map(|r| words::suppression(r, &lang))
-            .unwrap_or_default(),
-        forwarded: forward,
-        company: rules.company.name.clone(),
+            .collect()
     };
+    ctx.subject = ev.mail.subject.clone();
+    ctx.received = human_time(&at);
+    ctx.ack_reason = ack_reason
+        .map(|r| words::suppression(r, &lang))
+        .unwrap_or_default();
+    ctx.forwarded = forward;
+    ctx.follow_up = follow_up;
+    ctx.bounced = bounced;
+    ctx.flags = ev
+        .class
+        .flags
+        .iter()
+        .map(|f| FlagLine {
+            name: f.rule.clone(),
+            reason: flag_reason(rules, &f.rule, &lang),
+            matched: f.matched.clone(),
+        })
+        .collect();
+
     let id_domain = format!("mailtriage.{}", rules.company.domain);
     let mut outgoing = Vec::new();
+    let marker = escalation
+        .filter(|_| flagged)
+        .map(|(e, _)| e.marker.as_str());
     let composed = (|| -> Result<(), compose::ComposeError> {
         if forward {
             ticket.sent += 1;
@@ -562,6 +949,8 @@ pub fn triage(
             outgoing.push(compose::forward(
                 rules,
                 ForwardInput {
+                    to: None,
+                    escalated: marker,
                     mail: &ev.mail,
                     raw: inc.raw,
                     lang: &lang,
@@ -571,12 +960,40 @@ pub fn triage(
                 },
             )?);
         }
+        // A flagged message also goes to the escalation queue, unless it is going there anyway.
+        if let Some((_, esc)) =
+            escalation.filter(|(e, _)| flagged && !(forward && e.queue == queue_key))
+        {
+            ticket.sent += 1;
+            let id = format!("{}.{}.escalation@{id_domain}", ticket.id, ticket.sent);
+            let mut copy = compose::forward(
+                rules,
+                ForwardInput {
+                    to: Some((esc.name_in(&lang), &esc.address)),
+                    escalated: marker,
+                    mail: &ev.mail,
+                    raw: inc.raw,
+                    lang: &lang,
+                    ctx: &ctx,
+                    message_id: &id,
+                    now,
+                },
+            )?;
+            copy.kind = crate::store::MailKind::Escalation;
+            outgoing.push(copy);
+        }
         if let Some(to) = &ack_to {
             ticket.sent += 1;
-            let id = format!("{}.{}.ack@{id_domain}", ticket.id, ticket.sent);
+            let which = if ev.plan.ack == AckPlan::Added {
+                "added"
+            } else {
+                "ack"
+            };
+            let id = format!("{}.{}.{which}@{id_domain}", ticket.id, ticket.sent);
             outgoing.push(compose::acknowledgement(
                 rules,
                 AckInput {
+                    which,
                     mail: &ev.mail,
                     to,
                     lang: &lang,
@@ -627,6 +1044,11 @@ pub fn triage(
         ack_to: ack_to.as_ref().map(|to| (to.clone(), day(now))),
         mark: mark(keywords, move_to),
         outgoing,
+        subject_key: if ev.plan.from_customer {
+            subject_key(&ev.mail)
+        } else {
+            None
+        },
         ticket: Some(ticket.clone()),
     };
     match store.commit(&rec)? {
@@ -642,10 +1064,7 @@ pub fn triage(
                 .outgoing
                 .iter()
                 .map(|m| PlannedMail {
-                    kind: match m.kind {
-                        crate::store::MailKind::Forward => "forward",
-                        crate::store::MailKind::Acknowledgement => "acknowledgement",
-                    },
+                    kind: mail_kind(m.kind),
                     to: m.to.clone(),
                     message_id: Some(m.message_id.clone()),
                 })
@@ -664,6 +1083,17 @@ pub fn triage(
         }
     }
     Ok(report)
+}
+
+pub fn mail_kind(k: crate::store::MailKind) -> &'static str {
+    use crate::store::MailKind;
+    match k {
+        MailKind::Forward => "forward",
+        MailKind::Acknowledgement => "acknowledgement",
+        MailKind::Escalation => "escalation",
+        MailKind::Reminder => "reminder",
+        MailKind::Status => "status",
+    }
 }
 
 /// Keeps a message that cannot be triaged: recorded with the reason (so it is not tried
@@ -702,6 +1132,7 @@ pub fn quarantine(
             move_to: None,
         }),
         ack_to: None,
+        subject_key: None,
     })?;
     Ok(quarantine_report(mailbox, reason))
 }
@@ -709,6 +1140,7 @@ pub fn quarantine(
 /// One history event in words, in the ticket's language.
 pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
     let qn = |q: &str| queue_name(rules, q, lang).to_string();
+    let ru = lang == "ru";
     match &e.what {
         EventKind::Arrived {
             mailbox, subject, ..
@@ -721,6 +1153,66 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
             response_time,
         } => words::acknowledged(to, &qn(queue), response_time, lang),
         EventKind::NotAcknowledged { reason } => words::not_acknowledged(reason, lang),
+        EventKind::FollowUp {
+            number,
+            mailbox,
+            subject,
+        } if ru => format!("продолжение {number} пришло на {mailbox}: «{subject}»"),
+        EventKind::FollowUp {
+            number,
+            mailbox,
+            subject,
+        } => format!("follow-up {number} arrived at {mailbox}: \"{subject}\""),
+        EventKind::HandedOver { from, to } if ru => {
+            format!("«{}» передало обращение в «{}»", qn(from), qn(to))
+        }
+        EventKind::HandedOver { from, to } => {
+            format!("{} handed the ticket over to {}", qn(from), qn(to))
+        }
+        EventKind::Bounced { between, to } => {
+            let names: Vec<String> = between.iter().map(|q| qn(q)).collect();
+            if ru {
+                format!(
+                    "ходило по кругу ({}): передано в «{}»",
+                    names.join(" → "),
+                    qn(to)
+                )
+            } else {
+                format!("bounced ({}): sent to {}", names.join(" → "), qn(to))
+            }
+        }
+        EventKind::Flagged { reasons, to } if ru => format!(
+            "тревожные признаки: {}; копия для «{}»",
+            reasons.join(", "),
+            qn(to)
+        ),
+        EventKind::Flagged { reasons, to } => {
+            format!("red flags: {}; copy to {}", reasons.join(", "), qn(to))
+        }
+        EventKind::Incident { id } if ru => format!("связано с инцидентом {id}"),
+        EventKind::Incident { id } => format!("linked to incident {id}"),
+        EventKind::Promised { by, text } if ru => format!("{by} обещал(а): {text}"),
+        EventKind::Promised { by, text } => format!("{by} promised: {text}"),
+        EventKind::Answered { by } if ru => format!("{by} ответил(а) клиенту"),
+        EventKind::Answered { by } => format!("{by} answered the customer"),
+        EventKind::Reminded { queue } if ru => {
+            format!("напоминание для «{}»: клиент ждёт ответа", qn(queue))
+        }
+        EventKind::Reminded { queue } => {
+            format!("reminder sent to {}: the customer is waiting", qn(queue))
+        }
+        EventKind::Escalated { to } if ru => {
+            format!("нет ответа вовремя: передано руководителю («{}»)", qn(to))
+        }
+        EventKind::Escalated { to } => format!("no answer in time: escalated to {}", qn(to)),
+        EventKind::StatusSent { to } if ru => {
+            format!("клиенту ({to}) сообщено, что обращение ещё в работе")
+        }
+        EventKind::StatusSent { to } => format!("status mail sent to {to}: still being handled"),
+        EventKind::AddedAck { to } if ru => {
+            format!("клиенту ({to}) сообщено, что письмо добавлено к обращению")
+        }
+        EventKind::AddedAck { to } => format!("{to} told the message was added to the ticket"),
     }
 }
 

@@ -74,6 +74,40 @@ pub enum EventKind {
     },
     /// No acknowledgement, and why.
     NotAcknowledged { reason: String },
+    /// A later message of the customer joined the ticket.
+    FollowUp {
+        number: u32,
+        mailbox: String,
+        subject: String,
+    },
+    /// Staff handed the ticket to another queue.
+    HandedOver { from: String, to: String },
+    /// The ticket bounced between queues and went to the escalation queue.
+    Bounced { between: Vec<String>, to: String },
+    /// Red flags fired; a copy went to the escalation queue.
+    Flagged { reasons: Vec<String>, to: String },
+    /// Linked to an active incident.
+    Incident { id: String },
+    /// Something was promised to the customer.
+    Promised { by: String, text: String },
+    /// The queue answered the customer.
+    Answered { by: String },
+    /// The queue was reminded that the customer waits.
+    Reminded { queue: String },
+    /// The overdue ticket went to the escalation queue.
+    Escalated { to: String },
+    /// The customer was told the ticket is still being handled.
+    StatusSent { to: String },
+    /// "Added to your request" sent to the customer.
+    AddedAck { to: String },
+}
+
+/// A promise made to the customer, shown in every later note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    pub at: String,
+    pub by: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +128,29 @@ pub struct Ticket {
     pub messages: Vec<String>,
     /// Mails sent for this ticket so far; numbers the deterministic Message-IDs.
     pub sent: u32,
+    /// Follow-ups of the customer so far.
+    #[serde(default)]
+    pub followups: u32,
+    /// When the owning queue got the ticket (creation or last handover).
+    #[serde(default)]
+    pub owner_since: String,
+    #[serde(default)]
+    pub promises: Vec<Promise>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub incident: Option<String>,
+    /// When a queue last answered the customer.
+    #[serde(default)]
+    pub answered_at: Option<String>,
+    #[serde(default)]
+    pub reminded_at: Option<String>,
+    #[serde(default)]
+    pub escalated_at: Option<String>,
+    #[serde(default)]
+    pub status_sent_at: Option<String>,
+    #[serde(default)]
+    pub added_ack_at: Option<String>,
 }
 
 /// What the index knows about one Message-ID.
@@ -114,6 +171,12 @@ pub struct MessageRecord {
 pub enum MailKind {
     Forward,
     Acknowledgement,
+    /// A copy of a flagged or bounced message to the escalation queue.
+    Escalation,
+    /// Reminder to a queue that has not answered in time.
+    Reminder,
+    /// Status mail to a customer whose ticket is overdue.
+    Status,
 }
 
 /// A mail waiting in the outbox.
@@ -183,6 +246,15 @@ pub struct Record {
     pub mark: Option<Mark>,
     /// (sender, UTC day) of an acknowledgement, for the daily cap.
     pub ack_to: Option<(String, String)>,
+    /// (sender, normalised subject) -> ticket, for threading by subject.
+    pub subject_key: Option<String>,
+}
+
+/// Where a (sender, subject) pair was last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectRecord {
+    pub ticket: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +275,7 @@ pub struct Store {
     outbox: sled::Tree,
     marks: sled::Tree,
     acks: sled::Tree,
+    subjects: sled::Tree,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -245,6 +318,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             marks: db.open_tree("marks")?,
             acks: db.open_tree("acks")?,
+            subjects: db.open_tree("subjects")?,
             db,
         })
     }
@@ -334,8 +408,9 @@ impl Store {
             &self.outbox,
             &self.marks,
             &self.acks,
+            &self.subjects,
         );
-        let r = trees.transaction(|(cps, msgs, tickets, outbox, marks, acks)| {
+        let r = trees.transaction(|(cps, msgs, tickets, outbox, marks, acks, subjects)| {
             if let Some(prev) = msgs.get(id_key(&rec.key))? {
                 let prev: MessageRecord = serde_json::from_slice(&prev).map_err(|e| {
                     ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -352,6 +427,13 @@ impl Store {
             msgs.insert(id_key(&rec.key), json(&rec.message))?;
             if let Some(t) = &rec.ticket {
                 tickets.insert(t.id.as_bytes(), json(t))?;
+                if let Some(k) = &rec.subject_key {
+                    let v = SubjectRecord {
+                        ticket: t.id.clone(),
+                        at: rec.message.at.clone(),
+                    };
+                    subjects.insert(k.as_bytes(), json(&v))?;
+                }
             }
             for (m, k) in rec.outgoing.iter().zip(&outbox_keys) {
                 outbox.insert(&k.to_be_bytes(), m.encode())?;
@@ -381,6 +463,43 @@ impl Store {
             Ok(Committed::Done)
         });
         Ok(r?)
+    }
+
+    /// The ticket last seen with this (sender, normalised subject) key, and when.
+    pub fn by_subject(&self, key: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        self.subjects
+            .get(key.as_bytes())?
+            .map(|v| from_json("subject record", &v))
+            .transpose()
+    }
+
+    /// Writes a ticket and the mails it implies (reminders, status mails) in one
+    /// transaction, outside of any incoming message.
+    pub fn commit_ticket(&self, ticket: &Ticket, outgoing: &[OutMail]) -> Result<(), StoreError> {
+        let keys: Vec<u64> = outgoing
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        (&self.tickets, &self.outbox, &self.messages).transaction(|(tickets, outbox, msgs)| {
+            tickets.insert(ticket.id.as_bytes(), json(ticket))?;
+            for (m, k) in outgoing.iter().zip(&keys) {
+                outbox.insert(&k.to_be_bytes(), m.encode())?;
+                let sent = MessageRecord {
+                    ticket: Some(m.ticket.clone()),
+                    mailbox: String::new(),
+                    disposition: "sent".into(),
+                    at: ticket
+                        .history
+                        .last()
+                        .map(|e| e.at.clone())
+                        .unwrap_or_default(),
+                    reason: None,
+                };
+                msgs.insert(id_key(&m.message_id), json(&sent))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
     }
 
     /// Outbox entries in the order they were decided.
@@ -506,6 +625,7 @@ mod tests {
                 move_to: None,
             }),
             ack_to: Some(("c@example.com".into(), "2026-01-01".into())),
+            subject_key: None,
         }
     }
 

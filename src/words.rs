@@ -49,6 +49,20 @@ pub fn duration(d: Duration, lang: &str) -> String {
 /// Why the request belongs where it went, in a sentence.
 pub fn why(w: &Why, mailbox: &str, queue_name: &str, lang: &str) -> String {
     match (w, ru(lang)) {
+        (Why::Handover { ticket, from }, false) => {
+            format!("staff passed ticket {ticket} from {from} to {queue_name} by writing to {mailbox}")
+        }
+        (Why::Handover { ticket, from }, true) => {
+            format!("сотрудники передали обращение {ticket} из «{from}» в «{queue_name}», написав на {mailbox}")
+        }
+        (Why::Bounced { ticket, between }, false) => format!(
+            "ticket {ticket} was about to go round in circles ({}); it goes to {queue_name} instead",
+            between.join(" -> ")
+        ),
+        (Why::Bounced { ticket, between }, true) => format!(
+            "обращение {ticket} пошло бы по кругу ({}); вместо этого оно передано в «{queue_name}»",
+            between.join(" → ")
+        ),
         (Why::Handled { category }, false) => {
             format!("the rules recognised a {category} request, which {mailbox} handles itself")
         }
@@ -74,6 +88,7 @@ pub fn why(w: &Why, mailbox: &str, queue_name: &str, lang: &str) -> String {
             match joined_by {
                 JoinedBy::References => "In-Reply-To/References",
                 JoinedBy::SubjectTag => "the ticket tag in the subject",
+                JoinedBy::SenderSubject => "the same sender and subject",
             }
         ),
         (Why::FollowUp { ticket, joined_by }, true) => format!(
@@ -81,6 +96,7 @@ pub fn why(w: &Why, mailbox: &str, queue_name: &str, lang: &str) -> String {
             match joined_by {
                 JoinedBy::References => "In-Reply-To/References",
                 JoinedBy::SubjectTag => "метке в теме письма",
+                JoinedBy::SenderSubject => "тому же отправителю и теме",
             }
         ),
     }
@@ -108,6 +124,7 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         Suppression::DailyCap => "отправитель исчерпал дневной лимит подтверждений",
         Suppression::NoAddress => "нет адреса для ответа",
         Suppression::NotARequest => "письмо не является обращением клиента",
+        Suppression::FromStaff => "письмо от сотрудника, а не от клиента",
     }
     .to_string()
 }

@@ -36,6 +36,59 @@ mod raw {
         pub languages: BTreeMap<String, Spanned<Language>>,
         #[serde(default)]
         pub templates: BTreeMap<String, Spanned<Templates>>,
+        pub escalation: Option<Spanned<Escalation>>,
+        #[serde(default)]
+        pub threading: Threading,
+        #[serde(default)]
+        pub flags: Vec<Spanned<Flag>>,
+        #[serde(default)]
+        pub incidents: Vec<Spanned<Incident>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Escalation {
+        pub queue: Spanned<String>,
+        #[serde(default = "default_max_hops")]
+        pub max_hops: usize,
+        #[serde(default = "default_marker")]
+        pub marker: String,
+    }
+
+    fn default_max_hops() -> usize {
+        2
+    }
+    fn default_marker() -> String {
+        "[ESCALATED]".into()
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Threading {
+        pub subject_window: Option<Spanned<String>>,
+        pub added_ack_window: Option<Spanned<String>>,
+        pub status_window: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Flag {
+        pub name: Spanned<String>,
+        #[serde(default)]
+        pub reason: BTreeMap<String, String>,
+        pub subject: Option<Spanned<String>>,
+        pub body: Option<Spanned<String>>,
+        pub sender: Option<Spanned<String>>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Incident {
+        pub id: Spanned<String>,
+        pub subject: Option<Spanned<String>>,
+        pub body: Option<Spanned<String>>,
+        pub since: Spanned<String>,
+        pub next_update: Option<Spanned<String>>,
+        pub until: Option<Spanned<String>>,
+        pub text: BTreeMap<String, String>,
     }
 
     #[derive(Deserialize)]
@@ -119,6 +172,12 @@ mod raw {
         pub note: Spanned<String>,
         pub ack_subject: Spanned<String>,
         pub ack: Spanned<String>,
+        pub added_subject: Spanned<String>,
+        pub added: Spanned<String>,
+        pub reminder_subject: Spanned<String>,
+        pub reminder: Spanned<String>,
+        pub status_subject: Spanned<String>,
+        pub status: Spanned<String>,
     }
 }
 
@@ -134,8 +193,63 @@ pub struct Rules {
     pub templates: Templates,
     /// Matchers built from `rules`, one per field, for classify's fast path.
     pub matchers: Matchers,
-    /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, any case).
+    /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, `#T-1042`,
+    /// `T1042`, any case).
     pub ticket_tag: Regex,
+    /// Where bounced tickets and red flags go; `None` when not configured.
+    pub escalation: Option<Escalation>,
+    pub threading: Threading,
+    /// Red-flag rules: `category` holds the flag's name.
+    pub flags: Vec<Rule>,
+    /// Reason of each flag in words, by flag name then language.
+    pub flag_reasons: BTreeMap<String, BTreeMap<String, String>>,
+    pub flag_matchers: Matchers,
+    pub incidents: Vec<Incident>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    /// The queue (e.g. a supervisor) that gets bounced tickets and copies of flagged mail.
+    pub queue: String,
+    /// Handovers a ticket may make before it goes to `queue` instead.
+    pub max_hops: usize,
+    /// Put in front of the subject of a flagged forward.
+    pub marker: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Threading {
+    /// A message from the same sender with the same subject joins a ticket this recent.
+    pub subject_window: Duration,
+    /// At most one "added to your request" mail per ticket in this window.
+    pub added_ack_window: Duration,
+    /// At most one status mail to the customer per ticket in this window.
+    pub status_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub id: String,
+    pub patterns: Vec<Pattern>,
+    pub since: time::OffsetDateTime,
+    pub next_update: Option<time::OffsetDateTime>,
+    pub until: Option<time::OffsetDateTime>,
+    /// The notice for acknowledgements, by language.
+    pub text: BTreeMap<String, String>,
+}
+
+impl Incident {
+    pub fn active_at(&self, now: time::OffsetDateTime) -> bool {
+        self.since <= now && self.until.is_none_or(|u| now < u)
+    }
+
+    pub fn text_in(&self, lang: &str) -> &str {
+        self.text
+            .get(lang)
+            .or_else(|| self.text.values().next())
+            .map(String::as_str)
+            .unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -560,36 +674,18 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
                 format!("rule {name:?}: unknown category {:?}", r.category.get_ref()),
             );
         }
-        let mut patterns = Vec::new();
-        let mut add = |c: &mut Collector<'_>, field: Field, key: String, pat: &Spanned<String>| {
-            if let Some(regex) = compile_regex(c, &key, &format!("rule {name:?}"), pat) {
-                patterns.push(Pattern { field, regex });
-            }
-        };
-        if let Some(p) = &r.subject {
-            add(c, Field::Subject, format!("{base}.subject"), p);
-        }
-        if let Some(p) = &r.body {
-            add(c, Field::Body, format!("{base}.body"), p);
-        }
-        if let Some(p) = &r.sender {
-            add(c, Field::Sender, format!("{base}.sender"), p);
-        }
-        for (h, p) in &r.headers {
-            add(
-                c,
-                Field::Header(h.to_ascii_lowercase()),
-                format!("{base}.headers.{h}"),
-                p,
-            );
-        }
-        if r.subject.is_none() && r.body.is_none() && r.sender.is_none() && r.headers.is_empty() {
-            c.at(
-                rspan,
-                base.clone(),
-                format!("rule {name:?} has no pattern (subject, body, sender or headers)"),
-            );
-        }
+        let patterns = compile_patterns(
+            c,
+            &base,
+            &format!("rule {name:?}"),
+            rspan,
+            PatternSource {
+                subject: &r.subject,
+                body: &r.body,
+                sender: &r.sender,
+                headers: &r.headers,
+            },
+        );
         rules.push(Rule {
             name,
             category: r.category.into_inner(),
@@ -633,6 +729,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             ("note", t.note),
             ("ack_subject", t.ack_subject),
             ("ack", t.ack),
+            ("added_subject", t.added_subject),
+            ("added", t.added),
+            ("reminder_subject", t.reminder_subject),
+            ("reminder", t.reminder),
+            ("status_subject", t.status_subject),
+            ("status", t.status),
         ] {
             let s = span(&src);
             let name = format!("{lang}/{which}");
@@ -658,12 +760,145 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     }
 
     let matchers = build_matchers(c, &rules);
+
+    let escalation = f.escalation.map(|e| {
+        let e = e.into_inner();
+        if !queues.contains_key(e.queue.get_ref()) {
+            c.at(
+                span(&e.queue),
+                "escalation.queue",
+                format!("unknown queue {:?}", e.queue.get_ref()),
+            );
+        }
+        Escalation {
+            queue: e.queue.into_inner(),
+            max_hops: e.max_hops,
+            marker: e.marker,
+        }
+    });
+    let threading = Threading {
+        subject_window: duration_key(
+            c,
+            "threading.subject_window",
+            &f.threading.subject_window,
+            Duration::from_secs(7 * 86400),
+        ),
+        added_ack_window: duration_key(
+            c,
+            "threading.added_ack_window",
+            &f.threading.added_ack_window,
+            Duration::from_secs(86400),
+        ),
+        status_window: duration_key(
+            c,
+            "threading.status_window",
+            &f.threading.status_window,
+            Duration::from_secs(86400),
+        ),
+    };
+
+    let mut flags: Vec<Rule> = Vec::new();
+    let mut flag_reasons = BTreeMap::new();
+    for (i, fl) in f.flags.into_iter().enumerate() {
+        let at = span(&fl);
+        let fl = fl.into_inner();
+        let base = format!("flags[{i}]");
+        let name = fl.name.get_ref().clone();
+        let patterns = compile_patterns(
+            c,
+            &base,
+            &format!("flag {name:?}"),
+            at,
+            PatternSource {
+                subject: &fl.subject,
+                body: &fl.body,
+                sender: &fl.sender,
+                headers: &fl.headers,
+            },
+        );
+        if flags.iter().any(|r| r.category == name) {
+            c.at(
+                span(&fl.name),
+                format!("{base}.name"),
+                format!("flag name {name:?} is used twice"),
+            );
+        }
+        flag_reasons.insert(name.clone(), fl.reason);
+        flags.push(Rule {
+            name: name.clone(),
+            category: name,
+            priority: 1,
+            patterns,
+        });
+    }
+    if !flags.is_empty() && escalation.is_none() {
+        c.at(
+            None,
+            "escalation",
+            "[[flags]] are declared but there is no [escalation] queue to send flagged mail to",
+        );
+    }
+    let flag_matchers = build_matchers(c, &flags);
+
+    let mut incidents = Vec::new();
+    for (i, inc) in f.incidents.into_iter().enumerate() {
+        let at = span(&inc);
+        let inc = inc.into_inner();
+        let base = format!("incidents[{i}]");
+        let id = inc.id.get_ref().clone();
+        let patterns = compile_patterns(
+            c,
+            &base,
+            &format!("incident {id:?}"),
+            at,
+            PatternSource {
+                subject: &inc.subject,
+                body: &inc.body,
+                sender: &None,
+                headers: &BTreeMap::new(),
+            },
+        );
+        let since = datetime_key(c, &format!("{base}.since"), &inc.since);
+        let next_update = inc
+            .next_update
+            .as_ref()
+            .and_then(|v| datetime_key(c, &format!("{base}.next_update"), v));
+        let until = inc
+            .until
+            .as_ref()
+            .and_then(|v| datetime_key(c, &format!("{base}.until"), v));
+        if inc.text.is_empty() {
+            c.at(
+                span(&inc.id),
+                format!("{base}.text"),
+                "needs the notice in at least one language",
+            );
+        }
+        if let Some(since) = since {
+            incidents.push(Incident {
+                id,
+                patterns,
+                since,
+                next_update,
+                until,
+                text: inc.text,
+            });
+        }
+    }
+    // "[#T-1042]" as sent, and what people and other systems make of it: "[T-1042]",
+    // "#T-1042", "T-1042", "T1042". The bare forms are only trusted for the same customer.
     let ticket_tag = Regex::new(&format!(
-        r"(?i)\[#?\s*{}-(\d+)\s*\]",
+        r"(?i)(\[\s*#?\s*|#|\b){}-?(\d{{3,}})\b\s*\]?",
         regex::escape(&company.ticket_prefix)
     ))
     .expect("an escaped prefix makes a valid regex");
     Rules {
+        escalation,
+        threading,
+        flags,
+        flag_reasons,
+        flag_matchers,
+        incidents,
         ticket_tag,
         company,
         queues,
@@ -676,6 +911,95 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             languages: template_langs,
         },
         matchers,
+    }
+}
+
+struct PatternSource<'a> {
+    subject: &'a Option<Spanned<String>>,
+    body: &'a Option<Spanned<String>>,
+    sender: &'a Option<Spanned<String>>,
+    headers: &'a BTreeMap<String, Spanned<String>>,
+}
+
+/// Compiles the patterns of a rule, flag or incident; `what` names it in errors.
+fn compile_patterns(
+    c: &mut Collector<'_>,
+    base: &str,
+    what: &str,
+    at: Option<Range<usize>>,
+    src: PatternSource<'_>,
+) -> Vec<Pattern> {
+    let mut patterns = Vec::new();
+    let mut add = |c: &mut Collector<'_>, field: Field, key: String, pat: &Spanned<String>| {
+        if let Some(regex) = compile_regex(c, &key, what, pat) {
+            patterns.push(Pattern { field, regex });
+        }
+    };
+    if let Some(p) = src.subject {
+        add(c, Field::Subject, format!("{base}.subject"), p);
+    }
+    if let Some(p) = src.body {
+        add(c, Field::Body, format!("{base}.body"), p);
+    }
+    if let Some(p) = src.sender {
+        add(c, Field::Sender, format!("{base}.sender"), p);
+    }
+    for (h, p) in src.headers {
+        add(
+            c,
+            Field::Header(h.to_ascii_lowercase()),
+            format!("{base}.headers.{h}"),
+            p,
+        );
+    }
+    if src.subject.is_none() && src.body.is_none() && src.sender.is_none() && src.headers.is_empty()
+    {
+        c.at(
+            at,
+            base.to_string(),
+            format!("{what} has no pattern (subject, body, sender or headers)"),
+        );
+    }
+    patterns
+}
+
+fn duration_key(
+    c: &mut Collector<'_>,
+    key: &str,
+    v: &Option<Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                c.at(
+                    span(s),
+                    key,
+                    format!("not a duration ({e}); write e.g. \"4h\", \"7d\""),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn datetime_key(
+    c: &mut Collector<'_>,
+    key: &str,
+    v: &Spanned<String>,
+) -> Option<time::OffsetDateTime> {
+    match time::OffsetDateTime::parse(v.get_ref(), &time::format_description::well_known::Rfc3339) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.at(
+                span(v),
+                key,
+                format!("not a date and time ({e}); write e.g. \"2026-11-23T10:40:00+03:00\""),
+            );
+            None
+        }
     }
 }
 
@@ -719,7 +1043,9 @@ mod tests {
     fn shipped_rules_compile() {
         let r = Rules::parse(Path::new("rules.toml"), &shipped()).unwrap();
         assert_eq!(r.mailboxes.len(), 4);
-        assert_eq!(r.queues.len(), 3);
+        assert_eq!(r.queues.len(), 4);
+        assert_eq!(r.flags.len(), 5);
+        assert_eq!(r.escalation.as_ref().unwrap().queue, "supervisor");
         assert!(r.rules.len() >= 8);
         assert_eq!(
             r.queue_of_category("technical").unwrap().address,
