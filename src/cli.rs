@@ -67,6 +67,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show tickets and their timelines, or record a promise on one (through the running
+    /// daemon, or from the state directory when no daemon runs).
+    Tickets {
+        #[command(subcommand)]
+        cmd: TicketsCmd,
+        /// The state directory; by default the one in --config.
+        #[arg(long, global = true)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Triage the sample mail built into the binary with the shipped rules, offline.
     Demo {
         /// Folder the forwards and acknowledgements are written to.
@@ -75,6 +87,22 @@ pub enum Command {
         /// Use this rules file instead of the built-in one.
         #[arg(long = "with-rules")]
         with_rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TicketsCmd {
+    /// One line per ticket.
+    List,
+    /// A ticket with its whole timeline.
+    Show { id: String },
+    /// Record a promise made to the customer; it appears in every later note.
+    Promise {
+        id: String,
+        text: String,
+        /// Who promised it.
+        #[arg(long, default_value = "operator")]
+        by: String,
     },
 }
 
@@ -472,5 +500,140 @@ pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failur
         outbox.display()
     );
     triage_files(&rules, &inputs, None, outbox, tmp.path(), false).await?;
+    Ok(())
+}
+
+pub fn tickets(
+    cli: &Cli,
+    cmd: &TicketsCmd,
+    state: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::control::{self, Request};
+    let rules = load_rules(&cli.rules)?;
+    let state = match state {
+        Some(s) => s.to_path_buf(),
+        None => {
+            Settings::load(&cli.config)
+                .map_err(|e| {
+                    Failure(format!(
+                        "{e}\n(pass --state DIR to read a state directory directly)"
+                    ))
+                })?
+                .state_dir
+        }
+    };
+    let req = match cmd {
+        TicketsCmd::List => Request::List,
+        TicketsCmd::Show { id } => Request::Show { id: id.clone() },
+        TicketsCmd::Promise { id, text, by } => Request::Promise {
+            id: id.clone(),
+            text: text.clone(),
+            by: by.clone(),
+        },
+    };
+    let resp = match control::ask(&control::socket_path(&state), &req) {
+        Some(r) => r.map_err(|e| {
+            Failure(format!(
+                "the daemon did not answer on its control socket: {e}"
+            ))
+        })?,
+        None => {
+            if !state.join("db").exists() {
+                return Err(Failure(format!(
+                    "{}: no mailtriage state here",
+                    state.display()
+                )));
+            }
+            let store = Store::open(&state).map_err(|e| {
+                Failure(format!(
+                    "state {}: {e} (is a daemon running without its control socket?)",
+                    state.display()
+                ))
+            })?;
+            control::handle(&store, &req)
+        }
+    };
+    if !resp.ok {
+        return Err(Failure(
+            resp.error.unwrap_or_else(|| "request failed".into()),
+        ));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp.tickets)?);
+        return Ok(());
+    }
+    match cmd {
+        TicketsCmd::List => {
+            for t in &resp.tickets {
+                let state = if t.answered_at.is_some() {
+                    "answered"
+                } else if t.escalated_at.is_some() {
+                    "escalated"
+                } else {
+                    "open"
+                };
+                let flags = if t.flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", t.flags.join(", "))
+                };
+                println!(
+                    "{:<8} {:<10} {:<9} {}  {}  {}{flags}",
+                    t.id,
+                    t.queue,
+                    state,
+                    pipeline::human_time(&t.created),
+                    t.customer,
+                    t.subject
+                );
+            }
+            if resp.tickets.is_empty() {
+                println!("no tickets");
+            }
+        }
+        TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } => {
+            for t in &resp.tickets {
+                println!("ticket:    {}", t.id);
+                println!(
+                    "customer:  {}{}",
+                    t.customer_name
+                        .as_deref()
+                        .map(|n| format!("{n} "))
+                        .unwrap_or_default(),
+                    format_args!("<{}>", t.customer)
+                );
+                println!("subject:   {}", t.subject);
+                println!(
+                    "queue:     {} (since {}); hops: {}",
+                    t.queue,
+                    pipeline::human_time(&t.owner_since),
+                    t.hops.join(" -> ")
+                );
+                if !t.flags.is_empty() {
+                    println!("flags:     {}", t.flags.join(", "));
+                }
+                if let Some(i) = &t.incident {
+                    println!("incident:  {i}");
+                }
+                for p in &t.promises {
+                    println!(
+                        "promise:   {} ({}, {})",
+                        p.text,
+                        p.by,
+                        pipeline::human_time(&p.at)
+                    );
+                }
+                println!("timeline:");
+                for e in &t.history {
+                    println!(
+                        "  {}  {}",
+                        pipeline::human_time(&e.at),
+                        pipeline::history_text(&rules, e, "en")
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }

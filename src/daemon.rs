@@ -71,9 +71,26 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
             login: login.clone(),
             options: settings.imap_options.clone(),
             tls: tls.clone(),
+            folder: login.folder.clone(),
+            observe: false,
         };
+        if let Some(sent) = &login.sent_folder {
+            let observer = Source {
+                folder: sent.clone(),
+                observe: true,
+                ..source.clone()
+            };
+            tracker.spawn(imap::run(observer, shared.clone()));
+        }
         tracker.spawn(imap::run(source, shared.clone()));
     }
+    // Reminders, escalations and status mails for tickets nobody answered in time.
+    tracker.spawn(followups(shared.clone()));
+    let control = tokio::spawn(crate::control::serve(
+        crate::control::socket_path(&settings.state_dir),
+        store.clone(),
+        stop.clone(),
+    ));
     tracker.close();
     tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
 
@@ -91,6 +108,7 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     {
         tracing::warn!("Mailbox tasks did not stop in time; what they held is fetched again on the next start.");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), control).await;
     // The sender stops last, after one more drain of its own.
     sender_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
@@ -111,5 +129,28 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The follow-up timer: checks open tickets every `threading.followup_check`.
+async fn followups(shared: Shared) {
+    loop {
+        let every = shared.rules.load().threading.followup_check;
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let rules = shared.rules.load_full();
+        let store = shared.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::followup::run_once(&rules, &store, std::time::SystemTime::now())
+        })
+        .await;
+        match r {
+            Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Follow-up check failed; will retry."),
+            Err(e) => tracing::error!(error = %e, "Follow-up check panicked; will retry."),
+        }
     }
 }

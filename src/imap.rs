@@ -97,6 +97,22 @@ pub struct Source {
     pub login: Login,
     pub options: ImapOptions,
     pub tls: Option<TlsConnector>,
+    /// The folder watched: the login's folder, or its Sent folder in observe mode.
+    pub folder: String,
+    /// Observe mode: the folder holds the queue's own replies; they update tickets and
+    /// are never triaged or marked.
+    pub observe: bool,
+}
+
+impl Source {
+    /// The key of this folder's checkpoint in the store.
+    fn checkpoint_key(&self) -> String {
+        if self.observe {
+            format!("{}#{}", self.name, self.folder)
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 /// The mailbox's connection state, for logs and status.
@@ -240,9 +256,9 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
     let t = source.server.timeout;
     let name = &source.name;
     let mut s = source.connect().await?;
-    let mb = timed("SELECT", t, s.select(&source.login.folder)).await?;
+    let mb = timed("SELECT", t, s.select(&source.folder)).await?;
     let uid_validity = mb.uid_validity.unwrap_or(0);
-    let mut last = match shared.store.checkpoint(name)? {
+    let mut last = match shared.store.checkpoint(&source.checkpoint_key())? {
         Some(cp) if cp.uid_validity == uid_validity => cp.last_uid,
         Some(cp) => {
             // Every stored UID is void; the Message-ID index and the keywords on the
@@ -252,8 +268,10 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
         }
         None => 0,
     };
-    tracing::info!(mailbox = %name, folder = %source.login.folder, uid_validity, last_uid = last, exists = mb.exists, "Mailbox connected.");
-    apply_marks(&mut s, source, shared, uid_validity).await?;
+    tracing::info!(mailbox = %name, folder = %source.folder, uid_validity, last_uid = last, exists = mb.exists, "Mailbox connected.");
+    if !source.observe {
+        apply_marks(&mut s, source, shared, uid_validity).await?;
+    }
 
     loop {
         last = catch_up(&mut s, source, shared, uid_validity, last).await?;
@@ -352,6 +370,25 @@ async fn catch_up(
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
         let mailbox_name = name.clone();
+        if source.observe {
+            let key = source.checkpoint_key();
+            let new_last = tokio::task::spawn_blocking(move || -> Result<u32, ImapError> {
+                let mut last = 0;
+                for (uid, _, raw) in &batch {
+                    if let Some(ticket) = pipeline::observe_sent(&rules, &store, raw, SystemTime::now())? {
+                        tracing::info!(mailbox = %mailbox_name, uid, ticket = %ticket, "Staff reply seen in the ticket.");
+                    }
+                    store.set_checkpoint(&key, Checkpoint { uid_validity, last_uid: *uid })?;
+                    last = *uid;
+                }
+                store.flush()?;
+                Ok(last)
+            })
+            .await
+            .map_err(|e| ImapError::Pipeline(format!("observe task failed: {e}")))??;
+            last = last.max(new_last);
+            continue;
+        }
         let new_last = tokio::task::spawn_blocking(move || -> Result<u32, ImapError> {
             let mailbox = rules
                 .mailboxes

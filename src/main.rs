@@ -61,6 +61,9 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
+            Command::Tickets { cmd, state, json } => {
+                cli::tickets(&args, cmd, state.as_deref(), *json)
+            }
         }
     });
     match result {

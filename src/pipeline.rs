@@ -1096,6 +1096,64 @@ pub fn mail_kind(k: crate::store::MailKind) -> &'static str {
     }
 }
 
+/// A message a queue sent (its Sent folder): when it belongs to a ticket, the ticket
+/// learns that the queue answered the customer and any promise it made. Nothing is
+/// sent and nothing on the server changes. Returns the ticket it joined.
+pub fn observe_sent(
+    rules: &Rules,
+    store: &Store,
+    raw: &[u8],
+    now: SystemTime,
+) -> Result<Option<String>, StoreError> {
+    let Ok(mail) = parse(raw) else {
+        return Ok(None);
+    };
+    let key = message_key(Some(&mail), raw);
+    let view = thread_view(rules, Some(store), &mail, &key, now)?;
+    let Some((t, _)) = view.ticket else {
+        return Ok(None);
+    };
+    let Some(mut ticket) = store.ticket(&t.id)? else {
+        return Ok(None);
+    };
+    let at = rfc3339(now);
+    let by = mail
+        .from
+        .as_ref()
+        .map(|a| a.address.clone())
+        .unwrap_or_default();
+    for text in mail.text.lines().filter_map(promise_in) {
+        if !ticket.promises.iter().any(|p| p.text == text) {
+            ticket.promises.push(Promise {
+                at: at.clone(),
+                by: by.clone(),
+                text: text.to_string(),
+            });
+            ticket.history.push(Event {
+                at: at.clone(),
+                what: EventKind::Promised {
+                    by: by.clone(),
+                    text: text.to_string(),
+                },
+            });
+        }
+    }
+    if mail
+        .to
+        .iter()
+        .chain(mail.cc.iter())
+        .any(|a| a.address.eq_ignore_ascii_case(&ticket.customer))
+    {
+        ticket.answered_at = Some(at.clone());
+        ticket.history.push(Event {
+            at,
+            what: EventKind::Answered { by },
+        });
+    }
+    store.commit_ticket(&ticket, &[])?;
+    Ok(Some(ticket.id))
+}
+
 /// Keeps a message that cannot be triaged: recorded with the reason (so it is not tried
 /// for ever and an operator finds it), marked `$Quarantined` on the server, never dropped.
 pub fn quarantine(

@@ -63,6 +63,7 @@ mod raw {
 
     #[derive(Deserialize, Default)]
     pub struct Threading {
+        pub followup_check: Option<Spanned<String>>,
         pub subject_window: Option<Spanned<String>>,
         pub added_ack_window: Option<Spanned<String>>,
         pub status_window: Option<Spanned<String>>,
@@ -120,6 +121,7 @@ mod raw {
         pub address: Spanned<String>,
         pub name: BTreeMap<String, String>,
         pub response_time: Spanned<String>,
+        pub business_hours: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -219,6 +221,8 @@ pub struct Escalation {
 
 #[derive(Debug, Clone)]
 pub struct Threading {
+    /// How often open tickets are checked for overdue answers.
+    pub followup_check: Duration,
     /// A message from the same sender with the same subject joins a ticket this recent.
     pub subject_window: Duration,
     /// At most one "added to your request" mail per ticket in this window.
@@ -272,6 +276,91 @@ pub struct Queue {
     /// Display name per language code.
     pub names: BTreeMap<String, String>,
     pub response_time: Duration,
+    /// When reminders and status mails may go out; always when `None`.
+    pub business_hours: Option<BusinessHours>,
+}
+
+/// "Mon-Fri 09:00-18:00 +03:00": the days, the time of day and the UTC offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessHours {
+    /// Monday first.
+    pub days: [bool; 7],
+    pub from_minute: u16,
+    pub to_minute: u16,
+    pub offset: time::UtcOffset,
+}
+
+impl BusinessHours {
+    pub fn parse(s: &str) -> Result<BusinessHours, String> {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [days, hours, rest @ ..] = parts.as_slice() else {
+            return Err("write e.g. \"Mon-Fri 09:00-18:00 +03:00\"".into());
+        };
+        let day = |d: &str| {
+            NAMES
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(d))
+                .ok_or_else(|| format!("unknown day {d:?} (Mon..Sun)"))
+        };
+        let mut set = [false; 7];
+        for range in days.split(',') {
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut i = a;
+                    loop {
+                        set[i] = true;
+                        if i == b {
+                            break;
+                        }
+                        i = (i + 1) % 7;
+                    }
+                }
+                None => set[day(range)?] = true,
+            }
+        }
+        let minute = |t: &str| -> Result<u16, String> {
+            let (h, m) = t
+                .split_once(':')
+                .ok_or_else(|| format!("time {t:?} is not HH:MM"))?;
+            let (h, m): (u16, u16) = (
+                h.parse().map_err(|_| format!("time {t:?}"))?,
+                m.parse().map_err(|_| format!("time {t:?}"))?,
+            );
+            if h > 24 || m > 59 {
+                return Err(format!("time {t:?} out of range"));
+            }
+            Ok(h * 60 + m)
+        };
+        let (from, to) = hours
+            .split_once('-')
+            .ok_or("hours are written 09:00-18:00")?;
+        let offset = match rest.first() {
+            None => time::UtcOffset::UTC,
+            Some(o) => {
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                let o = o.trim_start_matches(['+', '-']);
+                let (h, m) = o.split_once(':').unwrap_or((o, "0"));
+                let h: i8 = h.parse().map_err(|_| format!("offset {o:?}"))?;
+                let m: i8 = m.parse().map_err(|_| format!("offset {o:?}"))?;
+                time::UtcOffset::from_hms(sign * h, sign * m, 0).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(BusinessHours {
+            days: set,
+            from_minute: minute(from)?,
+            to_minute: minute(to)?,
+            offset,
+        })
+    }
+
+    pub fn open_at(&self, now: time::OffsetDateTime) -> bool {
+        let local = now.to_offset(self.offset);
+        let day = local.weekday().number_days_from_monday() as usize;
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
+        self.days[day] && minute >= self.from_minute && minute < self.to_minute
+    }
 }
 
 impl Queue {
@@ -552,6 +641,16 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
                 Duration::from_secs(1)
             }
         };
+        let business_hours =
+            q.business_hours
+                .as_ref()
+                .and_then(|b| match BusinessHours::parse(b.get_ref()) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        c.at(span(b), format!("{base}.business_hours"), e);
+                        None
+                    }
+                });
         queues.insert(
             key.clone(),
             Queue {
@@ -559,6 +658,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
                 address: q.address.into_inner().trim().to_string(),
                 names: q.name,
                 response_time,
+                business_hours,
             },
         );
     }
@@ -777,6 +877,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         }
     });
     let threading = Threading {
+        followup_check: duration_key(
+            c,
+            "threading.followup_check",
+            &f.threading.followup_check,
+            Duration::from_secs(60),
+        ),
         subject_window: duration_key(
             c,
             "threading.subject_window",
@@ -1034,6 +1140,21 @@ fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn business_hours() {
+        let b = BusinessHours::parse("Mon-Fri 09:00-18:00 +03:00").unwrap();
+        let t = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert!(b.open_at(t("2026-11-23T06:00:00Z"))); // Monday 09:00 in Moscow
+        assert!(!b.open_at(t("2026-11-23T05:59:00Z")));
+        assert!(!b.open_at(t("2026-11-23T15:00:00Z"))); // 18:00 local: closed
+        assert!(!b.open_at(t("2026-11-22T10:00:00Z"))); // Sunday
+        assert!(BusinessHours::parse("Mon-Fry 09:00-18:00").is_err());
+        let w = BusinessHours::parse("Sat,Sun 10:00-12:00").unwrap();
+        assert!(w.open_at(t("2026-11-22T11:00:00Z")));
+    }
 
     fn shipped() -> String {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml")).unwrap()

@@ -94,6 +94,10 @@ pub struct Login {
     pub password_env: Option<String>,
     #[serde(default = "inbox")]
     pub folder: String,
+    /// The folder where this queue's staff replies are kept (e.g. "Sent"): watched so
+    /// that a ticket learns it was answered, and promises made in the replies.
+    #[serde(default)]
+    pub sent_folder: Option<String>,
 }
 
 fn inbox() -> String {
