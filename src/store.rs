@@ -306,10 +306,24 @@ fn id_key(id: &str) -> Vec<u8> {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        // sled releases its file lock from a background thread a moment after the last
+        // handle is dropped: a restart (or a test) that opens at once waits for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::Config::new()
+                .path(dir.join("db"))
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => break r?,
+            }
+        };
         Ok(Store {
             meta: db.open_tree("meta")?,
             checkpoints: db.open_tree("checkpoints")?,
