@@ -386,7 +386,15 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
         .subject(subject_with_tag(&ctx.tag, &subject))
         .date(a.now)
         .message_id(Some(format!("<{}>", a.message_id)))
-        .raw_header(loop_header(&ctx.ticket, "acknowledgement", &ctx.mailbox))
+        .raw_header(loop_header(
+            &ctx.ticket,
+            if a.which == "ack" {
+                "acknowledgement"
+            } else {
+                a.which
+            },
+            &ctx.mailbox,
+        ))
         // RFC 3834: marks this as an automatic reply, so other robots do not answer it.
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),

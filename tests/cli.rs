@@ -278,3 +278,103 @@ fn demo_triages_the_samples_into_files() {
         assert!(m.header_raw("X-Mailtriage").is_some());
     }
 }
+
+#[test]
+fn explain_json_shows_thread_match_flags_and_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let rules_text = std::fs::read_to_string(root().join("rules.toml")).unwrap()
+        + &format!(
+            "\n[[incidents]]\nid = \"INC-9\"\nbody = '(?i)invoice page'\nsince = \"{}\"\ntext = {{ en = \"Invoices are slow today.\" }}\n",
+            fmt(now - time::Duration::hours(1))
+        );
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, rules_text).unwrap();
+    let first = root().join("samples/01-outage-to-billing-ru.eml");
+    let o = bin()
+        .args(["triage", "--rules"])
+        .arg(&rules)
+        .arg("--outbox")
+        .arg(dir.path().join("o"))
+        .arg("--state")
+        .arg(&state)
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let raw = std::fs::read(&first).unwrap();
+    let id = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+
+    let reply = dir.path().join("reply.eml");
+    std::fs::write(
+        &reply,
+        format!(
+            "From: Ivan <ivan.petrov@mail.ru>\r\nTo: sales@example.test\r\nSubject: Re: still broken\r\nMessage-ID: <r1@mail.ru>\r\nIn-Reply-To: <{id}>\r\nReferences: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nYou idiots, the invoice page is broken too. Please send a quote.\r\n"
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["explain", "--json", "--rules"])
+        .arg(&rules)
+        .arg("--state")
+        .arg(&state)
+        .arg(&reply)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["joined_by"], "references", "{v:#}");
+    assert_eq!(v["ticket"], "T-1001");
+    assert_eq!(
+        v["category"],
+        serde_json::Value::Null,
+        "a follow-up is not classified again"
+    );
+    assert_eq!(
+        v["queue"], "support",
+        "it goes to the queue that owns the ticket"
+    );
+    assert_eq!(v["action"], "forward");
+    assert!(
+        v["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == "profanity" && f["matched"] == "idiots"),
+        "{v:#}"
+    );
+    assert_eq!(v["incident"], "INC-9");
+    assert!(
+        v["mails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["kind"] == "escalation"),
+        "{v:#}"
+    );
+    // explain wrote nothing: the state still holds one ticket.
+    let o = bin()
+        .args(["tickets", "list", "--rules"])
+        .arg(&rules)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        1,
+        "{}",
+        text(&o)
+    );
+}
