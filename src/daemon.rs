@@ -33,12 +33,17 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         let lines: Vec<String> = mismatch.iter().map(|e| e.to_string()).collect();
         return Err(Failure(lines.join("\n")));
     }
-    let store = Store::open(&settings.state_dir).map_err(|e| {
+    let (store, recovered) = Store::open_or_recover(&settings.state_dir).map_err(|e| {
         Failure(format!(
             "state directory {}: {e}",
             settings.state_dir.display()
         ))
     })?;
+    if let Some((aside, why)) = recovered {
+        // Tickets, history and unsent mail of the old state are not in the new one: an
+        // operator should look at what was moved aside.
+        tracing::error!(moved_to = %aside.display(), error = %why, "State database would not open; it was moved aside and a fresh state started. Messages marked on the server are not triaged again; tickets and unsent mail of the old state are in the moved directory.");
+    }
     let transport = Transport::smtp(&settings.smtp)?;
     let tls = match settings.imap.tls {
         crate::config::TlsMode::Plaintext => None,

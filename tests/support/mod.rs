@@ -40,6 +40,8 @@
 //! current-thread runtime (in `wait_until`, say) also stops the daemon's tasks running on it.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
