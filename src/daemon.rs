@@ -82,11 +82,14 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     tracker.close();
     tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
 
-    wait_for_signal().await;
+    let mut signals = Signals::new();
+    signals.recv().await;
     tracing::info!("Stopping: finishing the messages in hand.");
     stop.cancel();
-    tokio::spawn(async {
-        wait_for_signal().await;
+    // The same listeners: a second signal that arrives before this task first runs is
+    // still seen (a listener made now would miss it).
+    tokio::spawn(async move {
+        signals.recv().await;
         eprintln!("second signal: exiting at once");
         std::process::exit(130);
     });
@@ -107,14 +110,34 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, listened to from the start, so that no signal is missed between
+/// two waits.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
     }
 }

@@ -96,7 +96,11 @@ fn triage_all(files: &[PathBuf]) -> (usize, usize) {
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON report per line"))
             .collect();
-        assert_eq!(lines.len(), chunk.len(), "a report for every file of {chunk:?}");
+        assert_eq!(
+            lines.len(),
+            chunk.len(),
+            "a report for every file of {chunk:?}"
+        );
         for l in &lines {
             if l["action"] == "quarantine" {
                 quarantined += 1;
@@ -119,9 +123,16 @@ fn mail_parser_corpus_goes_through_triage_without_a_panic() {
     let mut files = Vec::new();
     files_under(&mail_parser_corpus(), &mut files);
     files.sort();
-    assert!(files.len() > 100, "mail-parser corpus too small: {}", files.len());
+    assert!(
+        files.len() > 100,
+        "mail-parser corpus too small: {}",
+        files.len()
+    );
     let (t, q) = triage_all(&files);
-    eprintln!("mail-parser corpus: {} files, {t} triaged, {q} quarantined, 0 panics", files.len());
+    eprintln!(
+        "mail-parser corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
+        files.len()
+    );
 }
 
 #[test]
@@ -129,17 +140,19 @@ fn cpython_test_email_corpus_goes_through_triage_without_a_panic() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(cpython_corpus())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("msg_")
-        })
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("msg_"))
         .collect();
     files.sort();
-    assert!(files.len() > 40, "CPython corpus too small: {}", files.len());
+    assert!(
+        files.len() > 40,
+        "CPython corpus too small: {}",
+        files.len()
+    );
     let (t, q) = triage_all(&files);
-    eprintln!("CPython corpus: {} files, {t} triaged, {q} quarantined, 0 panics", files.len());
+    eprintln!(
+        "CPython corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
+        files.len()
+    );
 }
 
 #[test]

@@ -114,7 +114,9 @@ fn sigkill_at_random_moments_loses_nothing_and_decides_nothing_twice() {
     let log = dir.path().join("daemon.log");
 
     // The backlog is on the server before the daemon first starts.
-    let customers: Vec<String> = (1..=20).map(|c| format!("customer{c}@example.test")).collect();
+    let customers: Vec<String> = (1..=20)
+        .map(|c| format!("customer{c}@example.test"))
+        .collect();
     for i in 0..messages {
         let customer = &customers[i % customers.len()];
         stack.send(customer, &["billing@example.test"], &request(i, customer));
@@ -140,7 +142,9 @@ fn sigkill_at_random_moments_loses_nothing_and_decides_nothing_twice() {
     // One last run to the end.
     let daemon = Daemon::start_with(&cfg, &log, &rules);
     let limit = Duration::from_secs(120 + messages as u64);
-    let originals: BTreeSet<String> = (0..messages).map(|i| format!("crash-{i}@client.test")).collect();
+    let originals: BTreeSet<String> = (0..messages)
+        .map(|i| format!("crash-{i}@client.test"))
+        .collect();
     stack.wait_until("support@example.test", "INBOX", limit, |ms| {
         let seen: BTreeSet<String> = ms.iter().filter_map(|m| about(m, "References")).collect();
         originals.iter().all(|id| seen.contains(id))
@@ -209,7 +213,11 @@ fn sigkill_at_random_moments_loses_nothing_and_decides_nothing_twice() {
         decided_twice.is_empty(),
         "mails decided twice (two different Message-IDs for one original): {decided_twice:?}"
     );
-    assert_eq!(copies.len(), 2 * messages, "one forward and one ack per message");
+    assert_eq!(
+        copies.len(),
+        2 * messages,
+        "one forward and one ack per message"
+    );
     // The only copies allowed are resends of the one mail a start named as being handed
     // to SMTP when the daemon was killed (SMTP cannot say whether it had accepted it).
     for (id, n) in &duplicated {
@@ -218,4 +226,313 @@ fn sigkill_at_random_moments_loses_nothing_and_decides_nothing_twice() {
             "{id} arrived {n} times but was not a named uncertain resend; uncertain: {uncertain:?}"
         );
     }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn outage_request(id: &str, customer: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <{customer}>\r\nTo: billing@example.test\r\nSubject: Website is down\r\nMessage-ID: <{id}>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nError 500 on every page.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Forwards of the original `id` that reached support@.
+fn forwards_of(stack: &Stack, id: &str) -> usize {
+    stack
+        .fetch_all("support@example.test", "INBOX")
+        .iter()
+        .filter(|m| {
+            header(&m.raw, "X-Mailtriage").is_some_and(|h| h.contains("kind=forward"))
+                && header(&m.raw, "References").is_some_and(|r| r.contains(id))
+        })
+        .count()
+}
+
+fn wait_forwarded(stack: &Stack, id: &str) {
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+        ms.iter()
+            .any(|m| header(&m.raw, "References").is_some_and(|r| r.contains(id)))
+    });
+}
+
+/// Polls the daemon's log until it holds `text`; panics with the log after `WAIT`.
+fn wait_log(daemon: &Daemon, text: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !daemon.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said {text:?}:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rewrites `key = old` to `key = new` on the first line holding it.
+fn edit_config(cfg: &Path, old: &str, new: &str) {
+    let s = std::fs::read_to_string(cfg).unwrap();
+    assert!(s.contains(old), "{old:?} not in the config");
+    std::fs::write(cfg, s.replacen(old, new, 1)).unwrap();
+}
+
+/// A server that accepts connections and never says a word: a stalled IMAP or SMTP
+/// server. The sockets are kept open while it lives.
+fn stalled_listener() -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    (port, h)
+}
+
+#[test]
+fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    let log = dir.path().join("daemon.log");
+
+    let daemon = Daemon::start(&cfg, &log);
+    stack.send(
+        "customer1@example.test",
+        &["billing@example.test"],
+        &outage_request("before-corrupt@client.test", "customer1@example.test"),
+    );
+    wait_forwarded(&stack, "before-corrupt@client.test");
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().all(|m| m.has_flag("$Triaged"))
+    });
+    assert!(daemon.stop().success());
+
+    // sled refuses a config file it cannot read; the log is cut short too.
+    std::fs::write(state.join("db/conf"), b"\x9c\xff garbage \x00\x01").unwrap();
+    let db = state.join("db/db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+
+    let daemon = Daemon::start(&cfg, &log);
+    stack.send(
+        "customer2@example.test",
+        &["billing@example.test"],
+        &outage_request("after-corrupt@client.test", "customer2@example.test"),
+    );
+    wait_forwarded(&stack, "after-corrupt@client.test");
+    stack.drain();
+    let text = daemon.log();
+    assert!(daemon.stop().success());
+
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("moved aside") && l.contains("db.broken-")),
+        "an ERROR says the state was moved aside and where:\n{text}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("db.broken-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the broken state is kept for the operator");
+    assert_eq!(
+        forwards_of(&stack, "before-corrupt@client.test"),
+        1,
+        "not forwarded twice"
+    );
+    assert_eq!(forwards_of(&stack, "after-corrupt@client.test"), 1);
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_state_on_disk() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let raw = outage_request("sigterm-1@client.test", "customer3@example.test");
+    stack.send("customer3@example.test", &["billing@example.test"], &raw);
+    wait_forwarded(&stack, "sigterm-1@client.test");
+    let st = daemon.stop();
+    assert!(st.success(), "{st}");
+
+    // What the daemon did is in the state it left: `explain` on that state knows the
+    // message.
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, &raw).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .arg("explain")
+        .arg(&file)
+        .arg("--rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
+        .args(["--mailbox", "billing", "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["acknowledgement"]["suppressed"], "already-triaged", "{v}");
+    assert!(
+        v["ticket"].as_str().is_some_and(|t| t.starts_with("T-")),
+        "{v}"
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once_while_the_first_waits_for_a_stalled_smtp_server() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let (port, _held) = stalled_listener();
+    edit_config(
+        &cfg,
+        &format!("port = {}", stack.smtp_port),
+        &format!("port = {port}"),
+    );
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    stack.send(
+        "customer4@example.test",
+        &["billing@example.test"],
+        &outage_request("second-signal@client.test", "customer4@example.test"),
+    );
+    // The mail is decided and waits in the outbox: the sender is stuck on the server
+    // that never answers, so a first SIGTERM waits for its bounded last drain.
+    wait_log(&daemon, "Message triaged.");
+    daemon.signal("TERM");
+    wait_log(&daemon, "Stopping");
+    daemon.signal("TERM");
+    let st = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        st.code(),
+        Some(130),
+        "a second signal exits at once, with 130"
+    );
+}
+
+#[test]
+fn postfix_outage_keeps_the_outbox_and_it_drains_when_postfix_returns() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let ids: Vec<String> = (0..3).map(|i| format!("outage-{i}@client.test")).collect();
+    for id in &ids {
+        stack.send(
+            "customer5@example.test",
+            &["billing@example.test"],
+            &outage_request(id, "customer5@example.test"),
+        );
+    }
+    stack.drain();
+    let postfix = stack.dir.join("postfix/etc");
+    let st = std::process::Command::new("postfix")
+        .arg("-c")
+        .arg(&postfix)
+        .arg("stop")
+        .status()
+        .unwrap();
+    assert!(st.success(), "postfix stop");
+
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    // Triaged, and the sends fail while Postfix is away.
+    wait_log(&daemon, "Delivery failed; will retry.");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(forwards_of(&stack, &ids[0]), 0);
+
+    stack.mailstack(&["up"]);
+    for id in &ids {
+        wait_forwarded(&stack, id);
+    }
+    stack.wait_until("customer5@example.test", "INBOX", WAIT, |ms| {
+        ms.len() == ids.len()
+    });
+    stack.drain();
+    assert!(daemon.stop().success());
+    for id in &ids {
+        assert_eq!(forwards_of(&stack, id), 1, "{id}");
+    }
+    assert_eq!(
+        stack.fetch_all("customer5@example.test", "INBOX").len(),
+        ids.len()
+    );
+}
+
+#[test]
+fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothing_twice() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    stack.send(
+        "customer6@example.test",
+        &["billing@example.test"],
+        &outage_request("before-restart@client.test", "customer6@example.test"),
+    );
+    wait_forwarded(&stack, "before-restart@client.test");
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().all(|m| m.has_flag("$Triaged"))
+    });
+
+    // While the daemon idles: the servers go down, billing@'s UID list and indexes are
+    // lost (Dovecot then gives the folder a new UIDVALIDITY; the keywords stay in the
+    // maildir file names), and the servers come back.
+    stack.mailstack(&["down"]);
+    let maildir = stack.dir.join("mail/example.test/billing/Maildir");
+    for e in std::fs::read_dir(&maildir).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        if n == "dovecot-uidlist" || n.starts_with("dovecot.index") {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    stack.mailstack(&["up"]);
+    stack.send(
+        "customer6@example.test",
+        &["billing@example.test"],
+        &outage_request("after-restart@client.test", "customer6@example.test"),
+    );
+    wait_forwarded(&stack, "after-restart@client.test");
+    stack.drain();
+    let text = daemon.log();
+    assert!(daemon.stop().success());
+    assert!(text.contains("reconnecting"), "{text}");
+    assert!(text.contains("UIDVALIDITY changed"), "{text}");
+    assert_eq!(forwards_of(&stack, "before-restart@client.test"), 1);
+    assert_eq!(forwards_of(&stack, "after-restart@client.test"), 1);
+    assert_eq!(stack.fetch_all("customer6@example.test", "INBOX").len(), 2);
+}
+
+#[test]
+fn stalled_imap_server_is_detected_by_timeouts() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let (port, _held) = stalled_listener();
+    edit_config(
+        &cfg,
+        &format!("port = {}", stack.imaps_port),
+        &format!("port = {port}"),
+    );
+    edit_config(&cfg, "timeout = \"10s\"", "timeout = \"1s\"");
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    wait_log(&daemon, "no answer within 1s");
+    // It goes on trying (and says so) rather than hanging on the first connection.
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon
+        .log()
+        .matches("Mailbox connection failed; reconnecting.")
+        .count()
+        < 8
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.stop().success());
 }

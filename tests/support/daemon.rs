@@ -164,4 +164,3 @@ timeout = "10s"
         .unwrap();
     path
 }
-
