@@ -9,7 +9,8 @@ use std::process::Command;
 
 /// "Website is down\r\nBcc: victim@evil.test" and "Evil\r\nBcc: victim@evil.test",
 /// hidden in encoded words, plus the same raw in a folded line.
-const HOSTILE: &[u8] = b"From: =?utf-8?B?RXZpbA0KQmNjOiB2aWN0aW1AZXZpbC50ZXN0?= <customer8@example.test>\r\n\
+const HOSTILE: &[u8] =
+    b"From: =?utf-8?B?RXZpbA0KQmNjOiB2aWN0aW1AZXZpbC50ZXN0?= <customer8@example.test>\r\n\
 Reply-To: \"Name\r\n Bcc: victim@evil.test\" <customer8@example.test>\r\n\
 To: billing@example.test\r\n\
 Subject: =?utf-8?Q?Website_is_down=0D=0ABcc:_victim@evil.test=0D=0A=0D=0Abody?=\r\n\
@@ -83,6 +84,9 @@ fn crlf_and_encoded_words_cannot_inject_headers_into_forward_or_ack() {
         assert!(parsed.bcc().is_none() && parsed.cc().is_none());
         // The hostile text survives as text on one line, visible to the reader.
         let subject = parsed.subject().unwrap_or_default();
-        assert!(!subject.contains('\r') && !subject.contains('\n'), "{subject:?}");
+        assert!(
+            !subject.contains('\r') && !subject.contains('\n'),
+            "{subject:?}"
+        );
     }
 }

@@ -536,3 +536,51 @@ fn stalled_imap_server_is_detected_by_timeouts() {
     }
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn vacation_responder_and_a_redirecting_customer_do_not_start_a_loop() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    // customer9 answers everything with a vacation notice and also sends a copy of
+    // everything it receives back to billing@: a robot that would feed a loop.
+    let script = dir.path().join("vacation.sieve");
+    std::fs::write(
+        &script,
+        "require [\"vacation\", \"copy\"];\nredirect :copy \"billing@example.test\";\nvacation :days 1 :subject \"Out of office\" \"I am away until Monday.\";\n",
+    )
+    .unwrap();
+    stack.mailstack(&["sieve", "customer9@example.test", script.to_str().unwrap()]);
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    stack.send(
+        "customer9@example.test",
+        &["billing@example.test"],
+        &outage_request("loop-1@client.test", "customer9@example.test"),
+    );
+    wait_forwarded(&stack, "loop-1@client.test");
+    stack.wait_until("customer9@example.test", "INBOX", WAIT, |ms| !ms.is_empty());
+    // The ack's copy comes back to billing@ and is recognised as the daemon's own mail.
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| ms.len() == 2);
+    wait_log(&daemon, "action=ignore");
+    // Settled: another round of every robot involved changes nothing.
+    stack.drain();
+    std::thread::sleep(Duration::from_secs(3));
+    stack.drain();
+    let customer = stack.fetch_all("customer9@example.test", "INBOX");
+    let billing = stack.fetch_all("billing@example.test", "INBOX");
+    let support = stack.fetch_all("support@example.test", "INBOX");
+    assert!(daemon.stop().success());
+    assert_eq!(
+        customer.len(),
+        1,
+        "one acknowledgement for the ticket, nothing more"
+    );
+    assert_eq!(billing.len(), 2, "the request and the ack's copy, no more");
+    assert_eq!(support.len(), 1, "one forward");
+    let sink = stack.fetch_all("sink@example.test", "INBOX");
+    assert!(
+        sink.iter()
+            .all(|m| !String::from_utf8_lossy(&m.raw).contains("Out of office")),
+        "no vacation notice went out"
+    );
+}
