@@ -33,12 +33,17 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         let lines: Vec<String> = mismatch.iter().map(|e| e.to_string()).collect();
         return Err(Failure(lines.join("\n")));
     }
-    let store = Store::open(&settings.state_dir).map_err(|e| {
+    let (store, recovered) = Store::open_or_recover(&settings.state_dir).map_err(|e| {
         Failure(format!(
             "state directory {}: {e}",
             settings.state_dir.display()
         ))
     })?;
+    if let Some((aside, why)) = recovered {
+        // Tickets, history and unsent mail of the old state are not in the new one: an
+        // operator should look at what was moved aside.
+        tracing::error!(moved_to = %aside.display(), error = %why, "State database would not open; it was moved aside and a fresh state started. Messages marked on the server are not triaged again; tickets and unsent mail of the old state are in the moved directory.");
+    }
     let transport = Transport::smtp(&settings.smtp)?;
     let tls = match settings.imap.tls {
         crate::config::TlsMode::Plaintext => None,
@@ -94,11 +99,14 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     tracker.close();
     tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
 
-    wait_for_signal().await;
+    let mut signals = Signals::new();
+    signals.recv().await;
     tracing::info!("Stopping: finishing the messages in hand.");
     stop.cancel();
-    tokio::spawn(async {
-        wait_for_signal().await;
+    // The same listeners: a second signal that arrives before this task first runs is
+    // still seen (a listener made now would miss it).
+    tokio::spawn(async move {
+        signals.recv().await;
         eprintln!("second signal: exiting at once");
         std::process::exit(130);
     });
@@ -120,15 +128,35 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, listened to from the start, so that no signal is missed between
+/// two waits.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
     }
 }
 

@@ -146,9 +146,12 @@ pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, Smtp
     let mut d = Drained::default();
     let total = entries.len();
     for (i, (key, m)) in entries.into_iter().enumerate() {
+        store.outbox_sending(key).await?;
         match transport.deliver(&m).await {
             Delivery::Accepted => {
+                // Written at once: until then a crash sends this mail a second time.
                 store.outbox_done(key)?;
+                store.flush_async().await?;
                 d.sent += 1;
                 tracing::info!(ticket = %m.ticket, message_id = %m.message_id, kind = ?m.kind, to = ?m.to, "Mail accepted.");
             }
@@ -179,6 +182,16 @@ pub async fn run(
     stop: CancellationToken,
     final_drain: Duration,
 ) {
+    match store.outbox_uncertain() {
+        Ok(Some((_, m))) => tracing::warn!(
+            uncertain = %m.message_id,
+            ticket = %m.ticket,
+            to = ?m.to,
+            "Mail was being handed to SMTP when the last run stopped; it is sent again with the same Message-ID, and a receiver may see it twice."
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "Outbox cannot be read at start."),
+    }
     let mut backoff = Duration::from_secs(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(60);
     const IDLE_RESCAN: Duration = Duration::from_secs(30);

@@ -10,7 +10,7 @@
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -337,6 +337,41 @@ impl Store {
         })
     }
 
+    /// Opens the state, or, when sled cannot open it (truncated or corrupt files, a
+    /// panic inside sled), moves the database aside as `db.broken-UNIXTIME` and opens a
+    /// fresh one. Returns the path it was moved to, for the operator. The marks the
+    /// daemon leaves on the server (`$Triaged`, `$Quarantined`) keep a fresh state from
+    /// triaging handled messages again.
+    pub fn open_or_recover(dir: &Path) -> Result<(Store, Option<(PathBuf, String)>), StoreError> {
+        let opened = std::panic::catch_unwind(|| Store::open(dir)).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "sled panicked".into());
+            Err(StoreError::Corrupt {
+                what: "database".into(),
+                err: what,
+            })
+        });
+        let err = match opened {
+            Ok(s) => return Ok((s, None)),
+            Err(e) => e,
+        };
+        let db = dir.join("db");
+        if !db.exists() {
+            return Err(err);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = dir.join(format!("db.broken-{stamp}"));
+        std::fs::rename(&db, &aside).map_err(|e| StoreError::Sled(e.into()))?;
+        let store = Store::open(dir)?;
+        Ok((store, Some((aside, err.to_string()))))
+    }
+
     /// Makes everything written so far durable. Called once per batch, before any mail
     /// of that batch is handed to SMTP.
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -532,10 +567,33 @@ impl Store {
         self.outbox.len()
     }
 
-    /// The SMTP server accepted the mail: it leaves the outbox.
+    /// The SMTP server accepted the mail: it leaves the outbox. The caller flushes at
+    /// once: until the removal is written, a crash sends the mail again.
     pub fn outbox_done(&self, key: u64) -> Result<(), StoreError> {
         self.outbox.remove(key.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Notes, before the attempt, which outbox entry is being handed to SMTP. SMTP has no
+    /// two-phase commit: a crash between the server's acceptance and the written removal
+    /// cannot be told from a crash before acceptance. This note lets the next start name
+    /// the one entry (there is a single sender) whose fate is unknown.
+    pub async fn outbox_sending(&self, key: u64) -> Result<(), StoreError> {
+        self.meta.insert(b"outbox_sending", &key.to_be_bytes())?;
+        self.flush_async().await
+    }
+
+    /// The entry that was being handed to SMTP when the last run stopped, if it is still
+    /// in the outbox: the server may or may not have accepted it.
+    pub fn outbox_uncertain(&self) -> Result<Option<(u64, OutMail)>, StoreError> {
+        let Some(k) = self.meta.get(b"outbox_sending")? else {
+            return Ok(None);
+        };
+        let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+        self.outbox
+            .get(key.to_be_bytes())?
+            .map(|v| Ok((key, OutMail::decode(&v)?)))
+            .transpose()
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where

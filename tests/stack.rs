@@ -340,7 +340,7 @@ fn forwarded_message_is_moved_to_the_configured_folder() {
     );
     let rules_path = dir.path().join("rules.toml");
     std::fs::write(&rules_path, rules).unwrap();
-    let daemon = Daemon::start_with(&rules_path, &cfg, &dir.path().join("daemon.log"));
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules_path);
 
     let id = "move-1@example.test";
     let raw = message(

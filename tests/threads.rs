@@ -326,7 +326,7 @@ text = {{ en = "Login problems are being fixed.", ru = "Проблемы со в
         past = fmt(now - time::Duration::minutes(5)),
     );
     let rules = write_rules(dir.path(), &(shipped_rules() + &incidents));
-    let daemon = Daemon::start_with(&rules, &cfg, &dir.path().join("daemon.log"));
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
 
     stack.send(
         "customer4@example.test",
@@ -500,7 +500,7 @@ fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
         .replacen("response_time = \"4h\"", "response_time = \"2s\"", 1)
         .replacen("[threading]\n", "[threading]\nfollowup_check = \"1s\"\n", 1);
     let rules = write_rules(dir.path(), &rules);
-    let daemon = Daemon::start_with(&rules, &cfg, &dir.path().join("daemon.log"));
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
 
     let id = "slow-1@example.test";
     stack.send(

@@ -1,5 +1,5 @@
-//! Running the daemon in integration tests: a `mailtriage run` child process with a
-//! mailtriage.toml written for a test stack, and helpers to recognise the mails it sends.
+//! The daemon under test: `mailtriage run` as a child process with a mailtriage.toml
+//! written for a [`Stack`], and the signals the tests send it.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,15 +18,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the daemon with the shipped rules.toml.
     pub fn start(config: &Path, log: &Path) -> Daemon {
-        Self::start_with(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"),
-            config,
-            log,
-        )
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml");
+        Daemon::start_with(config, log, &rules)
     }
 
-    pub fn start_with(rules: &Path, config: &Path, log: &Path) -> Daemon {
+    /// Starts the daemon with the given rules; its stderr is appended to `log`.
+    pub fn start_with(config: &Path, log: &Path, rules: &Path) -> Daemon {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,6 +50,41 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (a name for kill(1): "TERM", "KILL", "INT").
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("daemon running");
+        let st = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal} failed");
+    }
+
+    /// SIGKILL: the daemon dies wherever it is, with no chance to flush anything.
+    pub fn kill(mut self) {
+        self.signal("KILL");
+        let mut child = self.child.take().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits for the daemon to exit after a signal already sent; panics with the log
+    /// when it has not exited within `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.
