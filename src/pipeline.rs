@@ -1278,3 +1278,86 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
 pub fn why_words(rules: &Rules, mailbox: &Mailbox, queue: &str, why: &Why) -> String {
     words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rules() -> Rules {
+        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+    }
+
+    fn mail(from: &str, subject: &str, id: &str) -> Vec<u8> {
+        format!("From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe website is down.\r\n").into_bytes()
+    }
+
+    #[test]
+    fn tags_as_people_and_systems_write_them() {
+        let r = rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mb = &r.mailboxes["support"];
+        let first = triage(
+            &r,
+            &store,
+            Incoming {
+                mailbox: mb,
+                raw: &mail("ivan@mail.example", "Site down", "a1@x"),
+                source: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let t = first.ticket.unwrap();
+        let n = t.trim_start_matches("T-");
+        let joined = |from: &str, subject: String, id: &str| {
+            let raw = mail(from, &subject, id);
+            let m = parse(&raw).unwrap();
+            thread_view(&r, Some(&store), &m, id, SystemTime::now())
+                .unwrap()
+                .ticket
+                .map(|(t, j)| (t.id, j))
+        };
+        for s in [
+            format!("Re: [#{t}] Site down"),
+            format!("AW: [{t}] x"),
+            format!("RE: #{t} x"),
+            format!("[ t-{n} ] x"),
+        ] {
+            assert_eq!(
+                joined("other@mail.example", s.clone(), "b@x"),
+                Some((t.clone(), JoinedBy::SubjectTag)),
+                "{s}"
+            );
+        }
+        // A bare number-like tag is trusted only from the ticket's customer.
+        assert_eq!(
+            joined("ivan@mail.example", format!("about T{n}"), "c@x"),
+            Some((t.clone(), JoinedBy::SubjectTag))
+        );
+        assert_eq!(
+            joined("other@mail.example", format!("about T{n}"), "d@x"),
+            None
+        );
+        // Same sender, same subject without any tag: joined within the window.
+        assert_eq!(
+            joined("ivan@mail.example", "RE: Fwd: site   DOWN".into(), "e@x"),
+            Some((t.clone(), JoinedBy::SenderSubject))
+        );
+        assert_eq!(
+            joined("other@mail.example", "Site down".into(), "f@x"),
+            None
+        );
+    }
+
+    #[test]
+    fn normalised_subjects() {
+        assert_eq!(
+            normalised_subject("Re: AW: [#T-1001] Site  Down"),
+            "site down"
+        );
+        assert_eq!(normalised_subject("Ответ: Fwd: Счёт"), "счёт");
+        assert_eq!(normalised_subject("[users] Re: digest"), "digest");
+    }
+}
