@@ -230,7 +230,7 @@ pub fn explain(
 ) -> Result<(), Failure> {
     let rules = load_rules(&cli.rules)?;
     let raw = read(file)?;
-    if let Err(e) = parse(&raw) {
+    if let Err(e) = pipeline::read_mail(&rules, &raw) {
         return Err(Failure(format!(
             "{}: not a message mailtriage can read: {e}",
             file.display()

@@ -112,6 +112,8 @@ pub enum Suppression {
     NotARequest,
     /// Written by staff (not the ticket's customer): nobody to acknowledge.
     FromStaff,
+    /// A trusted server says the message fails DMARC: the sender may be forged.
+    DmarcFail,
 }
 
 impl Suppression {
@@ -131,6 +133,7 @@ impl Suppression {
             Suppression::NoAddress => "no-address",
             Suppression::NotARequest => "not-a-request",
             Suppression::FromStaff => "from-staff",
+            Suppression::DmarcFail => "dmarc-fail",
         }
     }
 
@@ -155,6 +158,9 @@ impl Suppression {
             Suppression::NoAddress => "there is no address to answer to",
             Suppression::NotARequest => "the message is not a customer request",
             Suppression::FromStaff => "the message is from staff, not from the ticket's customer",
+            Suppression::DmarcFail => {
+                "a trusted server says the message fails DMARC (the sender may be forged)"
+            }
         }
     }
 }
@@ -265,7 +271,9 @@ pub fn decide(
         };
     }
     let joined = thread.ticket.as_ref().map(|(t, _)| t);
-    let ack = match auto_reply_forbidden(mail) {
+    let ack = match auto_reply_forbidden(mail)
+        .or_else(|| dmarc_fails(rules, mail).then_some(Suppression::DmarcFail))
+    {
         Some(reason) => AckPlan::No { reason },
         None if !from_customer => AckPlan::No {
             reason: Suppression::FromStaff,
@@ -475,6 +483,29 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
     None
 }
 
+/// `Authentication-Results: mx.example.com; ... dmarc=fail ...` from a trusted server.
+/// Results from other servers are ignored: anyone can write that header.
+pub fn dmarc_fails(rules: &Rules, mail: &Mail) -> bool {
+    if rules.company.trusted_authserv_ids.is_empty() {
+        return false;
+    }
+    mail.headers
+        .iter()
+        .filter(|(n, _)| n == "authentication-results")
+        .any(|(_, v)| {
+            let mut parts = v.split(';');
+            let id = parts
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            rules.company.trusted_authserv_ids.contains(&id)
+                && parts.any(|p| p.trim().to_ascii_lowercase().starts_with("dmarc=fail"))
+        })
+}
+
 fn is_robot_address(addr: &str) -> bool {
     let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
     let squashed: String = local
@@ -648,6 +679,47 @@ mod tests {
             "Site is down",
             "error 500",
             &ThreadView::default(),
+        );
+        assert!(p.ack.is_yes());
+    }
+
+    #[test]
+    fn dmarc_fail_from_a_trusted_server_only() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
+                .unwrap()
+                .replacen(
+                    "acks_per_sender_per_day = 5",
+                    "acks_per_sender_per_day = 5\ntrusted_authserv_ids = [\"mx.example.test\"]",
+                    1,
+                );
+        let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let plan = |h: &str| {
+            let raw = format!("{h}From: Ivan <ivan@bank.example>\r\nSubject: Site is down\r\nMessage-ID: <d1@x>\r\n\r\nerror 500\r\n");
+            let mail = parse(raw.as_bytes()).unwrap();
+            let class = classify(&r, &mail);
+            decide(
+                &r,
+                &r.mailboxes["billing"],
+                &mail,
+                &class,
+                &ThreadView::default(),
+                time::OffsetDateTime::now_utc(),
+            )
+        };
+        let p = plan("Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=bank.example;\r\n dkim=none; dmarc=fail (p=reject) header.from=bank.example\r\n");
+        assert_eq!(
+            p.ack,
+            AckPlan::No {
+                reason: Suppression::DmarcFail
+            }
+        );
+        assert!(p.forwarded(), "still routed");
+        let p =
+            plan("Authentication-Results: evil.example; dmarc=fail header.from=bank.example\r\n");
+        assert!(p.ack.is_yes(), "an untrusted server's word is ignored");
+        let p = plan(
+            "Authentication-Results: mx.example.test; dmarc=pass header.from=bank.example\r\n",
         );
         assert!(p.ack.is_yes());
     }

@@ -61,6 +61,8 @@ pub struct Mail {
     /// Every header as (lower-case name, decoded or unfolded value), in order.
     pub headers: Vec<(String, String)>,
     pub size: usize,
+    /// Only the header was read: the message is over the size limit.
+    pub oversized: bool,
 }
 
 impl Mail {
@@ -178,7 +180,27 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
         text,
         headers,
         size: raw.len(),
+        oversized: false,
     })
+}
+
+/// Parses a message over the size limit: only its header is read (ids, addresses,
+/// subject, the loop-safety headers), so its body costs neither parse time nor memory
+/// beyond the bytes themselves. The text is left empty.
+pub fn parse_header_only(raw: &[u8]) -> Result<Mail, ParseError> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(raw.len().min(256 * 1024));
+    let mut head = raw[..end].to_vec();
+    head.extend_from_slice(b"\r\n");
+    let mut m = parse(&head)?;
+    m.text.clear();
+    m.size = raw.len();
+    m.oversized = true;
+    Ok(m)
 }
 
 fn raw_value(raw: &[u8], start: usize, end: usize) -> String {

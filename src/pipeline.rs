@@ -100,6 +100,15 @@ pub struct Report {
     pub incident: Option<String>,
 }
 
+/// Parses a message, reading only the header of one over `company.max_message_size`.
+pub fn read_mail(rules: &Rules, raw: &[u8]) -> Result<Mail, crate::message::ParseError> {
+    if raw.len() > rules.company.max_message_size {
+        crate::message::parse_header_only(raw)
+    } else {
+        parse(raw)
+    }
+}
+
 /// The key a message is known by: its Message-ID, or a digest of its bytes when it has
 /// none (so the same file or the same server copy is still recognised).
 pub fn message_key(mail: Option<&Mail>, raw: &[u8]) -> String {
@@ -469,7 +478,7 @@ pub fn explain(
     raw: &[u8],
     now: SystemTime,
 ) -> Result<Report, StoreError> {
-    let mail = match parse(raw) {
+    let mail = match read_mail(rules, raw) {
         Ok(m) => m,
         Err(e) => return Ok(quarantine_report(mailbox, format!("cannot be parsed: {e}"))),
     };
@@ -639,7 +648,7 @@ pub fn triage(
     };
 
     // parse
-    let mail = match parse(inc.raw) {
+    let mail = match read_mail(rules, inc.raw) {
         Ok(m) => m,
         Err(e) => {
             return quarantine(
@@ -726,7 +735,14 @@ pub fn triage(
     };
     let lang = ticket.language.clone();
     let qname = queue.name_in(&lang).to_string();
-    let why_text = words::why(&why, &mailbox.address, &qname, &lang);
+    let mut why_text = words::why(&why, &mailbox.address, &qname, &lang);
+    if ev.mail.oversized {
+        why_text.push_str(&words::oversized(
+            ev.mail.size,
+            rules.company.max_message_size,
+            &lang,
+        ));
+    }
 
     // history
     let event = |what| Event {
@@ -1105,7 +1121,7 @@ pub fn observe_sent(
     raw: &[u8],
     now: SystemTime,
 ) -> Result<Option<String>, StoreError> {
-    let Ok(mail) = parse(raw) else {
+    let Ok(mail) = read_mail(rules, raw) else {
         return Ok(None);
     };
     let key = message_key(Some(&mail), raw);
@@ -1348,6 +1364,51 @@ mod tests {
         assert_eq!(
             joined("other@mail.example", "Site down".into(), "f@x"),
             None
+        );
+    }
+
+    #[test]
+    fn oversized_mail_is_forwarded_whole_on_its_headers_alone() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
+                .unwrap()
+                .replacen(
+                    "acks_per_sender_per_day = 5",
+                    "acks_per_sender_per_day = 5\nmax_message_size = \"2KB\"",
+                    1,
+                );
+        let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <big@x>\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        for _ in 0..200 {
+            raw.extend_from_slice(b"please refund the invoice, please refund the invoice\r\n");
+        }
+        let rep = triage(
+            &r,
+            &store,
+            Incoming {
+                mailbox: &r.mailboxes["billing"],
+                raw: &raw,
+                source: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            rep.category.as_deref(),
+            Some("technical"),
+            "the body's billing words were not read"
+        );
+        assert_eq!(rep.action, "forward");
+        let out = store.outbox().unwrap();
+        let fwd = mail_parser::MessageParser::default()
+            .parse(&out[0].1.raw)
+            .unwrap();
+        assert!(fwd.body_text(0).unwrap().contains("over the limit"));
+        assert_eq!(
+            fwd.attachment(0).unwrap().message().unwrap().raw_message(),
+            &raw[..]
         );
     }
 

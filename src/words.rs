@@ -125,8 +125,19 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         Suppression::NoAddress => "нет адреса для ответа",
         Suppression::NotARequest => "письмо не является обращением клиента",
         Suppression::FromStaff => "письмо от сотрудника, а не от клиента",
+        Suppression::DmarcFail => "проверка DMARC не пройдена (отправитель может быть подделан)",
     }
     .to_string()
+}
+
+/// Added to the reason of a message over the size limit.
+pub fn oversized(size: usize, limit: usize, lang: &str) -> String {
+    let mb = |n: usize| format!("{:.1} MB", n as f64 / (1 << 20) as f64);
+    if ru(lang) {
+        format!(" (письмо размером {} больше предела {}: его текст не читался, решение принято по заголовкам)", mb(size), mb(limit))
+    } else {
+        format!(" (the message is {}, over the limit of {}: its body was not read; the decision rests on its headers)", mb(size), mb(limit))
+    }
 }
 
 pub fn arrived(mailbox: &str, subject: &str, lang: &str) -> String {

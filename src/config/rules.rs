@@ -103,6 +103,9 @@ mod raw {
         pub default_language: Spanned<String>,
         #[serde(default = "default_ack_cap")]
         pub acks_per_sender_per_day: u32,
+        #[serde(default)]
+        pub trusted_authserv_ids: Vec<String>,
+        pub max_message_size: Option<Spanned<String>>,
     }
 
     fn default_ack_cap() -> u32 {
@@ -267,6 +270,11 @@ pub struct Company {
     /// At most this many acknowledgements to one sender per day (UTC): a cap that stops
     /// any loop the RFC 3834 checks miss.
     pub acks_per_sender_per_day: u32,
+    /// Authentication-Results from these servers (their authserv-id) are believed: a
+    /// message they say fails DMARC gets no acknowledgement (its sender may be forged).
+    pub trusted_authserv_ids: Vec<String>,
+    /// Bigger messages are forwarded with a note without their body being read.
+    pub max_message_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -539,6 +547,24 @@ fn compile_regex(
     }
 }
 
+/// "25MB", "512 KiB", "1000000": sizes as admins write them.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}; write e.g. \"25MB\""))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?}; use KB, MB or GB")),
+    };
+    Ok(n * mult)
+}
+
 fn looks_like_address(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
@@ -594,6 +620,18 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         ack_from: co.ack_from.into_inner(),
         default_language: co.default_language.into_inner(),
         acks_per_sender_per_day: co.acks_per_sender_per_day,
+        trusted_authserv_ids: co
+            .trusted_authserv_ids
+            .iter()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .collect(),
+        max_message_size: match &co.max_message_size {
+            None => 25 << 20,
+            Some(v) => parse_size(v.get_ref()).unwrap_or_else(|e| {
+                c.at(span(v), "company.max_message_size", e);
+                25 << 20
+            }),
+        },
     };
 
     let mut queues = BTreeMap::new();
