@@ -689,8 +689,8 @@ mod tests {
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
                 .unwrap()
                 .replacen(
-                    "acks_per_sender_per_day = 5",
-                    "acks_per_sender_per_day = 5\ntrusted_authserv_ids = [\"mx.example.test\"]",
+                    "trusted_authserv_ids = []",
+                    "trusted_authserv_ids = [\"mx.example.test\"]",
                     1,
                 );
         let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();

@@ -1373,8 +1373,8 @@ mod tests {
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
                 .unwrap()
                 .replacen(
-                    "acks_per_sender_per_day = 5",
-                    "acks_per_sender_per_day = 5\nmax_message_size = \"2KB\"",
+                    "max_message_size = \"25MB\"",
+                    "max_message_size = \"2KB\"",
                     1,
                 );
         let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
