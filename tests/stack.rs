@@ -373,3 +373,74 @@ fn forwarded_message_is_moved_to_the_configured_folder() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn mailboxes_that_forward_to_each_other_do_not_loop_and_secrets_stay_out_of_the_log() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    // billing@ passes what it does not recognise to sales, sales@ passes it back to billing.
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+    let rules = shipped
+        .replacen(
+            "handles = [\"billing\"]\nunmatched = \"keep\"",
+            "handles = [\"billing\"]\nunmatched = \"sales\"",
+            1,
+        )
+        .replacen(
+            "handles = [\"sales\"]\nunmatched = \"keep\"",
+            "handles = [\"sales\"]\nunmatched = \"billing\"",
+            1,
+        );
+    assert_eq!(rules.matches("unmatched = \"sales\"").count(), 1);
+    assert_eq!(rules.matches("unmatched = \"billing\"").count(), 1);
+    let rules_path = dir.path().join("rules.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules_path);
+
+    let id = "loop-1@example.test";
+    let raw = message(
+        "customer9@example.test",
+        "billing@example.test",
+        id,
+        "Hello there",
+        "",
+        "Just a note about our meeting.",
+    );
+    stack.send("customer9@example.test", &["billing@example.test"], &raw);
+    stack.wait_until("sales@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, id))
+    });
+    stack.wait_until("customer9@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_ack_of(m, id))
+    });
+    // Give a loop every chance to show itself, then count.
+    std::thread::sleep(Duration::from_secs(3));
+    stack.drain();
+    let forwards = |user: &str| {
+        stack
+            .fetch_all(user, "INBOX")
+            .iter()
+            .filter(|m| is_forward_of(m, id))
+            .count()
+    };
+    assert_eq!(forwards("sales@example.test"), 1, "forwarded once to sales");
+    assert_eq!(
+        forwards("billing@example.test"),
+        0,
+        "sales@ did not pass the forward back: it is mailtriage's own mail"
+    );
+    assert_eq!(
+        stack.fetch_all("customer9@example.test", "INBOX").len(),
+        1,
+        "one acknowledgement"
+    );
+    let log = daemon.log();
+    assert!(log.contains("Mailbox connected."), "{log}");
+    assert!(
+        !log.contains(&stack.password),
+        "the password appears in the log:\n{log}"
+    );
+    assert!(daemon.stop().success());
+}
