@@ -1290,10 +1290,6 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
     }
 }
 
-/// Why: helper for callers that only have a `Why` (explain's text output).
-pub fn why_words(rules: &Rules, mailbox: &Mailbox, queue: &str, why: &Why) -> String {
-    words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en")
-}
 
 #[cfg(test)]
 mod tests {
