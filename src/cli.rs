@@ -336,19 +336,38 @@ fn explain_text(rules: &Rules, r: &Report) -> String {
 }
 
 fn summary_line(name: &str, r: &Report) -> String {
+    let request = match (&r.joined_by, &r.category) {
+        (Some(_), _) => format!("follow-up of {}", r.ticket.as_deref().unwrap_or("a ticket")),
+        (None, Some(c)) => format!("{c} request"),
+        (None, None) => "unrecognised request".to_string(),
+    };
     let what = match r.action {
         "forward" => format!(
-            "{} request -> forwarded to {} as {}",
-            r.category.as_deref().unwrap_or("unrecognised"),
+            "{request} -> forwarded to {} as {}",
             r.queue_address.as_deref().unwrap_or(""),
             r.ticket.as_deref().unwrap_or("")
         ),
         "keep" => format!(
-            "{} request -> kept for {} as {}",
-            r.category.as_deref().unwrap_or("unrecognised"),
+            "{request} -> kept for {} as {}",
             r.queue.as_deref().unwrap_or(""),
             r.ticket.as_deref().unwrap_or("")
         ),
+        _ => String::new(),
+    };
+    let flags = if r.flags.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = r.flags.iter().map(|f| f.rule.as_str()).collect();
+        let copy = r
+            .mails
+            .iter()
+            .find(|m| m.kind == "escalation")
+            .map(|m| format!(", copy to {}", m.to.join(", ")))
+            .unwrap_or_default();
+        format!("; RED FLAGS: {}{copy}", names.join(", "))
+    };
+    let what = match r.action {
+        "forward" | "keep" => format!("{what}{flags}"),
         "leave" => format!(
             "{} -> left in place, not a customer request",
             r.category.as_deref().unwrap_or("")
@@ -364,7 +383,13 @@ fn summary_line(name: &str, r: &Report) -> String {
         "quarantine" => format!("QUARANTINED: {}", r.reason),
         other => other.to_string(),
     };
-    let ack = if r.acknowledgement.send {
+    let added = r.mails.iter().any(|m| m.kind == "added");
+    let ack = if r.acknowledgement.send && added {
+        format!(
+            "; 'added to your request' to {}",
+            r.acknowledgement.to.as_deref().unwrap_or("")
+        )
+    } else if r.acknowledgement.send {
         format!(
             "; acknowledgement to {} ({})",
             r.acknowledgement.to.as_deref().unwrap_or(""),

@@ -421,7 +421,11 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
         .map_err(|e| ComposeError::Build(e.to_string()))?;
     Ok(OutMail {
         message_id: a.message_id.to_string(),
-        kind: MailKind::Acknowledgement,
+        kind: if a.which == "added" {
+            MailKind::Added
+        } else {
+            MailKind::Acknowledgement
+        },
         ticket: ctx.ticket.clone(),
         envelope_from: None,
         to: vec![a.to.to_string()],

@@ -1106,6 +1106,7 @@ pub fn mail_kind(k: crate::store::MailKind) -> &'static str {
     match k {
         MailKind::Forward => "forward",
         MailKind::Acknowledgement => "acknowledgement",
+        MailKind::Added => "added",
         MailKind::Escalation => "escalation",
         MailKind::Reminder => "reminder",
         MailKind::Status => "status",
@@ -1289,7 +1290,6 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
         EventKind::AddedAck { to } => format!("{to} told the message was added to the ticket"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

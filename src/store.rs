@@ -171,6 +171,8 @@ pub struct MessageRecord {
 pub enum MailKind {
     Forward,
     Acknowledgement,
+    /// "Added to your request": the short mail for a follow-up.
+    Added,
     /// A copy of a flagged or bounced message to the escalation queue.
     Escalation,
     /// Reminder to a queue that has not answered in time.
