@@ -50,6 +50,8 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         _ => Some(imap::tls_connector(&settings.imap)?),
     };
 
+    settle_uncertain(&rules, &settings, &store, tls.as_ref()).await;
+
     let stop = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let shared = Shared {
@@ -180,5 +182,55 @@ async fn followups(shared: Shared) {
             Ok(Err(e)) => tracing::warn!(error = %e, "Follow-up check failed; will retry."),
             Err(e) => tracing::error!(error = %e, "Follow-up check panicked; will retry."),
         }
+    }
+}
+
+/// SMTP has no two-phase commit: the mail being handed over when the last run stopped
+/// may or may not have been accepted. When every recipient is a mailbox this daemon can
+/// read (a queue's forward, say), look for it there by its Message-ID before sending it
+/// again; a mail to anyone else is sent again, since a duplicate is better than a loss.
+async fn settle_uncertain(
+    rules: &crate::config::Rules,
+    settings: &Settings,
+    store: &Store,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) {
+    let Ok(Some((key, m))) = store.outbox_uncertain() else {
+        return;
+    };
+    let logins: Vec<(String, crate::config::Login)> =
+        m.to.iter()
+            .filter_map(|a| rules.mailbox_by_address(a))
+            .filter_map(|mb| {
+                settings
+                    .mailboxes
+                    .get(&mb.key)
+                    .map(|l| (mb.key.clone(), l.clone()))
+            })
+            .collect();
+    if logins.is_empty() || logins.len() != m.to.len() {
+        return;
+    }
+    for (name, login) in logins {
+        let source = Source {
+            name,
+            server: settings.imap.clone(),
+            folder: login.folder.clone(),
+            login,
+            options: settings.imap_options.clone(),
+            tls: tls.cloned(),
+            observe: true,
+        };
+        match imap::message_present(&source, &m.message_id, Duration::from_secs(5)).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(mailbox = %source.name, error = %e, "Cannot look for the mail in flight at the last stop; it is sent again.");
+                return;
+            }
+        }
+    }
+    if store.outbox_done(key).and_then(|_| store.flush()).is_ok() {
+        tracing::info!(message_id = %m.message_id, ticket = %m.ticket, "Mail in flight at the last stop is already in its mailbox; not sent again.");
     }
 }

@@ -317,6 +317,39 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
     }
 }
 
+/// Whether a message with this Message-ID is in the source's folder, waiting up to
+/// `patience` for it to be delivered (the server may have accepted it a moment ago).
+pub async fn message_present(
+    source: &Source,
+    message_id: &str,
+    patience: Duration,
+) -> Result<bool, ImapError> {
+    let t = source.server.timeout;
+    let mut s = source.connect().await?;
+    timed("SELECT", t, s.select(&source.folder)).await?;
+    let id = message_id.replace(['"', '\\', '\r', '\n'], "");
+    let deadline = tokio::time::Instant::now() + patience;
+    let found = loop {
+        let hits = timed(
+            "UID SEARCH",
+            t,
+            s.uid_search(format!("HEADER Message-ID \"{id}\"")),
+        )
+        .await?;
+        if !hits.is_empty() {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Let the server notice new mail before the next search.
+        timed("NOOP", t, s.noop()).await?;
+    };
+    let _ = tokio::time::timeout(t, s.logout()).await;
+    Ok(found)
+}
+
 /// Fetches and triages everything above `last`, in UID order, in bounded batches.
 async fn catch_up(
     s: &mut Session,

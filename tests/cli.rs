@@ -270,8 +270,14 @@ fn demo_triages_the_samples_into_files() {
     );
     assert!(t.contains("forwarded to support@example.test"), "{t}");
     assert!(t.contains("11-followup-to-billing-ru.eml: reached billing: follow-up of T-1001 -> forwarded to support@example.test"), "{t}");
-    assert!(t.contains("'added to your request' to ivan.petrov@mail.ru"), "{t}");
-    assert!(t.contains("RED FLAGS: threat, repeated, copy to supervisor@example.test"), "{t}");
+    assert!(
+        t.contains("'added to your request' to ivan.petrov@mail.ru"),
+        "{t}"
+    );
+    assert!(
+        t.contains("RED FLAGS: threat, repeated, copy to supervisor@example.test"),
+        "{t}"
+    );
     let files = std::fs::read_dir(&out).unwrap().count();
     assert!(files >= 10, "{files} files in the outbox");
     // Every file is a mail the daemon sent, recognisable as its own.
