@@ -136,6 +136,12 @@ impl Source {
         })
         .await?;
         let _ = tcp.set_nodelay(true);
+        // A peer that vanished (NAT timeout, pulled cable) is found by the kernel within
+        // minutes even while IDLE waits quietly for the refresh.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(15));
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let name = || {
             ServerName::try_from(s.server_name().to_string())
                 .map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.server_name())))
