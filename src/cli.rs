@@ -147,6 +147,15 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     if let (Some(r), Some(s)) = (&rules, &settings) {
         errors.extend(s.check_against(r));
     }
+    // Warnings are printed even when there are errors: they are often the cause.
+    if let Some(r) = &rules {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        if !r.warnings.is_empty() {
+            eprintln!("{} warning(s)", r.warnings.len());
+        }
+    }
     if !errors.is_empty() {
         let n = errors.len();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -154,12 +163,13 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     }
     let r = rules.expect("no errors means rules loaded");
     println!(
-        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, languages: {})",
+        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, {} tests passed, languages: {})",
         cli.rules.display(),
         r.rules.len(),
         r.categories.len(),
         r.queues.len(),
         r.mailboxes.len(),
+        r.tests.len(),
         r.templates.languages.join(", ")
     );
     if let Some(s) = settings {
