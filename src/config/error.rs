@@ -169,8 +169,9 @@ impl<'a> Collector<'a> {
             });
         }
         match r {
-            Ok(v) if self.errors.is_empty() => Some(v),
-            Ok(_) => None,
+            // Unknown keys are recorded; the rest of the file is still checked, so one
+            // `check` shows them beside every other mistake.
+            Ok(v) => Some(v),
             Err(e) => {
                 self.toml(&e);
                 None
