@@ -32,7 +32,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon: watch every mailbox, triage new mail, send the outbox.
-    Run,
+    Run {
+        /// Shadow mode for every mailbox: triage and record what would be done; send
+        /// nothing, change nothing on the server.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// Ask the running daemon how it is: each mailbox's state, the outbox, the rules
+    /// version, the last errors.
+    Status {
+        /// The state directory; by default the one in --config.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check rules.toml (and mailtriage.toml, when it exists or --config is given); print every error.
     Check,
     /// Show what the daemon would do with a message, and why. Touches nothing.
@@ -513,6 +528,90 @@ pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failur
     Ok(())
 }
 
+fn state_dir(cli: &Cli, state: Option<&Path>) -> Result<PathBuf, Failure> {
+    match state {
+        Some(s) => Ok(s.to_path_buf()),
+        None => Ok(Settings::load(&cli.config)
+            .map_err(|e| {
+                Failure(format!(
+                    "{e}\n(pass --state DIR to name the state directory directly)"
+                ))
+            })?
+            .state_dir),
+    }
+}
+
+/// `mailtriage status`: asks the running daemon over its control socket.
+pub fn status(cli: &Cli, state: Option<&Path>, json: bool) -> Result<(), Failure> {
+    use crate::control::{self, Request};
+    let state = state_dir(cli, state)?;
+    let sock = control::socket_path(&state);
+    let resp = control::ask(&sock, &Request::Status)
+        .ok_or_else(|| {
+            Failure(format!(
+                "no mailtriage daemon answers on {} (is it running with this state directory?)",
+                sock.display()
+            ))
+        })?
+        .map_err(|e| {
+            Failure(format!(
+                "the daemon did not answer on its control socket: {e}"
+            ))
+        })?;
+    let st = match (resp.ok, resp.status) {
+        (true, Some(st)) => st,
+        _ => {
+            return Err(Failure(
+                resp.error.unwrap_or_else(|| "status request failed".into()),
+            ))
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!(
+        "daemon:    running since {}{}",
+        pipeline::human_time(&st.started),
+        if st.shadow { " (shadow mode)" } else { "" }
+    );
+    println!(
+        "rules:     {} version {} (loaded {}; reloads: {} ok, {} refused)",
+        st.rules_file,
+        st.rules_version,
+        pipeline::human_time(&st.rules_loaded),
+        st.reloads_ok,
+        st.reloads_failed
+    );
+    println!("outbox:    {} mail(s) waiting", st.outbox);
+    if st.shadow_mails > 0 {
+        println!(
+            "shadow:    {} mail(s) decided and not sent",
+            st.shadow_mails
+        );
+    }
+    for (name, m) in &st.mailboxes {
+        println!(
+            "mailbox:   {name:<20} {:<10} since {}; last sync {}{}{}",
+            format!("{:?}", m.state).to_lowercase(),
+            pipeline::human_time(&m.since),
+            m.last_sync
+                .as_deref()
+                .map(pipeline::human_time)
+                .unwrap_or_else(|| "never".into()),
+            if m.shadow { " [shadow]" } else { "" },
+            m.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for e in &st.last_errors {
+        println!("error:     {e}");
+    }
+    Ok(())
+}
+
 pub fn tickets(
     cli: &Cli,
     cmd: &TicketsCmd,
@@ -521,18 +620,7 @@ pub fn tickets(
 ) -> Result<(), Failure> {
     use crate::control::{self, Request};
     let rules = load_rules(&cli.rules)?;
-    let state = match state {
-        Some(s) => s.to_path_buf(),
-        None => {
-            Settings::load(&cli.config)
-                .map_err(|e| {
-                    Failure(format!(
-                        "{e}\n(pass --state DIR to read a state directory directly)"
-                    ))
-                })?
-                .state_dir
-        }
-    };
+    let state = state_dir(cli, state)?;
     let req = match cmd {
         TicketsCmd::List => Request::List,
         TicketsCmd::Show { id } => Request::Show { id: id.clone() },
@@ -583,11 +671,14 @@ pub fn tickets(
                 } else {
                     "open"
                 };
-                let flags = if t.flags.is_empty() {
+                let mut flags = if t.flags.is_empty() {
                     String::new()
                 } else {
                     format!(" [{}]", t.flags.join(", "))
                 };
+                if resp.shadow.contains(&t.id) {
+                    flags.push_str(" [shadow]");
+                }
                 println!(
                     "{:<8} {:<10} {:<9} {}  {}  {}{flags}",
                     t.id,
@@ -614,6 +705,18 @@ pub fn tickets(
                     format_args!("<{}>", t.customer)
                 );
                 println!("subject:   {}", t.subject);
+                if resp.shadow.contains(&t.id) {
+                    println!(
+                        "mode:      shadow: decided and recorded, nothing sent, nothing marked"
+                    );
+                    for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
+                        println!(
+                            "not sent:  {} -> {}",
+                            pipeline::mail_kind(m.kind),
+                            m.to.join(", ")
+                        );
+                    }
+                }
                 println!(
                     "queue:     {} (since {}); hops: {}",
                     t.queue,
