@@ -116,7 +116,8 @@ pub fn reload(path: &Path, rules: &ArcSwap<Rules>, board: &Board, cause: &str) -
     };
     let old = rules.load_full();
     if new.version == old.version {
-        tracing::info!(file = %path.display(), cause, version = %new.version, "Rules unchanged.");
+        board.reloaded(&new.version);
+        tracing::info!(file = %path.display(), cause, version = %new.version, "Rules reloaded; nothing changed.");
         return true;
     }
     // The mailbox tasks and their logins come from mailtriage.toml at start: a mailbox
