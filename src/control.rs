@@ -1,4 +1,5 @@
-//! The control socket: `mailtriage tickets` reads and changes tickets while the daemon
+//! The control socket: `mailtriage tickets` reads and changes tickets, and `mailtriage
+//! status` reads the daemon's state ([`crate::status`]), while the daemon
 //! runs. sled allows one process per state directory, so the CLI asks the daemon over a
 //! Unix socket in the state directory (mode 0600: tickets hold customers' data). When
 //! no daemon answers, the CLI opens the state itself and calls the same [`handle`].
