@@ -427,3 +427,85 @@ fn status_without_a_daemon_says_so() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Reads sd_notify datagrams from `sock` until `pred` holds for one; returns every
+/// message seen so far.
+fn notifications_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "never got it; seen: {seen:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = pred(&m);
+            seen.push(m);
+            if hit {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_after_the_mailboxes_connect_reloading_watchdog_and_stopping() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .arg("run")
+        .arg("--rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
+    // READY only once every mailbox has connected.
+    let st = status(&state);
+    let m = st["mailboxes"].as_object().unwrap();
+    assert_eq!(m.len(), 4, "{st:#}");
+    assert!(
+        m.values()
+            .all(|m| m["state"] == "idle" || m["state"] == "syncing"),
+        "{st:#}"
+    );
+    notifications_until(&sock, &mut seen, |m| m.trim() == "WATCHDOG=1");
+
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("HUP");
+    seen.clear();
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
+    let reloading = seen
+        .iter()
+        .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 before READY=1: {seen:?}"));
+    assert!(
+        seen[reloading].contains("MONOTONIC_USEC="),
+        "RELOADING=1 comes with MONOTONIC_USEC: {seen:?}"
+    );
+    kill("TERM");
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
