@@ -32,7 +32,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon: watch every mailbox, triage new mail, send the outbox.
-    Run,
+    Run {
+        /// Shadow mode for every mailbox: triage and record what would be done; send
+        /// nothing, change nothing on the server.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// Ask the running daemon how it is: each mailbox's state, the outbox, the rules
+    /// version, the last errors.
+    Status {
+        /// The state directory; by default the one in --config.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check rules.toml (and mailtriage.toml, when it exists or --config is given); print every error.
     Check,
     /// Show what the daemon would do with a message, and why. Touches nothing.
@@ -147,6 +162,15 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     if let (Some(r), Some(s)) = (&rules, &settings) {
         errors.extend(s.check_against(r));
     }
+    // Warnings are printed even when there are errors: they are often the cause.
+    if let Some(r) = &rules {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        if !r.warnings.is_empty() {
+            eprintln!("{} warning(s)", r.warnings.len());
+        }
+    }
     if !errors.is_empty() {
         let n = errors.len();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -154,12 +178,13 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     }
     let r = rules.expect("no errors means rules loaded");
     println!(
-        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, languages: {})",
+        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, {} tests passed, languages: {})",
         cli.rules.display(),
         r.rules.len(),
         r.categories.len(),
         r.queues.len(),
         r.mailboxes.len(),
+        r.tests.len(),
         r.templates.languages.join(", ")
     );
     if let Some(s) = settings {
@@ -528,6 +553,90 @@ pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failur
     Ok(())
 }
 
+fn state_dir(cli: &Cli, state: Option<&Path>) -> Result<PathBuf, Failure> {
+    match state {
+        Some(s) => Ok(s.to_path_buf()),
+        None => Ok(Settings::load(&cli.config)
+            .map_err(|e| {
+                Failure(format!(
+                    "{e}\n(pass --state DIR to name the state directory directly)"
+                ))
+            })?
+            .state_dir),
+    }
+}
+
+/// `mailtriage status`: asks the running daemon over its control socket.
+pub fn status(cli: &Cli, state: Option<&Path>, json: bool) -> Result<(), Failure> {
+    use crate::control::{self, Request};
+    let state = state_dir(cli, state)?;
+    let sock = control::socket_path(&state);
+    let resp = control::ask(&sock, &Request::Status)
+        .ok_or_else(|| {
+            Failure(format!(
+                "no mailtriage daemon answers on {} (is it running with this state directory?)",
+                sock.display()
+            ))
+        })?
+        .map_err(|e| {
+            Failure(format!(
+                "the daemon did not answer on its control socket: {e}"
+            ))
+        })?;
+    let st = match (resp.ok, resp.status) {
+        (true, Some(st)) => st,
+        _ => {
+            return Err(Failure(
+                resp.error.unwrap_or_else(|| "status request failed".into()),
+            ))
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!(
+        "daemon:    running since {}{}",
+        pipeline::human_time(&st.started),
+        if st.shadow { " (shadow mode)" } else { "" }
+    );
+    println!(
+        "rules:     {} version {} (loaded {}; reloads: {} ok, {} refused)",
+        st.rules_file,
+        st.rules_version,
+        pipeline::human_time(&st.rules_loaded),
+        st.reloads_ok,
+        st.reloads_failed
+    );
+    println!("outbox:    {} mail(s) waiting", st.outbox);
+    if st.shadow_mails > 0 {
+        println!(
+            "shadow:    {} mail(s) decided and not sent",
+            st.shadow_mails
+        );
+    }
+    for (name, m) in &st.mailboxes {
+        println!(
+            "mailbox:   {name:<20} {:<10} since {}; last sync {}{}{}",
+            format!("{:?}", m.state).to_lowercase(),
+            pipeline::human_time(&m.since),
+            m.last_sync
+                .as_deref()
+                .map(pipeline::human_time)
+                .unwrap_or_else(|| "never".into()),
+            if m.shadow { " [shadow]" } else { "" },
+            m.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for e in &st.last_errors {
+        println!("error:     {e}");
+    }
+    Ok(())
+}
+
 pub fn tickets(
     cli: &Cli,
     cmd: &TicketsCmd,
@@ -536,18 +645,7 @@ pub fn tickets(
 ) -> Result<(), Failure> {
     use crate::control::{self, Request};
     let rules = load_rules(&cli.rules)?;
-    let state = match state {
-        Some(s) => s.to_path_buf(),
-        None => {
-            Settings::load(&cli.config)
-                .map_err(|e| {
-                    Failure(format!(
-                        "{e}\n(pass --state DIR to read a state directory directly)"
-                    ))
-                })?
-                .state_dir
-        }
-    };
+    let state = state_dir(cli, state)?;
     let req = match cmd {
         TicketsCmd::List => Request::List,
         TicketsCmd::Show { id } => Request::Show { id: id.clone() },
@@ -598,11 +696,14 @@ pub fn tickets(
                 } else {
                     "open"
                 };
-                let flags = if t.flags.is_empty() {
+                let mut flags = if t.flags.is_empty() {
                     String::new()
                 } else {
                     format!(" [{}]", t.flags.join(", "))
                 };
+                if resp.shadow.contains(&t.id) {
+                    flags.push_str(" [shadow]");
+                }
                 println!(
                     "{:<8} {:<10} {:<9} {}  {}  {}{flags}",
                     t.id,
@@ -629,6 +730,18 @@ pub fn tickets(
                     format_args!("<{}>", t.customer)
                 );
                 println!("subject:   {}", t.subject);
+                if resp.shadow.contains(&t.id) {
+                    println!(
+                        "mode:      shadow: decided and recorded, nothing sent, nothing marked"
+                    );
+                    for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
+                        println!(
+                            "not sent:  {} -> {}",
+                            pipeline::mail_kind(m.kind),
+                            m.to.join(", ")
+                        );
+                    }
+                }
                 println!(
                     "queue:     {} (since {}); hops: {}",
                     t.queue,

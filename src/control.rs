@@ -1,4 +1,5 @@
-//! The control socket: `mailtriage tickets` reads and changes tickets while the daemon
+//! The control socket: `mailtriage tickets` reads and changes tickets, and `mailtriage
+//! status` reads the daemon's state ([`crate::status`]), while the daemon
 //! runs. sled allows one process per state directory, so the CLI asks the daemon over a
 //! Unix socket in the state directory (mode 0600: tickets hold customers' data). When
 //! no daemon answers, the CLI opens the state itself and calls the same [`handle`].
@@ -30,6 +31,9 @@ pub enum Request {
         text: String,
         by: String,
     },
+    /// The running daemon's state: mailboxes, outbox, rules version, last errors. Only
+    /// the daemon answers it.
+    Status,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -39,6 +43,14 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub tickets: Vec<Ticket>,
+    /// Which of `tickets` were opened in shadow mode.
+    #[serde(default)]
+    pub shadow: Vec<String>,
+    /// For `show` of a shadow ticket: the mails shadow mode decided and did not send.
+    #[serde(default)]
+    pub would_send: Vec<crate::store::OutMail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::StatusReport>,
 }
 
 fn rfc3339(now: SystemTime) -> String {
@@ -47,12 +59,31 @@ fn rfc3339(now: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// Carries out one request against the store.
+/// Carries out one request against the store, and says which tickets are shadow ones.
 pub fn handle(store: &Store, req: &Request) -> Response {
+    let mut r = handle_tickets(store, req);
+    r.shadow = r
+        .tickets
+        .iter()
+        .filter(|t| store.is_shadow_ticket(&t.id).unwrap_or(false))
+        .map(|t| t.id.clone())
+        .collect();
+    if matches!(req, Request::Show { .. }) && !r.shadow.is_empty() {
+        r.would_send = store
+            .shadow_mails()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| r.shadow.contains(&m.ticket))
+            .collect();
+    }
+    r
+}
+
+fn handle_tickets(store: &Store, req: &Request) -> Response {
     let fail = |e: String| Response {
         ok: false,
         error: Some(e),
-        tickets: Vec::new(),
+        ..Default::default()
     };
     match req {
         Request::List => match store.tickets() {
@@ -62,6 +93,7 @@ pub fn handle(store: &Store, req: &Request) -> Response {
                     ok: true,
                     error: None,
                     tickets: t,
+                    ..Default::default()
                 }
             }
             Err(e) => fail(e.to_string()),
@@ -71,6 +103,7 @@ pub fn handle(store: &Store, req: &Request) -> Response {
                 ok: true,
                 error: None,
                 tickets: vec![t],
+                ..Default::default()
             },
             Ok(None) => fail(format!("no ticket {id}")),
             Err(e) => fail(e.to_string()),
@@ -95,6 +128,7 @@ pub fn handle(store: &Store, req: &Request) -> Response {
                         ok: true,
                         error: None,
                         tickets: vec![t],
+                        ..Default::default()
                     },
                     Err(e) => fail(e.to_string()),
                 }
@@ -102,11 +136,17 @@ pub fn handle(store: &Store, req: &Request) -> Response {
             Ok(None) => fail(format!("no ticket {id}")),
             Err(e) => fail(e.to_string()),
         },
+        Request::Status => fail("no mailtriage daemon is running on this state directory".into()),
     }
 }
 
 /// Serves the socket until `stop`. A stale socket file from a crashed run is replaced.
-pub async fn serve(path: PathBuf, store: Store, stop: CancellationToken) {
+pub async fn serve(
+    path: PathBuf,
+    store: Store,
+    board: std::sync::Arc<crate::status::Board>,
+    stop: CancellationToken,
+) {
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
@@ -127,6 +167,7 @@ pub async fn serve(path: PathBuf, store: Store, stop: CancellationToken) {
         };
         let Ok((stream, _)) = conn else { continue };
         let store = store.clone();
+        let board = board.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(r).lines();
@@ -136,13 +177,18 @@ pub async fn serve(path: PathBuf, store: Store, stop: CancellationToken) {
                 return;
             };
             let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Status) => Response {
+                    ok: true,
+                    status: Some(board.snapshot(store.outbox_len(), store.shadow_len())),
+                    ..Default::default()
+                },
                 Ok(req) => tokio::task::spawn_blocking(move || handle(&store, &req))
                     .await
                     .unwrap_or_default(),
                 Err(e) => Response {
                     ok: false,
                     error: Some(format!("bad request: {e}")),
-                    tickets: Vec::new(),
+                    ..Default::default()
                 },
             };
             let mut out = serde_json::to_vec(&resp).unwrap_or_default();

@@ -1,6 +1,8 @@
 //! The daemon: loads and checks the configuration, opens the state, and wires the
 //! tasks: one source task per mailbox and one outbox sender. Only this module knows the
-//! wiring. SIGTERM/SIGINT stop it cleanly (a second signal exits at once).
+//! wiring. SIGTERM/SIGINT stop it cleanly (a second signal exits at once); SIGHUP and a
+//! change to rules.toml reload the rules ([`crate::reload`]). Under systemd it reports
+//! READY, RELOADING and STOPPING and feeds the watchdog while the mailboxes are healthy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +16,24 @@ use crate::cli::{load_rules, Cli, Failure};
 use crate::config::Settings;
 use crate::imap::{self, Shared, Source};
 use crate::smtp::{self, Transport};
+use crate::status::Board;
 use crate::store::Store;
 
 /// How long tasks get to finish the message in hand after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-pub async fn run(cli: &Cli) -> Result<(), Failure> {
+/// How long READY waits for every mailbox to connect: a server that is down must not
+/// keep the unit in "activating" until systemd gives up on it.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
+    // Listened to before anything else: SIGHUP's default action would end the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Failure(format!("cannot listen for SIGHUP: {e}")))?;
     let rules = load_rules(&cli.rules)?;
+    for w in &rules.warnings {
+        tracing::warn!(warning = %w, "Rules warning.");
+    }
     let settings = Settings::load(&cli.config).map_err(|e| {
         Failure(format!(
             "{e}\n{}: {} error(s)",
@@ -52,13 +65,32 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
 
     settle_uncertain(&rules, &settings, &store, tls.as_ref()).await;
 
+    if let Some(addr) = settings.metrics_listen {
+        crate::status::serve_metrics(addr).map_err(Failure)?;
+        tracing::info!(listen = %addr, "Metrics endpoint listening.");
+    }
+    let board = Arc::new(Board::new(
+        &cli.rules.display().to_string(),
+        &rules.version,
+        shadow,
+    ));
+    if shadow {
+        tracing::warn!("Shadow mode: messages are triaged and recorded; nothing is sent and nothing is changed on the server.");
+    }
     let stop = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let shared = Shared {
         rules: Arc::new(ArcSwap::from_pointee(rules)),
-        store: store.clone(),
+        // A daemon in shadow mode records every mail as a shadow mail, reminders too.
+        store: if shadow {
+            store.shadowed()
+        } else {
+            store.clone()
+        },
         outbox: wake.clone(),
         stop: stop.clone(),
+        board: board.clone(),
+        shadow,
     };
     let tracker = TaskTracker::new();
     // The sender has its own token: it keeps draining while the mailboxes finish the
@@ -71,6 +103,7 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         sender_stop.clone(),
         Duration::from_secs(10),
     ));
+    let mut keys = Vec::new();
     for (name, login) in &settings.mailboxes {
         let source = Source {
             name: name.clone(),
@@ -87,8 +120,10 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
                 observe: true,
                 ..source.clone()
             };
+            keys.push(observer.checkpoint_key());
             tracker.spawn(imap::run(observer, shared.clone()));
         }
+        keys.push(source.checkpoint_key());
         tracker.spawn(imap::run(source, shared.clone()));
     }
     // Reminders, escalations and status mails for tickets nobody answered in time.
@@ -96,13 +131,22 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     let control = tokio::spawn(crate::control::serve(
         crate::control::socket_path(&settings.state_dir),
         store.clone(),
+        board.clone(),
         stop.clone(),
     ));
+    tokio::spawn(reloads(
+        cli.rules.clone(),
+        cli.config.clone(),
+        shared.clone(),
+        hup,
+    ));
+    tokio::spawn(systemd(keys, shared.clone()));
     tracker.close();
     tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
 
     let mut signals = Signals::new();
     signals.recv().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("Stopping: finishing the messages in hand.");
     stop.cancel();
     // The same listeners: a second signal that arrives before this task first runs is
@@ -232,5 +276,92 @@ async fn settle_uncertain(
     }
     if store.outbox_done(key).and_then(|_| store.flush()).is_ok() {
         tracing::info!(message_id = %m.message_id, ticket = %m.ticket, "Mail in flight at the last stop is already in its mailbox; not sent again.");
+    }
+}
+
+/// Reloads the rules on SIGHUP and when rules.toml changes; says that a change to
+/// mailtriage.toml needs a restart.
+async fn reloads(
+    rules_path: std::path::PathBuf,
+    config_path: std::path::PathBuf,
+    shared: Shared,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    use crate::reload::Changed;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Kept alive for as long as this task runs.
+    let _watcher = match crate::reload::watch(&rules_path, &config_path, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(file = %rules_path.display(), error = %e, "Cannot watch the rules file; reload with SIGHUP.");
+            None
+        }
+    };
+    loop {
+        let cause = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = hup.recv() => "SIGHUP",
+            c = rx.recv() => match c {
+                Some(Changed::Rules) => "file changed",
+                Some(Changed::Settings) => {
+                    tracing::warn!(file = %config_path.display(), "Settings file changed; settings are not reloaded, restart the daemon to apply them.");
+                    continue;
+                }
+                None => std::future::pending().await,
+            },
+        };
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+            states.push(t);
+        }
+        let _ = sd_notify::notify(&states);
+        let (path, rules, board) = (
+            rules_path.clone(),
+            shared.rules.clone(),
+            shared.board.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::reload::reload(&path, &rules, &board, cause)
+        })
+        .await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// READY once every mailbox has connected (or after [`READY_WAIT`]), the watchdog fed
+/// while the mailbox tasks are healthy, and the outbox depth for the metrics.
+async fn systemd(keys: Vec<String>, shared: Shared) {
+    use sd_notify::NotifyState;
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = watchdog
+        .map(|d| d / 2)
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut ready = false;
+    loop {
+        if !ready && (shared.board.all_connected(&keys) || tokio::time::Instant::now() >= deadline)
+        {
+            ready = true;
+            let all = shared.board.all_connected(&keys);
+            let _ = sd_notify::notify(&[
+                NotifyState::Ready,
+                NotifyState::Status(if all {
+                    "all mailboxes connected"
+                } else {
+                    "running; some mailboxes are not connected yet"
+                }),
+            ]);
+            tracing::info!(all_connected = all, "Ready.");
+        }
+        if watchdog.is_some() && shared.board.healthy(&keys, std::time::SystemTime::now()) {
+            let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        }
+        metrics::gauge!("mailtriage_outbox_depth").set(shared.store.outbox_len() as f64);
+        metrics::gauge!("mailtriage_shadow_mails").set(shared.store.shadow_len() as f64);
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(if ready { tick } else { Duration::from_millis(200) }) => {}
+        }
     }
 }

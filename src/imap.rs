@@ -105,8 +105,8 @@ pub struct Source {
 }
 
 impl Source {
-    /// The key of this folder's checkpoint in the store.
-    fn checkpoint_key(&self) -> String {
+    /// The key of this folder's checkpoint in the store (also its name in `status`).
+    pub fn checkpoint_key(&self) -> String {
         if self.observe {
             format!("{}#{}", self.name, self.folder)
         } else {
@@ -221,6 +221,23 @@ pub struct Shared {
     /// Wakes the outbox sender once a batch is on disk.
     pub outbox: Arc<Notify>,
     pub stop: CancellationToken,
+    /// Connection states and errors, for `status`, the watchdog and metrics.
+    pub board: Arc<crate::status::Board>,
+    /// The whole daemon runs in shadow mode (`run --shadow`).
+    pub shadow: bool,
+}
+
+impl Shared {
+    /// Whether this mailbox runs in shadow mode now (the rules can change it).
+    fn shadow(&self, mailbox: &str) -> bool {
+        self.shadow
+            || self
+                .rules
+                .load()
+                .mailboxes
+                .get(mailbox)
+                .is_some_and(|m| m.shadow)
+    }
 }
 
 /// Runs one mailbox until `stop`: connect, sync, idle; reconnect with backoff on failure.
@@ -232,9 +249,16 @@ pub async fn run(source: Source, shared: Shared) {
             break;
         }
         let started = tokio::time::Instant::now();
+        let key = source.checkpoint_key();
+        shared
+            .board
+            .set(&key, crate::status::State::Connecting, shared.shadow(&name));
         match session(&source, &shared).await {
             Ok(()) => break,
             Err(e) => {
+                shared
+                    .board
+                    .failed(&key, &e.to_string(), shared.shadow(&name));
                 // A session that ran for a while was healthy: start the backoff again.
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);
@@ -255,6 +279,11 @@ pub async fn run(source: Source, shared: Shared) {
         }
         backoff = (backoff * 2).min(source.options.max_backoff);
     }
+    shared.board.set(
+        &source.checkpoint_key(),
+        crate::status::State::Stopped,
+        shared.shadow(&name),
+    );
     tracing::info!(mailbox = %name, "Mailbox task stopped.");
 }
 
@@ -280,7 +309,15 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
     }
 
     loop {
+        shared.board.set(
+            &source.checkpoint_key(),
+            crate::status::State::Syncing,
+            shared.shadow(name),
+        );
         last = catch_up(&mut s, source, shared, uid_validity, last).await?;
+        shared
+            .board
+            .synced(&source.checkpoint_key(), shared.shadow(name));
         if shared.stop.is_cancelled() {
             let _ = tokio::time::timeout(t, s.logout()).await;
             return Ok(());
@@ -407,7 +444,14 @@ async fn catch_up(
         // Parse, classify and record off the async threads: sled and the regexes are
         // blocking work.
         let rules = shared.rules.load_full();
-        let store = shared.store.clone();
+        let shadow = shared.shadow(name);
+        // Shadow mode records the decisions and keeps their mails and marks from
+        // ever leaving: see Store::shadowed.
+        let store = if shadow {
+            shared.store.shadowed()
+        } else {
+            shared.store.clone()
+        };
         let mailbox_name = name.clone();
         if source.observe {
             let key = source.checkpoint_key();
@@ -459,7 +503,9 @@ async fn catch_up(
                 });
                 match outcome {
                     Ok(r) => {
+                        crate::status::count_message(&mailbox_name, &r, shadow);
                         tracing::info!(
+                            shadow,
                             ticket = %r.ticket.as_deref().unwrap_or("-"),
                             action = %r.action,
                             category = %r.category.as_deref().unwrap_or("-"),

@@ -4,7 +4,8 @@
 //! source ([`imap`]) -> parse ([`message`]) -> classify ([`classify`]) -> decide
 //! ([`decide`]) -> act ([`compose`], [`smtp`]) -> record ([`store`]). [`pipeline`] lists
 //! the stages in order; [`daemon`] wires the tasks; `explain` and `triage` run the very
-//! same pipeline offline.
+//! same pipeline offline. [`reload`] swaps in new rules while the daemon runs;
+//! [`status`] is what it knows about itself, for `mailtriage status`, systemd and metrics.
 
 pub mod classify;
 pub mod cli;
@@ -18,6 +19,8 @@ pub mod followup;
 pub mod imap;
 pub mod message;
 pub mod pipeline;
+pub mod reload;
 pub mod smtp;
+pub mod status;
 pub mod store;
 pub mod words;

@@ -22,7 +22,7 @@ fn init_logging(daemon: bool) {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    init_logging(matches!(args.command, Command::Run));
+    init_logging(matches!(args.command, Command::Run { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +35,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match &args.command {
-            Command::Run => mailtriage::daemon::run(&args).await,
+            Command::Run { shadow } => mailtriage::daemon::run(&args, *shadow).await,
+            Command::Status { state, json } => cli::status(&args, state.as_deref(), *json),
             Command::Check => cli::check(&args),
             Command::Explain {
                 file,

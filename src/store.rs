@@ -278,6 +278,12 @@ pub struct Store {
     marks: sled::Tree,
     acks: sled::Tree,
     subjects: sled::Tree,
+    /// Mails shadow mode decided and never sends, by outbox-style key.
+    shadow_mails: sled::Tree,
+    /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
+    shadow_tickets: sled::Tree,
+    /// This handle records in shadow mode (see [`Store::shadowed`]).
+    shadow: bool,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -335,6 +341,9 @@ impl Store {
             marks: db.open_tree("marks")?,
             acks: db.open_tree("acks")?,
             subjects: db.open_tree("subjects")?,
+            shadow_mails: db.open_tree("shadow_mails")?,
+            shadow_tickets: db.open_tree("shadow_tickets")?,
+            shadow: false,
             db,
         })
     }
@@ -444,9 +453,82 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// A handle on the same state that records in shadow mode: decisions and tickets
+    /// are written as usual, but the mails go to the shadow mails (never sent) and no
+    /// IMAP mark is recorded, so nothing leaves and nothing changes on the server.
+    pub fn shadowed(&self) -> Store {
+        Store {
+            shadow: true,
+            ..self.clone()
+        }
+    }
+
+    pub fn is_shadow_ticket(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.shadow_tickets.contains_key(id.as_bytes())?)
+    }
+
+    /// Mails shadow mode decided, in the order they were decided.
+    pub fn shadow_mails(&self) -> Result<Vec<OutMail>, StoreError> {
+        self.shadow_mails
+            .iter()
+            .map(|r| {
+                let (_, v) = r?;
+                OutMail::decode(&v)
+            })
+            .collect()
+    }
+
+    pub fn shadow_len(&self) -> usize {
+        self.shadow_mails.len()
+    }
+
+    /// Records the mails of a shadow decision where nothing sends them.
+    fn record_shadow(
+        &self,
+        ticket: Option<&Ticket>,
+        outgoing: &[OutMail],
+    ) -> Result<(), StoreError> {
+        if let Some(t) = ticket {
+            self.shadow_tickets.insert(t.id.as_bytes(), &[])?;
+        }
+        for m in outgoing {
+            let k = self.db.generate_id()?;
+            self.shadow_mails.insert(k.to_be_bytes(), m.encode())?;
+        }
+        Ok(())
+    }
+
     /// Writes one message's whole outcome atomically, unless the message is already
     /// known, in which case nothing is written.
     pub fn commit(&self, rec: &Record) -> Result<Committed, StoreError> {
+        let shadow = self.shadow
+            || match &rec.ticket {
+                Some(t) => self.is_shadow_ticket(&t.id)?,
+                None => false,
+            };
+        if shadow {
+            let live = Record {
+                outgoing: Vec::new(),
+                mark: None,
+                ..rec.clone()
+            };
+            // Only a ticket that shadow mode opens is a shadow ticket: a live ticket
+            // that a shadow mailbox sees stays live for the mailboxes that are live.
+            let opened = match &rec.ticket {
+                Some(t) => !self.tickets.contains_key(t.id.as_bytes())?,
+                None => false,
+            };
+            let r = self.commit_live(&live)?;
+            if r == Committed::Done {
+                let t = rec.ticket.as_ref().filter(|_| opened && self.shadow);
+                self.record_shadow(t, &rec.outgoing)?;
+            }
+            return Ok(r);
+        }
+        self.commit_live(rec)
+    }
+
+    fn commit_live(&self, rec: &Record) -> Result<Committed, StoreError> {
         let outbox_keys: Vec<u64> = rec
             .outgoing
             .iter()
@@ -527,6 +609,10 @@ impl Store {
     /// Writes a ticket and the mails it implies (reminders, status mails) in one
     /// transaction, outside of any incoming message.
     pub fn commit_ticket(&self, ticket: &Ticket, outgoing: &[OutMail]) -> Result<(), StoreError> {
+        if !outgoing.is_empty() && (self.shadow || self.is_shadow_ticket(&ticket.id)?) {
+            self.commit_ticket(ticket, &[])?;
+            return self.record_shadow(Some(ticket), outgoing);
+        }
         let keys: Vec<u64> = outgoing
             .iter()
             .map(|_| self.db.generate_id())

@@ -387,3 +387,292 @@ fn explain_json_shows_thread_match_flags_and_incident() {
         text(&o)
     );
 }
+
+/// Replaces the `n`-th (0-based) occurrence of `from`; panics when there is none, so a
+/// change to the shipped rules cannot quietly turn a mistake of the test into no mistake.
+fn replace_nth(text: &str, from: &str, to: &str, n: usize) -> String {
+    let at = text
+        .match_indices(from)
+        .nth(n)
+        .unwrap_or_else(|| panic!("the shipped rules.toml no longer has {from:?} (#{n})"))
+        .0;
+    format!("{}{to}{}", &text[..at], &text[at + from.len()..])
+}
+
+#[test]
+fn check_lists_twenty_different_mistakes_at_once() {
+    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    // (what is changed, into what, which occurrence, the key path, words of the error)
+    let mistakes: [(&str, &str, usize, &str, &str); 20] = [
+        (
+            "domain = \"example.test\"",
+            "domain = \"not a domain\"",
+            0,
+            "company.domain",
+            "not a domain name",
+        ),
+        (
+            "ack_from = \"Example Support <support@example.test>\"",
+            "ack_from = \"support at example\"",
+            0,
+            "company.ack_from",
+            "not an address",
+        ),
+        (
+            "ticket_prefix = \"T\"",
+            "ticket_prefix = \"T-\"",
+            0,
+            "company.ticket_prefix",
+            "ASCII letters or digits",
+        ),
+        (
+            "acks_per_sender_per_day = 5",
+            "acks_per_sender_per_day = 5\nacks_per_day = 3",
+            0,
+            "company.acks_per_day",
+            "unknown key `acks_per_day`",
+        ),
+        (
+            "address = \"billing@example.test\"",
+            "address = \"billing\"",
+            0,
+            "queues.billing.address",
+            "not an e-mail address",
+        ),
+        (
+            "response_time = \"1d\"",
+            "response_time = \"soon\"",
+            1,
+            "queues.sales.response_time",
+            "not a duration",
+        ),
+        (
+            "response_time = \"4h\"",
+            "response_time = \"4h\"\nbusiness_hours = \"Mon-Fry 09:00-18:00\"",
+            0,
+            "queues.support.business_hours",
+            "unknown day",
+        ),
+        (
+            "queue = \"billing\"\n[categories.sales]",
+            "queue = \"nobody\"\n[categories.sales]",
+            0,
+            "categories.billing.queue",
+            "unknown queue \"nobody\"",
+        ),
+        (
+            "handles = [\"sales\"]",
+            "handles = [\"sale\"]",
+            0,
+            "mailboxes.sales.handles[0]",
+            "unknown category \"sale\"",
+        ),
+        (
+            "unmatched = \"keep\"",
+            "unmatched = \"nowhere\"",
+            0,
+            "mailboxes.billing.unmatched",
+            "must be \"keep\" or a queue name",
+        ),
+        (
+            "subject = '(?i)не",
+            "subject = '(?i)(не",
+            0,
+            "rules[1].subject",
+            "bad regex",
+        ),
+        (
+            "priority = 20",
+            "prioirty = 20",
+            0,
+            "rules[3].prioirty",
+            "unknown key `prioirty`",
+        ),
+        (
+            "name = \"sales-en\"",
+            "name = \"sales-ru\"",
+            0,
+            "rules[8].name",
+            "already used by rules[7]",
+        ),
+        (
+            "category = \"howto\"",
+            "category = \"how-to\"",
+            0,
+            "rules[4].category",
+            "unknown category \"how-to\"",
+        ),
+        (
+            "queue = \"supervisor\"",
+            "queue = \"boss\"",
+            0,
+            "escalation.queue",
+            "unknown queue \"boss\"",
+        ),
+        (
+            "subject_window = \"7d\"",
+            "subject_window = \"a week\"",
+            0,
+            "threading.subject_window",
+            "not a duration",
+        ),
+        (
+            "{{ ticket }}",
+            "{{ tikcet }}",
+            0,
+            "templates.en.note",
+            "template error",
+        ),
+        (
+            "detect = '[A-Za-z]'",
+            "detect = '[A-Za-z'",
+            0,
+            "languages.en.detect",
+            "bad regex",
+        ),
+        (
+            "mailbox = \"support\"",
+            "mailbox = \"suport\"",
+            0,
+            "tests[0].mailbox",
+            "unknown mailbox \"suport\"",
+        ),
+        (
+            "flags = [\"profanity\", \"repeated\", \"threat\"]",
+            "flags = [\"profanity\", \"repeated\", \"threats\"]",
+            0,
+            "tests[2].expect.flags[2]",
+            "unknown flag \"threats\"",
+        ),
+    ];
+    let mut bad = shipped.clone();
+    for (from, to, n, _, _) in &mistakes {
+        bad = replace_nth(&bad, from, to, *n);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let o = bin()
+        .arg("check")
+        .arg("--rules")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stderr).into_owned();
+    let errors: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("error: ") || l.contains("rules.toml:"))
+        .collect();
+    for (from, to, _, key, words) in &mistakes {
+        // The line the mistake is written on: the first line the change made new.
+        let changed = to.lines().find(|l| !from.lines().any(|f| f == *l)).unwrap();
+        let line = bad
+            .lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.contains(changed))
+            .unwrap()
+            + 1;
+        let hit = errors
+            .iter()
+            .find(|e| e.contains(&format!(": {key}: ")))
+            .unwrap_or_else(|| panic!("no error for {key}; check said:\n{out}"));
+        assert!(hit.contains(words), "{key}: {hit:?} should say {words:?}");
+        // Table-level keys (a template spans many lines) name the line the value starts on.
+        if *key != "templates.en.note" {
+            assert!(
+                hit.contains(&format!("rules.toml:{line}: ")),
+                "{key}: {hit:?} should name line {line}"
+            );
+        }
+    }
+    assert!(
+        out.contains("20 error(s)"),
+        "exactly the twenty mistakes:\n{out}"
+    );
+}
+
+#[test]
+fn a_failing_rule_test_is_an_error_naming_the_test_and_the_difference() {
+    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    // The refund rule now routes to sales: the first shipped test must catch it.
+    let bad = replace_nth(
+        &shipped,
+        "queue = \"billing\"\n[categories.sales]",
+        "queue = \"sales\"\n[categories.sales]",
+        0,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let o = bin()
+        .arg("check")
+        .arg("--rules")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("tests[0]: rule test \"refund written to support goes to billing\" failed: queue: expected \"billing\", got \"sales\""),
+        "{t}"
+    );
+    assert!(t.contains("rules fired: billing-en"), "{t}");
+}
+
+#[test]
+fn check_warns_about_design_mistakes_and_still_passes() {
+    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    let extra = "\n[queues.legal]\naddress = \"legal@example.test\"\nname = { en = \"Legal\" }\nresponse_time = \"1d\"\n\
+                 \n[categories.press]\nqueue = \"support\"\n\
+                 \n[[rules]]\nname = \"anything\"\ncategory = \"sales\"\nsubject = '(?i)quote|'\n\
+                 \n[[rules]]\nname = \"impossible\"\ncategory = \"sales\"\nbody = 'price[^\\s\\S]'\n";
+    let bad = shipped + extra;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let o = bin()
+        .arg("check")
+        .arg("--rules")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "warnings alone do not fail check:\n{t}");
+    let line = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    for (key, words, at) in [
+        (
+            "queues.legal",
+            "no category, mailbox or escalation routes to queue \"legal\"",
+            line("[queues.legal]"),
+        ),
+        (
+            "categories.press",
+            "no rule has category \"press\"",
+            line("[categories.press]"),
+        ),
+        (
+            "mailboxes.monitoring",
+            "has no queue",
+            line("[mailboxes.monitoring]"),
+        ),
+        (
+            "rules[9].subject",
+            "matches the empty string",
+            line("subject = '(?i)quote|'"),
+        ),
+        (
+            "rules[10].body",
+            "can never match anything",
+            line("body = 'price["),
+        ),
+    ] {
+        assert!(
+            t.lines().any(|l| l.starts_with("warning: ")
+                && l.contains(&format!("rules.toml:{at}: {key}: "))
+                && l.contains(words)),
+            "no warning {key} at line {at} saying {words:?}:\n{t}"
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub(crate) struct Collector<'a> {
     file: &'a Path,
     text: &'a str,
     pub errors: Vec<ConfigError>,
+    /// Design mistakes that do not stop loading (a queue nothing routes to, a regex
+    /// that matches the empty string): `check` prints them, the daemon logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl<'a> Collector<'a> {
@@ -64,7 +67,43 @@ impl<'a> Collector<'a> {
             file,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Records a warning at a span of the source.
+    pub fn warn_at(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line_of(&s));
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning on a key, found by its path (`queues.sales`, `categories.x`).
+    pub fn warn_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let header = format!("[{key}]");
+        // A table's line is its header; `line_of_key` finds keys inside tables.
+        let line = self
+            .text
+            .lines()
+            .position(|l| l.trim() == header)
+            .map(|i| i + 1)
+            .or_else(|| line_of_key(self.text, &key));
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key,
+            line,
+            message: message.into(),
+        });
     }
 
     pub fn line_of(&self, span: &Range<usize>) -> usize {
@@ -130,8 +169,9 @@ impl<'a> Collector<'a> {
             });
         }
         match r {
-            Ok(v) if self.errors.is_empty() => Some(v),
-            Ok(_) => None,
+            // Unknown keys are recorded; the rest of the file is still checked, so one
+            // `check` shows them beside every other mistake.
+            Ok(v) => Some(v),
             Err(e) => {
                 self.toml(&e);
                 None

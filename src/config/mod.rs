@@ -5,12 +5,13 @@
 
 mod error;
 mod rules;
+pub mod ruletest;
 mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
-    Category, Company, Field, FieldMatcher, Language, Mailbox, Matchers, Pattern, Queue, Rule,
-    Rules, Templates, Unmatched,
+    Category, Company, Expect, Field, FieldMatcher, Language, Mailbox, Matchers, Pattern, Queue,
+    Rule, RuleTest, Rules, Templates, Unmatched,
 };
 pub use settings::{ImapOptions, Login, SecretSource, Server, Settings, TlsMode};
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
+use sha2::Digest;
 use toml::Spanned;
 
 use super::error::{Collector, ConfigErrors};
@@ -43,6 +44,39 @@ mod raw {
         pub flags: Vec<Spanned<Flag>>,
         #[serde(default)]
         pub incidents: Vec<Spanned<Incident>>,
+        #[serde(default)]
+        pub tests: Vec<Spanned<RuleTest>>,
+    }
+
+    /// A sample message and what the rules must do with it; run by `check` and before
+    /// every reload.
+    #[derive(Deserialize)]
+    pub struct RuleTest {
+        pub name: Spanned<String>,
+        pub mailbox: Spanned<String>,
+        #[serde(default)]
+        pub subject: String,
+        #[serde(default)]
+        pub body: String,
+        #[serde(default = "default_test_sender")]
+        pub sender: Spanned<String>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        pub expect: Spanned<Expect>,
+    }
+
+    fn default_test_sender() -> Spanned<String> {
+        Spanned::new(0..0, "Customer <customer@example.com>".to_string())
+    }
+
+    #[derive(Deserialize)]
+    pub struct Expect {
+        pub action: Option<Spanned<String>>,
+        pub queue: Option<Spanned<String>>,
+        pub category: Option<Spanned<String>>,
+        pub forwarded: Option<bool>,
+        pub ack: Option<bool>,
+        pub flags: Option<Vec<Spanned<String>>>,
     }
 
     #[derive(Deserialize)]
@@ -144,6 +178,8 @@ mod raw {
         pub unmatched: Spanned<String>,
         #[serde(default)]
         pub forwarded_folder: Option<String>,
+        #[serde(default)]
+        pub shadow: bool,
     }
 
     fn keep() -> Spanned<String> {
@@ -210,6 +246,41 @@ pub struct Rules {
     pub flag_reasons: BTreeMap<String, BTreeMap<String, String>>,
     pub flag_matchers: Matchers,
     pub incidents: Vec<Incident>,
+    /// The rule tests of the file, already run once when it was loaded.
+    pub tests: Vec<RuleTest>,
+    /// Design mistakes that do not stop loading; `check` prints them.
+    pub warnings: Vec<super::ConfigError>,
+    /// Short digest of the file's text: tells which rules a running daemon uses.
+    pub version: String,
+}
+
+/// One `[[tests]]` entry: a message built from `subject`, `body`, `sender` and
+/// `headers`, sent through `pipeline::explain` with no state.
+#[derive(Debug, Clone)]
+pub struct RuleTest {
+    pub name: String,
+    /// Index in `[[tests]]`, for the key path in errors.
+    pub index: usize,
+    pub span: Option<Range<usize>>,
+    pub mailbox: String,
+    pub subject: String,
+    pub body: String,
+    pub sender: String,
+    pub headers: BTreeMap<String, String>,
+    pub expect: Expect,
+}
+
+/// What a rule test expects; keys left out are not checked.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// "forward", "keep", "leave", "ignore".
+    pub action: Option<String>,
+    pub queue: Option<String>,
+    pub category: Option<String>,
+    pub forwarded: Option<bool>,
+    pub ack: Option<bool>,
+    /// The red flags that fire, all of them (order does not matter).
+    pub flags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +480,8 @@ pub struct Mailbox {
     pub handles: Vec<String>,
     pub unmatched: Unmatched,
     pub forwarded_folder: Option<String>,
+    /// Shadow mode: decide and record, send nothing, mark nothing on the server.
+    pub shadow: bool,
 }
 
 /// Which part of a message a pattern looks at.
@@ -504,7 +577,14 @@ impl Rules {
         let Some(file) = c.parse::<raw::File>(text) else {
             return Err(ConfigErrors(c.errors));
         };
-        let rules = compile(&mut c, file);
+        let mut rules = compile(&mut c, file);
+        rules.version = format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12].to_string();
+        // The tests need rules that compiled; with errors already found they would
+        // only repeat them.
+        if c.errors.is_empty() {
+            super::ruletest::run_all(&mut c, &rules);
+        }
+        rules.warnings = std::mem::take(&mut c.warnings);
         c.finish(rules)
     }
 
@@ -539,7 +619,28 @@ fn compile_regex(
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
     {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            // The size of what a pattern can match tells two design mistakes apart
+            // from a working pattern: nothing at all, or the empty string (it then
+            // fires on every message).
+            let min = regex_syntax::parse(pat.get_ref())
+                .ok()
+                .map(|h| h.properties().minimum_len());
+            match min {
+                Some(None) => c.warn_at(
+                    span(pat),
+                    key,
+                    format!("{what}: this pattern can never match anything; check it with `mailtriage explain` on a sample"),
+                ),
+                Some(Some(0)) => c.warn_at(
+                    span(pat),
+                    key,
+                    format!("{what}: this pattern matches the empty string, so it fires on every message; an empty alternative (`a|`) or a `*` on everything is the usual cause"),
+                ),
+                _ => {}
+            }
+            Some(r)
+        }
         Err(e) => {
             c.at(span(pat), key, format!("{what}: bad regex: {e}"));
             None
@@ -787,6 +888,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
                 handles: m.handles.into_iter().map(Spanned::into_inner).collect(),
                 unmatched,
                 forwarded_folder: m.forwarded_folder,
+                shadow: m.shadow,
             },
         );
     }
@@ -1036,7 +1138,20 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         regex::escape(&company.ticket_prefix)
     ))
     .expect("an escaped prefix makes a valid regex");
+    let tests = compile_tests(c, f.tests, &queues, &categories, &mailboxes, &flags);
+    design_warnings(
+        c,
+        &queues,
+        &categories,
+        &mailboxes,
+        &rules,
+        escalation.as_ref(),
+        tests.is_empty(),
+    );
     Rules {
+        tests,
+        warnings: Vec::new(),
+        version: String::new(),
         escalation,
         threading,
         flags,
@@ -1055,6 +1170,194 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             languages: template_langs,
         },
         matchers,
+    }
+}
+
+/// Checks the `[[tests]]` entries against the declared names; they are run once the
+/// whole file has compiled.
+fn compile_tests(
+    c: &mut Collector<'_>,
+    raw: Vec<Spanned<raw::RuleTest>>,
+    queues: &BTreeMap<String, Queue>,
+    categories: &BTreeMap<String, Category>,
+    mailboxes: &BTreeMap<String, Mailbox>,
+    flags: &[Rule],
+) -> Vec<RuleTest> {
+    let mut tests = Vec::new();
+    let mut names = BTreeMap::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = span(&t);
+        let t = t.into_inner();
+        let base = format!("tests[{i}]");
+        let name = t.name.get_ref().clone();
+        if let Some(prev) = names.insert(name.clone(), i) {
+            c.at(
+                span(&t.name),
+                format!("{base}.name"),
+                format!("test name {name:?} is already used by tests[{prev}]"),
+            );
+        }
+        if !mailboxes.contains_key(t.mailbox.get_ref()) {
+            c.at(
+                span(&t.mailbox),
+                format!("{base}.mailbox"),
+                format!(
+                    "test {name:?}: unknown mailbox {:?} (declared: {})",
+                    t.mailbox.get_ref(),
+                    mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        if t.subject.is_empty() && t.body.is_empty() {
+            c.at(
+                at.clone(),
+                base.clone(),
+                format!("test {name:?} has neither subject nor body"),
+            );
+        }
+        if t.sender
+            .get_ref()
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
+            c.at(
+                span(&t.sender),
+                format!("{base}.sender"),
+                format!("test {name:?}: not an address (write \"Name <user@example.com>\")"),
+            );
+        }
+        let espan = span(&t.expect);
+        let e = t.expect.into_inner();
+        if let Some(a) = &e.action {
+            if !["forward", "keep", "leave", "ignore"].contains(&a.get_ref().as_str()) {
+                c.at(
+                    span(a),
+                    format!("{base}.expect.action"),
+                    format!(
+                        "test {name:?}: action {:?} is not one of forward, keep, leave, ignore",
+                        a.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(q) = &e.queue {
+            if !queues.contains_key(q.get_ref()) {
+                c.at(
+                    span(q),
+                    format!("{base}.expect.queue"),
+                    format!("test {name:?}: unknown queue {:?}", q.get_ref()),
+                );
+            }
+        }
+        if let Some(k) = &e.category {
+            if !categories.contains_key(k.get_ref()) {
+                c.at(
+                    span(k),
+                    format!("{base}.expect.category"),
+                    format!("test {name:?}: unknown category {:?}", k.get_ref()),
+                );
+            }
+        }
+        for (j, f) in e.flags.iter().flatten().enumerate() {
+            if !flags.iter().any(|r| &r.name == f.get_ref()) {
+                c.at(
+                    span(f),
+                    format!("{base}.expect.flags[{j}]"),
+                    format!("test {name:?}: unknown flag {:?}", f.get_ref()),
+                );
+            }
+        }
+        let expect = Expect {
+            action: e.action.map(Spanned::into_inner),
+            queue: e.queue.map(Spanned::into_inner),
+            category: e.category.map(Spanned::into_inner),
+            forwarded: e.forwarded,
+            ack: e.ack,
+            flags: e
+                .flags
+                .map(|v| v.into_iter().map(Spanned::into_inner).collect()),
+        };
+        if expect.action.is_none()
+            && expect.queue.is_none()
+            && expect.category.is_none()
+            && expect.forwarded.is_none()
+            && expect.ack.is_none()
+            && expect.flags.is_none()
+        {
+            c.at(
+                espan.or(at.clone()),
+                format!("{base}.expect"),
+                format!("test {name:?} expects nothing: give queue, action, category, forwarded, ack or flags"),
+            );
+        }
+        tests.push(RuleTest {
+            name,
+            index: i,
+            span: at,
+            mailbox: t.mailbox.into_inner(),
+            subject: t.subject,
+            body: t.body,
+            sender: t.sender.into_inner(),
+            headers: t.headers,
+            expect,
+        });
+    }
+    tests
+}
+
+/// Warnings for a rule set that loads but cannot do what its author meant: names that
+/// nothing uses, mailboxes no team reads, no tests.
+fn design_warnings(
+    c: &mut Collector<'_>,
+    queues: &BTreeMap<String, Queue>,
+    categories: &BTreeMap<String, Category>,
+    mailboxes: &BTreeMap<String, Mailbox>,
+    rules: &[Rule],
+    escalation: Option<&Escalation>,
+    no_tests: bool,
+) {
+    for q in queues.keys() {
+        let routed = categories.values().any(|k| k.queue.as_ref() == Some(q))
+            || mailboxes.values().any(|m| {
+                m.queue.as_ref() == Some(q) || m.unmatched == Unmatched::Forward(q.clone())
+            })
+            || escalation.is_some_and(|e| &e.queue == q);
+        if !routed {
+            c.warn_key(
+                format!("queues.{q}"),
+                format!("no category, mailbox or escalation routes to queue {q:?}: it never gets mail; set `queue = {q:?}` on a category or mailbox, or remove it"),
+            );
+        }
+    }
+    for (k, cat) in categories {
+        if !rules.iter().any(|r| &r.category == k) {
+            c.warn_key(
+                format!("categories.{k}"),
+                format!("no rule has category {k:?}: no message is ever put in it; add a [[rules]] entry with category = {k:?}, or remove it"),
+            );
+        }
+        if cat.queue.is_none() && !mailboxes.values().any(|m| m.handles.contains(k)) {
+            for (i, r) in rules.iter().enumerate().filter(|(_, r)| &r.category == k) {
+                c.warn_key(
+                    format!("rules[{i}].category"),
+                    format!("rule {:?}: category {k:?} has no queue and no mailbox handles it, so the rule routes nowhere (the message is left where it arrived); give the category a queue or list it in a mailbox's `handles`", r.name),
+                );
+            }
+        }
+    }
+    for (k, m) in mailboxes {
+        if m.queue.is_none() {
+            c.warn_key(
+                format!("mailboxes.{k}"),
+                format!("mailbox {k:?} has no queue: no team answers from it, every recognised request is forwarded away and flagged mail is not kept there; set `queue` if a team reads {}", m.address),
+            );
+        }
+    }
+    if no_tests {
+        c.warn_key(
+            "tests",
+            "no [[tests]]: add a few sample messages with the queue they must reach, so that `check` and every reload prove the rules still route them",
+        );
     }
 }
 

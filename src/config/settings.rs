@@ -113,6 +113,15 @@ struct RawSettings {
     smtp: Spanned<Server>,
     #[serde(default)]
     mailboxes: BTreeMap<String, Spanned<Login>>,
+    #[serde(default)]
+    metrics: Option<Spanned<MetricsSettings>>,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetricsSettings {
+    /// Loopback address and port of GET /metrics, e.g. "127.0.0.1:9898".
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The connection settings, checked.
@@ -124,6 +133,8 @@ pub struct Settings {
     pub imap_options: ImapOptions,
     pub smtp: Server,
     pub mailboxes: BTreeMap<String, Login>,
+    /// Where the Prometheus endpoint listens; `None`: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where a secret comes from; resolved only when a connection is made, so `check`
@@ -240,7 +251,20 @@ impl Settings {
                 _ => {}
             }
         }
+        let metrics_listen = raw.metrics.as_ref().and_then(|m| m.get_ref().listen);
+        if let (Some(addr), Some(m)) = (metrics_listen, &raw.metrics) {
+            // The counters name mailboxes and queues: they are for the machine's own
+            // scraper (or a proxy an operator puts in front), not for the network.
+            if !addr.ip().is_loopback() {
+                c.at(
+                    Some(m.span()),
+                    "metrics.listen",
+                    format!("{addr} is not a loopback address; use 127.0.0.1 or [::1] and let the scraper or a proxy reach it there"),
+                );
+            }
+        }
         let settings = Settings {
+            metrics_listen,
             path: path.to_path_buf(),
             state_dir: raw.state_dir,
             imap: raw.imap.into_inner(),

@@ -1,0 +1,259 @@
+//! Hot reload of rules.toml. On SIGHUP, and when the file changes (its folder is
+//! watched, because editors save by writing a new file and renaming it over the old
+//! one), a whole new [`Rules`] is loaded and checked aside, its rule tests run, and only
+//! then is it swapped into the `ArcSwap` the mailbox tasks read per batch. A file with
+//! any error leaves the rules in force untouched. mailtriage.toml is not reloaded: a
+//! change to it is logged as needing a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::config::{Rule, Rules};
+use crate::status::Board;
+
+/// Editors write a file in several steps; changes closer together than this are one.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// A file the daemon watches changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Rules,
+    Settings,
+}
+
+/// What a new version of the rules changes, in words for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Other sections that differ (queues, mailboxes, templates...).
+    pub sections: Vec<&'static str>,
+}
+
+fn rule_key(r: &Rule) -> String {
+    let pats: Vec<String> = r
+        .patterns
+        .iter()
+        .map(|p| format!("{}={}", p.field, p.regex.as_str()))
+        .collect();
+    format!("{}|{}|{}", r.category, r.priority, pats.join("|"))
+}
+
+/// Rules and flags added, removed and changed between two versions, by name.
+pub fn diff(old: &Rules, new: &Rules) -> Diff {
+    let mut d = Diff::default();
+    for (what, o, n) in [
+        ("rule", &old.rules, &new.rules),
+        ("flag", &old.flags, &new.flags),
+    ] {
+        for r in n {
+            match o.iter().find(|x| x.name == r.name) {
+                None => d.added.push(format!("{what} {}", r.name)),
+                Some(x) if rule_key(x) != rule_key(r) => {
+                    d.changed.push(format!("{what} {}", r.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for r in o {
+            if !n.iter().any(|x| x.name == r.name) {
+                d.removed.push(format!("{what} {}", r.name));
+            }
+        }
+    }
+    let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    // Without their place in the file, which moves with any edit above them.
+    let tests = |r: &Rules| {
+        let v: Vec<_> = r
+            .tests
+            .iter()
+            .map(|t| {
+                (
+                    &t.name, &t.mailbox, &t.subject, &t.body, &t.sender, &t.headers, &t.expect,
+                )
+            })
+            .collect();
+        format!("{v:?}")
+    };
+    for (name, a, b) in [
+        ("company", dbg(&old.company), dbg(&new.company)),
+        ("queues", dbg(&old.queues), dbg(&new.queues)),
+        ("categories", dbg(&old.categories), dbg(&new.categories)),
+        ("mailboxes", dbg(&old.mailboxes), dbg(&new.mailboxes)),
+        ("languages", dbg(&old.languages), dbg(&new.languages)),
+        ("escalation", dbg(&old.escalation), dbg(&new.escalation)),
+        ("threading", dbg(&old.threading), dbg(&new.threading)),
+        ("incidents", dbg(&old.incidents), dbg(&new.incidents)),
+        ("tests", tests(old), tests(new)),
+    ] {
+        if a != b {
+            d.sections.push(name);
+        }
+    }
+    d
+}
+
+/// Loads `path` aside and swaps it in when it is valid, its tests pass and it watches
+/// the same mailboxes. Returns whether the new rules are in force.
+pub fn reload(path: &Path, rules: &ArcSwap<Rules>, board: &Board, cause: &str) -> bool {
+    let new = match Rules::load(path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(file = %path.display(), cause, errors = e.0.len(), "Rules not reloaded; the rules in force stay:\n{e}");
+            board.reload_failed(&format!(
+                "{} error(s) in {}: {}",
+                e.0.len(),
+                path.display(),
+                e.0[0]
+            ));
+            return false;
+        }
+    };
+    let old = rules.load_full();
+    if new.version == old.version {
+        board.reloaded(&new.version);
+        tracing::info!(file = %path.display(), cause, version = %new.version, "Rules reloaded; nothing changed.");
+        return true;
+    }
+    // The mailbox tasks and their logins come from mailtriage.toml at start: a mailbox
+    // added or removed here needs a restart, and a half-applied set is worse than none.
+    let (a, b): (Vec<_>, Vec<_>) = (
+        old.mailboxes.keys().collect(),
+        new.mailboxes.keys().collect(),
+    );
+    if a != b {
+        let why = format!(
+            "the set of mailboxes changed ({} -> {}); restart the daemon to watch a different set",
+            a.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            b.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        tracing::error!(file = %path.display(), cause, "Rules not reloaded; the rules in force stay: {why}.");
+        board.reload_failed(&why);
+        return false;
+    }
+    for w in &new.warnings {
+        tracing::warn!(warning = %w, "Rules warning.");
+    }
+    let d = diff(&old, &new);
+    let version = new.version.clone();
+    rules.store(Arc::new(new));
+    board.reloaded(&version);
+    tracing::info!(
+        file = %path.display(),
+        cause,
+        version = %version,
+        old_version = %old.version,
+        added = %d.added.join(", "),
+        removed = %d.removed.join(", "),
+        changed = %d.changed.join(", "),
+        sections = %d.sections.join(", "),
+        "Rules reloaded."
+    );
+    true
+}
+
+/// Watches the folders of the rules and settings files; changes to either file are
+/// sent on `tx`, debounced. Keep the returned watcher alive as long as it should run.
+pub fn watch(
+    rules: &Path,
+    settings: &Path,
+    tx: mpsc::UnboundedSender<Changed>,
+) -> Result<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>, notify::Error> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (rules, settings) = (abs(rules), abs(settings));
+    let (r, s) = (rules.clone(), settings.clone());
+    let mut deb = notify_debouncer_mini::new_debouncer(
+        DEBOUNCE,
+        move |res: notify_debouncer_mini::DebounceEventResult| {
+            let Ok(events) = res else { return };
+            let mut seen = (false, false);
+            for e in events {
+                seen.0 |= e.path == r;
+                seen.1 |= e.path == s;
+            }
+            if seen.0 {
+                let _ = tx.send(Changed::Rules);
+            }
+            if seen.1 {
+                let _ = tx.send(Changed::Settings);
+            }
+        },
+    )?;
+    let mut dirs: Vec<PathBuf> = [&rules, &settings]
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    for d in dirs {
+        deb.watcher()
+            .watch(&d, notify::RecursiveMode::NonRecursive)?;
+    }
+    Ok(deb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml")).unwrap()
+    }
+
+    #[test]
+    fn diff_names_rules_added_removed_and_changed() {
+        let old = Rules::parse(Path::new("rules.toml"), &shipped()).unwrap();
+        let text = shipped()
+            .replacen("name = \"sales-en\"", "name = \"sales-english\"", 1)
+            .replacen("priority = 20", "priority = 25", 1)
+            .replacen("response_time = \"4h\"", "response_time = \"3h\"", 1);
+        let new = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d.added, vec!["rule sales-english"]);
+        assert_eq!(d.removed, vec!["rule sales-en"]);
+        assert_eq!(d.changed, vec!["rule http-5xx"]);
+        assert_eq!(d.sections, vec!["queues"]);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_rules_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.toml");
+        std::fs::write(&path, shipped()).unwrap();
+        let first = Rules::load(&path).unwrap();
+        let version = first.version.clone();
+        let swap = ArcSwap::from_pointee(first);
+        let board = Board::new("rules.toml", &version, false);
+        std::fs::write(
+            &path,
+            shipped().replacen(
+                "queue = \"billing\"\n[categories.sales]",
+                "queue = \"nobody\"\n[categories.sales]",
+                1,
+            ),
+        )
+        .unwrap();
+        assert!(!reload(&path, &swap, &board, "test"));
+        assert_eq!(swap.load().version, version);
+        let st = board.snapshot(0, 0);
+        assert_eq!(st.reloads_failed, 1);
+        assert!(
+            st.last_errors[0].contains("unknown queue \"nobody\""),
+            "{:?}",
+            st.last_errors
+        );
+        // A good edit goes in.
+        std::fs::write(
+            &path,
+            shipped().replacen("response_time = \"4h\"", "response_time = \"3h\"", 1),
+        )
+        .unwrap();
+        assert!(reload(&path, &swap, &board, "test"));
+        assert_ne!(swap.load().version, version);
+        assert_eq!(board.snapshot(0, 0).reloads_ok, 1);
+    }
+}

@@ -1,0 +1,281 @@
+//! What the running daemon knows about itself, for operators: each mailbox's connection
+//! state, the last errors, the rules in force and the reloads. The mailbox tasks and the
+//! reloader write it ([`Board`]); `mailtriage status` reads it over the control socket,
+//! the systemd watchdog asks it whether the mailboxes are healthy, and the same events
+//! move the Prometheus metrics (no-ops unless `[metrics] listen` is set).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Report;
+
+/// How many recent errors `status` shows.
+const LAST_ERRORS: usize = 10;
+/// A mailbox that has not had a working connection for this long makes the daemon
+/// unhealthy for the systemd watchdog: a restart is worth a try.
+pub const FAILING_TOO_LONG: Duration = Duration::from_secs(15 * 60);
+
+/// A mailbox task's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Connecting,
+    /// Connected and caught up (IDLE).
+    Idle,
+    /// Fetching and triaging.
+    Syncing,
+    /// The last connection failed; the task is waiting to reconnect.
+    Failing,
+    /// The task has ended (only at shutdown).
+    Stopped,
+}
+
+impl State {
+    fn code(self) -> f64 {
+        match self {
+            State::Connecting => 0.0,
+            State::Idle => 1.0,
+            State::Syncing => 2.0,
+            State::Failing => 3.0,
+            State::Stopped => 4.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailboxStatus {
+    pub state: State,
+    /// Since when it is in this state (RFC 3339).
+    pub since: String,
+    /// When it last caught up with the server (RFC 3339).
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+    /// Decides and records only; sends nothing and marks nothing.
+    pub shadow: bool,
+    #[serde(skip)]
+    since_at: Option<SystemTime>,
+    #[serde(skip)]
+    ever_connected: bool,
+}
+
+/// The answer to `mailtriage status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub started: String,
+    pub mailboxes: BTreeMap<String, MailboxStatus>,
+    /// Mails waiting to be sent.
+    pub outbox: usize,
+    /// Mails shadow mode decided and did not send.
+    pub shadow_mails: usize,
+    /// The whole daemon runs in shadow mode (`run --shadow`).
+    pub shadow: bool,
+    pub rules_file: String,
+    /// Digest of the rules file in force.
+    pub rules_version: String,
+    pub rules_loaded: String,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Most recent first: "TIME  WHAT".
+    pub last_errors: Vec<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    report: StatusReport,
+    errors: VecDeque<String>,
+}
+
+/// Shared by every task of the daemon.
+#[derive(Default)]
+pub struct Board {
+    inner: Mutex<Inner>,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Board {
+    pub fn new(rules_file: &str, rules_version: &str, shadow: bool) -> Board {
+        let now = SystemTime::now();
+        let b = Board::default();
+        {
+            let mut i = b.lock();
+            i.report.started = rfc3339(now);
+            i.report.rules_file = rules_file.to_string();
+            i.report.rules_version = rules_version.to_string();
+            i.report.rules_loaded = rfc3339(now);
+            i.report.shadow = shadow;
+        }
+        b
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves data that is still worth showing.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A mailbox task changes state. `key` is the mailbox name (or `name#folder` for a
+    /// Sent-folder observer).
+    pub fn set(&self, key: &str, state: State, shadow: bool) {
+        let now = SystemTime::now();
+        let mut i = self.lock();
+        let m = i
+            .report
+            .mailboxes
+            .entry(key.to_string())
+            .or_insert_with(|| MailboxStatus {
+                state,
+                since: rfc3339(now),
+                last_sync: None,
+                last_error: None,
+                shadow,
+                since_at: Some(now),
+                ever_connected: false,
+            });
+        m.shadow = shadow;
+        if m.state != state {
+            m.state = state;
+            m.since = rfc3339(now);
+            m.since_at = Some(now);
+        }
+        if matches!(state, State::Idle | State::Syncing) {
+            m.ever_connected = true;
+        }
+        metrics::gauge!("mailtriage_mailbox_state", "mailbox" => key.to_string()).set(state.code());
+        metrics::gauge!("mailtriage_mailbox_connected", "mailbox" => key.to_string()).set(
+            if matches!(state, State::Idle | State::Syncing) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
+
+    /// A mailbox caught up with its server.
+    pub fn synced(&self, key: &str, shadow: bool) {
+        let now = SystemTime::now();
+        self.set(key, State::Idle, shadow);
+        let mut i = self.lock();
+        if let Some(m) = i.report.mailboxes.get_mut(key) {
+            m.last_sync = Some(rfc3339(now));
+        }
+        metrics::gauge!("mailtriage_mailbox_last_sync_seconds", "mailbox" => key.to_string())
+            .set(unix(now));
+    }
+
+    /// A mailbox connection failed.
+    pub fn failed(&self, key: &str, error: &str, shadow: bool) {
+        self.set(key, State::Failing, shadow);
+        {
+            let mut i = self.lock();
+            if let Some(m) = i.report.mailboxes.get_mut(key) {
+                m.last_error = Some(error.to_string());
+            }
+        }
+        self.error(&format!("mailbox {key}: {error}"));
+    }
+
+    /// Anything an operator may want to see in `status`.
+    pub fn error(&self, what: &str) {
+        let mut i = self.lock();
+        i.errors
+            .push_front(format!("{}  {what}", rfc3339(SystemTime::now())));
+        i.errors.truncate(LAST_ERRORS);
+    }
+
+    pub fn reloaded(&self, version: &str) {
+        let mut i = self.lock();
+        i.report.rules_version = version.to_string();
+        i.report.rules_loaded = rfc3339(SystemTime::now());
+        i.report.reloads_ok += 1;
+        metrics::counter!("mailtriage_reloads_total", "result" => "ok").increment(1);
+    }
+
+    pub fn reload_failed(&self, why: &str) {
+        {
+            let mut i = self.lock();
+            i.report.reloads_failed += 1;
+        }
+        metrics::counter!("mailtriage_reloads_total", "result" => "failed").increment(1);
+        self.error(&format!("reload refused: {why}"));
+    }
+
+    /// Every mailbox in `keys` has connected at least once: the daemon is ready.
+    pub fn all_connected(&self, keys: &[String]) -> bool {
+        let i = self.lock();
+        keys.iter()
+            .all(|k| i.report.mailboxes.get(k).is_some_and(|m| m.ever_connected))
+    }
+
+    /// For the watchdog: every mailbox task is running, and none has been failing for
+    /// longer than [`FAILING_TOO_LONG`].
+    pub fn healthy(&self, keys: &[String], now: SystemTime) -> bool {
+        let i = self.lock();
+        keys.iter().all(|k| match i.report.mailboxes.get(k) {
+            None => true, // not started yet
+            Some(m) => match m.state {
+                State::Stopped => false,
+                State::Failing | State::Connecting => m
+                    .since_at
+                    .and_then(|s| now.duration_since(s).ok())
+                    .is_none_or(|d| d < FAILING_TOO_LONG),
+                State::Idle | State::Syncing => true,
+            },
+        })
+    }
+
+    pub fn snapshot(&self, outbox: usize, shadow_mails: usize) -> StatusReport {
+        let i = self.lock();
+        let mut r = i.report.clone();
+        r.outbox = outbox;
+        r.shadow_mails = shadow_mails;
+        r.last_errors = i.errors.iter().cloned().collect();
+        r
+    }
+}
+
+/// Counts one triaged message in the metrics.
+pub fn count_message(mailbox: &str, r: &Report, shadow: bool) {
+    let mb = mailbox.to_string();
+    let mode = if shadow { "shadow" } else { "live" };
+    metrics::counter!("mailtriage_messages_seen_total", "mailbox" => mb.clone(), "action" => r.action, "mode" => mode)
+        .increment(1);
+    if r.action == "forward" {
+        metrics::counter!("mailtriage_messages_forwarded_total", "mailbox" => mb.clone(), "mode" => mode)
+            .increment(1);
+    }
+    if r.action == "quarantine" {
+        metrics::counter!("mailtriage_messages_quarantined_total", "mailbox" => mb.clone())
+            .increment(1);
+    }
+    if r.acknowledgement.send {
+        metrics::counter!("mailtriage_messages_acknowledged_total", "mailbox" => mb.clone(), "mode" => mode)
+            .increment(1);
+    } else if let Some(reason) = r.acknowledgement.suppressed {
+        metrics::counter!("mailtriage_acknowledgements_suppressed_total", "mailbox" => mb.clone(), "reason" => reason)
+            .increment(1);
+    }
+    if !r.flags.is_empty() {
+        metrics::counter!("mailtriage_messages_flagged_total", "mailbox" => mb).increment(1);
+    }
+}
+
+/// Starts the Prometheus endpoint on `addr` (GET /metrics).
+pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))
+}

@@ -1,0 +1,511 @@
+//! What admins and operators do with a running daemon, on the real mail stack: edit
+//! rules.toml (a broken edit keeps the old rules, a good one takes effect without a
+//! restart), SIGHUP, `mailtriage status`, shadow mode and the metrics endpoint.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::daemon::{header, is_ack_of, is_forward_of, message, write_config, Daemon, WAIT};
+use support::Stack;
+
+fn shipped() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+}
+
+/// Writes the rules as an editor does: a new file renamed over the old one.
+fn save(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `mailtriage status --json` against the daemon's state directory.
+fn status(state: &Path) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["status", "--json", "--state"])
+        .arg(state)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Polls `status` until `pred` holds; panics with the last answer and the log.
+fn wait_status(
+    daemon: &Daemon,
+    state: &Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // The socket appears a moment after the daemon starts.
+        if state.join("control.sock").exists() {
+            let st = status(state);
+            if pred(&st) {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("status never got there: {st:#}\nlog:\n{}", daemon.log());
+            }
+        } else if Instant::now() > deadline {
+            panic!("no control socket; log:\n{}", daemon.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn all_connected(st: &serde_json::Value) -> bool {
+    let m = st["mailboxes"].as_object().unwrap();
+    m.len() == 4 && m.values().all(|m| m["last_sync"].is_string())
+}
+
+const PRESS_RULE: &str = "\n[[rules]]\nname = \"press\"\ncategory = \"sales\"\npriority = 50\nsubject = '(?i)\\bpress\\s+release\\b'\n";
+
+#[test]
+fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_restart() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    let rules = dir.path().join("rules.toml");
+    save(&rules, &shipped());
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
+    let first = wait_status(&daemon, &state, all_connected);
+    let v1 = first["rules_version"].as_str().unwrap().to_string();
+
+    // Broken: the new rule is fine, but billing's queue does not exist.
+    let broken = shipped().replacen(
+        "queue = \"billing\"\n[categories.sales]",
+        "queue = \"acounting\"\n[categories.sales]",
+        1,
+    ) + PRESS_RULE;
+    save(&rules, &broken);
+    let st = wait_status(&daemon, &state, |s| s["reloads_failed"] == 1);
+    assert_eq!(
+        st["rules_version"],
+        v1.as_str(),
+        "the old rules stay in force"
+    );
+    let errors = st["last_errors"].to_string();
+    assert!(
+        errors.contains("unknown queue \\\"acounting\\\""),
+        "{errors}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("ERROR")
+            && log.contains("Rules not reloaded")
+            && log.contains("categories.billing.queue"),
+        "the log says why:\n{log}"
+    );
+
+    // Still routed by the old rules: a refund written to support goes to billing, and a
+    // press release (the new rule) stays in support.
+    let refund = "reload-refund@example.test";
+    stack.send(
+        "customer2@example.test",
+        &["support@example.test"],
+        &message(
+            "customer2@example.test",
+            "support@example.test",
+            refund,
+            "Refund for invoice 77",
+            "",
+            "Please refund the double charge.",
+        ),
+    );
+    let press1 = "reload-press-1@example.test";
+    stack.send(
+        "customer3@example.test",
+        &["support@example.test"],
+        &message(
+            "customer3@example.test",
+            "support@example.test",
+            press1,
+            "Press release for our launch",
+            "",
+            "Could you review our press release?",
+        ),
+    );
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, refund))
+    });
+    // Kept in support: marked as triaged there, and its acknowledgement sent.
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| {
+            header(&m.raw, "Message-ID").is_some_and(|h| h.contains(press1))
+                && m.has_flag("$Triaged")
+        })
+    });
+    stack.wait_until("customer3@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_ack_of(m, press1))
+    });
+
+    // A good edit: the press rule alone. It takes effect without a restart.
+    save(&rules, &(shipped() + PRESS_RULE));
+    let st = wait_status(&daemon, &state, |s| s["reloads_ok"].as_u64() >= Some(1));
+    assert_ne!(st["rules_version"], v1.as_str());
+    assert!(
+        daemon.log().contains("added=rule press"),
+        "the log names what changed:\n{}",
+        daemon.log()
+    );
+    let press2 = "reload-press-2@example.test";
+    stack.send(
+        "customer4@example.test",
+        &["support@example.test"],
+        &message(
+            "customer4@example.test",
+            "support@example.test",
+            press2,
+            "Press release for our launch",
+            "",
+            "Could you review our press release?",
+        ),
+    );
+    stack.wait_until("sales@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, press2))
+    });
+
+    // SIGHUP reloads too (here: the same file), and the daemon goes on.
+    let before = st["reloads_ok"].as_u64().unwrap();
+    daemon.signal("HUP");
+    wait_status(&daemon, &state, |s| s["reloads_ok"].as_u64() > Some(before));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    // support@ in shadow mode by the rules; the others live.
+    let rules = dir.path().join("rules.toml");
+    let text = shipped().replacen(
+        "handles = [\"technical\", \"howto\"]",
+        "handles = [\"technical\", \"howto\"]\nshadow = true",
+        1,
+    );
+    assert_ne!(text, shipped());
+    save(&rules, &text);
+    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
+    wait_status(&daemon, &state, all_connected);
+
+    let id = "shadow-refund@example.test";
+    stack.send(
+        "customer5@example.test",
+        &["support@example.test"],
+        &message(
+            "customer5@example.test",
+            "support@example.test",
+            id,
+            "Refund for invoice 78",
+            "",
+            "Please refund the double charge, you idiots.",
+        ),
+    );
+    // Decided and recorded: two forwards (billing, and the flagged copy to the
+    // supervisor) and the acknowledgement, all as shadow mails.
+    let st = wait_status(&daemon, &state, |s| s["shadow_mails"].as_u64() >= Some(3));
+    assert_eq!(st["outbox"], 0, "nothing waits to be sent: {st:#}");
+    assert_eq!(st["mailboxes"]["support"]["shadow"], true);
+
+    let tickets = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["tickets", "list", "--state"])
+        .arg(&state)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&tickets.stdout).into_owned();
+    assert!(
+        list.contains("billing") && list.contains("[shadow]"),
+        "{list}"
+    );
+    let id_of = list.split_whitespace().next().unwrap().to_string();
+    let show = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["tickets", "show", &id_of, "--state"])
+        .arg(&state)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(show.contains("mode:      shadow"), "{show}");
+    assert!(
+        show.contains("not sent:  forward -> billing@example.test"),
+        "{show}"
+    );
+    assert!(
+        show.contains("not sent:  acknowledgement -> customer5@example.test"),
+        "{show}"
+    );
+
+    // A live message afterwards goes through the same sender: once it has arrived,
+    // anything the shadow message had queued would have arrived before it.
+    let live = "shadow-live@example.test";
+    stack.send(
+        "customer6@example.test",
+        &["sales@example.test"],
+        &message(
+            "customer6@example.test",
+            "sales@example.test",
+            live,
+            "Refund for invoice 79",
+            "",
+            "Please refund it.",
+        ),
+    );
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, live))
+    });
+    stack.wait_until("customer6@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_ack_of(m, live))
+    });
+    stack.drain();
+    assert!(!stack
+        .fetch_all("billing@example.test", "INBOX")
+        .iter()
+        .any(|m| is_forward_of(m, id)));
+    assert!(!stack
+        .fetch_all("supervisor@example.test", "INBOX")
+        .iter()
+        .any(|m| is_forward_of(m, id)));
+    assert!(
+        stack
+            .fetch_all("customer5@example.test", "INBOX")
+            .is_empty(),
+        "no acknowledgement"
+    );
+    let original: Vec<_> = stack
+        .fetch_all("support@example.test", "INBOX")
+        .into_iter()
+        .filter(|m| header(&m.raw, "Message-ID").is_some_and(|h| h.contains(id)))
+        .collect();
+    assert_eq!(original.len(), 1);
+    assert!(
+        !original[0].flags.iter().any(|f| f.starts_with('$')),
+        "no keyword on the server: {:?}",
+        original[0].flags
+    );
+    assert!(daemon.stop().success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name{labels...}` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_answers_with_the_counters_moving() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg: PathBuf = write_config(&stack, dir.path(), &state);
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text += &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    wait_status(&daemon, &state, all_connected);
+
+    let before = scrape(port);
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert_eq!(
+        sample(
+            &before,
+            "mailtriage_mailbox_connected",
+            &["mailbox=\"billing\""]
+        ),
+        Some(1.0),
+        "{before}"
+    );
+    let seen = |t: &str| {
+        sample(
+            t,
+            "mailtriage_messages_forwarded_total",
+            &["mailbox=\"billing\""],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(seen(&before), 0.0);
+
+    let id = "metrics-1@example.test";
+    stack.send(
+        "customer7@example.test",
+        &["billing@example.test"],
+        &message(
+            "customer7@example.test",
+            "billing@example.test",
+            id,
+            "Site is down",
+            "",
+            "Our site is down, error 502.",
+        ),
+    );
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+        ms.iter().any(|m| is_forward_of(m, id))
+    });
+    let after = scrape(port);
+    assert_eq!(seen(&after), 1.0, "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            "mailtriage_messages_seen_total",
+            &["mailbox=\"billing\"", "action=\"forward\""]
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "mailtriage_messages_acknowledged_total",
+            &["mailbox=\"billing\""]
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        sample(
+            &after,
+            "mailtriage_mailbox_last_sync_seconds",
+            &["mailbox=\"billing\""]
+        )
+        .is_some_and(|t| t > 1.7e9),
+        "{after}"
+    );
+    assert!(after.contains("mailtriage_outbox_depth"), "{after}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["status", "--state"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no mailtriage daemon answers"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Reads sd_notify datagrams from `sock` until `pred` holds for one; returns every
+/// message seen so far.
+fn notifications_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "never got it; seen: {seen:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = pred(&m);
+            seen.push(m);
+            if hit {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_after_the_mailboxes_connect_reloading_watchdog_and_stopping() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .arg("run")
+        .arg("--rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
+    // READY only once every mailbox has connected.
+    let st = status(&state);
+    let m = st["mailboxes"].as_object().unwrap();
+    assert_eq!(m.len(), 4, "{st:#}");
+    assert!(
+        m.values()
+            .all(|m| m["state"] == "idle" || m["state"] == "syncing"),
+        "{st:#}"
+    );
+    notifications_until(&sock, &mut seen, |m| m.trim() == "WATCHDOG=1");
+
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("HUP");
+    seen.clear();
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
+    let reloading = seen
+        .iter()
+        .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 before READY=1: {seen:?}"));
+    assert!(
+        seen[reloading].contains("MONOTONIC_USEC="),
+        "RELOADING=1 comes with MONOTONIC_USEC: {seen:?}"
+    );
+    kill("TERM");
+    notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
