@@ -674,6 +674,7 @@ def main():
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
     ap.add_argument("--binary", help="use this mailtriage binary instead of building target/release")
     ap.add_argument("--no-build", action="store_true", help="use target/release/mailtriage as it is")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (daemon logs, configs) for a look")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("MAILTRIAGE_BENCH_PORT_BASE", "40000")))
     a = ap.parse_args()
     a.count = a.count or (100 if a.quick else 1000)
@@ -715,7 +716,10 @@ def main():
             d.stop()
         if stack:
             stack.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if a.keep:
+            log("work dir kept: %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(res.table())
     print("\n%d figures in %s" % (len(res.rows), a.out))
 
