@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use sha2::Digest;
 use toml::Spanned;
@@ -541,9 +541,13 @@ impl std::fmt::Debug for Templates {
     }
 }
 
-/// One RegexSet per field over every pattern of that field: a message is scanned once
-/// per field whatever the number of rules, and only the patterns that matched are run
-/// again to find the matched text.
+/// One literal prefilter per field over every pattern of that field. Each pattern's
+/// prefix literals (what every match of it must start with, case variants included) go
+/// into one Aho-Corasick automaton: a message is scanned once per field whatever the
+/// number of rules, and only the patterns whose literals occur are run as regexes. The
+/// regexes decide; the prefilter only skips patterns that cannot match. (A RegexSet
+/// cannot do this: with Unicode word boundaries and Cyrillic text it falls back to its
+/// slowest engine, whose cost grows with every rule.)
 #[derive(Debug, Default)]
 pub struct Matchers {
     pub by_field: Vec<FieldMatcher>,
@@ -552,9 +556,31 @@ pub struct Matchers {
 #[derive(Debug)]
 pub struct FieldMatcher {
     pub field: Field,
-    pub set: RegexSet,
-    /// For each pattern in `set`: (rule index, pattern index in the rule).
+    /// For each pattern of this field: (rule index, pattern index in the rule).
     pub owners: Vec<(usize, usize)>,
+    /// Literals of all prefiltered patterns; `None` when no pattern has any.
+    pub prefilter: Option<aho_corasick::AhoCorasick>,
+    /// For each literal of `prefilter`: the patterns (indices into `owners`) it stands for.
+    pub literal_patterns: Vec<Vec<usize>>,
+    /// Patterns without a usable literal: always run.
+    pub always: Vec<usize>,
+}
+
+/// The literals every match of `pattern` starts with, when there is a finite set of
+/// non-empty ones.
+fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    seq.optimize_for_prefix_by_preference();
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 impl Rules {
@@ -1463,17 +1489,49 @@ fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
     }
     let mut by_field = Vec::new();
     for (field, (pats, owners)) in groups {
-        match RegexSetBuilder::new(&pats)
-            .size_limit(REGEX_SIZE_LIMIT * 16)
-            .build()
-        {
-            Ok(set) => by_field.push(FieldMatcher { field, set, owners }),
-            Err(e) => c.at(
-                None,
-                "rules",
-                format!("the {field} patterns together are too large: {e}"),
-            ),
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
+        for (i, p) in pats.iter().enumerate() {
+            match prefix_literals(p) {
+                Some(lits) => {
+                    for l in lits {
+                        let at = *index.entry(l.clone()).or_insert_with(|| {
+                            literals.push(l);
+                            literal_patterns.push(Vec::new());
+                            literals.len() - 1
+                        });
+                        if literal_patterns[at].last() != Some(&i) {
+                            literal_patterns[at].push(i);
+                        }
+                    }
+                }
+                None => always.push(i),
+            }
         }
+        let prefilter = if literals.is_empty() {
+            None
+        } else {
+            match aho_corasick::AhoCorasick::new(&literals) {
+                Ok(ac) => Some(ac),
+                Err(e) => {
+                    c.at(
+                        None,
+                        "rules",
+                        format!("the {field} patterns together are too large: {e}"),
+                    );
+                    continue;
+                }
+            }
+        };
+        by_field.push(FieldMatcher {
+            field,
+            owners,
+            prefilter,
+            literal_patterns,
+            always,
+        });
     }
     Matchers { by_field }
 }
