@@ -57,8 +57,10 @@ fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_772_618_400)
 }
 
-/// libfuzzer-sys aborts on every panic, caught or not. mail-parser panics on some
-/// malformed MIME (e.g. "Invalid part ID, could not find multipart"), and
+/// libfuzzer-sys aborts on every panic, caught or not. mail-parser has a
+/// `debug_assert!` that fails on some malformed MIME ("Invalid part ID, could not find
+/// multipart"; cargo-fuzz builds with debug assertions, the daemon's release build has
+/// none), and
 /// `message::parse` catches that on purpose: the message is quarantined, not a crash.
 /// Those panics are let through to the catch; any other panic, and any that nothing
 /// catches (libfuzzer-sys's own catch around the target), still ends the run.
