@@ -12,7 +12,7 @@ use crate::message::Mail;
 const MAX_MATCHED: usize = 120;
 /// Language detection looks at this many bytes of subject and text; enough to tell
 /// Cyrillic from Latin, and bounded whatever the size of the message.
-const LANGUAGE_SAMPLE: usize = 4096;
+const LANGUAGE_SAMPLE: usize = 1024;
 
 /// One pattern of one rule that matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,15 +76,38 @@ fn hits_of(
         if text.is_empty() {
             continue;
         }
-        let mut candidates: Vec<usize> = m.always.clone();
+        // Patterns with literals: a match starts at one of their literal hits, so each
+        // hit is tried anchored, in text order; the first success is the leftmost match,
+        // the same one `find` gives.
+        let mut done: Vec<bool> = vec![false; m.owners.len()];
         if let Some(ac) = &m.prefilter {
             for hit in ac.find_overlapping_iter(text.as_bytes()) {
-                candidates.extend_from_slice(&m.literal_patterns[hit.pattern().as_usize()]);
+                for &i in &m.literal_patterns[hit.pattern().as_usize()] {
+                    if done[i] {
+                        continue;
+                    }
+                    let (ri, pi) = m.owners[i];
+                    let found = match &m.anchored[i] {
+                        Some(re) => {
+                            let input = regex_automata::Input::new(text.as_bytes())
+                                .range(hit.start()..)
+                                .anchored(regex_automata::Anchored::Yes);
+                            re.find(input).and_then(|f| text.get(f.range()))
+                        }
+                        None => list[ri].patterns[pi]
+                            .regex
+                            .find_at(&text, hit.start())
+                            .filter(|f| f.start() == hit.start())
+                            .map(|f| f.as_str()),
+                    };
+                    if let Some(f) = found {
+                        done[i] = true;
+                        hits.push((ri, pi, cut(f)));
+                    }
+                }
             }
         }
-        candidates.sort_unstable();
-        candidates.dedup();
-        for i in candidates {
+        for &i in &m.always {
             let (ri, pi) = m.owners[i];
             if let Some(f) = list[ri].patterns[pi].regex.find(&text) {
                 hits.push((ri, pi, cut(f.as_str())));
@@ -374,8 +397,14 @@ mod prefilter_tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let rules = Rules::load(&root.join("rules.toml")).unwrap();
         let mut seen = 0;
-        for dir in ["tests/fixtures", "samples", "tests/broken"] {
-            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+        // MAILTRIAGE_EQ_DIR adds a folder of .eml files, e.g. a corpus from bench/gen_mail.py.
+        let extra = std::env::var("MAILTRIAGE_EQ_DIR").ok();
+        for dir in ["tests/fixtures", "samples", "tests/broken"]
+            .into_iter()
+            .map(String::from)
+            .chain(extra)
+        {
+            for e in std::fs::read_dir(root.join(&dir)).unwrap() {
                 let p = e.unwrap().path();
                 if p.extension().is_none_or(|x| x != "eml") {
                     continue;

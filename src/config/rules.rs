@@ -564,6 +564,9 @@ pub struct FieldMatcher {
     pub literal_patterns: Vec<Vec<usize>>,
     /// Patterns without a usable literal: always run.
     pub always: Vec<usize>,
+    /// For each pattern: the same regex as a regex-automata one, which can be run anchored
+    /// at a literal hit: a match must start there, so only that spot is tried.
+    pub anchored: Vec<Option<regex_automata::meta::Regex>>,
 }
 
 /// The literals every match of `pattern` starts with, when there is a finite set of
@@ -1525,12 +1528,25 @@ fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
                 }
             }
         };
+        let anchored = pats
+            .iter()
+            .map(|p| {
+                regex_automata::meta::Regex::builder()
+                    .configure(
+                        regex_automata::meta::Regex::config()
+                            .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
+                    )
+                    .build(p)
+                    .ok()
+            })
+            .collect();
         by_field.push(FieldMatcher {
             field,
             owners,
             prefilter,
             literal_patterns,
             always,
+            anchored,
         });
     }
     Matchers { by_field }
