@@ -27,6 +27,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
+    // First of all: a SIGTERM during start-up (loading, recovery, connecting) must stop
+    // the daemon cleanly once it is up, not kill it with the default action.
+    let mut signals = Signals::new();
     // Listened to before anything else: SIGHUP's default action would end the process.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| Failure(format!("cannot listen for SIGHUP: {e}")))?;
@@ -144,7 +147,6 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
     tracker.close();
     tracing::info!(mailboxes = settings.mailboxes.len(), state = %settings.state_dir.display(), "mailtriage running.");
 
-    let mut signals = Signals::new();
     signals.recv().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("Stopping: finishing the messages in hand.");

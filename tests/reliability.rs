@@ -162,8 +162,14 @@ fn sigkill_at_random_moments_loses_nothing_and_decides_nothing_twice() {
         });
     }
     stack.drain();
-    assert!(daemon.stop().success());
+    let status = daemon.stop();
     let text = std::fs::read_to_string(&log).unwrap();
+    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+    assert!(
+        status.success(),
+        "the daemon did not stop cleanly ({status:?}); end of its log:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
     let uncertain = uncertain_ids(&text);
 
     // Count what arrived, by Message-ID.
