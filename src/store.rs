@@ -569,15 +569,7 @@ impl Store {
                 }
             }
             for (m, k) in rec.outgoing.iter().zip(&outbox_keys) {
-                outbox.insert(&k.to_be_bytes(), m.encode())?;
-                let sent = MessageRecord {
-                    ticket: Some(m.ticket.clone()),
-                    mailbox: rec.mailbox.clone(),
-                    disposition: "sent".into(),
-                    at: rec.message.at.clone(),
-                    reason: None,
-                };
-                msgs.insert(id_key(&m.message_id), json(&sent))?;
+                put_outgoing(outbox, msgs, *k, m, &rec.mailbox, &rec.message.at)?;
             }
             if let Some(mark) = &rec.mark {
                 marks.insert(mark_key(mark), json(mark))?;
@@ -619,20 +611,13 @@ impl Store {
             .collect::<Result<_, _>>()?;
         (&self.tickets, &self.outbox, &self.messages).transaction(|(tickets, outbox, msgs)| {
             tickets.insert(ticket.id.as_bytes(), json(ticket))?;
+            let at = ticket
+                .history
+                .last()
+                .map(|e| e.at.clone())
+                .unwrap_or_default();
             for (m, k) in outgoing.iter().zip(&keys) {
-                outbox.insert(&k.to_be_bytes(), m.encode())?;
-                let sent = MessageRecord {
-                    ticket: Some(m.ticket.clone()),
-                    mailbox: String::new(),
-                    disposition: "sent".into(),
-                    at: ticket
-                        .history
-                        .last()
-                        .map(|e| e.at.clone())
-                        .unwrap_or_default(),
-                    reason: None,
-                };
-                msgs.insert(id_key(&m.message_id), json(&sent))?;
+                put_outgoing(outbox, msgs, *k, m, "", &at)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
@@ -729,6 +714,28 @@ impl Store {
         self.marks.remove(mark_key(mark))?;
         Ok(())
     }
+}
+
+/// Queues one outgoing mail and indexes its Message-ID as sent, so a reply to it joins
+/// its ticket and the mail itself is recognised as the daemon's own when it comes back.
+fn put_outgoing(
+    outbox: &sled::transaction::TransactionalTree,
+    msgs: &sled::transaction::TransactionalTree,
+    key: u64,
+    m: &OutMail,
+    mailbox: &str,
+    at: &str,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    outbox.insert(&key.to_be_bytes(), m.encode())?;
+    let sent = MessageRecord {
+        ticket: Some(m.ticket.clone()),
+        mailbox: mailbox.to_string(),
+        disposition: "sent".into(),
+        at: at.to_string(),
+        reason: None,
+    };
+    msgs.insert(id_key(&m.message_id), json(&sent))?;
+    Ok(())
 }
 
 fn advance(

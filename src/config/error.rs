@@ -51,6 +51,18 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Reads a configuration file; a file that cannot be read is an error like any other.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        }])
+    })
+}
+
 /// Collects errors against one source text, turning byte spans into line numbers.
 pub(crate) struct Collector<'a> {
     file: &'a Path,

@@ -589,14 +589,7 @@ fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 impl Rules {
     /// Reads and compiles a rules file.
     pub fn load(path: &Path) -> Result<Rules, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![super::ConfigError {
-                file: path.to_path_buf(),
-                key: String::new(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let text = super::error::read(path)?;
         Self::parse(path, &text)
     }
 

@@ -197,14 +197,7 @@ impl Server {
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                key: String::new(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let text = super::error::read(path)?;
         Self::parse(path, &text)
     }
 
