@@ -59,6 +59,17 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
         // Tickets, history and unsent mail of the old state are not in the new one: an
         // operator should look at what was moved aside.
         tracing::error!(moved_to = %aside.display(), error = %why, "State database would not open; it was moved aside and a fresh state started. Messages marked on the server are not triaged again; tickets and unsent mail of the old state are in the moved directory.");
+        // New tickets must not reuse numbers the lost state gave out: they continue from
+        // a number that only grows with time (seconds since 2020), above the old ones
+        // unless the old state opened more than one ticket a second on average.
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .saturating_sub(1_577_836_800);
+        if let Err(e) = store.raise_ticket_numbers(1_000_000 + seconds) {
+            tracing::warn!(error = %e, "Cannot raise ticket numbers after recovery.");
+        }
     }
     let transport = Transport::smtp(&settings.smtp)?;
     let tls = match settings.imap.tls {

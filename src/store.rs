@@ -421,6 +421,19 @@ impl Store {
         Ok(u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])))
     }
 
+    /// Moves ticket numbering up to at least `floor`. After a state was lost, numbers
+    /// from the old state still stand in customers' subjects: the new state must not hand
+    /// them out again, or a reply with an old tag would join a stranger's ticket.
+    pub fn raise_ticket_numbers(&self, floor: u64) -> Result<(), StoreError> {
+        self.meta.update_and_fetch(b"next_ticket", |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1000);
+            Some(n.max(floor).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.messages
             .get(id_key(id))?
@@ -830,6 +843,16 @@ mod tests {
         );
         s.outbox_done(out[0].0).unwrap();
         assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
+    fn ticket_numbers_can_be_raised_never_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.raise_ticket_numbers(500_000).unwrap();
+        assert_eq!(s.next_ticket_number().unwrap(), 500_001);
+        s.raise_ticket_numbers(10).unwrap();
+        assert_eq!(s.next_ticket_number().unwrap(), 500_002);
     }
 
     #[test]

@@ -357,6 +357,19 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
         "not forwarded twice"
     );
     assert_eq!(forwards_of(&stack, "after-corrupt@client.test"), 1);
+    // The fresh state does not hand out the lost state's ticket numbers again.
+    let support = stack.fetch_all("support@example.test", "INBOX");
+    let ticket = |id: &str| {
+        support
+            .iter()
+            .find(|m| support::daemon::is_forward_of(m, id))
+            .map(support::daemon::ticket_of)
+            .unwrap()
+    };
+    assert_ne!(
+        ticket("before-corrupt@client.test"),
+        ticket("after-corrupt@client.test")
+    );
 }
 
 #[test]
