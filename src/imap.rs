@@ -541,28 +541,52 @@ async fn apply_marks(
     uid_validity: u32,
 ) -> Result<(), ImapError> {
     let t = source.server.timeout;
+    // One UID STORE (and one UID MOVE) per set of marks that are alike, not one per
+    // message: a backlog of a thousand messages costs a few round trips, not thousands.
+    let mut groups: std::collections::BTreeMap<(Vec<String>, Option<String>), Vec<Mark>> =
+        Default::default();
     for m in shared.store.pending_marks(&source.name)? {
         if m.uid_validity != uid_validity {
             // The UIDs of another UIDVALIDITY mean nothing now.
             shared.store.mark_done(&m)?;
             continue;
         }
-        store_flags(s, &m, t).await?;
-        if let Some(folder) = &m.move_to {
-            // Created on first use; an existing folder makes CREATE fail harmlessly.
-            let _ = timed("CREATE", t, s.create(folder)).await;
-            timed("UID MOVE", t, s.uid_mv(m.uid.to_string(), folder)).await?;
+        groups
+            .entry((m.keywords.clone(), m.move_to.clone()))
+            .or_default()
+            .push(m);
+    }
+    for ((keywords, move_to), marks) in groups {
+        for chunk in marks.chunks(500) {
+            let set = chunk
+                .iter()
+                .map(|m| m.uid.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            store_flags(s, &set, &keywords, t).await?;
+            if let Some(folder) = &move_to {
+                // Created on first use; an existing folder makes CREATE fail harmlessly.
+                let _ = timed("CREATE", t, s.create(folder)).await;
+                timed("UID MOVE", t, s.uid_mv(&set, folder)).await?;
+            }
+            for m in chunk {
+                shared.store.mark_done(m)?;
+            }
         }
-        shared.store.mark_done(&m)?;
     }
     Ok(())
 }
 
-async fn store_flags(s: &mut Session, m: &Mark, t: Duration) -> Result<(), ImapError> {
-    let flags = m.keywords.join(" ");
+async fn store_flags(
+    s: &mut Session,
+    uids: &str,
+    keywords: &[String],
+    t: Duration,
+) -> Result<(), ImapError> {
+    let flags = keywords.join(" ");
     timed("UID STORE", t, async {
         let stream = s
-            .uid_store(m.uid.to_string(), format!("+FLAGS.SILENT ({flags})"))
+            .uid_store(uids, format!("+FLAGS.SILENT ({flags})"))
             .await?;
         let _: Vec<_> = stream.try_collect().await?;
         Ok::<_, async_imap::error::Error>(())
