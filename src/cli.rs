@@ -597,14 +597,14 @@ pub fn status(cli: &Cli, state: Option<&Path>, json: bool) -> Result<(), Failure
     }
     println!(
         "daemon:    running since {}{}",
-        pipeline::human_time(&st.started),
+        crate::when::human(&st.started),
         if st.shadow { " (shadow mode)" } else { "" }
     );
     println!(
         "rules:     {} version {} (loaded {}; reloads: {} ok, {} refused)",
         st.rules_file,
         st.rules_version,
-        pipeline::human_time(&st.rules_loaded),
+        crate::when::human(&st.rules_loaded),
         st.reloads_ok,
         st.reloads_failed
     );
@@ -619,10 +619,10 @@ pub fn status(cli: &Cli, state: Option<&Path>, json: bool) -> Result<(), Failure
         println!(
             "mailbox:   {name:<20} {:<10} since {}; last sync {}{}{}",
             format!("{:?}", m.state).to_lowercase(),
-            pipeline::human_time(&m.since),
+            crate::when::human(&m.since),
             m.last_sync
                 .as_deref()
-                .map(pipeline::human_time)
+                .map(crate::when::human)
                 .unwrap_or_else(|| "never".into()),
             if m.shadow { " [shadow]" } else { "" },
             m.last_error
@@ -709,7 +709,7 @@ pub fn tickets(
                     t.id,
                     t.queue,
                     state,
-                    pipeline::human_time(&t.created),
+                    crate::when::human(&t.created),
                     t.customer,
                     t.subject
                 );
@@ -745,7 +745,7 @@ pub fn tickets(
                 println!(
                     "queue:     {} (since {}); hops: {}",
                     t.queue,
-                    pipeline::human_time(&t.owner_since),
+                    crate::when::human(&t.owner_since),
                     t.hops.join(" -> ")
                 );
                 if !t.flags.is_empty() {
@@ -759,14 +759,14 @@ pub fn tickets(
                         "promise:   {} ({}, {})",
                         p.text,
                         p.by,
-                        pipeline::human_time(&p.at)
+                        crate::when::human(&p.at)
                     );
                 }
                 println!("timeline:");
                 for e in &t.history {
                     println!(
                         "  {}  {}",
-                        pipeline::human_time(&e.at),
+                        crate::when::human(&e.at),
                         pipeline::history_text(&rules, e, "en")
                     );
                 }

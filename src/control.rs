@@ -53,12 +53,6 @@ pub struct Response {
     pub status: Option<crate::status::StatusReport>,
 }
 
-fn rfc3339(now: SystemTime) -> String {
-    time::OffsetDateTime::from(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Carries out one request against the store, and says which tickets are shadow ones.
 pub fn handle(store: &Store, req: &Request) -> Response {
     let mut r = handle_tickets(store, req);
@@ -110,7 +104,7 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
         },
         Request::Promise { id, text, by } => match store.ticket(id) {
             Ok(Some(mut t)) => {
-                let at = rfc3339(SystemTime::now());
+                let at = crate::when::stamp(SystemTime::now());
                 t.promises.push(Promise {
                     at: at.clone(),
                     by: by.clone(),

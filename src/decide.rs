@@ -230,11 +230,7 @@ pub fn decide(
         };
     }
 
-    let sender = mail
-        .reply_address()
-        .or(mail.from.as_ref().map(|a| a.address.as_str()))
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let sender = mail.sender();
     let (route, ticket, from_customer) = match &thread.ticket {
         Some((t, joined_by)) => {
             let from_customer = t.customer.is_empty() || t.customer.eq_ignore_ascii_case(&sender);

@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 
 use crate::compose::{self, NoticeInput};
 use crate::config::Rules;
-use crate::pipeline::{human_time, ticket_context};
+use crate::pipeline::ticket_context;
 use crate::store::{Event, EventKind, MailKind, Store, StoreError, Ticket};
+use crate::when::{self, parse};
 use crate::words;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +24,6 @@ pub enum Due {
     Escalate,
     /// Tell the customer the ticket is still being handled.
     Status,
-}
-
-fn parse(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// What is due for a ticket at `now`.
@@ -87,9 +84,7 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
 /// Composes and records everything due now; returns how many mails were queued.
 pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, StoreError> {
     let at_dt = OffsetDateTime::from(now);
-    let at = at_dt
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let at = when::stamp_at(at_dt);
     let mut queued = 0;
     for mut t in store.tickets()? {
         let due = due(rules, &t, at_dt);
@@ -145,7 +140,7 @@ pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, 
         }
         let mut ctx = ticket_context(rules, &t, &lang);
         ctx.overdue = words::duration(overdue.try_into().unwrap_or_default(), &lang);
-        ctx.received = human_time(&t.created);
+        ctx.received = when::human(&t.created);
         let id_domain = format!("mailtriage.{}", rules.company.domain);
         let thread = t.messages.first().cloned();
         let company_from = rules.company.ack_from.clone();

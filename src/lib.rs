@@ -23,4 +23,5 @@ pub mod reload;
 pub mod smtp;
 pub mod status;
 pub mod store;
+pub mod when;
 pub mod words;

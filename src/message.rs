@@ -88,6 +88,15 @@ impl Mail {
         }
     }
 
+    /// The sender as threading and the daily cap see it: the envelope sender, else From,
+    /// in lower case; "" when there is neither.
+    pub fn sender(&self) -> String {
+        self.reply_address()
+            .or(self.from.as_ref().map(|a| a.address.as_str()))
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    }
+
     /// Every id this message points at, nearest first.
     pub fn thread_ids(&self) -> impl Iterator<Item = &str> {
         self.in_reply_to

@@ -26,6 +26,7 @@ use crate::store::{
     Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Promise, Record, Store,
     StoreError, Ticket,
 };
+use crate::when;
 use crate::words;
 
 /// Keyword on every message the daemon has triaged; with the ticket's own keyword it
@@ -118,44 +119,6 @@ pub fn message_key(mail: Option<&Mail>, raw: &[u8]) -> String {
     }
 }
 
-fn utc(now: SystemTime) -> OffsetDateTime {
-    OffsetDateTime::from(now)
-}
-
-fn rfc3339(now: SystemTime) -> String {
-    utc(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn day(now: SystemTime) -> String {
-    let t = utc(now);
-    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
-}
-
-/// "2026-11-23 15:20 UTC": the form people read in notes.
-pub fn human_time(rfc3339: &str) -> String {
-    match OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        Err(_) => rfc3339.to_string(),
-    }
-}
-
-/// The sender as threading sees it: the envelope sender, else From, lower case.
-pub fn sender_of(mail: &Mail) -> String {
-    mail.reply_address()
-        .or(mail.from.as_ref().map(|a| a.address.as_str()))
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
-
 /// Subject without reply/forward prefixes, tags and case, for threading by subject.
 pub fn normalised_subject(subject: &str) -> String {
     let mut s = subject.trim().to_lowercase();
@@ -192,13 +155,9 @@ pub fn normalised_subject(subject: &str) -> String {
 }
 
 fn subject_key(mail: &Mail) -> Option<String> {
-    let sender = sender_of(mail);
+    let sender = mail.sender();
     let subject = normalised_subject(&mail.subject);
     (!sender.is_empty() && !subject.is_empty()).then(|| format!("{sender}\0{subject}"))
-}
-
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 fn ticket_ref(t: &Ticket) -> TicketRef {
@@ -208,7 +167,7 @@ fn ticket_ref(t: &Ticket) -> TicketRef {
         acknowledged: t.acknowledged,
         customer: t.customer.to_ascii_lowercase(),
         hops: t.hops.clone(),
-        added_ack_at: t.added_ack_at.as_deref().and_then(parse_time),
+        added_ack_at: t.added_ack_at.as_deref().and_then(when::parse),
     }
 }
 
@@ -230,7 +189,7 @@ pub fn thread_view(
             view.already_triaged = Some(rec.ticket.unwrap_or_default());
         }
     }
-    let sender = sender_of(mail);
+    let sender = mail.sender();
     let mut found: Option<(Ticket, JoinedBy)> = None;
     for id in mail.thread_ids() {
         if let Some(t) = store.message(id)?.and_then(|r| r.ticket) {
@@ -258,7 +217,8 @@ pub fn thread_view(
             if let Some(rec) = store.by_subject(&k)? {
                 let window = time::Duration::try_from(rules.threading.subject_window)
                     .unwrap_or(time::Duration::WEEK);
-                let recent = parse_time(&rec.at).is_some_and(|at| utc(now) - at <= window);
+                let recent =
+                    when::parse(&rec.at).is_some_and(|at| OffsetDateTime::from(now) - at <= window);
                 if recent {
                     if let Some(t) = store.ticket(&rec.ticket)? {
                         found = Some((t, JoinedBy::SenderSubject));
@@ -269,7 +229,7 @@ pub fn thread_view(
     }
     view.ticket = found.map(|(t, j)| (ticket_ref(&t), j));
     if let Some(to) = mail.reply_address() {
-        view.acks_to_sender_today = store.acks_on(to, &day(now))?;
+        view.acks_to_sender_today = store.acks_on(to, &when::day(now))?;
     }
     Ok(view)
 }
@@ -306,7 +266,14 @@ pub fn evaluate(
     } else {
         classify(rules, &mail)
     };
-    let plan = decide(rules, mailbox, &mail, &class, &thread, utc(now));
+    let plan = decide(
+        rules,
+        mailbox,
+        &mail,
+        &class,
+        &thread,
+        OffsetDateTime::from(now),
+    );
     let joined_by = thread.ticket.as_ref().map(|(_, j)| *j);
     Ok(Evaluation {
         mail,
@@ -512,20 +479,8 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
         .map(|i| IncidentLine {
             id: i.id.clone(),
             text: i.text_in(lang).to_string(),
-            since: human_time(
-                &i.since
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            ),
-            next_update: i
-                .next_update
-                .map(|t| {
-                    human_time(
-                        &t.format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default(),
+            since: when::human_at(i.since),
+            next_update: i.next_update.map(when::human_at).unwrap_or_default(),
         });
     TemplateContext {
         ticket: ticket.id.clone(),
@@ -543,12 +498,12 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
         customer: ticket.customer.clone(),
         customer_name: ticket.customer_name.clone().unwrap_or_default(),
         subject: ticket.subject.clone(),
-        received: human_time(&ticket.created),
+        received: when::human(&ticket.created),
         history: ticket
             .history
             .iter()
             .map(|e| HistoryLine {
-                at: human_time(&e.at),
+                at: when::human(&e.at),
                 text: history_text(rules, e, lang),
             })
             .collect(),
@@ -558,7 +513,7 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
         company: rules.company.name.clone(),
         follow_up: false,
         follow_up_number: ticket.followups,
-        owner_since: human_time(&ticket.owner_since),
+        owner_since: when::human(&ticket.owner_since),
         bounced: String::new(),
         flags: ticket
             .flags
@@ -574,7 +529,7 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
             .promises
             .iter()
             .map(|p| PromiseLine {
-                at: human_time(&p.at),
+                at: when::human(&p.at),
                 by: p.by.clone(),
                 text: p.text.clone(),
             })
@@ -618,7 +573,7 @@ pub fn triage(
     inc: Incoming<'_>,
     now: SystemTime,
 ) -> Result<Report, PipelineError> {
-    let at = rfc3339(now);
+    let at = when::stamp(now);
     let mailbox = inc.mailbox;
     let mark = |keywords: Vec<&str>, move_to: Option<String>| {
         inc.source.map(|cp| Mark {
@@ -691,7 +646,7 @@ pub fn triage(
         .queues
         .get(&queue_key)
         .expect("decide only routes to declared queues");
-    let sender = sender_of(&ev.mail);
+    let sender = ev.mail.sender();
 
     // the ticket, opened or joined
     let joined = ev.plan.ticket.is_some();
@@ -935,7 +890,7 @@ pub fn triage(
             .collect()
     };
     ctx.subject = ev.mail.subject.clone();
-    ctx.received = human_time(&at);
+    ctx.received = when::human(&at);
     ctx.ack_reason = ack_reason
         .map(|r| words::suppression(r, &lang))
         .unwrap_or_default();
@@ -1057,7 +1012,7 @@ pub fn triage(
             at: at.clone(),
             reason: None,
         },
-        ack_to: ack_to.as_ref().map(|to| (to.clone(), day(now))),
+        ack_to: ack_to.as_ref().map(|to| (to.clone(), when::day(now))),
         mark: mark(keywords, move_to),
         outgoing,
         subject_key: if ev.plan.from_customer {
@@ -1133,7 +1088,7 @@ pub fn observe_sent(
     let Some(mut ticket) = store.ticket(&t.id)? else {
         return Ok(None);
     };
-    let at = rfc3339(now);
+    let at = when::stamp(now);
     let by = mail
         .from
         .as_ref()
@@ -1194,7 +1149,7 @@ pub fn quarantine(
             ticket: None,
             mailbox: mailbox.key.clone(),
             disposition: "quarantined".into(),
-            at: rfc3339(now),
+            at: when::stamp(now),
             reason: Some(reason.clone()),
         },
         ticket: None,

@@ -94,12 +94,6 @@ pub struct Board {
     inner: Mutex<Inner>,
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -112,10 +106,10 @@ impl Board {
         let b = Board::default();
         {
             let mut i = b.lock();
-            i.report.started = rfc3339(now);
+            i.report.started = crate::when::stamp(now);
             i.report.rules_file = rules_file.to_string();
             i.report.rules_version = rules_version.to_string();
-            i.report.rules_loaded = rfc3339(now);
+            i.report.rules_loaded = crate::when::stamp(now);
             i.report.shadow = shadow;
         }
         b
@@ -137,7 +131,7 @@ impl Board {
             .entry(key.to_string())
             .or_insert_with(|| MailboxStatus {
                 state,
-                since: rfc3339(now),
+                since: crate::when::stamp(now),
                 last_sync: None,
                 last_error: None,
                 shadow,
@@ -147,7 +141,7 @@ impl Board {
         m.shadow = shadow;
         if m.state != state {
             m.state = state;
-            m.since = rfc3339(now);
+            m.since = crate::when::stamp(now);
             m.since_at = Some(now);
         }
         if matches!(state, State::Idle | State::Syncing) {
@@ -169,7 +163,7 @@ impl Board {
         self.set(key, State::Idle, shadow);
         let mut i = self.lock();
         if let Some(m) = i.report.mailboxes.get_mut(key) {
-            m.last_sync = Some(rfc3339(now));
+            m.last_sync = Some(crate::when::stamp(now));
         }
         metrics::gauge!("mailtriage_mailbox_last_sync_seconds", "mailbox" => key.to_string())
             .set(unix(now));
@@ -191,14 +185,14 @@ impl Board {
     pub fn error(&self, what: &str) {
         let mut i = self.lock();
         i.errors
-            .push_front(format!("{}  {what}", rfc3339(SystemTime::now())));
+            .push_front(format!("{}  {what}", crate::when::stamp(SystemTime::now())));
         i.errors.truncate(LAST_ERRORS);
     }
 
     pub fn reloaded(&self, version: &str) {
         let mut i = self.lock();
         i.report.rules_version = version.to_string();
-        i.report.rules_loaded = rfc3339(SystemTime::now());
+        i.report.rules_loaded = crate::when::stamp(SystemTime::now());
         i.report.reloads_ok += 1;
         metrics::counter!("mailtriage_reloads_total", "result" => "ok").increment(1);
     }
