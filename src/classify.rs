@@ -242,10 +242,9 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
 mod tests {
     use super::*;
     use crate::message::parse;
-    use std::path::Path;
 
     fn rules() -> Rules {
-        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+        crate::config::testing::shipped()
     }
 
     fn mail(subject: &str, body: &str) -> Mail {
@@ -335,7 +334,6 @@ mod tests {
 mod flag_tests {
     use super::*;
     use crate::message::parse;
-    use std::path::Path;
 
     fn mail(subject: &str, body: &str) -> Mail {
         let raw = format!("From: c@example.com\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n");
@@ -344,7 +342,7 @@ mod flag_tests {
 
     #[test]
     fn red_flags_in_both_languages() {
-        let r = Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+        let r = crate::config::testing::shipped();
         let names = |m: &Mail| {
             classify(&r, m)
                 .flags

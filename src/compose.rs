@@ -486,10 +486,9 @@ pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError
 mod tests {
     use super::*;
     use crate::message::parse;
-    use std::path::Path;
 
     fn rules() -> Rules {
-        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+        crate::config::testing::shipped()
     }
 
     const ORIGINAL: &[u8] = b"Return-Path: <ivan@mail.example>\r\nFrom: =?utf-8?B?0JjQstCw0L0=?= <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: =?utf-8?B?0KHQsNC50YIg0L3QtSDRgNCw0LHQvtGC0LDQtdGC?=\r\nMessage-ID: <orig-1@mail.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xd0\xa1\xd0\xb0\xd0\xb9\xd1\x82 \xd0\xbd\xd0\xb5 \xd1\x80\xd0\xb0\xd0\xb1\xd0\xbe\xd1\x82\xd0\xb0\xd0\xb5\xd1\x82\r\n";

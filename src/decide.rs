@@ -523,10 +523,9 @@ mod tests {
     use super::*;
     use crate::classify::classify;
     use crate::message::parse;
-    use std::path::Path;
 
     fn rules() -> Rules {
-        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+        crate::config::testing::shipped()
     }
 
     fn plan_for(
@@ -681,15 +680,10 @@ mod tests {
 
     #[test]
     fn dmarc_fail_from_a_trusted_server_only() {
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-                .unwrap()
-                .replacen(
-                    "trusted_authserv_ids = []",
-                    "trusted_authserv_ids = [\"mx.example.test\"]",
-                    1,
-                );
-        let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let r = crate::config::testing::shipped_with(
+            "trusted_authserv_ids = []",
+            "trusted_authserv_ids = [\"mx.example.test\"]",
+        );
         let plan = |h: &str| {
             let raw = format!("{h}From: Ivan <ivan@bank.example>\r\nSubject: Site is down\r\nMessage-ID: <d1@x>\r\n\r\nerror 500\r\n");
             let mail = parse(raw.as_bytes()).unwrap();

@@ -203,10 +203,9 @@ pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn rules() -> Rules {
-        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+        crate::config::testing::shipped()
     }
 
     fn ticket(created: &str) -> Ticket {
@@ -272,15 +271,10 @@ mod tests {
 
     #[test]
     fn nothing_outside_business_hours() {
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-                .unwrap()
-                .replacen(
-                    "response_time = \"4h\"",
-                    "response_time = \"4h\"\nbusiness_hours = \"Mon-Fri 09:00-18:00 +00:00\"",
-                    1,
-                );
-        let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let r = crate::config::testing::shipped_with(
+            "response_time = \"4h\"",
+            "response_time = \"4h\"\nbusiness_hours = \"Mon-Fri 09:00-18:00 +00:00\"",
+        );
         let tk = ticket("2026-11-23T16:00:00Z"); // Monday
         assert!(
             due(&r, &tk, t("2026-11-23T21:00:00Z")).is_empty(),

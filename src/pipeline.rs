@@ -1249,10 +1249,9 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn rules() -> Rules {
-        Rules::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+        crate::config::testing::shipped()
     }
 
     fn mail(from: &str, subject: &str, id: &str) -> Vec<u8> {
@@ -1320,15 +1319,10 @@ mod tests {
 
     #[test]
     fn oversized_mail_is_forwarded_whole_on_its_headers_alone() {
-        let text =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-                .unwrap()
-                .replacen(
-                    "max_message_size = \"25MB\"",
-                    "max_message_size = \"2KB\"",
-                    1,
-                );
-        let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        let r = crate::config::testing::shipped_with(
+            "max_message_size = \"25MB\"",
+            "max_message_size = \"2KB\"",
+        );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <big@x>\r\nContent-Type: text/plain\r\n\r\n".to_vec();

@@ -201,7 +201,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml")).unwrap()
+        crate::config::testing::shipped_text()
     }
 
     #[test]
