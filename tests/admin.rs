@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::daemon::{header, is_ack_of, is_forward_of, message, write_config, Daemon, WAIT};
+use support::daemon::{
+    header, is_ack_of, is_forward_of, message, shipped_rules, write_config, Daemon, WAIT,
+};
 use support::Stack;
-
-fn shipped() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
-}
 
 /// Writes the rules as an editor does: a new file renamed over the old one.
 fn save(path: &Path, text: &str) {
@@ -77,13 +75,13 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
     let state = dir.path().join("state");
     let cfg = write_config(&stack, dir.path(), &state);
     let rules = dir.path().join("rules.toml");
-    save(&rules, &shipped());
+    save(&rules, &shipped_rules());
     let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
     let first = wait_status(&daemon, &state, all_connected);
     let v1 = first["rules_version"].as_str().unwrap().to_string();
 
     // Broken: the new rule is fine, but billing's queue does not exist.
-    let broken = shipped().replacen(
+    let broken = shipped_rules().replacen(
         "queue = \"billing\"\n[categories.sales]",
         "queue = \"acounting\"\n[categories.sales]",
         1,
@@ -151,7 +149,7 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
     });
 
     // A good edit: the press rule alone. It takes effect without a restart.
-    save(&rules, &(shipped() + PRESS_RULE));
+    save(&rules, &(shipped_rules() + PRESS_RULE));
     let st = wait_status(&daemon, &state, |s| s["reloads_ok"].as_u64() >= Some(1));
     assert_ne!(st["rules_version"], v1.as_str());
     assert!(
@@ -191,12 +189,12 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
     let cfg = write_config(&stack, dir.path(), &state);
     // support@ in shadow mode by the rules; the others live.
     let rules = dir.path().join("rules.toml");
-    let text = shipped().replacen(
+    let text = shipped_rules().replacen(
         "handles = [\"technical\", \"howto\"]",
         "handles = [\"technical\", \"howto\"]\nshadow = true",
         1,
     );
-    assert_ne!(text, shipped());
+    assert_ne!(text, shipped_rules());
     save(&rules, &text);
     let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
     wait_status(&daemon, &state, all_connected);

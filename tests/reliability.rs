@@ -47,8 +47,7 @@ impl Random {
 /// The shipped rules with the daily acknowledgement cap raised: the backlog comes from
 /// 20 customers, and every message must be acknowledged for the count to mean anything.
 fn rules_without_daily_cap(dir: &Path) -> PathBuf {
-    let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+    let shipped = support::daemon::shipped_rules();
     assert!(shipped.contains("acks_per_sender_per_day = 5"));
     let rules = shipped.replace(
         "acks_per_sender_per_day = 5",

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use support::daemon::{
@@ -327,8 +326,7 @@ fn forwarded_message_is_moved_to_the_configured_folder() {
     let stack = Stack::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+    let shipped = support::daemon::shipped_rules();
     let rules = shipped.replacen(
         "address = \"billing@example.test\"\nqueue = \"billing\"",
         "address = \"billing@example.test\"\nqueue = \"billing\"\nforwarded_folder = \"Forwarded\"",
@@ -380,8 +378,7 @@ fn mailboxes_that_forward_to_each_other_do_not_loop_and_secrets_stay_out_of_the_
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
     // billing@ passes what it does not recognise to sales, sales@ passes it back to billing.
-    let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap();
+    let shipped = support::daemon::shipped_rules();
     let rules = shipped
         .replacen(
             "handles = [\"billing\"]\nunmatched = \"keep\"",

@@ -5,24 +5,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::daemon::{
-    header, is_ack_of, is_forward_of, message, ticket_of, write_config, write_config_with, Daemon,
-    WAIT,
+    header, is_ack_of, is_forward_of, message, shipped_rules, ticket_of, write_config,
+    write_config_with, write_rules, Daemon, WAIT,
 };
 use support::{FetchedMail, Stack};
-
-fn shipped_rules() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
-}
-
-fn write_rules(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("rules.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 fn text_of(m: &FetchedMail) -> String {
     mail_parser::MessageParser::default()

@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 use super::{FetchedMail, Stack};
 
+/// The shipped rules.toml, as text, for tests that change it.
+pub fn shipped_rules() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
+}
+
+/// Writes a rules file into `dir` and returns its path.
+pub fn write_rules(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("rules.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// How long a test waits for mail to appear.
 pub const WAIT: Duration = Duration::from_secs(60);
 
