@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use crate::config::{Field, Matchers, Rule, Rules};
+use crate::config::Rules;
+use crate::matcher::{Haystack, Matchers};
 use crate::message::Mail;
 
 /// Matched text longer than this is cut in notes and explanations.
@@ -46,99 +47,42 @@ pub struct Classification {
     pub incidents: Vec<String>,
 }
 
-/// The text a field names in a message.
-fn field_text<'m>(field: &Field, mail: &'m Mail, sender: &'m str) -> std::borrow::Cow<'m, str> {
-    match field {
-        Field::Subject => (&mail.subject).into(),
-        Field::Body => (&mail.text).into(),
-        Field::Sender => sender.into(),
-        Field::Header(h) => mail
-            .headers
-            .iter()
-            .filter(|(n, _)| n == h)
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-            .into(),
-    }
-}
-
-/// Every (rule, pattern, matched text) of `list` that matches, in rule order.
-fn hits_of(
-    matchers: &Matchers,
-    list: &[Rule],
-    mail: &Mail,
-    sender: &str,
-) -> Vec<(usize, usize, String)> {
-    let mut hits = Vec::new();
-    for m in &matchers.by_field {
-        let text = field_text(&m.field, mail, sender);
-        if text.is_empty() {
-            continue;
-        }
-        // Patterns with literals: a match starts at one of their literal hits, so each
-        // hit is tried anchored, in text order; the first success is the leftmost match,
-        // the same one `find` gives.
-        let mut done: Vec<bool> = vec![false; m.owners.len()];
-        if let Some(ac) = &m.prefilter {
-            for hit in ac.find_overlapping_iter(text.as_bytes()) {
-                for &i in &m.literal_patterns[hit.pattern().as_usize()] {
-                    if done[i] {
-                        continue;
-                    }
-                    let (ri, pi) = m.owners[i];
-                    let found = match &m.anchored[i] {
-                        Some(re) => {
-                            let input = regex_automata::Input::new(text.as_bytes())
-                                .range(hit.start()..)
-                                .anchored(regex_automata::Anchored::Yes);
-                            re.find(input).and_then(|f| text.get(f.range()))
-                        }
-                        None => list[ri].patterns[pi]
-                            .regex
-                            .find_at(&text, hit.start())
-                            .filter(|f| f.start() == hit.start())
-                            .map(|f| f.as_str()),
-                    };
-                    if let Some(f) = found {
-                        done[i] = true;
-                        hits.push((ri, pi, cut(f)));
-                    }
-                }
-            }
-        }
-        for &i in &m.always {
-            let (ri, pi) = m.owners[i];
-            if let Some(f) = list[ri].patterns[pi].regex.find(&text) {
-                hits.push((ri, pi, cut(f.as_str())));
-            }
-        }
-    }
+/// Every (entry, pattern, matched text) of `matchers` that matches, in entry order.
+fn hits_of(matchers: &Matchers, hay: &Haystack<'_>) -> Vec<(usize, usize, String)> {
+    let mut hits: Vec<(usize, usize, String)> = matchers
+        .find(hay)
+        .into_iter()
+        .map(|h| (h.owner.0, h.owner.1, cut(&h.matched)))
+        .collect();
     hits.sort_by_key(|(ri, pi, _)| (*ri, *pi));
     hits
 }
 
 pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
     let sender = mail.from.as_ref().map(|a| a.display()).unwrap_or_default();
-    let hits = hits_of(&rules.matchers, &rules.rules, mail, &sender);
-    let flags = flags(rules, mail, &sender);
-    let incidents = rules
-        .incidents
-        .iter()
-        .filter(|inc| {
-            inc.patterns
-                .iter()
-                .any(|p| p.regex.is_match(&field_text(&p.field, mail, &sender)))
-        })
-        .map(|inc| inc.id.clone())
+    // Rules, flags and incidents look at the same texts: folded once.
+    let hay = Haystack::new(mail, &sender);
+    let hits = hits_of(&rules.matchers, &hay);
+    let flags = flags(rules, &hay);
+    let mut incidents: Vec<usize> = rules
+        .incident_matchers
+        .find(&hay)
+        .into_iter()
+        .map(|h| h.owner.0)
+        .collect();
+    incidents.sort_unstable();
+    incidents.dedup();
+    let incidents = incidents
+        .into_iter()
+        .map(|i| rules.incidents[i].id.clone())
         .collect();
     classify_hits(rules, mail, hits, flags, incidents)
 }
 
 /// Red flags that fired: one entry per flag, with the first text that matched.
-fn flags(rules: &Rules, mail: &Mail, sender: &str) -> Vec<Fired> {
+fn flags(rules: &Rules, hay: &Haystack<'_>) -> Vec<Fired> {
     let mut out: Vec<Fired> = Vec::new();
-    for (ri, pi, matched) in hits_of(&rules.flag_matchers, &rules.flags, mail, sender) {
+    for (ri, pi, matched) in hits_of(&rules.flag_matchers, hay) {
         let r = &rules.flags[ri];
         if out.iter().any(|f| f.rule == r.name) {
             continue;
@@ -231,7 +175,16 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
     rules
         .languages
         .iter()
-        .map(|l| (l.detect.find_iter(&sample).count(), &l.code))
+        .map(|l| {
+            let n = match &l.class {
+                Some(ranges) => sample
+                    .chars()
+                    .filter(|c| ranges.iter().any(|(lo, hi)| lo <= c && c <= hi))
+                    .count(),
+                None => l.detect.find_iter(&sample).count(),
+            };
+            (n, &l.code)
+        })
         .filter(|(n, _)| *n > 0)
         .max_by_key(|(n, _)| *n)
         .map(|(_, c)| c.clone())
@@ -373,18 +326,26 @@ mod flag_tests {
 #[cfg(test)]
 mod prefilter_tests {
     use super::*;
+    use crate::config::Pattern;
     use crate::message::parse;
     use std::path::Path;
 
-    /// Every pattern of every rule run on its own, without the prefilter.
-    fn naive(rules: &Rules, mail: &Mail) -> Vec<(String, String, String)> {
+    /// Each pattern of `entries` run on its own, without the prefilter: (name, field,
+    /// matched) of each that matches, in order.
+    fn naive<'r>(
+        entries: impl Iterator<Item = (&'r String, &'r Vec<Pattern>)>,
+        mail: &Mail,
+    ) -> Vec<(String, String, String)> {
         let sender = mail.from.as_ref().map(|a| a.display()).unwrap_or_default();
+        let hay = Haystack::new(mail, &sender);
         let mut out = Vec::new();
-        for r in &rules.rules {
-            for p in &r.patterns {
-                if let Some(m) = p.regex.find(&field_text(&p.field, mail, &sender)) {
-                    out.push((r.name.clone(), p.field.to_string(), cut(m.as_str())));
-                }
+        for (name, patterns) in entries {
+            for p in patterns {
+                hay.with(&p.field, |text, _| {
+                    if let Some(m) = p.regex.find(text) {
+                        out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
+                    }
+                });
             }
         }
         out
@@ -410,12 +371,21 @@ mod prefilter_tests {
                 let Ok(mail) = parse(&std::fs::read(&p).unwrap()) else {
                     continue;
                 };
-                let got: Vec<_> = classify(&rules, &mail)
-                    .fired
-                    .into_iter()
-                    .map(|f| (f.rule, f.field, f.matched))
-                    .collect();
-                assert_eq!(got, naive(&rules, &mail), "{}", p.display());
+                let c = classify(&rules, &mail);
+                let named = |f: Fired| (f.rule, f.field, f.matched);
+                let got: Vec<_> = c.fired.into_iter().map(named).collect();
+                let want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), &mail);
+                assert_eq!(got, want, "rules, {}", p.display());
+                // flags: the first pattern of each that matches
+                let got: Vec<_> = c.flags.into_iter().map(named).collect();
+                let mut want = naive(rules.flags.iter().map(|r| (&r.name, &r.patterns)), &mail);
+                want.dedup_by(|a, b| a.0 == b.0);
+                assert_eq!(got, want, "flags, {}", p.display());
+                let incidents = rules.incidents.iter().map(|i| (&i.id, &i.patterns));
+                let mut want: Vec<String> =
+                    naive(incidents, &mail).into_iter().map(|w| w.0).collect();
+                want.dedup();
+                assert_eq!(c.incidents, want, "incidents, {}", p.display());
                 seen += 1;
             }
         }

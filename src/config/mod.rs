@@ -10,8 +10,8 @@ mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
-    Category, Company, Expect, Field, FieldMatcher, Language, Mailbox, Matchers, Pattern, Queue,
-    Rule, RuleTest, Rules, Templates, Unmatched,
+    Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule, RuleTest, Rules,
+    Templates, Unmatched,
 };
 pub use settings::{ImapOptions, Login, SecretSource, Server, Settings, TlsMode};
 

@@ -14,6 +14,7 @@ use sha2::Digest;
 use toml::Spanned;
 
 use super::error::{Collector, ConfigErrors};
+use crate::matcher::Matchers;
 
 /// Regexes are compiled with a bounded size so a pathological pattern is a load error,
 /// not a memory blow-up at run time.
@@ -232,7 +233,7 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     pub languages: Vec<Language>,
     pub templates: Templates,
-    /// Matchers built from `rules`, one per field, for classify's fast path.
+    /// `rules` compiled for classify's one scan per field.
     pub matchers: Matchers,
     /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, `#T-1042`,
     /// `T1042`, any case).
@@ -246,6 +247,8 @@ pub struct Rules {
     pub flag_reasons: BTreeMap<String, BTreeMap<String, String>>,
     pub flag_matchers: Matchers,
     pub incidents: Vec<Incident>,
+    /// Matchers built from the incidents' patterns.
+    pub incident_matchers: Matchers,
     /// The rule tests of the file, already run once when it was loaded.
     pub tests: Vec<RuleTest>,
     /// Design mistakes that do not stop loading; `check` prints them.
@@ -524,6 +527,9 @@ pub struct Rule {
 pub struct Language {
     pub code: String,
     pub detect: Regex,
+    /// `detect` as character ranges when it is one character class: counted per
+    /// character, with no regex search per match.
+    pub class: Option<Vec<(char, char)>>,
 }
 
 /// Templates compiled into one minijinja environment; names are `LANG/note`,
@@ -539,51 +545,6 @@ impl std::fmt::Debug for Templates {
             .field("languages", &self.languages)
             .finish()
     }
-}
-
-/// One literal prefilter per field over every pattern of that field. Each pattern's
-/// prefix literals (what every match of it must start with, case variants included) go
-/// into one Aho-Corasick automaton: a message is scanned once per field whatever the
-/// number of rules, and only the patterns whose literals occur are run as regexes. The
-/// regexes decide; the prefilter only skips patterns that cannot match. (A RegexSet
-/// cannot do this: with Unicode word boundaries and Cyrillic text it falls back to its
-/// slowest engine, whose cost grows with every rule.)
-#[derive(Debug, Default)]
-pub struct Matchers {
-    pub by_field: Vec<FieldMatcher>,
-}
-
-#[derive(Debug)]
-pub struct FieldMatcher {
-    pub field: Field,
-    /// For each pattern of this field: (rule index, pattern index in the rule).
-    pub owners: Vec<(usize, usize)>,
-    /// Literals of all prefiltered patterns; `None` when no pattern has any.
-    pub prefilter: Option<aho_corasick::AhoCorasick>,
-    /// For each literal of `prefilter`: the patterns (indices into `owners`) it stands for.
-    pub literal_patterns: Vec<Vec<usize>>,
-    /// Patterns without a usable literal: always run.
-    pub always: Vec<usize>,
-    /// For each pattern: the same regex as a regex-automata one, which can be run anchored
-    /// at a literal hit: a match must start there, so only that spot is tried.
-    pub anchored: Vec<Option<regex_automata::meta::Regex>>,
-}
-
-/// The literals every match of `pattern` starts with, when there is a finite set of
-/// non-empty ones.
-fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(pattern)
-        .ok()?;
-    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    seq.optimize_for_prefix_by_preference();
-    let lits = seq.literals()?;
-    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
-        return None;
-    }
-    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 impl Rules {
@@ -965,7 +926,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             &format!("language {code:?}"),
             &l.detect,
         ) {
-            languages.push(Language { code, detect });
+            let class = crate::matcher::single_class(detect.as_str());
+            languages.push(Language {
+                code,
+                detect,
+                class,
+            });
         }
     }
 
@@ -1021,7 +987,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         template_langs.push(lang);
     }
 
-    let matchers = build_matchers(c, &rules);
+    let matchers = matchers_of(c, "rules", &rules);
 
     let escalation = f.escalation.map(|e| {
         let e = e.into_inner();
@@ -1106,7 +1072,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             "[[flags]] are declared but there is no [escalation] queue to send flagged mail to",
         );
     }
-    let flag_matchers = build_matchers(c, &flags);
+    let flag_matchers = matchers_of(c, "flags", &flags);
 
     let mut incidents = Vec::new();
     for (i, inc) in f.incidents.into_iter().enumerate() {
@@ -1153,6 +1119,19 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             });
         }
     }
+    let incident_matchers = Matchers::build(
+        incidents.iter().enumerate().flat_map(|(ii, inc)| {
+            inc.patterns
+                .iter()
+                .enumerate()
+                .map(move |(pi, p)| ((ii, pi), p))
+        }),
+        REGEX_SIZE_LIMIT,
+    )
+    .unwrap_or_else(|e| {
+        c.at(None, "incidents", e);
+        Matchers::default()
+    });
     // "[#T-1042]" as sent, and what people and other systems make of it: "[T-1042]",
     // "#T-1042", "T-1042", "T1042". The bare forms are only trusted for the same customer.
     let ticket_tag = Regex::new(&format!(
@@ -1179,6 +1158,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         flags,
         flag_reasons,
         flag_matchers,
+        incident_matchers,
         incidents,
         ticket_tag,
         company,
@@ -1472,77 +1452,18 @@ fn datetime_key(
     }
 }
 
-fn build_matchers(c: &mut Collector<'_>, rules: &[Rule]) -> Matchers {
-    // field -> (patterns, owners)
-    type Group = (Vec<String>, Vec<(usize, usize)>);
-    let mut groups: BTreeMap<Field, Group> = BTreeMap::new();
-    for (ri, r) in rules.iter().enumerate() {
-        for (pi, p) in r.patterns.iter().enumerate() {
-            let g = groups.entry(p.field.clone()).or_default();
-            g.0.push(p.regex.as_str().to_string());
-            g.1.push((ri, pi));
-        }
-    }
-    let mut by_field = Vec::new();
-    for (field, (pats, owners)) in groups {
-        let mut literals: Vec<Vec<u8>> = Vec::new();
-        let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-        let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
-        let mut always = Vec::new();
-        for (i, p) in pats.iter().enumerate() {
-            match prefix_literals(p) {
-                Some(lits) => {
-                    for l in lits {
-                        let at = *index.entry(l.clone()).or_insert_with(|| {
-                            literals.push(l);
-                            literal_patterns.push(Vec::new());
-                            literals.len() - 1
-                        });
-                        if literal_patterns[at].last() != Some(&i) {
-                            literal_patterns[at].push(i);
-                        }
-                    }
-                }
-                None => always.push(i),
-            }
-        }
-        let prefilter = if literals.is_empty() {
-            None
-        } else {
-            match aho_corasick::AhoCorasick::new(&literals) {
-                Ok(ac) => Some(ac),
-                Err(e) => {
-                    c.at(
-                        None,
-                        "rules",
-                        format!("the {field} patterns together are too large: {e}"),
-                    );
-                    continue;
-                }
-            }
-        };
-        let anchored = pats
+/// The patterns of `list` (rules or flags) compiled for classify.
+fn matchers_of(c: &mut Collector<'_>, what: &str, list: &[Rule]) -> Matchers {
+    let patterns = list.iter().enumerate().flat_map(|(ri, r)| {
+        r.patterns
             .iter()
-            .map(|p| {
-                regex_automata::meta::Regex::builder()
-                    .configure(
-                        regex_automata::meta::Regex::config()
-                            .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
-                    )
-                    .build(p)
-                    .ok()
-            })
-            .collect();
-        by_field.push(FieldMatcher {
-            field,
-            owners,
-            prefilter,
-            literal_patterns,
-            always,
-            anchored,
-        });
-    }
-    Matchers { by_field }
+            .enumerate()
+            .map(move |(pi, p)| ((ri, pi), p))
+    });
+    Matchers::build(patterns, REGEX_SIZE_LIMIT).unwrap_or_else(|e| {
+        c.at(None, what, e);
+        Matchers::default()
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,561 @@
+//! Multi-pattern search: the compiled form of the regexes of rules, flags and incidents
+//! (built once when rules.toml is loaded, in config) and the scan classify runs on each
+//! message. The admin's regexes decide; everything here only avoids running the ones that
+//! cannot match, so the answer is exactly what running every regex would give.
+//!
+//! Per field, the literals every match of a pattern must start with go into one
+//! Aho-Corasick automaton, so a message is scanned once per field whatever the number of
+//! rules. Text and literals are compared case-folded ([`fold`]), so `(?i)` patterns give
+//! one literal instead of one per case variant (the variants of a long word run into
+//! the extractor's limits, which then cuts them to short, common prefixes). Each
+//! literal hit is checked anchored, first by the pattern with its Unicode word
+//! boundaries left out (a lazy DFA can run that one; with Cyrillic text the real one
+//! falls back to the slow engines), then by the real pattern. Patterns with no usable
+//! literal are checked the same way over the whole text. (A RegexSet cannot do this:
+//! with Unicode word boundaries and Cyrillic text it falls back to its slowest engine,
+//! whose cost grows with every rule.)
+
+use std::cell::OnceCell;
+
+use aho_corasick::AhoCorasick;
+use regex_automata::{meta, Anchored, Input};
+use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
+
+use crate::config::{Field, Pattern};
+use crate::message::Mail;
+
+/// The compiled patterns of one list (rules, flags or incidents), grouped by field.
+#[derive(Debug, Default)]
+pub struct Matchers {
+    by_field: Vec<FieldMatcher>,
+}
+
+#[derive(Debug)]
+struct FieldMatcher {
+    field: Field,
+    patterns: Vec<Compiled>,
+    /// Folded literals of all prefiltered patterns; `None` when no pattern has any.
+    prefilter: Option<AhoCorasick>,
+    /// For each literal of `prefilter`: the patterns (indices into `patterns`) it stands for.
+    literal_patterns: Vec<Vec<usize>>,
+    /// Patterns without a usable literal: checked over the whole text.
+    always: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    /// (index in the list, index of the pattern in its entry).
+    owner: (usize, usize),
+    /// The pattern itself; it gives the answer.
+    exact: meta::Regex,
+    /// The pattern with its Unicode word boundaries left out: it matches wherever the
+    /// pattern does (and more), and a DFA can run it. `None` when it has none.
+    relaxed: Option<meta::Regex>,
+}
+
+/// One pattern that matched: its owner and the text of its leftmost match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub owner: (usize, usize),
+    pub matched: String,
+}
+
+impl Matchers {
+    /// Compiles `patterns`, each with its owner (index in the list, index in the entry).
+    /// The patterns were already compiled once as regexes, so an error here is a size
+    /// limit of the combined automaton.
+    pub fn build<'p>(
+        patterns: impl IntoIterator<Item = ((usize, usize), &'p Pattern)>,
+        size_limit: usize,
+    ) -> Result<Matchers, String> {
+        type Owned<'p> = ((usize, usize), &'p Pattern);
+        let mut groups: std::collections::BTreeMap<Field, Vec<Owned<'p>>> = Default::default();
+        for (owner, p) in patterns {
+            groups.entry(p.field.clone()).or_default().push((owner, p));
+        }
+        let config = meta::Regex::config().nfa_size_limit(Some(size_limit));
+        let mut by_field = Vec::new();
+        for (field, list) in groups {
+            let mut compiled = Vec::new();
+            let mut literals: Vec<String> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> = Default::default();
+            let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
+            let mut always = Vec::new();
+            for (owner, p) in list {
+                let hir = regex_syntax::ParserBuilder::new()
+                    .build()
+                    .parse(p.regex.as_str())
+                    .map_err(|e| format!("{field} pattern {:?}: {e}", p.regex.as_str()))?;
+                let build = |h: &Hir| {
+                    meta::Regex::builder()
+                        .configure(config.clone())
+                        .build_from_hir(h)
+                        .map_err(|e| format!("{field} pattern {:?}: {e}", p.regex.as_str()))
+                };
+                let relaxed = if hir.properties().look_set().contains_word_unicode() {
+                    Some(build(&relax(&hir))?)
+                } else {
+                    None
+                };
+                let i = compiled.len();
+                match prefix_literals(&hir) {
+                    Some(lits) => {
+                        for l in lits {
+                            let at = *index.entry(l.clone()).or_insert_with(|| {
+                                literals.push(l);
+                                literal_patterns.push(Vec::new());
+                                literals.len() - 1
+                            });
+                            literal_patterns[at].push(i);
+                        }
+                    }
+                    None => always.push(i),
+                }
+                compiled.push(Compiled {
+                    owner,
+                    exact: build(&hir)?,
+                    relaxed,
+                });
+            }
+            let prefilter = if literals.is_empty() {
+                None
+            } else {
+                Some(
+                    AhoCorasick::new(&literals)
+                        .map_err(|e| format!("the {field} patterns together are too large: {e}"))?,
+                )
+            };
+            by_field.push(FieldMatcher {
+                field,
+                patterns: compiled,
+                prefilter,
+                literal_patterns,
+                always,
+            });
+        }
+        Ok(Matchers { by_field })
+    }
+
+    /// Every pattern that matches the message, with its leftmost match (the one
+    /// `Regex::find` gives), in no particular order.
+    pub fn find(&self, hay: &Haystack<'_>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for m in &self.by_field {
+            hay.with(&m.field, |text, folded| m.find(text, folded, &mut hits));
+        }
+        hits
+    }
+}
+
+impl FieldMatcher {
+    fn find(&self, text: &str, folded: &str, hits: &mut Vec<Hit>) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(ac) = &self.prefilter {
+            // (pattern, start) of every literal hit; positions in the folded text are
+            // positions in the text. Tried per pattern from the left, so the first
+            // success is the leftmost match.
+            let mut starts: Vec<(usize, usize)> = Vec::new();
+            for lit in ac.find_overlapping_iter(folded.as_bytes()) {
+                for &i in &self.literal_patterns[lit.pattern().as_usize()] {
+                    starts.push((i, lit.start()));
+                }
+            }
+            starts.sort_unstable();
+            starts.dedup();
+            let mut last = usize::MAX;
+            for (i, at) in starts {
+                if i == last {
+                    continue;
+                }
+                if let Some(matched) = self.patterns[i].at(text, at) {
+                    last = i;
+                    hits.push(Hit {
+                        owner: self.patterns[i].owner,
+                        matched: matched.to_string(),
+                    });
+                }
+            }
+        }
+        for &i in &self.always {
+            let p = &self.patterns[i];
+            let input = Input::new(text);
+            if p.relaxed
+                .as_ref()
+                .is_some_and(|r| !r.is_match(input.clone()))
+            {
+                continue;
+            }
+            if let Some(f) = p.exact.find(input) {
+                hits.push(Hit {
+                    owner: p.owner,
+                    matched: text[f.range()].to_string(),
+                });
+            }
+        }
+    }
+}
+
+impl Compiled {
+    /// The match that starts exactly at `at`, if any.
+    fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
+        // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
+        let input = Input::new(text).range(at..).anchored(Anchored::Yes);
+        if self
+            .relaxed
+            .as_ref()
+            .is_some_and(|r| !r.is_match(input.clone()))
+        {
+            return None;
+        }
+        self.exact.find(input).map(|f| &text[f.range()])
+    }
+}
+
+/// The texts of one message that patterns look at, each with its folded copy, made
+/// once per message and shared by rules, flags and incidents.
+pub struct Haystack<'m> {
+    mail: &'m Mail,
+    sender: &'m str,
+    subject: OnceCell<String>,
+    body: OnceCell<String>,
+    sender_folded: OnceCell<String>,
+}
+
+impl<'m> Haystack<'m> {
+    pub fn new(mail: &'m Mail, sender: &'m str) -> Haystack<'m> {
+        Haystack {
+            mail,
+            sender,
+            subject: OnceCell::new(),
+            body: OnceCell::new(),
+            sender_folded: OnceCell::new(),
+        }
+    }
+
+    /// Calls `f` with the text of `field` and its folded copy.
+    pub fn with<R>(&self, field: &Field, f: impl FnOnce(&str, &str) -> R) -> R {
+        let (text, cell) = match field {
+            Field::Subject => (self.mail.subject.as_str(), &self.subject),
+            Field::Body => (self.mail.text.as_str(), &self.body),
+            Field::Sender => (self.sender, &self.sender_folded),
+            Field::Header(h) => {
+                let text = self.header(h);
+                return f(&text, &fold(&text));
+            }
+        };
+        f(text, cell.get_or_init(|| fold(text)))
+    }
+
+    /// All values of a header, one per line.
+    pub fn header(&self, name: &str) -> String {
+        self.mail
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Lower case, letter by letter, but only where the lower-case letter is as long in
+/// UTF-8 as the letter: a position in the folded text is the same position in the
+/// text, so a literal found in the folded text tells where to run the pattern on the
+/// real one. (The few letters whose lower case is longer or shorter, such as the Kelvin
+/// sign, stay as they are; literals are folded the same way, so nothing is missed.)
+pub fn fold(s: &str) -> String {
+    let mut b = s.as_bytes().to_vec();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x80 {
+            b[i] = c.to_ascii_lowercase();
+            i += 1;
+        } else if c == 0xD0 {
+            // Cyrillic capitals, the common case of non-ASCII support mail, without
+            // decoding: А-П (D0 90-9F) -> D0 B0-BF; Р-Я (D0 A0-AF) -> D1 80-8F;
+            // Ѐ-Џ (D0 80-8F) -> D1 90-9F.
+            match b[i + 1] {
+                x @ 0x90..=0x9F => b[i + 1] = x + 0x20,
+                x @ 0xA0..=0xAF => {
+                    b[i] = 0xD1;
+                    b[i + 1] = x - 0x20;
+                }
+                x @ 0x80..=0x8F => {
+                    b[i] = 0xD1;
+                    b[i + 1] = x + 0x10;
+                }
+                _ => {}
+            }
+            i += 2;
+        } else {
+            let width = match c {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            let ch = s[i..i + width].chars().next().expect("a whole character");
+            let low = fold_char(ch);
+            if low != ch {
+                low.encode_utf8(&mut b[i..i + width]);
+            }
+            i += width;
+        }
+    }
+    String::from_utf8(b).expect("folding keeps UTF-8 valid")
+}
+
+/// [`fold`] of one character.
+pub fn fold_char(c: char) -> char {
+    let mut low = c.to_lowercase();
+    match (low.next(), low.next()) {
+        (Some(l), None) if l.len_utf8() == c.len_utf8() => l,
+        _ => c,
+    }
+}
+
+/// Folded literals that every match of `hir` starts with, when there is a finite set of
+/// non-empty ones.
+fn prefix_literals(hir: &Hir) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    // Higher limits than the regex crate's own prefilters use: Aho-Corasick takes
+    // thousands of literals in its stride, while literals cut short (a few letters of a
+    // Cyrillic word, whose `(?i)` classes also hold rare letters such as the narrow
+    // "ᲂ") hit everywhere and each hit costs a regex run.
+    let seq = Extractor::new()
+        .kind(ExtractKind::Prefix)
+        .limit_total(4096)
+        .limit_literal_len(32)
+        .extract(&fold_classes(hir));
+    let mut out: Vec<String> = Vec::new();
+    for l in seq.literals()? {
+        // A literal cut to length may end inside a character; what is before stays a
+        // prefix of every such match.
+        let bytes = l.as_bytes();
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid prefix"),
+        };
+        if valid.is_empty() {
+            return None;
+        }
+        out.push(fold(valid));
+    }
+    // A literal that starts with another one adds nothing: the shorter one is found
+    // wherever the longer one is.
+    out.sort_unstable_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+    let mut kept: Vec<String> = Vec::new();
+    for l in out {
+        if !kept.iter().any(|k| l.starts_with(k.as_str())) {
+            kept.push(l);
+        }
+    }
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// `h` with each leaf node `leaf` gives a replacement for replaced, all else kept.
+fn rewrite(h: &Hir, leaf: &dyn Fn(&Hir) -> Option<Hir>) -> Hir {
+    if let Some(new) = leaf(h) {
+        return new;
+    }
+    match h.kind() {
+        HirKind::Concat(xs) => Hir::concat(xs.iter().map(|x| rewrite(x, leaf)).collect()),
+        HirKind::Alternation(xs) => Hir::alternation(xs.iter().map(|x| rewrite(x, leaf)).collect()),
+        HirKind::Repetition(r) => Hir::repetition(hir::Repetition {
+            sub: Box::new(rewrite(&r.sub, leaf)),
+            ..r.clone()
+        }),
+        HirKind::Capture(c) => Hir::capture(hir::Capture {
+            sub: Box::new(rewrite(&c.sub, leaf)),
+            ..c.clone()
+        }),
+        _ => h.clone(),
+    }
+}
+
+/// `hir` with each small class whose letters all fold to one letter (what `(?i)` makes
+/// of a letter) replaced by that letter: the extractor then gives one folded literal
+/// where it would give every case variant. Only used to find literals.
+fn fold_classes(h: &Hir) -> Hir {
+    rewrite(h, &|h| {
+        let HirKind::Class(Class::Unicode(cls)) = h.kind() else {
+            return None;
+        };
+        let mut one: Option<char> = None;
+        let mut n = 0;
+        for r in cls.ranges() {
+            for c in r.start()..=r.end() {
+                n += 1;
+                let f = fold_char(c);
+                if n > 4 || one.is_some_and(|o| o != f) {
+                    return None;
+                }
+                one = Some(f);
+            }
+        }
+        one.map(|c| Hir::literal(c.to_string().into_bytes()))
+    })
+}
+
+/// `hir` with its Unicode word-boundary assertions left out: it matches everything
+/// `hir` matches, at the same places.
+fn relax(h: &Hir) -> Hir {
+    rewrite(h, &|h| match h.kind() {
+        HirKind::Look(
+            Look::WordUnicode
+            | Look::WordUnicodeNegate
+            | Look::WordStartUnicode
+            | Look::WordEndUnicode
+            | Look::WordStartHalfUnicode
+            | Look::WordEndHalfUnicode,
+        ) => Some(Hir::empty()),
+        _ => None,
+    })
+}
+
+/// The character ranges of a pattern that is one character class (such as a language's
+/// `detect = '[А-Яа-яЁё]'`): counting its matches is then counting characters, with no
+/// regex search per match.
+pub fn single_class(pattern: &str) -> Option<Vec<(char, char)>> {
+    let hir = regex_syntax::parse(pattern).ok()?;
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(cls)) => {
+            Some(cls.ranges().iter().map(|r| (r.start(), r.end())).collect())
+        }
+        HirKind::Literal(hir::Literal(b)) => {
+            let s = std::str::from_utf8(b).ok()?;
+            let mut cs = s.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => Some(vec![(c, c)]),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_is_fold_char_of_every_character_and_keeps_lengths() {
+        let mut all = String::new();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            all.push(c);
+        }
+        let folded = fold(&all);
+        assert_eq!(folded.len(), all.len());
+        for (c, f) in all.chars().zip(folded.chars()) {
+            assert_eq!(f, fold_char(c), "{c:?} (U+{:04X})", c as u32);
+        }
+        assert_eq!(
+            fold("Сайт НЕ Работает, ЁЖ, Error 500"),
+            "сайт не работает, ёж, error 500"
+        );
+    }
+
+    #[test]
+    fn case_insensitive_words_give_one_folded_literal() {
+        let hir = regex_syntax::parse(r"(?i)\b(product42|модуль42|feature-42)\b").unwrap();
+        let lits = prefix_literals(&hir).unwrap();
+        for want in ["feature-42", "product42", "модуль42"] {
+            assert!(lits.contains(&want.to_string()), "{lits:?}");
+        }
+        // and the variants with the narrow Cyrillic о and д, which `(?i)` also matches
+        assert_eq!(lits.len(), 6, "{lits:?}");
+        // a letter whose case variants differ in length stays a class: still found
+        let hir = regex_syntax::parse(r"(?i)kill").unwrap();
+        let lits = prefix_literals(&hir).unwrap();
+        assert!(lits.contains(&"kill".to_string()), "{lits:?}");
+        // rare letters in a `(?i)` class (narrow о, т) add variants, not shorter literals
+        let hir = regex_syntax::parse(r"(?i)роспотребнадзор").unwrap();
+        let lits = prefix_literals(&hir).unwrap();
+        assert!(lits.contains(&"роспотребнадзор".to_string()), "{lits:?}");
+    }
+
+    fn pattern(field: Field, re: &str) -> Pattern {
+        Pattern {
+            field,
+            regex: regex::Regex::new(re).unwrap(),
+        }
+    }
+
+    /// What running each regex on its own gives: the reference the matcher must equal.
+    fn by_regex(patterns: &[Pattern], hay: &Haystack<'_>) -> Vec<Hit> {
+        let mut out = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            hay.with(&p.field, |text, _| {
+                if let Some(m) = p.regex.find(text) {
+                    out.push(Hit {
+                        owner: (i, 0),
+                        matched: m.as_str().to_string(),
+                    });
+                }
+            });
+        }
+        out.sort_by_key(|h| h.owner);
+        out
+    }
+
+    #[test]
+    fn gives_exactly_what_each_regex_gives() {
+        let patterns: Vec<Pattern> = [
+            (Field::Subject, r"(?i)не\s+работает|\bупал"),
+            (Field::Subject, r"(?i)\b(?:error|ошибк\w*)\s*5\d\d\b"),
+            (Field::Body, r"(?i)\bsso\b|api[\s-]*(?:key|ключ)"),
+            (
+                Field::Body,
+                r"\b[A-ZА-ЯЁ]{2,}(?:[\s,!?.]+[A-ZА-ЯЁ]{2,}){3,}",
+            ),
+            (Field::Body, r"(?i)\bKelvin\b"),
+            (Field::Body, r"(?i)\bсч[её]т(?:а|у|ом|е|ы|ов)?\b"),
+            (Field::Body, r"(?i)\bнет\b"),
+            (Field::Body, r"ab|b"),
+            (Field::Sender, r"(?i)^(?:[^<]*<)?(?:nagios|zabbix)@"),
+            (Field::Header("x-priority".into()), r"^1"),
+        ]
+        .into_iter()
+        .map(|(f, r)| pattern(f, r))
+        .collect();
+        let m = Matchers::build(
+            patterns.iter().enumerate().map(|(i, p)| ((i, 0), p)),
+            1 << 22,
+        )
+        .unwrap();
+        let texts = [
+            (
+                "Сайт НЕ  работает",
+                "ОНО УПАЛО СОВСЕМ И ВСЁ. Ошибка 503! SSO api-KEY",
+            ),
+            (
+                "ERROR 502",
+                "the \u{212A}elvin scale; Счёт и счета, нетто, НЕТ; xab",
+            ),
+            ("Выпал снег", "sso-like, vsso, ключ API ключ, ab"),
+            ("", ""),
+        ];
+        for (subject, body) in texts {
+            let raw = format!(
+                "From: c@example.test\r\nX-Priority: 1 (Highest)\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+            );
+            let mail = crate::message::parse(raw.as_bytes()).unwrap();
+            for sender in ["Zabbix <ZABBIX@mon.test>", "customer@example.test"] {
+                let hay = Haystack::new(&mail, sender);
+                let mut got = m.find(&hay);
+                got.sort_by_key(|h| h.owner);
+                assert_eq!(got, by_regex(&patterns, &hay), "{subject:?} / {body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn single_class_patterns_are_recognised() {
+        assert_eq!(single_class("[A-Za-z]"), Some(vec![('A', 'Z'), ('a', 'z')]));
+        assert_eq!(single_class("x"), Some(vec![('x', 'x')]));
+        assert_eq!(single_class("[a-z]+"), None);
+        assert_eq!(single_class(r"\bthe\b"), None);
+    }
+}
