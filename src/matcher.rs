@@ -273,6 +273,9 @@ pub fn fold(s: &str) -> String {
         if c < 0x80 {
             b[i] = c.to_ascii_lowercase();
             i += 1;
+        } else if c == 0xD1 && b[i + 1] <= 0x9F {
+            // р-я, ѐ-џ: already lower case
+            i += 2;
         } else if c == 0xD0 {
             // Cyrillic capitals, the common case of non-ASCII support mail, without
             // decoding: А-П (D0 90-9F) -> D0 B0-BF; Р-Я (D0 A0-AF) -> D1 80-8F;
