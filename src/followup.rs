@@ -209,30 +209,19 @@ mod tests {
     }
 
     fn ticket(created: &str) -> Ticket {
-        Ticket {
-            id: "T-1001".into(),
-            customer: "c@example.com".into(),
-            customer_name: None,
-            subject: "Site down".into(),
-            queue: "support".into(),
-            language: "en".into(),
-            created: created.into(),
-            acknowledged: true,
-            hops: vec!["support".into()],
-            history: Vec::new(),
-            messages: vec!["m1@example.com".into()],
-            sent: 2,
-            followups: 0,
-            owner_since: created.into(),
-            promises: Vec::new(),
-            flags: Vec::new(),
-            incident: None,
-            answered_at: None,
-            reminded_at: None,
-            escalated_at: None,
-            status_sent_at: None,
-            added_ack_at: None,
-        }
+        let mut t = Ticket::new(
+            "T-1001".into(),
+            "c@example.com".into(),
+            "Site down".into(),
+            "support".into(),
+            "en".into(),
+            created.into(),
+        );
+        t.acknowledged = true;
+        t.hops = vec!["support".into()];
+        t.messages = vec!["m1@example.com".into()];
+        t.sent = 2;
+        t
     }
 
     fn t(s: &str) -> OffsetDateTime {

@@ -662,30 +662,17 @@ pub fn triage(
             if let (true, Some(own)) = (forward, &mailbox.queue) {
                 hops.push(own.clone());
             }
-            Ticket {
-                id: format!("{}-{n}", rules.company.ticket_prefix),
-                customer: sender.clone(),
-                customer_name: ev.mail.from.as_ref().and_then(|a| a.name.clone()),
-                subject: ev.mail.subject.clone(),
-                queue: queue_key.clone(),
-                language: ev.class.language.clone(),
-                created: at.clone(),
-                acknowledged: false,
-                hops,
-                history: Vec::new(),
-                messages: Vec::new(),
-                sent: 0,
-                followups: 0,
-                owner_since: at.clone(),
-                promises: Vec::new(),
-                flags: Vec::new(),
-                incident: None,
-                answered_at: None,
-                reminded_at: None,
-                escalated_at: None,
-                status_sent_at: None,
-                added_ack_at: None,
-            }
+            let mut t = Ticket::new(
+                format!("{}-{n}", rules.company.ticket_prefix),
+                sender.clone(),
+                ev.mail.subject.clone(),
+                queue_key.clone(),
+                ev.class.language.clone(),
+                at.clone(),
+            );
+            t.customer_name = ev.mail.from.as_ref().and_then(|a| a.name.clone());
+            t.hops = hops;
+            t
         }
     };
     let lang = ticket.language.clone();

@@ -153,6 +153,44 @@ pub struct Ticket {
     pub added_ack_at: Option<String>,
 }
 
+impl Ticket {
+    /// A new ticket of `customer`, owned by `queue` from `created` on, with nothing
+    /// sent, promised or flagged yet.
+    pub fn new(
+        id: String,
+        customer: String,
+        subject: String,
+        queue: String,
+        language: String,
+        created: String,
+    ) -> Ticket {
+        Ticket {
+            id,
+            customer,
+            customer_name: None,
+            subject,
+            queue,
+            language,
+            owner_since: created.clone(),
+            created,
+            acknowledged: false,
+            hops: Vec::new(),
+            history: Vec::new(),
+            messages: Vec::new(),
+            sent: 0,
+            followups: 0,
+            promises: Vec::new(),
+            flags: Vec::new(),
+            incident: None,
+            answered_at: None,
+            reminded_at: None,
+            escalated_at: None,
+            status_sent_at: None,
+            added_ack_at: None,
+        }
+    }
+}
+
 /// What the index knows about one Message-ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
