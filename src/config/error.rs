@@ -102,20 +102,36 @@ impl<'a> Collector<'a> {
     /// Records a warning on a key, found by its path (`queues.sales`, `categories.x`).
     pub fn warn_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
-        let header = format!("[{key}]");
-        // A table's line is its header; `line_of_key` finds keys inside tables.
-        let line = self
-            .text
-            .lines()
-            .position(|l| l.trim() == header)
-            .map(|i| i + 1)
-            .or_else(|| line_of_key(self.text, &key));
+        let line = self.key_line(&key);
         self.warnings.push(ConfigError {
             file: self.file.to_path_buf(),
             key,
             line,
             message: message.into(),
         });
+    }
+
+    /// Records an error on a key, found by its path (`smtp.connections`): serde's spans
+    /// of a table point at its header, not at the key that is wrong.
+    pub fn at_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let line = self.key_line(&key);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key,
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn key_line(&self, key: &str) -> Option<usize> {
+        let header = format!("[{key}]");
+        // A table's line is its header; `line_of_key` finds keys inside tables.
+        self.text
+            .lines()
+            .position(|l| l.trim() == header)
+            .map(|i| i + 1)
+            .or_else(|| line_of_key(self.text, key))
     }
 
     pub fn line_of(&self, span: &Range<usize>) -> usize {
@@ -240,10 +256,11 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
 /// the program writes `rules[3].subjct`.
 fn dotted(path: &str) -> String {
     let mut out = String::new();
-    // Spanned<T> values show up as a private segment of their own.
+    // Spanned<T> values show up as a private segment of their own, and an Option's
+    // value as `?`.
     for seg in path
         .split('.')
-        .filter(|s| !s.starts_with("$__serde_spanned"))
+        .filter(|s| !s.starts_with("$__serde_spanned") && *s != "?")
     {
         if !out.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
@@ -292,5 +309,6 @@ mod tests {
         assert_eq!(line_of_key(text, "rules[1].subject"), Some(7));
         assert_eq!(line_of_key(text, "queues.billing.adress"), Some(3));
         assert_eq!(dotted("rules.1.subjct"), "rules[1].subjct");
+        assert_eq!(dotted("archive.?.pasword"), "archive.pasword");
     }
 }
