@@ -219,3 +219,144 @@ fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
     );
     assert_eq!(store.outbox_len(), 0);
 }
+
+/// An SMTP relay between the daemon and Postfix (plain SMTP) that passes everything on
+/// but, once a connection has sent the end of a mail (`CRLF.CRLF`) for `recipient`,
+/// keeps the server's answers from the daemon: Postfix has the mail, the daemon never
+/// hears its `250`. This is the window SMTP leaves open, held open for the test.
+fn answer_swallowing_relay(to_port: u16, recipient: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(("127.0.0.1", to_port)).unwrap();
+            let swallow = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let seen = swallow.clone();
+            std::thread::spawn(move || {
+                // What the client said since the last end of a mail.
+                let mut txn: Vec<u8> = Vec::new();
+                let rcpt = format!("RCPT TO:<{recipient}>");
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    txn.extend_from_slice(&buf[..n]);
+                    if txn.windows(5).any(|w| w == b"\r\n.\r\n") {
+                        if String::from_utf8_lossy(&txn).contains(&rcpt) {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        txn.clear();
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if !swallow.load(Ordering::SeqCst) && c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Kills the daemon while the server has accepted a request's acknowledgement but the
+/// daemon has not heard so, then starts it again on the real server. Returns the log
+/// and what reached support@ and the customer.
+fn kill_with_answers_lost(archive: bool) -> (String, Vec<FetchedMail>, Vec<FetchedMail>) {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    if archive {
+        add_archive(&stack, &cfg, "");
+    }
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let customer = "customer3@example.test";
+    let relay = answer_swallowing_relay(stack.smtp_port, customer);
+    let via_relay = text
+        .replacen("tls = \"starttls\"", "tls = \"plaintext\"", 1)
+        .replacen(
+            &format!("port = {}", stack.smtp_port),
+            &format!("port = {relay}"),
+            1,
+        );
+    assert_ne!(via_relay, text);
+    std::fs::write(&cfg, &via_relay).unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start(&cfg, &log);
+    stack.send(
+        customer,
+        &["billing@example.test"],
+        &request("window-1@client.test", customer, 1),
+    );
+    // Both mails are in their mailboxes: Postfix took them; the daemon still waits for
+    // the answer to the acknowledgement.
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| ms.len() == 1);
+    stack.wait_until(customer, "INBOX", WAIT, |ms| ms.len() == 1);
+    let first = daemon.log();
+    assert!(
+        !first
+            .lines()
+            .any(|l| l.contains("Mail accepted.") && l.contains("kind=Acknowledgement")),
+        "{first}"
+    );
+    daemon.kill();
+
+    std::fs::write(&cfg, &text).unwrap();
+    let daemon = Daemon::start(&cfg, &log);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !daemon.log()[first.len()..].contains("the last stop") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Anything sent again would be sent now.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stack.drain();
+    let text = daemon.log();
+    assert!(daemon.stop().success());
+    (
+        text,
+        stack.fetch_all("support@example.test", "INBOX"),
+        stack.fetch_all(customer, "INBOX"),
+    )
+}
+
+#[test]
+fn with_an_archive_mails_accepted_just_before_a_kill_are_not_sent_again() {
+    let (log, support, customer) = kill_with_answers_lost(true);
+    assert_eq!(support.len(), 1, "one forward");
+    assert_eq!(customer.len(), 1, "one acknowledgement");
+    assert_eq!(
+        log.matches("was accepted; not sent again.").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("found_in=archive"), "{log}");
+    assert!(!log.contains("uncertain="), "{log}");
+}
+
+#[test]
+fn without_an_archive_only_the_ack_to_a_customer_outside_is_sent_again_with_a_warning() {
+    let (log, support, customer) = kill_with_answers_lost(false);
+    assert_eq!(support.len(), 1, "one forward");
+    // The ack cannot be looked up: it is sent again, and the warning says what helps.
+    assert_eq!(customer.len(), 2, "the acknowledgement, twice");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("uncertain="))
+        .unwrap_or_else(|| panic!("no warning naming the resent mail:\n{log}"));
+    assert!(warning.contains("[archive]"), "{warning}");
+    assert!(warning.contains("may see it twice"), "{warning}");
+}
