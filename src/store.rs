@@ -679,9 +679,13 @@ impl Store {
         if self.meta.get(OUTBOX_WINDOW)?.as_deref() != Some(&w[..]) {
             self.meta.insert(OUTBOX_WINDOW, &w)?;
         }
-        self.meta.remove(OUTBOX_STOPPED_CLEAN)?;
-        // The per-mail note of earlier versions, left in older states.
-        self.meta.remove(b"outbox_sending")?;
+        // The per-mail note of earlier versions, left in older states, goes too. Looked
+        // at first: a drain runs on every wake-up, and a write costs the flush that follows.
+        for key in [OUTBOX_STOPPED_CLEAN, b"outbox_sending"] {
+            if self.meta.contains_key(key)? {
+                self.meta.remove(key)?;
+            }
+        }
         Ok(())
     }
 
