@@ -101,37 +101,32 @@ impl<'a> Collector<'a> {
 
     /// Records a warning on a key, found by its path (`queues.sales`, `categories.x`).
     pub fn warn_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        let key = key.into();
-        let line = self.key_line(&key);
-        self.warnings.push(ConfigError {
-            file: self.file.to_path_buf(),
-            key,
-            line,
-            message: message.into(),
-        });
+        let e = self.on_key(key.into(), message.into());
+        self.warnings.push(e);
     }
 
     /// Records an error on a key, found by its path (`smtp.connections`): serde's spans
     /// of a table point at its header, not at the key that is wrong.
     pub fn at_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        let key = key.into();
-        let line = self.key_line(&key);
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            key,
-            line,
-            message: message.into(),
-        });
+        let e = self.on_key(key.into(), message.into());
+        self.errors.push(e);
     }
 
-    fn key_line(&self, key: &str) -> Option<usize> {
+    fn on_key(&self, key: String, message: String) -> ConfigError {
         let header = format!("[{key}]");
         // A table's line is its header; `line_of_key` finds keys inside tables.
-        self.text
+        let line = self
+            .text
             .lines()
             .position(|l| l.trim() == header)
             .map(|i| i + 1)
-            .or_else(|| line_of_key(self.text, key))
+            .or_else(|| line_of_key(self.text, &key));
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key,
+            line,
+            message,
+        }
     }
 
     pub fn line_of(&self, span: &Range<usize>) -> usize {
