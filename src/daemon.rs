@@ -4,6 +4,7 @@
 //! change to rules.toml reload the rules ([`crate::reload`]). Under systemd it reports
 //! READY, RELOADING and STOPPING and feeds the watchdog while the mailboxes are healthy.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{load_rules, Cli, Failure};
-use crate::config::Settings;
+use crate::config::{Login, Settings};
 use crate::imap::{self, Shared, Source};
 use crate::smtp::{self, Transport};
 use crate::status::Board;
-use crate::store::Store;
+use crate::store::{OutMail, Store};
 
 /// How long tasks get to finish the message in hand after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -71,7 +72,10 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
             tracing::warn!(error = %e, "Cannot raise ticket numbers after recovery.");
         }
     }
-    let transport = Transport::smtp(&settings.smtp)?;
+    let transport = Transport::smtp(
+        &settings.smtp,
+        settings.archive.as_ref().map(|a| a.address.as_str()),
+    )?;
     let tls = match settings.imap.tls {
         crate::config::TlsMode::Plaintext => None,
         _ => Some(imap::tls_connector(&settings.imap)?),
@@ -242,34 +246,53 @@ async fn followups(shared: Shared) {
     }
 }
 
-/// SMTP has no two-phase commit: the mail being handed over when the last run stopped
-/// may or may not have been accepted. When every recipient is a mailbox this daemon can
-/// read (a queue's forward, say), look for it there by its Message-ID before sending it
-/// again; a mail to anyone else is sent again, since a duplicate is better than a loss.
+/// How long the start waits for a mail in flight at the last stop to be delivered where
+/// it is looked for: Postfix delivers an accepted mail within milliseconds, unless busy.
+const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// SMTP has no two-phase commit: the mails in flight when the last run stopped may or
+/// may not have been accepted (the first entries of the outbox; none after a clean
+/// stop). Each is looked for by its Message-ID before it is sent again: in the archive,
+/// which holds every mail the server accepted; without one, in the watched mailboxes a
+/// mail was sent to (a queue's forward). A mail found there leaves the outbox; any other
+/// is sent again, since a duplicate is better than a loss.
 async fn settle_uncertain(
     rules: &crate::config::Rules,
     settings: &Settings,
     store: &Store,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) {
-    let Ok(Some((key, m))) = store.outbox_uncertain() else {
-        return;
+    let uncertain = match store.outbox_uncertain() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "Outbox cannot be read at start.");
+            return;
+        }
     };
-    let logins: Vec<(String, crate::config::Login)> =
-        m.to.iter()
-            .filter_map(|a| rules.mailbox_by_address(a))
-            .filter_map(|mb| {
-                settings
-                    .mailboxes
-                    .get(&mb.key)
-                    .map(|l| (mb.key.clone(), l.clone()))
-            })
-            .collect();
-    if logins.is_empty() || logins.len() != m.to.len() {
+    if uncertain.is_empty() {
         return;
     }
-    for (name, login) in logins {
-        let source = Source {
+    let looked: Vec<_> = uncertain
+        .into_iter()
+        .map(|(k, m)| {
+            let at = where_to_look(rules, settings, &m);
+            (k, m, at)
+        })
+        .collect();
+    // Each place is searched once for all the mails it may hold.
+    let mut wanted: BTreeMap<String, (Login, Vec<String>)> = BTreeMap::new();
+    for (_, m, at) in &looked {
+        for (name, login) in at {
+            wanted
+                .entry(name.clone())
+                .or_insert_with(|| (login.clone(), Vec::new()))
+                .1
+                .push(m.message_id.clone());
+        }
+    }
+    // Every place is searched at once, within one patience.
+    let searches = wanted.into_iter().map(|(name, (login, ids))| {
+        let src = Source {
             name,
             server: settings.imap.clone(),
             folder: login.folder.clone(),
@@ -278,17 +301,77 @@ async fn settle_uncertain(
             tls: tls.cloned(),
             observe: true,
         };
-        match imap::message_present(&source, &m.message_id, Duration::from_secs(5)).await {
-            Ok(true) => {}
-            Ok(false) => return,
+        async move {
+            let r = imap::messages_present(&src, &ids, IN_FLIGHT_PATIENCE).await;
+            (src.name, r)
+        }
+    });
+    let mut present: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for (name, r) in futures::future::join_all(searches).await {
+        match r {
+            Ok(ids) => {
+                present.insert(name, ids);
+            }
             Err(e) => {
-                tracing::warn!(mailbox = %source.name, error = %e, "Cannot look for the mail in flight at the last stop; it is sent again.");
-                return;
+                tracing::warn!(mailbox = %name, error = %e, "Cannot look for the mails in flight at the last stop; they are sent again, and a receiver may see one twice.");
             }
         }
     }
-    if store.outbox_done(key).and_then(|_| store.flush()).is_ok() {
-        tracing::info!(message_id = %m.message_id, ticket = %m.ticket, "Mail in flight at the last stop is already in its mailbox; not sent again.");
+    for (key, m, at) in looked {
+        let found = at.iter().map(|(name, _)| name).find(|name| {
+            present
+                .get(*name)
+                .is_some_and(|ids| ids.contains(&m.message_id))
+        });
+        match found {
+            Some(place) => {
+                if store.outbox_done(key).is_ok() {
+                    tracing::info!(message_id = %m.message_id, ticket = %m.ticket, found_in = %place, "Mail in flight at the last stop was accepted; not sent again.");
+                }
+            }
+            None if !at.is_empty() && at.iter().all(|(n, _)| present.contains_key(n)) => {
+                let looked_in: Vec<&str> = at.iter().map(|(n, _)| n.as_str()).collect();
+                tracing::info!(message_id = %m.message_id, ticket = %m.ticket, looked_in = ?looked_in, "Mail in flight at the last stop was not accepted; it is sent now.");
+            }
+            None if settings.archive.is_some() => tracing::warn!(
+                uncertain = %m.message_id,
+                ticket = %m.ticket,
+                to = ?m.to,
+                "Mail in flight at the last stop could not be looked up in the archive; it is sent again with the same Message-ID, and a receiver may see it twice."
+            ),
+            None => tracing::warn!(
+                uncertain = %m.message_id,
+                ticket = %m.ticket,
+                to = ?m.to,
+                "Mail may have been accepted just before the last stop; it is sent again with the same Message-ID, and a receiver may see it twice. An [archive] in mailtriage.toml prevents this."
+            ),
+        }
+    }
+    if let Err(e) = store.flush() {
+        tracing::warn!(error = %e, "Cannot write what was found about the mails in flight.");
+    }
+}
+
+/// Where a mail is if the server accepted it: the archive, which gets every mail; else
+/// the watched mailboxes it was sent to, when it was sent to nothing else. Empty: it
+/// cannot be looked up.
+fn where_to_look(
+    rules: &crate::config::Rules,
+    settings: &Settings,
+    m: &OutMail,
+) -> Vec<(String, Login)> {
+    if let Some(a) = &settings.archive {
+        return vec![("archive".to_string(), a.login.clone())];
+    }
+    let watched: Vec<(String, Login)> =
+        m.to.iter()
+            .filter_map(|a| rules.mailbox_by_address(a))
+            .filter_map(|mb| Some((mb.key.clone(), settings.mailboxes.get(&mb.key)?.clone())))
+            .collect();
+    if watched.len() == m.to.len() {
+        watched
+    } else {
+        Vec::new()
     }
 }
 

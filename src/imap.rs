@@ -360,35 +360,43 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
     }
 }
 
-/// Whether a message with this Message-ID is in the source's folder, waiting up to
-/// `patience` for it to be delivered (the server may have accepted it a moment ago).
-pub async fn message_present(
+/// Which of these Message-IDs are in the source's folder, waiting up to `patience` for
+/// the missing ones to be delivered (the server may have accepted a mail a moment ago
+/// and not delivered it yet). One session, one search per missing id and round.
+pub async fn messages_present(
     source: &Source,
-    message_id: &str,
+    message_ids: &[String],
     patience: Duration,
-) -> Result<bool, ImapError> {
+) -> Result<std::collections::HashSet<String>, ImapError> {
     let t = source.server.timeout;
     let mut s = source.connect().await?;
     timed("SELECT", t, s.select(&source.folder)).await?;
-    let id = message_id.replace(['"', '\\', '\r', '\n'], "");
     let deadline = tokio::time::Instant::now() + patience;
-    let found = loop {
-        let hits = timed(
-            "UID SEARCH",
-            t,
-            s.uid_search(format!("HEADER Message-ID \"{id}\"")),
-        )
-        .await?;
-        if !hits.is_empty() {
-            break true;
+    let mut found = std::collections::HashSet::new();
+    loop {
+        let missing: Vec<&String> = message_ids
+            .iter()
+            .filter(|id| !found.contains(*id))
+            .collect();
+        for id in missing {
+            let quoted = id.replace(['"', '\\', '\r', '\n'], "");
+            let hits = timed(
+                "UID SEARCH",
+                t,
+                s.uid_search(format!("HEADER Message-ID \"{quoted}\"")),
+            )
+            .await?;
+            if !hits.is_empty() {
+                found.insert(id.clone());
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            break false;
+        if found.len() == message_ids.len() || tokio::time::Instant::now() >= deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Let the server notice new mail before the next search.
         timed("NOOP", t, s.noop()).await?;
-    };
+    }
     let _ = tokio::time::timeout(t, s.logout()).await;
     Ok(found)
 }

@@ -1,9 +1,14 @@
 //! Act, part two: the outbox sender. It hands durable outbox entries to a transport
-//! (SMTP on one kept connection, or .eml files for offline triage) and removes each one only
-//! when the server accepted it. A refusal for good moves the mail to the dead letters
-//! with the server's words; anything else is retried with backoff. Entries are sent in
-//! the order they were decided, and only after the state that produced them is on disk.
+//! (SMTP on a few kept connections, or .eml files for offline triage) and removes each
+//! one only when the server accepted it. A refusal for good moves the mail to the dead
+//! letters with the server's words; anything else is retried with backoff. Entries are
+//! handed over in the order they were decided, several at once but never two of one
+//! ticket (so a ticket's mails arrive in order), and only after the state that produced
+//! them is on disk. Which entries may be in flight at once is [`ready`]'s decision; it
+//! keeps them among the first few of the outbox, which is what lets the next start name
+//! the mails whose fate a crash left unknown ([`Store::outbox_uncertain`]).
 
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +24,8 @@ use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -43,8 +49,10 @@ pub enum Transport {
     Files(AsyncFileTransport<Tokio1Executor>),
 }
 
-/// The SMTP side. It keeps one connection open between mails, so that a mail costs one
+/// The SMTP side. It keeps its connections open between mails, so that a mail costs one
 /// SMTP transaction rather than a TCP connect, a TLS handshake, two EHLOs and a QUIT.
+/// The sender uses up to `connections` of them at once; lettre 0.11 has no PIPELINING,
+/// so parallel connections are how several mails overlap their round trips.
 ///
 /// The connection is made here, not by lettre's transport or pool, for one reason: lettre
 /// 0.11 leaves Nagle's algorithm on, and it writes the message and the final `.` in two
@@ -60,8 +68,13 @@ pub struct SmtpOut {
     implicit: Option<TlsConnector>,
     credentials: Option<Credentials>,
     timeout: Duration,
-    /// The open connection and when it last did something.
-    conn: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    /// How many mails the sender hands over at once, each on its own connection.
+    connections: usize,
+    /// Every mail also goes to this address, as one more envelope recipient only.
+    archive: Option<Address>,
+    /// Open connections not in use, each with when it last did something; the most
+    /// recently used is last.
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
 /// How long an unused connection is kept: under the 5 minutes RFC 5321 (4.5.3.2.7) asks
@@ -122,7 +135,15 @@ impl Transport {
         Transport::Files(AsyncFileTransport::new(dir))
     }
 
-    pub fn smtp(s: &Server) -> Result<Transport, SmtpError> {
+    /// SMTP as `s` says; `archive`, when given, gets a copy of every mail (see
+    /// [`crate::config::Archive`]).
+    pub fn smtp(s: &Server, archive: Option<&str>) -> Result<Transport, SmtpError> {
+        let archive = archive
+            .map(|a| {
+                a.parse::<Address>()
+                    .map_err(|e| SmtpError::Settings(format!("archive address {a:?}: {e}")))
+            })
+            .transpose()?;
         let (starttls, implicit) = match s.tls {
             TlsMode::Starttls => {
                 let mut b = TlsParameters::builder(s.server_name().to_string());
@@ -168,8 +189,19 @@ impl Transport {
             implicit,
             credentials,
             timeout: s.timeout,
-            conn: Mutex::new(None),
+            connections: s.connections(),
+            archive,
+            idle: std::sync::Mutex::new(Vec::new()),
         })))
+    }
+
+    /// How many outbox entries may be handed over at once.
+    pub fn connections(&self) -> usize {
+        match self {
+            Transport::Smtp(out) => out.connections,
+            // Offline triage writes files; order on disk is all that matters there.
+            Transport::Files(_) => 1,
+        }
     }
 
     pub async fn deliver(&self, m: &OutMail) -> Delivery {
@@ -181,10 +213,18 @@ impl Transport {
             None => None,
         };
         let to: Result<Vec<Address>, _> = m.to.iter().map(|t| t.parse::<Address>()).collect();
-        let to = match to {
+        let mut to = match to {
             Ok(t) => t,
             Err(e) => return Delivery::Refused(format!("recipient: {e}")),
         };
+        // The archive copy is an envelope recipient only (a Bcc in no header): the bytes
+        // sent are the stored ones, and the server accepts the mail for all recipients
+        // at once, so the archive holds it if and only if it was accepted.
+        if let Transport::Smtp(out) = self {
+            if let Some(a) = out.archive.as_ref().filter(|a| !to.contains(a)) {
+                to.push(a.clone());
+            }
+        }
         let envelope = match Envelope::new(from, to) {
             Ok(e) => e,
             Err(e) => return Delivery::Refused(format!("envelope: {e}")),
@@ -233,14 +273,15 @@ impl SmtpOut {
                 .await
                 .map_err(|e| format!("AUTH: {e}"))?;
         }
+        tracing::info!(server = %format!("{}:{}", s.host, s.port), "SMTP connection opened.");
         Ok(c)
     }
 
-    /// Sends one mail on the kept connection (or a new one) and keeps the connection for
-    /// the next mail when the exchange went well.
+    /// Sends one mail on a kept connection not in use (or a new one) and keeps the
+    /// connection for the next mail when the exchange went well. The sender hands over
+    /// at most `connections` mails at once, so no more connections than that are made.
     async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Delivery {
-        let mut slot = self.conn.lock().await;
-        let kept = slot.take();
+        let kept = self.idle.lock().expect("idle connections").pop();
         // lettre bounds no command with a timeout (lettre#1027): bound the whole exchange.
         // When it runs out, the connection is dropped with the future, so no reply is left
         // unread on it for the next mail to take as its own.
@@ -274,7 +315,10 @@ impl SmtpOut {
         .await;
         match attempt {
             Ok(Ok(conn)) => {
-                *slot = Some((conn, Instant::now()));
+                self.idle
+                    .lock()
+                    .expect("idle connections")
+                    .push((conn, Instant::now()));
                 Delivery::Accepted
             }
             Ok(Err(d)) => d,
@@ -291,41 +335,127 @@ pub struct Drained {
     pub left: usize,
 }
 
-/// Sends everything in the outbox once, in order; stops at the first transient failure
-/// (the server is likely down for all of them) and reports what is left.
+/// Which outbox entries may be handed to SMTP now. `pending` lists, in outbox order,
+/// each entry not yet removed for good as (ticket, already handed over). An entry may
+/// start when it is among the first `window` of them, is not handed over yet, and no
+/// earlier entry of its ticket is still pending: a ticket's mails (a forward, then the
+/// follow-up's forward) arrive in the order they were decided. Keeping everything in
+/// flight among the first `window` entries is what bounds the mails a crash can leave
+/// uncertain to the first `window` entries of the outbox on disk.
+pub fn ready<T: PartialEq>(pending: &[(T, bool)], window: usize) -> Vec<usize> {
+    let head = &pending[..pending.len().min(window)];
+    head.iter()
+        .enumerate()
+        .filter(|(i, (ticket, started))| {
+            !started && !head[..*i].iter().any(|(earlier, _)| earlier == ticket)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// One outbox entry of a drain.
+struct Pending {
+    key: u64,
+    mail: Arc<OutMail>,
+    started: bool,
+}
+
+/// Sends everything in the outbox once: several entries at once (see [`ready`]), each
+/// removed when the server accepted it. Stops handing over new entries at the first
+/// transient failure (the server is likely down for all of them), lets the ones in
+/// flight finish, and reports what is left.
 pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, SmtpError> {
-    // Only what is on disk is sent: a crash must never leave a sent mail whose decision
-    // was not recorded, or the message would be triaged and sent again.
-    store.flush_async().await?;
     let entries = store.outbox()?;
+    if entries.is_empty() {
+        return Ok(Drained::default());
+    }
+    let window = transport.connections();
+    store.outbox_sending_starts(window)?;
+    // Only what is on disk is sent: a crash must never leave a sent mail whose decision
+    // was not recorded, or the message would be triaged and sent again. The same flush
+    // makes the end of any clean-stop note durable before a mail can be in flight.
+    store.flush_async().await?;
+    let mut pending: VecDeque<Pending> = entries
+        .into_iter()
+        .map(|(key, m)| Pending {
+            key,
+            mail: Arc::new(m),
+            started: false,
+        })
+        .collect();
+    let mut running = JoinSet::new();
+    let mut in_flight: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut failed = false;
     let mut d = Drained::default();
-    let total = entries.len();
-    for (i, (key, m)) in entries.into_iter().enumerate() {
-        store.outbox_sending(key).await?;
-        match transport.deliver(&m).await {
-            Delivery::Accepted => {
-                // Written at once: until then a crash sends this mail a second time.
-                store.outbox_done(key)?;
-                store.flush_async().await?;
+    loop {
+        if !failed {
+            let view: Vec<(&str, bool)> = pending
+                .iter()
+                .take(window)
+                .map(|p| (p.mail.ticket.as_str(), p.started))
+                .collect();
+            for i in ready(&view, window) {
+                let p = &mut pending[i];
+                p.started = true;
+                let (t, m) = (transport.clone(), p.mail.clone());
+                let task = running.spawn(async move { t.deliver(&m).await });
+                in_flight.insert(task.id(), p.key);
+            }
+        }
+        let Some(first) = running.join_next_with_id().await else {
+            break;
+        };
+        // Answers that came in together share one flush.
+        let mut answers = vec![first];
+        while let Some(r) = running.try_join_next_with_id() {
+            answers.push(r);
+        }
+        let mut finished = Vec::new();
+        for answer in answers {
+            let (key, delivery) = match answer {
+                Ok((id, delivery)) => (in_flight.remove(&id), delivery),
+                Err(e) => (
+                    in_flight.remove(&e.id()),
+                    Delivery::Failed(format!("sending task failed: {e}")),
+                ),
+            };
+            let Some(key) = key else { continue };
+            let m = pending
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.mail.clone())
+                .expect("a mail in flight is pending");
+            match delivery {
+                Delivery::Accepted => {
+                    store.outbox_done(key)?;
+                    finished.push((key, Some(m)));
+                }
+                Delivery::Refused(why) => {
+                    store.outbox_dead(key, &why)?;
+                    d.refused += 1;
+                    tracing::error!(ticket = %m.ticket, message_id = %m.message_id, to = ?m.to, reason = %why, "Mail refused for good; kept in dead letters.");
+                    finished.push((key, None));
+                }
+                Delivery::Failed(why) => {
+                    tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %why, "Delivery failed; will retry.");
+                    failed = true;
+                }
+            }
+        }
+        // Written at once: until the removal is on disk a crash sends the mail again, and
+        // its place among the first `window` entries is not given to the next one before.
+        store.flush_async().await?;
+        for (key, accepted) in finished {
+            pending.retain(|p| p.key != key);
+            if let Some(m) = accepted {
                 d.sent += 1;
                 tracing::info!(ticket = %m.ticket, message_id = %m.message_id, kind = ?m.kind, to = ?m.to, "Mail accepted.");
             }
-            Delivery::Refused(why) => {
-                store.outbox_dead(key, &why)?;
-                d.refused += 1;
-                tracing::error!(ticket = %m.ticket, message_id = %m.message_id, to = ?m.to, reason = %why, "Mail refused for good; kept in dead letters.");
-            }
-            Delivery::Failed(why) => {
-                tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %why, "Delivery failed; will retry.");
-                d.left = total - i;
-                break;
-            }
         }
     }
-    store.flush_async().await?;
+    d.left = pending.len();
     Ok(d)
 }
-
 /// The sender task: the only one that drains the outbox while the daemon runs (two
 /// drainers could send one entry twice). It drains on every wake-up and on a timer,
 /// backs off while the server fails, and on `stop` drains once more, bounded by
@@ -337,16 +467,9 @@ pub async fn run(
     stop: CancellationToken,
     final_drain: Duration,
 ) {
-    match store.outbox_uncertain() {
-        Ok(Some((_, m))) => tracing::warn!(
-            uncertain = %m.message_id,
-            ticket = %m.ticket,
-            to = ?m.to,
-            "Mail was being handed to SMTP when the last run stopped; it is sent again with the same Message-ID, and a receiver may see it twice."
-        ),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "Outbox cannot be read at start."),
-    }
+    // A drain cut short by an error drops the mails it had in flight, whose answers are
+    // then unknown: after that, no stop of this run is called clean.
+    let mut clean = true;
     let mut backoff = Duration::from_secs(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(60);
     const IDLE_RESCAN: Duration = Duration::from_secs(30);
@@ -362,6 +485,7 @@ pub async fn run(
                 w
             }
             Err(e) => {
+                clean = false;
                 tracing::error!(error = %e, "Outbox cannot be read; will retry.");
                 let w = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -375,14 +499,76 @@ pub async fn run(
         }
     }
     match tokio::time::timeout(final_drain, drain(&store, &transport)).await {
-        Ok(Ok(d)) if d.left > 0 => tracing::warn!(
-            left = d.left,
-            "Outbox not empty at stop; it is sent at the next start."
-        ),
+        Ok(Ok(d)) => {
+            if d.left > 0 {
+                tracing::warn!(
+                    left = d.left,
+                    "Outbox not empty at stop; it is sent at the next start."
+                );
+            }
+            // Every mail handed over got its answer: the next start has nothing to look up.
+            if clean {
+                if let Err(e) = store.outbox_stopped_clean().await {
+                    tracing::warn!(error = %e, "Cannot note the clean stop; the next start looks up the first mails of the outbox.");
+                }
+            }
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "Last outbox drain failed; the outbox is kept."),
+        // Dropping the drain dropped the mails in flight: their answers are unknown, and
+        // the next start looks them up.
         Err(_) => {
             tracing::warn!("Last outbox drain took too long; the rest is sent at the next start.")
         }
-        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ready;
+
+    fn pending<'a>(entries: &[(&'a str, bool)]) -> Vec<(&'a str, bool)> {
+        entries.to_vec()
+    }
+
+    #[test]
+    fn first_entries_of_different_tickets_start_together() {
+        let p = pending(&[
+            ("T-1", false),
+            ("T-2", false),
+            ("T-3", false),
+            ("T-4", false),
+        ]);
+        assert_eq!(ready(&p, 3), vec![0, 1, 2]);
+        assert_eq!(ready(&p, 1), vec![0]);
+    }
+
+    #[test]
+    fn a_ticket_waits_for_its_earlier_mail() {
+        // T-1's second mail waits while its first is in flight, and keeps its place:
+        // T-3 is beyond the window and waits too.
+        let p = pending(&[
+            ("T-1", true),
+            ("T-1", false),
+            ("T-2", false),
+            ("T-3", false),
+        ]);
+        assert_eq!(ready(&p, 3), vec![2]);
+        // Also when the earlier mail has not started either.
+        let p = pending(&[("T-1", false), ("T-1", false), ("T-2", false)]);
+        assert_eq!(ready(&p, 3), vec![0, 2]);
+    }
+
+    #[test]
+    fn nothing_beyond_the_window_starts_even_when_the_head_is_busy() {
+        let p = pending(&[("T-1", true), ("T-2", true), ("T-3", true), ("T-4", false)]);
+        assert!(ready(&p, 3).is_empty());
+        assert_eq!(ready(&p, 4), vec![3]);
+    }
+
+    #[test]
+    fn in_flight_entries_are_not_started_again_and_empty_is_empty() {
+        let p = pending(&[("T-1", true), ("T-2", false)]);
+        assert_eq!(ready(&p, 16), vec![1]);
+        assert!(ready::<&str>(&[], 3).is_empty());
     }
 }

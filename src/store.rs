@@ -18,6 +18,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 /// sled's default cache is 1 GiB; a triage daemon needs a few MB.
 const CACHE_BYTES: u64 = 16 << 20;
 
+/// Meta key: the sender stopped cleanly, with no mail in flight.
+const OUTBOX_STOPPED_CLEAN: &[u8] = b"outbox_stopped_clean";
+/// Meta key: how many outbox entries the sender may have in flight at once.
+const OUTBOX_WINDOW: &[u8] = b"outbox_window";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database: {0}")]
@@ -677,8 +682,13 @@ impl Store {
 
     /// Outbox entries in the order they were decided.
     pub fn outbox(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
+        self.outbox_first(usize::MAX)
+    }
+
+    fn outbox_first(&self, n: usize) -> Result<Vec<(u64, OutMail)>, StoreError> {
         self.outbox
             .iter()
+            .take(n)
             .map(|r| {
                 let (k, v) = r?;
                 let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
@@ -691,33 +701,56 @@ impl Store {
         self.outbox.len()
     }
 
-    /// The SMTP server accepted the mail: it leaves the outbox. The caller flushes at
-    /// once: until the removal is written, a crash sends the mail again.
+    /// The SMTP server accepted the mail: it leaves the outbox. The caller flushes soon
+    /// after: until the removal is written, a crash sends the mail again.
     pub fn outbox_done(&self, key: u64) -> Result<(), StoreError> {
         self.outbox.remove(key.to_be_bytes())?;
         Ok(())
     }
 
-    /// Notes, before the attempt, which outbox entry is being handed to SMTP. SMTP has no
-    /// two-phase commit: a crash between the server's acceptance and the written removal
-    /// cannot be told from a crash before acceptance. This note lets the next start name
-    /// the one entry (there is a single sender) whose fate is unknown.
-    pub async fn outbox_sending(&self, key: u64) -> Result<(), StoreError> {
-        self.meta.insert(b"outbox_sending", &key.to_be_bytes())?;
+    /// Sending starts: the clean-stop note goes (from now on mails may be in flight) and
+    /// the number of connections is noted, since it bounds which entries may be in
+    /// flight at a crash. Written only when something changes; the caller flushes before
+    /// the first mail is handed over, or a crash could leave a stale clean-stop note.
+    pub fn outbox_sending_starts(&self, window: usize) -> Result<(), StoreError> {
+        let w = (window as u64).to_be_bytes();
+        if self.meta.get(OUTBOX_WINDOW)?.as_deref() != Some(&w[..]) {
+            self.meta.insert(OUTBOX_WINDOW, &w)?;
+        }
+        // The per-mail note of earlier versions, left in older states, goes too. Looked
+        // at first: a drain runs on every wake-up, and a write costs the flush that follows.
+        for key in [OUTBOX_STOPPED_CLEAN, b"outbox_sending"] {
+            if self.meta.contains_key(key)? {
+                self.meta.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sender stopped with nothing in flight: the next start need not wonder about
+    /// any mail. Flushed at once.
+    pub async fn outbox_stopped_clean(&self) -> Result<(), StoreError> {
+        self.meta.insert(OUTBOX_STOPPED_CLEAN, &[])?;
         self.flush_async().await
     }
 
-    /// The entry that was being handed to SMTP when the last run stopped, if it is still
-    /// in the outbox: the server may or may not have accepted it.
-    pub fn outbox_uncertain(&self) -> Result<Option<(u64, OutMail)>, StoreError> {
-        let Some(k) = self.meta.get(b"outbox_sending")? else {
-            return Ok(None);
-        };
-        let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-        self.outbox
-            .get(key.to_be_bytes())?
-            .map(|v| Ok((key, OutMail::decode(&v)?)))
-            .transpose()
+    /// The entries the server may or may not have accepted when the last run stopped:
+    /// none after a clean stop, else the first `window` entries of the outbox. The sender
+    /// hands over only entries among the first `window` not yet removed for good (a
+    /// removal is flushed before its place is given to the next entry), so any mail
+    /// whose answer was lost is among them. SMTP has no two-phase commit: this is as
+    /// close as the sender can name them.
+    pub fn outbox_uncertain(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
+        if self.meta.contains_key(OUTBOX_STOPPED_CLEAN)? {
+            return Ok(Vec::new());
+        }
+        // Earlier versions sent on one connection, in order: the first entry.
+        let window = self
+            .meta
+            .get(OUTBOX_WINDOW)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(1);
+        self.outbox_first(window as usize)
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
@@ -881,6 +914,27 @@ mod tests {
         );
         s.outbox_done(out[0].0).unwrap();
         assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
+    fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for uid in 1..=5 {
+            s.commit(&record(&format!("m{uid}"), uid)).unwrap();
+        }
+        let ids = |v: Vec<(u64, OutMail)>| -> Vec<String> {
+            v.into_iter().map(|(_, m)| m.message_id).collect()
+        };
+        // A state that never sent (or an older version's): the first entry.
+        assert_eq!(ids(s.outbox_uncertain().unwrap()).len(), 1);
+        s.outbox_sending_starts(3).unwrap();
+        let first3: Vec<String> = ids(s.outbox().unwrap()).into_iter().take(3).collect();
+        assert_eq!(ids(s.outbox_uncertain().unwrap()), first3);
+        futures::executor::block_on(s.outbox_stopped_clean()).unwrap();
+        assert!(s.outbox_uncertain().unwrap().is_empty());
+        s.outbox_sending_starts(2).unwrap();
+        assert_eq!(ids(s.outbox_uncertain().unwrap()), first3[..2].to_vec());
     }
 
     #[test]

@@ -101,7 +101,18 @@ impl<'a> Collector<'a> {
 
     /// Records a warning on a key, found by its path (`queues.sales`, `categories.x`).
     pub fn warn_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        let key = key.into();
+        let e = self.on_key(key.into(), message.into());
+        self.warnings.push(e);
+    }
+
+    /// Records an error on a key, found by its path (`smtp.connections`): serde's spans
+    /// of a table point at its header, not at the key that is wrong.
+    pub fn at_key(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let e = self.on_key(key.into(), message.into());
+        self.errors.push(e);
+    }
+
+    fn on_key(&self, key: String, message: String) -> ConfigError {
         let header = format!("[{key}]");
         // A table's line is its header; `line_of_key` finds keys inside tables.
         let line = self
@@ -110,12 +121,12 @@ impl<'a> Collector<'a> {
             .position(|l| l.trim() == header)
             .map(|i| i + 1)
             .or_else(|| line_of_key(self.text, &key));
-        self.warnings.push(ConfigError {
+        ConfigError {
             file: self.file.to_path_buf(),
             key,
             line,
-            message: message.into(),
-        });
+            message,
+        }
     }
 
     pub fn line_of(&self, span: &Range<usize>) -> usize {
@@ -240,10 +251,11 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
 /// the program writes `rules[3].subjct`.
 fn dotted(path: &str) -> String {
     let mut out = String::new();
-    // Spanned<T> values show up as a private segment of their own.
+    // Spanned<T> values show up as a private segment of their own, and an Option's
+    // value as `?`.
     for seg in path
         .split('.')
-        .filter(|s| !s.starts_with("$__serde_spanned"))
+        .filter(|s| !s.starts_with("$__serde_spanned") && *s != "?")
     {
         if !out.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
@@ -292,5 +304,6 @@ mod tests {
         assert_eq!(line_of_key(text, "rules[1].subject"), Some(7));
         assert_eq!(line_of_key(text, "queues.billing.adress"), Some(3));
         assert_eq!(dotted("rules.1.subjct"), "rules[1].subjct");
+        assert_eq!(dotted("archive.?.pasword"), "archive.pasword");
     }
 }

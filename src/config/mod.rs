@@ -13,7 +13,10 @@ pub use rules::{
     Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule, RuleTest, Rules,
     Templates, Unmatched,
 };
-pub use settings::{ImapOptions, Login, SecretSource, Server, Settings, TlsMode};
+pub use settings::{
+    Archive, ImapOptions, Login, SecretSource, Server, Settings, TlsMode, DEFAULT_SMTP_CONNECTIONS,
+    MAX_SMTP_CONNECTIONS,
+};
 
 /// Default locations, documented in the README and `--help`.
 pub const DEFAULT_RULES: &str = "/etc/mailtriage/rules.toml";

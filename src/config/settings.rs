@@ -45,7 +45,17 @@ pub struct Server {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
+    /// SMTP only: how many connections the outbox sender keeps and sends on at once.
+    #[serde(default)]
+    pub connections: Option<usize>,
 }
+
+/// SMTP connections when `[smtp] connections` is not given: enough to keep Postfix
+/// busy while one connection waits for a reply, few enough for any relay's limits.
+pub const DEFAULT_SMTP_CONNECTIONS: usize = 3;
+/// More connections gain nothing on one relay and only multiply the mails whose fate is
+/// unknown after a crash (the start looks each of them up).
+pub const MAX_SMTP_CONNECTIONS: usize = 16;
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
@@ -54,6 +64,11 @@ fn default_timeout() -> Duration {
 impl Server {
     pub fn server_name(&self) -> &str {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+
+    /// SMTP connections to send on at once (checked to be 1..=16 at load).
+    pub fn connections(&self) -> usize {
+        self.connections.unwrap_or(DEFAULT_SMTP_CONNECTIONS)
     }
 }
 
@@ -104,6 +119,32 @@ fn inbox() -> String {
     "INBOX".to_string()
 }
 
+/// `[archive]` as written: an address and an IMAP login like a mailbox's (no Sent
+/// folder). Kept apart from [`Login`] rather than flattened into it: serde's flatten
+/// hides unknown keys from the check that reports them.
+#[derive(Debug, Deserialize)]
+struct RawArchive {
+    address: String,
+    user: String,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default = "inbox")]
+    folder: String,
+}
+
+/// The archive mailbox: every mail the daemon sends also goes there, as one more
+/// envelope recipient (in no header). The server accepts a mail for all its recipients
+/// at once, so the archive holds a mail if and only if the server accepted it: after a
+/// crash, the start looks there to know whether a mail in flight went out.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub address: String,
+    /// How the daemon reads the archive (IMAP server of `[imap]`).
+    pub login: Login,
+}
+
 #[derive(Debug, Deserialize)]
 struct RawSettings {
     state_dir: PathBuf,
@@ -115,6 +156,8 @@ struct RawSettings {
     mailboxes: BTreeMap<String, Spanned<Login>>,
     #[serde(default)]
     metrics: Option<Spanned<MetricsSettings>>,
+    #[serde(default)]
+    archive: Option<Spanned<RawArchive>>,
 }
 
 /// `[metrics]`: the Prometheus endpoint, off unless `listen` is given.
@@ -135,6 +178,8 @@ pub struct Settings {
     pub mailboxes: BTreeMap<String, Login>,
     /// Where the Prometheus endpoint listens; `None`: no endpoint.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where a copy of every sent mail goes; `None`: no archive.
+    pub archive: Option<Archive>,
 }
 
 /// Where a secret comes from; resolved only when a connection is made, so `check`
@@ -195,6 +240,22 @@ impl Server {
     }
 }
 
+/// A login names where its password comes from, once: never inline, never twice.
+fn check_password(
+    c: &mut Collector,
+    span: std::ops::Range<usize>,
+    key: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) {
+    let problem = match (file, env) {
+        (None, None) => "needs password_file or password_env (passwords are never written inline)",
+        (Some(_), Some(_)) => "give either password_file or password_env, not both",
+        _ => return,
+    };
+    c.at(Some(span), key, problem);
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
         let text = super::error::read(path)?;
@@ -218,6 +279,17 @@ impl Settings {
                     "give either password_file or password_env, not both",
                 );
             }
+            match (name, s.connections) {
+                ("smtp", Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
+                    "smtp.connections",
+                    format!("is {n}; give 1 to {MAX_SMTP_CONNECTIONS}"),
+                ),
+                ("imap", Some(_)) => c.at_key(
+                    "imap.connections",
+                    "is an [smtp] setting (each mailbox has its own IMAP connection)",
+                ),
+                _ => {}
+            }
             if let Some(ca) = &s.ca_file {
                 if !ca.exists() {
                     c.at(
@@ -230,20 +302,42 @@ impl Settings {
         }
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
-            match (&l.password_file, &l.password_env) {
-                (None, None) => c.at(
-                    Some(login.span()),
-                    format!("mailboxes.{name}"),
-                    "needs password_file or password_env (passwords are never written inline)",
-                ),
-                (Some(_), Some(_)) => c.at(
-                    Some(login.span()),
-                    format!("mailboxes.{name}"),
-                    "give either password_file or password_env, not both",
-                ),
-                _ => {}
-            }
+            check_password(
+                &mut c,
+                login.span(),
+                &format!("mailboxes.{name}"),
+                &l.password_file,
+                &l.password_env,
+            );
         }
+        let archive = raw.archive.map(|a| {
+            let span = a.span();
+            let a = a.into_inner();
+            let login = Login {
+                user: a.user,
+                password_file: a.password_file,
+                password_env: a.password_env,
+                folder: a.folder,
+                sent_folder: None,
+            };
+            check_password(
+                &mut c,
+                span,
+                "archive",
+                &login.password_file,
+                &login.password_env,
+            );
+            if let Err(e) = a.address.parse::<lettre::Address>() {
+                c.at_key(
+                    "archive.address",
+                    format!("{:?} is not an address: {e}", a.address),
+                );
+            }
+            Archive {
+                address: a.address,
+                login,
+            }
+        });
         let metrics_listen = raw.metrics.as_ref().and_then(|m| m.get_ref().listen);
         if let (Some(addr), Some(m)) = (metrics_listen, &raw.metrics) {
             // The counters name mailboxes and queues: they are for the machine's own
@@ -258,6 +352,7 @@ impl Settings {
         }
         let settings = Settings {
             metrics_listen,
+            archive,
             path: path.to_path_buf(),
             state_dir: raw.state_dir,
             imap: raw.imap.into_inner(),
@@ -335,6 +430,75 @@ mod tests {
             !e.to_string().contains("hunter2"),
             "the secret must not be echoed: {e}"
         );
+    }
+
+    fn shipped_text() -> String {
+        std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap()
+    }
+
+    #[test]
+    fn smtp_connections_default_to_3_and_must_be_1_to_16() {
+        let text = shipped_text();
+        let s = Settings::parse(Path::new("m.toml"), &text).unwrap();
+        assert_eq!(s.smtp.connections(), DEFAULT_SMTP_CONNECTIONS);
+        let with = |n: &str| {
+            let t = text.replacen("[smtp]\n", &format!("[smtp]\nconnections = {n}\n"), 1);
+            assert_ne!(t, text);
+            Settings::parse(Path::new("m.toml"), &t)
+        };
+        assert_eq!(with("16").unwrap().smtp.connections(), 16);
+        let line = text.lines().position(|l| l == "[smtp]").unwrap() + 2;
+        for bad in ["0", "17"] {
+            let e = &with(bad).unwrap_err().0[0];
+            assert_eq!(e.key, "smtp.connections");
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.message.contains("give 1 to 16"), "{e}");
+        }
+        let t = text.replacen("[imap]\n", "[imap]\nconnections = 2\n", 1);
+        let e = &Settings::parse(Path::new("m.toml"), &t).unwrap_err().0[0];
+        assert_eq!(e.key, "imap.connections");
+        assert!(e.message.contains("[smtp] setting"), "{e}");
+    }
+
+    #[test]
+    fn archive_is_a_login_with_an_address_and_the_same_checks() {
+        let text = shipped_text();
+        assert!(Settings::parse(Path::new("m.toml"), &text)
+            .unwrap()
+            .archive
+            .is_none());
+        let good = format!("{text}\n[archive]\naddress = \"archive@example.com\"\nuser = \"archive@example.com\"\npassword_env = \"ARCHIVE_PASSWORD\"\n");
+        let a = Settings::parse(Path::new("m.toml"), &good)
+            .unwrap()
+            .archive
+            .unwrap();
+        assert_eq!(a.address, "archive@example.com");
+        assert_eq!(a.login.folder, "INBOX");
+        assert!(
+            matches!(a.login.password(), Some(SecretSource::Env(v)) if v == "ARCHIVE_PASSWORD")
+        );
+
+        let bad = format!("{text}\n[archive]\naddress = \"not an address\"\nuser = \"archive\"\npassword = \"hunter2\"\nsent_folder = \"Sent\"\n");
+        let errs = Settings::parse(Path::new("m.toml"), &bad).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "archive.password",
+                "archive.sent_folder",
+                "archive",
+                "archive.address"
+            ],
+            "{errs:?}"
+        );
+        let archive_line = bad.lines().position(|l| l == "[archive]").unwrap() + 1;
+        assert_eq!(errs[0].line, Some(archive_line + 3));
+        assert_eq!(errs[2].line, Some(archive_line));
+        assert!(errs[2]
+            .message
+            .contains("needs password_file or password_env"));
+        assert_eq!(errs[3].line, Some(archive_line + 1));
+        assert!(errs.iter().all(|e| !e.to_string().contains("hunter2")));
     }
 
     #[test]

@@ -185,6 +185,20 @@ timeout = "10s"
     path
 }
 
+/// Adds `[archive]` to a config written by [`write_config`]: every mail the daemon sends
+/// also goes to `archive@`, which the daemon reads at start (and watches nothing else).
+pub fn add_archive(stack: &Stack, cfg: &Path, extra: &str) {
+    let pw = stack.password_file(cfg.parent().unwrap());
+    let mut f = std::fs::OpenOptions::new().append(true).open(cfg).unwrap();
+    write!(
+        f,
+        "\n[archive]\naddress = \"archive@{d}\"\nuser = \"archive@{d}\"\npassword_file = \"{pw}\"\n{extra}",
+        d = stack.domain,
+        pw = pw.display()
+    )
+    .unwrap();
+}
+
 pub fn header(raw: &[u8], name: &str) -> Option<String> {
     mail_parser::MessageParser::default()
         .parse(raw)

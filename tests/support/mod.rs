@@ -22,8 +22,9 @@
 //! } // dropping the Stack stops the daemons and deletes the state dir
 //! ```
 //!
-//! The stack has the users `monitoring billing support sales abuse supervisor postmaster sink`
-//! and `customer1` .. `customer20`, all `@example.test`, all with the password `secret`. Mail for
+//! The stack has the users `monitoring billing support sales abuse supervisor postmaster sink`,
+//! `archive` (for the daemon's `[archive]`, watched by nothing) and `customer1` .. `customer20`,
+//! all `@example.test`, all with the password `secret`. Mail for
 //! any other domain never leaves the machine: Postfix rewrites it to `sink@example.test`.
 //!
 //! Worth knowing when writing tests: Postfix delivers concurrently, so mails sent one after the
@@ -407,6 +408,7 @@ fn mailstack_command(base: u16, dir: &Path) -> Command {
     }
     cmd.env("MAILSTACK_PORT_BASE", base.to_string())
         .env("MAILSTACK_DIR", dir)
+        .env("MAILSTACK_EXTRA_USERS", "archive")
         .env("MAILSTACK_NO_INSTALL", "1");
     cmd
 }

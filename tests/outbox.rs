@@ -1,0 +1,362 @@
+//! The outbox sender on the real stack: the archive copy of every sent mail, several
+//! SMTP connections at once with each ticket's mails in order, and a refusal for good
+//! that holds up nothing else.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mailtriage::store::Store;
+use support::daemon::{add_archive, message, write_config, Daemon, WAIT};
+use support::{header, FetchedMail, Stack};
+
+fn message_id(m: &FetchedMail) -> String {
+    header(&m.raw, "Message-ID")
+        .unwrap_or_default()
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_string()
+}
+
+fn request(id: &str, customer: &str, n: usize) -> Vec<u8> {
+    message(
+        customer,
+        "billing@example.test",
+        id,
+        &format!("Website is down ({n})"),
+        "",
+        "Error 500 on every page since 9:00.",
+    )
+}
+
+/// The mail without the trace fields the servers put on top at delivery (Return-Path,
+/// Delivered-To, Received): what is left is what the daemon sent.
+fn as_sent(raw: &[u8]) -> &[u8] {
+    let mut rest = raw;
+    let mut in_trace = false;
+    loop {
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let line = &rest[..end];
+        let continued = line.starts_with(b" ") || line.starts_with(b"\t");
+        let trace = ["Return-Path:", "Delivered-To:", "Received:"]
+            .iter()
+            .any(|f| line.len() >= f.len() && line[..f.len()].eq_ignore_ascii_case(f.as_bytes()));
+        if trace || (continued && in_trace) {
+            in_trace = true;
+            rest = &rest[end..];
+        } else {
+            return rest;
+        }
+    }
+}
+
+/// The header section of a mail, lower-cased.
+fn head(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let end = text.find("\r\n\r\n").unwrap_or(text.len());
+    text[..end].to_ascii_lowercase()
+}
+
+#[test]
+fn archive_gets_every_sent_mail_and_no_header_of_a_sent_mail_shows_it() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    add_archive(&stack, &cfg, "");
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let customers = ["customer1@example.test", "customer2@example.test"];
+    for (n, c) in customers.iter().enumerate() {
+        stack.send(
+            c,
+            &["billing@example.test"],
+            &request(&format!("arch-{n}@client.test"), c, n),
+        );
+    }
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| ms.len() == 2);
+    for c in customers {
+        stack.wait_until(c, "INBOX", WAIT, |ms| ms.len() == 1);
+    }
+    stack.wait_until("archive@example.test", "INBOX", WAIT, |ms| ms.len() == 4);
+    stack.drain();
+    assert!(daemon.stop().success());
+
+    let mut sent: Vec<FetchedMail> = stack.fetch_all("support@example.test", "INBOX");
+    for c in customers {
+        sent.extend(stack.fetch_all(c, "INBOX"));
+    }
+    let archive = stack.fetch_all("archive@example.test", "INBOX");
+    let by_id: BTreeMap<String, &FetchedMail> =
+        archive.iter().map(|m| (message_id(m), m)).collect();
+    assert_eq!(by_id.len(), 4, "four different mails in the archive");
+    assert_eq!(
+        by_id.keys().cloned().collect::<BTreeSet<_>>(),
+        sent.iter().map(message_id).collect::<BTreeSet<_>>(),
+        "the archive holds exactly the mails that went out"
+    );
+    for m in &sent {
+        let h = head(&m.raw);
+        assert!(
+            !h.contains("archive") && !h.contains("\nbcc:"),
+            "a receiver's copy names the archive:\n{h}"
+        );
+        // Byte for byte what the archive got: the archive is an envelope recipient only.
+        let copy = by_id[&message_id(m)];
+        assert_eq!(
+            String::from_utf8_lossy(as_sent(&m.raw)),
+            String::from_utf8_lossy(as_sent(&copy.raw))
+        );
+    }
+}
+
+#[test]
+fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(&stack, dir.path(), &state);
+    // A backlog of requests, each followed by a reply of its customer: the reply joins
+    // the request's ticket, whose mails then wait for one another.
+    let tickets = 8;
+    let customer = |n: usize| format!("customer{}@example.test", n + 1);
+    for n in 0..tickets {
+        let c = customer(n);
+        stack.send(
+            &c,
+            &["billing@example.test"],
+            &request(&format!("ord-{n}@client.test"), &c, n),
+        );
+    }
+    // A customer the server does not know: its acknowledgement is refused for good.
+    let stranger = "nosuch@example.test";
+    stack.send(
+        stranger,
+        &["billing@example.test"],
+        &request("ord-x@client.test", stranger, 99),
+    );
+    stack.drain();
+    for n in 0..tickets {
+        let c = customer(n);
+        let reply = message(
+            &c,
+            "billing@example.test",
+            &format!("ord-{n}-re@client.test"),
+            &format!("Re: Website is down ({n})"),
+            &format!("In-Reply-To: <ord-{n}@client.test>\r\nReferences: <ord-{n}@client.test>\r\n"),
+            "Still down, and now the login page too.",
+        );
+        stack.send(&c, &["billing@example.test"], &reply);
+    }
+    stack.drain();
+    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+        ms.len() == 2 * tickets + 1
+    });
+
+    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let about = |m: &FetchedMail, id: &str| {
+        header(&m.raw, "References").is_some_and(|r| r.contains(&format!("<{id}>")))
+    };
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+        (0..tickets).all(|n| {
+            ms.iter().any(|m| about(m, &format!("ord-{n}@client.test")))
+                && ms
+                    .iter()
+                    .any(|m| about(m, &format!("ord-{n}-re@client.test")))
+        }) && ms.iter().any(|m| about(m, "ord-x@client.test"))
+    });
+    for n in 0..tickets {
+        stack.wait_until(&customer(n), "INBOX", WAIT, |ms| !ms.is_empty());
+    }
+    stack.drain();
+    let log = daemon.log();
+    assert!(daemon.stop().success());
+
+    // More than one connection was used at once, and no more than configured (3), plus
+    // one to replace the connection lettre closes after the refusal.
+    let opened = log.matches("SMTP connection opened.").count();
+    assert!(
+        (2..=4).contains(&opened),
+        "{opened} connections opened:\n{log}"
+    );
+
+    // Each ticket's mails were accepted in the order they were decided (the per-ticket
+    // number in their Message-IDs), although mails of different tickets overlapped.
+    let mut accepted: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("Mail accepted.")) {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let id = field("message_id=");
+        let number: u32 = id.split('.').nth(1).and_then(|n| n.parse().ok()).unwrap();
+        accepted.entry(field("ticket=")).or_default().push(number);
+    }
+    assert_eq!(accepted.len(), tickets + 1, "{accepted:?}");
+    for (ticket, numbers) in &accepted {
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{ticket}: mails accepted in the order {numbers:?}"
+        );
+    }
+    assert_eq!(
+        accepted.values().filter(|v| v.len() >= 3).count(),
+        tickets,
+        "each ticket: the forward, the ack and the reply's forward: {accepted:?}"
+    );
+
+    // The stranger's acknowledgement is a dead letter; everything else went out.
+    let store = Store::open(&state).unwrap();
+    let dead = store.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1.to, vec![stranger.to_string()]);
+    assert!(
+        dead[0].0.contains("550"),
+        "the server's words are kept: {}",
+        dead[0].0
+    );
+    assert_eq!(store.outbox_len(), 0);
+}
+
+/// An SMTP relay between the daemon and Postfix (plain SMTP) that passes everything on
+/// but, once a connection has sent the end of a mail (`CRLF.CRLF`) for `recipient`,
+/// keeps the server's answers from the daemon: Postfix has the mail, the daemon never
+/// hears its `250`. This is the window SMTP leaves open, held open for the test.
+fn answer_swallowing_relay(to_port: u16, recipient: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(("127.0.0.1", to_port)).unwrap();
+            let swallow = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let seen = swallow.clone();
+            std::thread::spawn(move || {
+                // What the client said since the last end of a mail.
+                let mut txn: Vec<u8> = Vec::new();
+                let rcpt = format!("RCPT TO:<{recipient}>");
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    txn.extend_from_slice(&buf[..n]);
+                    if txn.windows(5).any(|w| w == b"\r\n.\r\n") {
+                        if String::from_utf8_lossy(&txn).contains(&rcpt) {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        txn.clear();
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if !swallow.load(Ordering::SeqCst) && c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Kills the daemon while the server has accepted a request's acknowledgement but the
+/// daemon has not heard so, then starts it again on the real server. Returns the log
+/// and what reached support@ and the customer.
+fn kill_with_answers_lost(archive: bool) -> (String, Vec<FetchedMail>, Vec<FetchedMail>) {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    if archive {
+        add_archive(&stack, &cfg, "");
+    }
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let customer = "customer3@example.test";
+    let relay = answer_swallowing_relay(stack.smtp_port, customer);
+    let via_relay = text
+        .replacen("tls = \"starttls\"", "tls = \"plaintext\"", 1)
+        .replacen(
+            &format!("port = {}", stack.smtp_port),
+            &format!("port = {relay}"),
+            1,
+        );
+    assert_ne!(via_relay, text);
+    std::fs::write(&cfg, &via_relay).unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start(&cfg, &log);
+    stack.send(
+        customer,
+        &["billing@example.test"],
+        &request("window-1@client.test", customer, 1),
+    );
+    // Both mails are in their mailboxes: Postfix took them; the daemon still waits for
+    // the answer to the acknowledgement.
+    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| ms.len() == 1);
+    stack.wait_until(customer, "INBOX", WAIT, |ms| ms.len() == 1);
+    let first = daemon.log();
+    assert!(
+        !first
+            .lines()
+            .any(|l| l.contains("Mail accepted.") && l.contains("kind=Acknowledgement")),
+        "{first}"
+    );
+    daemon.kill();
+
+    std::fs::write(&cfg, &text).unwrap();
+    let daemon = Daemon::start(&cfg, &log);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !daemon.log()[first.len()..].contains("the last stop") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Anything sent again would be sent now.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stack.drain();
+    let text = daemon.log();
+    assert!(daemon.stop().success());
+    (
+        text,
+        stack.fetch_all("support@example.test", "INBOX"),
+        stack.fetch_all(customer, "INBOX"),
+    )
+}
+
+#[test]
+fn with_an_archive_mails_accepted_just_before_a_kill_are_not_sent_again() {
+    let (log, support, customer) = kill_with_answers_lost(true);
+    assert_eq!(support.len(), 1, "one forward");
+    assert_eq!(customer.len(), 1, "one acknowledgement");
+    assert_eq!(
+        log.matches("was accepted; not sent again.").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("found_in=archive"), "{log}");
+    assert!(!log.contains("uncertain="), "{log}");
+}
+
+#[test]
+fn without_an_archive_only_the_ack_to_a_customer_outside_is_sent_again_with_a_warning() {
+    let (log, support, customer) = kill_with_answers_lost(false);
+    assert_eq!(support.len(), 1, "one forward");
+    // The ack cannot be looked up: it is sent again, and the warning says what helps.
+    assert_eq!(customer.len(), 2, "the acknowledgement, twice");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("uncertain="))
+        .unwrap_or_else(|| panic!("no warning naming the resent mail:\n{log}"));
+    assert!(warning.contains("[archive]"), "{warning}");
+    assert!(warning.contains("may see it twice"), "{warning}");
+}
