@@ -342,7 +342,8 @@ mod prefilter_tests {
         for (name, patterns) in entries {
             for p in patterns {
                 hay.with(&p.field, |text, _| {
-                    if let Some(m) = p.regex.find(text) {
+                    let re = regex::Regex::new(&p.source).unwrap();
+                    if let Some(m) = re.find(text) {
                         out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
                     }
                 });

@@ -10,8 +10,9 @@
 //! the extractor's limits, which then cuts them to short, common prefixes). Each
 //! literal hit is checked anchored, first by the pattern with its Unicode word
 //! boundaries left out (a lazy DFA can run that one; with Cyrillic text the real one
-//! falls back to the slow engines), then by the real pattern. Patterns with no usable
-//! literal are checked the same way over the whole text. (A RegexSet cannot do this:
+//! falls back to the slow engines), then by the real pattern, compiled without DFAs
+//! (each DFA keeps a cache of its own, and this one only runs where a match is likely).
+//! Patterns with no usable literal are checked the same way over the whole text. (A RegexSet cannot do this:
 //! with Unicode word boundaries and Cyrillic text it falls back to its slowest engine,
 //! whose cost grows with every rule.)
 
@@ -46,11 +47,13 @@ struct FieldMatcher {
 struct Compiled {
     /// (index in the list, index of the pattern in its entry).
     owner: (usize, usize),
-    /// The pattern itself; it gives the answer.
-    exact: meta::Regex,
-    /// The pattern with its Unicode word boundaries left out: it matches wherever the
-    /// pattern does (and more), and a DFA can run it. `None` when it has none.
-    relaxed: Option<meta::Regex>,
+    /// Run first, with a lazy DFA: the pattern itself, or, when it has Unicode word
+    /// boundaries, the pattern without them (it matches wherever the pattern does, and
+    /// more), which a DFA can run on any text.
+    fast: meta::Regex,
+    /// The pattern itself when `fast` is its relaxed form: run only where `fast`
+    /// matched, so it is built without DFAs, which keeps it small.
+    exact: Option<meta::Regex>,
 }
 
 /// One pattern that matched: its owner and the text of its leftmost match.
@@ -73,7 +76,23 @@ impl Matchers {
         for (owner, p) in patterns {
             groups.entry(p.field.clone()).or_default().push((owner, p));
         }
-        let config = meta::Regex::config().nfa_size_limit(Some(size_limit));
+        let build = |hir: &Hir, config: meta::Config| {
+            meta::Regex::builder()
+                .configure(
+                    config
+                        .nfa_size_limit(Some(size_limit))
+                        .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit)
+                        .onepass(false),
+                )
+                .build_from_hir(hir)
+                .map_err(|e| e.to_string())
+        };
+        // Without DFAs: the bounded backtracker and the PikeVM, which need no cache
+        // of their own beyond a small one per search.
+        let small = meta::Config::new()
+            .hybrid(false)
+            .dfa(false)
+            .auto_prefilter(false);
         let mut by_field = Vec::new();
         for (field, list) in groups {
             let mut compiled = Vec::new();
@@ -84,18 +103,16 @@ impl Matchers {
             for (owner, p) in list {
                 let hir = regex_syntax::ParserBuilder::new()
                     .build()
-                    .parse(p.regex.as_str())
-                    .map_err(|e| format!("{field} pattern {:?}: {e}", p.regex.as_str()))?;
-                let build = |h: &Hir| {
-                    meta::Regex::builder()
-                        .configure(config.clone())
-                        .build_from_hir(h)
-                        .map_err(|e| format!("{field} pattern {:?}: {e}", p.regex.as_str()))
-                };
-                let relaxed = if hir.properties().look_set().contains_word_unicode() {
-                    Some(build(&relax(&hir))?)
+                    .parse(&p.source)
+                    .map_err(|e| format!("{field} pattern {:?}: {e}", p.source))?;
+                let err = |e: String| format!("{field} pattern {:?}: {e}", p.source);
+                let (fast, exact) = if hir.properties().look_set().contains_word_unicode() {
+                    (
+                        build(&relax(&hir), meta::Config::new()).map_err(err)?,
+                        Some(build(&hir, small.clone()).map_err(err)?),
+                    )
                 } else {
-                    None
+                    (build(&hir, meta::Config::new()).map_err(err)?, None)
                 };
                 let i = compiled.len();
                 match prefix_literals(&hir) {
@@ -111,11 +128,7 @@ impl Matchers {
                     }
                     None => always.push(i),
                 }
-                compiled.push(Compiled {
-                    owner,
-                    exact: build(&hir)?,
-                    relaxed,
-                });
+                compiled.push(Compiled { owner, fast, exact });
             }
             let prefilter = if literals.is_empty() {
                 None
@@ -180,17 +193,10 @@ impl FieldMatcher {
         }
         for &i in &self.always {
             let p = &self.patterns[i];
-            let input = Input::new(text);
-            if p.relaxed
-                .as_ref()
-                .is_some_and(|r| !r.is_match(input.clone()))
-            {
-                continue;
-            }
-            if let Some(f) = p.exact.find(input) {
+            if let Some(f) = p.find(Input::new(text)) {
                 hits.push(Hit {
                     owner: p.owner,
-                    matched: text[f.range()].to_string(),
+                    matched: text[f].to_string(),
                 });
             }
         }
@@ -201,15 +207,20 @@ impl Compiled {
     /// The match that starts exactly at `at`, if any.
     fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
         // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
-        let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-        if self
-            .relaxed
-            .as_ref()
-            .is_some_and(|r| !r.is_match(input.clone()))
-        {
-            return None;
+        self.find(Input::new(text).range(at..).anchored(Anchored::Yes))
+            .map(|r| &text[r])
+    }
+
+    fn find(&self, input: Input<'_>) -> Option<std::ops::Range<usize>> {
+        match &self.exact {
+            None => self.fast.find(input).map(|m| m.range()),
+            Some(exact) => {
+                if !self.fast.is_match(input.clone()) {
+                    return None;
+                }
+                exact.find(input).map(|m| m.range())
+            }
         }
-        self.exact.find(input).map(|f| &text[f.range()])
     }
 }
 
@@ -482,7 +493,7 @@ mod tests {
     fn pattern(field: Field, re: &str) -> Pattern {
         Pattern {
             field,
-            regex: regex::Regex::new(re).unwrap(),
+            source: re.to_string(),
         }
     }
 
@@ -491,7 +502,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
             hay.with(&p.field, |text, _| {
-                if let Some(m) = p.regex.find(text) {
+                if let Some(m) = regex::Regex::new(&p.source).unwrap().find(text) {
                     out.push(Hit {
                         owner: (i, 0),
                         matched: m.as_str().to_string(),

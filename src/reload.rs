@@ -39,7 +39,7 @@ fn rule_key(r: &Rule) -> String {
     let pats: Vec<String> = r
         .patterns
         .iter()
-        .map(|p| format!("{}={}", p.field, p.regex.as_str()))
+        .map(|p| format!("{}={}", p.field, p.source))
         .collect();
     format!("{}|{}|{}", r.category, r.priority, pats.join("|"))
 }

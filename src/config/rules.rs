@@ -512,7 +512,9 @@ impl std::fmt::Display for Field {
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub field: Field,
-    pub regex: Regex,
+    /// The regex as written, checked when the file was loaded; `matcher` compiles it
+    /// into the form classify runs.
+    pub source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -1380,8 +1382,11 @@ fn compile_patterns(
 ) -> Vec<Pattern> {
     let mut patterns = Vec::new();
     let mut add = |c: &mut Collector<'_>, field: Field, key: String, pat: &Spanned<String>| {
-        if let Some(regex) = compile_regex(c, &key, what, pat) {
-            patterns.push(Pattern { field, regex });
+        if compile_regex(c, &key, what, pat).is_some() {
+            patterns.push(Pattern {
+                field,
+                source: pat.get_ref().clone(),
+            });
         }
     };
     if let Some(p) = src.subject {
