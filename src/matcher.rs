@@ -19,7 +19,11 @@
 use std::cell::OnceCell;
 
 use aho_corasick::AhoCorasick;
-use regex_automata::{meta, Anchored, Input};
+use std::panic::{RefUnwindSafe, UnwindSafe};
+
+use regex_automata::nfa::thompson::{self, pikevm, pikevm::PikeVM, WhichCaptures, NFA};
+use regex_automata::util::pool::Pool;
+use regex_automata::{hybrid, meta, Anchored, Input};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
 use crate::config::{Field, Pattern};
@@ -47,13 +51,82 @@ struct FieldMatcher {
 struct Compiled {
     /// (index in the list, index of the pattern in its entry).
     owner: (usize, usize),
-    /// Run first, with a lazy DFA: the pattern itself, or, when it has Unicode word
-    /// boundaries, the pattern without them (it matches wherever the pattern does, and
-    /// more), which a DFA can run on any text.
-    fast: meta::Regex,
-    /// The pattern itself when `fast` is its relaxed form: run only where `fast`
-    /// matched, so it is built without DFAs, which keeps it small.
-    exact: Option<meta::Regex>,
+    engine: Engine,
+}
+
+/// How a pattern is run. Both forms first run a lazy DFA of the pattern, or, when it has
+/// Unicode word boundaries, of the pattern without them (it matches wherever the pattern
+/// does, and more), which a DFA can run on any text; the pattern itself then runs only
+/// where that one matched, with an engine that keeps no DFA.
+#[derive(Debug)]
+enum Engine {
+    /// A pattern with literals, run anchored at each literal hit: the start is known,
+    /// so a forward DFA is enough (no reverse NFA, which for Unicode classes is as big as
+    /// the forward one).
+    AtHit(Box<AtHit>),
+    /// A pattern with no usable literal, searched over the whole text.
+    Whole {
+        fast: meta::Regex,
+        exact: Option<meta::Regex>,
+    },
+}
+
+type Caches<T> = Pool<T, Box<dyn Fn() -> T + Send + Sync + UnwindSafe + RefUnwindSafe>>;
+
+struct AtHit {
+    dfa: hybrid::dfa::DFA,
+    dfa_caches: Caches<hybrid::dfa::Cache>,
+    /// The DFA runs the pattern without its word boundaries: a match of it only says
+    /// where `exact` must look.
+    relaxed: bool,
+    exact: PikeVM,
+    exact_caches: Caches<pikevm::Cache>,
+}
+
+impl std::fmt::Debug for AtHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtHit")
+            .field("relaxed", &self.relaxed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AtHit {
+    fn new(hir: &Hir, nfa: impl Fn(&Hir) -> Result<NFA, String>) -> Result<AtHit, String> {
+        let exact_nfa = nfa(hir)?;
+        let relaxed = hir.properties().look_set().contains_word_unicode();
+        let dfa_nfa = if relaxed {
+            nfa(&relax(hir))?
+        } else {
+            exact_nfa.clone()
+        };
+        let dfa = hybrid::dfa::DFA::builder()
+            .build_from_nfa(dfa_nfa)
+            .map_err(|e| e.to_string())?;
+        let exact = PikeVM::new_from_nfa(exact_nfa).map_err(|e| e.to_string())?;
+        let (d, e) = (dfa.clone(), exact.clone());
+        Ok(AtHit {
+            dfa_caches: Pool::new(Box::new(move || d.create_cache())),
+            exact_caches: Pool::new(Box::new(move || e.create_cache())),
+            dfa,
+            relaxed,
+            exact,
+        })
+    }
+
+    /// The end of the match that starts exactly where `input` starts (anchored).
+    fn find(&self, input: &Input<'_>) -> Option<usize> {
+        let found = self.dfa.try_search_fwd(&mut self.dfa_caches.get(), input);
+        match found {
+            Ok(None) => return None,
+            Ok(Some(end)) if !self.relaxed => return Some(end.offset()),
+            // The relaxed form matched, or the DFA could not tell: the pattern decides.
+            _ => {}
+        }
+        self.exact
+            .find(&mut self.exact_caches.get(), input.clone())
+            .map(|m| m.end())
+    }
 }
 
 /// One pattern that matched: its owner and the text of its leftmost match.
@@ -81,8 +154,18 @@ impl Matchers {
                 .configure(
                     config
                         .nfa_size_limit(Some(size_limit))
-                        .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit)
+                        .which_captures(WhichCaptures::Implicit)
                         .onepass(false),
+                )
+                .build_from_hir(hir)
+                .map_err(|e| e.to_string())
+        };
+        let nfa = |hir: &Hir| {
+            thompson::Compiler::new()
+                .configure(
+                    thompson::Config::new()
+                        .nfa_size_limit(Some(size_limit))
+                        .which_captures(WhichCaptures::Implicit),
                 )
                 .build_from_hir(hir)
                 .map_err(|e| e.to_string())
@@ -106,16 +189,8 @@ impl Matchers {
                     .parse(&p.source)
                     .map_err(|e| format!("{field} pattern {:?}: {e}", p.source))?;
                 let err = |e: String| format!("{field} pattern {:?}: {e}", p.source);
-                let (fast, exact) = if hir.properties().look_set().contains_word_unicode() {
-                    (
-                        build(&relax(&hir), meta::Config::new()).map_err(err)?,
-                        Some(build(&hir, small.clone()).map_err(err)?),
-                    )
-                } else {
-                    (build(&hir, meta::Config::new()).map_err(err)?, None)
-                };
                 let i = compiled.len();
-                match prefix_literals(&hir) {
+                let engine = match prefix_literals(&hir) {
                     Some(lits) => {
                         for l in lits {
                             let at = *index.entry(l.clone()).or_insert_with(|| {
@@ -125,10 +200,24 @@ impl Matchers {
                             });
                             literal_patterns[at].push(i);
                         }
+                        Engine::AtHit(Box::new(AtHit::new(&hir, nfa).map_err(err)?))
                     }
-                    None => always.push(i),
-                }
-                compiled.push(Compiled { owner, fast, exact });
+                    None => {
+                        always.push(i);
+                        if hir.properties().look_set().contains_word_unicode() {
+                            Engine::Whole {
+                                fast: build(&relax(&hir), meta::Config::new()).map_err(err)?,
+                                exact: Some(build(&hir, small.clone()).map_err(err)?),
+                            }
+                        } else {
+                            Engine::Whole {
+                                fast: build(&hir, meta::Config::new()).map_err(err)?,
+                                exact: None,
+                            }
+                        }
+                    }
+                };
+                compiled.push(Compiled { owner, engine });
             }
             let prefilter = if literals.is_empty() {
                 None
@@ -207,19 +296,32 @@ impl Compiled {
     /// The match that starts exactly at `at`, if any.
     fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
         // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
-        self.find(Input::new(text).range(at..).anchored(Anchored::Yes))
-            .map(|r| &text[r])
+        let input = Input::new(text).range(at..).anchored(Anchored::Yes);
+        match &self.engine {
+            Engine::AtHit(e) => e.find(&input).map(|end| &text[at..end]),
+            Engine::Whole { .. } => self.find(input).map(|r| &text[r]),
+        }
     }
 
+    /// The leftmost match in `input`.
     fn find(&self, input: Input<'_>) -> Option<std::ops::Range<usize>> {
-        match &self.exact {
-            None => self.fast.find(input).map(|m| m.range()),
-            Some(exact) => {
-                if !self.fast.is_match(input.clone()) {
+        match &self.engine {
+            Engine::Whole { fast, exact: None } => fast.find(input).map(|m| m.range()),
+            Engine::Whole {
+                fast,
+                exact: Some(exact),
+            } => {
+                if !fast.is_match(input.clone()) {
                     return None;
                 }
                 exact.find(input).map(|m| m.range())
             }
+            // Correct anywhere, but slow over a whole text: patterns with literals are run
+            // at their hits instead (`at`).
+            Engine::AtHit(e) => e
+                .exact
+                .find(&mut e.exact_caches.get(), input)
+                .map(|m| m.range()),
         }
     }
 }
