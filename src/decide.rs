@@ -24,6 +24,9 @@ pub struct ThreadView {
     pub already_triaged: Option<String>,
     /// Acknowledgements already sent to this sender today.
     pub acks_to_sender_today: u32,
+    /// No ticket joined, but the subject's tag names a ticket of a state that was lost:
+    /// the new ticket takes that id.
+    pub reopens: Option<String>,
 }
 
 /// The part of a ticket that decide needs.

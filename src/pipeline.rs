@@ -199,15 +199,26 @@ pub fn thread_view(
             }
         }
     }
+    let mut lost = None;
     if found.is_none() {
         for cap in rules.ticket_tag.captures_iter(&mail.subject) {
             let id = format!("{}-{}", rules.company.ticket_prefix, &cap[2]);
-            if let Some(t) = store.ticket(&id)? {
-                // "[T-1042]" or "#T-1042" is a tag; a bare "T1042" could be anything, so
-                // it is only trusted from the ticket's own customer.
-                if !cap[1].is_empty() || t.customer.eq_ignore_ascii_case(&sender) {
+            // "[T-1042]" or "#T-1042" is a tag; a bare "T1042" could be anything, so
+            // it is only trusted from the ticket's own customer.
+            let tagged = !cap[1].is_empty();
+            match store.ticket(&id)? {
+                Some(t) if tagged || t.customer.eq_ignore_ascii_case(&sender) => {
                     found = Some((t, JoinedBy::SubjectTag));
                     break;
+                }
+                Some(_) => {}
+                None => {
+                    let lost_number = cap[2]
+                        .parse::<u64>()
+                        .map_or(Ok(false), |n| store.lost_ticket_number(n))?;
+                    if tagged && lost_number && lost.is_none() {
+                        lost = Some(id);
+                    }
                 }
             }
         }
@@ -227,6 +238,9 @@ pub fn thread_view(
             }
         }
     }
+    if found.is_none() {
+        view.reopens = lost;
+    }
     view.ticket = found.map(|(t, j)| (ticket_ref(&t), j));
     if let Some(to) = mail.reply_address() {
         view.acks_to_sender_today = store.acks_on(to, &when::day(now))?;
@@ -241,6 +255,8 @@ pub struct Evaluation {
     pub class: Classification,
     pub plan: Plan,
     pub joined_by: Option<JoinedBy>,
+    /// The id a new ticket takes: one of a lost state, named by the subject's tag.
+    pub reopens: Option<String>,
 }
 
 pub fn evaluate(
@@ -281,6 +297,7 @@ pub fn evaluate(
         class,
         plan,
         joined_by,
+        reopens: thread.reopens,
     })
 }
 
@@ -655,7 +672,14 @@ pub fn triage(
             .ticket(id)?
             .expect("decide joins only tickets the store returned"),
         None => {
-            let n = store.next_ticket_number()?;
+            let id = match &ev.reopens {
+                Some(id) => id.clone(),
+                None => format!(
+                    "{}-{}",
+                    rules.company.ticket_prefix,
+                    store.next_ticket_number()?
+                ),
+            };
             let mut hops = Vec::new();
             // A request forwarded away from a mailbox has been at that mailbox's queue:
             // sending it back there later is a ping-pong.
@@ -663,7 +687,7 @@ pub fn triage(
                 hops.push(own.clone());
             }
             let mut t = Ticket::new(
-                format!("{}-{n}", rules.company.ticket_prefix),
+                id,
                 sender.clone(),
                 ev.mail.subject.clone(),
                 queue_key.clone(),
@@ -691,6 +715,9 @@ pub fn triage(
         at: at.clone(),
         what,
     };
+    if !joined && ev.reopens.is_some() {
+        ticket.history.push(event(EventKind::Reopened));
+    }
     let follow_up = joined && ev.plan.from_customer;
     if follow_up {
         ticket.followups += 1;
@@ -1230,6 +1257,12 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
             format!("клиенту ({to}) сообщено, что письмо добавлено к обращению")
         }
         EventKind::AddedAck { to } => format!("{to} told the message was added to the ticket"),
+        EventKind::Reopened if ru => "обращение открыто до того, как состояние mailtriage было \
+             потеряно и создано заново; прежняя история здесь не известна"
+            .into(),
+        EventKind::Reopened => "the ticket was opened before mailtriage's state was lost and \
+             started afresh; its earlier history is not known here"
+            .into(),
     }
 }
 
@@ -1302,6 +1335,46 @@ mod tests {
             joined("other@mail.example", "Site down".into(), "f@x"),
             None
         );
+    }
+
+    #[test]
+    fn a_reply_naming_a_ticket_of_a_lost_state_keeps_its_number() {
+        let r = rules();
+        let mb = &r.mailboxes["support"];
+        let run = |store: &Store, subject: &str, id: &str| {
+            let raw = mail("ivan@mail.example", subject, id);
+            triage(
+                &r,
+                store,
+                Incoming {
+                    mailbox: mb,
+                    raw: &raw,
+                    source: None,
+                },
+                SystemTime::now(),
+            )
+            .unwrap()
+            .ticket
+            .unwrap()
+        };
+        // A state that was never lost: an unknown tag is only text, the ticket is new.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(run(&store, "Re: [#T-1042] Site down", "a@x"), "T-1001");
+
+        // A fresh state after a loss: the tag of a number the old state may have given
+        // keeps it, once; the next reply joins it; a bare "T1043" or a number this state
+        // could still give out does not.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.raise_ticket_numbers(500_000).unwrap();
+        assert_eq!(run(&store, "Re: [#T-1042] Site down", "b@x"), "T-1042");
+        let t = store.ticket("T-1042").unwrap().unwrap();
+        assert_eq!(t.history[0].what, EventKind::Reopened);
+        assert!(history_text(&r, &t.history[0], "en").contains("earlier history"));
+        assert_eq!(run(&store, "Re: [#T-1042] still down", "c@x"), "T-1042");
+        assert_eq!(run(&store, "about T1043", "d@x"), "T-500001");
+        assert_eq!(run(&store, "Re: [#T-600000] x", "e@x"), "T-500002");
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub enum EventKind {
     StatusSent { to: String },
     /// "Added to your request" sent to the customer.
     AddedAck { to: String },
+    /// The ticket was named by a customer's reply after the state it lived in was lost:
+    /// it goes on under its number, its earlier history unknown here.
+    Reopened,
 }
 
 /// A promise made to the customer, shown in every later note.
@@ -467,14 +470,29 @@ impl Store {
     /// Moves ticket numbering up to at least `floor`. After a state was lost, numbers
     /// from the old state still stand in customers' subjects: the new state must not hand
     /// them out again, or a reply with an old tag would join a stranger's ticket.
+    /// Numbers below `floor` are also remembered as "perhaps handed out by the lost
+    /// state" ([`Store::lost_ticket_number`]).
     pub fn raise_ticket_numbers(&self, floor: u64) -> Result<(), StoreError> {
-        self.meta.update_and_fetch(b"next_ticket", |old| {
-            let n = old
-                .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(1000);
-            Some(n.max(floor).to_be_bytes().to_vec())
-        })?;
+        for key in [&b"next_ticket"[..], b"lost_below"] {
+            self.meta.update_and_fetch(key, |old| {
+                let n = old
+                    .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(1000);
+                Some(n.max(floor).to_be_bytes().to_vec())
+            })?;
+        }
         Ok(())
+    }
+
+    /// True when `number` may be a ticket of a state that was lost: below the numbers
+    /// this state hands out, and this state never gave it. A reply that names it by its
+    /// tag keeps that number instead of getting a new one the customer has never seen.
+    pub fn lost_ticket_number(&self, number: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .meta
+            .get(b"lost_below")?
+            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .is_some_and(|below| number < below))
     }
 
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {

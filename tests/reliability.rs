@@ -349,6 +349,23 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
         &outage_request("after-corrupt@client.test", "customer2@example.test"),
     );
     wait_forwarded(&stack, "after-corrupt@client.test");
+    // The first customer answers with the ticket's tag in the subject: the ticket lived
+    // in the lost state, and goes on under the number the customer knows.
+    let before = stack
+        .fetch_all("support@example.test", "INBOX")
+        .iter()
+        .find(|m| support::daemon::is_forward_of(m, "before-corrupt@client.test"))
+        .map(support::daemon::ticket_of)
+        .unwrap();
+    stack.send(
+        "customer1@example.test",
+        &["billing@example.test"],
+        format!(
+            "From: Customer <customer1@example.test>\r\nTo: billing@example.test\r\nSubject: Re: [#{before}] Website is down\r\nMessage-ID: <old-ticket-reply@client.test>\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nStill down, error 500.\r\n"
+        )
+        .as_bytes(),
+    );
+    wait_forwarded(&stack, "old-ticket-reply@client.test");
     stack.drain();
     let text = daemon.log();
     assert!(daemon.stop().success());
@@ -382,6 +399,23 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
     assert_ne!(
         ticket("before-corrupt@client.test"),
         ticket("after-corrupt@client.test")
+    );
+    assert_eq!(
+        ticket("old-ticket-reply@client.test"),
+        ticket("before-corrupt@client.test"),
+        "a reply with the tag of a lost ticket keeps its number"
+    );
+    let note = support
+        .iter()
+        .find(|m| support::daemon::is_forward_of(m, "old-ticket-reply@client.test"))
+        .and_then(|m| {
+            let parsed = mail_parser::MessageParser::default().parse(&m.raw)?;
+            parsed.body_text(0).map(|t| t.into_owned())
+        })
+        .unwrap();
+    assert!(
+        note.contains("earlier history is not known"),
+        "the note says the history was lost:\n{note}"
     );
 }
 
