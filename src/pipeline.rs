@@ -407,7 +407,12 @@ fn base_report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
             ev.class.scores.clone()
         },
         language: Some(lang.clone()),
-        ticket: ev.plan.ticket.clone(),
+        // A new ticket of a lost state keeps its number: `explain --state` shows it.
+        ticket: ev.plan.ticket.clone().or_else(|| {
+            matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. })
+                .then(|| ev.reopens.clone())
+                .flatten()
+        }),
         new_ticket: ev.plan.ticket.is_none()
             && matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. }),
         acknowledgement: AckReport {
@@ -1368,6 +1373,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.raise_ticket_numbers(500_000).unwrap();
+        let raw = mail("ivan@mail.example", "Re: [#T-1042] Site down", "b@x");
+        let shown = explain(&r, Some(&store), mb, &raw, SystemTime::now()).unwrap();
+        assert_eq!(
+            (shown.ticket.as_deref(), shown.new_ticket),
+            (Some("T-1042"), true),
+            "explain shows the number the daemon will keep"
+        );
         assert_eq!(run(&store, "Re: [#T-1042] Site down", "b@x"), "T-1042");
         let t = store.ticket("T-1042").unwrap().unwrap();
         assert_eq!(t.history[0].what, EventKind::Reopened);
