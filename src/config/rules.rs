@@ -989,7 +989,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         template_langs.push(lang);
     }
 
-    let matchers = matchers_of(c, "rules", &rules);
+    let matchers = matchers_of(c, "rules", rules.iter().map(|r| &r.patterns[..]));
 
     let escalation = f.escalation.map(|e| {
         let e = e.into_inner();
@@ -1074,7 +1074,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             "[[flags]] are declared but there is no [escalation] queue to send flagged mail to",
         );
     }
-    let flag_matchers = matchers_of(c, "flags", &flags);
+    let flag_matchers = matchers_of(c, "flags", flags.iter().map(|r| &r.patterns[..]));
 
     let mut incidents = Vec::new();
     for (i, inc) in f.incidents.into_iter().enumerate() {
@@ -1121,19 +1121,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             });
         }
     }
-    let incident_matchers = Matchers::build(
-        incidents.iter().enumerate().flat_map(|(ii, inc)| {
-            inc.patterns
-                .iter()
-                .enumerate()
-                .map(move |(pi, p)| ((ii, pi), p))
-        }),
-        REGEX_SIZE_LIMIT,
-    )
-    .unwrap_or_else(|e| {
-        c.at(None, "incidents", e);
-        Matchers::default()
-    });
+    let incident_matchers = matchers_of(c, "incidents", incidents.iter().map(|i| &i.patterns[..]));
     // "[#T-1042]" as sent, and what people and other systems make of it: "[T-1042]",
     // "#T-1042", "T-1042", "T1042". The bare forms are only trusted for the same customer.
     let ticket_tag = Regex::new(&format!(
@@ -1457,13 +1445,18 @@ fn datetime_key(
     }
 }
 
-/// The patterns of `list` (rules or flags) compiled for classify.
-fn matchers_of(c: &mut Collector<'_>, what: &str, list: &[Rule]) -> Matchers {
-    let patterns = list.iter().enumerate().flat_map(|(ri, r)| {
-        r.patterns
+/// The patterns of a list (rules, flags or incidents), entry by entry, compiled for
+/// classify; each hit names (entry index, pattern index).
+fn matchers_of<'p>(
+    c: &mut Collector<'_>,
+    what: &str,
+    entries: impl Iterator<Item = &'p [Pattern]>,
+) -> Matchers {
+    let patterns = entries.enumerate().flat_map(|(ei, patterns)| {
+        patterns
             .iter()
             .enumerate()
-            .map(move |(pi, p)| ((ri, pi), p))
+            .map(move |(pi, p)| ((ei, pi), p))
     });
     Matchers::build(patterns, REGEX_SIZE_LIMIT).unwrap_or_else(|e| {
         c.at(None, what, e);
