@@ -35,45 +35,55 @@ pub struct Matchers {
     by_field: Vec<FieldMatcher>,
 }
 
+/// The patterns of one field. Each pattern first runs as a lazy DFA of itself, or, when
+/// it has Unicode word boundaries, of itself without them (that matches wherever the
+/// pattern does, and more, and a DFA can run it on any text); the pattern itself then
+/// runs only where that one matched, with an engine that keeps no DFA.
 #[derive(Debug)]
 struct FieldMatcher {
     field: Field,
-    patterns: Vec<Compiled>,
-    /// Folded literals of all prefiltered patterns; `None` when no pattern has any.
+    /// Patterns with literals, run anchored at each literal hit.
+    at_hit: Vec<AtHit>,
+    /// Folded literals of the `at_hit` patterns; `None` when there are none.
     prefilter: Option<AhoCorasick>,
-    /// For each literal of `prefilter`: the patterns (indices into `patterns`) it stands for.
+    /// For each literal of `prefilter`: the patterns (indices into `at_hit`) it stands for.
     literal_patterns: Vec<Vec<usize>>,
-    /// Patterns without a usable literal: checked over the whole text.
-    always: Vec<usize>,
+    /// Patterns with no usable literal, searched over the whole text.
+    whole: Vec<Whole>,
 }
 
+/// A pattern with no usable literal.
 #[derive(Debug)]
-struct Compiled {
+struct Whole {
     /// (index in the list, index of the pattern in its entry).
     owner: (usize, usize),
-    engine: Engine,
+    fast: meta::Regex,
+    exact: Option<meta::Regex>,
 }
 
-/// How a pattern is run. Both forms first run a lazy DFA of the pattern, or, when it has
-/// Unicode word boundaries, of the pattern without them (it matches wherever the pattern
-/// does, and more), which a DFA can run on any text; the pattern itself then runs only
-/// where that one matched, with an engine that keeps no DFA.
-#[derive(Debug)]
-enum Engine {
-    /// A pattern with literals, run anchored at each literal hit: the start is known,
-    /// so a forward DFA is enough (no reverse NFA, which for Unicode classes is as big as
-    /// the forward one).
-    AtHit(Box<AtHit>),
-    /// A pattern with no usable literal, searched over the whole text.
-    Whole {
-        fast: meta::Regex,
-        exact: Option<meta::Regex>,
-    },
+impl Whole {
+    /// The leftmost match in `text`.
+    fn find(&self, text: &str) -> Option<std::ops::Range<usize>> {
+        let input = Input::new(text);
+        match &self.exact {
+            None => self.fast.find(input).map(|m| m.range()),
+            Some(exact) => {
+                if !self.fast.is_match(input.clone()) {
+                    return None;
+                }
+                exact.find(input).map(|m| m.range())
+            }
+        }
+    }
 }
 
 type Caches<T> = Pool<T, Box<dyn Fn() -> T + Send + Sync + UnwindSafe + RefUnwindSafe>>;
 
+/// A pattern with literals: the start of a match is a literal hit, so a forward DFA is
+/// enough (no reverse NFA, which for Unicode classes is as big as the forward one).
 struct AtHit {
+    /// (index in the list, index of the pattern in its entry).
+    owner: (usize, usize),
     dfa: hybrid::dfa::DFA,
     dfa_caches: Caches<hybrid::dfa::Cache>,
     /// The DFA runs the pattern without its word boundaries: a match of it only says
@@ -86,13 +96,18 @@ struct AtHit {
 impl std::fmt::Debug for AtHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AtHit")
+            .field("owner", &self.owner)
             .field("relaxed", &self.relaxed)
             .finish_non_exhaustive()
     }
 }
 
 impl AtHit {
-    fn new(hir: &Hir, nfa: impl Fn(&Hir) -> Result<NFA, String>) -> Result<AtHit, String> {
+    fn new(
+        owner: (usize, usize),
+        hir: &Hir,
+        nfa: impl Fn(&Hir) -> Result<NFA, String>,
+    ) -> Result<AtHit, String> {
         let exact_nfa = nfa(hir)?;
         let relaxed = hir.properties().look_set().contains_word_unicode();
         let dfa_nfa = if relaxed {
@@ -106,6 +121,7 @@ impl AtHit {
         let exact = PikeVM::new_from_nfa(exact_nfa).map_err(|e| e.to_string())?;
         let (d, e) = (dfa.clone(), exact.clone());
         Ok(AtHit {
+            owner,
             dfa_caches: Pool::new(Box::new(move || d.create_cache())),
             exact_caches: Pool::new(Box::new(move || e.create_cache())),
             dfa,
@@ -114,18 +130,20 @@ impl AtHit {
         })
     }
 
-    /// The end of the match that starts exactly where `input` starts (anchored).
-    fn find(&self, input: &Input<'_>) -> Option<usize> {
+    /// The match that starts exactly at `at`, if any.
+    fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
+        // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
+        let input = &Input::new(text).range(at..).anchored(Anchored::Yes);
         let found = self.dfa.try_search_fwd(&mut self.dfa_caches.get(), input);
         match found {
             Ok(None) => return None,
-            Ok(Some(end)) if !self.relaxed => return Some(end.offset()),
+            Ok(Some(end)) if !self.relaxed => return Some(&text[at..end.offset()]),
             // The relaxed form matched, or the DFA could not tell: the pattern decides.
             _ => {}
         }
         self.exact
             .find(&mut self.exact_caches.get(), input.clone())
-            .map(|m| m.end())
+            .map(|m| &text[m.range()])
     }
 }
 
@@ -178,19 +196,17 @@ impl Matchers {
             .auto_prefilter(false);
         let mut by_field = Vec::new();
         for (field, list) in groups {
-            let mut compiled = Vec::new();
+            let (mut at_hit, mut whole) = (Vec::new(), Vec::new());
             let mut literals: Vec<String> = Vec::new();
             let mut index: std::collections::HashMap<String, usize> = Default::default();
             let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
-            let mut always = Vec::new();
             for (owner, p) in list {
+                let err = |e: String| format!("{field} pattern {:?}: {e}", p.source);
                 let hir = regex_syntax::ParserBuilder::new()
                     .build()
                     .parse(&p.source)
-                    .map_err(|e| format!("{field} pattern {:?}: {e}", p.source))?;
-                let err = |e: String| format!("{field} pattern {:?}: {e}", p.source);
-                let i = compiled.len();
-                let engine = match prefix_literals(&hir) {
+                    .map_err(|e| err(e.to_string()))?;
+                match prefix_literals(&hir) {
                     Some(lits) => {
                         for l in lits {
                             let at = *index.entry(l.clone()).or_insert_with(|| {
@@ -198,26 +214,23 @@ impl Matchers {
                                 literal_patterns.push(Vec::new());
                                 literals.len() - 1
                             });
-                            literal_patterns[at].push(i);
+                            literal_patterns[at].push(at_hit.len());
                         }
-                        Engine::AtHit(Box::new(AtHit::new(&hir, nfa).map_err(err)?))
+                        at_hit.push(AtHit::new(owner, &hir, nfa).map_err(err)?);
                     }
                     None => {
-                        always.push(i);
-                        if hir.properties().look_set().contains_word_unicode() {
-                            Engine::Whole {
-                                fast: build(&relax(&hir), meta::Config::new()).map_err(err)?,
-                                exact: Some(build(&hir, small.clone()).map_err(err)?),
-                            }
-                        } else {
-                            Engine::Whole {
-                                fast: build(&hir, meta::Config::new()).map_err(err)?,
-                                exact: None,
-                            }
-                        }
+                        let relaxed = hir.properties().look_set().contains_word_unicode();
+                        let fast = if relaxed { relax(&hir) } else { hir.clone() };
+                        whole.push(Whole {
+                            owner,
+                            fast: build(&fast, meta::Config::new()).map_err(err)?,
+                            exact: relaxed
+                                .then(|| build(&hir, small.clone()))
+                                .transpose()
+                                .map_err(err)?,
+                        });
                     }
-                };
-                compiled.push(Compiled { owner, engine });
+                }
             }
             let prefilter = if literals.is_empty() {
                 None
@@ -229,10 +242,10 @@ impl Matchers {
             };
             by_field.push(FieldMatcher {
                 field,
-                patterns: compiled,
+                at_hit,
                 prefilter,
                 literal_patterns,
-                always,
+                whole,
             });
         }
         Ok(Matchers { by_field })
@@ -271,57 +284,22 @@ impl FieldMatcher {
                 if i == last {
                     continue;
                 }
-                if let Some(matched) = self.patterns[i].at(text, at) {
+                if let Some(matched) = self.at_hit[i].at(text, at) {
                     last = i;
                     hits.push(Hit {
-                        owner: self.patterns[i].owner,
+                        owner: self.at_hit[i].owner,
                         matched: matched.to_string(),
                     });
                 }
             }
         }
-        for &i in &self.always {
-            let p = &self.patterns[i];
-            if let Some(f) = p.find(Input::new(text)) {
+        for p in &self.whole {
+            if let Some(f) = p.find(text) {
                 hits.push(Hit {
                     owner: p.owner,
                     matched: text[f].to_string(),
                 });
             }
-        }
-    }
-}
-
-impl Compiled {
-    /// The match that starts exactly at `at`, if any.
-    fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
-        // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
-        let input = Input::new(text).range(at..).anchored(Anchored::Yes);
-        match &self.engine {
-            Engine::AtHit(e) => e.find(&input).map(|end| &text[at..end]),
-            Engine::Whole { .. } => self.find(input).map(|r| &text[r]),
-        }
-    }
-
-    /// The leftmost match in `input`.
-    fn find(&self, input: Input<'_>) -> Option<std::ops::Range<usize>> {
-        match &self.engine {
-            Engine::Whole { fast, exact: None } => fast.find(input).map(|m| m.range()),
-            Engine::Whole {
-                fast,
-                exact: Some(exact),
-            } => {
-                if !fast.is_match(input.clone()) {
-                    return None;
-                }
-                exact.find(input).map(|m| m.range())
-            }
-            // Correct anywhere, but slow over a whole text: patterns with literals are run
-            // at their hits instead (`at`).
-            Engine::AtHit(e) => e
-                .exact
-                .find(&mut e.exact_caches.get(), input)
-                .map(|m| m.range()),
         }
     }
 }
