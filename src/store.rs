@@ -458,13 +458,11 @@ impl Store {
     /// is skipped, never reused for a different ticket.
     pub fn next_ticket_number(&self) -> Result<u64, StoreError> {
         let v = self.meta.update_and_fetch(b"next_ticket", |old| {
-            let n = old
-                .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(1000);
+            let n = old.and_then(be_u64).unwrap_or(1000);
             Some((n + 1).to_be_bytes().to_vec())
         })?;
         let b = v.expect("update_and_fetch returns the new value");
-        Ok(u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])))
+        Ok(be_u64(&b).unwrap_or(0))
     }
 
     /// Moves ticket numbering up to at least `floor`. After a state was lost, numbers
@@ -475,9 +473,7 @@ impl Store {
     pub fn raise_ticket_numbers(&self, floor: u64) -> Result<(), StoreError> {
         for key in [&b"next_ticket"[..], b"lost_below"] {
             self.meta.update_and_fetch(key, |old| {
-                let n = old
-                    .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(1000);
+                let n = old.and_then(be_u64).unwrap_or(1000);
                 Some(n.max(floor).to_be_bytes().to_vec())
             })?;
         }
@@ -491,7 +487,7 @@ impl Store {
         Ok(self
             .meta
             .get(b"lost_below")?
-            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .and_then(|b| be_u64(&b))
             .is_some_and(|below| number < below))
     }
 
@@ -709,7 +705,7 @@ impl Store {
             .take(n)
             .map(|r| {
                 let (k, v) = r?;
-                let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                let key = be_u64(&k).unwrap_or(0);
                 Ok((key, OutMail::decode(&v)?))
             })
             .collect()
@@ -766,7 +762,7 @@ impl Store {
         let window = self
             .meta
             .get(OUTBOX_WINDOW)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .and_then(|v| be_u64(&v))
             .unwrap_or(1);
         self.outbox_first(window as usize)
     }
@@ -856,6 +852,11 @@ fn advance(
         cps.insert(mailbox.as_bytes(), json(&cp))?;
     }
     Ok(())
+}
+
+/// A number as the store writes it: 8 bytes, big-endian (so keys sort by number).
+fn be_u64(b: &[u8]) -> Option<u64> {
+    b.try_into().ok().map(u64::from_be_bytes)
 }
 
 #[cfg(test)]
