@@ -173,13 +173,7 @@ class Stack:
 
     def count(self, user):
         """Messages in user's INBOX, from the Maildir (delivery renames into new/ atomically)."""
-        n = 0
-        for sub in ("new", "cur"):
-            try:
-                n += len(os.listdir(os.path.join(self.maildir(user), sub)))
-            except FileNotFoundError:
-                pass
-        return n
+        return len(maildir_files(self, user))
 
     def clear(self, users):
         for u in users:

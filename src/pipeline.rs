@@ -212,14 +212,13 @@ pub fn thread_view(
                     break;
                 }
                 Some(_) => {}
-                None => {
-                    let lost_number = cap[2]
-                        .parse::<u64>()
-                        .map_or(Ok(false), |n| store.lost_ticket_number(n))?;
-                    if tagged && lost_number && lost.is_none() {
+                None if tagged && lost.is_none() => {
+                    let n = cap[2].parse::<u64>().ok();
+                    if n.map_or(Ok(false), |n| store.lost_ticket_number(n))? {
                         lost = Some(id);
                     }
                 }
+                None => {}
             }
         }
     }
