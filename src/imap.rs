@@ -308,13 +308,19 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
         apply_marks(&mut s, source, shared, uid_validity).await?;
     }
 
+    // Until when the mailbox is asked with NOOP rather than IDLE, after new mail.
+    let mut poll_until = tokio::time::Instant::now();
     loop {
         shared.board.set(
             &source.checkpoint_key(),
             crate::status::State::Syncing,
             shared.shadow(name),
         );
+        let before = last;
         last = catch_up(&mut s, source, shared, uid_validity, last).await?;
+        if last > before {
+            poll_until = tokio::time::Instant::now() + source.options.poll_after_mail;
+        }
         shared
             .board
             .synced(&source.checkpoint_key(), shared.shadow(name));
@@ -325,14 +331,13 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
         // Mail that arrived while the last commands ran was announced then (EXISTS went
         // to the unsolicited channel, not to the IDLE that follows): catch up again
         // rather than idle past it.
-        let mut announced = false;
-        while let Ok(r) = s.unsolicited_responses.try_recv() {
-            announced |= matches!(
-                r,
-                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
-            );
+        if announced(&mut s) {
+            continue;
         }
-        if announced {
+        // Mail comes in bursts, and an IDLE push comes only after the server's own delay
+        // (500 ms on Dovecot), while a NOOP sees a delivered message at once: right after
+        // new mail, ask again a few times before idling.
+        if poll_for_mail(&mut s, t, poll_until, &shared.stop).await? {
             continue;
         }
         // IDLE until the server says something, the refresh is due, or shutdown.
@@ -357,6 +362,46 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
         };
         outcome?;
         s = timed("DONE", t, idle.done()).await?;
+    }
+}
+
+/// Whether the server announced new mail since the last look; reads every pending
+/// unsolicited response, so the channel never fills up.
+fn announced(s: &mut Session) -> bool {
+    let mut new_mail = false;
+    while let Ok(r) = s.unsolicited_responses.try_recv() {
+        new_mail |= matches!(
+            r,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    new_mail
+}
+
+/// NOOPs until `until`, the first 10 ms later and then twice as far apart each time (up
+/// to 160 ms: a burst's next message is seen within a few ms, a quiet mailbox costs a
+/// handful of commands); true as soon as the server announces new mail.
+async fn poll_for_mail(
+    s: &mut Session,
+    t: Duration,
+    until: tokio::time::Instant,
+    stop: &CancellationToken,
+) -> Result<bool, ImapError> {
+    let mut gap = Duration::from_millis(10);
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until || stop.is_cancelled() {
+            return Ok(false);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(gap.min(until - now)) => {}
+            _ = stop.cancelled() => return Ok(false),
+        }
+        timed("NOOP", t, s.noop()).await?;
+        if announced(s) {
+            return Ok(true);
+        }
+        gap = (gap * 2).min(Duration::from_millis(160));
     }
 }
 
