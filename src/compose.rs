@@ -604,8 +604,14 @@ mod tests {
         let part = plain_text(text.clone()).formatted();
         let raw = String::from_utf8(part).unwrap();
         assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
-        assert!(raw.contains("\r\nвторая строка\r\n"), "CRLF line ends: {raw:?}");
-        assert!(raw.contains(&text.lines().next().unwrap().to_string()), "{raw}");
+        assert!(
+            raw.contains("\r\nвторая строка\r\n"),
+            "CRLF line ends: {raw:?}"
+        );
+        assert!(
+            raw.contains(&text.lines().next().unwrap().to_string()),
+            "{raw}"
+        );
 
         let long = "ж".repeat(600); // 1200 bytes on one line
         let raw = String::from_utf8(plain_text(long.clone()).formatted()).unwrap();
