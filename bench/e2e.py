@@ -852,7 +852,7 @@ def main():
     ap.add_argument("--count", type=int, help="messages per flow/backlog/accuracy run (1000; --quick: 100)")
     ap.add_argument("--lat-count", type=int, help="latency samples, 1 s apart (100; --quick: 10)")
     ap.add_argument("--rounds", type=int, help="flow rounds (Sieve, mailtriage, floor each); the "
-                    "median is the figure; Sieve goes first in odd rounds (4; --quick: 2)")
+                    "median is the figure; Sieve goes first in odd rounds (6; --quick: 2)")
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "e2e-bench.jsonl"))
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
@@ -863,7 +863,7 @@ def main():
     a = ap.parse_args()
     a.count = a.count or (100 if a.quick else 1000)
     a.lat_count = a.lat_count or (10 if a.quick else 100)
-    a.rounds = a.rounds or (2 if a.quick else 4)
+    a.rounds = a.rounds or (2 if a.quick else 6)
     phases = a.only.split(",") if a.only else PHASES
     for p in phases:
         if p not in PHASES:
