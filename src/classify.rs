@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::config::Rules;
-use crate::matcher::{Haystack, Matchers};
+use crate::matcher::Haystack;
 use crate::message::Mail;
 
 /// Matched text longer than this is cut in notes and explanations.
@@ -48,30 +48,42 @@ pub struct Classification {
 }
 
 /// Every (entry, pattern, matched text) of `matchers` that matches, in entry order.
-fn hits_of(matchers: &Matchers, hay: &Haystack<'_>) -> Vec<(usize, usize, String)> {
-    let mut hits: Vec<(usize, usize, String)> = matchers
-        .find(hay)
-        .into_iter()
-        .map(|h| (h.owner.0, h.owner.1, cut(&h.matched)))
-        .collect();
+/// What the one scan found, split by list: rule hits and flag hits as (entry index,
+/// pattern index, text), sorted; the incidents whose patterns matched.
+#[allow(clippy::type_complexity)]
+fn hits_of(
+    rules: &Rules,
+    hay: &Haystack<'_>,
+) -> (
+    Vec<(usize, usize, String)>,
+    Vec<(usize, usize, String)>,
+    Vec<usize>,
+) {
+    let (n_rules, n_flags) = (rules.rules.len(), rules.flags.len());
+    let (mut hits, mut flag_hits, mut incidents) = (Vec::new(), Vec::new(), Vec::new());
+    for h in rules.matchers.find(hay) {
+        let (e, p) = h.owner;
+        if e < n_rules {
+            hits.push((e, p, cut(&h.matched)));
+        } else if e < n_rules + n_flags {
+            flag_hits.push((e - n_rules, p, cut(&h.matched)));
+        } else {
+            incidents.push(e - n_rules - n_flags);
+        }
+    }
     hits.sort_by_key(|(ri, pi, _)| (*ri, *pi));
-    hits
+    flag_hits.sort_by_key(|(ri, pi, _)| (*ri, *pi));
+    incidents.sort_unstable();
+    incidents.dedup();
+    (hits, flag_hits, incidents)
 }
 
 pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
     let sender = mail.from.as_ref().map(|a| a.display()).unwrap_or_default();
-    // Rules, flags and incidents look at the same texts: folded once.
+    // Rules, flags and incidents look at the same texts: folded once, scanned once.
     let hay = Haystack::new(mail, &sender);
-    let hits = hits_of(&rules.matchers, &hay);
-    let flags = flags(rules, &hay);
-    let mut incidents: Vec<usize> = rules
-        .incident_matchers
-        .find(&hay)
-        .into_iter()
-        .map(|h| h.owner.0)
-        .collect();
-    incidents.sort_unstable();
-    incidents.dedup();
+    let (hits, flag_hits, incidents) = hits_of(rules, &hay);
+    let flags = flags(rules, flag_hits);
     let incidents = incidents
         .into_iter()
         .map(|i| rules.incidents[i].id.clone())
@@ -80,9 +92,9 @@ pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
 }
 
 /// Red flags that fired: one entry per flag, with the first text that matched.
-fn flags(rules: &Rules, hay: &Haystack<'_>) -> Vec<Fired> {
+fn flags(rules: &Rules, flag_hits: Vec<(usize, usize, String)>) -> Vec<Fired> {
     let mut out: Vec<Fired> = Vec::new();
-    for (ri, pi, matched) in hits_of(&rules.flag_matchers, hay) {
+    for (ri, pi, matched) in flag_hits {
         let r = &rules.flags[ri];
         if out.iter().any(|f| f.rule == r.name) {
             continue;
@@ -172,19 +184,37 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
         end -= 1;
     }
     sample.push_str(&mail.text[..end]);
+    // Every language given as one character class is counted in a single pass, an
+    // ASCII character (most of any text) by one bit; the others by their regex.
+    let mut counts = vec![0usize; rules.languages.len()];
+    let classed: Vec<(usize, &[(char, char)], u128)> = rules
+        .languages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.class.as_deref().map(|r| (i, r, l.ascii)))
+        .collect();
+    if !classed.is_empty() {
+        for c in sample.chars() {
+            for (i, ranges, ascii) in &classed {
+                let hit = if c.is_ascii() {
+                    ascii >> (c as u32) & 1 == 1
+                } else {
+                    ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi)
+                };
+                counts[*i] += usize::from(hit);
+            }
+        }
+    }
+    for (i, l) in rules.languages.iter().enumerate() {
+        if l.class.is_none() {
+            counts[i] = l.detect.find_iter(&sample).count();
+        }
+    }
     rules
         .languages
         .iter()
-        .map(|l| {
-            let n = match &l.class {
-                Some(ranges) => sample
-                    .chars()
-                    .filter(|c| ranges.iter().any(|(lo, hi)| lo <= c && c <= hi))
-                    .count(),
-                None => l.detect.find_iter(&sample).count(),
-            };
-            (n, &l.code)
-        })
+        .zip(counts)
+        .map(|(l, n)| (n, &l.code))
         .filter(|(n, _)| *n > 0)
         .max_by_key(|(n, _)| *n)
         .map(|(_, c)| c.clone())

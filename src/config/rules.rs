@@ -233,7 +233,8 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     pub languages: Vec<Language>,
     pub templates: Templates,
-    /// `rules` compiled for classify's one scan per field.
+    /// The patterns of `rules`, then `flags`, then `incidents`, compiled for classify's
+    /// one scan per field: a hit's entry index counts through the three lists in turn.
     pub matchers: Matchers,
     /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, `#T-1042`,
     /// `T1042`, any case).
@@ -245,10 +246,7 @@ pub struct Rules {
     pub flags: Vec<Rule>,
     /// Reason of each flag in words, by flag name then language.
     pub flag_reasons: BTreeMap<String, BTreeMap<String, String>>,
-    pub flag_matchers: Matchers,
     pub incidents: Vec<Incident>,
-    /// Matchers built from the incidents' patterns.
-    pub incident_matchers: Matchers,
     /// The rule tests of the file, already run once when it was loaded.
     pub tests: Vec<RuleTest>,
     /// Design mistakes that do not stop loading; `check` prints them.
@@ -532,6 +530,8 @@ pub struct Language {
     /// `detect` as character ranges when it is one character class: counted per
     /// character, with no regex search per match.
     pub class: Option<Vec<(char, char)>>,
+    /// The ASCII characters of `class`, bit `c` for character `c`.
+    pub ascii: u128,
 }
 
 /// Templates compiled into one minijinja environment; names are `LANG/note`,
@@ -929,10 +929,17 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             &l.detect,
         ) {
             let class = crate::matcher::single_class(detect.as_str());
+            let ascii = (0u8..128)
+                .filter(|b| {
+                    let c = char::from(*b);
+                    class.iter().flatten().any(|(lo, hi)| *lo <= c && c <= *hi)
+                })
+                .fold(0u128, |bits, b| bits | 1 << b);
             languages.push(Language {
                 code,
                 detect,
                 class,
+                ascii,
             });
         }
     }
@@ -988,8 +995,6 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         }
         template_langs.push(lang);
     }
-
-    let matchers = matchers_of(c, "rules", rules.iter().map(|r| &r.patterns[..]));
 
     let escalation = f.escalation.map(|e| {
         let e = e.into_inner();
@@ -1074,7 +1079,6 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             "[[flags]] are declared but there is no [escalation] queue to send flagged mail to",
         );
     }
-    let flag_matchers = matchers_of(c, "flags", flags.iter().map(|r| &r.patterns[..]));
 
     let mut incidents = Vec::new();
     for (i, inc) in f.incidents.into_iter().enumerate() {
@@ -1121,7 +1125,17 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             });
         }
     }
-    let incident_matchers = matchers_of(c, "incidents", incidents.iter().map(|i| &i.patterns[..]));
+    // One scan per field for all three lists: the automaton's cost is per byte of text
+    // read, hardly per pattern, so three scans cost three times one.
+    let matchers = matchers_of(
+        c,
+        "rules, flags and incidents",
+        rules
+            .iter()
+            .chain(&flags)
+            .map(|r| &r.patterns[..])
+            .chain(incidents.iter().map(|i| &i.patterns[..])),
+    );
     // "[#T-1042]" as sent, and what people and other systems make of it: "[T-1042]",
     // "#T-1042", "T-1042", "T1042". The bare forms are only trusted for the same customer.
     let ticket_tag = Regex::new(&format!(
@@ -1147,8 +1161,6 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         threading,
         flags,
         flag_reasons,
-        flag_matchers,
-        incident_matchers,
         incidents,
         ticket_tag,
         company,
