@@ -48,17 +48,12 @@ pub struct Classification {
 }
 
 /// Every (entry, pattern, matched text) of `matchers` that matches, in entry order.
-/// What the one scan found, split by list: rule hits and flag hits as (entry index,
-/// pattern index, text), sorted; the incidents whose patterns matched.
-#[allow(clippy::type_complexity)]
-fn hits_of(
-    rules: &Rules,
-    hay: &Haystack<'_>,
-) -> (
-    Vec<(usize, usize, String)>,
-    Vec<(usize, usize, String)>,
-    Vec<usize>,
-) {
+/// Hits of one list: (entry index, pattern index, text that matched).
+type Hits = Vec<(usize, usize, String)>;
+
+/// What the one scan found, split by list: rule hits and flag hits, sorted; the
+/// incidents whose patterns matched.
+fn hits_of(rules: &Rules, hay: &Haystack<'_>) -> (Hits, Hits, Vec<usize>) {
     let (n_rules, n_flags) = (rules.rules.len(), rules.flags.len());
     let (mut hits, mut flag_hits, mut incidents) = (Vec::new(), Vec::new(), Vec::new());
     for h in rules.matchers.find(hay) {
@@ -92,7 +87,7 @@ pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
 }
 
 /// Red flags that fired: one entry per flag, with the first text that matched.
-fn flags(rules: &Rules, flag_hits: Vec<(usize, usize, String)>) -> Vec<Fired> {
+fn flags(rules: &Rules, flag_hits: Hits) -> Vec<Fired> {
     let mut out: Vec<Fired> = Vec::new();
     for (ri, pi, matched) in flag_hits {
         let r = &rules.flags[ri];
@@ -113,7 +108,7 @@ fn flags(rules: &Rules, flag_hits: Vec<(usize, usize, String)>) -> Vec<Fired> {
 fn classify_hits(
     rules: &Rules,
     mail: &Mail,
-    hits: Vec<(usize, usize, String)>,
+    hits: Hits,
     flags: Vec<Fired>,
     incidents: Vec<String>,
 ) -> Classification {
@@ -187,7 +182,7 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
     // Every language given as one character class is counted in a single pass, an
     // ASCII character (most of any text) by one bit; the others by their regex.
     let mut counts = vec![0usize; rules.languages.len()];
-    let classed: Vec<(usize, &[(char, char)], u128)> = rules
+    let classed: Vec<_> = rules
         .languages
         .iter()
         .enumerate()
