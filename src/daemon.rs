@@ -123,15 +123,7 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
     ));
     let mut keys = Vec::new();
     for (name, login) in &settings.mailboxes {
-        let source = Source {
-            name: name.clone(),
-            server: settings.imap.clone(),
-            login: login.clone(),
-            options: settings.imap_options.clone(),
-            tls: tls.clone(),
-            folder: login.folder.clone(),
-            observe: false,
-        };
+        let source = Source::new(name.clone(), &settings, login.clone(), tls.clone(), false);
         if let Some(sent) = &login.sent_folder {
             let observer = Source {
                 folder: sent.clone(),
@@ -292,15 +284,7 @@ async fn settle_uncertain(
     }
     // Every place is searched at once, within one patience.
     let searches = wanted.into_iter().map(|(name, (login, ids))| {
-        let src = Source {
-            name,
-            server: settings.imap.clone(),
-            folder: login.folder.clone(),
-            login,
-            options: settings.imap_options.clone(),
-            tls: tls.cloned(),
-            observe: true,
-        };
+        let src = Source::new(name, settings, login, tls.cloned(), true);
         async move {
             let r = imap::messages_present(&src, &ids, IN_FLIGHT_PATIENCE).await;
             (src.name, r)

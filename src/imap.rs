@@ -105,6 +105,26 @@ pub struct Source {
 }
 
 impl Source {
+    /// The source reading `login`'s own folder on the configured IMAP server; `observe`
+    /// for a folder whose mail is only looked at (see [`Source::observe`]).
+    pub fn new(
+        name: String,
+        settings: &crate::config::Settings,
+        login: Login,
+        tls: Option<TlsConnector>,
+        observe: bool,
+    ) -> Source {
+        Source {
+            name,
+            server: settings.imap.clone(),
+            folder: login.folder.clone(),
+            login,
+            options: settings.imap_options.clone(),
+            tls,
+            observe,
+        }
+    }
+
     /// The key of this folder's checkpoint in the store (also its name in `status`).
     pub fn checkpoint_key(&self) -> String {
         if self.observe {
