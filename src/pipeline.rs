@@ -932,33 +932,15 @@ pub fn triage(
         .filter(|_| flagged)
         .map(|(e, _)| e.marker.as_str());
     let composed = (|| -> Result<(), compose::ComposeError> {
-        if forward {
+        // The forward to the queue and the copy to the escalation queue are one mail
+        // with different recipients and kinds; each counts as a mail of the ticket.
+        let mut hand_over = |to: Option<(&str, &str)>, kind: crate::store::MailKind, what: &str| {
             ticket.sent += 1;
-            let id = format!("{}.{}.forward@{id_domain}", ticket.id, ticket.sent);
-            outgoing.push(compose::forward(
+            let id = format!("{}.{}.{what}@{id_domain}", ticket.id, ticket.sent);
+            let mut m = compose::forward(
                 rules,
                 ForwardInput {
-                    to: None,
-                    escalated: marker,
-                    mail: &ev.mail,
-                    raw: inc.raw,
-                    lang: &lang,
-                    ctx: &ctx,
-                    message_id: &id,
-                    now,
-                },
-            )?);
-        }
-        // A flagged message also goes to the escalation queue, unless it is going there anyway.
-        if let Some((_, esc)) =
-            escalation.filter(|(e, _)| flagged && !(forward && e.queue == queue_key))
-        {
-            ticket.sent += 1;
-            let id = format!("{}.{}.escalation@{id_domain}", ticket.id, ticket.sent);
-            let mut copy = compose::forward(
-                rules,
-                ForwardInput {
-                    to: Some((esc.name_in(&lang), &esc.address)),
+                    to,
                     escalated: marker,
                     mail: &ev.mail,
                     raw: inc.raw,
@@ -968,8 +950,23 @@ pub fn triage(
                     now,
                 },
             )?;
-            copy.kind = crate::store::MailKind::Escalation;
-            outgoing.push(copy);
+            m.kind = kind;
+            outgoing.push(m);
+            Ok::<(), compose::ComposeError>(())
+        };
+        if forward {
+            hand_over(None, crate::store::MailKind::Forward, "forward")?;
+        }
+        // A flagged message also goes to the escalation queue, unless it is going there anyway.
+        if let Some((_, esc)) =
+            escalation.filter(|(e, _)| flagged && !(forward && e.queue == queue_key))
+        {
+            let name = esc.name_in(&lang);
+            hand_over(
+                Some((name, &esc.address)),
+                crate::store::MailKind::Escalation,
+                "escalation",
+            )?;
         }
         if let Some(to) = &ack_to {
             ticket.sent += 1;
