@@ -19,7 +19,9 @@ in the same run so that ratios hold on a noisy machine:
              INBOXes; the same flow through Dovecot Sieve (redirect + vacation at delivery);
              the ratio ours / Sieve; and the mail server's own floor for our flow: the same
              incoming plus the very mails the daemon sent (bytes from the Maildirs), submitted
-             as the incoming goes in, with no IMAP and no processing
+             as the incoming goes in, with no IMAP and no processing. In --rounds rounds
+             (Sieve first in odd ones, the daemon first in even ones); the figure is the
+             median of the rounds' ratios; CPU used by the machine and by each program
   latency    messages sent one by one 1 s apart: SMTP accepted -> forward accepted by SMTP
              (daemon log) and -> forward in the queue's INBOX; beside it the server's own IDLE
              push delay for the same messages (sent to a second, untouched mailbox too, where
