@@ -104,6 +104,9 @@ fn default_idle() -> Duration {
 fn default_backoff() -> Duration {
     Duration::from_secs(60)
 }
+/// Longest `poll_after_mail`: past a few seconds the NOOPs only stand in for IDLE.
+const MAX_POLL_AFTER_MAIL: Duration = Duration::from_secs(10);
+
 fn default_poll_after_mail() -> Duration {
     Duration::from_millis(300)
 }
@@ -309,6 +312,16 @@ impl Settings {
                 }
             }
         }
+        if raw.imap_options.poll_after_mail > MAX_POLL_AFTER_MAIL {
+            c.at_key(
+                "imap_options.poll_after_mail",
+                format!(
+                    "is {}; give at most {}: the mailbox is asked every 160 ms for that long after each new mail, and IDLE does the waiting after it",
+                    humantime::format_duration(raw.imap_options.poll_after_mail),
+                    humantime::format_duration(MAX_POLL_AFTER_MAIL)
+                ),
+            );
+        }
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             check_password(
@@ -444,6 +457,38 @@ mod tests {
 
     fn shipped_text() -> String {
         std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap()
+    }
+
+    #[test]
+    fn poll_after_mail_is_at_most_10s() {
+        let text = shipped_text();
+        let with = |v: &str| {
+            let t = text.replacen(
+                "poll_after_mail = \"300ms\"",
+                &format!("poll_after_mail = \"{v}\""),
+                1,
+            );
+            assert_ne!(t, text);
+            Settings::parse(Path::new("m.toml"), &t)
+        };
+        assert_eq!(
+            with("0s").unwrap().imap_options.poll_after_mail,
+            Duration::ZERO
+        );
+        assert_eq!(
+            with("10s").unwrap().imap_options.poll_after_mail,
+            Duration::from_secs(10)
+        );
+        let err = with("1h").unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.key, "imap_options.poll_after_mail");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("poll_after_mail"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.message.contains("is 1h; give at most 10s"), "{e}");
     }
 
     #[test]
