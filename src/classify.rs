@@ -47,7 +47,6 @@ pub struct Classification {
     pub incidents: Vec<String>,
 }
 
-/// Every (entry, pattern, matched text) of `matchers` that matches, in entry order.
 /// Hits of one list: (entry index, pattern index, text that matched).
 type Hits = Vec<(usize, usize, String)>;
 
@@ -179,24 +178,19 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
         end -= 1;
     }
     sample.push_str(&mail.text[..end]);
-    // Every language given as one character class is counted in a single pass, an
-    // ASCII character (most of any text) by one bit; the others by their regex.
+    // Every language given as one character class is counted in a single pass; the
+    // others by their regex.
     let mut counts = vec![0usize; rules.languages.len()];
     let classed: Vec<_> = rules
         .languages
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| l.class.as_deref().map(|r| (i, r, l.ascii)))
+        .filter_map(|(i, l)| l.class.as_ref().map(|class| (i, class)))
         .collect();
     if !classed.is_empty() {
         for c in sample.chars() {
-            for (i, ranges, ascii) in &classed {
-                let hit = if c.is_ascii() {
-                    ascii >> (c as u32) & 1 == 1
-                } else {
-                    ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi)
-                };
-                counts[*i] += usize::from(hit);
+            for (i, class) in &classed {
+                counts[*i] += usize::from(class.contains(c));
             }
         }
     }

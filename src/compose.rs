@@ -229,7 +229,6 @@ fn subject_with_tag(tag: &str, subject: &str) -> String {
     }
 }
 
-/// The original in canonical form (CRLF line ends), and whether it can travel as
 /// A text/plain part sent as it is (8bit), not base64: a third smaller for Cyrillic text
 /// and readable in the raw mail. The attached originals already need an 8BITMIME path,
 /// so this asks nothing more of the server. lettre's own chooser would take 8bit only
@@ -249,6 +248,7 @@ fn plain_text(text: String) -> SinglePart {
         .body(body)
 }
 
+/// The original in canonical form (CRLF line ends), and whether it can travel as
 /// message/rfc822: RFC 2046 allows only 7bit/8bit there, so lines must fit in 998 bytes.
 fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);

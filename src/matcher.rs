@@ -509,6 +509,36 @@ fn relax(h: &Hir) -> Hir {
     })
 }
 
+/// A character class as ranges, with its ASCII members also as bits: most of any text
+/// is ASCII, and a bit test is cheaper than a walk through the ranges.
+#[derive(Debug, Clone)]
+pub struct CharClass {
+    ranges: Vec<(char, char)>,
+    ascii: u128,
+}
+
+impl CharClass {
+    pub fn new(ranges: Vec<(char, char)>) -> CharClass {
+        let mut class = CharClass { ranges, ascii: 0 };
+        class.ascii = (0u8..128)
+            .filter(|b| class.in_ranges(char::from(*b)))
+            .fold(0u128, |bits, b| bits | 1 << b);
+        class
+    }
+
+    pub fn contains(&self, c: char) -> bool {
+        if c.is_ascii() {
+            self.ascii >> (c as u32) & 1 == 1
+        } else {
+            self.in_ranges(c)
+        }
+    }
+
+    fn in_ranges(&self, c: char) -> bool {
+        self.ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi)
+    }
+}
+
 /// The character ranges of a pattern that is one character class (such as a language's
 /// `detect = '[А-Яа-яЁё]'`): counting its matches is then counting characters, with no
 /// regex search per match.
@@ -651,5 +681,15 @@ mod tests {
         assert_eq!(single_class("x"), Some(vec![('x', 'x')]));
         assert_eq!(single_class("[a-z]+"), None);
         assert_eq!(single_class(r"\bthe\b"), None);
+    }
+
+    #[test]
+    fn a_char_class_holds_what_its_ranges_hold() {
+        let ranges = single_class("[A-Za-zЁё0]").unwrap();
+        let class = CharClass::new(ranges.clone());
+        for c in (0u32..0x500).filter_map(char::from_u32) {
+            let expected = ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
+            assert_eq!(class.contains(c), expected, "{c:?}");
+        }
     }
 }

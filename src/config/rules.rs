@@ -527,11 +527,9 @@ pub struct Rule {
 pub struct Language {
     pub code: String,
     pub detect: Regex,
-    /// `detect` as character ranges when it is one character class: counted per
-    /// character, with no regex search per match.
-    pub class: Option<Vec<(char, char)>>,
-    /// The ASCII characters of `class`, bit `c` for character `c`.
-    pub ascii: u128,
+    /// `detect` when it is one character class: counted per character, with no regex
+    /// search per match.
+    pub class: Option<crate::matcher::CharClass>,
 }
 
 /// Templates compiled into one minijinja environment; names are `LANG/note`,
@@ -928,18 +926,12 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             &format!("language {code:?}"),
             &l.detect,
         ) {
-            let class = crate::matcher::single_class(detect.as_str());
-            let ascii = (0u8..128)
-                .filter(|b| {
-                    let c = char::from(*b);
-                    class.iter().flatten().any(|(lo, hi)| *lo <= c && c <= *hi)
-                })
-                .fold(0u128, |bits, b| bits | 1 << b);
+            let class =
+                crate::matcher::single_class(detect.as_str()).map(crate::matcher::CharClass::new);
             languages.push(Language {
                 code,
                 detect,
                 class,
-                ascii,
             });
         }
     }
