@@ -64,6 +64,7 @@ from gen_mail import generate  # noqa: E402
 
 QUEUES = ["support", "billing", "sales"]
 CUSTOMERS = ["customer%d" % i for i in range(1, 21)]
+USERS = ["monitoring"] + QUEUES + CUSTOMERS  # every mailbox a flow touches
 # The testbed's outage regex, as imapfilter's `match_subject`/`match_body` would run it.
 RAW_RE = re.compile(r"(?i)(не работает|ошибка|error|down|500)")
 # Ports of a stack: base + these (LMTP, SMTP, IMAP, SMTPS, submission, IMAPS).
@@ -339,28 +340,30 @@ def cpu_busy():
     return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_stat(pid):
+    """(program name, CPU seconds of the process itself, of its children waited for)."""
+    with open("/proc/%s/stat" % pid) as f:
+        raw = f.read()
+    comm, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 1:].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return comm, (int(rest[11]) + int(rest[12])) / tick, (int(rest[13]) + int(rest[14])) / tick
+
+
 def proc_cpu(pid):
     """CPU seconds (user + system) one process used so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        v = f.read().rsplit(")", 1)[1].split()
-    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+    return proc_stat(pid)[1]
 
 
 def cpu_by_program():
     """{program: CPU seconds} over all processes, children that were waited for counted in
     their parent's program (Postfix's master reaps its services)."""
     out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open("/proc/%s/stat" % pid) as f:
-                raw = f.read()
-        except OSError:
+            comm, own, children = proc_stat(pid)
+        except OSError:  # ended meanwhile
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        v = raw.rsplit(")", 1)[1].split()
-        out[comm] = out.get(comm, 0) + sum(int(x) for x in v[11:15]) / os.sysconf("SC_CLK_TCK")
+        out[comm] = out.get(comm, 0) + own + children
     return out
 
 
@@ -554,7 +557,7 @@ def flow_round(a, res, binary, stack, work, k):
     # in, with no IMAP and no processing. What is left above it is the daemon's own cost.
     outgoing = r.pop("outgoing")
     n_fwd = r.pop("n_fwd")
-    stack.clear(["monitoring"] + QUEUES + CUSTOMERS)
+    stack.clear(USERS)
     data = corpus(a.count, stack.addr("monitoring"), tag())
     t0, c0, p0 = time.time(), cpu_busy(), cpu_by_program()
     r["floor"] = replay(stack, data, outgoing, n_fwd, len(outgoing) - n_fwd, FLOW_GROUPS, t0)
@@ -569,7 +572,7 @@ def flow_round(a, res, binary, stack, work, k):
 
 def flow_sieve(a, res, binary, stack, work, k, r):
     """Sieve at delivery: redirect :copy to support@ and vacation."""
-    stack.clear(["monitoring"] + QUEUES + CUSTOMERS)
+    stack.clear(USERS)
     stack.sieve("monitoring", SIEVE)
     try:
         data = corpus(a.count, stack.addr("monitoring"), tag())
@@ -593,7 +596,7 @@ def flow_ours(a, res, binary, stack, work, k, r):
     """The same kind of messages (fresh Message-IDs) through a daemon with fresh state (no
     ticket of an earlier round is continued) watching the 4 mailboxes; leaves the mails it
     sent in r["outgoing"] for the floor."""
-    stack.clear(["monitoring"] + QUEUES + CUSTOMERS)
+    stack.clear(USERS)
     d = Daemon(binary, stack, work, ["monitoring", "billing", "sales", "support"], name="flow%d" % k)
     d.start()
     try:
@@ -733,7 +736,7 @@ class Idler:
 
 
 def phase_latency(a, res, binary, stack, work):
-    stack.clear(["monitoring"] + QUEUES + CUSTOMERS)
+    stack.clear(USERS)
     d = Daemon(binary, stack, work, ["monitoring", "billing", "sales", "support"], name="latency")
     d.start()
     wait_for(lambda: d.poll() >= 0 and len(d.find("Mailbox connected.")) >= 4, 60, "daemon connected")
@@ -778,7 +781,8 @@ def phase_latency(a, res, binary, stack, work):
         d.stop()
     n = len(pool)
     ip50, ip95, ip99 = (round(percentile(idle_ms, p), 1) for p in (50, 95, 99))
-    res.add("latency", "server IDLE push p50/p95/p99", "%s / %s / %s" % (ip50, ip95, ip99), "ms", n=n)
+    res.add("latency", "server IDLE push p50/p95/p99", "%s / %s / %s" % (ip50, ip95, ip99), "ms", n=n,
+            samples=[round(x, 1) for x in idle_ms])
     p50, p95, p99 = (round(percentile(acc_ms, p), 1) for p in (50, 95, 99))
     res.add("latency", "forward accepted p50", p50, "ms", "<= IDLE p50 + 20 ms", p50 <= ip50 + 20, n=n)
     res.add("latency", "forward accepted p95", p95, "ms", "<= IDLE p50 + 60 ms", p95 <= ip50 + 60, n=n)
@@ -788,8 +792,7 @@ def phase_latency(a, res, binary, stack, work):
 
 
 def phase_backlog(a, res, binary, stack, work):
-    everyone = ["monitoring"] + QUEUES + CUSTOMERS
-    stack.clear(everyone)
+    stack.clear(USERS)
     data = corpus(a.count, stack.addr("monitoring"), tag())
     c = stack.imap("monitoring")
     for raw, _ in data:
