@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mailtriage::classify::classify;
 use mailtriage::compose::{self, ForwardInput, TemplateContext};
 use mailtriage::config::Rules;
-use mailtriage::message::parse;
+use mailtriage::parse::parse;
 use mailtriage::pipeline;
 
 const SHIPPED: &str = include_str!("../rules.toml");

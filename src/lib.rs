@@ -1,29 +1,31 @@
 //! mailtriage: triage of shared support mailboxes.
 //!
-//! The flow of one message, one module per stage:
-//! source ([`imap`]) -> parse ([`message`]) -> classify ([`classify`], its patterns run
-//! by [`matcher`]) -> decide ([`decide`]) -> act ([`compose`], [`smtp`]) -> record
-//! ([`store`]). [`pipeline`] lists the stages in order; [`daemon`] wires the tasks;
-//! `explain` and `triage` run the very same pipeline offline. [`reload`] swaps in new
-//! rules while the daemon runs; [`status`] is what it knows about itself, for
-//! `mailtriage status`, systemd and metrics.
+//! The folders follow one message: [`source`] (IMAP in) -> [`parse`] -> [`classify`]
+//! -> [`decide`] -> [`compose`] -> [`record`] -> [`send`] (SMTP out). [`pipeline`] lists
+//! those stages in order for one message; [`runtime`] runs the daemon's tasks around
+//! it (a runner per mailbox, the sender, the follow-up clock, reloads, status);
+//! [`cli`] is the command line, whose `explain` and `triage` run the very same pipeline
+//! offline. Beside the flow: [`config`] (both files, compiled once), [`ticket`] (the
+//! domain: tickets, their history, the mails decided; no I/O), [`words`] (the daemon's
+//! own phrases per language), [`when`] (time stamps) and [`tls`].
+//!
+//! Dependencies point one way: config, ticket, when and tls at the bottom; the pure
+//! stages (parse, classify, decide, compose) above them; record, source and send (the
+//! only modules that touch sled, IMAP and SMTP) above those; pipeline, runtime and cli
+//! on top.
 
 pub mod classify;
 pub mod cli;
 pub mod compose;
 pub mod config;
-pub mod control;
-pub mod daemon;
 pub mod decide;
-pub mod demo;
-pub mod followup;
-pub mod imap;
-pub mod matcher;
-pub mod message;
+pub mod parse;
 pub mod pipeline;
-pub mod reload;
-pub mod smtp;
-pub mod status;
-pub mod store;
+pub mod record;
+pub mod runtime;
+pub mod send;
+pub mod source;
+pub mod ticket;
+pub mod tls;
 pub mod when;
 pub mod words;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match &args.command {
-            Command::Run { shadow } => mailtriage::daemon::run(&args, *shadow).await,
+            Command::Run { shadow } => mailtriage::runtime::daemon::run(&args, *shadow).await,
             Command::Status { state, json } => cli::status(&args, state.as_deref(), *json),
             Command::Check => cli::check(&args),
             Command::Explain {

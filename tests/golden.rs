@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use mailtriage::config::Rules;
 use mailtriage::pipeline::{self, Incoming};
-use mailtriage::store::Store;
+use mailtriage::record::Store;
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]
@@ -135,11 +135,11 @@ fn fixtures_match_triage_and_its_mails() {
         let out = store.outbox().unwrap();
         let forwards: Vec<_> = out
             .iter()
-            .filter(|(_, m)| m.kind == mailtriage::store::MailKind::Forward)
+            .filter(|(_, m)| m.kind == mailtriage::record::MailKind::Forward)
             .collect();
         let acks: Vec<_> = out
             .iter()
-            .filter(|(_, m)| m.kind == mailtriage::store::MailKind::Acknowledgement)
+            .filter(|(_, m)| m.kind == mailtriage::record::MailKind::Acknowledgement)
             .collect();
         if exp.forwarded {
             let q = &rules.queues[&exp.queue];

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mailtriage::store::Store;
+use mailtriage::record::Store;
 use support::daemon::{add_archive, message, write_config, Daemon, WAIT};
 use support::{header, FetchedMail, Stack};
 

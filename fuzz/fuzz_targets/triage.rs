@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use mailtriage::config::Rules;
-use mailtriage::message::ParseError;
+use mailtriage::parse::ParseError;
 use mailtriage::pipeline::{self, Incoming};
-use mailtriage::store::Store;
+use mailtriage::record::Store;
 
 /// A fresh state after this many inputs: the fuzzer sends thousands of messages from
 /// the same few senders and subjects, and a ticket that collects all of them would make
@@ -24,7 +24,7 @@ const INPUTS_PER_STORE: u32 = 2000;
 fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
     RULES.get_or_init(|| {
-        Rules::parse(std::path::Path::new("rules.toml"), mailtriage::demo::RULES)
+        Rules::parse(std::path::Path::new("rules.toml"), mailtriage::cli::demo::RULES)
             .expect("the shipped rules.toml is valid")
     })
 }
@@ -109,7 +109,7 @@ fuzz_target!(|raw: &[u8]| {
     )
     .expect("triage into a healthy store");
 
-    let reply_to = mailtriage::message::parse(raw)
+    let reply_to = mailtriage::parse::parse(raw)
         .ok()
         .and_then(|m| m.reply_address().map(str::to_ascii_lowercase));
     let allowed = |to: &str| {
@@ -127,7 +127,7 @@ fuzz_target!(|raw: &[u8]| {
         // What a watched queue mailbox would do with this mail when it arrives there. A
         // forward carries the original inside, so a parser panic on the original can come
         // back here: it is quarantined there, like any mail that cannot be parsed.
-        let out = match mailtriage::message::parse(&mail.raw) {
+        let out = match mailtriage::parse::parse(&mail.raw) {
             Ok(out) => out,
             Err(ParseError::Panicked(_)) => {
                 st.store.outbox_done(key).expect("outbox entry removed");

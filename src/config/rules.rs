@@ -14,7 +14,7 @@ use sha2::Digest;
 use toml::Spanned;
 
 use super::error::{Collector, ConfigErrors};
-use crate::matcher::Matchers;
+use crate::classify::matcher::Matchers;
 
 /// Regexes are compiled with a bounded size so a pathological pattern is a load error,
 /// not a memory blow-up at run time.
@@ -529,7 +529,7 @@ pub struct Language {
     pub detect: Regex,
     /// `detect` when it is one character class: counted per character, with no regex
     /// search per match.
-    pub class: Option<crate::matcher::CharClass>,
+    pub class: Option<crate::classify::matcher::CharClass>,
 }
 
 /// Templates compiled into one minijinja environment; names are `LANG/note`,
@@ -926,8 +926,8 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
             &format!("language {code:?}"),
             &l.detect,
         ) {
-            let class =
-                crate::matcher::single_class(detect.as_str()).map(crate::matcher::CharClass::new);
+            let class = crate::classify::matcher::single_class(detect.as_str())
+                .map(crate::classify::matcher::CharClass::new);
             languages.push(Language {
                 code,
                 detect,

@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use async_imap::types::{Flag, UnsolicitedResponse};
 use futures::TryStreamExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_rustls::client::TlsStream;
@@ -23,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ImapOptions, Login, Rules, Server, TlsMode};
 use crate::pipeline::{self, Incoming, KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
-use crate::store::{Checkpoint, Mark, Store};
+use crate::record::{Checkpoint, Mark, Store};
 
 type Stream = Either<TlsStream<TcpStream>, TcpStream>;
 type Session = async_imap::Session<Stream>;
@@ -46,7 +45,7 @@ pub enum ImapError {
     #[error("IMAP: {0}")]
     Protocol(#[from] async_imap::error::Error),
     #[error("state: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::record::StoreError),
     #[error("triage: {0}")]
     Pipeline(String),
     #[error("server closed the connection")]
@@ -62,30 +61,6 @@ async fn timed<T, E: Into<ImapError>>(
         Ok(r) => r.map_err(Into::into),
         Err(_) => Err(ImapError::Timeout(what, d)),
     }
-}
-
-/// TLS settings for a server: the public roots, plus `ca_file` when given.
-pub fn tls_connector(server: &Server) -> Result<TlsConnector, ImapError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(ca) = &server.ca_file {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
-        for c in certs {
-            let c = c.map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
-            roots
-                .add(c)
-                .map_err(|e| ImapError::Tls(format!("ca_file {}: {e}", ca.display())))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ImapError::Tls(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Everything one mailbox task needs.
@@ -242,7 +217,7 @@ pub struct Shared {
     pub outbox: Arc<Notify>,
     pub stop: CancellationToken,
     /// Connection states and errors, for `status`, the watchdog and metrics.
-    pub board: Arc<crate::status::Board>,
+    pub board: Arc<crate::runtime::status::Board>,
     /// The whole daemon runs in shadow mode (`run --shadow`).
     pub shadow: bool,
 }
@@ -270,9 +245,11 @@ pub async fn run(source: Source, shared: Shared) {
         }
         let started = tokio::time::Instant::now();
         let key = source.checkpoint_key();
-        shared
-            .board
-            .set(&key, crate::status::State::Connecting, shared.shadow(&name));
+        shared.board.set(
+            &key,
+            crate::runtime::status::State::Connecting,
+            shared.shadow(&name),
+        );
         match session(&source, &shared).await {
             Ok(()) => break,
             Err(e) => {
@@ -301,7 +278,7 @@ pub async fn run(source: Source, shared: Shared) {
     }
     shared.board.set(
         &source.checkpoint_key(),
-        crate::status::State::Stopped,
+        crate::runtime::status::State::Stopped,
         shared.shadow(&name),
     );
     tracing::info!(mailbox = %name, "Mailbox task stopped.");
@@ -333,7 +310,7 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), ImapError> {
     loop {
         shared.board.set(
             &source.checkpoint_key(),
-            crate::status::State::Syncing,
+            crate::runtime::status::State::Syncing,
             shared.shadow(name),
         );
         let before = last;
@@ -576,7 +553,7 @@ async fn catch_up(
                 });
                 match outcome {
                     Ok(r) => {
-                        crate::status::count_message(&mailbox_name, &r, shadow);
+                        crate::runtime::status::count_message(&mailbox_name, &r, shadow);
                         tracing::info!(
                             shadow,
                             ticket = %r.ticket.as_deref().unwrap_or("-"),

@@ -27,7 +27,7 @@ use regex_automata::{hybrid, meta, Anchored, Input};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
 use crate::config::{Field, Pattern};
-use crate::message::Mail;
+use crate::parse::Mail;
 
 /// The compiled patterns of one list (rules, flags or incidents), grouped by field.
 #[derive(Debug, Default)]
@@ -665,7 +665,7 @@ mod tests {
             let raw = format!(
                 "From: c@example.test\r\nX-Priority: 1 (Highest)\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
             );
-            let mail = crate::message::parse(raw.as_bytes()).unwrap();
+            let mail = crate::parse::parse(raw.as_bytes()).unwrap();
             for sender in ["Zabbix <ZABBIX@mon.test>", "customer@example.test"] {
                 let hay = Haystack::new(&mail, sender);
                 let mut got = m.find(&hay);

@@ -3,11 +3,13 @@
 //! No I/O and no clock: the same message and rules always give the same answer, which
 //! is what lets `explain` show exactly what the daemon will do.
 
+pub mod matcher;
+
 use serde::Serialize;
 
+use crate::classify::matcher::Haystack;
 use crate::config::Rules;
-use crate::matcher::Haystack;
-use crate::message::Mail;
+use crate::parse::Mail;
 
 /// Matched text longer than this is cut in notes and explanations.
 const MAX_MATCHED: usize = 120;
@@ -213,7 +215,7 @@ pub fn language(rules: &Rules, mail: &Mail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::parse;
+    use crate::parse::parse;
 
     fn rules() -> Rules {
         crate::config::testing::shipped()
@@ -305,7 +307,7 @@ mod tests {
 #[cfg(test)]
 mod flag_tests {
     use super::*;
-    use crate::message::parse;
+    use crate::parse::parse;
 
     fn mail(subject: &str, body: &str) -> Mail {
         let raw = format!("From: c@example.com\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n");
@@ -346,7 +348,7 @@ mod flag_tests {
 mod prefilter_tests {
     use super::*;
     use crate::config::Pattern;
-    use crate::message::parse;
+    use crate::parse::parse;
     use std::path::Path;
 
     /// Each pattern of `entries` run on its own, without the prefilter: (name, field,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::classify::Classification;
 use crate::config::{Mailbox, Rules, Unmatched};
-use crate::message::Mail;
+use crate::parse::Mail;
 
 /// Header the daemon puts on every mail it sends. Mail that carries it is its own and is
 /// never triaged again.
@@ -525,7 +525,7 @@ fn is_robot_address(addr: &str) -> bool {
 mod tests {
     use super::*;
     use crate::classify::classify;
-    use crate::message::parse;
+    use crate::parse::parse;
 
     fn rules() -> Rules {
         crate::config::testing::shipped()

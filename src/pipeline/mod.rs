@@ -21,8 +21,8 @@ use crate::config::{Mailbox, Rules};
 use crate::decide::{
     decide, AckPlan, JoinedBy, Plan, Route, Suppression, ThreadView, TicketRef, Why,
 };
-use crate::message::{parse, Mail};
-use crate::store::{
+use crate::parse::{parse, Mail};
+use crate::record::{
     Checkpoint, Committed, Event, EventKind, Mark, MessageRecord, Promise, Record, Store,
     StoreError, Ticket,
 };
@@ -102,9 +102,9 @@ pub struct Report {
 }
 
 /// Parses a message, reading only the header of one over `company.max_message_size`.
-pub fn read_mail(rules: &Rules, raw: &[u8]) -> Result<Mail, crate::message::ParseError> {
+pub fn read_mail(rules: &Rules, raw: &[u8]) -> Result<Mail, crate::parse::ParseError> {
     if raw.len() > rules.company.max_message_size {
-        crate::message::parse_header_only(raw)
+        crate::parse::parse_header_only(raw)
     } else {
         parse(raw)
     }
@@ -934,28 +934,29 @@ pub fn triage(
     let composed = (|| -> Result<(), compose::ComposeError> {
         // The forward to the queue and the copy to the escalation queue are one mail
         // with different recipients and kinds; each counts as a mail of the ticket.
-        let mut hand_over = |to: Option<(&str, &str)>, kind: crate::store::MailKind, what: &str| {
-            ticket.sent += 1;
-            let id = format!("{}.{}.{what}@{id_domain}", ticket.id, ticket.sent);
-            let mut m = compose::forward(
-                rules,
-                ForwardInput {
-                    to,
-                    escalated: marker,
-                    mail: &ev.mail,
-                    raw: inc.raw,
-                    lang: &lang,
-                    ctx: &ctx,
-                    message_id: &id,
-                    now,
-                },
-            )?;
-            m.kind = kind;
-            outgoing.push(m);
-            Ok::<(), compose::ComposeError>(())
-        };
+        let mut hand_over =
+            |to: Option<(&str, &str)>, kind: crate::record::MailKind, what: &str| {
+                ticket.sent += 1;
+                let id = format!("{}.{}.{what}@{id_domain}", ticket.id, ticket.sent);
+                let mut m = compose::forward(
+                    rules,
+                    ForwardInput {
+                        to,
+                        escalated: marker,
+                        mail: &ev.mail,
+                        raw: inc.raw,
+                        lang: &lang,
+                        ctx: &ctx,
+                        message_id: &id,
+                        now,
+                    },
+                )?;
+                m.kind = kind;
+                outgoing.push(m);
+                Ok::<(), compose::ComposeError>(())
+            };
         if forward {
-            hand_over(None, crate::store::MailKind::Forward, "forward")?;
+            hand_over(None, crate::record::MailKind::Forward, "forward")?;
         }
         // A flagged message also goes to the escalation queue, unless it is going there anyway.
         if let Some((_, esc)) =
@@ -964,7 +965,7 @@ pub fn triage(
             let name = esc.name_in(&lang);
             hand_over(
                 Some((name, &esc.address)),
-                crate::store::MailKind::Escalation,
+                crate::record::MailKind::Escalation,
                 "escalation",
             )?;
         }
@@ -1071,8 +1072,8 @@ pub fn triage(
     Ok(report)
 }
 
-pub fn mail_kind(k: crate::store::MailKind) -> &'static str {
-    use crate::store::MailKind;
+pub fn mail_kind(k: crate::record::MailKind) -> &'static str {
+    use crate::record::MailKind;
     match k {
         MailKind::Forward => "forward",
         MailKind::Acknowledgement => "acknowledgement",

@@ -1,5 +1,5 @@
 //! The control socket: `mailtriage tickets` reads and changes tickets, and `mailtriage
-//! status` reads the daemon's state ([`crate::status`]), while the daemon
+//! status` reads the daemon's state ([`crate::runtime::status`]), while the daemon
 //! runs. sled allows one process per state directory, so the CLI asks the daemon over a
 //! Unix socket in the state directory (mode 0600: tickets hold customers' data). When
 //! no daemon answers, the CLI opens the state itself and calls the same [`handle`].
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Event, EventKind, Promise, Store, Ticket};
+use crate::record::{Event, EventKind, Promise, Store, Ticket};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
@@ -48,9 +48,9 @@ pub struct Response {
     pub shadow: Vec<String>,
     /// For `show` of a shadow ticket: the mails shadow mode decided and did not send.
     #[serde(default)]
-    pub would_send: Vec<crate::store::OutMail>,
+    pub would_send: Vec<crate::record::OutMail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<crate::status::StatusReport>,
+    pub status: Option<crate::runtime::status::StatusReport>,
 }
 
 /// Carries out one request against the store, and says which tickets are shadow ones.
@@ -138,7 +138,7 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
 pub async fn serve(
     path: PathBuf,
     store: Store,
-    board: std::sync::Arc<crate::status::Board>,
+    board: std::sync::Arc<crate::runtime::status::Board>,
     stop: CancellationToken,
 ) {
     let _ = std::fs::remove_file(&path);

@@ -1,7 +1,7 @@
 //! The daemon: loads and checks the configuration, opens the state, and wires the
 //! tasks: one source task per mailbox and one outbox sender. Only this module knows the
 //! wiring. SIGTERM/SIGINT stop it cleanly (a second signal exits at once); SIGHUP and a
-//! change to rules.toml reload the rules ([`crate::reload`]). Under systemd it reports
+//! change to rules.toml reload the rules ([`crate::runtime::reload`]). Under systemd it reports
 //! READY, RELOADING and STOPPING and feeds the watchdog while the mailboxes are healthy.
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,10 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{load_rules, Cli, Failure};
 use crate::config::{Login, Settings};
-use crate::imap::{self, Shared, Source};
-use crate::smtp::{self, Transport};
-use crate::status::Board;
-use crate::store::{OutMail, Store};
+use crate::record::{OutMail, Store};
+use crate::runtime::status::Board;
+use crate::send::{self, Transport};
+use crate::source::{self, Shared, Source};
 
 /// How long tasks get to finish the message in hand after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -78,13 +78,13 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
     )?;
     let tls = match settings.imap.tls {
         crate::config::TlsMode::Plaintext => None,
-        _ => Some(imap::tls_connector(&settings.imap)?),
+        _ => Some(crate::tls::connector(&settings.imap)?),
     };
 
     settle_uncertain(&rules, &settings, &store, tls.as_ref()).await;
 
     if let Some(addr) = settings.metrics_listen {
-        crate::status::serve_metrics(addr).map_err(Failure)?;
+        crate::runtime::status::serve_metrics(addr).map_err(Failure)?;
         tracing::info!(listen = %addr, "Metrics endpoint listening.");
     }
     let board = Arc::new(Board::new(
@@ -114,7 +114,7 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
     // The sender has its own token: it keeps draining while the mailboxes finish the
     // message in hand, and stops last.
     let sender_stop = CancellationToken::new();
-    let sender = tokio::spawn(smtp::run(
+    let sender = tokio::spawn(send::run(
         store.clone(),
         transport,
         wake.clone(),
@@ -131,15 +131,15 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
                 ..source.clone()
             };
             keys.push(observer.checkpoint_key());
-            tracker.spawn(imap::run(observer, shared.clone()));
+            tracker.spawn(source::run(observer, shared.clone()));
         }
         keys.push(source.checkpoint_key());
-        tracker.spawn(imap::run(source, shared.clone()));
+        tracker.spawn(source::run(source, shared.clone()));
     }
     // Reminders, escalations and status mails for tickets nobody answered in time.
     tracker.spawn(followups(shared.clone()));
-    let control = tokio::spawn(crate::control::serve(
-        crate::control::socket_path(&settings.state_dir),
+    let control = tokio::spawn(crate::runtime::control::serve(
+        crate::runtime::control::socket_path(&settings.state_dir),
         store.clone(),
         board.clone(),
         stop.clone(),
@@ -226,7 +226,7 @@ async fn followups(shared: Shared) {
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
         let r = tokio::task::spawn_blocking(move || {
-            crate::followup::run_once(&rules, &store, std::time::SystemTime::now())
+            crate::runtime::followup::run_once(&rules, &store, std::time::SystemTime::now())
         })
         .await;
         match r {
@@ -286,7 +286,7 @@ async fn settle_uncertain(
     let searches = wanted.into_iter().map(|(name, (login, ids))| {
         let src = Source::new(name, settings, login, tls.cloned(), true);
         async move {
-            let r = imap::messages_present(&src, &ids, IN_FLIGHT_PATIENCE).await;
+            let r = source::messages_present(&src, &ids, IN_FLIGHT_PATIENCE).await;
             (src.name, r)
         }
     });
@@ -367,10 +367,10 @@ async fn reloads(
     shared: Shared,
     mut hup: tokio::signal::unix::Signal,
 ) {
-    use crate::reload::Changed;
+    use crate::runtime::reload::Changed;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Kept alive for as long as this task runs.
-    let _watcher = match crate::reload::watch(&rules_path, &config_path, tx) {
+    let _watcher = match crate::runtime::reload::watch(&rules_path, &config_path, tx) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(file = %rules_path.display(), error = %e, "Cannot watch the rules file; reload with SIGHUP.");
@@ -401,7 +401,7 @@ async fn reloads(
             shared.board.clone(),
         );
         let _ = tokio::task::spawn_blocking(move || {
-            crate::reload::reload(&path, &rules, &board, cause)
+            crate::runtime::reload::reload(&path, &rules, &board, cause)
         })
         .await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -4,4 +4,4 @@
 include!(concat!(env!("OUT_DIR"), "/samples.rs"));
 
 /// The shipped rules.toml, as it is in the repository.
-pub const RULES: &str = include_str!("../rules.toml");
+pub const RULES: &str = include_str!("../../rules.toml");

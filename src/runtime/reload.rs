@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::config::{Rule, Rules};
-use crate::status::Board;
+use crate::runtime::status::Board;
 
 /// Editors write a file in several steps; changes closer together than this are one.
 const DEBOUNCE: Duration = Duration::from_millis(500);

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::compose::{self, NoticeInput};
 use crate::config::Rules;
 use crate::pipeline::ticket_context;
-use crate::store::{Event, EventKind, MailKind, Store, StoreError, Ticket};
+use crate::record::{Event, EventKind, MailKind, Store, StoreError, Ticket};
 use crate::when::{self, parse};
 use crate::words;
 

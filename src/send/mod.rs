@@ -32,7 +32,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Server, TlsMode};
-use crate::store::{OutMail, Store, StoreError};
+use crate::record::{OutMail, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
@@ -158,8 +158,7 @@ impl Transport {
                 (Some(params), None)
             }
             TlsMode::Implicit => {
-                let c = crate::imap::tls_connector(s)
-                    .map_err(|e| SmtpError::Settings(e.to_string()))?;
+                let c = crate::tls::connector(s).map_err(|e| SmtpError::Settings(e.to_string()))?;
                 ServerName::try_from(s.server_name().to_string()).map_err(|e| {
                     SmtpError::Settings(format!("server name {:?}: {e}", s.server_name()))
                 })?;

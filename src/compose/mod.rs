@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::config::Rules;
 use crate::decide::LOOP_HEADER;
-use crate::message::Mail;
-use crate::store::{MailKind, OutMail};
+use crate::parse::Mail;
+use crate::record::{MailKind, OutMail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
@@ -504,7 +504,7 @@ pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::parse;
+    use crate::parse::parse;
 
     fn rules() -> Rules {
         crate::config::testing::shipped()

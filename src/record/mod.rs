@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::ticket::{Event, EventKind, MailKind, OutMail, Promise, Ticket};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 /// sled's default cache is 1 GiB; a triage daemon needs a few MB.
@@ -49,156 +51,6 @@ pub struct Checkpoint {
     pub last_uid: u32,
 }
 
-/// One line of a ticket's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// RFC 3339, UTC.
-    pub at: String,
-    #[serde(flatten)]
-    pub what: EventKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum EventKind {
-    /// A customer message reached a watched mailbox.
-    Arrived {
-        mailbox: String,
-        message_id: Option<String>,
-        subject: String,
-    },
-    /// Forwarded to a queue with a note; `why` in words.
-    Forwarded { queue: String, why: String },
-    /// Left in the mailbox it reached, owned by `queue`.
-    Kept { queue: String, why: String },
-    /// Acknowledgement sent, promising an answer within `response_time`.
-    Acknowledged {
-        to: String,
-        queue: String,
-        response_time: String,
-    },
-    /// No acknowledgement, and why.
-    NotAcknowledged { reason: String },
-    /// A later message of the customer joined the ticket.
-    FollowUp {
-        number: u32,
-        mailbox: String,
-        subject: String,
-    },
-    /// Staff handed the ticket to another queue.
-    HandedOver { from: String, to: String },
-    /// The ticket bounced between queues and went to the escalation queue.
-    Bounced { between: Vec<String>, to: String },
-    /// Red flags fired; a copy went to the escalation queue.
-    Flagged { reasons: Vec<String>, to: String },
-    /// Linked to an active incident.
-    Incident { id: String },
-    /// Something was promised to the customer.
-    Promised { by: String, text: String },
-    /// The queue answered the customer.
-    Answered { by: String },
-    /// The queue was reminded that the customer waits.
-    Reminded { queue: String },
-    /// The overdue ticket went to the escalation queue.
-    Escalated { to: String },
-    /// The customer was told the ticket is still being handled.
-    StatusSent { to: String },
-    /// "Added to your request" sent to the customer.
-    AddedAck { to: String },
-    /// The ticket was named by a customer's reply after the state it lived in was lost:
-    /// it goes on under its number, its earlier history unknown here.
-    Reopened,
-}
-
-/// A promise made to the customer, shown in every later note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Promise {
-    pub at: String,
-    pub by: String,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    pub id: String,
-    pub customer: String,
-    pub customer_name: Option<String>,
-    pub subject: String,
-    /// The queue that owns the ticket now.
-    pub queue: String,
-    pub language: String,
-    pub created: String,
-    pub acknowledged: bool,
-    /// Queues the ticket has been at, in order.
-    pub hops: Vec<String>,
-    pub history: Vec<Event>,
-    /// Message-IDs of customer messages in this ticket.
-    pub messages: Vec<String>,
-    /// Mails sent for this ticket so far; numbers the deterministic Message-IDs.
-    pub sent: u32,
-    /// Follow-ups of the customer so far.
-    #[serde(default)]
-    pub followups: u32,
-    /// When the owning queue got the ticket (creation or last handover).
-    #[serde(default)]
-    pub owner_since: String,
-    #[serde(default)]
-    pub promises: Vec<Promise>,
-    #[serde(default)]
-    pub flags: Vec<String>,
-    #[serde(default)]
-    pub incident: Option<String>,
-    /// When a queue last answered the customer.
-    #[serde(default)]
-    pub answered_at: Option<String>,
-    #[serde(default)]
-    pub reminded_at: Option<String>,
-    #[serde(default)]
-    pub escalated_at: Option<String>,
-    #[serde(default)]
-    pub status_sent_at: Option<String>,
-    #[serde(default)]
-    pub added_ack_at: Option<String>,
-}
-
-impl Ticket {
-    /// A new ticket of `customer`, owned by `queue` from `created` on, with nothing
-    /// sent, promised or flagged yet.
-    pub fn new(
-        id: String,
-        customer: String,
-        subject: String,
-        queue: String,
-        language: String,
-        created: String,
-    ) -> Ticket {
-        Ticket {
-            id,
-            customer,
-            customer_name: None,
-            subject,
-            queue,
-            language,
-            owner_since: created.clone(),
-            created,
-            acknowledged: false,
-            hops: Vec::new(),
-            history: Vec::new(),
-            messages: Vec::new(),
-            sent: 0,
-            followups: 0,
-            promises: Vec::new(),
-            flags: Vec::new(),
-            incident: None,
-            answered_at: None,
-            reminded_at: None,
-            escalated_at: None,
-            status_sent_at: None,
-            added_ack_at: None,
-        }
-    }
-}
-
 /// What the index knows about one Message-ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
@@ -212,61 +64,31 @@ pub struct MessageRecord {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MailKind {
-    Forward,
-    Acknowledgement,
-    /// "Added to your request": the short mail for a follow-up.
-    Added,
-    /// A copy of a flagged or bounced message to the escalation queue.
-    Escalation,
-    /// Reminder to a queue that has not answered in time.
-    Reminder,
-    /// Status mail to a customer whose ticket is overdue.
-    Status,
+/// An outbox entry: a length-prefixed JSON head, then the raw mail.
+fn encode_out(m: &OutMail) -> Vec<u8> {
+    let head = serde_json::to_vec(m).expect("OutMail serialises");
+    let mut v = Vec::with_capacity(4 + head.len() + m.raw.len());
+    v.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    v.extend_from_slice(&head);
+    v.extend_from_slice(&m.raw);
+    v
 }
 
-/// A mail waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutMail {
-    pub message_id: String,
-    pub kind: MailKind,
-    pub ticket: String,
-    /// `None` is the null sender `<>` (acknowledgements, so nothing answers them).
-    pub envelope_from: Option<String>,
-    pub to: Vec<String>,
-    #[serde(skip)]
-    pub raw: Vec<u8>,
-}
-
-impl OutMail {
-    fn encode(&self) -> Vec<u8> {
-        let head = serde_json::to_vec(self).expect("OutMail serialises");
-        let mut v = Vec::with_capacity(4 + head.len() + self.raw.len());
-        v.extend_from_slice(&(head.len() as u32).to_be_bytes());
-        v.extend_from_slice(&head);
-        v.extend_from_slice(&self.raw);
-        v
+fn decode_out(b: &[u8]) -> Result<OutMail, StoreError> {
+    let bad = |err: String| StoreError::Corrupt {
+        what: "outbox entry".into(),
+        err,
+    };
+    if b.len() < 4 {
+        return Err(bad("too short".into()));
     }
-
-    fn decode(b: &[u8]) -> Result<OutMail, StoreError> {
-        let bad = |err: String| StoreError::Corrupt {
-            what: "outbox entry".into(),
-            err,
-        };
-        if b.len() < 4 {
-            return Err(bad("too short".into()));
-        }
-        let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if b.len() < 4 + n {
-            return Err(bad("truncated".into()));
-        }
-        let mut m: OutMail =
-            serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
-        m.raw = b[4 + n..].to_vec();
-        Ok(m)
+    let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if b.len() < 4 + n {
+        return Err(bad("truncated".into()));
     }
+    let mut m: OutMail = serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
+    m.raw = b[4 + n..].to_vec();
+    Ok(m)
 }
 
 /// An IMAP change to make on the server after the decision is recorded.
@@ -543,7 +365,7 @@ impl Store {
             .iter()
             .map(|r| {
                 let (_, v) = r?;
-                OutMail::decode(&v)
+                decode_out(&v)
             })
             .collect()
     }
@@ -563,7 +385,7 @@ impl Store {
         }
         for m in outgoing {
             let k = self.db.generate_id()?;
-            self.shadow_mails.insert(k.to_be_bytes(), m.encode())?;
+            self.shadow_mails.insert(k.to_be_bytes(), encode_out(m))?;
         }
         Ok(())
     }
@@ -706,7 +528,7 @@ impl Store {
             .map(|r| {
                 let (k, v) = r?;
                 let key = be_u64(&k).unwrap_or(0);
-                Ok((key, OutMail::decode(&v)?))
+                Ok((key, decode_out(&v)?))
             })
             .collect()
     }
@@ -790,7 +612,7 @@ impl Store {
                 let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
                 Ok((
                     String::from_utf8_lossy(&v[..nul]).into_owned(),
-                    OutMail::decode(&v[nul + 1..])?,
+                    decode_out(&v[nul + 1..])?,
                 ))
             })
             .collect()
@@ -824,7 +646,7 @@ fn put_outgoing(
     mailbox: &str,
     at: &str,
 ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    outbox.insert(&key.to_be_bytes(), m.encode())?;
+    outbox.insert(&key.to_be_bytes(), encode_out(m))?;
     let sent = MessageRecord {
         ticket: Some(m.ticket.clone()),
         mailbox: mailbox.to_string(),

@@ -1,5 +1,7 @@
 //! Command-line interface: argument parsing and the offline commands (`check`,
-//! `explain`, `triage`, `demo`). `run` hands over to [`crate::daemon`].
+//! `explain`, `triage`, `demo`). `run` hands over to [`crate::runtime::daemon`].
+
+pub mod demo;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -7,10 +9,10 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Mailbox, Rules, Settings, DEFAULT_CONFIG, DEFAULT_RULES};
-use crate::message::parse;
+use crate::parse::parse;
 use crate::pipeline::{self, Incoming, Report};
-use crate::smtp::{self, Transport};
-use crate::store::Store;
+use crate::record::Store;
+use crate::send::{self, Transport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -479,7 +481,7 @@ pub async fn triage_files(
             println!("{}", summary_line(name, &report));
         }
     }
-    let drained = smtp::drain(&store, &Transport::files(outbox)).await?;
+    let drained = send::drain(&store, &Transport::files(outbox)).await?;
     if !json {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!(
@@ -531,15 +533,15 @@ pub async fn triage(
 pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failure> {
     let rules = match with_rules {
         Some(p) => load_rules(p)?,
-        None => Rules::parse(Path::new("rules.toml (built in)"), crate::demo::RULES)
+        None => Rules::parse(Path::new("rules.toml (built in)"), crate::cli::demo::RULES)
             .map_err(|e| Failure(e.to_string()))?,
     };
-    if crate::demo::SAMPLES.is_empty() {
+    if crate::cli::demo::SAMPLES.is_empty() {
         return Err(Failure(
             "this binary was built without sample mail (samples/ was empty)".into(),
         ));
     }
-    let inputs: Vec<(String, Vec<u8>)> = crate::demo::SAMPLES
+    let inputs: Vec<(String, Vec<u8>)> = crate::cli::demo::SAMPLES
         .iter()
         .map(|(n, b)| (n.to_string(), b.to_vec()))
         .collect();
@@ -568,7 +570,7 @@ fn state_dir(cli: &Cli, state: Option<&Path>) -> Result<PathBuf, Failure> {
 
 /// `mailtriage status`: asks the running daemon over its control socket.
 pub fn status(cli: &Cli, state: Option<&Path>, json: bool) -> Result<(), Failure> {
-    use crate::control::{self, Request};
+    use crate::runtime::control::{self, Request};
     let state = state_dir(cli, state)?;
     let sock = control::socket_path(&state);
     let resp = control::ask(&sock, &Request::Status)
@@ -643,7 +645,7 @@ pub fn tickets(
     state: Option<&Path>,
     json: bool,
 ) -> Result<(), Failure> {
-    use crate::control::{self, Request};
+    use crate::runtime::control::{self, Request};
     let rules = load_rules(&cli.rules)?;
     let state = state_dir(cli, state)?;
     let req = match cmd {
