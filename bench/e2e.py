@@ -5,7 +5,7 @@
 
 Needs root (scripts/mailstack starts Postfix and Dovecot) and Python 3 (stdlib only). It starts
 its own stack with scripts/mailstack (own port base, state dir under /tmp, purged at the end),
-builds target/release/mailtriage (unless --no-build or --binary), and measures, with the peers
+builds target/dist/mailtriage, the tuned build (unless --no-build or --binary), and measures, with the peers
 in the same run so that ratios hold on a noisy machine:
 
   accuracy   `mailtriage triage --json` on the generated corpus: recall and precision of the
@@ -845,8 +845,8 @@ def phase_backlog(a, res, binary, stack, work):
 def build(binary):
     if binary:
         return binary
-    subprocess.run(["cargo", "build", "--release", "--bin", "mailtriage"], cwd=ROOT, check=True)
-    return os.path.join(ROOT, "target", "release", "mailtriage")
+    subprocess.run(["cargo", "build", "--profile", "dist", "--bin", "mailtriage"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "dist", "mailtriage")
 
 
 PHASES = ["accuracy", "footprint", "flow", "latency", "backlog"]
@@ -861,8 +861,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "e2e-bench.jsonl"))
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
-    ap.add_argument("--binary", help="use this mailtriage binary instead of building target/release")
-    ap.add_argument("--no-build", action="store_true", help="use target/release/mailtriage as it is")
+    ap.add_argument("--binary", help="use this mailtriage binary instead of building target/dist")
+    ap.add_argument("--no-build", action="store_true", help="use target/dist/mailtriage as it is")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (daemon logs, configs) for a look")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("MAILTRIAGE_BENCH_PORT_BASE", "40000")))
     a = ap.parse_args()
@@ -875,7 +875,7 @@ def main():
             ap.error("unknown phase %r" % p)
     if os.geteuid() != 0:
         ap.error("needs root: scripts/mailstack starts Postfix and Dovecot")
-    binary = a.binary or (os.path.join(ROOT, "target", "release", "mailtriage") if a.no_build else build(None))
+    binary = a.binary or (os.path.join(ROOT, "target", "dist", "mailtriage") if a.no_build else build(None))
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
     res = Results(a.out, {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "count": a.count, "version": version})
     work = tempfile.mkdtemp(prefix="mt-bench-work-", dir="/tmp")
