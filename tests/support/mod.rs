@@ -2,24 +2,29 @@
 //! loopback, one private instance per [`Stack`], started by the project's own `scripts/mailstack`,
 //! plus small blocking SMTP and IMAP clients to feed it mail and to read the mailboxes back.
 //!
+//! Most tests want the daemon on such a stack: [`lab::Lab`] is the stack, a temp dir with the
+//! state, the config and the rules, and `mailtriage run` started on them; [`mail::Mail`] writes a
+//! customer's message with each address once; [`cli::cli`] runs one `mailtriage` command.
+//!
 //! ```ignore
 //! mod support;
-//! use std::time::Duration;
+//! use support::{lab::Lab, mail::Mail};
 //!
 //! #[test]
 //! fn mail_reaches_support() {
-//!     let stack = support::Stack::start();
-//!     stack.send(
-//!         "customer1@example.test",
-//!         &["support@example.test"],
-//!         b"From: customer1@example.test\r\nTo: support@example.test\r\n\
-//!           Subject: hello\r\nMessage-ID: <m1@client.test>\r\n\r\nbody\r\n",
+//!     let lab = Lab::start();
+//!     let daemon = lab.daemon();
+//!     lab.send_mail(
+//!         &Mail::from("customer1@example.test")
+//!             .to("billing@example.test")
+//!             .id("m1@client.test")
+//!             .subject("Website is down")
+//!             .body("Error 500."),
 //!     );
-//!     let mails = stack.wait_until("support@example.test", "INBOX", Duration::from_secs(10), |m| {
-//!         m.len() == 1
-//!     });
-//!     assert_eq!(mails[0].header("Subject").as_deref(), Some("hello"));
-//! } // dropping the Stack stops the daemons and deletes the state dir
+//!     let fwd = lab.wait_forward("support@example.test", "m1@client.test");
+//!     assert!(fwd.text().contains("billing@example.test"));
+//!     assert!(daemon.stop().success());
+//! } // dropping the Lab stops the mail daemons and deletes the state dirs
 //! ```
 //!
 //! The stack has the users `monitoring billing support sales abuse supervisor postmaster sink`,
@@ -41,7 +46,10 @@
 //! current-thread runtime (in `wait_until`, say) also stops the daemon's tasks running on it.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod daemon;
+pub mod lab;
+pub mod mail;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -76,6 +84,51 @@ const REQUIRED_FILES: [&str; 6] = [
 ];
 /// Socket read/write timeout of the SMTP and IMAP clients.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a test waits for mail, a log line or a status to appear.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The project's own files (rules.toml, samples, fixtures) are found from here.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped rules.toml.
+pub fn shipped_rules_file() -> PathBuf {
+    root().join("rules.toml")
+}
+
+/// The shipped rules.toml, as text, for tests that change it.
+pub fn shipped_rules() -> String {
+    fs::read_to_string(shipped_rules_file()).unwrap()
+}
+
+/// Writes a rules file (named `rules.toml`, as errors quote it) into `dir` and returns its path.
+pub fn write_rules(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("rules.toml");
+    fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}
+
+/// Calls `probe` every `step` until it gives `Ok`, and returns that. After `timeout` it panics
+/// with `what` and the last `Err`, which says what was there instead.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    step: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(done) => return done,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("{what}: condition not met after {timeout:?}; {why}")
+            }
+            Err(_) => std::thread::sleep(step),
+        }
+    }
+}
 
 /// One running Dovecot + Postfix pair with its own state dir and ports; stopped and deleted on drop.
 #[derive(Debug)]
@@ -299,24 +352,17 @@ impl Stack {
         timeout: Duration,
         pred: impl Fn(&[FetchedMail]) -> bool,
     ) -> Vec<FetchedMail> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self
-                .try_fetch(user, folder)
-                .unwrap_or_else(|e| panic!("wait_until({user}, {folder}): {e}"));
-            let list = found.as_deref().unwrap_or_default();
-            if pred(list) {
-                return found.unwrap_or_default();
+        let what = format!("wait_until({user}, {folder})");
+        poll(&what, timeout, Duration::from_millis(100), || {
+            match self.try_fetch(user, folder) {
+                Err(e) => panic!("{what}: {e}"),
+                Ok(found) if pred(found.as_deref().unwrap_or_default()) => {
+                    Ok(found.unwrap_or_default())
+                }
+                Ok(None) => Err("the folder does not exist".to_string()),
+                Ok(Some(list)) => Err(describe(&list)),
             }
-            if Instant::now() >= deadline {
-                let what = match &found {
-                    None => "the folder does not exist".to_string(),
-                    Some(list) => describe(list),
-                };
-                panic!("wait_until({user}, {folder}): condition not met after {timeout:?}; {what}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Waits (up to 60 s) until Postfix's queue is empty, i.e. everything sent so far has been
