@@ -52,17 +52,19 @@ fn wait_status(
     })
 }
 
-/// A request from `customer` to `mailbox`.
-fn request(customer: &str, mailbox: &str, id: &str) -> Mail {
-    Mail::from(customer).to(mailbox).id(id)
-}
-
 fn all_connected(st: &serde_json::Value) -> bool {
     let m = st["mailboxes"].as_object().unwrap();
     m.len() == 4 && m.values().all(|m| m["last_sync"].is_string())
 }
 
 const PRESS_RULE: &str = "\n[[rules]]\nname = \"press\"\ncategory = \"sales\"\npriority = 50\nsubject = '(?i)\\bpress\\s+release\\b'\n";
+
+/// A press release for review, written to support@: what PRESS_RULE routes to sales.
+fn press_release(customer: &str, id: &str) -> Mail {
+    Mail::request(customer, "support@example.test", id)
+        .subject("Press release for our launch")
+        .body("Could you review our press release?")
+}
 
 #[test]
 fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_restart() {
@@ -102,16 +104,12 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
     let support = "support@example.test";
     let refund = "reload-refund@example.test";
     lab.send_mail(
-        &request("customer2@example.test", support, refund)
+        &Mail::request("customer2@example.test", support, refund)
             .subject("Refund for invoice 77")
             .body("Please refund the double charge."),
     );
     let press1 = "reload-press-1@example.test";
-    lab.send_mail(
-        &request("customer3@example.test", support, press1)
-            .subject("Press release for our launch")
-            .body("Could you review our press release?"),
-    );
+    lab.send_mail(&press_release("customer3@example.test", press1));
     lab.wait_forward("billing@example.test", refund);
     // Kept in support: marked as triaged there, and its acknowledgement sent.
     lab.wait_flagged(support, press1, "$Triaged");
@@ -127,11 +125,7 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
         daemon.log()
     );
     let press2 = "reload-press-2@example.test";
-    lab.send_mail(
-        &request("customer4@example.test", support, press2)
-            .subject("Press release for our launch")
-            .body("Could you review our press release?"),
-    );
+    lab.send_mail(&press_release("customer4@example.test", press2));
     lab.wait_forward("sales@example.test", press2);
 
     // SIGHUP reloads too (here: the same file), and the daemon goes on.
@@ -158,7 +152,7 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
 
     let id = "shadow-refund@example.test";
     lab.send_mail(
-        &request("customer5@example.test", "support@example.test", id)
+        &Mail::request("customer5@example.test", "support@example.test", id)
             .subject("Refund for invoice 78")
             .body("Please refund the double charge, you idiots."),
     );
@@ -191,7 +185,7 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
     // anything the shadow message had queued would have arrived before it.
     let live = "shadow-live@example.test";
     lab.send_mail(
-        &request("customer6@example.test", "sales@example.test", live)
+        &Mail::request("customer6@example.test", "sales@example.test", live)
             .subject("Refund for invoice 79")
             .body("Please refund it."),
     );
@@ -286,7 +280,7 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
 
     let id = "metrics-1@example.test";
     lab.send_mail(
-        &request("customer7@example.test", "billing@example.test", id)
+        &Mail::request("customer7@example.test", "billing@example.test", id)
             .subject("Site is down")
             .body("Our site is down, error 502."),
     );

@@ -78,6 +78,11 @@ fn misuse_prints_usage_and_fails() {
     assert_eq!(o.code(), Some(2));
 }
 
+/// Whether any element of the JSON array `list` satisfies `pred`.
+fn any_of(list: &serde_json::Value, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+    list.as_array().unwrap().iter().any(pred)
+}
+
 #[test]
 fn explain_json_answers_offline() {
     let o = cli(&["explain", "--json"])
@@ -93,11 +98,8 @@ fn explain_json_answers_offline() {
     assert_eq!(v["action"], "forward");
     assert_eq!(v["acknowledgement"]["send"], false);
     assert_eq!(v["acknowledgement"]["suppressed"], "auto-submitted");
-    assert!(v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["rule"] == "outage-ru" && !r["matched"].as_str().unwrap().is_empty()));
+    assert!(any_of(&v["rules"], |r| r["rule"] == "outage-ru"
+        && !r["matched"].as_str().unwrap().is_empty()));
     assert_eq!(v["mails"][0]["kind"], "forward");
 }
 
@@ -285,22 +287,12 @@ fn explain_json_shows_thread_match_flags_and_incident() {
     );
     assert_eq!(v["action"], "forward");
     assert!(
-        v["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["rule"] == "profanity" && f["matched"] == "idiots"),
+        any_of(&v["flags"], |f| f["rule"] == "profanity"
+            && f["matched"] == "idiots"),
         "{v:#}"
     );
     assert_eq!(v["incident"], "INC-9");
-    assert!(
-        v["mails"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["kind"] == "escalation"),
-        "{v:#}"
-    );
+    assert!(any_of(&v["mails"], |m| m["kind"] == "escalation"), "{v:#}");
     // explain wrote nothing: the state still holds one ticket.
     let o = cli(&["tickets", "list"]).rules(&rules).state(&state).run();
     assert!(o.status.success(), "{}", o.text());

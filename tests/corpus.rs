@@ -117,41 +117,37 @@ fn triage_all(files: &[PathBuf]) -> (usize, usize) {
     (triaged, quarantined)
 }
 
-#[test]
-fn mail_parser_corpus_goes_through_triage_without_a_panic() {
-    let mut files = Vec::new();
-    files_under(&mail_parser_corpus(), &mut files);
+/// Sorts a corpus of more than `more_than` files, runs it through triage and says how
+/// it went.
+fn triage_corpus(name: &str, mut files: Vec<PathBuf>, more_than: usize) {
     files.sort();
     assert!(
-        files.len() > 100,
-        "mail-parser corpus too small: {}",
+        files.len() > more_than,
+        "{name} corpus too small: {}",
         files.len()
     );
     let (t, q) = triage_all(&files);
     eprintln!(
-        "mail-parser corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
+        "{name} corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
         files.len()
     );
 }
 
 #[test]
+fn mail_parser_corpus_goes_through_triage_without_a_panic() {
+    let mut files = Vec::new();
+    files_under(&mail_parser_corpus(), &mut files);
+    triage_corpus("mail-parser", files, 100);
+}
+
+#[test]
 fn cpython_test_email_corpus_goes_through_triage_without_a_panic() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(cpython_corpus())
+    let files: Vec<PathBuf> = std::fs::read_dir(cpython_corpus())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("msg_"))
         .collect();
-    files.sort();
-    assert!(
-        files.len() > 40,
-        "CPython corpus too small: {}",
-        files.len()
-    );
-    let (t, q) = triage_all(&files);
-    eprintln!(
-        "CPython corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
-        files.len()
-    );
+    triage_corpus("CPython", files, 40);
 }
 
 #[test]

@@ -13,9 +13,7 @@ use support::mail::Mail;
 use support::FetchedMail;
 
 fn request(id: &str, customer: &str, n: usize) -> Mail {
-    Mail::from(customer)
-        .to("billing@example.test")
-        .id(id)
+    Mail::request(customer, "billing@example.test", id)
         .subject(&format!("Website is down ({n})"))
         .body("Error 500 on every page since 9:00.")
 }
@@ -119,12 +117,14 @@ fn send_backlog(lab: &Lab, tickets: usize, stranger: &str) {
     lab.drain();
     for n in 0..tickets {
         lab.send_mail(
-            &Mail::from(&customer(n))
-                .to("billing@example.test")
-                .id(&format!("ord-{n}-re@client.test"))
-                .in_reply_to(&format!("ord-{n}@client.test"))
-                .subject(&format!("Re: Website is down ({n})"))
-                .body("Still down, and now the login page too."),
+            &Mail::request(
+                &customer(n),
+                "billing@example.test",
+                &format!("ord-{n}-re@client.test"),
+            )
+            .in_reply_to(&format!("ord-{n}@client.test"))
+            .subject(&format!("Re: Website is down ({n})"))
+            .body("Still down, and now the login page too."),
         );
     }
     lab.drain();

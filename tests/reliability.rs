@@ -275,9 +275,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
 /// Each request has its own subject: the same sender with the same subject would be one
 /// ticket (threading by sender and subject), and these tests count separate requests.
 fn outage_request(id: &str, customer: &str) -> Mail {
-    Mail::from(customer)
-        .to("billing@example.test")
-        .id(id)
+    Mail::request(customer, "billing@example.test", id)
         .subject(&format!("Website is down ({id})"))
         .body("Error 500 on every page.")
 }
@@ -318,6 +316,13 @@ fn stalled_listener() -> (u16, std::thread::JoinHandle<()>) {
     (port, h)
 }
 
+/// Points the daemon's config at a stalled server instead of the stack's `port`.
+fn stall(lab: &Lab, port: u16) -> std::thread::JoinHandle<()> {
+    let (stalled, held) = stalled_listener();
+    lab.edit_config(&format!("port = {port}"), &format!("port = {stalled}"));
+    held
+}
+
 #[test]
 fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
     let lab = Lab::start();
@@ -356,12 +361,14 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
         "before-corrupt@client.test",
     );
     lab.send_mail(
-        &Mail::from("customer1@example.test")
-            .to("billing@example.test")
-            .id("old-ticket-reply@client.test")
-            .date("Mon, 23 Nov 2026 11:00:00 +0000")
-            .subject(&format!("Re: [#{before}] Website is down"))
-            .body("Still down, error 500."),
+        &Mail::request(
+            "customer1@example.test",
+            "billing@example.test",
+            "old-ticket-reply@client.test",
+        )
+        .date("Mon, 23 Nov 2026 11:00:00 +0000")
+        .subject(&format!("Re: [#{before}] Website is down"))
+        .body("Still down, error 500."),
     );
     wait_forwarded(&lab, "old-ticket-reply@client.test");
     lab.drain();
@@ -438,11 +445,7 @@ fn sigterm_stops_cleanly_with_state_on_disk() {
 #[test]
 fn second_signal_exits_at_once_while_the_first_waits_for_a_stalled_smtp_server() {
     let lab = Lab::start();
-    let (port, _held) = stalled_listener();
-    lab.edit_config(
-        &format!("port = {}", lab.smtp_port),
-        &format!("port = {port}"),
-    );
+    let _held = stall(&lab, lab.smtp_port);
     let daemon = lab.daemon();
     lab.send_mail(&outage_request(
         "second-signal@client.test",
@@ -548,11 +551,7 @@ fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothin
 #[test]
 fn stalled_imap_server_is_detected_by_timeouts() {
     let lab = Lab::start();
-    let (port, _held) = stalled_listener();
-    lab.edit_config(
-        &format!("port = {}", lab.imaps_port),
-        &format!("port = {port}"),
-    );
+    let _held = stall(&lab, lab.imaps_port);
     lab.edit_config("timeout = \"10s\"", "timeout = \"1s\"");
     let daemon = lab.daemon();
     daemon.wait_log("no answer within 1s");

@@ -11,11 +11,6 @@ use support::lab::Lab;
 use support::mail::Mail;
 use support::shipped_rules;
 
-/// A request from `customer` to `mailbox`.
-fn request(customer: &str, mailbox: &str, id: &str) -> Mail {
-    Mail::from(customer).to(mailbox).id(id)
-}
-
 #[test]
 fn misdirected_request_reaches_its_queue_with_note_and_customer_gets_ack() {
     let lab = Lab::start();
@@ -23,7 +18,7 @@ fn misdirected_request_reaches_its_queue_with_note_and_customer_gets_ack() {
 
     let id = "outage-1@example.test";
     lab.send_mail(
-        &request("customer1@example.test", "billing@example.test", id)
+        &Mail::request("customer1@example.test", "billing@example.test", id)
             .subject("Сайт не работает")
             .body("Добрый день! С утра сайт не работает, ошибка 500 на всех страницах."),
     );
@@ -100,7 +95,7 @@ fn request_at_the_right_address_stays_and_is_acknowledged() {
 
     let id = "refund-2@example.test";
     lab.send_mail(
-        &request("customer2@example.test", "billing@example.test", id)
+        &Mail::request("customer2@example.test", "billing@example.test", id)
             .subject("Refund request")
             .body("Please refund the duplicate charge on invoice 4411."),
     );
@@ -127,18 +122,18 @@ fn auto_replies_and_list_mail_get_no_acknowledgement() {
     let daemon = lab.daemon();
 
     let monitoring = "monitoring@example.test";
-    let auto = request("customer3@example.test", monitoring, "auto-3@example.test")
+    let auto = Mail::request("customer3@example.test", monitoring, "auto-3@example.test")
         .subject("Automatic reply: Site is down")
         .header("Auto-Submitted", "auto-replied")
         .body("I am out of the office. Our website is down, error 500.");
-    let list = request("customer4@example.test", monitoring, "list-4@example.test")
+    let list = Mail::request("customer4@example.test", monitoring, "list-4@example.test")
         .subject("[users] Website is down again")
         .header("List-Id", "<users.lists.example.test>")
         .header("List-Unsubscribe", "<mailto:users-leave@example.test>")
         .header("Precedence", "list")
         .body("The site is down for everyone on the list.");
     // A control message that must be acknowledged, to know the daemon got that far.
-    let normal = request(
+    let normal = Mail::request(
         "customer5@example.test",
         monitoring,
         "normal-5@example.test",
@@ -181,7 +176,7 @@ fn auto_replies_and_list_mail_get_no_acknowledgement() {
 
 /// The `i`-th outage report of customer6@ to billing@.
 fn outage(i: usize) -> Mail {
-    request(
+    Mail::request(
         "customer6@example.test",
         "billing@example.test",
         &format!("restart-{i}@example.test"),
@@ -216,7 +211,7 @@ fn restart_forwards_nothing_twice() {
     std::fs::remove_dir_all(&lab.state).unwrap();
     let daemon = lab.daemon();
     lab.send_mail(
-        &request(
+        &Mail::request(
             "customer7@example.test",
             "billing@example.test",
             "marker-7@example.test",
@@ -263,7 +258,7 @@ fn forwarded_message_is_moved_to_the_configured_folder() {
 
     let id = "move-1@example.test";
     lab.send_mail(
-        &request("customer8@example.test", "billing@example.test", id)
+        &Mail::request("customer8@example.test", "billing@example.test", id)
             .subject("Website is down")
             .body("Error 500 since the morning."),
     );
@@ -308,7 +303,7 @@ fn mailboxes_that_forward_to_each_other_do_not_loop_and_secrets_stay_out_of_the_
 
     let id = "loop-1@example.test";
     lab.send_mail(
-        &request("customer9@example.test", "billing@example.test", id)
+        &Mail::request("customer9@example.test", "billing@example.test", id)
             .subject("Hello there")
             .body("Just a note about our meeting."),
     );

@@ -40,9 +40,7 @@ fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() 
     let id = "first-1@example.test";
     let customer = "customer1@example.test";
     lab.send_mail(
-        &Mail::from(customer)
-            .to("billing@example.test")
-            .id(id)
+        &Mail::request(customer, "billing@example.test", id)
             .subject("Website is down")
             .body("Error 500 on every page."),
     );
@@ -53,9 +51,7 @@ fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() 
     // The customer answers the acknowledgement, again to billing@, with billing words:
     // it is a follow-up of a support ticket, not a new billing request.
     lab.send_mail(
-        &Mail::from(customer)
-            .to("billing@example.test")
-            .id("second-1@example.test")
+        &Mail::request(customer, "billing@example.test", "second-1@example.test")
             .in_reply_to(&ack_id)
             .subject(&format!("Re: [#{ticket}] We have received your request"))
             .body("Also, the invoice page shows the same error. Please refund if this takes long."),
@@ -85,9 +81,7 @@ fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() 
 
     // One acknowledgement and one "added to your request", never a second acknowledgement.
     lab.send_mail(
-        &Mail::from(customer)
-            .to("support@example.test")
-            .id("third-1@example.test")
+        &Mail::request(customer, "support@example.test", "third-1@example.test")
             .in_reply_to(&ack_id)
             .subject(&format!("Re: [#{ticket}] more"))
             .body("One more detail."),
@@ -115,9 +109,7 @@ fn a_ticket_sent_back_by_its_queue_lands_with_the_supervisor() {
 
     let id = "pingpong-1@example.test";
     lab.send_mail(
-        &Mail::from("customer2@example.test")
-            .to("billing@example.test")
-            .id(id)
+        &Mail::request("customer2@example.test", "billing@example.test", id)
             .subject("Сайт не работает")
             .body("Ошибка 500 с утра."),
     );
@@ -125,11 +117,13 @@ fn a_ticket_sent_back_by_its_queue_lands_with_the_supervisor() {
 
     // Support thinks it is billing's and forwards it back to billing@.
     lab.send_mail(
-        &Mail::from("support@example.test")
-            .to("billing@example.test")
-            .id("back-1@example.test")
-            .subject(&format!("Fwd: [#{ticket}] Сайт не работает"))
-            .body("Это к вам, по оплате."),
+        &Mail::request(
+            "support@example.test",
+            "billing@example.test",
+            "back-1@example.test",
+        )
+        .subject(&format!("Fwd: [#{ticket}] Сайт не работает"))
+        .body("Это к вам, по оплате."),
     );
     let sup = wait_of_ticket(&lab, "supervisor@example.test", &ticket, "forward");
     let note = of_ticket(&sup, &ticket, "forward")[0].text();
@@ -161,9 +155,7 @@ fn a_profane_message_reaches_queue_and_supervisor_and_the_customer_gets_a_polite
 
     let id = "angry-1@example.test";
     lab.send_mail(
-        &Mail::from("customer3@example.test")
-            .to("billing@example.test")
-            .id(id)
+        &Mail::request("customer3@example.test", "billing@example.test", id)
             .subject("Website is down")
             .body("You idiots broke the site again. Error 500 everywhere."),
     );
@@ -232,18 +224,22 @@ fn an_incident_notice_is_in_acks_while_active_and_not_after() {
     let daemon = lab.daemon();
 
     lab.send_mail(
-        &Mail::from("customer4@example.test")
-            .to("support@example.test")
-            .id("inc-1@example.test")
-            .subject("Checkout error 500")
-            .body("The checkout is broken."),
+        &Mail::request(
+            "customer4@example.test",
+            "support@example.test",
+            "inc-1@example.test",
+        )
+        .subject("Checkout error 500")
+        .body("The checkout is broken."),
     );
     lab.send_mail(
-        &Mail::from("customer5@example.test")
-            .to("support@example.test")
-            .id("inc-2@example.test")
-            .subject("Login error")
-            .body("I cannot log in, error."),
+        &Mail::request(
+            "customer5@example.test",
+            "support@example.test",
+            "inc-2@example.test",
+        )
+        .subject("Login error")
+        .body("I cannot log in, error."),
     );
     let a = lab.wait_ack("customer4@example.test", "inc-1@example.test");
     let b = lab.wait_ack("customer5@example.test", "inc-2@example.test");
@@ -268,9 +264,7 @@ fn a_recorded_promise_appears_in_the_next_note_and_tickets_show_it() {
     let id = "promise-1@example.test";
     let customer = "customer6@example.test";
     lab.send_mail(
-        &Mail::from(customer)
-            .to("billing@example.test")
-            .id(id)
+        &Mail::request(customer, "billing@example.test", id)
             .subject("Refund request")
             .body("Please refund invoice 7781."),
     );
@@ -301,9 +295,7 @@ fn a_recorded_promise_appears_in_the_next_note_and_tickets_show_it() {
 
     // The customer writes again, to support@ by mistake: the note carries both promises.
     lab.send_mail(
-        &Mail::from(customer)
-            .to("support@example.test")
-            .id("promise-2@example.test")
+        &Mail::request(customer, "support@example.test", "promise-2@example.test")
             .subject(&format!("[#{ticket}] refund"))
             .body("Any news?"),
     );
@@ -343,9 +335,7 @@ fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
     let id = "slow-1@example.test";
     let customer = "customer7@example.test";
     lab.send_mail(
-        &Mail::from(customer)
-            .to("support@example.test")
-            .id(id)
+        &Mail::request(customer, "support@example.test", id)
             .subject("Website is down")
             .body("Nothing loads."),
     );

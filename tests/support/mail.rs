@@ -46,6 +46,11 @@ impl Mail {
         }
     }
 
+    /// A customer's request to a mailbox: from `customer`, to `mailbox`, Message-ID `id`.
+    pub fn request(customer: &str, mailbox: &str, id: &str) -> Mail {
+        Mail::from(customer).to(mailbox).id(id)
+    }
+
     /// The sender's display name (`Customer` unless given).
     pub fn name(mut self, name: &str) -> Mail {
         self.name = name.into();
