@@ -4,15 +4,16 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::daemon::{
-    header, is_ack_of, is_forward_of, message, shipped_rules, write_config, Daemon, WAIT,
-};
-use support::Stack;
+use support::cli::cli;
+use support::daemon::Daemon;
+use support::lab::Lab;
+use support::mail::Mail;
+use support::{poll, shipped_rules, WAIT};
 
 /// Writes the rules as an editor does: a new file renamed over the old one.
 fn save(path: &Path, text: &str) {
@@ -23,18 +24,9 @@ fn save(path: &Path, text: &str) {
 
 /// `mailtriage status --json` against the daemon's state directory.
 fn status(state: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(["status", "--json", "--state"])
-        .arg(state)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    let o = cli(&["status", "--json"]).state(state).run();
+    assert!(o.status.success(), "status failed: {}", o.stderr);
+    o.json()
 }
 
 /// Polls `status` until `pred` holds; panics with the last answer and the log.
@@ -43,22 +35,21 @@ fn wait_status(
     state: &Path,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    poll("the status", WAIT, Duration::from_millis(100), || {
         // The socket appears a moment after the daemon starts.
-        if state.join("control.sock").exists() {
-            let st = status(state);
-            if pred(&st) {
-                return st;
-            }
-            if Instant::now() > deadline {
-                panic!("status never got there: {st:#}\nlog:\n{}", daemon.log());
-            }
-        } else if Instant::now() > deadline {
-            panic!("no control socket; log:\n{}", daemon.log());
+        if !state.join("control.sock").exists() {
+            return Err(format!("no control socket; log:\n{}", daemon.log()));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let st = status(state);
+        if pred(&st) {
+            Ok(st)
+        } else {
+            Err(format!(
+                "status never got there: {st:#}\nlog:\n{}",
+                daemon.log()
+            ))
+        }
+    })
 }
 
 fn all_connected(st: &serde_json::Value) -> bool {
@@ -68,16 +59,18 @@ fn all_connected(st: &serde_json::Value) -> bool {
 
 const PRESS_RULE: &str = "\n[[rules]]\nname = \"press\"\ncategory = \"sales\"\npriority = 50\nsubject = '(?i)\\bpress\\s+release\\b'\n";
 
+/// A press release for review, written to support@: what PRESS_RULE routes to sales.
+fn press_release(customer: &str, id: &str) -> Mail {
+    Mail::request(customer, "support@example.test", id)
+        .subject("Press release for our launch")
+        .body("Could you review our press release?")
+}
+
 #[test]
 fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_restart() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    let rules = dir.path().join("rules.toml");
-    save(&rules, &shipped_rules());
-    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
-    let first = wait_status(&daemon, &state, all_connected);
+    let lab = Lab::setup().rules(&shipped_rules()).start();
+    let daemon = lab.daemon();
+    let first = wait_status(&daemon, &lab.state, all_connected);
     let v1 = first["rules_version"].as_str().unwrap().to_string();
 
     // Broken: the new rule is fine, but billing's queue does not exist.
@@ -86,8 +79,8 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
         "queue = \"acounting\"\n[categories.sales]",
         1,
     ) + PRESS_RULE;
-    save(&rules, &broken);
-    let st = wait_status(&daemon, &state, |s| s["reloads_failed"] == 1);
+    save(&lab.rules, &broken);
+    let st = wait_status(&daemon, &lab.state, |s| s["reloads_failed"] == 1);
     assert_eq!(
         st["rules_version"],
         v1.as_str(),
@@ -108,49 +101,23 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
 
     // Still routed by the old rules: a refund written to support goes to billing, and a
     // press release (the new rule) stays in support.
+    let support = "support@example.test";
     let refund = "reload-refund@example.test";
-    stack.send(
-        "customer2@example.test",
-        &["support@example.test"],
-        &message(
-            "customer2@example.test",
-            "support@example.test",
-            refund,
-            "Refund for invoice 77",
-            "",
-            "Please refund the double charge.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer2@example.test", support, refund)
+            .subject("Refund for invoice 77")
+            .body("Please refund the double charge."),
     );
     let press1 = "reload-press-1@example.test";
-    stack.send(
-        "customer3@example.test",
-        &["support@example.test"],
-        &message(
-            "customer3@example.test",
-            "support@example.test",
-            press1,
-            "Press release for our launch",
-            "",
-            "Could you review our press release?",
-        ),
-    );
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, refund))
-    });
+    lab.send_mail(&press_release("customer3@example.test", press1));
+    lab.wait_forward("billing@example.test", refund);
     // Kept in support: marked as triaged there, and its acknowledgement sent.
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| {
-            header(&m.raw, "Message-ID").is_some_and(|h| h.contains(press1))
-                && m.has_flag("$Triaged")
-        })
-    });
-    stack.wait_until("customer3@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, press1))
-    });
+    lab.wait_flagged(support, press1, "$Triaged");
+    lab.wait_ack("customer3@example.test", press1);
 
     // A good edit: the press rule alone. It takes effect without a restart.
-    save(&rules, &(shipped_rules() + PRESS_RULE));
-    let st = wait_status(&daemon, &state, |s| s["reloads_ok"].as_u64() >= Some(1));
+    save(&lab.rules, &(shipped_rules() + PRESS_RULE));
+    let st = wait_status(&daemon, &lab.state, |s| s["reloads_ok"].as_u64() >= Some(1));
     assert_ne!(st["rules_version"], v1.as_str());
     assert!(
         daemon.log().contains("added=rule press"),
@@ -158,87 +125,52 @@ fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_resta
         daemon.log()
     );
     let press2 = "reload-press-2@example.test";
-    stack.send(
-        "customer4@example.test",
-        &["support@example.test"],
-        &message(
-            "customer4@example.test",
-            "support@example.test",
-            press2,
-            "Press release for our launch",
-            "",
-            "Could you review our press release?",
-        ),
-    );
-    stack.wait_until("sales@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, press2))
-    });
+    lab.send_mail(&press_release("customer4@example.test", press2));
+    lab.wait_forward("sales@example.test", press2);
 
     // SIGHUP reloads too (here: the same file), and the daemon goes on.
     let before = st["reloads_ok"].as_u64().unwrap();
     daemon.signal("HUP");
-    wait_status(&daemon, &state, |s| s["reloads_ok"].as_u64() > Some(before));
+    wait_status(&daemon, &lab.state, |s| {
+        s["reloads_ok"].as_u64() > Some(before)
+    });
     assert!(daemon.stop().success());
 }
 
 #[test]
 fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
     // support@ in shadow mode by the rules; the others live.
-    let rules = dir.path().join("rules.toml");
     let text = shipped_rules().replacen(
         "handles = [\"technical\", \"howto\"]",
         "handles = [\"technical\", \"howto\"]\nshadow = true",
         1,
     );
     assert_ne!(text, shipped_rules());
-    save(&rules, &text);
-    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
-    wait_status(&daemon, &state, all_connected);
+    let lab = Lab::setup().rules(&text).start();
+    let daemon = lab.daemon();
+    wait_status(&daemon, &lab.state, all_connected);
 
     let id = "shadow-refund@example.test";
-    stack.send(
-        "customer5@example.test",
-        &["support@example.test"],
-        &message(
-            "customer5@example.test",
-            "support@example.test",
-            id,
-            "Refund for invoice 78",
-            "",
-            "Please refund the double charge, you idiots.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer5@example.test", "support@example.test", id)
+            .subject("Refund for invoice 78")
+            .body("Please refund the double charge, you idiots."),
     );
     // Decided and recorded: two forwards (billing, and the flagged copy to the
     // supervisor) and the acknowledgement, all as shadow mails.
-    let st = wait_status(&daemon, &state, |s| s["shadow_mails"].as_u64() >= Some(3));
+    let st = wait_status(&daemon, &lab.state, |s| {
+        s["shadow_mails"].as_u64() >= Some(3)
+    });
     assert_eq!(st["outbox"], 0, "nothing waits to be sent: {st:#}");
     assert_eq!(st["mailboxes"]["support"]["shadow"], true);
 
-    let tickets = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(["tickets", "list", "--state"])
-        .arg(&state)
-        .arg("--rules")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&tickets.stdout).into_owned();
+    let list = lab.cli(&["tickets", "list"]).run().stdout;
     assert!(
         list.contains("billing") && list.contains("[shadow]"),
         "{list}"
     );
     let id_of = list.split_whitespace().next().unwrap().to_string();
-    let show = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(["tickets", "show", &id_of, "--state"])
-        .arg(&state)
-        .arg("--rules")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    let show = lab.cli(&["tickets", "show", &id_of]).run().stdout;
     assert!(show.contains("mode:      shadow"), "{show}");
     assert!(
         show.contains("not sent:  forward -> billing@example.test"),
@@ -252,43 +184,30 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
     // A live message afterwards goes through the same sender: once it has arrived,
     // anything the shadow message had queued would have arrived before it.
     let live = "shadow-live@example.test";
-    stack.send(
-        "customer6@example.test",
-        &["sales@example.test"],
-        &message(
-            "customer6@example.test",
-            "sales@example.test",
-            live,
-            "Refund for invoice 79",
-            "",
-            "Please refund it.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer6@example.test", "sales@example.test", live)
+            .subject("Refund for invoice 79")
+            .body("Please refund it."),
     );
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, live))
-    });
-    stack.wait_until("customer6@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, live))
-    });
-    stack.drain();
-    assert!(!stack
-        .fetch_all("billing@example.test", "INBOX")
+    lab.wait_forward("billing@example.test", live);
+    lab.wait_ack("customer6@example.test", live);
+    lab.drain();
+    assert!(!lab
+        .inbox("billing@example.test")
         .iter()
-        .any(|m| is_forward_of(m, id)));
-    assert!(!stack
-        .fetch_all("supervisor@example.test", "INBOX")
+        .any(|m| m.is_forward_of(id)));
+    assert!(!lab
+        .inbox("supervisor@example.test")
         .iter()
-        .any(|m| is_forward_of(m, id)));
+        .any(|m| m.is_forward_of(id)));
     assert!(
-        stack
-            .fetch_all("customer5@example.test", "INBOX")
-            .is_empty(),
+        lab.inbox("customer5@example.test").is_empty(),
         "no acknowledgement"
     );
-    let original: Vec<_> = stack
-        .fetch_all("support@example.test", "INBOX")
+    let original: Vec<_> = lab
+        .inbox("support@example.test")
         .into_iter()
-        .filter(|m| header(&m.raw, "Message-ID").is_some_and(|h| h.contains(id)))
+        .filter(|m| m.header("Message-ID").is_some_and(|h| h.contains(id)))
         .collect();
     assert_eq!(original.len(), 1);
     assert!(
@@ -305,6 +224,16 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The billing mailbox's forwards counted in the metrics `text` (0 before the first).
+fn forwarded_from_billing(text: &str) -> f64 {
+    sample(
+        text,
+        "mailtriage_messages_forwarded_total",
+        &["mailbox=\"billing\""],
+    )
+    .unwrap_or(0.0)
 }
 
 fn scrape(port: u16) -> String {
@@ -329,16 +258,12 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[test]
 fn metrics_endpoint_answers_with_the_counters_moving() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg: PathBuf = write_config(&stack, dir.path(), &state);
     let port = free_port();
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text += &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-    std::fs::write(&cfg, text).unwrap();
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    wait_status(&daemon, &state, all_connected);
+    let lab = Lab::setup()
+        .config(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start();
+    let daemon = lab.daemon();
+    wait_status(&daemon, &lab.state, all_connected);
 
     let before = scrape(port);
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");
@@ -351,34 +276,17 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
         Some(1.0),
         "{before}"
     );
-    let seen = |t: &str| {
-        sample(
-            t,
-            "mailtriage_messages_forwarded_total",
-            &["mailbox=\"billing\""],
-        )
-        .unwrap_or(0.0)
-    };
-    assert_eq!(seen(&before), 0.0);
+    assert_eq!(forwarded_from_billing(&before), 0.0);
 
     let id = "metrics-1@example.test";
-    stack.send(
-        "customer7@example.test",
-        &["billing@example.test"],
-        &message(
-            "customer7@example.test",
-            "billing@example.test",
-            id,
-            "Site is down",
-            "",
-            "Our site is down, error 502.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer7@example.test", "billing@example.test", id)
+            .subject("Site is down")
+            .body("Our site is down, error 502."),
     );
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, id))
-    });
+    lab.wait_forward("support@example.test", id);
     let after = scrape(port);
-    assert_eq!(seen(&after), 1.0, "{after}");
+    assert_eq!(forwarded_from_billing(&after), 1.0, "{after}");
     assert_eq!(
         sample(
             &after,
@@ -413,16 +321,12 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
 #[test]
 fn status_without_a_daemon_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(["status", "--state"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = cli(&["status"]).state(dir.path()).run();
+    assert_eq!(o.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no mailtriage daemon answers"),
+        o.stderr.contains("no mailtriage daemon answers"),
         "{}",
-        String::from_utf8_lossy(&o.stderr)
+        o.stderr
     );
 }
 
@@ -450,31 +354,19 @@ fn notifications_until(
 
 #[test]
 fn systemd_hears_ready_after_the_mailboxes_connect_reloading_watchdog_and_stopping() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    let sock_path = dir.path().join("notify.sock");
+    let lab = Lab::start();
+    let sock_path = lab.dir().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .arg("run")
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "2000000")
-        .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = lab.daemon_with_env(&[
+        ("NOTIFY_SOCKET", sock_path.as_os_str()),
+        ("WATCHDOG_USEC", OsStr::new("2000000")),
+    ]);
     let mut seen = Vec::new();
     notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
     // READY only once every mailbox has connected.
-    let st = status(&state);
+    let st = status(&lab.state);
     let m = st["mailboxes"].as_object().unwrap();
     assert_eq!(m.len(), 4, "{st:#}");
     assert!(
@@ -484,15 +376,7 @@ fn systemd_hears_ready_after_the_mailboxes_connect_reloading_watchdog_and_stoppi
     );
     notifications_until(&sock, &mut seen, |m| m.trim() == "WATCHDOG=1");
 
-    let kill = |sig: &str| {
-        assert!(Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap()
-            .success())
-    };
-    kill("HUP");
+    daemon.signal("HUP");
     seen.clear();
     notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "READY=1"));
     let reloading = seen
@@ -503,7 +387,7 @@ fn systemd_hears_ready_after_the_mailboxes_connect_reloading_watchdog_and_stoppi
         seen[reloading].contains("MONOTONIC_USEC="),
         "RELOADING=1 comes with MONOTONIC_USEC: {seen:?}"
     );
-    kill("TERM");
+    daemon.signal("TERM");
     notifications_until(&sock, &mut seen, |m| m.lines().any(|l| l == "STOPPING=1"));
-    assert!(child.wait().unwrap().success());
+    assert!(daemon.wait_exit(WAIT).success());
 }

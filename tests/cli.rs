@@ -1,58 +1,31 @@
 //! The command line as an admin uses it: exit codes, error messages, JSON output, and the
 //! README's first command (the demo).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mailtriage"));
-    c.env_remove("MAILTRIAGE_RULES")
-        .env_remove("MAILTRIAGE_CONFIG")
-        .env_remove("RUST_LOG");
-    c
-}
+use support::cli::cli;
+use support::{root, shipped_rules, write_rules};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+/// The fixture that explain's tests read.
+const AUTO_SUBMITTED: &str = "tests/fixtures/ack-auto-submitted-outage-ru-billing.eml";
 
 #[test]
 fn check_accepts_the_shipped_rules() {
-    let o = bin()
-        .args(["check", "--rules"])
-        .arg(root().join("rules.toml"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("OK"));
+    let o = cli(&["check"]).shipped_rules().run();
+    assert!(o.status.success(), "{}", o.text());
+    assert!(o.text().contains("OK"));
 }
 
 #[test]
 fn check_reports_every_mistake_with_file_key_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    let shipped = shipped_rules();
     let n = shipped.matches("[[rules]]").count();
     let bad = shipped.replacen("unmatched = \"keep\"", "unmatched = \"nowhere\"", 1)
         + "\n[[rules]]\nname = \"typo\"\ncategory = \"techincal\"\nsubject = 'x'\n"
         + "\n[[rules]]\nname = \"unclosed\"\ncategory = \"billing\"\nsubject = '(?i)(refund'\n";
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let o = bin()
-        .arg("check")
-        .arg("--rules")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let t = text(&o);
+    let o = cli(&["check"]).rules_text(&bad).run();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    let t = o.text();
     let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
     assert!(
         t.contains(&format!(
@@ -75,57 +48,49 @@ fn check_reports_every_mistake_with_file_key_and_line() {
 
 #[test]
 fn check_names_an_unknown_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = std::fs::read_to_string(root().join("rules.toml"))
-        .unwrap()
-        .replacen(
-            "response_time = \"4h\"",
-            "response_time = \"4h\"\nresponse_tme = \"5h\"",
-            1,
-        );
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let o = bin()
-        .arg("check")
-        .arg("--rules")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let bad = shipped_rules().replacen(
+        "response_time = \"4h\"",
+        "response_time = \"4h\"\nresponse_tme = \"5h\"",
+        1,
+    );
+    let o = cli(&["check"]).rules_text(&bad).run();
+    assert_eq!(o.code(), Some(1));
     let line = bad
         .lines()
         .position(|l| l.starts_with("response_tme"))
         .unwrap()
         + 1;
     assert!(
-        text(&o).contains(&format!(
+        o.text().contains(&format!(
             "rules.toml:{line}: queues.support.response_tme: unknown key `response_tme` in queues.support"
         )),
         "{}",
-        text(&o)
+        o.text()
     );
 }
 
 #[test]
 fn misuse_prints_usage_and_fails() {
-    let o = bin().arg("explain").output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("Usage"), "{}", text(&o));
-    let o = bin().arg("frobnicate").output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    let o = cli(&["explain"]).run();
+    assert_eq!(o.code(), Some(2));
+    assert!(o.text().contains("Usage"), "{}", o.text());
+    let o = cli(&["frobnicate"]).run();
+    assert_eq!(o.code(), Some(2));
+}
+
+/// Whether any element of the JSON array `list` satisfies `pred`.
+fn any_of(list: &serde_json::Value, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+    list.as_array().unwrap().iter().any(pred)
 }
 
 #[test]
 fn explain_json_answers_offline() {
-    let f = root().join("tests/fixtures/ack-auto-submitted-outage-ru-billing.eml");
-    let o = bin()
-        .args(["explain", "--json", "--rules"])
-        .arg(root().join("rules.toml"))
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = cli(&["explain", "--json"])
+        .shipped_rules()
+        .arg(root().join(AUTO_SUBMITTED))
+        .run();
+    assert!(o.status.success(), "{}", o.text());
+    let v = o.json();
     assert_eq!(v["mailbox"], "billing");
     assert_eq!(v["category"], "technical");
     assert_eq!(v["queue"], "support");
@@ -133,11 +98,8 @@ fn explain_json_answers_offline() {
     assert_eq!(v["action"], "forward");
     assert_eq!(v["acknowledgement"]["send"], false);
     assert_eq!(v["acknowledgement"]["suppressed"], "auto-submitted");
-    assert!(v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["rule"] == "outage-ru" && !r["matched"].as_str().unwrap().is_empty()));
+    assert!(any_of(&v["rules"], |r| r["rule"] == "outage-ru"
+        && !r["matched"].as_str().unwrap().is_empty()));
     assert_eq!(v["mails"][0]["kind"], "forward");
 }
 
@@ -146,48 +108,34 @@ fn explain_refuses_what_is_not_mail() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("not-mail.eml");
     std::fs::write(&f, b"").unwrap();
-    let o = bin()
-        .args(["explain", "--rules"])
-        .arg(root().join("rules.toml"))
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = cli(&["explain"]).shipped_rules().arg(&f).run();
+    assert_eq!(o.code(), Some(1));
     assert!(
-        text(&o).contains("not a message mailtriage can read"),
+        o.text().contains("not a message mailtriage can read"),
         "{}",
-        text(&o)
+        o.text()
     );
-    let o = bin()
-        .args(["explain", "--rules"])
-        .arg(root().join("rules.toml"))
+    let o = cli(&["explain"])
+        .shipped_rules()
         .arg(dir.path().join("missing.eml"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("missing.eml"), "{}", text(&o));
+        .run();
+    assert_eq!(o.code(), Some(1));
+    assert!(o.text().contains("missing.eml"), "{}", o.text());
 }
 
 #[test]
 fn explain_with_a_bad_regex_names_the_rule() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = std::fs::read_to_string(root().join("rules.toml")).unwrap()
+    let bad = shipped_rules()
         + "\n[[rules]]\nname = \"unclosed\"\ncategory = \"billing\"\nbody = '(?i)(refund'\n";
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let f = root().join("tests/fixtures/ack-auto-submitted-outage-ru-billing.eml");
-    let o = bin()
-        .arg("explain")
-        .arg("--rules")
-        .arg(&path)
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = cli(&["explain"])
+        .rules_text(&bad)
+        .arg(root().join(AUTO_SUBMITTED))
+        .run();
+    assert_eq!(o.code(), Some(1));
     assert!(
-        text(&o).contains("rule \"unclosed\": bad regex"),
+        o.text().contains("rule \"unclosed\": bad regex"),
         "{}",
-        text(&o)
+        o.text()
     );
 }
 
@@ -198,23 +146,20 @@ fn triage_is_once_per_message_across_runs() {
     let state = dir.path().join("state");
     let f = root().join("samples/01-outage-to-billing-ru.eml");
     let run = || {
-        bin()
-            .args(["triage", "--rules"])
-            .arg(root().join("rules.toml"))
-            .arg("--outbox")
-            .arg(&out)
-            .arg("--state")
-            .arg(&state)
+        cli(&["triage"])
+            .shipped_rules()
+            .outbox(&out)
+            .state(&state)
             .arg(&f)
-            .output()
-            .unwrap()
+            .run()
     };
     let o = run();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", o.text());
     assert!(
-        text(&o).contains("forwarded to support@example.test as T-1001"),
+        o.text()
+            .contains("forwarded to support@example.test as T-1001"),
         "{}",
-        text(&o)
+        o.text()
     );
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
@@ -222,11 +167,11 @@ fn triage_is_once_per_message_across_runs() {
         "one forward and one acknowledgement"
     );
     let o = run();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", o.text());
     assert!(
-        text(&o).contains("already triaged as T-1001"),
+        o.text().contains("already triaged as T-1001"),
         "{}",
-        text(&o)
+        o.text()
     );
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
@@ -240,30 +185,22 @@ fn triage_quarantines_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("empty.eml");
     std::fs::write(&f, b"\r\n\r\n").unwrap();
-    let o = bin()
-        .args(["triage", "--mailbox", "billing", "--rules"])
-        .arg(root().join("rules.toml"))
-        .arg("--outbox")
-        .arg(dir.path().join("o"))
+    let o = cli(&["triage", "--mailbox", "billing"])
+        .shipped_rules()
+        .outbox(&dir.path().join("o"))
         .arg(&f)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("QUARANTINED"), "{}", text(&o));
+        .run();
+    assert_eq!(o.code(), Some(1));
+    assert!(o.text().contains("QUARANTINED"), "{}", o.text());
 }
 
 #[test]
 fn demo_triages_the_samples_into_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("outbox");
-    let o = bin()
-        .current_dir(dir.path())
-        .args(["demo", "--outbox"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let o = cli(&["demo"]).current_dir(dir.path()).outbox(&out).run();
+    assert!(o.status.success(), "{}", o.text());
+    let t = &o.stdout;
     assert!(
         t.contains("01-outage-to-billing-ru.eml: reached billing"),
         "{t}"
@@ -288,34 +225,38 @@ fn demo_triages_the_samples_into_files() {
     }
 }
 
+/// The shipped rules with INC-9, active for an hour now, on mail about the invoice page.
+fn rules_with_an_incident() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let since = (now - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    shipped_rules()
+        + &format!(
+            "\n[[incidents]]\nid = \"INC-9\"\nbody = '(?i)invoice page'\nsince = \"{since}\"\ntext = {{ en = \"Invoices are slow today.\" }}\n"
+        )
+}
+
+/// A reply by Ivan to the message `id`, to sales@, rude and about the invoice page.
+fn rude_reply(id: &str) -> String {
+    format!(
+        "From: Ivan <ivan.petrov@mail.ru>\r\nTo: sales@example.test\r\nSubject: Re: still broken\r\nMessage-ID: <r1@mail.ru>\r\nIn-Reply-To: <{id}>\r\nReferences: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nYou idiots, the invoice page is broken too. Please send a quote.\r\n"
+    )
+}
+
 #[test]
 fn explain_json_shows_thread_match_flags_and_incident() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
-    let rules_text = std::fs::read_to_string(root().join("rules.toml")).unwrap()
-        + &format!(
-            "\n[[incidents]]\nid = \"INC-9\"\nbody = '(?i)invoice page'\nsince = \"{}\"\ntext = {{ en = \"Invoices are slow today.\" }}\n",
-            fmt(now - time::Duration::hours(1))
-        );
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, rules_text).unwrap();
+    let rules = write_rules(dir.path(), &rules_with_an_incident());
     let first = root().join("samples/01-outage-to-billing-ru.eml");
-    let o = bin()
-        .args(["triage", "--rules"])
-        .arg(&rules)
-        .arg("--outbox")
-        .arg(dir.path().join("o"))
-        .arg("--state")
-        .arg(&state)
+    let o = cli(&["triage"])
+        .rules(&rules)
+        .outbox(&dir.path().join("o"))
+        .state(&state)
         .arg(&first)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+        .run();
+    assert!(o.status.success(), "{}", o.text());
     let raw = std::fs::read(&first).unwrap();
     let id = mail_parser::MessageParser::default()
         .parse(&raw)
@@ -325,23 +266,14 @@ fn explain_json_shows_thread_match_flags_and_incident() {
         .to_string();
 
     let reply = dir.path().join("reply.eml");
-    std::fs::write(
-        &reply,
-        format!(
-            "From: Ivan <ivan.petrov@mail.ru>\r\nTo: sales@example.test\r\nSubject: Re: still broken\r\nMessage-ID: <r1@mail.ru>\r\nIn-Reply-To: <{id}>\r\nReferences: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nYou idiots, the invoice page is broken too. Please send a quote.\r\n"
-        ),
-    )
-    .unwrap();
-    let o = bin()
-        .args(["explain", "--json", "--rules"])
-        .arg(&rules)
-        .arg("--state")
-        .arg(&state)
+    std::fs::write(&reply, rude_reply(&id)).unwrap();
+    let o = cli(&["explain", "--json"])
+        .rules(&rules)
+        .state(&state)
         .arg(&reply)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        .run();
+    assert!(o.status.success(), "{}", o.text());
+    let v = o.json();
     assert_eq!(v["joined_by"], "references", "{v:#}");
     assert_eq!(v["ticket"], "T-1001");
     assert_eq!(
@@ -355,37 +287,16 @@ fn explain_json_shows_thread_match_flags_and_incident() {
     );
     assert_eq!(v["action"], "forward");
     assert!(
-        v["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["rule"] == "profanity" && f["matched"] == "idiots"),
+        any_of(&v["flags"], |f| f["rule"] == "profanity"
+            && f["matched"] == "idiots"),
         "{v:#}"
     );
     assert_eq!(v["incident"], "INC-9");
-    assert!(
-        v["mails"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["kind"] == "escalation"),
-        "{v:#}"
-    );
+    assert!(any_of(&v["mails"], |m| m["kind"] == "escalation"), "{v:#}");
     // explain wrote nothing: the state still holds one ticket.
-    let o = bin()
-        .args(["tickets", "list", "--rules"])
-        .arg(&rules)
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).lines().count(),
-        1,
-        "{}",
-        text(&o)
-    );
+    let o = cli(&["tickets", "list"]).rules(&rules).state(&state).run();
+    assert!(o.status.success(), "{}", o.text());
+    assert_eq!(o.stdout.lines().count(), 1, "{}", o.text());
 }
 
 /// Replaces the `n`-th (0-based) occurrence of `from`; panics when there is none, so a
@@ -399,181 +310,188 @@ fn replace_nth(text: &str, from: &str, to: &str, n: usize) -> String {
     format!("{}{to}{}", &text[..at], &text[at + from.len()..])
 }
 
+/// A mistake written into the shipped rules: what is changed, into what, which occurrence,
+/// the key path, words of the error.
+type Mistake = (
+    &'static str,
+    &'static str,
+    usize,
+    &'static str,
+    &'static str,
+);
+
+/// Twenty different mistakes, one per kind of key.
+const MISTAKES: [Mistake; 20] = [
+    (
+        "domain = \"example.test\"",
+        "domain = \"not a domain\"",
+        0,
+        "company.domain",
+        "not a domain name",
+    ),
+    (
+        "ack_from = \"Example Support <support@example.test>\"",
+        "ack_from = \"support at example\"",
+        0,
+        "company.ack_from",
+        "not an address",
+    ),
+    (
+        "ticket_prefix = \"T\"",
+        "ticket_prefix = \"T-\"",
+        0,
+        "company.ticket_prefix",
+        "ASCII letters or digits",
+    ),
+    (
+        "acks_per_sender_per_day = 5",
+        "acks_per_sender_per_day = 5\nacks_per_day = 3",
+        0,
+        "company.acks_per_day",
+        "unknown key `acks_per_day`",
+    ),
+    (
+        "address = \"billing@example.test\"",
+        "address = \"billing\"",
+        0,
+        "queues.billing.address",
+        "not an e-mail address",
+    ),
+    (
+        "response_time = \"1d\"",
+        "response_time = \"soon\"",
+        1,
+        "queues.sales.response_time",
+        "not a duration",
+    ),
+    (
+        "response_time = \"4h\"",
+        "response_time = \"4h\"\nbusiness_hours = \"Mon-Fry 09:00-18:00\"",
+        0,
+        "queues.support.business_hours",
+        "unknown day",
+    ),
+    (
+        "queue = \"billing\"\n[categories.sales]",
+        "queue = \"nobody\"\n[categories.sales]",
+        0,
+        "categories.billing.queue",
+        "unknown queue \"nobody\"",
+    ),
+    (
+        "handles = [\"sales\"]",
+        "handles = [\"sale\"]",
+        0,
+        "mailboxes.sales.handles[0]",
+        "unknown category \"sale\"",
+    ),
+    (
+        "unmatched = \"keep\"",
+        "unmatched = \"nowhere\"",
+        0,
+        "mailboxes.billing.unmatched",
+        "must be \"keep\" or a queue name",
+    ),
+    (
+        "subject = '(?i)не",
+        "subject = '(?i)(не",
+        0,
+        "rules[1].subject",
+        "bad regex",
+    ),
+    (
+        "priority = 20",
+        "prioirty = 20",
+        0,
+        "rules[3].prioirty",
+        "unknown key `prioirty`",
+    ),
+    (
+        "name = \"sales-en\"",
+        "name = \"sales-ru\"",
+        0,
+        "rules[8].name",
+        "already used by rules[7]",
+    ),
+    (
+        "category = \"howto\"",
+        "category = \"how-to\"",
+        0,
+        "rules[4].category",
+        "unknown category \"how-to\"",
+    ),
+    (
+        "queue = \"supervisor\"",
+        "queue = \"boss\"",
+        0,
+        "escalation.queue",
+        "unknown queue \"boss\"",
+    ),
+    (
+        "subject_window = \"7d\"",
+        "subject_window = \"a week\"",
+        0,
+        "threading.subject_window",
+        "not a duration",
+    ),
+    (
+        "{{ ticket }}",
+        "{{ tikcet }}",
+        0,
+        "templates.en.note",
+        "template error",
+    ),
+    (
+        "detect = '[A-Za-z]'",
+        "detect = '[A-Za-z'",
+        0,
+        "languages.en.detect",
+        "bad regex",
+    ),
+    (
+        "mailbox = \"support\"",
+        "mailbox = \"suport\"",
+        0,
+        "tests[0].mailbox",
+        "unknown mailbox \"suport\"",
+    ),
+    (
+        "flags = [\"profanity\", \"repeated\", \"threat\"]",
+        "flags = [\"profanity\", \"repeated\", \"threats\"]",
+        0,
+        "tests[2].expect.flags[2]",
+        "unknown flag \"threats\"",
+    ),
+];
+
+/// The line (1-based) of `bad` a mistake is written on: the last holding the first line
+/// the change made new.
+fn line_of_mistake(bad: &str, from: &str, to: &str) -> usize {
+    let changed = to.lines().find(|l| !from.lines().any(|f| f == *l)).unwrap();
+    bad.lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| l.contains(changed))
+        .unwrap()
+        + 1
+}
+
 #[test]
 fn check_lists_twenty_different_mistakes_at_once() {
-    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
-    // (what is changed, into what, which occurrence, the key path, words of the error)
-    let mistakes: [(&str, &str, usize, &str, &str); 20] = [
-        (
-            "domain = \"example.test\"",
-            "domain = \"not a domain\"",
-            0,
-            "company.domain",
-            "not a domain name",
-        ),
-        (
-            "ack_from = \"Example Support <support@example.test>\"",
-            "ack_from = \"support at example\"",
-            0,
-            "company.ack_from",
-            "not an address",
-        ),
-        (
-            "ticket_prefix = \"T\"",
-            "ticket_prefix = \"T-\"",
-            0,
-            "company.ticket_prefix",
-            "ASCII letters or digits",
-        ),
-        (
-            "acks_per_sender_per_day = 5",
-            "acks_per_sender_per_day = 5\nacks_per_day = 3",
-            0,
-            "company.acks_per_day",
-            "unknown key `acks_per_day`",
-        ),
-        (
-            "address = \"billing@example.test\"",
-            "address = \"billing\"",
-            0,
-            "queues.billing.address",
-            "not an e-mail address",
-        ),
-        (
-            "response_time = \"1d\"",
-            "response_time = \"soon\"",
-            1,
-            "queues.sales.response_time",
-            "not a duration",
-        ),
-        (
-            "response_time = \"4h\"",
-            "response_time = \"4h\"\nbusiness_hours = \"Mon-Fry 09:00-18:00\"",
-            0,
-            "queues.support.business_hours",
-            "unknown day",
-        ),
-        (
-            "queue = \"billing\"\n[categories.sales]",
-            "queue = \"nobody\"\n[categories.sales]",
-            0,
-            "categories.billing.queue",
-            "unknown queue \"nobody\"",
-        ),
-        (
-            "handles = [\"sales\"]",
-            "handles = [\"sale\"]",
-            0,
-            "mailboxes.sales.handles[0]",
-            "unknown category \"sale\"",
-        ),
-        (
-            "unmatched = \"keep\"",
-            "unmatched = \"nowhere\"",
-            0,
-            "mailboxes.billing.unmatched",
-            "must be \"keep\" or a queue name",
-        ),
-        (
-            "subject = '(?i)не",
-            "subject = '(?i)(не",
-            0,
-            "rules[1].subject",
-            "bad regex",
-        ),
-        (
-            "priority = 20",
-            "prioirty = 20",
-            0,
-            "rules[3].prioirty",
-            "unknown key `prioirty`",
-        ),
-        (
-            "name = \"sales-en\"",
-            "name = \"sales-ru\"",
-            0,
-            "rules[8].name",
-            "already used by rules[7]",
-        ),
-        (
-            "category = \"howto\"",
-            "category = \"how-to\"",
-            0,
-            "rules[4].category",
-            "unknown category \"how-to\"",
-        ),
-        (
-            "queue = \"supervisor\"",
-            "queue = \"boss\"",
-            0,
-            "escalation.queue",
-            "unknown queue \"boss\"",
-        ),
-        (
-            "subject_window = \"7d\"",
-            "subject_window = \"a week\"",
-            0,
-            "threading.subject_window",
-            "not a duration",
-        ),
-        (
-            "{{ ticket }}",
-            "{{ tikcet }}",
-            0,
-            "templates.en.note",
-            "template error",
-        ),
-        (
-            "detect = '[A-Za-z]'",
-            "detect = '[A-Za-z'",
-            0,
-            "languages.en.detect",
-            "bad regex",
-        ),
-        (
-            "mailbox = \"support\"",
-            "mailbox = \"suport\"",
-            0,
-            "tests[0].mailbox",
-            "unknown mailbox \"suport\"",
-        ),
-        (
-            "flags = [\"profanity\", \"repeated\", \"threat\"]",
-            "flags = [\"profanity\", \"repeated\", \"threats\"]",
-            0,
-            "tests[2].expect.flags[2]",
-            "unknown flag \"threats\"",
-        ),
-    ];
+    let shipped = shipped_rules();
     let mut bad = shipped.clone();
-    for (from, to, n, _, _) in &mistakes {
+    for (from, to, n, _, _) in &MISTAKES {
         bad = replace_nth(&bad, from, to, *n);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let o = bin()
-        .arg("check")
-        .arg("--rules")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stderr).into_owned();
+    let o = cli(&["check"]).rules_text(&bad).run();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    let out = o.stderr;
     let errors: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with("error: ") || l.contains("rules.toml:"))
         .collect();
-    for (from, to, _, key, words) in &mistakes {
-        // The line the mistake is written on: the first line the change made new.
-        let changed = to.lines().find(|l| !from.lines().any(|f| f == *l)).unwrap();
-        let line = bad
-            .lines()
-            .collect::<Vec<_>>()
-            .iter()
-            .rposition(|l| l.contains(changed))
-            .unwrap()
-            + 1;
+    for (from, to, _, key, words) in &MISTAKES {
+        let line = line_of_mistake(&bad, from, to);
         let hit = errors
             .iter()
             .find(|e| e.contains(&format!(": {key}: ")))
@@ -595,7 +513,7 @@ fn check_lists_twenty_different_mistakes_at_once() {
 
 #[test]
 fn a_failing_rule_test_is_an_error_naming_the_test_and_the_difference() {
-    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    let shipped = shipped_rules();
     // The refund rule now routes to sales: the first shipped test must catch it.
     let bad = replace_nth(
         &shipped,
@@ -603,17 +521,9 @@ fn a_failing_rule_test_is_an_error_naming_the_test_and_the_difference() {
         "queue = \"sales\"\n[categories.sales]",
         0,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let o = bin()
-        .arg("check")
-        .arg("--rules")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let t = text(&o);
+    let o = cli(&["check"]).rules_text(&bad).run();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    let t = o.text();
     assert!(
         t.contains("tests[0]: rule test \"refund written to support goes to billing\" failed: queue: expected \"billing\", got \"sales\""),
         "{t}"
@@ -623,22 +533,14 @@ fn a_failing_rule_test_is_an_error_naming_the_test_and_the_difference() {
 
 #[test]
 fn check_warns_about_design_mistakes_and_still_passes() {
-    let shipped = std::fs::read_to_string(root().join("rules.toml")).unwrap();
+    let shipped = shipped_rules();
     let extra = "\n[queues.legal]\naddress = \"legal@example.test\"\nname = { en = \"Legal\" }\nresponse_time = \"1d\"\n\
                  \n[categories.press]\nqueue = \"support\"\n\
                  \n[[rules]]\nname = \"anything\"\ncategory = \"sales\"\nsubject = '(?i)quote|'\n\
                  \n[[rules]]\nname = \"impossible\"\ncategory = \"sales\"\nbody = 'price[^\\s\\S]'\n";
     let bad = shipped + extra;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, &bad).unwrap();
-    let o = bin()
-        .arg("check")
-        .arg("--rules")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let t = text(&o);
+    let o = cli(&["check"]).rules_text(&bad).run();
+    let t = o.text();
     assert!(o.status.success(), "warnings alone do not fail check:\n{t}");
     let line = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
     for (key, words, at) in [

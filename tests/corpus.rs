@@ -6,8 +6,13 @@
 //! registry (the crate is a dependency, so its source is there after any build) and
 //! CPython's `test/test_email/data`. A missing corpus fails the test with a message.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::cli::cli;
+use support::root;
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -69,24 +74,18 @@ fn cpython_corpus() -> PathBuf {
 /// Runs `triage` over `files` in one state and returns how many were triaged.
 fn triage_all(files: &[PathBuf]) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml");
     let (mut triaged, mut quarantined) = (0, 0);
     // In slices: one process per file would take minutes, one for all would hide which
     // file a panic came from behind a long list.
     for chunk in files.chunks(40) {
-        let out = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-            .arg("triage")
-            .arg("--rules")
-            .arg(&rules)
-            .args(["--mailbox", "billing", "--json", "--outbox"])
-            .arg(dir.path().join("outbox"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
+        let out = cli(&["triage"])
+            .shipped_rules()
+            .args(["--mailbox", "billing", "--json"])
+            .outbox(&dir.path().join("outbox"))
+            .state(&dir.path().join("state"))
             .args(chunk)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
+            .run();
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
         assert!(
             !stderr.contains("panicked") && out.status.code().is_some_and(|c| c <= 1),
             "triage failed ({}) on one of {chunk:?}:\n{stderr}",
@@ -118,46 +117,42 @@ fn triage_all(files: &[PathBuf]) -> (usize, usize) {
     (triaged, quarantined)
 }
 
+/// Sorts a corpus of more than `more_than` files, runs it through triage and says how
+/// it went.
+fn triage_corpus(name: &str, mut files: Vec<PathBuf>, more_than: usize) {
+    files.sort();
+    assert!(
+        files.len() > more_than,
+        "{name} corpus too small: {}",
+        files.len()
+    );
+    let (t, q) = triage_all(&files);
+    eprintln!(
+        "{name} corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
+        files.len()
+    );
+}
+
 #[test]
 fn mail_parser_corpus_goes_through_triage_without_a_panic() {
     let mut files = Vec::new();
     files_under(&mail_parser_corpus(), &mut files);
-    files.sort();
-    assert!(
-        files.len() > 100,
-        "mail-parser corpus too small: {}",
-        files.len()
-    );
-    let (t, q) = triage_all(&files);
-    eprintln!(
-        "mail-parser corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
-        files.len()
-    );
+    triage_corpus("mail-parser", files, 100);
 }
 
 #[test]
 fn cpython_test_email_corpus_goes_through_triage_without_a_panic() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(cpython_corpus())
+    let files: Vec<PathBuf> = std::fs::read_dir(cpython_corpus())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("msg_"))
         .collect();
-    files.sort();
-    assert!(
-        files.len() > 40,
-        "CPython corpus too small: {}",
-        files.len()
-    );
-    let (t, q) = triage_all(&files);
-    eprintln!(
-        "CPython corpus: {} files, {t} triaged, {q} quarantined, 0 panics",
-        files.len()
-    );
+    triage_corpus("CPython", files, 40);
 }
 
 #[test]
 fn broken_fixtures_are_triaged_or_quarantined_never_dropped() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken");
+    let dir = root().join("tests/broken");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -3,6 +3,8 @@
 //! (format in tests/fixtures/README.md). `explain` (no state) and `triage` (fresh
 //! state, mails composed) must agree with the fixture and with each other.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -10,6 +12,7 @@ use mailtriage::config::Rules;
 use mailtriage::pipeline::{self, Incoming};
 use mailtriage::record::Store;
 use serde::Deserialize;
+use support::{root, shipped_rules_file};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -21,10 +24,6 @@ struct Expect {
     ack: bool,
     ack_suppressed: Option<String>,
     language: String,
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn fixtures() -> Vec<(PathBuf, Expect)> {
@@ -92,7 +91,7 @@ fn check(name: &str, exp: &Expect, r: &pipeline::Report, failures: &mut Vec<Stri
 
 #[test]
 fn fixtures_match_explain() {
-    let rules = Rules::load(&root().join("rules.toml")).unwrap();
+    let rules = Rules::load(&shipped_rules_file()).unwrap();
     let mut failures = Vec::new();
     for (path, exp) in fixtures() {
         let raw = std::fs::read(&path).unwrap();
@@ -111,7 +110,7 @@ fn fixtures_match_explain() {
 
 #[test]
 fn fixtures_match_triage_and_its_mails() {
-    let rules = Rules::load(&root().join("rules.toml")).unwrap();
+    let rules = Rules::load(&shipped_rules_file()).unwrap();
     let mut failures = Vec::new();
     for (path, exp) in fixtures() {
         // A fresh state per fixture: the expectations assume no earlier thread.

@@ -4,8 +4,9 @@
 //! queue and the customer. Runs `mailtriage triage`, which composes the mails exactly as
 //! the daemon does and writes them out as .eml files.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
+
+use support::cli::cli;
 
 /// "Website is down\r\nBcc: victim@evil.test" and "Evil\r\nBcc: victim@evil.test",
 /// hidden in encoded words, plus the same raw in a folded line.
@@ -38,21 +39,14 @@ fn crlf_and_encoded_words_cannot_inject_headers_into_forward_or_ack() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.eml");
     std::fs::write(&file, HOSTILE).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .arg("triage")
+    let out = cli(&["triage"])
         .arg(&file)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-        .args(["--mailbox", "billing", "--json", "--outbox"])
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .shipped_rules()
+        .args(["--mailbox", "billing", "--json"])
+        .outbox(&dir.path().join("out"))
+        .run();
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = out.json();
     assert_eq!(report["action"], "forward", "{report}");
 
     let mut mails = Vec::new();

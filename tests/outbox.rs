@@ -5,27 +5,17 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use mailtriage::record::Store;
-use support::daemon::{add_archive, message, write_config, Daemon, WAIT};
-use support::{header, FetchedMail, Stack};
+use support::lab::Lab;
+use support::mail::Mail;
+use support::FetchedMail;
 
-fn message_id(m: &FetchedMail) -> String {
-    header(&m.raw, "Message-ID")
-        .unwrap_or_default()
-        .trim_matches(|c| c == '<' || c == '>')
-        .to_string()
-}
-
-fn request(id: &str, customer: &str, n: usize) -> Vec<u8> {
-    message(
-        customer,
-        "billing@example.test",
-        id,
-        &format!("Website is down ({n})"),
-        "",
-        "Error 500 on every page since 9:00.",
-    )
+fn request(id: &str, customer: &str, n: usize) -> Mail {
+    Mail::request(customer, "billing@example.test", id)
+        .subject(&format!("Website is down ({n})"))
+        .body("Error 500 on every page since 9:00.")
 }
 
 /// The mail without the trace fields the servers put on top at delivery (Return-Path,
@@ -61,38 +51,33 @@ fn head(raw: &[u8]) -> String {
 
 #[test]
 fn archive_gets_every_sent_mail_and_no_header_of_a_sent_mail_shows_it() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    add_archive(&stack, &cfg, "");
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let lab = Lab::setup().archive().start();
+    let daemon = lab.daemon();
     let customers = ["customer1@example.test", "customer2@example.test"];
     for (n, c) in customers.iter().enumerate() {
-        stack.send(
-            c,
-            &["billing@example.test"],
-            &request(&format!("arch-{n}@client.test"), c, n),
-        );
+        lab.send_mail(&request(&format!("arch-{n}@client.test"), c, n));
     }
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| ms.len() == 2);
+    lab.wait_inbox("support@example.test", |ms| ms.len() == 2);
     for c in customers {
-        stack.wait_until(c, "INBOX", WAIT, |ms| ms.len() == 1);
+        lab.wait_inbox(c, |ms| ms.len() == 1);
     }
-    stack.wait_until("archive@example.test", "INBOX", WAIT, |ms| ms.len() == 4);
-    stack.drain();
+    lab.wait_inbox("archive@example.test", |ms| ms.len() == 4);
+    lab.drain();
     assert!(daemon.stop().success());
 
-    let mut sent: Vec<FetchedMail> = stack.fetch_all("support@example.test", "INBOX");
+    let mut sent: Vec<FetchedMail> = lab.inbox("support@example.test");
     for c in customers {
-        sent.extend(stack.fetch_all(c, "INBOX"));
+        sent.extend(lab.inbox(c));
     }
-    let archive = stack.fetch_all("archive@example.test", "INBOX");
+    let archive = lab.inbox("archive@example.test");
     let by_id: BTreeMap<String, &FetchedMail> =
-        archive.iter().map(|m| (message_id(m), m)).collect();
+        archive.iter().map(|m| (m.message_id(), m)).collect();
     assert_eq!(by_id.len(), 4, "four different mails in the archive");
     assert_eq!(
         by_id.keys().cloned().collect::<BTreeSet<_>>(),
-        sent.iter().map(message_id).collect::<BTreeSet<_>>(),
+        sent.iter()
+            .map(FetchedMail::message_id)
+            .collect::<BTreeSet<_>>(),
         "the archive holds exactly the mails that went out"
     );
     for m in &sent {
@@ -102,7 +87,7 @@ fn archive_gets_every_sent_mail_and_no_header_of_a_sent_mail_shows_it() {
             "a receiver's copy names the archive:\n{h}"
         );
         // Byte for byte what the archive got: the archive is an envelope recipient only.
-        let copy = by_id[&message_id(m)];
+        let copy = by_id[&m.message_id()];
         assert_eq!(
             String::from_utf8_lossy(as_sent(&m.raw)),
             String::from_utf8_lossy(as_sent(&copy.raw))
@@ -110,54 +95,74 @@ fn archive_gets_every_sent_mail_and_no_header_of_a_sent_mail_shows_it() {
     }
 }
 
+/// The customer of the `n`-th ticket.
+fn customer(n: usize) -> String {
+    format!("customer{}@example.test", n + 1)
+}
+
+/// Whether `m` is about the original `id`: its References name it.
+fn about(m: &FetchedMail, id: &str) -> bool {
+    m.header("References")
+        .is_some_and(|r| r.contains(&format!("<{id}>")))
+}
+
+/// A backlog of `tickets` requests, each followed by a reply of its customer: the reply
+/// joins the request's ticket, whose mails then wait for one another. And a request of
+/// `stranger`, a customer the server does not know: its acknowledgement is refused for good.
+fn send_backlog(lab: &Lab, tickets: usize, stranger: &str) {
+    for n in 0..tickets {
+        lab.send_mail(&request(&format!("ord-{n}@client.test"), &customer(n), n));
+    }
+    lab.send_mail(&request("ord-x@client.test", stranger, 99));
+    lab.drain();
+    for n in 0..tickets {
+        lab.send_mail(
+            &Mail::request(
+                &customer(n),
+                "billing@example.test",
+                &format!("ord-{n}-re@client.test"),
+            )
+            .in_reply_to(&format!("ord-{n}@client.test"))
+            .subject(&format!("Re: Website is down ({n})"))
+            .body("Still down, and now the login page too."),
+        );
+    }
+    lab.drain();
+    lab.wait_inbox("billing@example.test", |ms| ms.len() == 2 * tickets + 1);
+}
+
+/// The word `name=VALUE` of a log line, as VALUE.
+fn log_field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Per ticket, the per-ticket numbers (in their Message-IDs) of the mails the server
+/// accepted, in the order the log says it accepted them.
+fn accepted_by_ticket(log: &str) -> BTreeMap<String, Vec<u32>> {
+    let mut accepted: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("Mail accepted.")) {
+        let id = log_field(line, "message_id=");
+        let number: u32 = id.split('.').nth(1).and_then(|n| n.parse().ok()).unwrap();
+        accepted
+            .entry(log_field(line, "ticket="))
+            .or_default()
+            .push(number);
+    }
+    accepted
+}
+
 #[test]
 fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    // A backlog of requests, each followed by a reply of its customer: the reply joins
-    // the request's ticket, whose mails then wait for one another.
+    let lab = Lab::start();
     let tickets = 8;
-    let customer = |n: usize| format!("customer{}@example.test", n + 1);
-    for n in 0..tickets {
-        let c = customer(n);
-        stack.send(
-            &c,
-            &["billing@example.test"],
-            &request(&format!("ord-{n}@client.test"), &c, n),
-        );
-    }
-    // A customer the server does not know: its acknowledgement is refused for good.
     let stranger = "nosuch@example.test";
-    stack.send(
-        stranger,
-        &["billing@example.test"],
-        &request("ord-x@client.test", stranger, 99),
-    );
-    stack.drain();
-    for n in 0..tickets {
-        let c = customer(n);
-        let reply = message(
-            &c,
-            "billing@example.test",
-            &format!("ord-{n}-re@client.test"),
-            &format!("Re: Website is down ({n})"),
-            &format!("In-Reply-To: <ord-{n}@client.test>\r\nReferences: <ord-{n}@client.test>\r\n"),
-            "Still down, and now the login page too.",
-        );
-        stack.send(&c, &["billing@example.test"], &reply);
-    }
-    stack.drain();
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.len() == 2 * tickets + 1
-    });
+    send_backlog(&lab, tickets, stranger);
 
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    let about = |m: &FetchedMail, id: &str| {
-        header(&m.raw, "References").is_some_and(|r| r.contains(&format!("<{id}>")))
-    };
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+    let daemon = lab.daemon();
+    lab.wait_inbox("support@example.test", |ms| {
         (0..tickets).all(|n| {
             ms.iter().any(|m| about(m, &format!("ord-{n}@client.test")))
                 && ms
@@ -166,9 +171,9 @@ fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
         }) && ms.iter().any(|m| about(m, "ord-x@client.test"))
     });
     for n in 0..tickets {
-        stack.wait_until(&customer(n), "INBOX", WAIT, |ms| !ms.is_empty());
+        lab.wait_inbox(&customer(n), |ms| !ms.is_empty());
     }
-    stack.drain();
+    lab.drain();
     let log = daemon.log();
     assert!(daemon.stop().success());
 
@@ -182,18 +187,7 @@ fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
 
     // Each ticket's mails were accepted in the order they were decided (the per-ticket
     // number in their Message-IDs), although mails of different tickets overlapped.
-    let mut accepted: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("Mail accepted.")) {
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_default()
-                .to_string()
-        };
-        let id = field("message_id=");
-        let number: u32 = id.split('.').nth(1).and_then(|n| n.parse().ok()).unwrap();
-        accepted.entry(field("ticket=")).or_default().push(number);
-    }
+    let accepted = accepted_by_ticket(&log);
     assert_eq!(accepted.len(), tickets + 1, "{accepted:?}");
     for (ticket, numbers) in &accepted {
         assert!(
@@ -208,7 +202,7 @@ fn several_connections_keep_each_tickets_order_and_a_refusal_blocks_nothing() {
     );
 
     // The stranger's acknowledgement is a dead letter; everything else went out.
-    let store = Store::open(&state).unwrap();
+    let store = Store::open(&lab.state).unwrap();
     let dead = store.dead_letters().unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1.to, vec![stranger.to_string()]);
@@ -276,35 +270,30 @@ fn answer_swallowing_relay(to_port: u16, recipient: &'static str) -> u16 {
 /// daemon has not heard so, then starts it again on the real server. Returns the log
 /// and what reached support@ and the customer.
 fn kill_with_answers_lost(archive: bool) -> (String, Vec<FetchedMail>, Vec<FetchedMail>) {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    if archive {
-        add_archive(&stack, &cfg, "");
-    }
-    let text = std::fs::read_to_string(&cfg).unwrap();
+    let setup = if archive {
+        Lab::setup().archive()
+    } else {
+        Lab::setup()
+    };
+    let lab = setup.start();
+    let text = lab.config_text();
     let customer = "customer3@example.test";
-    let relay = answer_swallowing_relay(stack.smtp_port, customer);
+    let relay = answer_swallowing_relay(lab.smtp_port, customer);
     let via_relay = text
         .replacen("tls = \"starttls\"", "tls = \"plaintext\"", 1)
         .replacen(
-            &format!("port = {}", stack.smtp_port),
+            &format!("port = {}", lab.smtp_port),
             &format!("port = {relay}"),
             1,
         );
     assert_ne!(via_relay, text);
-    std::fs::write(&cfg, &via_relay).unwrap();
-    let log = dir.path().join("daemon.log");
-    let daemon = Daemon::start(&cfg, &log);
-    stack.send(
-        customer,
-        &["billing@example.test"],
-        &request("window-1@client.test", customer, 1),
-    );
+    lab.write_config(&via_relay);
+    let daemon = lab.daemon();
+    lab.send_mail(&request("window-1@client.test", customer, 1));
     // Both mails are in their mailboxes: Postfix took them; the daemon still waits for
     // the answer to the acknowledgement.
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| ms.len() == 1);
-    stack.wait_until(customer, "INBOX", WAIT, |ms| ms.len() == 1);
+    lab.wait_inbox("support@example.test", |ms| ms.len() == 1);
+    lab.wait_inbox(customer, |ms| ms.len() == 1);
     let first = daemon.log();
     assert!(
         !first
@@ -314,23 +303,17 @@ fn kill_with_answers_lost(archive: bool) -> (String, Vec<FetchedMail>, Vec<Fetch
     );
     daemon.kill();
 
-    std::fs::write(&cfg, &text).unwrap();
-    let daemon = Daemon::start(&cfg, &log);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !daemon.log()[first.len()..].contains("the last stop") {
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    lab.write_config(&text);
+    let daemon = lab.daemon();
+    daemon.wait_log_until("the new run's log saying \"the last stop\"", |log| {
+        log[first.len()..].contains("the last stop")
+    });
     // Anything sent again would be sent now.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    stack.drain();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.drain();
     let text = daemon.log();
     assert!(daemon.stop().success());
-    (
-        text,
-        stack.fetch_all("support@example.test", "INBOX"),
-        stack.fetch_all(customer, "INBOX"),
-    )
+    (text, lab.inbox("support@example.test"), lab.inbox(customer))
 }
 
 #[test]

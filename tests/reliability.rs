@@ -13,11 +13,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use support::daemon::{add_archive, write_config, Daemon};
-use support::{header, FetchedMail, Stack};
+use support::cli::cli;
+use support::lab::Lab;
+use support::mail::Mail;
+use support::{shipped_rules, FetchedMail};
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -46,36 +47,27 @@ impl Random {
 
 /// The shipped rules with the daily acknowledgement cap raised: the backlog comes from
 /// 20 customers, and every message must be acknowledged for the count to mean anything.
-fn rules_without_daily_cap(dir: &Path) -> PathBuf {
-    let shipped = support::daemon::shipped_rules();
+fn rules_without_daily_cap() -> String {
+    let shipped = shipped_rules();
     assert!(shipped.contains("acks_per_sender_per_day = 5"));
-    let rules = shipped.replace(
+    shipped.replace(
         "acks_per_sender_per_day = 5",
         "acks_per_sender_per_day = 100000",
-    );
-    let path = dir.join("rules.toml");
-    std::fs::write(&path, rules).unwrap();
-    path
-}
-
-fn request(i: usize, customer: &str) -> Vec<u8> {
-    format!(
-        "From: Customer {i} <{customer}>\r\nTo: billing@example.test\r\nSubject: Website is down ({i})\r\nMessage-ID: <crash-{i}@client.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nError 500 on every page since 9:00 (report {i}).\r\n"
     )
-    .into_bytes()
 }
 
-/// The Message-ID of a received mail, without brackets.
-fn message_id(m: &FetchedMail) -> String {
-    header(&m.raw, "Message-ID")
-        .unwrap_or_default()
-        .trim_matches(|c| c == '<' || c == '>')
-        .to_string()
+fn request(i: usize, customer: &str) -> Mail {
+    Mail::from(customer)
+        .name(&format!("Customer {i}"))
+        .to("billing@example.test")
+        .id(&format!("crash-{i}@client.test"))
+        .subject(&format!("Website is down ({i})"))
+        .body(&format!("Error 500 on every page since 9:00 (report {i})."))
 }
 
 /// Which original (crash-N) a forward or an acknowledgement is about.
 fn about(m: &FetchedMail, field: &str) -> Option<String> {
-    let v = header(&m.raw, field)?;
+    let v = m.header(field)?;
     let start = v.find("crash-")?;
     let rest = &v[start..];
     let end = rest.find('>').unwrap_or(rest.len());
@@ -85,6 +77,100 @@ fn about(m: &FetchedMail, field: &str) -> Option<String> {
 /// How many log lines say `text`.
 fn count_lines(log: &str, text: &str) -> usize {
     log.lines().filter(|l| l.contains(text)).count()
+}
+
+/// The customer who wrote the `i`-th request.
+fn customer_of(customers: &[String], i: usize) -> &str {
+    &customers[i % customers.len()]
+}
+
+/// The backlog is on the server before the daemon first starts.
+fn send_backlog(lab: &Lab, customers: &[String], messages: usize) {
+    for i in 0..messages {
+        lab.send_mail(&request(i, customer_of(customers, i)));
+    }
+    lab.drain();
+    lab.wait_until(
+        "billing@example.test",
+        "INBOX",
+        Duration::from_secs(60),
+        |ms| ms.len() == messages,
+    );
+}
+
+/// Kills the daemon at random moments while it works through the backlog. The first moments
+/// are spread over the start (login, catch-up, first sends), later ones over the run.
+fn kill_at_random_moments(lab: &Lab, random: &mut Random, cycles: u64) {
+    for cycle in 0..cycles {
+        let daemon = lab.daemon();
+        let after = random.between(150, 3000);
+        std::thread::sleep(Duration::from_millis(after));
+        daemon.kill();
+        eprintln!("crash test: kill {} after {after} ms", cycle + 1);
+    }
+}
+
+/// Waits until every original has a forward in support@ and every customer an
+/// acknowledgement of each of their requests.
+fn wait_all_answered(lab: &Lab, customers: &[String], originals: &BTreeSet<String>) {
+    let messages = originals.len();
+    let limit = Duration::from_secs(120 + messages as u64);
+    lab.wait_until("support@example.test", "INBOX", limit, |ms| {
+        let seen: BTreeSet<String> = ms.iter().filter_map(|m| about(m, "References")).collect();
+        originals.iter().all(|id| seen.contains(id))
+    });
+    for c in customers {
+        let expected = (0..messages)
+            .filter(|i| customer_of(customers, *i) == c)
+            .count();
+        lab.wait_until(c, "INBOX", limit, |ms| {
+            ms.iter()
+                .filter_map(|m| about(m, "In-Reply-To"))
+                .collect::<BTreeSet<_>>()
+                .len()
+                == expected
+        });
+    }
+}
+
+/// What reached the mailboxes, counted by Message-ID.
+#[derive(Default)]
+struct Delivered {
+    /// Copies of each mail the daemon sent.
+    copies: BTreeMap<String, usize>,
+    /// For `forward ORIGINAL` and `ack ORIGINAL`: the Message-IDs of the mails sent for it.
+    decided: BTreeMap<String, BTreeSet<String>>,
+    /// Copies of each mail in the archive.
+    archived: BTreeMap<String, usize>,
+}
+
+impl Delivered {
+    /// Counts `m`, the daemon's `what` (forward, ack) of an original named in its `field`.
+    fn count(&mut self, m: &FetchedMail, what: &str, field: &str) {
+        if let Some(orig) = about(m, field) {
+            *self.copies.entry(m.message_id()).or_default() += 1;
+            self.decided
+                .entry(format!("{what} {orig}"))
+                .or_default()
+                .insert(m.message_id());
+        }
+    }
+}
+
+fn delivered(lab: &Lab, customers: &[String]) -> Delivered {
+    let mut found = Delivered::default();
+    for m in lab.inbox("support@example.test") {
+        found.count(&m, "forward", "References");
+    }
+    for c in customers {
+        for m in lab.inbox(c) {
+            found.count(&m, "ack", "In-Reply-To");
+        }
+    }
+    for m in lab.inbox("archive@example.test") {
+        *found.archived.entry(m.message_id()).or_default() += 1;
+    }
+    found
 }
 
 #[test]
@@ -102,66 +188,27 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     eprintln!("crash test: {messages} messages, {cycles} kills, MAILTRIAGE_CRASH_SEED={seed}");
     let mut random = Random(seed);
 
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
     // The archive gets a copy of every mail the server accepts: each start looks there
     // for the mails whose answer a kill cut off, and sends only those not there.
-    add_archive(&stack, &cfg, "");
-    let rules = rules_without_daily_cap(dir.path());
-    let log = dir.path().join("daemon.log");
-
-    // The backlog is on the server before the daemon first starts.
+    let lab = Lab::setup()
+        .archive()
+        .rules(&rules_without_daily_cap())
+        .start();
     let customers: Vec<String> = (1..=20)
         .map(|c| format!("customer{c}@example.test"))
         .collect();
-    for i in 0..messages {
-        let customer = &customers[i % customers.len()];
-        stack.send(customer, &["billing@example.test"], &request(i, customer));
-    }
-    stack.drain();
-    stack.wait_until(
-        "billing@example.test",
-        "INBOX",
-        Duration::from_secs(60),
-        |ms| ms.len() == messages,
-    );
-
-    // Kill it at random moments while it works through the backlog. The first moments
-    // are spread over the start (login, catch-up, first sends), later ones over the run.
-    for cycle in 0..cycles {
-        let daemon = Daemon::start_with(&cfg, &log, &rules);
-        let after = random.between(150, 3000);
-        std::thread::sleep(Duration::from_millis(after));
-        daemon.kill();
-        eprintln!("crash test: kill {} after {after} ms", cycle + 1);
-    }
+    send_backlog(&lab, &customers, messages);
+    kill_at_random_moments(&lab, &mut random, cycles);
 
     // One last run to the end.
-    let daemon = Daemon::start_with(&cfg, &log, &rules);
-    let limit = Duration::from_secs(120 + messages as u64);
+    let daemon = lab.daemon();
     let originals: BTreeSet<String> = (0..messages)
         .map(|i| format!("crash-{i}@client.test"))
         .collect();
-    stack.wait_until("support@example.test", "INBOX", limit, |ms| {
-        let seen: BTreeSet<String> = ms.iter().filter_map(|m| about(m, "References")).collect();
-        originals.iter().all(|id| seen.contains(id))
-    });
-    for c in &customers {
-        let expected = (0..messages)
-            .filter(|i| &customers[i % customers.len()] == c)
-            .count();
-        stack.wait_until(c, "INBOX", limit, |ms| {
-            ms.iter()
-                .filter_map(|m| about(m, "In-Reply-To"))
-                .collect::<BTreeSet<_>>()
-                .len()
-                == expected
-        });
-    }
-    stack.drain();
+    wait_all_answered(&lab, &customers, &originals);
+    lab.drain();
     let status = daemon.stop();
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(&lab.log).unwrap();
     let tail: Vec<&str> = text.lines().rev().take(30).collect();
     assert!(
         status.success(),
@@ -173,29 +220,11 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let unlooked = count_lines(&text, "uncertain=");
 
     // Count what arrived, by Message-ID.
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    let mut decided: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let forwards = stack.fetch_all("support@example.test", "INBOX");
-    for m in &forwards {
-        if let Some(orig) = about(m, "References") {
-            *copies.entry(message_id(m)).or_default() += 1;
-            decided
-                .entry(format!("forward {orig}"))
-                .or_default()
-                .insert(message_id(m));
-        }
-    }
-    for c in &customers {
-        for m in stack.fetch_all(c, "INBOX") {
-            if let Some(orig) = about(&m, "In-Reply-To") {
-                *copies.entry(message_id(&m)).or_default() += 1;
-                decided
-                    .entry(format!("ack {orig}"))
-                    .or_default()
-                    .insert(message_id(&m));
-            }
-        }
-    }
+    let Delivered {
+        copies,
+        decided,
+        archived,
+    } = delivered(&lab, &customers);
     let lost: Vec<&String> = originals
         .iter()
         .filter(|id| {
@@ -206,10 +235,6 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let decided_twice: Vec<(&String, &BTreeSet<String>)> =
         decided.iter().filter(|(_, ids)| ids.len() > 1).collect();
     let duplicated: Vec<(&String, &usize)> = copies.iter().filter(|(_, n)| **n > 1).collect();
-    let mut archived: BTreeMap<String, usize> = BTreeMap::new();
-    for m in stack.fetch_all("archive@example.test", "INBOX") {
-        *archived.entry(message_id(&m)).or_default() += 1;
-    }
     eprintln!(
         "crash test figures: messages={messages} kills={cycles} mails={} lost={} decided_twice={} duplicated={} found_at_restart={found_at_restart} resent_at_restart={resent_at_restart} not_looked_up={unlooked} archived={} seed={seed}",
         copies.len(),
@@ -247,54 +272,34 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     assert!(archived.values().all(|n| *n == 1), "{archived:?}");
 }
 
-const WAIT: Duration = Duration::from_secs(60);
-
 /// Each request has its own subject: the same sender with the same subject would be one
 /// ticket (threading by sender and subject), and these tests count separate requests.
-fn outage_request(id: &str, customer: &str) -> Vec<u8> {
-    format!(
-        "From: Customer <{customer}>\r\nTo: billing@example.test\r\nSubject: Website is down ({id})\r\nMessage-ID: <{id}>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nError 500 on every page.\r\n"
-    )
-    .into_bytes()
+fn outage_request(id: &str, customer: &str) -> Mail {
+    Mail::request(customer, "billing@example.test", id)
+        .subject(&format!("Website is down ({id})"))
+        .body("Error 500 on every page.")
 }
 
 /// Forwards of the original `id` that reached support@.
-fn forwards_of(stack: &Stack, id: &str) -> usize {
-    stack
-        .fetch_all("support@example.test", "INBOX")
-        .iter()
-        .filter(|m| {
-            header(&m.raw, "X-Mailtriage").is_some_and(|h| h.contains("kind=forward"))
-                && header(&m.raw, "References").is_some_and(|r| r.contains(id))
-        })
-        .count()
+fn forwards_of(lab: &Lab, id: &str) -> usize {
+    lab.forwards_of("support@example.test", id)
 }
 
-fn wait_forwarded(stack: &Stack, id: &str) {
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
+/// Waits until a mail about `id` (one whose References name it) reached support@.
+fn wait_forwarded(lab: &Lab, id: &str) {
+    lab.wait_inbox("support@example.test", |ms| {
         ms.iter()
-            .any(|m| header(&m.raw, "References").is_some_and(|r| r.contains(id)))
+            .any(|m| m.header("References").is_some_and(|r| r.contains(id)))
     });
 }
 
-/// Polls the daemon's log until it holds `text`; panics with the log after `WAIT`.
-fn wait_log(daemon: &Daemon, text: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !daemon.log().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log never said {text:?}:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Rewrites `key = old` to `key = new` on the first line holding it.
-fn edit_config(cfg: &Path, old: &str, new: &str) {
-    let s = std::fs::read_to_string(cfg).unwrap();
-    assert!(s.contains(old), "{old:?} not in the config");
-    std::fs::write(cfg, s.replacen(old, new, 1)).unwrap();
+/// The ticket of the forward of `id` among `mails`.
+fn ticket_of_forward(mails: &[FetchedMail], id: &str) -> String {
+    mails
+        .iter()
+        .find(|m| m.is_forward_of(id))
+        .map(FetchedMail::ticket)
+        .unwrap()
 }
 
 /// A server that accepts connections and never says a word: a stalled IMAP or SMTP
@@ -311,29 +316,30 @@ fn stalled_listener() -> (u16, std::thread::JoinHandle<()>) {
     (port, h)
 }
 
+/// Points the daemon's config at a stalled server instead of the stack's `port`.
+fn stall(lab: &Lab, port: u16) -> std::thread::JoinHandle<()> {
+    let (stalled, held) = stalled_listener();
+    lab.edit_config(&format!("port = {port}"), &format!("port = {stalled}"));
+    held
+}
+
 #[test]
 fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    let log = dir.path().join("daemon.log");
-
-    let daemon = Daemon::start(&cfg, &log);
-    stack.send(
+    let lab = Lab::start();
+    let daemon = lab.daemon();
+    lab.send_mail(&outage_request(
+        "before-corrupt@client.test",
         "customer1@example.test",
-        &["billing@example.test"],
-        &outage_request("before-corrupt@client.test", "customer1@example.test"),
-    );
-    wait_forwarded(&stack, "before-corrupt@client.test");
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
+    ));
+    wait_forwarded(&lab, "before-corrupt@client.test");
+    lab.wait_inbox("billing@example.test", |ms| {
         ms.iter().all(|m| m.has_flag("$Triaged"))
     });
     assert!(daemon.stop().success());
 
     // sled refuses a config file it cannot read; the log is cut short too.
-    std::fs::write(state.join("db/conf"), b"\x9c\xff garbage \x00\x01").unwrap();
-    let db = state.join("db/db");
+    std::fs::write(lab.state.join("db/conf"), b"\x9c\xff garbage \x00\x01").unwrap();
+    let db = lab.state.join("db/db");
     let len = std::fs::metadata(&db).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -342,31 +348,30 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
         .set_len(len / 3)
         .unwrap();
 
-    let daemon = Daemon::start(&cfg, &log);
-    stack.send(
+    let daemon = lab.daemon();
+    lab.send_mail(&outage_request(
+        "after-corrupt@client.test",
         "customer2@example.test",
-        &["billing@example.test"],
-        &outage_request("after-corrupt@client.test", "customer2@example.test"),
-    );
-    wait_forwarded(&stack, "after-corrupt@client.test");
+    ));
+    wait_forwarded(&lab, "after-corrupt@client.test");
     // The first customer answers with the ticket's tag in the subject: the ticket lived
     // in the lost state, and goes on under the number the customer knows.
-    let before = stack
-        .fetch_all("support@example.test", "INBOX")
-        .iter()
-        .find(|m| support::daemon::is_forward_of(m, "before-corrupt@client.test"))
-        .map(support::daemon::ticket_of)
-        .unwrap();
-    stack.send(
-        "customer1@example.test",
-        &["billing@example.test"],
-        format!(
-            "From: Customer <customer1@example.test>\r\nTo: billing@example.test\r\nSubject: Re: [#{before}] Website is down\r\nMessage-ID: <old-ticket-reply@client.test>\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nStill down, error 500.\r\n"
-        )
-        .as_bytes(),
+    let before = ticket_of_forward(
+        &lab.inbox("support@example.test"),
+        "before-corrupt@client.test",
     );
-    wait_forwarded(&stack, "old-ticket-reply@client.test");
-    stack.drain();
+    lab.send_mail(
+        &Mail::request(
+            "customer1@example.test",
+            "billing@example.test",
+            "old-ticket-reply@client.test",
+        )
+        .date("Mon, 23 Nov 2026 11:00:00 +0000")
+        .subject(&format!("Re: [#{before}] Website is down"))
+        .body("Still down, error 500."),
+    );
+    wait_forwarded(&lab, "old-ticket-reply@client.test");
+    lab.drain();
     let text = daemon.log();
     assert!(daemon.stop().success());
 
@@ -375,43 +380,33 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
             .any(|l| l.contains("ERROR") && l.contains("moved aside") && l.contains("db.broken-")),
         "an ERROR says the state was moved aside and where:\n{text}"
     );
-    let aside: Vec<_> = std::fs::read_dir(&state)
+    let aside: Vec<_> = std::fs::read_dir(&lab.state)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("db.broken-"))
         .collect();
     assert_eq!(aside.len(), 1, "the broken state is kept for the operator");
     assert_eq!(
-        forwards_of(&stack, "before-corrupt@client.test"),
+        forwards_of(&lab, "before-corrupt@client.test"),
         1,
         "not forwarded twice"
     );
-    assert_eq!(forwards_of(&stack, "after-corrupt@client.test"), 1);
+    assert_eq!(forwards_of(&lab, "after-corrupt@client.test"), 1);
     // The fresh state does not hand out the lost state's ticket numbers again.
-    let support = stack.fetch_all("support@example.test", "INBOX");
-    let ticket = |id: &str| {
-        support
-            .iter()
-            .find(|m| support::daemon::is_forward_of(m, id))
-            .map(support::daemon::ticket_of)
-            .unwrap()
-    };
+    let support = lab.inbox("support@example.test");
     assert_ne!(
-        ticket("before-corrupt@client.test"),
-        ticket("after-corrupt@client.test")
+        ticket_of_forward(&support, "before-corrupt@client.test"),
+        ticket_of_forward(&support, "after-corrupt@client.test")
     );
     assert_eq!(
-        ticket("old-ticket-reply@client.test"),
-        ticket("before-corrupt@client.test"),
+        ticket_of_forward(&support, "old-ticket-reply@client.test"),
+        ticket_of_forward(&support, "before-corrupt@client.test"),
         "a reply with the tag of a lost ticket keeps its number"
     );
     let note = support
         .iter()
-        .find(|m| support::daemon::is_forward_of(m, "old-ticket-reply@client.test"))
-        .and_then(|m| {
-            let parsed = mail_parser::MessageParser::default().parse(&m.raw)?;
-            parsed.body_text(0).map(|t| t.into_owned())
-        })
+        .find(|m| m.is_forward_of("old-ticket-reply@client.test"))
+        .map(FetchedMail::text)
         .unwrap();
     assert!(
         note.contains("earlier history is not known"),
@@ -421,32 +416,25 @@ fn state_that_will_not_open_is_moved_aside_and_nothing_is_forwarded_twice() {
 
 #[test]
 fn sigterm_stops_cleanly_with_state_on_disk() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    let raw = outage_request("sigterm-1@client.test", "customer3@example.test");
-    stack.send("customer3@example.test", &["billing@example.test"], &raw);
-    wait_forwarded(&stack, "sigterm-1@client.test");
+    let lab = Lab::start();
+    let daemon = lab.daemon();
+    let mail = outage_request("sigterm-1@client.test", "customer3@example.test");
+    lab.send_mail(&mail);
+    wait_forwarded(&lab, "sigterm-1@client.test");
     let st = daemon.stop();
     assert!(st.success(), "{st}");
 
     // What the daemon did is in the state it left: `explain` on that state knows the
     // message.
-    let file = dir.path().join("m.eml");
-    std::fs::write(&file, &raw).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .arg("explain")
+    let file = lab.dir().join("m.eml");
+    std::fs::write(&file, mail.raw()).unwrap();
+    let v = cli(&["explain"])
         .arg(&file)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-        .args(["--mailbox", "billing", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        .rules(&lab.rules)
+        .args(["--mailbox", "billing", "--json"])
+        .state(&lab.state)
+        .run()
+        .json();
     assert_eq!(v["acknowledgement"]["suppressed"], "already-triaged", "{v}");
     assert!(
         v["ticket"].as_str().is_some_and(|t| t.starts_with("T-")),
@@ -456,26 +444,18 @@ fn sigterm_stops_cleanly_with_state_on_disk() {
 
 #[test]
 fn second_signal_exits_at_once_while_the_first_waits_for_a_stalled_smtp_server() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let (port, _held) = stalled_listener();
-    edit_config(
-        &cfg,
-        &format!("port = {}", stack.smtp_port),
-        &format!("port = {port}"),
-    );
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    stack.send(
+    let lab = Lab::start();
+    let _held = stall(&lab, lab.smtp_port);
+    let daemon = lab.daemon();
+    lab.send_mail(&outage_request(
+        "second-signal@client.test",
         "customer4@example.test",
-        &["billing@example.test"],
-        &outage_request("second-signal@client.test", "customer4@example.test"),
-    );
+    ));
     // The mail is decided and waits in the outbox: the sender is stuck on the server
     // that never answers, so a first SIGTERM waits for its bounded last drain.
-    wait_log(&daemon, "Message triaged.");
+    daemon.wait_log("Message triaged.");
     daemon.signal("TERM");
-    wait_log(&daemon, "Stopping");
+    daemon.wait_log("Stopping");
     daemon.signal("TERM");
     let st = daemon.wait_exit(Duration::from_secs(10));
     assert_eq!(
@@ -487,19 +467,14 @@ fn second_signal_exits_at_once_while_the_first_waits_for_a_stalled_smtp_server()
 
 #[test]
 fn postfix_outage_keeps_the_outbox_and_it_drains_when_postfix_returns() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let lab = Lab::start();
+    let customer = "customer5@example.test";
     let ids: Vec<String> = (0..3).map(|i| format!("outage-{i}@client.test")).collect();
     for id in &ids {
-        stack.send(
-            "customer5@example.test",
-            &["billing@example.test"],
-            &outage_request(id, "customer5@example.test"),
-        );
+        lab.send_mail(&outage_request(id, customer));
     }
-    stack.drain();
-    let postfix = stack.dir.join("postfix/etc");
+    lab.drain();
+    let postfix = lab.stack.dir.join("postfix/etc");
     let st = std::process::Command::new("postfix")
         .arg("-c")
         .arg(&postfix)
@@ -508,56 +483,31 @@ fn postfix_outage_keeps_the_outbox_and_it_drains_when_postfix_returns() {
         .unwrap();
     assert!(st.success(), "postfix stop");
 
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let daemon = lab.daemon();
     // Triaged, and the sends fail while Postfix is away.
-    wait_log(&daemon, "Delivery failed; will retry.");
+    daemon.wait_log("Delivery failed; will retry.");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(forwards_of(&stack, &ids[0]), 0);
+    assert_eq!(forwards_of(&lab, &ids[0]), 0);
 
-    stack.mailstack(&["up"]);
+    lab.mailstack(&["up"]);
     for id in &ids {
-        wait_forwarded(&stack, id);
+        wait_forwarded(&lab, id);
     }
-    stack.wait_until("customer5@example.test", "INBOX", WAIT, |ms| {
-        ms.len() == ids.len()
-    });
-    stack.drain();
+    lab.wait_inbox(customer, |ms| ms.len() == ids.len());
+    lab.drain();
     assert!(daemon.stop().success());
     for id in &ids {
-        assert_eq!(forwards_of(&stack, id), 1, "{id}");
+        assert_eq!(forwards_of(&lab, id), 1, "{id}");
     }
-    assert_eq!(
-        stack.fetch_all("customer5@example.test", "INBOX").len(),
-        ids.len()
-    );
+    assert_eq!(lab.inbox(customer).len(), ids.len());
 }
 
-#[test]
-fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothing_twice() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    stack.send(
-        "customer6@example.test",
-        &["billing@example.test"],
-        &outage_request("before-restart@client.test", "customer6@example.test"),
-    );
-    wait_forwarded(&stack, "before-restart@client.test");
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().all(|m| m.has_flag("$Triaged"))
-    });
-    // The acknowledgement too must be delivered before the servers go: a mail cut off
-    // in the middle of its SMTP exchange is the window SMTP leaves open (a resend may
-    // duplicate it), which is not what this test is about.
-    stack.wait_until("customer6@example.test", "INBOX", WAIT, |ms| ms.len() == 1);
-    stack.drain();
-
-    // While the daemon idles: the servers go down, billing@'s UID list and indexes are
-    // lost (Dovecot then gives the folder a new UIDVALIDITY; the keywords stay in the
-    // maildir file names), and the servers come back.
-    stack.mailstack(&["down"]);
-    let maildir = stack.dir.join("mail/example.test/billing/Maildir");
+/// Takes the servers down, drops billing@'s UID list and indexes (Dovecot then gives the
+/// folder a new UIDVALIDITY; the keywords stay in the maildir file names), and brings the
+/// servers back.
+fn restart_dovecot_with_a_new_uidvalidity(lab: &Lab) {
+    lab.mailstack(&["down"]);
+    let maildir = lab.stack.dir.join("mail/example.test/billing/Maildir");
     for e in std::fs::read_dir(&maildir).unwrap() {
         let p = e.unwrap().path();
         let n = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -565,83 +515,82 @@ fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothin
             std::fs::remove_file(&p).unwrap();
         }
     }
-    stack.mailstack(&["up"]);
-    stack.send(
-        "customer6@example.test",
-        &["billing@example.test"],
-        &outage_request("after-restart@client.test", "customer6@example.test"),
-    );
-    wait_forwarded(&stack, "after-restart@client.test");
-    stack.drain();
+    lab.mailstack(&["up"]);
+}
+
+#[test]
+fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothing_twice() {
+    let lab = Lab::start();
+    let daemon = lab.daemon();
+    let customer = "customer6@example.test";
+    lab.send_mail(&outage_request("before-restart@client.test", customer));
+    wait_forwarded(&lab, "before-restart@client.test");
+    lab.wait_inbox("billing@example.test", |ms| {
+        ms.iter().all(|m| m.has_flag("$Triaged"))
+    });
+    // The acknowledgement too must be delivered before the servers go: a mail cut off
+    // in the middle of its SMTP exchange is the window SMTP leaves open (a resend may
+    // duplicate it), which is not what this test is about.
+    lab.wait_inbox(customer, |ms| ms.len() == 1);
+    lab.drain();
+
+    // While the daemon idles.
+    restart_dovecot_with_a_new_uidvalidity(&lab);
+    lab.send_mail(&outage_request("after-restart@client.test", customer));
+    wait_forwarded(&lab, "after-restart@client.test");
+    lab.drain();
     let text = daemon.log();
     assert!(daemon.stop().success());
     assert!(text.contains("reconnecting"), "{text}");
     assert!(text.contains("UIDVALIDITY changed"), "{text}");
-    assert_eq!(forwards_of(&stack, "before-restart@client.test"), 1);
-    assert_eq!(forwards_of(&stack, "after-restart@client.test"), 1);
-    assert_eq!(stack.fetch_all("customer6@example.test", "INBOX").len(), 2);
+    assert_eq!(forwards_of(&lab, "before-restart@client.test"), 1);
+    assert_eq!(forwards_of(&lab, "after-restart@client.test"), 1);
+    assert_eq!(lab.inbox(customer).len(), 2);
 }
 
 #[test]
 fn stalled_imap_server_is_detected_by_timeouts() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let (port, _held) = stalled_listener();
-    edit_config(
-        &cfg,
-        &format!("port = {}", stack.imaps_port),
-        &format!("port = {port}"),
-    );
-    edit_config(&cfg, "timeout = \"10s\"", "timeout = \"1s\"");
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    wait_log(&daemon, "no answer within 1s");
+    let lab = Lab::start();
+    let _held = stall(&lab, lab.imaps_port);
+    lab.edit_config("timeout = \"10s\"", "timeout = \"1s\"");
+    let daemon = lab.daemon();
+    daemon.wait_log("no answer within 1s");
     // It goes on trying (and says so) rather than hanging on the first connection.
-    let deadline = std::time::Instant::now() + WAIT;
-    while daemon
-        .log()
-        .matches("Mailbox connection failed; reconnecting.")
-        .count()
-        < 8
-    {
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    daemon.wait_log_until("eight reconnections in the log", |log| {
+        log.matches("Mailbox connection failed; reconnecting.")
+            .count()
+            >= 8
+    });
     assert!(daemon.stop().success());
 }
 
 #[test]
 fn vacation_responder_and_a_redirecting_customer_do_not_start_a_loop() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+    let lab = Lab::start();
     // customer9 answers everything with a vacation notice and also sends a copy of
     // everything it receives back to billing@: a robot that would feed a loop.
-    let script = dir.path().join("vacation.sieve");
+    let script = lab.dir().join("vacation.sieve");
     std::fs::write(
         &script,
         "require [\"vacation\", \"copy\"];\nredirect :copy \"billing@example.test\";\nvacation :days 1 :subject \"Out of office\" \"I am away until Monday.\";\n",
     )
     .unwrap();
-    stack.mailstack(&["sieve", "customer9@example.test", script.to_str().unwrap()]);
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
-    stack.send(
-        "customer9@example.test",
-        &["billing@example.test"],
-        &outage_request("loop-1@client.test", "customer9@example.test"),
-    );
-    wait_forwarded(&stack, "loop-1@client.test");
-    stack.wait_until("customer9@example.test", "INBOX", WAIT, |ms| !ms.is_empty());
+    let customer = "customer9@example.test";
+    lab.mailstack(&["sieve", customer, script.to_str().unwrap()]);
+    let daemon = lab.daemon();
+    lab.send_mail(&outage_request("loop-1@client.test", customer));
+    wait_forwarded(&lab, "loop-1@client.test");
+    lab.wait_inbox(customer, |ms| !ms.is_empty());
     // The ack's copy comes back to billing@ and is recognised as the daemon's own mail.
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| ms.len() == 2);
-    wait_log(&daemon, "action=ignore");
+    lab.wait_inbox("billing@example.test", |ms| ms.len() == 2);
+    daemon.wait_log("action=ignore");
     // Settled: another round of every robot involved changes nothing.
-    stack.drain();
+    lab.drain();
     std::thread::sleep(Duration::from_secs(3));
-    stack.drain();
-    let customer = stack.fetch_all("customer9@example.test", "INBOX");
-    let billing = stack.fetch_all("billing@example.test", "INBOX");
-    let support = stack.fetch_all("support@example.test", "INBOX");
+    lab.drain();
+    let customer = lab.inbox(customer);
+    let billing = lab.inbox("billing@example.test");
+    let support = lab.inbox("support@example.test");
     assert!(daemon.stop().success());
     assert_eq!(
         customer.len(),
@@ -650,7 +599,7 @@ fn vacation_responder_and_a_redirecting_customer_do_not_start_a_loop() {
     );
     assert_eq!(billing.len(), 2, "the request and the ack's copy, no more");
     assert_eq!(support.len(), 1, "one forward");
-    let sink = stack.fetch_all("sink@example.test", "INBOX");
+    let sink = lab.inbox("sink@example.test");
     assert!(
         sink.iter()
             .all(|m| !String::from_utf8_lossy(&m.raw).contains("Out of office")),

@@ -2,16 +2,18 @@
 //! verify` finds nothing, and `systemd-analyze security` rates its exposure 2.0 or
 //! better (the figure the README gives).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+
+use support::cli::Run;
+use support::root;
 
 /// The unit with ExecStart pointing at the binary under test: verify checks that the
 /// commands exist.
 fn unit(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/mailtriage.service"),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(root().join("systemd/mailtriage.service")).unwrap();
     assert!(text.contains("/usr/local/bin/mailtriage"));
     let path = dir.join("mailtriage.service");
     std::fs::write(
@@ -26,21 +28,10 @@ fn unit(dir: &Path) -> std::path::PathBuf {
 }
 
 fn analyze(args: &[&str], unit: &Path) -> (bool, String) {
-    let o = Command::new("systemd-analyze")
-        .args(args)
-        .arg(unit)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("systemd-analyze: {e}; install the systemd package (bash scripts/test does)")
-        });
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    let o = Run::of(Command::new("systemd-analyze").args(args).arg(unit)).unwrap_or_else(|e| {
+        panic!("systemd-analyze: {e}; install the systemd package (bash scripts/test does)")
+    });
+    (o.status.success(), o.text())
 }
 
 #[test]

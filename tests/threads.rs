@@ -5,100 +5,60 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use support::daemon::{
-    header, is_ack_of, is_forward_of, message, shipped_rules, ticket_of, write_config,
-    write_config_with, write_rules, Daemon, WAIT,
-};
-use support::{FetchedMail, Stack};
+use support::lab::Lab;
+use support::mail::Mail;
+use support::{shipped_rules, FetchedMail};
 
-fn text_of(m: &FetchedMail) -> String {
-    mail_parser::MessageParser::default()
-        .parse(&m.raw)
-        .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
-        .unwrap_or_default()
-}
-
-fn kind_of(m: &FetchedMail) -> Option<String> {
-    let h = header(&m.raw, "X-Mailtriage")?;
-    h.split(';')
-        .find_map(|p| p.trim().strip_prefix("kind=").map(str::to_string))
-}
-
+/// The daemon's mails of `kind` about `ticket` among `ms`.
 fn of_ticket<'a>(ms: &'a [FetchedMail], ticket: &str, kind: &str) -> Vec<&'a FetchedMail> {
     ms.iter()
         .filter(|m| {
-            kind_of(m).as_deref() == Some(kind)
-                && header(&m.raw, "X-Mailtriage")
+            m.kind().as_deref() == Some(kind)
+                && m.header("X-Mailtriage")
                     .is_some_and(|h| h.contains(&format!("ticket={ticket};")))
         })
         .collect()
 }
 
-fn reply(
-    from: &str,
-    to: &str,
-    id: &str,
-    in_reply_to: &str,
-    subject: &str,
-    extra: &str,
-    body: &str,
-) -> Vec<u8> {
-    let extra = format!("In-Reply-To: <{in_reply_to}>\r\nReferences: <{in_reply_to}>\r\n{extra}");
-    message(from, to, id, subject, &extra, body)
+/// Waits until `user`'s INBOX holds a mail of `kind` about `ticket`; returns the INBOX.
+fn wait_of_ticket(lab: &Lab, user: &str, ticket: &str, kind: &str) -> Vec<FetchedMail> {
+    lab.wait_inbox(user, |ms| !of_ticket(ms, ticket, kind).is_empty())
+}
+
+/// How many mails of `kind` about `ticket` are in `user`'s INBOX.
+fn count_of_ticket(lab: &Lab, user: &str, ticket: &str, kind: &str) -> usize {
+    of_ticket(&lab.inbox(user), ticket, kind).len()
 }
 
 #[test]
 fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let lab = Lab::start();
+    let daemon = lab.daemon();
 
     let id = "first-1@example.test";
-    stack.send(
-        "customer1@example.test",
-        &["billing@example.test"],
-        &message(
-            "customer1@example.test",
-            "billing@example.test",
-            id,
-            "Website is down",
-            "",
-            "Error 500 on every page.",
-        ),
+    let customer = "customer1@example.test";
+    lab.send_mail(
+        &Mail::request(customer, "billing@example.test", id)
+            .subject("Website is down")
+            .body("Error 500 on every page."),
     );
-    let inbox = stack.wait_until("customer1@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, id))
-    });
-    let ack = inbox.iter().find(|m| is_ack_of(m, id)).unwrap();
-    let ticket = ticket_of(ack);
-    let ack_id = header(&ack.raw, "Message-ID").unwrap();
-    let ack_id = ack_id.trim_matches(['<', '>']);
+    let ack = lab.wait_ack(customer, id);
+    let ticket = ack.ticket();
+    let ack_id = ack.message_id();
 
     // The customer answers the acknowledgement, again to billing@, with billing words:
     // it is a follow-up of a support ticket, not a new billing request.
-    let follow = reply(
-        "customer1@example.test",
-        "billing@example.test",
-        "second-1@example.test",
-        ack_id,
-        &format!("Re: [#{ticket}] We have received your request"),
-        "",
-        "Also, the invoice page shows the same error. Please refund if this takes long.",
+    lab.send_mail(
+        &Mail::request(customer, "billing@example.test", "second-1@example.test")
+            .in_reply_to(&ack_id)
+            .subject(&format!("Re: [#{ticket}] We have received your request"))
+            .body("Also, the invoice page shows the same error. Please refund if this takes long."),
     );
-    stack.send("customer1@example.test", &["billing@example.test"], &follow);
-    let support = stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, "second-1@example.test"))
-    });
-    let fwd = support
-        .iter()
-        .find(|m| is_forward_of(m, "second-1@example.test"))
-        .unwrap();
-    assert_eq!(ticket_of(fwd), ticket);
-    let note = text_of(fwd);
+    let fwd = lab.wait_forward("support@example.test", "second-1@example.test");
+    assert_eq!(fwd.ticket(), ticket);
+    let note = fwd.text();
     assert!(note.contains(&format!("follow-up 1 of {ticket}")), "{note}");
     assert!(
         !note.contains("rule \""),
@@ -114,30 +74,21 @@ fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() 
         "{note}"
     );
     // Nothing went to billing's queue as a new request.
-    assert!(stack
-        .fetch_all("billing@example.test", "INBOX")
+    assert!(lab
+        .inbox("billing@example.test")
         .iter()
-        .all(|m| kind_of(m).is_none() || ticket_of(m) == ticket));
+        .all(|m| m.kind().is_none() || m.ticket() == ticket));
 
     // One acknowledgement and one "added to your request", never a second acknowledgement.
-    let third = reply(
-        "customer1@example.test",
-        "support@example.test",
-        "third-1@example.test",
-        ack_id,
-        &format!("Re: [#{ticket}] more"),
-        "",
-        "One more detail.",
+    lab.send_mail(
+        &Mail::request(customer, "support@example.test", "third-1@example.test")
+            .in_reply_to(&ack_id)
+            .subject(&format!("Re: [#{ticket}] more"))
+            .body("One more detail."),
     );
-    stack.send("customer1@example.test", &["support@example.test"], &third);
-    stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| {
-            header(&m.raw, "Message-ID").as_deref() == Some("<third-1@example.test>")
-                && m.flags.iter().any(|f| f == "$Triaged")
-        })
-    });
-    stack.drain();
-    let inbox = stack.fetch_all("customer1@example.test", "INBOX");
+    lab.wait_flagged("support@example.test", "third-1@example.test", "$Triaged");
+    lab.drain();
+    let inbox = lab.inbox(customer);
     assert_eq!(
         of_ticket(&inbox, &ticket, "acknowledgement").len(),
         1,
@@ -153,44 +104,29 @@ fn reply_to_the_ack_reaches_the_owner_without_classification_and_with_history() 
 
 #[test]
 fn a_ticket_sent_back_by_its_queue_lands_with_the_supervisor() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let lab = Lab::start();
+    let daemon = lab.daemon();
 
     let id = "pingpong-1@example.test";
-    stack.send(
-        "customer2@example.test",
-        &["billing@example.test"],
-        &message(
-            "customer2@example.test",
-            "billing@example.test",
-            id,
-            "Сайт не работает",
-            "",
-            "Ошибка 500 с утра.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer2@example.test", "billing@example.test", id)
+            .subject("Сайт не работает")
+            .body("Ошибка 500 с утра."),
     );
-    let support = stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, id))
-    });
-    let fwd = support.iter().find(|m| is_forward_of(m, id)).unwrap();
-    let ticket = ticket_of(fwd);
+    let ticket = lab.wait_forward("support@example.test", id).ticket();
 
     // Support thinks it is billing's and forwards it back to billing@.
-    let back = message(
-        "support@example.test",
-        "billing@example.test",
-        "back-1@example.test",
-        &format!("Fwd: [#{ticket}] Сайт не работает"),
-        "",
-        "Это к вам, по оплате.",
+    lab.send_mail(
+        &Mail::request(
+            "support@example.test",
+            "billing@example.test",
+            "back-1@example.test",
+        )
+        .subject(&format!("Fwd: [#{ticket}] Сайт не работает"))
+        .body("Это к вам, по оплате."),
     );
-    stack.send("support@example.test", &["billing@example.test"], &back);
-    let sup = stack.wait_until("supervisor@example.test", "INBOX", WAIT, |ms| {
-        !of_ticket(ms, &ticket, "forward").is_empty()
-    });
-    let note = text_of(of_ticket(&sup, &ticket, "forward")[0]);
+    let sup = wait_of_ticket(&lab, "supervisor@example.test", &ticket, "forward");
+    let note = of_ticket(&sup, &ticket, "forward")[0].text();
     assert!(
         note.contains("ЭСКАЛАЦИЯ")
             && note.contains("Бухгалтерия")
@@ -201,77 +137,42 @@ fn a_ticket_sent_back_by_its_queue_lands_with_the_supervisor() {
         note.contains("История"),
         "the whole history goes with it:\n{note}"
     );
-    stack.drain();
+    lab.drain();
     std::thread::sleep(Duration::from_secs(1));
     // Not back and forth: support got the ticket once, billing never as a forward.
     assert_eq!(
-        of_ticket(
-            &stack.fetch_all("support@example.test", "INBOX"),
-            &ticket,
-            "forward"
-        )
-        .len(),
+        count_of_ticket(&lab, "support@example.test", &ticket, "forward"),
         1
     );
-    assert!(of_ticket(
-        &stack.fetch_all("billing@example.test", "INBOX"),
-        &ticket,
-        "forward"
-    )
-    .is_empty());
+    assert!(of_ticket(&lab.inbox("billing@example.test"), &ticket, "forward").is_empty());
     assert!(daemon.stop().success());
 }
 
 #[test]
 fn a_profane_message_reaches_queue_and_supervisor_and_the_customer_gets_a_polite_ack() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let lab = Lab::start();
+    let daemon = lab.daemon();
 
     let id = "angry-1@example.test";
-    stack.send(
-        "customer3@example.test",
-        &["billing@example.test"],
-        &message(
-            "customer3@example.test",
-            "billing@example.test",
-            id,
-            "Website is down",
-            "",
-            "You idiots broke the site again. Error 500 everywhere.",
-        ),
+    lab.send_mail(
+        &Mail::request("customer3@example.test", "billing@example.test", id)
+            .subject("Website is down")
+            .body("You idiots broke the site again. Error 500 everywhere."),
     );
-    let support = stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_forward_of(m, id))
-    });
-    let fwd = support.iter().find(|m| is_forward_of(m, id)).unwrap();
-    let ticket = ticket_of(fwd);
-    let subject = mail_parser::MessageParser::default()
-        .parse(&fwd.raw)
-        .unwrap()
-        .subject()
-        .unwrap()
-        .to_string();
+    let fwd = lab.wait_forward("support@example.test", id);
+    let ticket = fwd.ticket();
+    let subject = fwd.subject();
     assert!(subject.starts_with("[ESCALATED]"), "{subject}");
-    assert_eq!(
-        header(&fwd.raw, "X-Priority").as_deref(),
-        Some("1 (Highest)")
-    );
+    assert_eq!(fwd.header("X-Priority").as_deref(), Some("1 (Highest)"));
 
-    let sup = stack.wait_until("supervisor@example.test", "INBOX", WAIT, |ms| {
-        !of_ticket(ms, &ticket, "forward").is_empty()
-    });
-    let note = text_of(of_ticket(&sup, &ticket, "forward")[0]);
+    let sup = wait_of_ticket(&lab, "supervisor@example.test", &ticket, "forward");
+    let note = of_ticket(&sup, &ticket, "forward")[0].text();
     assert!(
         note.contains("RED FLAG: profanity") && note.contains("idiots"),
         "reason and matched text:\n{note}"
     );
 
-    let inbox = stack.wait_until("customer3@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, id))
-    });
-    let ack = text_of(inbox.iter().find(|m| is_ack_of(m, id)).unwrap());
+    let ack = lab.wait_ack("customer3@example.test", id).text();
     assert!(
         ack.contains("Technical support") && ack.contains(&ticket),
         "{ack}"
@@ -283,17 +184,15 @@ fn a_profane_message_reaches_queue_and_supervisor_and_the_customer_gets_a_polite
     assert!(daemon.stop().success());
 }
 
-#[test]
-fn an_incident_notice_is_in_acks_while_active_and_not_after() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&stack, dir.path(), &dir.path().join("state"));
+/// Two incidents: INC-LIVE on checkout, active for three more hours, and INC-OVER on
+/// login, ended five minutes ago.
+fn incidents() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = |t: time::OffsetDateTime| {
         t.format(&time::format_description::well_known::Rfc3339)
             .unwrap()
     };
-    let incidents = format!(
+    format!(
         r#"
 [[incidents]]
 id = "INC-LIVE"
@@ -314,42 +213,38 @@ text = {{ en = "Login problems are being fixed.", ru = "Проблемы со в
         next = fmt(now + time::Duration::hours(1)),
         future = fmt(now + time::Duration::hours(3)),
         past = fmt(now - time::Duration::minutes(5)),
-    );
-    let rules = write_rules(dir.path(), &(shipped_rules() + &incidents));
-    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
+    )
+}
 
-    stack.send(
-        "customer4@example.test",
-        &["support@example.test"],
-        &message(
+#[test]
+fn an_incident_notice_is_in_acks_while_active_and_not_after() {
+    let lab = Lab::setup()
+        .rules(&(shipped_rules() + &incidents()))
+        .start();
+    let daemon = lab.daemon();
+
+    lab.send_mail(
+        &Mail::request(
             "customer4@example.test",
             "support@example.test",
             "inc-1@example.test",
-            "Checkout error 500",
-            "",
-            "The checkout is broken.",
-        ),
+        )
+        .subject("Checkout error 500")
+        .body("The checkout is broken."),
     );
-    stack.send(
-        "customer5@example.test",
-        &["support@example.test"],
-        &message(
+    lab.send_mail(
+        &Mail::request(
             "customer5@example.test",
             "support@example.test",
             "inc-2@example.test",
-            "Login error",
-            "",
-            "I cannot log in, error.",
-        ),
+        )
+        .subject("Login error")
+        .body("I cannot log in, error."),
     );
-    let a = stack.wait_until("customer4@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, "inc-1@example.test"))
-    });
-    let b = stack.wait_until("customer5@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, "inc-2@example.test"))
-    });
-    let a = text_of(&a[0]);
-    let b = text_of(&b[0]);
+    let a = lab.wait_ack("customer4@example.test", "inc-1@example.test");
+    let b = lab.wait_ack("customer5@example.test", "inc-2@example.test");
+    let a = a.text();
+    let b = b.text();
     assert!(
         a.contains("Checkout is failing since this morning") && a.contains("Next update by"),
         "active incident in the ack:\n{a}"
@@ -363,111 +258,59 @@ text = {{ en = "Login problems are being fixed.", ru = "Проблемы со в
 
 #[test]
 fn a_recorded_promise_appears_in_the_next_note_and_tickets_show_it() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = write_config(&stack, dir.path(), &state);
-    let daemon = Daemon::start(&cfg, &dir.path().join("daemon.log"));
+    let lab = Lab::start();
+    let daemon = lab.daemon();
 
     let id = "promise-1@example.test";
-    stack.send(
-        "customer6@example.test",
-        &["billing@example.test"],
-        &message(
-            "customer6@example.test",
-            "billing@example.test",
-            id,
-            "Refund request",
-            "",
-            "Please refund invoice 7781.",
-        ),
+    let customer = "customer6@example.test";
+    lab.send_mail(
+        &Mail::request(customer, "billing@example.test", id)
+            .subject("Refund request")
+            .body("Please refund invoice 7781."),
     );
-    let inbox = stack.wait_until("customer6@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, id))
-    });
-    let ticket = ticket_of(&inbox[0]);
+    let ticket = lab.wait_ack(customer, id).ticket();
 
     // Billing answers the customer with a copy to its own mailbox, and promises something.
-    let answer = message(
-        "billing@example.test",
-        "customer6@example.test",
-        "answer-1@example.test",
-        &format!("Re: [#{ticket}] Refund request"),
-        "Cc: billing@example.test\r\n",
-        "Dear customer,\r\n\r\nPromise: refund of invoice 7781 by 2026-12-01\r\n\r\nBilling",
+    lab.send_mail(
+        &Mail::from("billing@example.test")
+            .to(customer)
+            .cc("billing@example.test")
+            .id("answer-1@example.test")
+            .subject(&format!("Re: [#{ticket}] Refund request"))
+            .body("Dear customer,\r\n\r\nPromise: refund of invoice 7781 by 2026-12-01\r\n\r\nBilling"),
     );
-    stack.send(
-        "billing@example.test",
-        &["customer6@example.test", "billing@example.test"],
-        &answer,
-    );
-    stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| {
-            header(&m.raw, "Message-ID").as_deref() == Some("<answer-1@example.test>")
-                && m.flags.iter().any(|f| f == "$Triaged")
-        })
-    });
+    lab.wait_flagged("billing@example.test", "answer-1@example.test", "$Triaged");
     // And an operator records another one from the command line, through the daemon.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args([
+    let out = lab
+        .cli(&[
             "tickets",
             "promise",
             &ticket,
             "call back on Monday",
             "--by",
             "supervisor",
-            "--state",
         ])
-        .arg(&state)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    assert!(out.status.success(), "{}", out.stderr);
 
     // The customer writes again, to support@ by mistake: the note carries both promises.
-    let again = message(
-        "customer6@example.test",
-        "support@example.test",
-        "promise-2@example.test",
-        &format!("[#{ticket}] refund"),
-        "",
-        "Any news?",
+    lab.send_mail(
+        &Mail::request(customer, "support@example.test", "promise-2@example.test")
+            .subject(&format!("[#{ticket}] refund"))
+            .body("Any news?"),
     );
-    stack.send("customer6@example.test", &["support@example.test"], &again);
-    let billing = stack.wait_until("billing@example.test", "INBOX", WAIT, |ms| {
-        ms.iter()
-            .any(|m| is_forward_of(m, "promise-2@example.test"))
-    });
-    let note = text_of(
-        billing
-            .iter()
-            .find(|m| is_forward_of(m, "promise-2@example.test"))
-            .unwrap(),
-    );
+    let note = lab
+        .wait_forward("billing@example.test", "promise-2@example.test")
+        .text();
     assert!(
         note.contains("refund of invoice 7781 by 2026-12-01"),
         "{note}"
     );
     assert!(note.contains("call back on Monday"), "{note}");
 
-    let show = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(["tickets", "show", &ticket, "--state"])
-        .arg(&state)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&show.stdout);
-    assert!(
-        show.status.success(),
-        "{}",
-        String::from_utf8_lossy(&show.stderr)
-    );
+    let show = lab.cli(&["tickets", "show", &ticket]).run();
+    let text = &show.stdout;
+    assert!(show.status.success(), "{}", show.stderr);
     assert!(
         text.contains("billing@example.test answered the customer"),
         "{text}"
@@ -481,45 +324,29 @@ fn a_recorded_promise_appears_in_the_next_note_and_tickets_show_it() {
 
 #[test]
 fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
-    let stack = Stack::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config_with(&stack, dir.path(), &dir.path().join("state"), "");
     // Time made controllable: support promises an answer within 2 seconds, and open
     // tickets are checked every second.
     let rules = shipped_rules()
         .replacen("response_time = \"4h\"", "response_time = \"2s\"", 1)
         .replacen("[threading]\n", "[threading]\nfollowup_check = \"1s\"\n", 1);
-    let rules = write_rules(dir.path(), &rules);
-    let daemon = Daemon::start_with(&cfg, &dir.path().join("daemon.log"), &rules);
+    let lab = Lab::setup().rules(&rules).start();
+    let daemon = lab.daemon();
 
     let id = "slow-1@example.test";
-    stack.send(
-        "customer7@example.test",
-        &["support@example.test"],
-        &message(
-            "customer7@example.test",
-            "support@example.test",
-            id,
-            "Website is down",
-            "",
-            "Nothing loads.",
-        ),
+    let customer = "customer7@example.test";
+    lab.send_mail(
+        &Mail::request(customer, "support@example.test", id)
+            .subject("Website is down")
+            .body("Nothing loads."),
     );
-    let inbox = stack.wait_until("customer7@example.test", "INBOX", WAIT, |ms| {
-        ms.iter().any(|m| is_ack_of(m, id))
-    });
-    let ticket = ticket_of(&inbox[0]);
-    let support = stack.wait_until("support@example.test", "INBOX", WAIT, |ms| {
-        !of_ticket(ms, &ticket, "reminder").is_empty()
-    });
-    assert!(text_of(of_ticket(&support, &ticket, "reminder")[0]).contains(&ticket));
-    stack.wait_until("supervisor@example.test", "INBOX", WAIT, |ms| {
-        !of_ticket(ms, &ticket, "reminder").is_empty()
-    });
-    let inbox = stack.wait_until("customer7@example.test", "INBOX", WAIT, |ms| {
-        !of_ticket(ms, &ticket, "status").is_empty()
-    });
-    let status = text_of(of_ticket(&inbox, &ticket, "status")[0]);
+    let ticket = lab.wait_ack(customer, id).ticket();
+    let support = wait_of_ticket(&lab, "support@example.test", &ticket, "reminder");
+    assert!(of_ticket(&support, &ticket, "reminder")[0]
+        .text()
+        .contains(&ticket));
+    wait_of_ticket(&lab, "supervisor@example.test", &ticket, "reminder");
+    let inbox = wait_of_ticket(&lab, customer, &ticket, "status");
+    let status = of_ticket(&inbox, &ticket, "status")[0].text();
     assert!(
         status.contains("still with our Technical support team")
             && status.contains("Support supervisor"),
@@ -527,23 +354,10 @@ fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
     );
     // Several more checks pass; the customer still has one status mail, support one reminder.
     std::thread::sleep(Duration::from_secs(4));
-    stack.drain();
+    lab.drain();
+    assert_eq!(count_of_ticket(&lab, customer, &ticket, "status"), 1);
     assert_eq!(
-        of_ticket(
-            &stack.fetch_all("customer7@example.test", "INBOX"),
-            &ticket,
-            "status"
-        )
-        .len(),
-        1
-    );
-    assert_eq!(
-        of_ticket(
-            &stack.fetch_all("support@example.test", "INBOX"),
-            &ticket,
-            "reminder"
-        )
-        .len(),
+        count_of_ticket(&lab, "support@example.test", &ticket, "reminder"),
         1
     );
     assert!(daemon.stop().success());

@@ -1,27 +1,15 @@
 //! The daemon under test: `mailtriage run` as a child process with a mailtriage.toml
-//! written for a [`Stack`], and the signals the tests send it.
+//! written for a [`Stack`], the signals the tests send it and the log it writes.
 
-use std::io::Write as _;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
-use super::{FetchedMail, Stack};
+use super::{poll, Stack, WAIT};
 
-/// The shipped rules.toml, as text, for tests that change it.
-pub fn shipped_rules() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml")).unwrap()
-}
-
-/// Writes a rules file into `dir` and returns its path.
-pub fn write_rules(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("rules.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// How long a test waits for mail to appear.
-pub const WAIT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM may take to stop the daemon.
+const STOP_LIMIT: Duration = Duration::from_secs(40);
 
 /// A running `mailtriage run`, killed when dropped.
 pub struct Daemon {
@@ -30,19 +18,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon with the shipped rules.toml.
-    pub fn start(config: &Path, log: &Path) -> Daemon {
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules.toml");
-        Daemon::start_with(config, log, &rules)
-    }
-
-    /// Starts the daemon with the given rules; its stderr is appended to `log`.
-    pub fn start_with(config: &Path, log: &Path, rules: &Path) -> Daemon {
+    /// Starts `mailtriage run` with the given config and rules, `RUST_LOG=info` and `env`
+    /// on top; its stderr is appended to `log`.
+    pub fn start(config: &Path, rules: &Path, log: &Path, env: &[(&str, &OsStr)]) -> Daemon {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
         let child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
             .arg("run")
             .arg("--rules")
@@ -50,21 +33,42 @@ impl Daemon {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start mailtriage run: {e}"));
         Daemon {
             child: Some(child),
             log: log.to_path_buf(),
         }
     }
 
+    /// Everything the daemon (and its earlier runs on the same log) has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends `signal` (a name for kill(1): "TERM", "KILL", "INT").
+    /// Polls the log until it holds `text`; panics with the log after [`WAIT`].
+    pub fn wait_log(&self, text: &str) {
+        self.wait_log_until(&format!("the log saying {text:?}"), |log| {
+            log.contains(text)
+        });
+    }
+
+    /// Polls the log until `pred` holds for it; panics with `what` and the log after [`WAIT`].
+    pub fn wait_log_until(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        poll(what, WAIT, Duration::from_millis(100), || {
+            let log = self.log();
+            if pred(&log) {
+                Ok(())
+            } else {
+                Err(format!("log:\n{log}"))
+            }
+        });
+    }
+
+    /// Sends `signal` (a name for kill(1): "TERM", "KILL", "INT", "HUP").
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("daemon running");
         let st = Command::new("kill")
@@ -82,45 +86,25 @@ impl Daemon {
         child.wait().unwrap();
     }
 
-    /// Waits for the daemon to exit after a signal already sent; panics with the log
-    /// when it has not exited within `limit`.
-    pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
+    /// Waits for the daemon to exit after a signal already sent; kills it and panics with
+    /// the log when it has not exited within `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let what = format!("the daemon exiting within {limit:?}");
+        let status = poll(&what, limit, Duration::from_millis(50), || {
+            match self.child.as_mut().expect("daemon running").try_wait() {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => Err(format!("log:\n{}", self.log())),
+                Err(e) => panic!("cannot wait for the daemon: {e}"),
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        self.child = None;
+        status
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "daemon did not stop within 40 s after SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(STOP_LIMIT)
     }
 }
 
@@ -133,13 +117,9 @@ impl Drop for Daemon {
     }
 }
 
-/// mailtriage.toml for this stack: IMAPS with the stack's CA, SMTP with STARTTLS.
+/// mailtriage.toml for this stack, as `dir/mailtriage.toml`: IMAPS with the stack's CA, SMTP
+/// with STARTTLS, the mailboxes monitoring, billing, sales and support, the state in `state`.
 pub fn write_config(stack: &Stack, dir: &Path, state: &Path) -> PathBuf {
-    write_config_with(stack, dir, state, "")
-}
-
-/// As [`write_config`], with `extra` added to every mailbox's login (e.g. a sent_folder).
-pub fn write_config_with(stack: &Stack, dir: &Path, state: &Path, extra: &str) -> PathBuf {
     let pw = stack.password_file(dir);
     let mut s = format!(
         r#"state_dir = "{state}"
@@ -172,66 +152,22 @@ timeout = "10s"
     );
     for m in ["monitoring", "billing", "sales", "support"] {
         s += &format!(
-            "\n[mailboxes.{m}]\nuser = \"{m}@{d}\"\npassword_file = \"{pw}\"\n{extra}",
+            "\n[mailboxes.{m}]\nuser = \"{m}@{d}\"\npassword_file = \"{pw}\"\n",
             d = stack.domain,
             pw = pw.display()
         );
     }
     let path = dir.join("mailtriage.toml");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(s.as_bytes())
-        .unwrap();
+    std::fs::write(&path, s).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path
 }
 
-/// Adds `[archive]` to a config written by [`write_config`]: every mail the daemon sends
-/// also goes to `archive@`, which the daemon reads at start (and watches nothing else).
-pub fn add_archive(stack: &Stack, cfg: &Path, extra: &str) {
-    let pw = stack.password_file(cfg.parent().unwrap());
-    let mut f = std::fs::OpenOptions::new().append(true).open(cfg).unwrap();
-    write!(
-        f,
-        "\n[archive]\naddress = \"archive@{d}\"\nuser = \"archive@{d}\"\npassword_file = \"{pw}\"\n{extra}",
-        d = stack.domain,
-        pw = pw.display()
-    )
-    .unwrap();
-}
-
-pub fn header(raw: &[u8], name: &str) -> Option<String> {
-    mail_parser::MessageParser::default()
-        .parse(raw)
-        .and_then(|m| m.header_raw(name).map(|v| v.trim().to_string()))
-}
-
-pub fn subject(raw: &[u8]) -> String {
-    mail_parser::MessageParser::default()
-        .parse(raw)
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_default()
-}
-
-pub fn is_forward_of(m: &FetchedMail, original_id: &str) -> bool {
-    header(&m.raw, "X-Mailtriage").is_some_and(|h| h.contains("kind=forward"))
-        && header(&m.raw, "References").is_some_and(|r| r.contains(original_id))
-}
-
-pub fn is_ack_of(m: &FetchedMail, original_id: &str) -> bool {
-    header(&m.raw, "Auto-Submitted").as_deref() == Some("auto-replied")
-        && header(&m.raw, "In-Reply-To").is_some_and(|r| r.contains(original_id))
-}
-
-pub fn ticket_of(m: &FetchedMail) -> String {
-    let h = header(&m.raw, "X-Mailtriage").unwrap();
-    h.split(';')
-        .find_map(|p| p.trim().strip_prefix("ticket=").map(str::to_string))
-        .unwrap()
-}
-
-pub fn message(from: &str, to: &str, id: &str, subject: &str, extra: &str, body: &str) -> Vec<u8> {
+/// The `[archive]` section for a config in `dir`: every mail the daemon sends also goes to
+/// `archive@`, which the daemon reads at start (and watches nothing else).
+pub fn archive_section(stack: &Stack, dir: &Path) -> String {
     format!(
-        "From: Customer <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+        "\n[archive]\naddress = \"archive@{d}\"\nuser = \"archive@{d}\"\npassword_file = \"{pw}\"\n",
+        d = stack.domain,
+        pw = stack.password_file(dir).display()
     )
-    .into_bytes()
 }
