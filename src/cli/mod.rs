@@ -134,7 +134,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 }
 
 pub fn load_rules(path: &Path) -> Result<Rules, Failure> {
-    Rules::load(path).map_err(|e| {
+    pipeline::ruletest::load(path).map_err(|e| {
         Failure(format!(
             "{e}\n{}: {} error(s); nothing was changed",
             path.display(),
@@ -145,7 +145,7 @@ pub fn load_rules(path: &Path) -> Result<Rules, Failure> {
 
 pub fn check(cli: &Cli) -> Result<(), Failure> {
     let mut errors = Vec::new();
-    let rules = match Rules::load(&cli.rules) {
+    let rules = match pipeline::ruletest::load(&cli.rules) {
         Ok(r) => Some(r),
         Err(e) => {
             errors.extend(e.0);
@@ -533,7 +533,7 @@ pub async fn triage(
 pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failure> {
     let rules = match with_rules {
         Some(p) => load_rules(p)?,
-        None => Rules::parse(Path::new("rules.toml (built in)"), crate::cli::demo::RULES)
+        None => pipeline::ruletest::parse(Path::new("rules.toml (built in)"), demo::RULES)
             .map_err(|e| Failure(e.to_string()))?,
     };
     if crate::cli::demo::SAMPLES.is_empty() {

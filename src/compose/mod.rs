@@ -12,9 +12,11 @@ use lettre::message::header::{
 };
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Address;
-use serde::Serialize;
 
 use crate::config::Rules;
+pub use crate::config::{
+    FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext,
+};
 use crate::decide::LOOP_HEADER;
 use crate::parse::Mail;
 use crate::record::{MailKind, OutMail};
@@ -27,137 +29,6 @@ pub enum ComposeError {
     Address(String, String),
     #[error("building the mail: {0}")]
     Build(String),
-}
-
-/// One rule that fired, as templates see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleLine {
-    pub name: String,
-    pub field: String,
-    pub matched: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryLine {
-    pub at: String,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FlagLine {
-    pub name: String,
-    pub reason: String,
-    pub matched: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IncidentLine {
-    pub id: String,
-    pub text: String,
-    pub since: String,
-    /// "" when no next update is announced.
-    pub next_update: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PromiseLine {
-    pub at: String,
-    pub by: String,
-    pub text: String,
-}
-
-/// Everything a template can use; documented in rules.toml and the README.
-#[derive(Debug, Clone, Serialize)]
-pub struct TemplateContext {
-    pub ticket: String,
-    pub tag: String,
-    pub queue_name: String,
-    pub queue_address: String,
-    pub response_time: String,
-    pub mailbox: String,
-    pub mailbox_address: String,
-    pub category: String,
-    pub reason: String,
-    pub rules: Vec<RuleLine>,
-    pub customer: String,
-    pub customer_name: String,
-    pub subject: String,
-    pub received: String,
-    pub history: Vec<HistoryLine>,
-    pub acked: bool,
-    pub ack_reason: String,
-    pub forwarded: bool,
-    pub company: String,
-    pub follow_up: bool,
-    pub follow_up_number: u32,
-    pub owner_since: String,
-    /// "" or "billing, support and billing": the queues a bounced ticket went between.
-    pub bounced: String,
-    pub flags: Vec<FlagLine>,
-    pub incident: Option<IncidentLine>,
-    pub promises: Vec<PromiseLine>,
-    /// For reminders and status mails: how long the customer has waited past the promise.
-    pub overdue: String,
-    pub escalated: bool,
-    pub escalation_name: String,
-}
-
-impl TemplateContext {
-    /// A filled-in example, used to try every template when rules are loaded so a
-    /// template that fails shows up in `check`, not in the middle of the night.
-    pub fn sample() -> TemplateContext {
-        TemplateContext {
-            ticket: "T-1042".into(),
-            tag: "[#T-1042]".into(),
-            queue_name: "Technical support".into(),
-            queue_address: "support@example.com".into(),
-            response_time: "4 hours".into(),
-            mailbox: "billing".into(),
-            mailbox_address: "billing@example.com".into(),
-            category: "technical".into(),
-            reason: "the rules recognised a technical request".into(),
-            rules: vec![RuleLine {
-                name: "outage".into(),
-                field: "subject".into(),
-                matched: "down".into(),
-            }],
-            customer: "customer@example.org".into(),
-            customer_name: "A Customer".into(),
-            subject: "Site is down".into(),
-            received: "2026-01-01 10:00 UTC".into(),
-            history: vec![HistoryLine {
-                at: "2026-01-01 10:00 UTC".into(),
-                text: "message arrived".into(),
-            }],
-            acked: true,
-            ack_reason: String::new(),
-            forwarded: true,
-            company: "Example".into(),
-            follow_up: true,
-            follow_up_number: 2,
-            owner_since: "2026-01-01 10:00 UTC".into(),
-            bounced: "billing and support".into(),
-            flags: vec![FlagLine {
-                name: "profanity".into(),
-                reason: "profanity".into(),
-                matched: "idiots".into(),
-            }],
-            incident: Some(IncidentLine {
-                id: "INC-1".into(),
-                text: "The site is down.".into(),
-                since: "2026-01-01 09:40 UTC".into(),
-                next_update: "2026-01-01 12:00 UTC".into(),
-            }),
-            promises: vec![PromiseLine {
-                at: "2026-01-01 11:00 UTC".into(),
-                by: "billing".into(),
-                text: "payment moved".into(),
-            }],
-            overdue: "2 hours".into(),
-            escalated: true,
-            escalation_name: "Supervisor".into(),
-        }
-    }
 }
 
 /// Renders one of a language's templates; falls back to the default language's.

@@ -2,20 +2,30 @@
 //! `mailtriage.toml` (how to reach the servers; written once by operators). Both are
 //! loaded, checked and compiled before anything runs; the rest of the program only
 //! ever sees the compiled, valid values.
+//!
+//! The bottom layer: nothing here runs a stage of the flow (the one import from above
+//! is `classify::matcher`, whose compiled patterns are built at load). `rules/` compiles
+//! rules.toml one section per file, `templates.rs` holds what templates may use (compose
+//! fills it in), `settings.rs` reads mailtriage.toml and `error.rs` collects mistakes
+//! with their key path and line. Rule tests are compiled here and run by
+//! `pipeline::ruletest`, the loader the daemon and `check` use.
 
 mod error;
 mod rules;
-pub mod ruletest;
 mod settings;
+mod templates;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
     Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule, RuleTest, Rules,
-    Templates, Unmatched,
+    Unmatched,
 };
 pub use settings::{
     Archive, ImapOptions, Login, SecretSource, Server, Settings, TlsMode, DEFAULT_SMTP_CONNECTIONS,
     MAX_SMTP_CONNECTIONS,
+};
+pub use templates::{
+    FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext, Templates,
 };
 
 /// Default locations, documented in the README and `--help`.

@@ -268,110 +268,133 @@ fn check_password(
     c.at(Some(span), key, problem);
 }
 
+/// `[imap]` or `[smtp]`: a host, one password source at most, a CA file that exists;
+/// `connections` only for SMTP, and within bounds.
+fn check_server(c: &mut Collector, name: &str, server: &Spanned<Server>) {
+    let s = server.get_ref();
+    if s.host.trim().is_empty() {
+        c.at(Some(server.span()), format!("{name}.host"), "is empty");
+    }
+    if s.password_file.is_some() && s.password_env.is_some() {
+        c.at(
+            Some(server.span()),
+            name,
+            "give either password_file or password_env, not both",
+        );
+    }
+    match (name, s.connections) {
+        ("smtp", Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
+            "smtp.connections",
+            format!("is {n}; give 1 to {MAX_SMTP_CONNECTIONS}"),
+        ),
+        ("imap", Some(_)) => c.at_key(
+            "imap.connections",
+            "is an [smtp] setting (each mailbox has its own IMAP connection)",
+        ),
+        _ => {}
+    }
+    if let Some(ca) = &s.ca_file {
+        if !ca.exists() {
+            c.at(
+                Some(server.span()),
+                format!("{name}.ca_file"),
+                format!("{} does not exist", ca.display()),
+            );
+        }
+    }
+}
+
+fn check_poll_after_mail(c: &mut Collector, options: &ImapOptions) {
+    if options.poll_after_mail > MAX_POLL_AFTER_MAIL {
+        c.at_key(
+            "imap_options.poll_after_mail",
+            format!(
+                "is {}; give at most {}: the mailbox is asked every 160 ms for that long after each new mail, and IDLE does the waiting after it",
+                humantime::format_duration(options.poll_after_mail),
+                humantime::format_duration(MAX_POLL_AFTER_MAIL)
+            ),
+        );
+    }
+}
+
+/// `[archive]`: its login is checked like a mailbox's, its address must be one.
+fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
+    let span = a.span();
+    let a = a.into_inner();
+    let login = Login {
+        user: a.user,
+        password_file: a.password_file,
+        password_env: a.password_env,
+        folder: a.folder,
+        sent_folder: None,
+    };
+    check_password(
+        c,
+        span,
+        "archive",
+        &login.password_file,
+        &login.password_env,
+    );
+    if let Err(e) = a.address.parse::<lettre::Address>() {
+        c.at_key(
+            "archive.address",
+            format!("{:?} is not an address: {e}", a.address),
+        );
+    }
+    Archive {
+        address: a.address,
+        login,
+    }
+}
+
+/// Where the metrics endpoint listens. The counters name mailboxes and queues: they are
+/// for the machine's own scraper (or a proxy an operator puts in front), not for the
+/// network, so only a loopback address is accepted.
+fn metrics_listen(
+    c: &mut Collector,
+    metrics: Option<&Spanned<MetricsSettings>>,
+) -> Option<std::net::SocketAddr> {
+    let m = metrics?;
+    let addr = m.get_ref().listen?;
+    if !addr.ip().is_loopback() {
+        c.at(
+            Some(m.span()),
+            "metrics.listen",
+            format!("{addr} is not a loopback address; use 127.0.0.1 or [::1] and let the scraper or a proxy reach it there"),
+        );
+    }
+    Some(addr)
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
         let text = super::error::read(path)?;
         Self::parse(path, &text)
     }
 
+    /// Checks settings given as text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigErrors> {
         let mut c = Collector::new(path, text);
         let Some(raw) = c.parse::<RawSettings>(text) else {
             return Err(ConfigErrors(c.errors));
         };
         for (name, server) in [("imap", &raw.imap), ("smtp", &raw.smtp)] {
-            let s = server.get_ref();
-            if s.host.trim().is_empty() {
-                c.at(Some(server.span()), format!("{name}.host"), "is empty");
-            }
-            if s.password_file.is_some() && s.password_env.is_some() {
-                c.at(
-                    Some(server.span()),
-                    name,
-                    "give either password_file or password_env, not both",
-                );
-            }
-            match (name, s.connections) {
-                ("smtp", Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
-                    "smtp.connections",
-                    format!("is {n}; give 1 to {MAX_SMTP_CONNECTIONS}"),
-                ),
-                ("imap", Some(_)) => c.at_key(
-                    "imap.connections",
-                    "is an [smtp] setting (each mailbox has its own IMAP connection)",
-                ),
-                _ => {}
-            }
-            if let Some(ca) = &s.ca_file {
-                if !ca.exists() {
-                    c.at(
-                        Some(server.span()),
-                        format!("{name}.ca_file"),
-                        format!("{} does not exist", ca.display()),
-                    );
-                }
-            }
+            check_server(&mut c, name, server);
         }
-        if raw.imap_options.poll_after_mail > MAX_POLL_AFTER_MAIL {
-            c.at_key(
-                "imap_options.poll_after_mail",
-                format!(
-                    "is {}; give at most {}: the mailbox is asked every 160 ms for that long after each new mail, and IDLE does the waiting after it",
-                    humantime::format_duration(raw.imap_options.poll_after_mail),
-                    humantime::format_duration(MAX_POLL_AFTER_MAIL)
-                ),
-            );
-        }
+        check_poll_after_mail(&mut c, &raw.imap_options);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
+            let key = format!("mailboxes.{name}");
             check_password(
                 &mut c,
                 login.span(),
-                &format!("mailboxes.{name}"),
+                &key,
                 &l.password_file,
                 &l.password_env,
             );
         }
-        let archive = raw.archive.map(|a| {
-            let span = a.span();
-            let a = a.into_inner();
-            let login = Login {
-                user: a.user,
-                password_file: a.password_file,
-                password_env: a.password_env,
-                folder: a.folder,
-                sent_folder: None,
-            };
-            check_password(
-                &mut c,
-                span,
-                "archive",
-                &login.password_file,
-                &login.password_env,
-            );
-            if let Err(e) = a.address.parse::<lettre::Address>() {
-                c.at_key(
-                    "archive.address",
-                    format!("{:?} is not an address: {e}", a.address),
-                );
-            }
-            Archive {
-                address: a.address,
-                login,
-            }
-        });
-        let metrics_listen = raw.metrics.as_ref().and_then(|m| m.get_ref().listen);
-        if let (Some(addr), Some(m)) = (metrics_listen, &raw.metrics) {
-            // The counters name mailboxes and queues: they are for the machine's own
-            // scraper (or a proxy an operator puts in front), not for the network.
-            if !addr.ip().is_loopback() {
-                c.at(
-                    Some(m.span()),
-                    "metrics.listen",
-                    format!("{addr} is not a loopback address; use 127.0.0.1 or [::1] and let the scraper or a proxy reach it there"),
-                );
-            }
-        }
+        let archive = raw.archive.map(|a| compile_archive(&mut c, a));
+        let metrics_listen = metrics_listen(&mut c, raw.metrics.as_ref());
         let settings = Settings {
             metrics_listen,
             archive,

@@ -6,6 +6,8 @@
 //! the daemon does; [`triage`] records the outcome in one transaction. Neither talks to
 //! a server: fetching is the source's job, sending the outbox sender's.
 
+pub mod ruletest;
+
 use std::time::SystemTime;
 
 use serde::Serialize;

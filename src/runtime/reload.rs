@@ -101,7 +101,7 @@ pub fn diff(old: &Rules, new: &Rules) -> Diff {
 /// Loads `path` aside and swaps it in when it is valid, its tests pass and it watches
 /// the same mailboxes. Returns whether the new rules are in force.
 pub fn reload(path: &Path, rules: &ArcSwap<Rules>, board: &Board, cause: &str) -> bool {
-    let new = match Rules::load(path) {
+    let new = match crate::pipeline::ruletest::load(path) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(file = %path.display(), cause, errors = e.0.len(), "Rules not reloaded; the rules in force stay:\n{e}");

@@ -1,0 +1,250 @@
+//! `rules.toml`: the file admins edit. It is read into plain serde structs (`raw`),
+//! then checked and compiled section by section into [`Rules`], the immutable value that
+//! classify, decide and compose read. Every regex and template is compiled here, at
+//! load, and every mistake is reported with its file, key path and line; one load
+//! collects all of them. The rule tests are checked here but run by
+//! `pipeline::ruletest`, which needs the pipeline this layer sits below.
+
+mod company;
+mod matching;
+mod patterns;
+pub(super) mod raw;
+mod routing;
+mod rule_tests;
+mod values;
+mod warnings;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex::Regex;
+use sha2::Digest;
+
+use super::error::{Collector, ConfigError, ConfigErrors};
+use super::templates::{compile_templates, Templates};
+use crate::classify::matcher::Matchers;
+
+pub use company::{Company, Threading};
+pub use matching::{Incident, Language, Rule};
+pub use patterns::{Field, Pattern};
+pub use routing::{Category, Escalation, Mailbox, Queue, Unmatched};
+pub use rule_tests::{Expect, RuleTest};
+pub(super) use values::span;
+
+/// The whole compiled rule set. Cheap to share (`Arc`) and never changed once built.
+#[derive(Debug)]
+pub struct Rules {
+    pub company: Company,
+    pub queues: BTreeMap<String, Queue>,
+    pub categories: BTreeMap<String, Category>,
+    pub mailboxes: BTreeMap<String, Mailbox>,
+    pub rules: Vec<Rule>,
+    pub languages: Vec<Language>,
+    pub templates: Templates,
+    /// The patterns of `rules`, then `flags`, then `incidents`, compiled for classify's
+    /// one scan per field: a hit's entry index counts through the three lists in turn.
+    pub matchers: Matchers,
+    /// Finds ticket tags such as `[#T-1042]` in subjects (also `[T-1042]`, `#T-1042`,
+    /// `T1042`, any case).
+    pub ticket_tag: Regex,
+    /// Where bounced tickets and red flags go; `None` when not configured.
+    pub escalation: Option<Escalation>,
+    pub threading: Threading,
+    /// Red-flag rules: `category` holds the flag's name.
+    pub flags: Vec<Rule>,
+    /// Reason of each flag in words, by flag name then language.
+    pub flag_reasons: BTreeMap<String, BTreeMap<String, String>>,
+    pub incidents: Vec<Incident>,
+    /// The rule tests of the file, checked against its names; run by
+    /// `pipeline::ruletest` (with [`RuleTest::failure`] for the error of one that fails).
+    pub tests: Vec<RuleTest>,
+    /// Design mistakes that do not stop loading; `check` prints them.
+    pub warnings: Vec<ConfigError>,
+    /// Short digest of the file's text: tells which rules a running daemon uses.
+    pub version: String,
+}
+
+impl Rules {
+    /// Reads and compiles a rules file, without running its rule tests: see
+    /// [`Rules::parse`].
+    pub fn load(path: &Path) -> Result<Rules, ConfigErrors> {
+        let text = super::error::read(path)?;
+        Self::parse(path, &text)
+    }
+
+    /// Compiles rules from text; `path` is only used in error messages. The rule tests
+    /// are checked against the names the file declares but not run: the daemon, `check`
+    /// and every reload load through `pipeline::ruletest::load`, which compiles and then
+    /// runs them, and refuses rules whose tests fail.
+    pub fn parse(path: &Path, text: &str) -> Result<Rules, ConfigErrors> {
+        let mut c = Collector::new(path, text);
+        let Some(file) = c.parse::<raw::File>(text) else {
+            return Err(ConfigErrors(c.errors));
+        };
+        let mut rules = compile(&mut c, file);
+        rules.version = version_of(text);
+        rules.warnings = std::mem::take(&mut c.warnings);
+        c.finish(rules)
+    }
+
+    /// The queue a category routes to.
+    pub fn queue_of_category(&self, category: &str) -> Option<&Queue> {
+        self.categories
+            .get(category)
+            .and_then(|c| c.queue.as_ref())
+            .and_then(|q| self.queues.get(q))
+    }
+
+    /// The watched mailbox with this address, if any.
+    pub fn mailbox_by_address(&self, address: &str) -> Option<&Mailbox> {
+        self.mailboxes
+            .values()
+            .find(|m| m.address.eq_ignore_ascii_case(address))
+    }
+}
+
+/// Short digest of the file's text.
+fn version_of(text: &str) -> String {
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12].to_string()
+}
+
+/// Each section in the order errors are reported; a later section checks the names it
+/// uses against those compiled before it.
+fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
+    let company = company::compile_company(c, f.company.into_inner(), &f.languages);
+    let queues = routing::compile_queues(c, f.queues);
+    let categories = routing::compile_categories(c, f.categories, &queues);
+    let mailboxes = routing::compile_mailboxes(c, f.mailboxes, &queues, &categories);
+    let rules = matching::compile_rules(c, f.rules, &categories);
+    let languages = matching::compile_languages(c, f.languages);
+    let templates = compile_templates(c, f.templates, &company.default_language);
+    let escalation = routing::compile_escalation(c, f.escalation, &queues);
+    let threading = company::compile_threading(c, &f.threading);
+    let (flags, flag_reasons) = matching::compile_flags(c, f.flags, escalation.is_some());
+    let incidents = matching::compile_incidents(c, f.incidents);
+    let matchers = patterns::all_matchers(c, &rules, &flags, &incidents);
+    let ticket_tag = matching::ticket_tag(&company.ticket_prefix);
+    let declared = rule_tests::Declared {
+        queues: &queues,
+        categories: &categories,
+        mailboxes: &mailboxes,
+        flags: &flags,
+    };
+    let tests = rule_tests::compile_tests(c, f.tests, &declared);
+    let rules = Rules {
+        company,
+        queues,
+        categories,
+        mailboxes,
+        rules,
+        languages,
+        templates,
+        matchers,
+        ticket_tag,
+        escalation,
+        threading,
+        flags,
+        flag_reasons,
+        incidents,
+        tests,
+        warnings: Vec::new(),
+        version: String::new(),
+    };
+    warnings::design_warnings(c, &rules);
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        crate::config::testing::shipped_text()
+    }
+
+    #[test]
+    fn shipped_rules_compile() {
+        let r = Rules::parse(Path::new("rules.toml"), &shipped()).unwrap();
+        assert_eq!(r.mailboxes.len(), 4);
+        assert_eq!(r.queues.len(), 4);
+        assert_eq!(r.flags.len(), 5);
+        assert_eq!(r.escalation.as_ref().unwrap().queue, "supervisor");
+        assert!(r.rules.len() >= 8);
+        assert_eq!(
+            r.queue_of_category("technical").unwrap().address,
+            "support@example.test"
+        );
+    }
+
+    #[test]
+    fn all_semantic_errors_at_once_with_lines() {
+        let text = shipped()
+            .replace(
+                "queue = \"billing\"\n[categories.sales]",
+                "queue = \"nobody\"\n[categories.sales]",
+            )
+            .replacen("subject = '(?i)не", "subject = '(?i)(не", 1)
+            .replace("response_time = \"1d\"", "response_time = \"soon\"");
+        let err = Rules::parse(Path::new("x/rules.toml"), &text).unwrap_err();
+        let msgs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("categories.billing.queue")
+                && m.contains("unknown queue \"nobody\"")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("rules[1].subject")
+                    && m.contains("rule \"outage-ru\": bad regex")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("queues.billing.response_time")),
+            "{msgs:#?}"
+        );
+        for e in &err.0 {
+            assert!(e.to_string().starts_with("x/rules.toml"));
+        }
+        let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("subject = '(?i)(не"))
+            .unwrap()
+            + 1;
+        assert_eq!(bad_regex.line, Some(line));
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_the_semantic_errors() {
+        let text = shipped()
+            .replacen(
+                "response_time = \"4h\"",
+                "response_time = \"4h\"\nrespons_time = \"1h\"",
+                1,
+            )
+            .replacen("priority = 30", "priority = 30\nprioirty = 5", 1)
+            .replacen("[company]", "[company]\nnmae = \"x\"", 1);
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"queues.support.respons_time"), "{err}");
+        assert!(keys.contains(&"rules[1].prioirty"), "{err}");
+        assert!(keys.contains(&"company.nmae"), "{err}");
+        for e in &err.0 {
+            let line = e.line.expect("every unknown key has its line");
+            let leaf = e.key.rsplit('.').next().unwrap();
+            assert!(text.lines().nth(line - 1).unwrap().starts_with(leaf), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let text = shipped().replace("[queues.billing]\naddress", "[queues.billing]\nadress");
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.key, "queues.billing.adress");
+        assert!(e.message.contains("unknown key `adress`"), "{e}");
+        let line = text.lines().position(|l| l.starts_with("adress")).unwrap() + 1;
+        assert_eq!(e.line, Some(line));
+    }
+}
