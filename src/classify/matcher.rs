@@ -26,8 +26,37 @@ use regex_automata::util::pool::Pool;
 use regex_automata::{hybrid, meta, Anchored, Input};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
-use crate::config::{Field, Pattern};
 use crate::parse::Mail;
+
+/// Which part of a message a pattern looks at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    Subject,
+    Body,
+    Sender,
+    /// A named header, lower-cased.
+    Header(String),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Subject => f.write_str("subject"),
+            Field::Body => f.write_str("body"),
+            Field::Sender => f.write_str("sender"),
+            Field::Header(h) => write!(f, "header {h}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub field: Field,
+    /// The regex as written, checked by config when the file was loaded; compiled
+    /// here into the form classify runs.
+    pub source: String,
+}
 
 /// The compiled patterns of one list (rules, flags or incidents), grouped by field.
 #[derive(Debug, Default)]

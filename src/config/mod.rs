@@ -3,8 +3,10 @@
 //! loaded, checked and compiled before anything runs; the rest of the program only
 //! ever sees the compiled, valid values.
 //!
-//! The bottom layer: nothing here runs a stage of the flow (the one import from above
-//! is `classify::matcher`, whose compiled patterns are built at load). `rules/` compiles
+//! Near the bottom: nothing here runs a stage of the flow. Below it are only `parse`
+//! and `classify::matcher` (what a pattern is and its compiled form), because every
+//! pattern is compiled when the file is loaded; the matcher itself knows nothing of
+//! the configuration. `rules/` compiles
 //! rules.toml one section per file, `templates.rs` holds what templates may use (compose
 //! fills it in), `settings.rs` reads mailtriage.toml and `error.rs` collects mistakes
 //! with their key path and line. Rule tests are compiled here and run by

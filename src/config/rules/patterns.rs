@@ -11,41 +11,12 @@ use toml::Spanned;
 use super::matching::{Incident, Rule};
 use super::values::span;
 use crate::classify::matcher::Matchers;
+pub use crate::classify::matcher::{Field, Pattern};
 use crate::config::error::Collector;
 
 /// Regexes are compiled with a bounded size so a pathological pattern is a load error,
 /// not a memory blow-up at run time.
 const REGEX_SIZE_LIMIT: usize = 4 << 20;
-
-/// Which part of a message a pattern looks at.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Field {
-    Subject,
-    Body,
-    Sender,
-    /// A named header, lower-cased.
-    Header(String),
-}
-
-impl std::fmt::Display for Field {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Field::Subject => f.write_str("subject"),
-            Field::Body => f.write_str("body"),
-            Field::Sender => f.write_str("sender"),
-            Field::Header(h) => write!(f, "header {h}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    pub field: Field,
-    /// The regex as written, checked when the file was loaded; `matcher` compiles it
-    /// into the form classify runs.
-    pub source: String,
-}
 
 /// The pattern keys of a rule, flag or incident, as written.
 pub(super) struct PatternSource<'a> {
