@@ -16,9 +16,10 @@ use tokio_util::task::TaskTracker;
 use crate::cli::{load_rules, Cli, Failure};
 use crate::config::{Login, Settings};
 use crate::record::{OutMail, Store};
+use crate::runtime::runner::{self, Shared};
 use crate::runtime::status::Board;
 use crate::send::{self, Transport};
-use crate::source::{self, Shared, Source};
+use crate::source::{self, Source};
 
 /// How long tasks get to finish the message in hand after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -131,10 +132,10 @@ pub async fn run(cli: &Cli, shadow: bool) -> Result<(), Failure> {
                 ..source.clone()
             };
             keys.push(observer.checkpoint_key());
-            tracker.spawn(source::run(observer, shared.clone()));
+            tracker.spawn(runner::run(observer, shared.clone()));
         }
         keys.push(source.checkpoint_key());
-        tracker.spawn(source::run(source, shared.clone()));
+        tracker.spawn(runner::run(source, shared.clone()));
     }
     // Reminders, escalations and status mails for tickets nobody answered in time.
     tracker.spawn(followups(shared.clone()));
