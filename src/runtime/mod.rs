@@ -9,3 +9,4 @@ pub mod followup;
 pub mod reload;
 pub mod runner;
 pub mod status;
+pub mod systemd;

@@ -8,6 +8,8 @@
 //! keeps them among the first few of the outbox, which is what lets the next start name
 //! the mails whose fate a crash left unknown ([`Store::outbox_uncertain`]).
 
+pub mod settle;
+
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +42,13 @@ pub enum SmtpError {
     Settings(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SmtpError {
+    /// Whether trying again may help: settings stay wrong until an operator fixes them.
+    pub fn is_temporary(&self) -> bool {
+        !matches!(self, SmtpError::Settings(_))
+    }
 }
 
 /// Where outgoing mail goes.
