@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mailtriage::cli::{self, Cli, Command};
+use mailtriage::runtime::daemon;
 
 fn init_logging(daemon: bool) {
     // The offline commands print their own report on stdout; their logs are only for
@@ -35,7 +36,12 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match &args.command {
-            Command::Run { shadow } => mailtriage::runtime::daemon::run(&args, *shadow).await,
+            Command::Run { shadow } => Ok(daemon::run(&daemon::Inputs {
+                rules: args.rules.clone(),
+                config: args.config.clone(),
+                shadow: *shadow,
+            })
+            .await?),
             Command::Status { state, json } => cli::status(&args, state.as_deref(), *json),
             Command::Check => cli::check(&args),
             Command::Explain {

@@ -2,35 +2,66 @@
 //! the same roots (the public ones, plus a server's `ca_file`) and speak the same
 //! protocol versions.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsConnector;
 
 use crate::config::Server;
 
 /// A server's `ca_file` could not be used, or no TLS configuration could be built.
+/// Permanent: the settings must change.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS: {0}")]
-pub struct TlsError(pub String);
+pub enum TlsError {
+    #[error("TLS: ca_file {}: {source}", .path.display())]
+    CaFile { path: PathBuf, source: pem::Error },
+    #[error("TLS: ca_file {}: {source}", .path.display())]
+    CaCertificate {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("TLS: {0}")]
+    Config(rustls::Error),
+}
+
+impl TlsError {
+    pub fn is_temporary(&self) -> bool {
+        false
+    }
+}
 
 /// TLS settings for a server: the public roots, plus `ca_file` when given.
 pub fn connector(server: &Server) -> Result<TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = &server.ca_file {
-        let bad = |e: &dyn std::fmt::Display| TlsError(format!("ca_file {}: {e}", ca.display()));
-        for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
-            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-        }
+        add_ca_file(&mut roots, ca)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| TlsError(e.to_string()))?
+    .map_err(TlsError::Config)?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+fn add_ca_file(roots: &mut rustls::RootCertStore, ca: &Path) -> Result<(), TlsError> {
+    let path = || ca.to_path_buf();
+    let pem_error = |source| TlsError::CaFile {
+        path: path(),
+        source,
+    };
+    for c in CertificateDer::pem_file_iter(ca).map_err(pem_error)? {
+        roots
+            .add(c.map_err(pem_error)?)
+            .map_err(|source| TlsError::CaCertificate {
+                path: path(),
+                source,
+            })?;
+    }
+    Ok(())
 }

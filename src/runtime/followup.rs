@@ -9,10 +9,12 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use crate::compose::{self, NoticeInput};
-use crate::config::Rules;
+use crate::compose::{self, NoticeInput, TemplateContext};
+use crate::config::{Queue, Rules};
 use crate::pipeline::ticket_context;
-use crate::record::{Event, EventKind, MailKind, Store, StoreError, Ticket};
+use crate::record::{Store, StoreError};
+use crate::runtime::runner::Shared;
+use crate::ticket::{Event, EventKind, MailKind, OutMail, Ticket};
 use crate::when::{self, parse};
 use crate::words;
 
@@ -83,121 +85,176 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
 
 /// Composes and records everything due now; returns how many mails were queued.
 pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, StoreError> {
-    let at_dt = OffsetDateTime::from(now);
-    let at = when::stamp_at(at_dt);
     let mut queued = 0;
-    for mut t in store.tickets()? {
-        let due = due(rules, &t, at_dt);
-        if due.is_empty() {
-            continue;
-        }
-        let lang = t.language.clone();
-        let Some(queue) = rules.queues.get(&t.queue).cloned() else {
-            continue;
-        };
-        let since = parse(&t.owner_since).unwrap_or(at_dt);
-        let overdue = (at_dt
-            - (since + time::Duration::try_from(queue.response_time).unwrap_or_default()))
-        .max(time::Duration::ZERO);
-        let escalation = rules
-            .escalation
-            .as_ref()
-            .and_then(|e| rules.queues.get(&e.queue));
-        let mut outgoing = Vec::new();
-        for d in &due {
-            match d {
-                Due::Reminder => {
-                    t.reminded_at = Some(at.clone());
-                    t.history.push(Event {
-                        at: at.clone(),
-                        what: EventKind::Reminded {
-                            queue: t.queue.clone(),
-                        },
-                    });
-                }
-                Due::Escalate => {
-                    t.escalated_at = Some(at.clone());
-                    let to = rules
-                        .escalation
-                        .as_ref()
-                        .map(|e| e.queue.clone())
-                        .unwrap_or_default();
-                    t.history.push(Event {
-                        at: at.clone(),
-                        what: EventKind::Escalated { to },
-                    });
-                }
-                Due::Status => {
-                    t.status_sent_at = Some(at.clone());
-                    t.history.push(Event {
-                        at: at.clone(),
-                        what: EventKind::StatusSent {
-                            to: t.customer.clone(),
-                        },
-                    });
-                }
-            }
-        }
-        let mut ctx = ticket_context(rules, &t, &lang);
-        ctx.overdue = words::duration(overdue.try_into().unwrap_or_default(), &lang);
-        ctx.received = when::human(&t.created);
-        let id_domain = format!("mailtriage.{}", rules.company.domain);
-        let thread = t.messages.first().cloned();
-        let company_from = rules.company.ack_from.clone();
-        let mut mails = Vec::new();
-        for d in &due {
-            let (which, kind, to, envelope) = match d {
-                Due::Reminder => (
-                    "reminder",
-                    MailKind::Reminder,
-                    queue.address.clone(),
-                    Some(queue.address.clone()),
-                ),
-                Due::Escalate => match escalation {
-                    Some(e) => (
-                        "reminder",
-                        MailKind::Reminder,
-                        e.address.clone(),
-                        Some(queue.address.clone()),
-                    ),
-                    None => continue,
-                },
-                Due::Status => ("status", MailKind::Status, t.customer.clone(), None),
-            };
-            mails.push((which, kind, to, envelope));
-        }
-        for (which, kind, to, envelope) in mails {
-            t.sent += 1;
-            let id = format!("{}.{}.{which}@{id_domain}", t.id, t.sent);
-            match compose::notice(
-                rules,
-                NoticeInput {
-                    which,
-                    kind,
-                    from: &company_from,
-                    to: &to,
-                    envelope_from: envelope.as_deref(),
-                    lang: &lang,
-                    ctx: &ctx,
-                    thread: thread.as_deref(),
-                    message_id: &id,
-                    now,
-                },
-            ) {
-                Ok(m) => outgoing.push(m),
-                Err(e) => {
-                    tracing::error!(ticket = %t.id, error = %e, "Follow-up mail cannot be composed; the ticket is marked as done for it.")
-                }
-            }
-        }
-        queued += outgoing.len();
-        store.commit_ticket(&t, &outgoing)?;
-        tracing::info!(ticket = %t.id, due = ?due, mails = outgoing.len(), "Follow-up due.");
+    for t in store.tickets()? {
+        queued += follow_up(rules, store, t, now)?;
     }
     if queued > 0 {
         store.flush()?;
     }
     Ok(queued)
+}
+
+/// One ticket: what is due goes into its history and its mails into the outbox, in one
+/// transaction; returns how many mails were queued.
+fn follow_up(
+    rules: &Rules,
+    store: &Store,
+    mut t: Ticket,
+    now: SystemTime,
+) -> Result<usize, StoreError> {
+    let at = OffsetDateTime::from(now);
+    let due = due(rules, &t, at);
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let Some(queue) = rules.queues.get(&t.queue).cloned() else {
+        return Ok(0);
+    };
+    record_due(rules, &mut t, &due, &when::stamp_at(at));
+    let ctx = notice_context(rules, &t, &queue, at);
+    let notices = notices(rules, &t, &queue, &due);
+    let outgoing = compose_notices(rules, &mut t, notices, &ctx, now);
+    store.commit_ticket(&t, &outgoing)?;
+    tracing::info!(ticket = %t.id, due = ?due, mails = outgoing.len(), "Follow-up due.");
+    Ok(outgoing.len())
+}
+
+/// Notes in the ticket what is due now, so that it is due once.
+fn record_due(rules: &Rules, t: &mut Ticket, due: &[Due], at: &str) {
+    for d in due {
+        let what = match d {
+            Due::Reminder => {
+                t.reminded_at = Some(at.to_string());
+                EventKind::Reminded {
+                    queue: t.queue.clone(),
+                }
+            }
+            Due::Escalate => {
+                t.escalated_at = Some(at.to_string());
+                let to = rules
+                    .escalation
+                    .as_ref()
+                    .map(|e| e.queue.clone())
+                    .unwrap_or_default();
+                EventKind::Escalated { to }
+            }
+            Due::Status => {
+                t.status_sent_at = Some(at.to_string());
+                EventKind::StatusSent {
+                    to: t.customer.clone(),
+                }
+            }
+        };
+        t.history.push(Event {
+            at: at.to_string(),
+            what,
+        });
+    }
+}
+
+/// The templates' view of the ticket, with how long the queue is overdue.
+fn notice_context(rules: &Rules, t: &Ticket, queue: &Queue, at: OffsetDateTime) -> TemplateContext {
+    let since = parse(&t.owner_since).unwrap_or(at);
+    let promised = time::Duration::try_from(queue.response_time).unwrap_or_default();
+    let overdue = (at - (since + promised)).max(time::Duration::ZERO);
+    let mut ctx = ticket_context(rules, t, &t.language);
+    ctx.overdue = words::duration(overdue.try_into().unwrap_or_default(), &t.language);
+    ctx.received = when::human(&t.created);
+    ctx
+}
+
+/// One follow-up mail to write: its template, kind, recipient and envelope sender.
+struct Notice {
+    which: &'static str,
+    kind: MailKind,
+    to: String,
+    envelope_from: Option<String>,
+}
+
+/// The mails what is due asks for: the reminder to the queue, the escalation to the
+/// escalation queue (as a reminder sent from the queue), the status to the customer.
+fn notices(rules: &Rules, t: &Ticket, queue: &Queue, due: &[Due]) -> Vec<Notice> {
+    let escalation = rules
+        .escalation
+        .as_ref()
+        .and_then(|e| rules.queues.get(&e.queue));
+    let reminder = |to: &str| Notice {
+        which: "reminder",
+        kind: MailKind::Reminder,
+        to: to.to_string(),
+        envelope_from: Some(queue.address.clone()),
+    };
+    due.iter()
+        .filter_map(|d| match d {
+            Due::Reminder => Some(reminder(&queue.address)),
+            Due::Escalate => escalation.map(|e| reminder(&e.address)),
+            Due::Status => Some(Notice {
+                which: "status",
+                kind: MailKind::Status,
+                to: t.customer.clone(),
+                envelope_from: None,
+            }),
+        })
+        .collect()
+}
+
+/// Composes the notices; one that cannot be composed is logged and left out.
+fn compose_notices(
+    rules: &Rules,
+    t: &mut Ticket,
+    notices: Vec<Notice>,
+    ctx: &TemplateContext,
+    now: SystemTime,
+) -> Vec<OutMail> {
+    let id_domain = format!("mailtriage.{}", rules.company.domain);
+    let thread = t.messages.first().cloned();
+    let mut outgoing = Vec::new();
+    for n in notices {
+        t.sent += 1;
+        let id = format!("{}.{}.{}@{id_domain}", t.id, t.sent, n.which);
+        let input = NoticeInput {
+            which: n.which,
+            kind: n.kind,
+            from: &rules.company.ack_from,
+            to: &n.to,
+            envelope_from: n.envelope_from.as_deref(),
+            lang: &t.language,
+            ctx,
+            thread: thread.as_deref(),
+            message_id: &id,
+            now,
+        };
+        match compose::notice(rules, input) {
+            Ok(m) => outgoing.push(m),
+            Err(e) => {
+                tracing::error!(ticket = %t.id, error = %e, "Follow-up mail cannot be composed; the ticket is marked as done for it.")
+            }
+        }
+    }
+    outgoing
+}
+
+/// The follow-up clock: checks open tickets every `threading.followup_check` and wakes
+/// the sender when mails were queued.
+pub async fn clock(shared: Shared) {
+    loop {
+        let every = shared.rules.load().threading.followup_check;
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let rules = shared.rules.load_full();
+        let store = shared.store.clone();
+        let r =
+            tokio::task::spawn_blocking(move || run_once(&rules, &store, SystemTime::now())).await;
+        match r {
+            Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Follow-up check failed; will retry."),
+            Err(e) => tracing::error!(error = %e, "Follow-up check panicked; will retry."),
+        }
+    }
 }
 
 #[cfg(test)]

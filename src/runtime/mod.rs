@@ -1,9 +1,12 @@
-//! Runtime: what keeps the daemon running. [`daemon`] wires the tasks (one source per
-//! mailbox, the sender, the follow-up clock, reloads, signals, systemd, the control
-//! socket) and stops them; the rest are those tasks.
+//! Runtime: what keeps the daemon running. [`daemon`] wires the tasks (a [`runner`] per
+//! watched folder, which drives the source and calls the pipeline; the sender, the
+//! follow-up clock, reloads, signals, systemd, the control socket) and stops them; the
+//! rest are those tasks.
 
 pub mod control;
 pub mod daemon;
 pub mod followup;
 pub mod reload;
+pub mod runner;
 pub mod status;
+pub mod systemd;

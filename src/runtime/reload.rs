@@ -13,7 +13,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::config::{Rule, Rules};
+use crate::runtime::runner::Shared;
 use crate::runtime::status::Board;
+use crate::runtime::systemd;
 
 /// Editors write a file in several steps; changes closer together than this are one.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -194,6 +196,47 @@ pub fn watch(
             .watch(&d, notify::RecursiveMode::NonRecursive)?;
     }
     Ok(deb)
+}
+
+/// The reload task: reloads the rules on SIGHUP and when rules.toml changes; says that
+/// a change to mailtriage.toml needs a restart.
+pub async fn run(
+    rules_path: PathBuf,
+    config_path: PathBuf,
+    shared: Shared,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Kept alive for as long as this task runs.
+    let _watcher = match watch(&rules_path, &config_path, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(file = %rules_path.display(), error = %e, "Cannot watch the rules file; reload with SIGHUP.");
+            None
+        }
+    };
+    loop {
+        let cause = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = hup.recv() => "SIGHUP",
+            c = rx.recv() => match c {
+                Some(Changed::Rules) => "file changed",
+                Some(Changed::Settings) => {
+                    tracing::warn!(file = %config_path.display(), "Settings file changed; settings are not reloaded, restart the daemon to apply them.");
+                    continue;
+                }
+                None => std::future::pending().await,
+            },
+        };
+        systemd::notify_reloading();
+        let (path, rules, board) = (
+            rules_path.clone(),
+            shared.rules.clone(),
+            shared.board.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || reload(&path, &rules, &board, cause)).await;
+        systemd::notify_reloaded();
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,365 @@
+//! Runtime, the runner: one task per watched folder. It drives the source (connect,
+//! catch up from the checkpoint, wait for new mail, again), hands every fetched message
+//! to the pipeline off the async threads, counts and logs what became of it, carries
+//! out the marks the pipeline recorded, and keeps the status board current. Any failure
+//! drops the connection and reconnects with capped exponential backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Mailbox, Rules};
+use crate::pipeline::{
+    self, Incoming, PipelineError, Report, KEYWORD_QUARANTINED, KEYWORD_TRIAGED,
+};
+use crate::record::{Checkpoint, Mark, Store, StoreError};
+use crate::runtime::status::{self, Board, State};
+use crate::source::{self, Connection, Fetched, ImapError, Source};
+
+/// Why a mailbox's session ended; the runner reconnects after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error("state: {0}")]
+    Store(#[from] StoreError),
+    #[error("triage: {0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("triage: mailbox {0:?} is no longer in the rules")]
+    MailboxGone(String),
+    #[error("triage: {0} task failed: {1}")]
+    Task(&'static str, tokio::task::JoinError),
+}
+
+impl RunError {
+    /// Whether reconnecting may help; otherwise an operator must fix the settings. A
+    /// message the pipeline failed on is tried again after the reconnect.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            RunError::Imap(e) => e.is_temporary(),
+            _ => true,
+        }
+    }
+}
+
+/// What the mailbox tasks share with the rest of the daemon.
+#[derive(Clone)]
+pub struct Shared {
+    pub rules: Arc<ArcSwap<Rules>>,
+    pub store: Store,
+    /// Wakes the outbox sender once a batch is on disk.
+    pub outbox: Arc<Notify>,
+    pub stop: CancellationToken,
+    /// Connection states and errors, for `status`, the watchdog and metrics.
+    pub board: Arc<Board>,
+    /// The whole daemon runs in shadow mode (`run --shadow`).
+    pub shadow: bool,
+}
+
+impl Shared {
+    /// Whether this mailbox runs in shadow mode now (the rules can change it).
+    fn shadow(&self, mailbox: &str) -> bool {
+        self.shadow
+            || self
+                .rules
+                .load()
+                .mailboxes
+                .get(mailbox)
+                .is_some_and(|m| m.shadow)
+    }
+
+    /// The source's state on the status board.
+    fn show(&self, source: &Source, state: State) {
+        let shadow = self.shadow(&source.name);
+        self.board.set(&source.checkpoint_key(), state, shadow);
+    }
+}
+
+/// Runs one mailbox until `stop`: connect, sync, idle; reconnect with backoff on failure.
+pub async fn run(source: Source, shared: Shared) {
+    let mut backoff = Duration::from_secs(1);
+    while !shared.stop.is_cancelled() {
+        let started = Instant::now();
+        shared.show(&source, State::Connecting);
+        let Err(e) = session(&source, &shared).await else {
+            break;
+        };
+        let shadow = shared.shadow(&source.name);
+        shared
+            .board
+            .failed(&source.checkpoint_key(), &e.to_string(), shadow);
+        // A session that ran for a while was healthy: start the backoff again.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        log_failure(&source.name, &e, backoff);
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(source.options.max_backoff);
+    }
+    shared.show(&source, State::Stopped);
+    tracing::info!(mailbox = %source.name, "Mailbox task stopped.");
+}
+
+fn log_failure(mailbox: &str, e: &RunError, retry_in: Duration) {
+    if e.is_temporary() {
+        tracing::warn!(mailbox = %mailbox, error = %e, retry_in = ?retry_in, "Mailbox connection failed; reconnecting.")
+    } else {
+        tracing::error!(mailbox = %mailbox, error = %e, retry_in = ?retry_in, "Mailbox cannot log in; an operator must fix the settings.")
+    }
+}
+
+/// One connection: catch up, wait for mail, catch up again, until `stop` or a failure.
+async fn session(source: &Source, shared: &Shared) -> Result<(), RunError> {
+    let mut conn = Connection::open(source).await?;
+    let mut last = start_after(source, &shared.store, conn.uid_validity())?;
+    tracing::info!(mailbox = %source.name, folder = %source.folder, uid_validity = conn.uid_validity(), last_uid = last, exists = conn.exists(), "Mailbox connected.");
+    if !source.observe {
+        apply_marks(&mut conn, source, &shared.store).await?;
+    }
+    // Until when the mailbox is asked with NOOP rather than IDLE, after new mail.
+    let mut poll_until = Instant::now();
+    loop {
+        shared.show(source, State::Syncing);
+        let before = last;
+        last = catch_up(&mut conn, source, shared, last).await?;
+        if last > before {
+            poll_until = Instant::now() + source.options.poll_after_mail;
+        }
+        let shadow = shared.shadow(&source.name);
+        shared.board.synced(&source.checkpoint_key(), shadow);
+        if shared.stop.is_cancelled() {
+            conn.logout().await;
+            return Ok(());
+        }
+        conn = conn.wait_for_mail(poll_until, &shared.stop).await?;
+    }
+}
+
+/// The UID the folder is read after: the checkpoint, unless the folder's UIDVALIDITY
+/// changed since.
+fn start_after(source: &Source, store: &Store, uid_validity: u32) -> Result<u32, StoreError> {
+    Ok(match store.checkpoint(&source.checkpoint_key())? {
+        Some(cp) if cp.uid_validity == uid_validity => cp.last_uid,
+        Some(cp) => {
+            // Every stored UID is void; the Message-ID index and the keywords on the
+            // server keep the full resync from triaging anything twice.
+            tracing::warn!(mailbox = %source.name, old = cp.uid_validity, new = uid_validity, "UIDVALIDITY changed; resynchronising the whole folder.");
+            0
+        }
+        None => 0,
+    })
+}
+
+/// Fetches and handles everything above `last`, in UID order, in bounded batches.
+async fn catch_up(
+    conn: &mut Connection,
+    source: &Source,
+    shared: &Shared,
+    mut last: u32,
+) -> Result<u32, RunError> {
+    let uids = conn.uids_after(last).await?;
+    if uids.is_empty() {
+        return Ok(last);
+    }
+    tracing::info!(mailbox = %source.name, count = uids.len(), from_uid = uids[0], "New messages.");
+    for chunk in uids.chunks(source::FETCH_BATCH) {
+        let fetched = conn.fetch(chunk, last).await?;
+        let batch = Batch::new(source, shared, conn.uid_validity(), fetched);
+        if source.observe {
+            let key = source.checkpoint_key();
+            let observed = tokio::task::spawn_blocking(move || batch.observe(&key));
+            last = last.max(observed.await.map_err(|e| RunError::Task("observe", e))??);
+            continue;
+        }
+        let triaged = tokio::task::spawn_blocking(move || batch.triage());
+        last = last.max(triaged.await.map_err(|e| RunError::Task("triage", e))??);
+        shared.outbox.notify_one();
+        apply_marks(conn, source, &shared.store).await?;
+    }
+    Ok(last)
+}
+
+/// One fetched batch and what handling it needs, for a blocking thread: parse, classify
+/// and record are blocking work (sled and the regexes).
+struct Batch {
+    rules: Arc<Rules>,
+    store: Store,
+    mailbox: String,
+    shadow: bool,
+    uid_validity: u32,
+    messages: Vec<Fetched>,
+}
+
+impl Batch {
+    fn new(source: &Source, shared: &Shared, uid_validity: u32, messages: Vec<Fetched>) -> Batch {
+        let rules = shared.rules.load_full();
+        let shadow = shared.shadow(&source.name);
+        Batch {
+            rules,
+            // Shadow mode records the decisions and keeps their mails and marks from
+            // ever leaving: see Store::shadowed.
+            store: if shadow {
+                shared.store.shadowed()
+            } else {
+                shared.store.clone()
+            },
+            mailbox: source.name.clone(),
+            shadow,
+            uid_validity,
+            messages,
+        }
+    }
+
+    fn checkpoint(&self, uid: u32) -> Checkpoint {
+        Checkpoint {
+            uid_validity: self.uid_validity,
+            last_uid: uid,
+        }
+    }
+
+    /// A Sent folder's batch: each message updates its ticket, if any; returns the last UID.
+    fn observe(self, key: &str) -> Result<u32, RunError> {
+        let mut last = 0;
+        for m in &self.messages {
+            if let Some(ticket) =
+                pipeline::observe_sent(&self.rules, &self.store, &m.raw, SystemTime::now())?
+            {
+                tracing::info!(mailbox = %self.mailbox, uid = m.uid, ticket = %ticket, "Staff reply seen in the ticket.");
+            }
+            self.store.set_checkpoint(key, self.checkpoint(m.uid))?;
+            last = m.uid;
+        }
+        self.store.flush()?;
+        Ok(last)
+    }
+
+    /// Triages every message of the batch in UID order; returns the last UID.
+    fn triage(self) -> Result<u32, RunError> {
+        let mailbox = self
+            .rules
+            .mailboxes
+            .get(&self.mailbox)
+            .ok_or_else(|| RunError::MailboxGone(self.mailbox.clone()))?;
+        let mut last = 0;
+        for m in &self.messages {
+            let cp = self.checkpoint(m.uid);
+            if m.keywords
+                .iter()
+                .any(|k| k == KEYWORD_TRIAGED || k == KEYWORD_QUARANTINED)
+            {
+                // Marked on the server by an earlier run: handled, whatever the local state says.
+                self.store.set_checkpoint(&self.mailbox, cp)?;
+                tracing::info!(mailbox = %self.mailbox, uid = m.uid, "Already marked as triaged on the server; skipped.");
+            } else {
+                let span = tracing::info_span!("message", mailbox = %self.mailbox, uid = m.uid);
+                let _g = span.enter();
+                // On failure the message stays above the checkpoint and is tried again
+                // after a reconnect; it is never skipped silently.
+                let r = self.triage_one(mailbox, m, cp)?;
+                status::count_message(&self.mailbox, &r, self.shadow);
+                log_triaged(&r, self.shadow);
+            }
+            last = m.uid;
+        }
+        self.store.flush()?;
+        Ok(last)
+    }
+
+    /// The pipeline on one message. A panic on it quarantines the message, so that one
+    /// message cannot stop its mailbox.
+    fn triage_one(
+        &self,
+        mailbox: &Mailbox,
+        m: &Fetched,
+        cp: Checkpoint,
+    ) -> Result<Report, PipelineError> {
+        let incoming = Incoming {
+            mailbox,
+            raw: &m.raw,
+            source: Some(cp),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pipeline::triage(&self.rules, &self.store, incoming, SystemTime::now())
+        }))
+        .unwrap_or_else(|p| {
+            let reason = format!("triage failed on this message: {}", panic_text(&*p));
+            let now = SystemTime::now();
+            pipeline::quarantine(&self.store, mailbox, &m.raw, Some(cp), reason, now)
+                .map_err(Into::into)
+        })
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+fn log_triaged(r: &Report, shadow: bool) {
+    tracing::info!(
+        shadow,
+        ticket = %r.ticket.as_deref().unwrap_or("-"),
+        action = %r.action,
+        category = %r.category.as_deref().unwrap_or("-"),
+        queue = %r.queue.as_deref().unwrap_or("-"),
+        ack = r.acknowledgement.send,
+        suppressed = %r.acknowledgement.suppressed.unwrap_or("-"),
+        "Message triaged."
+    );
+}
+
+/// Carries out the marks recorded for this mailbox: keywords, then the move when
+/// configured; each is done once the server has it.
+async fn apply_marks(
+    conn: &mut Connection,
+    source: &Source,
+    store: &Store,
+) -> Result<(), RunError> {
+    for ((keywords, move_to), marks) in marks_alike(store, &source.name, conn.uid_validity())? {
+        for chunk in marks.chunks(source::MARK_BATCH) {
+            let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
+            conn.mark(&uids, &keywords, move_to.as_deref()).await?;
+            for m in chunk {
+                store.mark_done(m)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a mark does: the keywords it adds, the folder it moves the message to.
+type MarkKind = (Vec<String>, Option<String>);
+
+/// The marks waiting for this mailbox, grouped by keywords and move: one UID STORE (and
+/// one UID MOVE) per set of marks that are alike, not one per message, so a backlog of a
+/// thousand messages costs a few round trips, not thousands.
+fn marks_alike(
+    store: &Store,
+    mailbox: &str,
+    uid_validity: u32,
+) -> Result<BTreeMap<MarkKind, Vec<Mark>>, StoreError> {
+    let mut groups: BTreeMap<_, Vec<Mark>> = BTreeMap::new();
+    for m in store.pending_marks(mailbox)? {
+        if m.uid_validity != uid_validity {
+            // The UIDs of another UIDVALIDITY mean nothing now.
+            store.mark_done(&m)?;
+            continue;
+        }
+        groups
+            .entry((m.keywords.clone(), m.move_to.clone()))
+            .or_default()
+            .push(m);
+    }
+    Ok(groups)
+}

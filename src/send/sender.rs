@@ -1,0 +1,328 @@
+//! Send, the outbox sender. Entries are handed over in the order they were decided,
+//! several at once but never two of one ticket (so a ticket's mails arrive in order),
+//! and only after the state that produced them is on disk. Which entries may be in
+//! flight at once is [`ready`]'s decision; it keeps them among the first few of the
+//! outbox, which is what lets the next start name the mails whose fate a crash left
+//! unknown ([`Store::outbox_uncertain`], [`super::settle`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::{SmtpError, Transport};
+use crate::record::{OutMail, Store};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub sent: usize,
+    pub refused: usize,
+    /// Entries left for a later attempt.
+    pub left: usize,
+}
+
+/// Which outbox entries may be handed to SMTP now. `pending` lists, in outbox order,
+/// each entry not yet removed for good as (ticket, already handed over). An entry may
+/// start when it is among the first `window` of them, is not handed over yet, and no
+/// earlier entry of its ticket is still pending: a ticket's mails (a forward, then the
+/// follow-up's forward) arrive in the order they were decided. Keeping everything in
+/// flight among the first `window` entries is what bounds the mails a crash can leave
+/// uncertain to the first `window` entries of the outbox on disk.
+pub fn ready<T: PartialEq>(pending: &[(T, bool)], window: usize) -> Vec<usize> {
+    let head = &pending[..pending.len().min(window)];
+    head.iter()
+        .enumerate()
+        .filter(|(i, (ticket, started))| {
+            !started && !head[..*i].iter().any(|(earlier, _)| earlier == ticket)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// One outbox entry of a drain.
+struct Pending {
+    key: u64,
+    mail: Arc<OutMail>,
+    started: bool,
+}
+
+/// Sends everything in the outbox once: several entries at once (see [`ready`]), each
+/// removed when the server accepted it. Stops handing over new entries at the first
+/// transient failure (the server is likely down for all of them), lets the ones in
+/// flight finish, and reports what is left.
+pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, SmtpError> {
+    let entries = store.outbox()?;
+    if entries.is_empty() {
+        return Ok(Drained::default());
+    }
+    let window = transport.connections();
+    store.outbox_sending_starts(window)?;
+    // Only what is on disk is sent: a crash must never leave a sent mail whose decision
+    // was not recorded, or the message would be triaged and sent again. The same flush
+    // makes the end of any clean-stop note durable before a mail can be in flight.
+    store.flush_async().await?;
+    let mut d = Drain::new(entries, transport, window);
+    loop {
+        d.start_ready();
+        let Some(answers) = d.answers().await else {
+            break;
+        };
+        let finished = d.record(store, answers)?;
+        // Written at once: until the removal is on disk a crash sends the mail again, and
+        // its place among the first `window` entries is not given to the next one before.
+        store.flush_async().await?;
+        d.finish(finished);
+    }
+    d.counts.left = d.pending.len();
+    Ok(d.counts)
+}
+
+/// What became of one mail handed over, once known: its outbox entry and the answer.
+type Answer = Result<(tokio::task::Id, Result<(), SmtpError>), JoinError>;
+
+/// An outbox entry done for good, with its mail when the server accepted it.
+type Finished = (u64, Option<Arc<OutMail>>);
+
+/// A drain under way.
+struct Drain<'a> {
+    transport: &'a Transport,
+    window: usize,
+    /// In outbox order, until removed for good.
+    pending: VecDeque<Pending>,
+    running: JoinSet<Result<(), SmtpError>>,
+    in_flight: HashMap<tokio::task::Id, u64>,
+    /// A delivery failed for now: nothing new is handed over in this drain.
+    failed: bool,
+    counts: Drained,
+}
+
+impl<'a> Drain<'a> {
+    fn new(entries: Vec<(u64, OutMail)>, transport: &'a Transport, window: usize) -> Drain<'a> {
+        let pending = entries
+            .into_iter()
+            .map(|(key, m)| Pending {
+                key,
+                mail: Arc::new(m),
+                started: false,
+            })
+            .collect();
+        Drain {
+            transport,
+            window,
+            pending,
+            running: JoinSet::new(),
+            in_flight: HashMap::new(),
+            failed: false,
+            counts: Drained::default(),
+        }
+    }
+
+    /// Hands over every entry [`ready`] allows, unless a delivery failed.
+    fn start_ready(&mut self) {
+        if self.failed {
+            return;
+        }
+        let view: Vec<(&str, bool)> = self
+            .pending
+            .iter()
+            .take(self.window)
+            .map(|p| (p.mail.ticket.as_str(), p.started))
+            .collect();
+        for i in ready(&view, self.window) {
+            let p = &mut self.pending[i];
+            p.started = true;
+            let (t, m) = (self.transport.clone(), p.mail.clone());
+            let task = self.running.spawn(async move { t.deliver(&m).await });
+            self.in_flight.insert(task.id(), p.key);
+        }
+    }
+
+    /// The next answers: the first to come, with any that came in together (they share
+    /// one flush); `None` when nothing is in flight.
+    async fn answers(&mut self) -> Option<Vec<Answer>> {
+        let first = self.running.join_next_with_id().await?;
+        let mut answers = vec![first];
+        while let Some(r) = self.running.try_join_next_with_id() {
+            answers.push(r);
+        }
+        Some(answers)
+    }
+
+    /// Records each answer in the store: an accepted mail leaves the outbox, a refused
+    /// one goes to the dead letters, a failure stops new hand-overs. Returns the entries
+    /// done for good, with the mail when it was accepted.
+    fn record(&mut self, store: &Store, answers: Vec<Answer>) -> Result<Vec<Finished>, SmtpError> {
+        let mut finished = Vec::new();
+        for answer in answers {
+            let (key, delivery) = match answer {
+                Ok((id, delivery)) => (self.in_flight.remove(&id), delivery),
+                Err(e) => (self.in_flight.remove(&e.id()), Err(SmtpError::Task(e))),
+            };
+            let Some(key) = key else { continue };
+            let m = self
+                .pending
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.mail.clone())
+                .expect("a mail in flight is pending");
+            match delivery {
+                Ok(()) => {
+                    store.outbox_done(key)?;
+                    finished.push((key, Some(m)));
+                }
+                Err(e) if !e.is_temporary() => {
+                    store.outbox_dead(key, &e.to_string())?;
+                    self.counts.refused += 1;
+                    tracing::error!(ticket = %m.ticket, message_id = %m.message_id, to = ?m.to, reason = %e, "Mail refused for good; kept in dead letters.");
+                    finished.push((key, None));
+                }
+                Err(e) => {
+                    tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %e, "Delivery failed; will retry.");
+                    self.failed = true;
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Drops the entries done for good, now that the store has it on disk.
+    fn finish(&mut self, finished: Vec<Finished>) {
+        for (key, accepted) in finished {
+            self.pending.retain(|p| p.key != key);
+            if let Some(m) = accepted {
+                self.counts.sent += 1;
+                tracing::info!(ticket = %m.ticket, message_id = %m.message_id, kind = ?m.kind, to = ?m.to, "Mail accepted.");
+            }
+        }
+    }
+}
+
+/// The longest wait between two drains while the server fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often an idle sender looks at the outbox without being woken.
+const IDLE_RESCAN: Duration = Duration::from_secs(30);
+
+/// The sender task: the only one that drains the outbox while the daemon runs (two
+/// drainers could send one entry twice). It drains on every wake-up and on a timer,
+/// backs off while the server fails, and on `stop` drains once more, bounded by
+/// `final_drain`, so mails decided just before a stop go out now.
+pub async fn run(
+    store: Store,
+    transport: Transport,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    final_drain: Duration,
+) {
+    // A drain cut short by an error drops the mails it had in flight, whose answers are
+    // then unknown: after that, no stop of this run is called clean.
+    let mut clean = true;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match drain(&store, &transport).await {
+            Ok(d) if d.left == 0 => {
+                backoff = Duration::from_secs(1);
+                IDLE_RESCAN
+            }
+            Ok(_) => grow(&mut backoff),
+            Err(e) => {
+                clean = false;
+                tracing::error!(error = %e, "Outbox cannot be read; will retry.");
+                grow(&mut backoff)
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.notified(), if wait == IDLE_RESCAN => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    last_drain(&store, &transport, final_drain, clean).await;
+}
+
+/// The wait now; the next one is twice as long, up to [`MAX_BACKOFF`].
+fn grow(backoff: &mut Duration) -> Duration {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    wait
+}
+
+/// The drain at stop, within `limit`; notes a clean stop when every mail handed over in
+/// this run got its answer.
+async fn last_drain(store: &Store, transport: &Transport, limit: Duration, clean: bool) {
+    match tokio::time::timeout(limit, drain(store, transport)).await {
+        Ok(Ok(d)) => {
+            if d.left > 0 {
+                tracing::warn!(
+                    left = d.left,
+                    "Outbox not empty at stop; it is sent at the next start."
+                );
+            }
+            // Every mail handed over got its answer: the next start has nothing to look up.
+            if clean {
+                if let Err(e) = store.outbox_stopped_clean().await {
+                    tracing::warn!(error = %e, "Cannot note the clean stop; the next start looks up the first mails of the outbox.");
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "Last outbox drain failed; the outbox is kept."),
+        // Dropping the drain dropped the mails in flight: their answers are unknown, and
+        // the next start looks them up.
+        Err(_) => {
+            tracing::warn!("Last outbox drain took too long; the rest is sent at the next start.")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ready;
+
+    fn pending<'a>(entries: &[(&'a str, bool)]) -> Vec<(&'a str, bool)> {
+        entries.to_vec()
+    }
+
+    #[test]
+    fn first_entries_of_different_tickets_start_together() {
+        let p = pending(&[
+            ("T-1", false),
+            ("T-2", false),
+            ("T-3", false),
+            ("T-4", false),
+        ]);
+        assert_eq!(ready(&p, 3), vec![0, 1, 2]);
+        assert_eq!(ready(&p, 1), vec![0]);
+    }
+
+    #[test]
+    fn a_ticket_waits_for_its_earlier_mail() {
+        // T-1's second mail waits while its first is in flight, and keeps its place:
+        // T-3 is beyond the window and waits too.
+        let p = pending(&[
+            ("T-1", true),
+            ("T-1", false),
+            ("T-2", false),
+            ("T-3", false),
+        ]);
+        assert_eq!(ready(&p, 3), vec![2]);
+        // Also when the earlier mail has not started either.
+        let p = pending(&[("T-1", false), ("T-1", false), ("T-2", false)]);
+        assert_eq!(ready(&p, 3), vec![0, 2]);
+    }
+
+    #[test]
+    fn nothing_beyond_the_window_starts_even_when_the_head_is_busy() {
+        let p = pending(&[("T-1", true), ("T-2", true), ("T-3", true), ("T-4", false)]);
+        assert!(ready(&p, 3).is_empty());
+        assert_eq!(ready(&p, 4), vec![3]);
+    }
+
+    #[test]
+    fn in_flight_entries_are_not_started_again_and_empty_is_empty() {
+        let p = pending(&[("T-1", true), ("T-2", false)]);
+        assert_eq!(ready(&p, 16), vec![1]);
+        assert!(ready::<&str>(&[], 3).is_empty());
+    }
+}

@@ -1,0 +1,152 @@
+//! Source, the session: TCP (with keepalive), TLS as configured (implicit, STARTTLS or,
+//! when configured, none), the greeting, LOGIN and SELECT of the watched folder. What
+//! follows on the session is [`super::fetch`], [`super::idle`] and [`super::marks`].
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
+
+use super::{timed, ImapError, Source};
+use crate::config::{Login, Server, TlsMode};
+
+type Stream = Either<TlsStream<TcpStream>, TcpStream>;
+type Client = async_imap::Client<Stream>;
+pub(super) type Session = async_imap::Session<Stream>;
+
+/// A logged-in session with the watched folder selected.
+pub struct Connection {
+    pub(super) session: Session,
+    /// Every command's time limit.
+    pub(super) timeout: Duration,
+    /// How long one IDLE lasts before it is re-issued.
+    pub(super) idle_refresh: Duration,
+    pub(super) uid_validity: u32,
+    pub(super) exists: u32,
+}
+
+impl Connection {
+    /// Connects, logs in and SELECTs the source's folder.
+    pub async fn open(source: &Source) -> Result<Connection, ImapError> {
+        let timeout = source.server.timeout;
+        let mut session = connect(source).await?;
+        let mb = timed("SELECT", timeout, session.select(&source.folder)).await?;
+        Ok(Connection {
+            session,
+            timeout,
+            idle_refresh: source.options.idle_refresh,
+            uid_validity: mb.uid_validity.unwrap_or(0),
+            exists: mb.exists,
+        })
+    }
+
+    /// The folder's UIDVALIDITY (0 when the server gave none).
+    pub fn uid_validity(&self) -> u32 {
+        self.uid_validity
+    }
+
+    /// How many messages the folder held when it was selected.
+    pub fn exists(&self) -> u32 {
+        self.exists
+    }
+
+    /// LOGOUT, within the time limit; the connection closes either way.
+    pub async fn logout(mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.session.logout()).await;
+    }
+}
+
+/// A session logged in on the source's server, TLS as configured.
+async fn connect(source: &Source) -> Result<Session, ImapError> {
+    let s = &source.server;
+    let t = s.timeout;
+    let tcp = tcp(s).await?;
+    let client = match s.tls {
+        TlsMode::Implicit => {
+            let stream = handshake(source, tcp).await?;
+            let mut c = async_imap::Client::new(Either::Left(stream));
+            greeting(&mut c, t).await?;
+            c
+        }
+        TlsMode::Starttls => {
+            let mut c = async_imap::Client::new(tcp);
+            greeting(&mut c, t).await?;
+            timed("STARTTLS", t, c.run_command_and_check_ok("STARTTLS", None)).await?;
+            let stream = handshake(source, c.into_inner()).await?;
+            // No second greeting after STARTTLS.
+            async_imap::Client::new(Either::Left(stream))
+        }
+        TlsMode::Plaintext => {
+            let mut c = async_imap::Client::new(Either::Right(tcp));
+            greeting(&mut c, t).await?;
+            c
+        }
+    };
+    login(client, &source.login, t).await
+}
+
+/// The TCP connection, without delay on small writes and with keepalive.
+async fn tcp(s: &Server) -> Result<TcpStream, ImapError> {
+    let addr = format!("{}:{}", s.host, s.port);
+    let tcp = timed("connect", s.timeout, async {
+        TcpStream::connect(&addr)
+            .await
+            .map_err(|e| ImapError::Connect(addr.clone(), e))
+    })
+    .await?;
+    let _ = tcp.set_nodelay(true);
+    // A peer that vanished (NAT timeout, pulled cable) is found by the kernel within
+    // minutes even while IDLE waits quietly for the refresh.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(15));
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+    Ok(tcp)
+}
+
+/// The TLS handshake on `tcp`, checking the server's name.
+async fn handshake(source: &Source, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ImapError> {
+    let s = &source.server;
+    timed("TLS handshake", s.timeout, async {
+        let tls = source
+            .tls
+            .clone()
+            .ok_or_else(|| ImapError::Tls("no TLS settings".into()))?;
+        let name = ServerName::try_from(s.server_name().to_string())
+            .map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.server_name())))?;
+        tls.connect(name, tcp)
+            .await
+            .map_err(|e| ImapError::Tls(e.to_string()))
+    })
+    .await
+}
+
+async fn greeting<T>(c: &mut async_imap::Client<T>, t: Duration) -> Result<(), ImapError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    match tokio::time::timeout(t, c.read_response()).await {
+        Err(_) => Err(ImapError::Timeout("greeting", t)),
+        Ok(Err(e)) => Err(ImapError::Protocol(e.into())),
+        Ok(Ok(None)) => Err(ImapError::Closed),
+        Ok(Ok(Some(_))) => Ok(()),
+    }
+}
+
+/// LOGIN with the login's password, read now so that a changed secret takes effect on
+/// the next connection.
+async fn login(client: Client, login: &Login, t: Duration) -> Result<Session, ImapError> {
+    let pw = login
+        .password()
+        .ok_or_else(|| ImapError::Secret("no password_file or password_env".into()))?
+        .read()
+        .map_err(ImapError::Secret)?;
+    let user = login.user.clone();
+    match tokio::time::timeout(t, client.login(&user, &pw)).await {
+        Err(_) => Err(ImapError::Timeout("LOGIN", t)),
+        Ok(Err((e, _))) => Err(ImapError::Login(user, e.to_string())),
+        Ok(Ok(session)) => Ok(session),
+    }
+}
