@@ -116,10 +116,11 @@ pub async fn run(inputs: &Inputs) -> Result<(), DaemonError> {
     stop(tasks, signals).await
 }
 
-/// The rules, the settings, the state, and the TLS and SMTP set-up, checked in this
-/// order before anything runs.
+/// The rules (with their `[[tests]]` run, as `check` and every reload run them), the
+/// settings, the state, and the TLS and SMTP set-up, checked in this order before
+/// anything runs.
 fn load(inputs: &Inputs) -> Result<Loaded, DaemonError> {
-    let rules = Rules::load(&inputs.rules).map_err(|errors| DaemonError::Rules {
+    let rules = crate::pipeline::ruletest::load(&inputs.rules).map_err(|errors| DaemonError::Rules {
         path: inputs.rules.clone(),
         errors,
     })?;
