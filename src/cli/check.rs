@@ -1,10 +1,10 @@
 //! `mailtriage check`: loads rules.toml (and mailtriage.toml when there is one), and
 //! prints every error and warning, so an admin sees all the mistakes in one run.
 
-use super::{render, Cli, Failure};
+use super::{render, Cli, CliError};
 use crate::config::{ConfigError, ConfigErrors, Rules, Settings};
 
-pub fn check(cli: &Cli) -> Result<(), Failure> {
+pub fn check(cli: &Cli) -> Result<(), CliError> {
     let mut errors = Vec::new();
     let rules = kept(Rules::load(&cli.rules), &mut errors);
     let settings = load_settings(cli, &mut errors);
@@ -16,7 +16,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         print_warnings(r);
     }
     if !errors.is_empty() {
-        return Err(Failure(error_text(&errors)));
+        return Err(CliError::Check(errors));
     }
     let rules = rules.expect("no errors means rules loaded");
     println!("{}", render::rules_ok(&cli.rules, &rules));
@@ -48,9 +48,4 @@ fn print_warnings(rules: &Rules) {
     if !rules.warnings.is_empty() {
         eprintln!("{} warning(s)", rules.warnings.len());
     }
-}
-
-fn error_text(errors: &[ConfigError]) -> String {
-    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    format!("{}\n{} error(s)", text.join("\n"), errors.len())
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{load_rules, mailbox_for, read, render, Cli, Failure};
+use super::{load_rules, mailbox_for, read, render, Cli, CliError};
 use crate::pipeline;
 use crate::record::Store;
 
@@ -14,14 +14,14 @@ pub fn explain(
     mailbox: Option<&str>,
     json: bool,
     state: Option<&Path>,
-) -> Result<(), Failure> {
+) -> Result<(), CliError> {
     let rules = load_rules(&cli.rules)?;
     let raw = read(file)?;
-    if let Err(e) = pipeline::read_mail(&rules, &raw) {
-        return Err(Failure(format!(
-            "{}: not a message mailtriage can read: {e}",
-            file.display()
-        )));
+    if let Err(source) = pipeline::read_mail(&rules, &raw) {
+        return Err(CliError::NotAMessage {
+            file: file.to_path_buf(),
+            source,
+        });
     }
     let mb = mailbox_for(&rules, mailbox, &raw, file)?;
     let store = state.map(Store::open).transpose()?;

@@ -5,6 +5,7 @@
 
 mod check;
 pub mod demo;
+mod error;
 mod explain;
 mod render;
 mod status;
@@ -20,6 +21,7 @@ use crate::parse::parse;
 use crate::runtime::control::{self, Request, Response};
 
 pub use check::check;
+pub use error::{CliError, Failure};
 pub use explain::explain;
 pub use status::status;
 pub use tickets::tickets;
@@ -134,23 +136,12 @@ pub enum TicketsCmd {
     },
 }
 
-/// A failure the user must see, already worded; the exit code is 1.
-#[derive(Debug)]
-pub struct Failure(pub String);
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure(e.to_string())
-    }
-}
-
-pub fn load_rules(path: &Path) -> Result<Rules, Failure> {
-    Rules::load(path).map_err(|e| {
-        Failure(format!(
-            "{e}\n{}: {} error(s); nothing was changed",
-            path.display(),
-            e.0.len()
-        ))
+/// The rules, or every mistake in them. Public for the daemon only, until it loads
+/// them with an error of its own.
+pub fn load_rules(path: &Path) -> Result<Rules, CliError> {
+    Rules::load(path).map_err(|errors| CliError::Rules {
+        file: path.to_path_buf(),
+        errors,
     })
 }
 
@@ -161,21 +152,19 @@ fn mailbox_for<'r>(
     name: Option<&str>,
     raw: &[u8],
     file: &Path,
-) -> Result<&'r Mailbox, Failure> {
+) -> Result<&'r Mailbox, CliError> {
     if let Some(n) = name {
-        return rules.mailboxes.get(n).ok_or_else(|| {
-            Failure(format!(
-                "no mailbox {n:?} in the rules (there are: {})",
-                mailbox_names(rules)
-            ))
-        });
+        return rules
+            .mailboxes
+            .get(n)
+            .ok_or_else(|| CliError::NoSuchMailbox {
+                name: n.to_string(),
+                known: mailbox_names(rules),
+            });
     }
-    reached_mailbox(rules, raw).ok_or_else(|| {
-        Failure(format!(
-            "{}: cannot tell which mailbox this message reached; pass --mailbox (one of: {})",
-            file.display(),
-            mailbox_names(rules)
-        ))
+    reached_mailbox(rules, raw).ok_or_else(|| CliError::MailboxNotFound {
+        file: file.to_path_buf(),
+        known: mailbox_names(rules),
     })
 }
 
@@ -200,30 +189,31 @@ fn mailbox_names(rules: &Rules) -> String {
         .join(", ")
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, Failure> {
-    std::fs::read(file).map_err(|e| Failure(format!("{}: {e}", file.display())))
+fn read(file: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(file).map_err(|source| CliError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
 }
 
-fn state_dir(cli: &Cli, state: Option<&Path>) -> Result<PathBuf, Failure> {
+/// The state directory named, or the one in the settings.
+fn state_dir(cli: &Cli, state: Option<&Path>) -> Result<PathBuf, CliError> {
     match state {
         Some(s) => Ok(s.to_path_buf()),
         None => Ok(Settings::load(&cli.config)
-            .map_err(|e| {
-                Failure(format!(
-                    "{e}\n(pass --state DIR to name the state directory directly)"
-                ))
-            })?
+            .map_err(CliError::Settings)?
             .state_dir),
     }
 }
 
 /// The running daemon's answer on its control socket; `None` when no daemon listens.
-fn ask_daemon(state: &Path, req: &Request) -> Result<Option<Response>, Failure> {
+fn ask_daemon(state: &Path, req: &Request) -> Result<Option<Response>, CliError> {
     control::ask(&control::socket_path(state), req)
         .transpose()
-        .map_err(|e| {
-            Failure(format!(
-                "the daemon did not answer on its control socket: {e}"
-            ))
-        })
+        .map_err(CliError::ControlSocket)
+}
+
+/// A request turned down, in the words of the daemon (or of the state, with no daemon).
+fn refused(error: Option<String>, fallback: &str) -> CliError {
+    CliError::Refused(error.unwrap_or_else(|| fallback.into()))
 }

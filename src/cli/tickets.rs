@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{ask_daemon, load_rules, render, state_dir, Cli, Failure, TicketsCmd};
+use super::{ask_daemon, load_rules, refused, render, state_dir, Cli, CliError, TicketsCmd};
 use crate::record::Store;
 use crate::runtime::control::{self, Request, Response};
 
@@ -13,7 +13,7 @@ pub fn tickets(
     cmd: &TicketsCmd,
     state: Option<&Path>,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<(), CliError> {
     let rules = load_rules(&cli.rules)?;
     let state = state_dir(cli, state)?;
     let req = request(cmd);
@@ -22,9 +22,7 @@ pub fn tickets(
         None => handle_offline(&state, &req)?,
     };
     if !resp.ok {
-        return Err(Failure(
-            resp.error.unwrap_or_else(|| "request failed".into()),
-        ));
+        return Err(refused(resp.error, "request failed"));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&resp.tickets)?);
@@ -53,18 +51,15 @@ fn request(cmd: &TicketsCmd) -> Request {
 }
 
 /// No daemon listens: the request is carried out on the state directory itself.
-fn handle_offline(state: &Path, req: &Request) -> Result<Response, Failure> {
+fn handle_offline(state: &Path, req: &Request) -> Result<Response, CliError> {
     if !state.join("db").exists() {
-        return Err(Failure(format!(
-            "{}: no mailtriage state here",
-            state.display()
-        )));
+        return Err(CliError::NoState {
+            dir: state.to_path_buf(),
+        });
     }
-    let store = Store::open(state).map_err(|e| {
-        Failure(format!(
-            "state {}: {e} (is a daemon running without its control socket?)",
-            state.display()
-        ))
+    let store = Store::open(state).map_err(|source| CliError::StateHeld {
+        dir: state.to_path_buf(),
+        source,
     })?;
     Ok(control::handle(&store, req))
 }

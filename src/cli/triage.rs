@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{load_rules, mailbox_for, read, render, Cli, Failure};
+use super::{load_rules, mailbox_for, read, render, Cli, CliError};
 use crate::config::Rules;
 use crate::pipeline::{self, Incoming, Report};
 use crate::record::Store;
@@ -21,11 +21,15 @@ pub async fn triage_files(
     outbox: &Path,
     state: &Path,
     json: bool,
-) -> Result<usize, Failure> {
-    std::fs::create_dir_all(outbox)
-        .map_err(|e| Failure(format!("outbox {}: {e}", outbox.display())))?;
-    let store =
-        Store::open(state).map_err(|e| Failure(format!("state {}: {e}", state.display())))?;
+) -> Result<usize, CliError> {
+    std::fs::create_dir_all(outbox).map_err(|source| CliError::Outbox {
+        dir: outbox.to_path_buf(),
+        source,
+    })?;
+    let store = Store::open(state).map_err(|source| CliError::State {
+        dir: state.to_path_buf(),
+        source,
+    })?;
     // Keyed by the action's name, so the totals line lists them alphabetically.
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (name, raw) in inputs {
@@ -49,7 +53,7 @@ fn triage_one(
     mailbox: Option<&str>,
     name: &str,
     raw: &[u8],
-) -> Result<Report, Failure> {
+) -> Result<Report, CliError> {
     let mb = mailbox_for(rules, mailbox, raw, Path::new(name))?;
     let incoming = Incoming {
         mailbox: mb,
@@ -60,7 +64,7 @@ fn triage_one(
 }
 
 /// One line per message: JSON with the file name added, or a sentence.
-fn print_report(name: &str, report: &Report, json: bool) -> Result<(), Failure> {
+fn print_report(name: &str, report: &Report, json: bool) -> Result<(), CliError> {
     if json {
         let mut v = serde_json::to_value(report)?;
         v["file"] = serde_json::Value::String(name.to_string());
@@ -78,46 +82,47 @@ pub async fn triage(
     outbox: &Path,
     state: Option<&Path>,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<(), CliError> {
     let rules = load_rules(&cli.rules)?;
     let inputs = files
         .iter()
         .map(|f| Ok((f.display().to_string(), read(f)?)))
-        .collect::<Result<Vec<_>, Failure>>()?;
+        .collect::<Result<Vec<_>, CliError>>()?;
     let tmp;
     let state = match state {
         Some(s) => s,
         None => {
-            tmp = tempfile::tempdir()?;
+            tmp = temp_state()?;
             tmp.path()
         }
     };
-    let quarantined = triage_files(&rules, &inputs, mailbox, outbox, state, json).await?;
-    if quarantined > 0 {
-        return Err(Failure(format!(
-            "{quarantined} message(s) could not be read and were quarantined (see above)"
-        )));
+    let count = triage_files(&rules, &inputs, mailbox, outbox, state, json).await?;
+    if count > 0 {
+        return Err(CliError::Quarantined { count });
     }
     Ok(())
 }
 
+/// A state directory that lives as long as the command: offline runs start afresh.
+fn temp_state() -> Result<tempfile::TempDir, CliError> {
+    tempfile::tempdir().map_err(CliError::TempDir)
+}
+
 /// The sample mail built into the binary, with the shipped rules (or `with_rules`).
-pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), Failure> {
+pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), CliError> {
     let rules = match with_rules {
         Some(p) => load_rules(p)?,
         None => Rules::parse(Path::new("rules.toml (built in)"), super::demo::RULES)
-            .map_err(|e| Failure(e.to_string()))?,
+            .map_err(CliError::BuiltInRules)?,
     };
     if super::demo::SAMPLES.is_empty() {
-        return Err(Failure(
-            "this binary was built without sample mail (samples/ was empty)".into(),
-        ));
+        return Err(CliError::NoSamples);
     }
     let inputs: Vec<(String, Vec<u8>)> = super::demo::SAMPLES
         .iter()
         .map(|(n, b)| (n.to_string(), b.to_vec()))
         .collect();
-    let tmp = tempfile::tempdir()?;
+    let tmp = temp_state()?;
     println!(
         "Triaging {} sample messages with the shipped rules (offline; mails go to {}/):",
         inputs.len(),
