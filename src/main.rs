@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailtriage::cli::{self, Cli, Command};
+use mailtriage::cli::{self, Cli, CliError, Command};
 use mailtriage::runtime::daemon;
 
 fn init_logging(daemon: bool) {
@@ -34,50 +34,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
-        match &args.command {
-            Command::Run { shadow } => Ok(daemon::run(&daemon::Inputs {
-                rules: args.rules.clone(),
-                config: args.config.clone(),
-                shadow: *shadow,
-            })
-            .await?),
-            Command::Status { state, json } => cli::status(&args, state.as_deref(), *json),
-            Command::Check => cli::check(&args),
-            Command::Explain {
-                file,
-                mailbox,
-                json,
-                state,
-            } => cli::explain(&args, file, mailbox.as_deref(), *json, state.as_deref()),
-            Command::Triage {
-                files,
-                mailbox,
-                outbox,
-                state,
-                json,
-            } => {
-                cli::triage(
-                    &args,
-                    files,
-                    mailbox.as_deref(),
-                    outbox,
-                    state.as_deref(),
-                    *json,
-                )
-                .await
-            }
-            Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
-            Command::Tickets { cmd, state, json } => {
-                cli::tickets(&args, cmd, state.as_deref(), *json)
-            }
-        }
-    });
-    match result {
+    match rt.block_on(run(&args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(cli::Failure(msg)) => {
-            eprintln!("error: {msg}");
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(args: &Cli) -> Result<(), CliError> {
+    match &args.command {
+        Command::Run { shadow } => Ok(daemon::run(&daemon::Inputs {
+            rules: args.rules.clone(),
+            config: args.config.clone(),
+            shadow: *shadow,
+        })
+        .await?),
+        Command::Status { state, json } => cli::status(args, state.as_deref(), *json),
+        Command::Check => cli::check(args),
+        Command::Explain {
+            file,
+            mailbox,
+            json,
+            state,
+        } => cli::explain(args, file, mailbox.as_deref(), *json, state.as_deref()),
+        Command::Triage {
+            files,
+            mailbox,
+            outbox,
+            state,
+            json,
+        } => {
+            let (mailbox, state) = (mailbox.as_deref(), state.as_deref());
+            cli::triage(args, files, mailbox, outbox, state, *json).await
+        }
+        Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
+        Command::Tickets { cmd, state, json } => cli::tickets(args, cmd, state.as_deref(), *json),
     }
 }

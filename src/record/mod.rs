@@ -33,6 +33,14 @@ pub enum StoreError {
     Corrupt { what: String, err: String },
 }
 
+impl StoreError {
+    /// A record that does not decode will not decode on the next try either; sled's
+    /// own errors (I/O, a lock held for a moment) may pass.
+    pub fn is_temporary(&self) -> bool {
+        !matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
 impl<E> From<TransactionError<E>> for StoreError
 where
     StoreError: From<E>,

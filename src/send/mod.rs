@@ -93,6 +93,7 @@ impl SmtpError {
             | SmtpError::Recipient(_)
             | SmtpError::Envelope(_) => false,
             SmtpError::Answer(e) => !e.is_permanent(),
+            SmtpError::Store(e) => e.is_temporary(),
             _ => true,
         }
     }

@@ -1,0 +1,411 @@
+//! The command line's words: every line the offline commands print for a person (JSON
+//! is serde's). The only place in `cli` that reads a report's outcome fields.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::config::{Mailbox, Rules, Settings};
+use crate::pipeline::{self, PlannedMail, Report};
+use crate::runtime::control::Response;
+use crate::runtime::status::{MailboxStatus, StatusReport};
+use crate::send::Drained;
+use crate::ticket::Ticket;
+use crate::when::human;
+
+/// The report's action by its name ("forward", "keep", "leave", "ignore",
+/// "quarantine", "duplicate"), as `explain --json` spells it.
+pub(super) fn action(r: &Report) -> &'static str {
+    r.action
+}
+
+/// The planned mail's kind by its name ("forward", "ack", "added", "escalation", ...).
+fn mail_kind(m: &PlannedMail) -> &'static str {
+    m.kind
+}
+
+/// `explain`'s text: the message, how it was classified, what would be done.
+pub(super) fn explain_text(rules: &Rules, r: &Report) -> String {
+    let mb = &rules.mailboxes[&r.mailbox];
+    let mut s = String::new();
+    message_lines(&mut s, mb, r);
+    classification_lines(&mut s, r);
+    decision_lines(&mut s, mb, r);
+    s
+}
+
+fn message_lines(s: &mut String, mb: &Mailbox, r: &Report) {
+    let id = r
+        .message_id
+        .as_deref()
+        .map(|i| format!("<{i}>"))
+        .unwrap_or_else(|| "(no Message-ID)".into());
+    let _ = writeln!(s, "mailbox:   {} ({})", r.mailbox, mb.address);
+    let _ = writeln!(s, "message:   {id}");
+    let _ = writeln!(s, "from:      {}", r.from.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(s, "subject:   {}", r.subject.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "language:  {}", r.language.as_deref().unwrap_or("-"));
+}
+
+fn classification_lines(s: &mut String, r: &Report) {
+    match &r.category {
+        Some(c) => {
+            let score = r
+                .scores
+                .iter()
+                .find(|x| &x.category == c)
+                .map(|x| x.score)
+                .unwrap_or(0);
+            let _ = writeln!(s, "category:  {c} (score {score})");
+        }
+        None => {
+            let _ = writeln!(s, "category:  none (no rule fired)");
+        }
+    }
+    for other in r.scores.iter().skip(1) {
+        let _ = writeln!(
+            s,
+            "           also {} (score {})",
+            other.category, other.score
+        );
+    }
+    for f in &r.rules {
+        let _ = writeln!(
+            s,
+            "rule:      {} [{} +{}] matched {}: {:?}",
+            f.rule, f.category, f.priority, f.field, f.matched
+        );
+    }
+}
+
+fn decision_lines(s: &mut String, mb: &Mailbox, r: &Report) {
+    let ticket = match (&r.ticket, r.new_ticket) {
+        (Some(t), _) => t.as_str(),
+        (None, true) => "new",
+        (None, false) => "-",
+    };
+    let _ = writeln!(s, "action:    {}", action_text(mb, r));
+    let _ = writeln!(s, "why:       {}", r.reason);
+    let _ = writeln!(s, "ticket:    {ticket}");
+    let ack = &r.acknowledgement;
+    if ack.send {
+        let _ = writeln!(s, "ack:       yes, to {}", ack.to.as_deref().unwrap_or(""));
+    } else {
+        let _ = writeln!(
+            s,
+            "ack:       no: {} ({})",
+            ack.reason.as_deref().unwrap_or(""),
+            ack.suppressed.unwrap_or("-")
+        );
+    }
+    for m in &r.mails {
+        let _ = writeln!(s, "mail:      {} -> {}", mail_kind(m), m.to.join(", "));
+    }
+}
+
+fn action_text(mb: &Mailbox, r: &Report) -> String {
+    let queue = r.queue.as_deref().unwrap_or("");
+    match action(r) {
+        "forward" => format!(
+            "forward to {queue} ({})",
+            r.queue_address.as_deref().unwrap_or("")
+        ),
+        "keep" => format!("keep in {}, owned by {queue}", mb.address),
+        other => other.to_string(),
+    }
+}
+
+/// `triage`'s line for one message: what it was, what was done, whom it was sent to.
+pub(super) fn summary_line(name: &str, r: &Report) -> String {
+    format!(
+        "{name}: reached {}{}: {}{}",
+        r.mailbox,
+        fired_rules(r),
+        outcome(r),
+        acknowledgement(r)
+    )
+}
+
+fn outcome(r: &Report) -> String {
+    let ticket = r.ticket.as_deref();
+    match action(r) {
+        "forward" => format!(
+            "{} -> forwarded to {} as {}{}",
+            request(r),
+            r.queue_address.as_deref().unwrap_or(""),
+            ticket.unwrap_or(""),
+            red_flags(r)
+        ),
+        "keep" => format!(
+            "{} -> kept for {} as {}{}",
+            request(r),
+            r.queue.as_deref().unwrap_or(""),
+            ticket.unwrap_or(""),
+            red_flags(r)
+        ),
+        "leave" => format!(
+            "{} -> left in place, not a customer request",
+            r.category.as_deref().unwrap_or("")
+        ),
+        "ignore" => format!("ignored: {}", r.reason),
+        "duplicate" => format!(
+            "already triaged{}",
+            ticket.map(|t| format!(" as {t}")).unwrap_or_default()
+        ),
+        "quarantine" => format!("QUARANTINED: {}", r.reason),
+        other => other.to_string(),
+    }
+}
+
+fn request(r: &Report) -> String {
+    match (&r.joined_by, &r.category) {
+        (Some(_), _) => format!("follow-up of {}", r.ticket.as_deref().unwrap_or("a ticket")),
+        (None, Some(c)) => format!("{c} request"),
+        (None, None) => "unrecognised request".to_string(),
+    }
+}
+
+fn red_flags(r: &Report) -> String {
+    if r.flags.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = r.flags.iter().map(|f| f.rule.as_str()).collect();
+    let copy = r
+        .mails
+        .iter()
+        .find(|m| mail_kind(m) == "escalation")
+        .map(|m| format!(", copy to {}", m.to.join(", ")))
+        .unwrap_or_default();
+    format!("; RED FLAGS: {}{copy}", names.join(", "))
+}
+
+fn acknowledgement(r: &Report) -> String {
+    let ack = &r.acknowledgement;
+    let to = ack.to.as_deref().unwrap_or("");
+    if ack.send && r.mails.iter().any(|m| mail_kind(m) == "added") {
+        format!("; 'added to your request' to {to}")
+    } else if ack.send {
+        format!(
+            "; acknowledgement to {to} ({})",
+            r.language.as_deref().unwrap_or("")
+        )
+    } else if matches!(action(r), "forward" | "keep") {
+        format!(
+            "; no acknowledgement: {}",
+            ack.reason.as_deref().unwrap_or("")
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The rules that fired, each named once, in order of name.
+fn fired_rules(r: &Report) -> String {
+    let names: BTreeSet<&str> = r.rules.iter().map(|f| f.rule.as_str()).collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = names.into_iter().collect();
+    format!(" [rules: {}]", names.join(", "))
+}
+
+/// `triage`'s last line: how many messages met each action, and the mails written.
+pub(super) fn triage_totals(
+    messages: usize,
+    counts: &BTreeMap<&'static str, usize>,
+    drained: &Drained,
+    outbox: &Path,
+) -> String {
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let unwritten = drained.refused + drained.left;
+    let unwritten = if unwritten > 0 {
+        format!(" ({unwritten} not written)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{messages} message(s): {}. {} mail(s) written to {}{unwritten}",
+        parts.join(", "),
+        drained.sent,
+        outbox.display()
+    )
+}
+
+/// `check`'s line for a rules file without errors.
+pub(super) fn rules_ok(path: &Path, r: &Rules) -> String {
+    format!(
+        "{}: OK ({} rules, {} categories, {} queues, {} mailboxes, {} tests passed, languages: {})",
+        path.display(),
+        r.rules.len(),
+        r.categories.len(),
+        r.queues.len(),
+        r.mailboxes.len(),
+        r.tests.len(),
+        r.templates.languages.join(", ")
+    )
+}
+
+/// `check`'s line for a settings file without errors.
+pub(super) fn settings_ok(s: &Settings) -> String {
+    format!(
+        "{}: OK ({} mailbox logins, state in {})",
+        s.path.display(),
+        s.mailboxes.len(),
+        s.state_dir.display()
+    )
+}
+
+/// `status`'s text: the daemon, its rules, the outbox, then one line per mailbox.
+pub(super) fn status_text(st: &StatusReport) -> String {
+    let mut s = String::new();
+    let shadow = if st.shadow { " (shadow mode)" } else { "" };
+    let _ = writeln!(s, "daemon:    running since {}{shadow}", human(&st.started));
+    let _ = writeln!(
+        s,
+        "rules:     {} version {} (loaded {}; reloads: {} ok, {} refused)",
+        st.rules_file,
+        st.rules_version,
+        human(&st.rules_loaded),
+        st.reloads_ok,
+        st.reloads_failed
+    );
+    let _ = writeln!(s, "outbox:    {} mail(s) waiting", st.outbox);
+    if st.shadow_mails > 0 {
+        let _ = writeln!(
+            s,
+            "shadow:    {} mail(s) decided and not sent",
+            st.shadow_mails
+        );
+    }
+    for (name, m) in &st.mailboxes {
+        let _ = writeln!(s, "mailbox:   {name:<20} {}", mailbox_status(m));
+    }
+    for e in &st.last_errors {
+        let _ = writeln!(s, "error:     {e}");
+    }
+    s
+}
+
+fn mailbox_status(m: &MailboxStatus) -> String {
+    format!(
+        "{:<10} since {}; last sync {}{}{}",
+        format!("{:?}", m.state).to_lowercase(),
+        human(&m.since),
+        m.last_sync
+            .as_deref()
+            .map(human)
+            .unwrap_or_else(|| "never".into()),
+        if m.shadow { " [shadow]" } else { "" },
+        m.last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
+/// `tickets list`: one line per ticket.
+pub(super) fn ticket_list(resp: &Response) -> String {
+    let mut s = String::new();
+    for t in &resp.tickets {
+        let _ = writeln!(s, "{}", ticket_line(t, resp.shadow.contains(&t.id)));
+    }
+    if resp.tickets.is_empty() {
+        let _ = writeln!(s, "no tickets");
+    }
+    s
+}
+
+fn ticket_line(t: &Ticket, shadow: bool) -> String {
+    let state = if t.answered_at.is_some() {
+        "answered"
+    } else if t.escalated_at.is_some() {
+        "escalated"
+    } else {
+        "open"
+    };
+    let mut flags = if t.flags.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", t.flags.join(", "))
+    };
+    if shadow {
+        flags.push_str(" [shadow]");
+    }
+    format!(
+        "{:<8} {:<10} {:<9} {}  {}  {}{flags}",
+        t.id,
+        t.queue,
+        state,
+        human(&t.created),
+        t.customer,
+        t.subject
+    )
+}
+
+/// `tickets show` (and `tickets promise`): each ticket with its whole timeline.
+pub(super) fn ticket_details(rules: &Rules, resp: &Response) -> String {
+    let mut s = String::new();
+    for t in &resp.tickets {
+        ticket_head(&mut s, t);
+        if resp.shadow.contains(&t.id) {
+            shadow_lines(&mut s, t, resp);
+        }
+        ticket_body(&mut s, rules, t);
+    }
+    s
+}
+
+fn ticket_head(s: &mut String, t: &Ticket) {
+    let name = t
+        .customer_name
+        .as_deref()
+        .map(|n| format!("{n} "))
+        .unwrap_or_default();
+    let _ = writeln!(s, "ticket:    {}", t.id);
+    let _ = writeln!(s, "customer:  {name}<{}>", t.customer);
+    let _ = writeln!(s, "subject:   {}", t.subject);
+}
+
+/// A shadow ticket's mails were decided and never sent: they are listed instead.
+fn shadow_lines(s: &mut String, t: &Ticket, resp: &Response) {
+    let _ = writeln!(
+        s,
+        "mode:      shadow: decided and recorded, nothing sent, nothing marked"
+    );
+    for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
+        let _ = writeln!(
+            s,
+            "not sent:  {} -> {}",
+            pipeline::mail_kind(m.kind),
+            m.to.join(", ")
+        );
+    }
+}
+
+fn ticket_body(s: &mut String, rules: &Rules, t: &Ticket) {
+    let _ = writeln!(
+        s,
+        "queue:     {} (since {}); hops: {}",
+        t.queue,
+        human(&t.owner_since),
+        t.hops.join(" -> ")
+    );
+    if !t.flags.is_empty() {
+        let _ = writeln!(s, "flags:     {}", t.flags.join(", "));
+    }
+    if let Some(i) = &t.incident {
+        let _ = writeln!(s, "incident:  {i}");
+    }
+    for p in &t.promises {
+        let _ = writeln!(s, "promise:   {} ({}, {})", p.text, p.by, human(&p.at));
+    }
+    let _ = writeln!(s, "timeline:");
+    for e in &t.history {
+        let _ = writeln!(
+            s,
+            "  {}  {}",
+            human(&e.at),
+            pipeline::history_text(rules, e, "en")
+        );
+    }
+}

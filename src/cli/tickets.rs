@@ -1,0 +1,65 @@
+//! `mailtriage tickets`: lists and shows tickets, or records a promise on one. The
+//! running daemon answers over its control socket; with no daemon, the state directory
+//! is read (and, for a promise, written) directly.
+
+use std::path::Path;
+
+use super::{ask_daemon, load_rules, refused, render, state_dir, Cli, CliError, TicketsCmd};
+use crate::record::Store;
+use crate::runtime::control::{self, Request, Response};
+
+pub fn tickets(
+    cli: &Cli,
+    cmd: &TicketsCmd,
+    state: Option<&Path>,
+    json: bool,
+) -> Result<(), CliError> {
+    let rules = load_rules(&cli.rules)?;
+    let state = state_dir(cli, state)?;
+    let req = request(cmd);
+    let resp = match ask_daemon(&state, &req)? {
+        Some(r) => r,
+        None => handle_offline(&state, &req)?,
+    };
+    if !resp.ok {
+        return Err(refused(resp.error, "request failed"));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp.tickets)?);
+        return Ok(());
+    }
+    let text = match cmd {
+        TicketsCmd::List => render::ticket_list(&resp),
+        TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } => {
+            render::ticket_details(&rules, &resp)
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn request(cmd: &TicketsCmd) -> Request {
+    match cmd {
+        TicketsCmd::List => Request::List,
+        TicketsCmd::Show { id } => Request::Show { id: id.clone() },
+        TicketsCmd::Promise { id, text, by } => Request::Promise {
+            id: id.clone(),
+            text: text.clone(),
+            by: by.clone(),
+        },
+    }
+}
+
+/// No daemon listens: the request is carried out on the state directory itself.
+fn handle_offline(state: &Path, req: &Request) -> Result<Response, CliError> {
+    if !state.join("db").exists() {
+        return Err(CliError::NoState {
+            dir: state.to_path_buf(),
+        });
+    }
+    let store = Store::open(state).map_err(|source| CliError::StateHeld {
+        dir: state.to_path_buf(),
+        source,
+    })?;
+    Ok(control::handle(&store, req))
+}
