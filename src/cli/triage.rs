@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::{load_rules, mailbox_for, read, render, Cli, CliError};
 use crate::config::Rules;
-use crate::pipeline::{self, Incoming, Report};
+use crate::pipeline::{self, ruletest, Incoming, Report};
 use crate::record::Store;
 use crate::send::{self, Transport};
 
@@ -112,7 +112,7 @@ fn temp_state() -> Result<tempfile::TempDir, CliError> {
 pub async fn demo(outbox: &Path, with_rules: Option<&Path>) -> Result<(), CliError> {
     let rules = match with_rules {
         Some(p) => load_rules(p)?,
-        None => crate::pipeline::ruletest::parse(Path::new("rules.toml (built in)"), super::demo::RULES)
+        None => ruletest::parse(Path::new("rules.toml (built in)"), super::demo::RULES)
             .map_err(CliError::BuiltInRules)?,
     };
     if super::demo::SAMPLES.is_empty() {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ConfigErrors, Rules, Settings, TlsMode};
+use crate::pipeline::ruletest;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::{self, Shared};
 use crate::runtime::status::Board;
@@ -120,7 +121,7 @@ pub async fn run(inputs: &Inputs) -> Result<(), DaemonError> {
 /// settings, the state, and the TLS and SMTP set-up, checked in this order before
 /// anything runs.
 fn load(inputs: &Inputs) -> Result<Loaded, DaemonError> {
-    let rules = crate::pipeline::ruletest::load(&inputs.rules).map_err(|errors| DaemonError::Rules {
+    let rules = ruletest::load(&inputs.rules).map_err(|errors| DaemonError::Rules {
         path: inputs.rules.clone(),
         errors,
     })?;
