@@ -19,6 +19,10 @@ use crate::decide::LOOP_HEADER;
 use crate::parse::Mail;
 use crate::record::{MailKind, OutMail};
 
+mod context;
+
+pub use context::{flag_reason, ticket_context};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     #[error("template {name}: {err}")]

@@ -1,0 +1,190 @@
+//! Recording: everything one message changes (its index entry, its ticket, its mails,
+//! its marks on the server, the daily cap, threading by subject) in one transaction,
+//! and the report of what was recorded.
+
+use std::time::SystemTime;
+
+use crate::config::Mailbox;
+use crate::decide::{Route, Suppression};
+use crate::parse::parse;
+use crate::record::{
+    Checkpoint, Committed, Mark, MessageRecord, OutMail, Record, Store, StoreError,
+};
+use crate::ticket::Ticket;
+use crate::when;
+
+use super::report::{self, AckReport, PlannedMail, Report};
+use super::thread::subject_key;
+use super::{
+    mail_kind, message_key, Case, Evaluation, Incoming, KEYWORD_FORWARDED, KEYWORD_QUARANTINED,
+    KEYWORD_TRIAGED,
+};
+
+/// A message that opens or joins no ticket (ignored, left in place): only its index
+/// entry, so it is not looked at again.
+pub fn untracked(
+    store: &Store,
+    inc: Incoming<'_>,
+    ev: &Evaluation,
+    mut report: Report,
+    at: &str,
+) -> Result<Report, StoreError> {
+    let (disposition, ticket) = match &ev.plan.route {
+        Route::Ignore {
+            why: Suppression::OwnMail,
+        } => ("ignored", ev.plan.ticket.clone()),
+        Route::Ignore { .. } => {
+            // The daemon's report says what it did: nothing, for a message it knew.
+            report.action = "duplicate";
+            ("duplicate", ev.plan.ticket.clone())
+        }
+        _ => ("left", None),
+    };
+    let message = message(inc.mailbox, disposition, ticket, at);
+    store.commit(&index_only(inc, ev.key.clone(), message))?;
+    Ok(report)
+}
+
+/// The triaged message with its ticket and mails; a message another path recorded
+/// first is reported as a duplicate.
+pub fn record(
+    store: &Store,
+    case: &Case,
+    ticket: Ticket,
+    outgoing: Vec<OutMail>,
+    mut report: Report,
+) -> Result<Report, StoreError> {
+    let (ev, inc) = (&case.ev, case.inc);
+    let disposition = if case.forward { "forwarded" } else { "kept" };
+    let id = Some(ticket.id.clone());
+    let rec = Record {
+        ack_to: case.ack_to().map(|to| (to, when::day(case.now))),
+        mark: mark(inc, marks(case)),
+        outgoing,
+        subject_key: subject_key(&ev.mail).filter(|_| ev.plan.from_customer),
+        ticket: Some(ticket),
+        ..index_only(
+            inc,
+            ev.key.clone(),
+            message(inc.mailbox, disposition, id, &case.at),
+        )
+    };
+    match store.commit(&rec)? {
+        Committed::Done => recorded(case, &rec, &mut report),
+        Committed::AlreadyKnown(prev) => duplicate(prev, &mut report),
+    }
+    Ok(report)
+}
+
+fn recorded(case: &Case, rec: &Record, report: &mut Report) {
+    report.ticket = rec.ticket.as_ref().map(|t| t.id.clone());
+    report.acknowledgement.send = case.ack_to().is_some();
+    report.acknowledgement.to = case.ack_to();
+    if let Some(r) = case.ack_reason() {
+        report.acknowledgement.suppressed = Some(r.code());
+        report.acknowledgement.reason = Some(r.describe().to_string());
+    }
+    report.mails = rec
+        .outgoing
+        .iter()
+        .map(|m| PlannedMail {
+            kind: mail_kind(m.kind),
+            to: m.to.clone(),
+            message_id: Some(m.message_id.clone()),
+        })
+        .collect();
+}
+
+fn duplicate(prev: MessageRecord, report: &mut Report) {
+    report.action = "duplicate";
+    report.ticket = prev.ticket;
+    report.mails.clear();
+    report.acknowledgement = AckReport {
+        send: false,
+        to: None,
+        suppressed: Some(Suppression::AlreadyTriaged.code()),
+        reason: Some(Suppression::AlreadyTriaged.describe().to_string()),
+    };
+}
+
+/// The keywords and the move a triaged message gets on the server.
+fn marks(case: &Case) -> (Vec<&'static str>, Option<String>) {
+    if case.forward {
+        (
+            vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
+            case.inc.mailbox.forwarded_folder.clone(),
+        )
+    } else {
+        (vec![KEYWORD_TRIAGED], None)
+    }
+}
+
+/// The server-side mark of a message that came from the server; files get none.
+fn mark(inc: Incoming<'_>, (keywords, move_to): (Vec<&str>, Option<String>)) -> Option<Mark> {
+    inc.source.map(|cp| Mark {
+        mailbox: inc.mailbox.key.clone(),
+        uid_validity: cp.uid_validity,
+        uid: cp.last_uid,
+        keywords: keywords.into_iter().map(String::from).collect(),
+        move_to,
+    })
+}
+
+fn message(
+    mailbox: &Mailbox,
+    disposition: &str,
+    ticket: Option<String>,
+    at: &str,
+) -> MessageRecord {
+    MessageRecord {
+        ticket,
+        mailbox: mailbox.key.clone(),
+        disposition: disposition.into(),
+        at: at.to_string(),
+        reason: None,
+    }
+}
+
+/// A record of the index entry and the checkpoint alone.
+fn index_only(inc: Incoming<'_>, key: String, message: MessageRecord) -> Record {
+    Record {
+        key,
+        mailbox: inc.mailbox.key.clone(),
+        source: inc.source,
+        message,
+        ticket: None,
+        outgoing: Vec::new(),
+        mark: None,
+        ack_to: None,
+        subject_key: None,
+    }
+}
+
+/// Keeps a message that cannot be triaged: recorded with the reason (so it is not tried
+/// for ever and an operator finds it), marked `$Quarantined` on the server, never dropped.
+pub fn quarantine(
+    store: &Store,
+    mailbox: &Mailbox,
+    raw: &[u8],
+    source: Option<Checkpoint>,
+    reason: String,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let key = match parse(raw) {
+        Ok(m) => message_key(Some(&m), raw),
+        Err(_) => message_key(None, raw),
+    };
+    tracing::warn!(mailbox = %mailbox.key, key = %key, reason = %reason, "Message quarantined.");
+    let inc = Incoming {
+        mailbox,
+        raw,
+        source,
+    };
+    let mut message = message(mailbox, "quarantined", None, &when::stamp(now));
+    message.reason = Some(reason.clone());
+    store.commit(&Record {
+        mark: mark(inc, (vec![KEYWORD_QUARANTINED], None)),
+        ..index_only(inc, key, message)
+    })?;
+    Ok(report::quarantined(mailbox, reason))
+}
