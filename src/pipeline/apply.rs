@@ -19,10 +19,10 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
         at: at.clone(),
         what,
     };
-    if !joined && ev.reopens.is_some() {
+    if ev.plan.reopens.is_some() {
         ticket.history.push(event(EventKind::Reopened));
     }
-    if case.follow_up() {
+    if ev.plan.follow_up() {
         ticket.followups += 1;
         ticket.history.push(event(EventKind::FollowUp {
             number: ticket.followups,
@@ -65,9 +65,7 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
         ticket.reminded_at = None;
         ticket.escalated_at = None;
     }
-    if ticket.hops.last() != Some(queue) {
-        ticket.hops.push(queue.clone());
-    }
+    ticket.hops = ev.plan.hops.clone();
     if let Some(id) = &ev.mail.message_id {
         ticket.messages.push(id.clone());
     }
@@ -142,10 +140,7 @@ pub fn red_flags(case: &Case, ticket: &mut Ticket) {
             .iter()
             .map(|f| flag_reason(rules, f, &ticket.language))
             .collect();
-        let to = case
-            .escalation()
-            .map(|(queue, _)| queue.to_string())
-            .unwrap_or_default();
+        let to = plan.escalate_to.clone().unwrap_or_default();
         ticket.history.push(Event {
             at: case.at.clone(),
             what: EventKind::Flagged { reasons, to },
@@ -166,7 +161,8 @@ pub fn red_flags(case: &Case, ticket: &mut Ticket) {
 /// when the reason is news to the reader of the history.
 pub fn acknowledgement(case: &Case, ticket: &mut Ticket) {
     let at = case.at.clone();
-    let what = match (case.ack_to(), &case.ev.plan.ack) {
+    let plan = &case.ev.plan;
+    let what = match (plan.ack_to.clone(), &plan.ack) {
         (Some(to), AckPlan::Added) => {
             ticket.added_ack_at = Some(at.clone());
             EventKind::AddedAck { to }
@@ -180,7 +176,7 @@ pub fn acknowledgement(case: &Case, ticket: &mut Ticket) {
                 response_time: words::duration(queue.response_time, &ticket.language),
             }
         }
-        (None, _) => match case.ack_reason() {
+        (None, _) => match plan.ack_reason() {
             Some(r) if !matches!(r, Suppression::FollowUp | Suppression::FromStaff) => {
                 EventKind::NotAcknowledged {
                     reason: words::suppression(r, &ticket.language),

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use crate::config::Mailbox;
-use crate::decide::{Route, Suppression};
+use crate::decide::{Marks, Route, Suppression};
 use crate::parse::parse;
 use crate::record::{
     Checkpoint, Committed, Mark, MessageRecord, OutMail, Record, Store, StoreError,
@@ -15,10 +15,7 @@ use crate::when;
 
 use super::report::{self, AckReport, PlannedMail, Report};
 use super::thread::subject_key;
-use super::{
-    mail_kind, message_key, Case, Evaluation, Incoming, KEYWORD_FORWARDED, KEYWORD_QUARANTINED,
-    KEYWORD_TRIAGED,
-};
+use super::{mail_kind, message_key, Case, Evaluation, Incoming, KEYWORD_QUARANTINED};
 
 /// A message that opens or joins no ticket (ignored, left in place): only its index
 /// entry, so it is not looked at again.
@@ -58,8 +55,8 @@ pub fn record(
     let disposition = if case.forward { "forwarded" } else { "kept" };
     let id = Some(ticket.id.clone());
     let rec = Record {
-        ack_to: case.ack_to().map(|to| (to, when::day(case.now))),
-        mark: mark(inc, marks(case)),
+        ack_to: (ev.plan.ack_to.clone()).map(|to| (to, when::day(case.now))),
+        mark: mark(inc, ev.plan.marks.as_ref()),
         outgoing,
         subject_key: subject_key(&ev.mail).filter(|_| ev.plan.from_customer),
         ticket: Some(ticket),
@@ -70,20 +67,15 @@ pub fn record(
         )
     };
     match store.commit(&rec)? {
-        Committed::Done => recorded(case, &rec, &mut report),
+        Committed::Done => recorded(&rec, &mut report),
         Committed::AlreadyKnown(prev) => duplicate(prev, &mut report),
     }
     Ok(report)
 }
 
-fn recorded(case: &Case, rec: &Record, report: &mut Report) {
+/// The ticket's id and the mails' ids are known now.
+fn recorded(rec: &Record, report: &mut Report) {
     report.ticket = rec.ticket.as_ref().map(|t| t.id.clone());
-    report.acknowledgement.send = case.ack_to().is_some();
-    report.acknowledgement.to = case.ack_to();
-    if let Some(r) = case.ack_reason() {
-        report.acknowledgement.suppressed = Some(r.code());
-        report.acknowledgement.reason = Some(r.describe().to_string());
-    }
     report.mails = rec
         .outgoing
         .iter()
@@ -107,26 +99,15 @@ fn duplicate(prev: MessageRecord, report: &mut Report) {
     };
 }
 
-/// The keywords and the move a triaged message gets on the server.
-fn marks(case: &Case) -> (Vec<&'static str>, Option<String>) {
-    if case.forward {
-        (
-            vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
-            case.inc.mailbox.forwarded_folder.clone(),
-        )
-    } else {
-        (vec![KEYWORD_TRIAGED], None)
-    }
-}
-
-/// The server-side mark of a message that came from the server; files get none.
-fn mark(inc: Incoming<'_>, (keywords, move_to): (Vec<&str>, Option<String>)) -> Option<Mark> {
-    inc.source.map(|cp| Mark {
+/// The planned marks of a message that came from the server; files get none.
+fn mark(inc: Incoming<'_>, marks: Option<&Marks>) -> Option<Mark> {
+    let (cp, marks) = (inc.source?, marks?);
+    Some(Mark {
         mailbox: inc.mailbox.key.clone(),
         uid_validity: cp.uid_validity,
         uid: cp.last_uid,
-        keywords: keywords.into_iter().map(String::from).collect(),
-        move_to,
+        keywords: marks.keywords.iter().map(|k| k.to_string()).collect(),
+        move_to: marks.move_to.clone(),
     })
 }
 
@@ -183,7 +164,13 @@ pub fn quarantine(
     let mut message = message(mailbox, "quarantined", None, &when::stamp(now));
     message.reason = Some(reason.clone());
     store.commit(&Record {
-        mark: mark(inc, (vec![KEYWORD_QUARANTINED], None)),
+        mark: mark(
+            inc,
+            Some(&Marks {
+                keywords: vec![KEYWORD_QUARANTINED],
+                move_to: None,
+            }),
+        ),
         ..index_only(inc, key, message)
     })?;
     Ok(report::quarantined(mailbox, reason))

@@ -14,17 +14,14 @@ use super::Case;
 
 /// The mails, in the order they go out; each counts as a mail of the ticket.
 pub fn compose(case: &Case, ticket: &mut Ticket) -> Result<Vec<OutMail>, ComposeError> {
+    let (rules, plan) = (case.rules, &case.ev.plan);
     let ctx = context(case, ticket);
     let mut out = Vec::new();
     if case.forward {
         out.push(hand_over(case, ticket, &ctx, None, MailKind::Forward)?);
     }
-    // A flagged message also goes to the escalation queue, unless it is going there anyway.
-    if let Some((_, esc)) = case
-        .escalation()
-        .filter(|(queue, _)| !(case.forward && *queue == case.queue))
-    {
-        let to = (esc.name_in(&ticket.language), esc.address.as_str());
+    if let Some(q) = plan.copy_to.as_ref().map(|q| &rules.queues[q]) {
+        let to = (q.name_in(&ticket.language), q.address.as_str());
         out.push(hand_over(
             case,
             ticket,
@@ -33,8 +30,8 @@ pub fn compose(case: &Case, ticket: &mut Ticket) -> Result<Vec<OutMail>, Compose
             MailKind::Escalation,
         )?);
     }
-    if let Some(to) = case.ack_to() {
-        out.push(acknowledgement(case, ticket, &ctx, &to)?);
+    if let Some(to) = &plan.ack_to {
+        out.push(acknowledgement(case, ticket, &ctx, to)?);
     }
     Ok(out)
 }
@@ -62,12 +59,13 @@ fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
     ctx.reason = case.reason(lang);
     ctx.subject = ev.mail.subject.clone();
     ctx.received = when::human(&case.at);
-    ctx.ack_reason = case
+    ctx.ack_reason = ev
+        .plan
         .ack_reason()
         .map(|r| words::suppression(r, lang))
         .unwrap_or_default();
     ctx.forwarded = case.forward;
-    ctx.follow_up = case.follow_up();
+    ctx.follow_up = ev.plan.follow_up();
     if let Why::Bounced { between, .. } = &case.why {
         let names: Vec<String> = between
             .iter()
@@ -102,8 +100,8 @@ fn hand_over(
         _ => "forward",
     };
     let id = next_id(case, ticket, what);
-    let marker = case
-        .escalation()
+    // Every mail about a flagged message stands out.
+    let marker = (case.ev.plan.escalate_to.as_ref())
         .and(case.rules.escalation.as_ref())
         .map(|e| e.marker.as_str());
     let m = compose::forward(

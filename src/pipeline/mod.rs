@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 
 use crate::classify::{classify, Classification};
 use crate::compose;
-use crate::config::{Mailbox, Queue, Rules};
-use crate::decide::{decide, AckPlan, JoinedBy, Plan, Route, Suppression, Why};
+use crate::config::{Mailbox, Rules};
+use crate::decide::{decide, JoinedBy, Plan, Route, Why};
 use crate::parse::{parse, Mail};
 use crate::record::{Checkpoint, Store, StoreError};
 use crate::ticket::{Event, EventKind, Promise};
@@ -37,13 +37,8 @@ pub use commit::quarantine;
 pub use report::{AckReport, PlannedMail, Report};
 pub use thread::{normalised_subject, thread_view};
 
-/// Keyword on every message the daemon has triaged; with the ticket's own keyword it
-/// lets state be rebuilt from the server.
-pub const KEYWORD_TRIAGED: &str = "$Triaged";
-/// Registered IMAP keyword (RFC 5788); mail clients show it as "forwarded".
-pub const KEYWORD_FORWARDED: &str = "$Forwarded";
-/// Keyword on a message that could not be triaged and was left for an operator.
-pub const KEYWORD_QUARANTINED: &str = "$Quarantined";
+/// The IMAP keywords live with the domain types; named here too for the source.
+pub use crate::ticket::{KEYWORD_FORWARDED, KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -87,8 +82,6 @@ pub struct Evaluation {
     pub class: Classification,
     pub plan: Plan,
     pub joined_by: Option<JoinedBy>,
-    /// The id a new ticket takes: one of a lost state, named by the subject's tag.
-    pub reopens: Option<String>,
 }
 
 pub fn evaluate(
@@ -129,7 +122,6 @@ pub fn evaluate(
         class,
         plan,
         joined_by,
-        reopens: thread.reopens,
     })
 }
 
@@ -244,10 +236,6 @@ impl<'a> Case<'a> {
         }
     }
 
-    fn follow_up(&self) -> bool {
-        self.ev.plan.ticket.is_some() && self.ev.plan.from_customer
-    }
-
     /// Why the message goes where it goes, in `lang`, for the note and the history.
     fn reason(&self, lang: &str) -> String {
         let queue = &self.rules.queues[&self.queue];
@@ -258,31 +246,6 @@ impl<'a> Case<'a> {
             why.push_str(&words::oversized(self.ev.mail.size, limit, lang));
         }
         why
-    }
-
-    /// The escalation queue (key and queue) of a flagged message.
-    fn escalation(&self) -> Option<(&'a str, &'a Queue)> {
-        let e = self.rules.escalation.as_ref()?;
-        let q = self.rules.queues.get(&e.queue)?;
-        (!self.ev.plan.flags.is_empty()).then_some((e.queue.as_str(), q))
-    }
-
-    /// Where the acknowledgement goes: decided yes, and there is an address lettre accepts.
-    fn ack_to(&self) -> Option<String> {
-        match (&self.ev.plan.ack, self.ev.mail.reply_address()) {
-            (AckPlan::Yes | AckPlan::Added, Some(to)) if to.parse::<lettre::Address>().is_ok() => {
-                Some(to.to_string())
-            }
-            _ => None,
-        }
-    }
-
-    fn ack_reason(&self) -> Option<Suppression> {
-        match &self.ev.plan.ack {
-            AckPlan::No { reason } => Some(*reason),
-            _ if self.ack_to().is_none() => Some(Suppression::NoAddress),
-            _ => None,
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::classify::{Fired, Score};
 use crate::config::{Mailbox, Rules};
-use crate::decide::{AckPlan, JoinedBy, Route};
+use crate::decide::{AckPlan, JoinedBy, Plan, Route, Suppression};
 use crate::words::{self, queue_name};
 
 use super::Evaluation;
@@ -64,7 +64,6 @@ pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
     let (action, reason) = action_and_reason(rules, mailbox, &ev.plan.route);
     // A follow-up is not classified again: it goes where its ticket lives.
     let joined = ev.plan.ticket.is_some();
-    let routed = matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. });
     let queue = ev.plan.queue().map(str::to_string);
     Report {
         mailbox: mailbox.key.clone(),
@@ -92,14 +91,10 @@ pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         },
         language: Some(ev.class.language.clone()),
         // A new ticket of a lost state keeps its number: `explain --state` shows it.
-        ticket: ev
-            .plan
-            .ticket
-            .clone()
-            .or_else(|| ev.reopens.clone().filter(|_| routed)),
-        new_ticket: ev.plan.ticket.is_none() && routed,
-        acknowledgement: ack_report(ev),
-        mails: planned_mails(rules, ev),
+        ticket: ev.plan.ticket.clone().or_else(|| ev.plan.reopens.clone()),
+        new_ticket: ev.plan.opens_ticket(),
+        acknowledgement: ack_report(&ev.plan),
+        mails: planned_mails(rules, &ev.plan),
         joined_by: ev.joined_by,
         flags: ev.class.flags.clone(),
         incident: ev.plan.incident.clone(),
@@ -122,59 +117,39 @@ fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (&'stat
     }
 }
 
-fn ack_report(ev: &Evaluation) -> AckReport {
-    let (suppressed, reason) = match &ev.plan.ack {
-        AckPlan::Yes | AckPlan::Added => (None, None),
-        AckPlan::No { reason } => (Some(reason.code()), Some(reason.describe().to_string())),
-    };
+fn ack_report(plan: &Plan) -> AckReport {
+    let reason = plan.ack_reason();
     AckReport {
-        send: ev.plan.ack.is_yes(),
-        to: ev
-            .mail
-            .reply_address()
-            .map(str::to_string)
-            .filter(|_| ev.plan.ack.is_yes()),
-        suppressed,
-        reason,
+        send: plan.ack.is_yes(),
+        to: plan.ack_to.clone(),
+        suppressed: reason.map(Suppression::code),
+        reason: reason.map(|r| r.describe().to_string()),
     }
 }
 
 /// The mails the plan implies, in the order `triage` composes them.
-fn planned_mails(rules: &Rules, ev: &Evaluation) -> Vec<PlannedMail> {
-    let mail = |kind, to: Vec<String>| PlannedMail {
-        kind,
-        to,
-        message_id: None,
+fn planned_mails(rules: &Rules, plan: &Plan) -> Vec<PlannedMail> {
+    let to_queue = |q: &String| rules.queues.get(q).map(|q| q.address.clone());
+    let forward = match &plan.route {
+        Route::Forward { queue, .. } => Some(("forward", to_queue(queue))),
+        _ => None,
     };
-    let mut mails = Vec::new();
-    if let Route::Forward { queue, .. } = &ev.plan.route {
-        let to = rules.queues.get(queue).map(|q| q.address.clone());
-        mails.push(mail("forward", to.into_iter().collect()));
-    }
-    let escalation = rules
-        .escalation
-        .as_ref()
-        .and_then(|e| rules.queues.get(&e.queue).map(|q| (e, q)));
-    if let Some((e, q)) = escalation {
-        let going_there =
-            matches!(&ev.plan.route, Route::Forward { queue, .. } if *queue == e.queue);
-        if !ev.plan.flags.is_empty()
-            && !going_there
-            && matches!(ev.plan.route, Route::Forward { .. } | Route::Keep { .. })
-        {
-            mails.push(mail("escalation", vec![q.address.clone()]));
-        }
-    }
-    if ev.plan.ack.is_yes() {
-        let kind = if ev.plan.ack == AckPlan::Added {
-            "added"
-        } else {
-            "acknowledgement"
-        };
-        let to = ev.mail.reply_address().map(str::to_string);
-        mails.push(mail(kind, to.into_iter().collect()));
-    }
-    mails
+    let copy = plan.copy_to.as_ref().map(|q| ("escalation", to_queue(q)));
+    let ack_kind = if plan.ack == AckPlan::Added {
+        "added"
+    } else {
+        "acknowledgement"
+    };
+    let ack = plan.ack_to.clone().map(|to| (ack_kind, Some(to)));
+    [forward, copy, ack]
+        .into_iter()
+        .flatten()
+        .map(|(kind, to)| PlannedMail {
+            kind,
+            to: to.into_iter().collect(),
+            message_id: None,
+        })
+        .collect()
 }
 
 /// The report of a message that could not be read.

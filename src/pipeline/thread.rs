@@ -180,7 +180,7 @@ pub(super) fn open_or_join(store: &Store, case: &super::Case) -> Result<Ticket, 
             .ticket(id)?
             .expect("decide joins only tickets the store returned"));
     }
-    let id = match &ev.reopens {
+    let id = match &ev.plan.reopens {
         Some(id) => id.clone(),
         None => format!(
             "{}-{}",
@@ -197,10 +197,5 @@ pub(super) fn open_or_join(store: &Store, case: &super::Case) -> Result<Ticket, 
         case.at.clone(),
     );
     t.customer_name = ev.mail.from.as_ref().and_then(|a| a.name.clone());
-    // A request forwarded away from a mailbox has been at that mailbox's queue: sending
-    // it back there later is a ping-pong.
-    if let (true, Some(own)) = (case.forward, &case.inc.mailbox.queue) {
-        t.hops.push(own.clone());
-    }
     Ok(t)
 }

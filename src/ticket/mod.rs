@@ -2,8 +2,18 @@
 //! pipeline opens or joins for a message, its [`Event`]s are the history every note
 //! shows, and an [`OutMail`] is a mail the daemon has decided to send. Compose reads
 //! these, record keeps them, send delivers the mails; none of them need sled to do it.
+//! The IMAP keywords a message gets on the server are named here too: decide chooses
+//! them, record keeps them until the source sets them.
 
 use serde::{Deserialize, Serialize};
+
+/// Keyword on every message the daemon has triaged; with the ticket's own keyword it
+/// lets state be rebuilt from the server.
+pub const KEYWORD_TRIAGED: &str = "$Triaged";
+/// Registered IMAP keyword (RFC 5788); mail clients show it as "forwarded".
+pub const KEYWORD_FORWARDED: &str = "$Forwarded";
+/// Keyword on a message that could not be triaged and was left for an operator.
+pub const KEYWORD_QUARANTINED: &str = "$Quarantined";
 
 /// One line of a ticket's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
