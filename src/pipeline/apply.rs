@@ -5,105 +5,88 @@
 use crate::compose::flag_reason;
 use crate::decide::{AckPlan, Suppression, Why};
 use crate::parse::Mail;
-use crate::ticket::{Event, EventKind, Promise, Ticket};
+use crate::ticket::{EventKind, Ticket};
 use crate::words;
 
 use super::Case;
 
-/// The message's own lines: arrived (or a follow-up), where it went and why.
+/// The message's own lines (arrived, or a follow-up; where it went and why), the
+/// ticket's owner and hops.
 pub fn thread_history(case: &Case, ticket: &mut Ticket) {
-    let (ev, at, queue) = (&case.ev, &case.at, &case.queue);
+    let (plan, mail, at) = (&case.ev.plan, &case.ev.mail, case.at.as_str());
     let mailbox = &case.inc.mailbox.address;
-    let joined = ev.plan.ticket.is_some();
-    let event = |what| Event {
-        at: at.clone(),
-        what,
-    };
-    if ev.plan.reopens.is_some() {
-        ticket.history.push(event(EventKind::Reopened));
+    if plan.reopens.is_some() {
+        ticket.record(at, EventKind::Reopened);
     }
-    if ev.plan.follow_up() {
-        ticket.followups += 1;
-        ticket.history.push(event(EventKind::FollowUp {
-            number: ticket.followups,
-            mailbox: mailbox.clone(),
-            subject: ev.mail.subject.clone(),
-        }));
+    if plan.follow_up() {
+        ticket.follow_up(at, mailbox, &mail.subject);
     } else {
-        ticket.history.push(event(EventKind::Arrived {
-            mailbox: mailbox.clone(),
-            message_id: ev.mail.message_id.clone(),
-            subject: ev.mail.subject.clone(),
-        }));
+        let message_id = mail.message_id.clone();
+        let (mailbox, subject) = (mailbox.clone(), mail.subject.clone());
+        let arrived = EventKind::Arrived {
+            mailbox,
+            message_id,
+            subject,
+        };
+        ticket.record(at, arrived);
     }
-    let went = match &case.why {
-        Why::Handover { from, .. } => Some(EventKind::HandedOver {
-            from: from.clone(),
-            to: queue.clone(),
-        }),
-        Why::Bounced { between, .. } => Some(EventKind::Bounced {
-            between: between.clone(),
-            to: queue.clone(),
-        }),
-        _ if case.forward => Some(EventKind::Forwarded {
-            queue: queue.clone(),
-            why: case.reason(&ticket.language),
-        }),
-        _ if !joined => Some(EventKind::Kept {
-            queue: queue.clone(),
-            why: case.reason(&ticket.language),
-        }),
-        _ => None,
-    };
-    if let Some(what) = went {
-        ticket.history.push(event(what));
+    if let Some(what) = where_it_went(case, &ticket.language) {
+        ticket.record(at, what);
     }
-    if ticket.queue != *queue {
-        // A new owner: its own clock for reminders starts now.
-        ticket.queue = queue.clone();
-        ticket.owner_since = at.clone();
-        ticket.reminded_at = None;
-        ticket.escalated_at = None;
-    }
-    ticket.hops = ev.plan.hops.clone();
-    if let Some(id) = &ev.mail.message_id {
+    ticket.owned_by(&case.queue, at);
+    ticket.hops = plan.hops.clone();
+    if let Some(id) = &mail.message_id {
         ticket.messages.push(id.clone());
     }
+}
+
+/// The line saying where the message went: a handover, a bounce to the escalation
+/// queue, a forward, or a new request kept; nothing for a follow-up that stays.
+fn where_it_went(case: &Case, lang: &str) -> Option<EventKind> {
+    let queue = case.queue.clone();
+    Some(match &case.why {
+        Why::Handover { from, .. } => EventKind::HandedOver {
+            from: from.clone(),
+            to: queue,
+        },
+        Why::Bounced { between, .. } => EventKind::Bounced {
+            between: between.clone(),
+            to: queue,
+        },
+        _ if case.forward => EventKind::Forwarded {
+            queue,
+            why: case.reason(lang),
+        },
+        _ if case.ev.plan.ticket.is_none() => EventKind::Kept {
+            queue,
+            why: case.reason(lang),
+        },
+        _ => return None,
+    })
 }
 
 /// Staff mail in the thread: the promises it records, and whether it answers the
 /// customer.
 pub fn staff_mail(case: &Case, ticket: &mut Ticket) {
-    let ev = &case.ev;
-    if ev.plan.ticket.is_none() || ev.plan.from_customer {
+    let (plan, mail) = (&case.ev.plan, &case.ev.mail);
+    if plan.ticket.is_none() || plan.from_customer {
         return;
     }
-    let by = ev.mail.sender();
-    for text in ev.mail.text.lines().filter_map(promise_in) {
-        ticket.promises.push(Promise {
-            at: case.at.clone(),
-            by: by.clone(),
-            text: text.to_string(),
-        });
-        ticket.history.push(Event {
-            at: case.at.clone(),
-            what: EventKind::Promised {
-                by: by.clone(),
-                text: text.to_string(),
-            },
-        });
+    let by = mail.sender();
+    for text in promises_in(mail) {
+        ticket.promise(&case.at, &by, text);
     }
-    if answers(&ev.mail, ticket) {
-        ticket.answered_at = Some(case.at.clone());
-        ticket.history.push(Event {
-            at: case.at.clone(),
-            what: EventKind::Answered { by },
-        });
+    if answers(mail, ticket) {
+        ticket.answered(&case.at, &by);
     }
 }
 
 /// Lines staff write to record a promise on a ticket ("Promise: payment moved to 1 Dec").
-pub fn promise_in(line: &str) -> Option<&str> {
+pub fn promises_in(mail: &Mail) -> impl Iterator<Item = &str> {
+    mail.text.lines().filter_map(promise_in)
+}
+
+fn promise_in(line: &str) -> Option<&str> {
     let t = line.trim();
     let lower = t.to_lowercase();
     for p in ["promise:", "обещание:", "обещано:"] {
@@ -130,60 +113,34 @@ pub fn answers(mail: &Mail, ticket: &Ticket) -> bool {
 pub fn red_flags(case: &Case, ticket: &mut Ticket) {
     let (plan, rules) = (&case.ev.plan, case.rules);
     if !plan.flags.is_empty() {
-        for f in &plan.flags {
-            if !ticket.flags.contains(f) {
-                ticket.flags.push(f.clone());
-            }
-        }
-        let reasons = plan
-            .flags
-            .iter()
-            .map(|f| flag_reason(rules, f, &ticket.language))
-            .collect();
+        let lang = &ticket.language;
+        let reasons = plan.flags.iter().map(|f| flag_reason(rules, f, lang));
+        let reasons = reasons.collect();
         let to = plan.escalate_to.clone().unwrap_or_default();
-        ticket.history.push(Event {
-            at: case.at.clone(),
-            what: EventKind::Flagged { reasons, to },
-        });
+        ticket.flag(&case.at, &plan.flags, reasons, to);
     }
     if let Some(id) = &plan.incident {
-        if ticket.incident.as_ref() != Some(id) {
-            ticket.incident = Some(id.clone());
-            ticket.history.push(Event {
-                at: case.at.clone(),
-                what: EventKind::Incident { id: id.clone() },
-            });
-        }
+        ticket.link_incident(&case.at, id);
     }
 }
 
 /// The acknowledgement's line: sent (the first, or "added to your request"), or why not
 /// when the reason is news to the reader of the history.
 pub fn acknowledgement(case: &Case, ticket: &mut Ticket) {
-    let at = case.at.clone();
-    let plan = &case.ev.plan;
-    let what = match (plan.ack_to.clone(), &plan.ack) {
-        (Some(to), AckPlan::Added) => {
-            ticket.added_ack_at = Some(at.clone());
-            EventKind::AddedAck { to }
-        }
+    let (plan, at) = (&case.ev.plan, case.at.as_str());
+    match (&plan.ack_to, &plan.ack) {
+        (Some(to), AckPlan::Added) => ticket.added_ack(at, to),
         (Some(to), _) => {
-            ticket.acknowledged = true;
             let queue = &case.rules.queues[&case.queue];
-            EventKind::Acknowledged {
-                to,
-                queue: case.queue.clone(),
-                response_time: words::duration(queue.response_time, &ticket.language),
-            }
+            let response_time = words::duration(queue.response_time, &ticket.language);
+            ticket.acknowledged(at, to, response_time);
         }
         (None, _) => match plan.ack_reason() {
             Some(r) if !matches!(r, Suppression::FollowUp | Suppression::FromStaff) => {
-                EventKind::NotAcknowledged {
-                    reason: words::suppression(r, &ticket.language),
-                }
+                let reason = words::suppression(r, &ticket.language);
+                ticket.record(at, EventKind::NotAcknowledged { reason });
             }
-            _ => return,
+            _ => {}
         },
-    };
-    ticket.history.push(Event { at, what });
+    }
 }

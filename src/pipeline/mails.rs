@@ -146,12 +146,6 @@ fn acknowledgement(
     )
 }
 
-/// The next mail of the ticket and its Message-ID: deterministic, so a resend after a
-/// crash is recognised as the same mail.
 fn next_id(case: &Case, ticket: &mut Ticket, what: &str) -> String {
-    ticket.sent += 1;
-    format!(
-        "{}.{}.{what}@mailtriage.{}",
-        ticket.id, ticket.sent, case.rules.company.domain
-    )
+    ticket.next_mail_id(what, &format!("mailtriage.{}", case.rules.company.domain))
 }

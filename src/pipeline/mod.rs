@@ -21,7 +21,6 @@ use crate::config::{Mailbox, Rules};
 use crate::decide::{decide, JoinedBy, Plan, Route, Why};
 use crate::parse::{parse, Mail};
 use crate::record::{Checkpoint, Store, StoreError};
-use crate::ticket::{Event, EventKind, Promise};
 use crate::when;
 use crate::words;
 
@@ -287,28 +286,14 @@ pub fn observe_sent(
         .as_ref()
         .map(|a| a.address.clone())
         .unwrap_or_default();
-    for text in mail.text.lines().filter_map(apply::promise_in) {
+    for text in apply::promises_in(&mail) {
+        // The same Sent mail may be seen again (a resync): a promise is kept once.
         if !ticket.promises.iter().any(|p| p.text == text) {
-            ticket.promises.push(Promise {
-                at: at.clone(),
-                by: by.clone(),
-                text: text.to_string(),
-            });
-            ticket.history.push(Event {
-                at: at.clone(),
-                what: EventKind::Promised {
-                    by: by.clone(),
-                    text: text.to_string(),
-                },
-            });
+            ticket.promise(&at, &by, text);
         }
     }
     if apply::answers(&mail, &ticket) {
-        ticket.answered_at = Some(at.clone());
-        ticket.history.push(Event {
-            at,
-            what: EventKind::Answered { by },
-        });
+        ticket.answered(&at, &by);
     }
     store.commit_ticket(&ticket, &[])?;
     Ok(Some(ticket.id))
@@ -317,6 +302,7 @@ pub fn observe_sent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::EventKind;
 
     fn rules() -> Rules {
         crate::config::testing::shipped()
