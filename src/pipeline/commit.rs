@@ -8,14 +8,14 @@ use crate::config::Mailbox;
 use crate::decide::{Marks, Route, Suppression};
 use crate::parse::parse;
 use crate::record::{
-    Checkpoint, Committed, Mark, MessageRecord, OutMail, Record, Store, StoreError,
+    Checkpoint, Committed, Disposition, Mark, MessageRecord, OutMail, Record, Store, StoreError,
 };
 use crate::ticket::Ticket;
 use crate::when;
 
-use super::report::{self, AckReport, PlannedMail, Report};
+use super::report::{self, AckReport, Action, PlannedMail, Report};
 use super::thread::subject_key;
-use super::{mail_kind, message_key, Case, Evaluation, Incoming, KEYWORD_QUARANTINED};
+use super::{message_key, Case, Evaluation, Incoming, KEYWORD_QUARANTINED};
 
 /// A message that opens or joins no ticket (ignored, left in place): only its index
 /// entry, so it is not looked at again.
@@ -29,13 +29,13 @@ pub fn untracked(
     let (disposition, ticket) = match &ev.plan.route {
         Route::Ignore {
             why: Suppression::OwnMail,
-        } => ("ignored", ev.plan.ticket.clone()),
+        } => (Disposition::Ignored, ev.plan.ticket.clone()),
         Route::Ignore { .. } => {
             // The daemon's report says what it did: nothing, for a message it knew.
-            report.action = "duplicate";
-            ("duplicate", ev.plan.ticket.clone())
+            report.action = Action::Duplicate;
+            (Disposition::Duplicate, ev.plan.ticket.clone())
         }
-        _ => ("left", None),
+        _ => (Disposition::Left, None),
     };
     let message = message(inc.mailbox, disposition, ticket, at);
     store.commit(&index_only(inc, ev.key.clone(), message))?;
@@ -52,7 +52,11 @@ pub fn record(
     mut report: Report,
 ) -> Result<Report, StoreError> {
     let (ev, inc) = (&case.ev, case.inc);
-    let disposition = if case.forward { "forwarded" } else { "kept" };
+    let disposition = if case.forward {
+        Disposition::Forwarded
+    } else {
+        Disposition::Kept
+    };
     let id = Some(ticket.id.clone());
     let rec = Record {
         ack_to: (ev.plan.ack_to.clone()).map(|to| (to, when::day(case.now))),
@@ -80,7 +84,7 @@ fn recorded(rec: &Record, report: &mut Report) {
         .outgoing
         .iter()
         .map(|m| PlannedMail {
-            kind: mail_kind(m.kind),
+            kind: m.kind,
             to: m.to.clone(),
             message_id: Some(m.message_id.clone()),
         })
@@ -88,7 +92,7 @@ fn recorded(rec: &Record, report: &mut Report) {
 }
 
 fn duplicate(prev: MessageRecord, report: &mut Report) {
-    report.action = "duplicate";
+    report.action = Action::Duplicate;
     report.ticket = prev.ticket;
     report.mails.clear();
     report.acknowledgement = AckReport {
@@ -113,14 +117,14 @@ fn mark(inc: Incoming<'_>, marks: Option<&Marks>) -> Option<Mark> {
 
 fn message(
     mailbox: &Mailbox,
-    disposition: &str,
+    disposition: Disposition,
     ticket: Option<String>,
     at: &str,
 ) -> MessageRecord {
     MessageRecord {
         ticket,
         mailbox: mailbox.key.clone(),
-        disposition: disposition.into(),
+        disposition,
         at: at.to_string(),
         reason: None,
     }
@@ -161,7 +165,7 @@ pub fn quarantine(
         raw,
         source,
     };
-    let mut message = message(mailbox, "quarantined", None, &when::stamp(now));
+    let mut message = message(mailbox, Disposition::Quarantined, None, &when::stamp(now));
     message.reason = Some(reason.clone());
     store.commit(&Record {
         mark: mark(

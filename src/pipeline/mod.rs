@@ -33,7 +33,7 @@ mod thread;
 pub use crate::compose::ticket_context;
 pub use crate::words::history_text;
 pub use commit::quarantine;
-pub use report::{AckReport, PlannedMail, Report};
+pub use report::{AckReport, Action, PlannedMail, Report};
 pub use thread::{normalised_subject, thread_view};
 
 /// The IMAP keywords live with the domain types; named here too for the source.
@@ -245,18 +245,6 @@ impl<'a> Case<'a> {
             why.push_str(&words::oversized(self.ev.mail.size, limit, lang));
         }
         why
-    }
-}
-
-pub fn mail_kind(k: crate::record::MailKind) -> &'static str {
-    use crate::record::MailKind;
-    match k {
-        MailKind::Forward => "forward",
-        MailKind::Acknowledgement => "acknowledgement",
-        MailKind::Added => "added",
-        MailKind::Escalation => "escalation",
-        MailKind::Reminder => "reminder",
-        MailKind::Status => "status",
     }
 }
 

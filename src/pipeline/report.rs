@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::classify::{Fired, Score};
 use crate::config::{Mailbox, Rules};
 use crate::decide::{AckPlan, JoinedBy, Plan, Route, Suppression};
+use crate::ticket::MailKind;
 use crate::words::{self, queue_name};
 
 use super::Evaluation;
@@ -20,9 +21,50 @@ pub struct AckReport {
     pub reason: Option<String>,
 }
 
+/// What happened to a message, in a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Forward,
+    Keep,
+    /// Not a customer request: left where it arrived.
+    Leave,
+    /// The daemon's own mail (from `explain`, also a message triaged before).
+    Ignore,
+    Quarantine,
+    /// Triaged before: nothing done again.
+    Duplicate,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Forward => "forward",
+            Action::Keep => "keep",
+            Action::Leave => "leave",
+            Action::Ignore => "ignore",
+            Action::Quarantine => "quarantine",
+            Action::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So an action compares with its word, as `explain --json` and rule tests write it.
+impl PartialEq<&str> for Action {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedMail {
-    pub kind: &'static str,
+    pub kind: MailKind,
     pub to: Vec<String>,
     /// Known once the mail is composed (`triage`), not in `explain`.
     pub message_id: Option<String>,
@@ -35,8 +77,7 @@ pub struct Report {
     pub message_id: Option<String>,
     pub from: Option<String>,
     pub subject: Option<String>,
-    /// "forward", "keep", "leave", "ignore", "quarantine" or "duplicate".
-    pub action: &'static str,
+    pub action: Action,
     pub category: Option<String>,
     pub queue: Option<String>,
     pub queue_address: Option<String>,
@@ -101,19 +142,19 @@ pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
     }
 }
 
-fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (&'static str, String) {
+fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (Action, String) {
     let why = |why, queue| words::why(why, &mailbox.address, queue_name(rules, queue, "en"), "en");
     match route {
-        Route::Forward { queue, why: w } => ("forward", why(w, queue)),
-        Route::Keep { queue, why: w } => ("keep", why(w, queue)),
+        Route::Forward { queue, why: w } => (Action::Forward, why(w, queue)),
+        Route::Keep { queue, why: w } => (Action::Keep, why(w, queue)),
         Route::Leave { category } => (
-            "leave",
+            Action::Leave,
             format!(
                 "a {category} message, not a customer request: it stays in {}",
                 mailbox.address
             ),
         ),
-        Route::Ignore { why } => ("ignore", why.describe().to_string()),
+        Route::Ignore { why } => (Action::Ignore, why.describe().to_string()),
     }
 }
 
@@ -131,14 +172,17 @@ fn ack_report(plan: &Plan) -> AckReport {
 fn planned_mails(rules: &Rules, plan: &Plan) -> Vec<PlannedMail> {
     let to_queue = |q: &String| rules.queues.get(q).map(|q| q.address.clone());
     let forward = match &plan.route {
-        Route::Forward { queue, .. } => Some(("forward", to_queue(queue))),
+        Route::Forward { queue, .. } => Some((MailKind::Forward, to_queue(queue))),
         _ => None,
     };
-    let copy = plan.copy_to.as_ref().map(|q| ("escalation", to_queue(q)));
+    let copy = plan
+        .copy_to
+        .as_ref()
+        .map(|q| (MailKind::Escalation, to_queue(q)));
     let ack_kind = if plan.ack == AckPlan::Added {
-        "added"
+        MailKind::Added
     } else {
-        "acknowledgement"
+        MailKind::Acknowledgement
     };
     let ack = plan.ack_to.clone().map(|to| (ack_kind, Some(to)));
     [forward, copy, ack]
@@ -159,7 +203,7 @@ pub fn quarantined(mailbox: &Mailbox, reason: String) -> Report {
         message_id: None,
         from: None,
         subject: None,
-        action: "quarantine",
+        action: Action::Quarantine,
         category: None,
         queue: None,
         queue_address: None,
@@ -180,5 +224,19 @@ pub fn quarantined(mailbox: &Mailbox, reason: String) -> Report {
         joined_by: None,
         flags: Vec::new(),
         incident: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_written_as_their_words() {
+        use Action::*;
+        for a in [Forward, Keep, Leave, Ignore, Quarantine, Duplicate] {
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+            assert_eq!(a, a.as_str());
+        }
     }
 }

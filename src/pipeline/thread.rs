@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::config::Rules;
 use crate::decide::{JoinedBy, ThreadView, TicketRef};
 use crate::parse::Mail;
-use crate::record::{Store, StoreError};
+use crate::record::{Disposition, Store, StoreError};
 use crate::ticket::Ticket;
 use crate::when;
 
@@ -83,7 +83,7 @@ pub fn thread_view(
     };
     let already_triaged = store
         .message(key)?
-        .filter(|rec| rec.disposition != "sent")
+        .filter(|rec| rec.disposition != Disposition::Sent)
         .map(|rec| rec.ticket.unwrap_or_default());
     let mut found = by_references(store, mail)?;
     let mut lost = None;

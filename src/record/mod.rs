@@ -56,12 +56,55 @@ pub struct Checkpoint {
 pub struct MessageRecord {
     pub ticket: Option<String>,
     pub mailbox: String,
-    /// What was done: "forwarded", "kept", "left", "ignored", "quarantined", "sent".
-    pub disposition: String,
+    pub disposition: Disposition,
     pub at: String,
     /// Why a quarantined message could not be triaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What was done with a message, as the index keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    Forwarded,
+    Kept,
+    /// Not a customer request: left where it arrived.
+    Left,
+    /// The daemon's own mail.
+    Ignored,
+    /// A message triaged before.
+    Duplicate,
+    Quarantined,
+    /// A mail the daemon sent (so a reply to it finds the ticket).
+    Sent,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Forwarded => "forwarded",
+            Disposition::Kept => "kept",
+            Disposition::Left => "left",
+            Disposition::Ignored => "ignored",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Quarantined => "quarantined",
+            Disposition::Sent => "sent",
+        }
+    }
+}
+
+impl std::fmt::Display for Disposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So a disposition compares with the word stored and shown for it.
+impl PartialEq<&str> for Disposition {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// An outbox entry: a length-prefixed JSON head, then the raw mail.
@@ -650,7 +693,7 @@ fn put_outgoing(
     let sent = MessageRecord {
         ticket: Some(m.ticket.clone()),
         mailbox: mailbox.to_string(),
-        disposition: "sent".into(),
+        disposition: Disposition::Sent,
         at: at.to_string(),
         reason: None,
     };
@@ -696,7 +739,7 @@ mod tests {
             message: MessageRecord {
                 ticket: Some("T-1001".into()),
                 mailbox: "billing".into(),
-                disposition: "forwarded".into(),
+                disposition: Disposition::Forwarded,
                 at: "2026-01-01T00:00:00Z".into(),
                 reason: None,
             },
@@ -718,6 +761,27 @@ mod tests {
             }),
             ack_to: Some(("c@example.com".into(), "2026-01-01".into())),
             subject_key: None,
+        }
+    }
+
+    #[test]
+    fn dispositions_are_stored_as_their_words() {
+        let words = [
+            "forwarded",
+            "kept",
+            "left",
+            "ignored",
+            "duplicate",
+            "quarantined",
+            "sent",
+        ];
+        for word in words {
+            let stored = format!("\"{word}\"");
+            let d: Disposition = serde_json::from_str(&stored).unwrap();
+            assert_eq!(
+                (d.as_str(), serde_json::to_string(&d).unwrap()),
+                (word, stored)
+            );
         }
     }
 

@@ -301,6 +301,25 @@ pub enum MailKind {
     Status,
 }
 
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Forward => "forward",
+            MailKind::Acknowledgement => "acknowledgement",
+            MailKind::Added => "added",
+            MailKind::Escalation => "escalation",
+            MailKind::Reminder => "reminder",
+            MailKind::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A mail waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutMail {
@@ -359,6 +378,21 @@ mod tests {
                 text: "refund by Friday".into()
             })
         );
+    }
+
+    #[test]
+    fn mail_kinds_are_written_as_their_names() {
+        for word in [
+            "forward",
+            "acknowledgement",
+            "added",
+            "escalation",
+            "reminder",
+            "status",
+        ] {
+            let k: MailKind = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!((k.as_str(), k.to_string()), (word, word.to_string()));
+        }
     }
 
     #[test]
