@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Mailbox, Rules, Settings, DEFAULT_CONFIG, DEFAULT_RULES};
 use crate::parse::parse;
-use crate::pipeline::{self, Incoming, Report};
+use crate::pipeline::{self, Action, Incoming, Report};
 use crate::record::Store;
 use crate::send::{self, Transport};
+use crate::ticket::MailKind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -319,12 +320,12 @@ fn explain_text(rules: &Rules, r: &Report) -> String {
         );
     }
     let action = match r.action {
-        "forward" => format!(
+        Action::Forward => format!(
             "forward to {} ({})",
             r.queue.as_deref().unwrap_or(""),
             r.queue_address.as_deref().unwrap_or("")
         ),
-        "keep" => format!(
+        Action::Keep => format!(
             "keep in {}, owned by {}",
             mb.address,
             r.queue.as_deref().unwrap_or("")
@@ -369,12 +370,12 @@ fn summary_line(name: &str, r: &Report) -> String {
         (None, None) => "unrecognised request".to_string(),
     };
     let what = match r.action {
-        "forward" => format!(
+        Action::Forward => format!(
             "{request} -> forwarded to {} as {}",
             r.queue_address.as_deref().unwrap_or(""),
             r.ticket.as_deref().unwrap_or("")
         ),
-        "keep" => format!(
+        Action::Keep => format!(
             "{request} -> kept for {} as {}",
             r.queue.as_deref().unwrap_or(""),
             r.ticket.as_deref().unwrap_or("")
@@ -388,29 +389,28 @@ fn summary_line(name: &str, r: &Report) -> String {
         let copy = r
             .mails
             .iter()
-            .find(|m| m.kind == "escalation")
+            .find(|m| m.kind == MailKind::Escalation)
             .map(|m| format!(", copy to {}", m.to.join(", ")))
             .unwrap_or_default();
         format!("; RED FLAGS: {}{copy}", names.join(", "))
     };
     let what = match r.action {
-        "forward" | "keep" => format!("{what}{flags}"),
-        "leave" => format!(
+        Action::Forward | Action::Keep => format!("{what}{flags}"),
+        Action::Leave => format!(
             "{} -> left in place, not a customer request",
             r.category.as_deref().unwrap_or("")
         ),
-        "ignore" => format!("ignored: {}", r.reason),
-        "duplicate" => format!(
+        Action::Ignore => format!("ignored: {}", r.reason),
+        Action::Duplicate => format!(
             "already triaged{}",
             r.ticket
                 .as_deref()
                 .map(|t| format!(" as {t}"))
                 .unwrap_or_default()
         ),
-        "quarantine" => format!("QUARANTINED: {}", r.reason),
-        other => other.to_string(),
+        Action::Quarantine => format!("QUARANTINED: {}", r.reason),
     };
-    let added = r.mails.iter().any(|m| m.kind == "added");
+    let added = r.mails.iter().any(|m| m.kind == MailKind::Added);
     let ack = if r.acknowledgement.send && added {
         format!(
             "; 'added to your request' to {}",
@@ -422,7 +422,7 @@ fn summary_line(name: &str, r: &Report) -> String {
             r.acknowledgement.to.as_deref().unwrap_or(""),
             r.language.as_deref().unwrap_or("")
         )
-    } else if matches!(r.action, "forward" | "keep") {
+    } else if matches!(r.action, Action::Forward | Action::Keep) {
         format!(
             "; no acknowledgement: {}",
             r.acknowledgement.reason.as_deref().unwrap_or("")
@@ -472,7 +472,7 @@ pub async fn triage_files(
             },
             SystemTime::now(),
         )?;
-        *counts.entry(report.action).or_default() += 1;
+        *counts.entry(report.action.as_str()).or_default() += 1;
         if json {
             let mut v = serde_json::to_value(&report)?;
             v["file"] = serde_json::Value::String(name.clone());
@@ -737,11 +737,7 @@ pub fn tickets(
                         "mode:      shadow: decided and recorded, nothing sent, nothing marked"
                     );
                     for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
-                        println!(
-                            "not sent:  {} -> {}",
-                            pipeline::mail_kind(m.kind),
-                            m.to.join(", ")
-                        );
+                        println!("not sent:  {} -> {}", m.kind, m.to.join(", "));
                     }
                 }
                 println!(

@@ -48,8 +48,11 @@ pub fn run(rules: &Rules, t: &RuleTest, now: SystemTime) -> Result<Report, Strin
     let mut diffs = Vec::new();
     let show = |v: Option<&str>| v.map(|s| format!("{s:?}")).unwrap_or_else(|| "none".into());
     if let Some(a) = &e.action {
-        if r.action != a {
-            diffs.push(format!("action: expected {a:?}, got {:?}", r.action));
+        if r.action.as_str() != a {
+            diffs.push(format!(
+                "action: expected {a:?}, got {:?}",
+                r.action.as_str()
+            ));
         }
     }
     if let Some(q) = &e.queue {
@@ -69,7 +72,7 @@ pub fn run(rules: &Rules, t: &RuleTest, now: SystemTime) -> Result<Report, Strin
         }
     }
     if let Some(f) = e.forwarded {
-        let got = r.action == "forward";
+        let got = r.action == pipeline::Action::Forward;
         if got != f {
             diffs.push(format!("forwarded: expected {f}, got {got}"));
         }
