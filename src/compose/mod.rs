@@ -33,6 +33,14 @@ pub enum ComposeError {
     Build(String),
 }
 
+impl ComposeError {
+    /// Always permanent: the same template, address and message fail the same way
+    /// again. The message is quarantined for an operator.
+    pub fn is_temporary(&self) -> bool {
+        false
+    }
+}
+
 /// One rule that fired, as templates see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleLine {

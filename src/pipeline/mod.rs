@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::classify::{classify, Classification};
-use crate::compose;
 use crate::config::{Mailbox, Rules};
 use crate::decide::{decide, JoinedBy, Plan, Route, Why};
 use crate::parse::{parse, Mail};
@@ -39,12 +38,24 @@ pub use thread::{normalised_subject, thread_view};
 /// The IMAP keywords live with the domain types; named here too for the source.
 pub use crate::ticket::{KEYWORD_FORWARDED, KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
 
+/// Why a message could not be triaged this time. A message that can never be triaged
+/// (unreadable, or its mails cannot be composed) is no error: it is quarantined, and
+/// the mailbox goes on.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The state could not be read or written: nothing of the message was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("composing the mails for this message: {0}")]
-    Compose(#[from] compose::ComposeError),
+}
+
+impl PipelineError {
+    /// Temporary: the message stays above the checkpoint and is tried again after a
+    /// backoff. Permanent: the state database needs an operator.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            PipelineError::Store(e) => e.is_temporary(),
+        }
+    }
 }
 
 /// One message as it reached a mailbox.
@@ -444,6 +455,18 @@ mod tests {
             fwd.attachment(0).unwrap().message().unwrap().raw_message(),
             &raw[..]
         );
+    }
+
+    #[test]
+    fn a_failing_disk_is_retried_and_a_damaged_state_is_not() {
+        let io = std::io::Error::other("disk gone");
+        let disk = PipelineError::Store(StoreError::Sled(sled::Error::Io(io)));
+        assert!(disk.is_temporary());
+        let damaged = PipelineError::Store(StoreError::Corrupt {
+            what: "ticket T-1001".into(),
+            err: "expected value".into(),
+        });
+        assert!(!damaged.is_temporary());
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub enum StoreError {
     Corrupt { what: String, err: String },
 }
 
+impl StoreError {
+    /// Permanent when the database is damaged, holds a record this version cannot read,
+    /// or is used in a way sled refuses: retrying cannot help, an operator must act.
+    /// Anything else (an I/O error above all) may pass: retry with backoff.
+    pub fn is_temporary(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Sled(
+                    sled::Error::Corruption { .. }
+                        | sled::Error::Unsupported(_)
+                        | sled::Error::ReportableBug(_)
+                )
+        )
+    }
+}
+
 impl<E> From<TransactionError<E>> for StoreError
 where
     StoreError: From<E>,
