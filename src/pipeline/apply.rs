@@ -144,3 +144,106 @@ pub fn acknowledgement(case: &Case, ticket: &mut Ticket) {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::config::Rules;
+    use crate::decide::{decide, JoinedBy, ThreadView, TicketRef};
+    use crate::pipeline::{Case, Evaluation, Incoming};
+
+    fn evaluation(rules: &Rules, mailbox: &str, raw: &str, thread: &ThreadView) -> Evaluation {
+        let mail = crate::parse::parse(raw.as_bytes()).unwrap();
+        let class = crate::classify::classify(rules, &mail);
+        let now = time::OffsetDateTime::now_utc();
+        let plan = decide(rules, &rules.mailboxes[mailbox], &mail, &class, thread, now);
+        Evaluation {
+            key: mail.message_id.clone().unwrap_or_default(),
+            joined_by: thread.ticket.as_ref().map(|(_, j)| *j),
+            mail,
+            class,
+            plan,
+        }
+    }
+
+    /// Runs one step for `raw` reaching billing, on a ticket of Ivan's owned by billing.
+    fn at_billing(r: &Rules, raw: &str, thread: &ThreadView, step: Step) -> Ticket {
+        let ev = evaluation(r, "billing", raw, thread);
+        let inc = Incoming {
+            mailbox: &r.mailboxes["billing"],
+            raw: raw.as_bytes(),
+            source: None,
+        };
+        let case = Case::routed(r, inc, &ev, SystemTime::now()).unwrap();
+        let mut t = Ticket::new(
+            "T-1001".into(),
+            "ivan@mail.example".into(),
+            "Refund".into(),
+            "billing".into(),
+            "en".into(),
+            "2026-01-01T10:00:00Z".into(),
+        );
+        step(&case, &mut t);
+        t
+    }
+
+    type Step = fn(&Case, &mut Ticket);
+
+    #[test]
+    fn a_staff_reply_records_its_promises_and_that_the_customer_was_answered() {
+        let r = crate::config::testing::shipped();
+        let thread = ThreadView {
+            ticket: Some((
+                TicketRef {
+                    id: "T-1001".into(),
+                    queue: "billing".into(),
+                    customer: "ivan@mail.example".into(),
+                    hops: vec!["billing".into()],
+                    ..Default::default()
+                },
+                JoinedBy::References,
+            )),
+            ..Default::default()
+        };
+        let raw = "From: anna@example.test\r\nTo: ivan@mail.example\r\nCc: billing@example.test\r\nSubject: Re: [#T-1001] Refund\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\nPromise: refund by Friday\r\n";
+        let t = at_billing(&r, raw, &thread, staff_mail);
+        assert_eq!(t.promises[0].text, "refund by Friday");
+        assert_eq!(t.promises[0].by, "anna@example.test");
+        assert!(t.answered_at.is_some());
+        assert_eq!(
+            t.history.last().map(|e| &e.what),
+            Some(&EventKind::Answered {
+                by: "anna@example.test".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_request_forwarded_away_says_where_it_went_and_why() {
+        let r = crate::config::testing::shipped();
+        let raw = "From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <m1@mail.example>\r\n\r\nerror 500\r\n";
+        let t = at_billing(&r, raw, &ThreadView::default(), thread_history);
+        let lines: Vec<String> = t
+            .history
+            .iter()
+            .map(|e| words::history_text(&r, e, "en"))
+            .collect();
+        assert_eq!(
+            lines[0],
+            "message arrived at billing@example.test: \"Site is down\""
+        );
+        assert!(
+            lines[1].starts_with(
+                "forwarded to Technical support: the rules recognised a technical request"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(
+            (t.queue.as_str(), t.hops.join(" ")),
+            ("support", "billing support".into())
+        );
+        assert_eq!(t.messages, vec!["m1@mail.example".to_string()]);
+    }
+}

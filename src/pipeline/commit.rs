@@ -24,7 +24,7 @@ pub fn untracked(
     inc: Incoming<'_>,
     ev: &Evaluation,
     mut report: Report,
-    at: &str,
+    now: SystemTime,
 ) -> Result<Report, StoreError> {
     let (disposition, ticket) = match &ev.plan.route {
         Route::Ignore {
@@ -37,7 +37,7 @@ pub fn untracked(
         }
         _ => (Disposition::Left, None),
     };
-    let message = message(inc.mailbox, disposition, ticket, at);
+    let message = message(inc.mailbox, disposition, ticket, &when::stamp(now));
     store.commit(&index_only(inc, ev.key.clone(), message))?;
     Ok(report)
 }

@@ -1,14 +1,16 @@
 //! The pipeline: the stages of one message in order, readable top to bottom.
 //!
-//! parse -> (thread lookup) -> classify -> decide -> compose -> record
+//! parse -> find the thread -> classify -> decide -> apply the plan to the ticket ->
+//! compose -> record
 //!
 //! [`explain`] runs the same stages without recording, so what an admin sees is what
 //! the daemon does; [`triage`] records the outcome in one transaction. Neither talks to
 //! a server: fetching is the source's job, sending the outbox sender's.
 //!
-//! The steps live in their own files, in the order `triage` calls them: `thread`
-//! (finding the ticket), `apply` (what the plan changes on it), `mails` (composing),
-//! `commit` (recording), and `report` (what `explain` and `triage` tell).
+//! This file reads as the flow; each step lives in its own file, in the order `triage`
+//! calls them, so a step can be read and tested without the others: `thread` (finding
+//! the ticket), `apply` (what the plan changes on it), `mails` (composing), `commit`
+//! (recording), and `report` (what `explain` and `triage` tell, from one evaluation).
 
 use std::time::SystemTime;
 
@@ -171,16 +173,10 @@ pub fn triage(
     };
     let ev = evaluate(rules, Some(store), inc.mailbox, mail, inc.raw, now)?;
     let report = report::report(rules, inc.mailbox, &ev);
-    let (Route::Forward { queue, why } | Route::Keep { queue, why }) = ev.plan.route.clone() else {
-        return Ok(commit::untracked(
-            store,
-            inc,
-            &ev,
-            report,
-            &when::stamp(now),
-        )?);
+    let Some(case) = Case::routed(rules, inc, &ev, now) else {
+        // Ignored or left in place: no ticket, only the index entry.
+        return Ok(commit::untracked(store, inc, &ev, report, now)?);
     };
-    let case = Case::new(rules, inc, ev, (queue, why), now);
     let mut ticket = thread::open_or_join(store, &case)?;
     apply::thread_history(&case, &mut ticket);
     apply::staff_mail(&case, &mut ticket);
@@ -216,7 +212,7 @@ fn quarantined(
 struct Case<'a> {
     rules: &'a Rules,
     inc: Incoming<'a>,
-    ev: Evaluation,
+    ev: &'a Evaluation,
     /// The queue the message goes to, and why.
     queue: String,
     why: Why,
@@ -227,14 +223,18 @@ struct Case<'a> {
 }
 
 impl<'a> Case<'a> {
-    fn new(
+    /// The case of a kept or forwarded message; `None` for any other.
+    fn routed(
         rules: &'a Rules,
         inc: Incoming<'a>,
-        ev: Evaluation,
-        (queue, why): (String, Why),
+        ev: &'a Evaluation,
         now: SystemTime,
-    ) -> Case<'a> {
-        Case {
+    ) -> Option<Case<'a>> {
+        let (Route::Forward { queue, why } | Route::Keep { queue, why }) = ev.plan.route.clone()
+        else {
+            return None;
+        };
+        Some(Case {
             forward: ev.plan.forwarded(),
             rules,
             inc,
@@ -243,7 +243,7 @@ impl<'a> Case<'a> {
             why,
             at: when::stamp(now),
             now,
-        }
+        })
     }
 
     /// Why the message goes where it goes, in `lang`, for the note and the history.
