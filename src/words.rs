@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use crate::config::Rules;
 use crate::decide::{JoinedBy, Suppression, Why};
+use crate::ticket::{Event, EventKind};
 
 fn ru(lang: &str) -> bool {
     lang == "ru"
@@ -140,44 +142,141 @@ pub fn oversized(size: usize, limit: usize, lang: &str) -> String {
     }
 }
 
-pub fn arrived(mailbox: &str, subject: &str, lang: &str) -> String {
-    if ru(lang) {
-        format!("письмо пришло на {mailbox}: «{subject}»")
-    } else {
-        format!("message arrived at {mailbox}: \"{subject}\"")
+/// A queue's display name in `lang`, or its key when the queue is not declared.
+pub fn queue_name<'r>(rules: &'r Rules, queue: &'r str, lang: &str) -> &'r str {
+    rules
+        .queues
+        .get(queue)
+        .map(|q| q.name_in(lang))
+        .unwrap_or(queue)
+}
+
+/// "billing, support and billing".
+pub fn and_list(items: &[String], lang: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!(
+            "{} {} {last}",
+            rest.join(", "),
+            if ru(lang) { "и" } else { "and" }
+        ),
     }
 }
 
-pub fn forwarded(queue_name: &str, why: &str, lang: &str) -> String {
+/// One history event in words, in the ticket's language.
+pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
+    let qn = |q: &str| queue_name(rules, q, lang).to_string();
     if ru(lang) {
-        format!("передано в «{queue_name}»: {why}")
+        history_ru(&e.what, &qn)
     } else {
-        format!("forwarded to {queue_name}: {why}")
+        history_en(&e.what, &qn)
     }
 }
 
-pub fn kept(queue_name: &str, why: &str, lang: &str) -> String {
-    if ru(lang) {
-        format!("оставлено у «{queue_name}»: {why}")
-    } else {
-        format!("kept with {queue_name}: {why}")
+fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
+    match what {
+        EventKind::Arrived {
+            mailbox, subject, ..
+        } => format!("message arrived at {mailbox}: \"{subject}\""),
+        EventKind::Forwarded { queue, why } => format!("forwarded to {}: {why}", qn(queue)),
+        EventKind::Kept { queue, why } => format!("kept with {}: {why}", qn(queue)),
+        EventKind::Acknowledged {
+            to,
+            queue,
+            response_time,
+        } => format!(
+            "acknowledgement sent to {to}: {} has it, answer within {response_time}",
+            qn(queue)
+        ),
+        EventKind::NotAcknowledged { reason } => format!("no acknowledgement: {reason}"),
+        EventKind::FollowUp {
+            number,
+            mailbox,
+            subject,
+        } => format!("follow-up {number} arrived at {mailbox}: \"{subject}\""),
+        EventKind::HandedOver { from, to } => {
+            format!("{} handed the ticket over to {}", qn(from), qn(to))
+        }
+        EventKind::Bounced { between, to } => {
+            format!("bounced ({}): sent to {}", arrows(between, qn), qn(to))
+        }
+        EventKind::Flagged { reasons, to } => {
+            format!("red flags: {}; copy to {}", reasons.join(", "), qn(to))
+        }
+        EventKind::Incident { id } => format!("linked to incident {id}"),
+        EventKind::Promised { by, text } => format!("{by} promised: {text}"),
+        EventKind::Answered { by } => format!("{by} answered the customer"),
+        EventKind::Reminded { queue } => {
+            format!("reminder sent to {}: the customer is waiting", qn(queue))
+        }
+        EventKind::Escalated { to } => format!("no answer in time: escalated to {}", qn(to)),
+        EventKind::StatusSent { to } => format!("status mail sent to {to}: still being handled"),
+        EventKind::AddedAck { to } => format!("{to} told the message was added to the ticket"),
+        EventKind::Reopened => "the ticket was opened before mailtriage's state was lost and \
+             started afresh; its earlier history is not known here"
+            .into(),
     }
 }
 
-pub fn acknowledged(to: &str, queue_name: &str, response_time: &str, lang: &str) -> String {
-    if ru(lang) {
-        format!("клиенту ({to}) отправлено подтверждение: ведёт «{queue_name}», ответ в течение {response_time}")
-    } else {
-        format!("acknowledgement sent to {to}: {queue_name} has it, answer within {response_time}")
+fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
+    match what {
+        EventKind::Arrived {
+            mailbox, subject, ..
+        } => format!("письмо пришло на {mailbox}: «{subject}»"),
+        EventKind::Forwarded { queue, why } => format!("передано в «{}»: {why}", qn(queue)),
+        EventKind::Kept { queue, why } => format!("оставлено у «{}»: {why}", qn(queue)),
+        EventKind::Acknowledged {
+            to,
+            queue,
+            response_time,
+        } => format!(
+            "клиенту ({to}) отправлено подтверждение: ведёт «{}», ответ в течение {response_time}",
+            qn(queue)
+        ),
+        EventKind::NotAcknowledged { reason } => format!("подтверждение не отправлено: {reason}"),
+        EventKind::FollowUp {
+            number,
+            mailbox,
+            subject,
+        } => format!("продолжение {number} пришло на {mailbox}: «{subject}»"),
+        EventKind::HandedOver { from, to } => {
+            format!("«{}» передало обращение в «{}»", qn(from), qn(to))
+        }
+        EventKind::Bounced { between, to } => format!(
+            "ходило по кругу ({}): передано в «{}»",
+            arrows(between, qn),
+            qn(to)
+        ),
+        EventKind::Flagged { reasons, to } => format!(
+            "тревожные признаки: {}; копия для «{}»",
+            reasons.join(", "),
+            qn(to)
+        ),
+        EventKind::Incident { id } => format!("связано с инцидентом {id}"),
+        EventKind::Promised { by, text } => format!("{by} обещал(а): {text}"),
+        EventKind::Answered { by } => format!("{by} ответил(а) клиенту"),
+        EventKind::Reminded { queue } => {
+            format!("напоминание для «{}»: клиент ждёт ответа", qn(queue))
+        }
+        EventKind::Escalated { to } => {
+            format!("нет ответа вовремя: передано руководителю («{}»)", qn(to))
+        }
+        EventKind::StatusSent { to } => {
+            format!("клиенту ({to}) сообщено, что обращение ещё в работе")
+        }
+        EventKind::AddedAck { to } => {
+            format!("клиенту ({to}) сообщено, что письмо добавлено к обращению")
+        }
+        EventKind::Reopened => "обращение открыто до того, как состояние mailtriage было \
+             потеряно и создано заново; прежняя история здесь не известна"
+            .into(),
     }
 }
 
-pub fn not_acknowledged(reason: &str, lang: &str) -> String {
-    if ru(lang) {
-        format!("подтверждение не отправлено: {reason}")
-    } else {
-        format!("no acknowledgement: {reason}")
-    }
+/// The queues a ticket went between, by name: "Billing → Support".
+fn arrows(queues: &[String], qn: &dyn Fn(&str) -> String) -> String {
+    queues.iter().map(|q| qn(q)).collect::<Vec<_>>().join(" → ")
 }
 
 #[cfg(test)]

@@ -134,11 +134,11 @@ fn fixtures_match_triage_and_its_mails() {
         let out = store.outbox().unwrap();
         let forwards: Vec<_> = out
             .iter()
-            .filter(|(_, m)| m.kind == mailtriage::record::MailKind::Forward)
+            .filter(|(_, m)| m.kind == mailtriage::ticket::MailKind::Forward)
             .collect();
         let acks: Vec<_> = out
             .iter()
-            .filter(|(_, m)| m.kind == mailtriage::record::MailKind::Acknowledgement)
+            .filter(|(_, m)| m.kind == mailtriage::ticket::MailKind::Acknowledgement)
             .collect();
         if exp.forwarded {
             let q = &rules.queues[&exp.queue];

@@ -101,8 +101,7 @@ impl CliError {
                 source.is_temporary()
             }
             CliError::Store(e) => e.is_temporary(),
-            CliError::Pipeline(PipelineError::Store(e)) => e.is_temporary(),
-            CliError::Pipeline(_) => false,
+            CliError::Pipeline(e) => e.is_temporary(),
             CliError::Send(e) => e.is_temporary(),
             CliError::Daemon(e) => e.is_temporary(),
             CliError::NoDaemon { .. } | CliError::ControlSocket(_) => true,

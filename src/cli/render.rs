@@ -6,23 +6,12 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::config::{Mailbox, Rules, Settings};
-use crate::pipeline::{self, PlannedMail, Report};
+use crate::pipeline::{Action, Report};
 use crate::runtime::control::Response;
 use crate::runtime::status::{MailboxStatus, StatusReport};
 use crate::send::Drained;
-use crate::ticket::Ticket;
+use crate::ticket::{MailKind, Ticket};
 use crate::when::human;
-
-/// The report's action by its name ("forward", "keep", "leave", "ignore",
-/// "quarantine", "duplicate"), as `explain --json` spells it.
-pub(super) fn action(r: &Report) -> &'static str {
-    r.action
-}
-
-/// The planned mail's kind by its name ("forward", "ack", "added", "escalation", ...).
-fn mail_kind(m: &PlannedMail) -> &'static str {
-    m.kind
-}
 
 /// `explain`'s text: the message, how it was classified, what would be done.
 pub(super) fn explain_text(rules: &Rules, r: &Report) -> String {
@@ -99,18 +88,18 @@ fn decision_lines(s: &mut String, mb: &Mailbox, r: &Report) {
         );
     }
     for m in &r.mails {
-        let _ = writeln!(s, "mail:      {} -> {}", mail_kind(m), m.to.join(", "));
+        let _ = writeln!(s, "mail:      {} -> {}", m.kind, m.to.join(", "));
     }
 }
 
 fn action_text(mb: &Mailbox, r: &Report) -> String {
     let queue = r.queue.as_deref().unwrap_or("");
-    match action(r) {
-        "forward" => format!(
+    match r.action {
+        Action::Forward => format!(
             "forward to {queue} ({})",
             r.queue_address.as_deref().unwrap_or("")
         ),
-        "keep" => format!("keep in {}, owned by {queue}", mb.address),
+        Action::Keep => format!("keep in {}, owned by {queue}", mb.address),
         other => other.to_string(),
     }
 }
@@ -128,32 +117,31 @@ pub(super) fn summary_line(name: &str, r: &Report) -> String {
 
 fn outcome(r: &Report) -> String {
     let ticket = r.ticket.as_deref();
-    match action(r) {
-        "forward" => format!(
+    match r.action {
+        Action::Forward => format!(
             "{} -> forwarded to {} as {}{}",
             request(r),
             r.queue_address.as_deref().unwrap_or(""),
             ticket.unwrap_or(""),
             red_flags(r)
         ),
-        "keep" => format!(
+        Action::Keep => format!(
             "{} -> kept for {} as {}{}",
             request(r),
             r.queue.as_deref().unwrap_or(""),
             ticket.unwrap_or(""),
             red_flags(r)
         ),
-        "leave" => format!(
+        Action::Leave => format!(
             "{} -> left in place, not a customer request",
             r.category.as_deref().unwrap_or("")
         ),
-        "ignore" => format!("ignored: {}", r.reason),
-        "duplicate" => format!(
+        Action::Ignore => format!("ignored: {}", r.reason),
+        Action::Duplicate => format!(
             "already triaged{}",
             ticket.map(|t| format!(" as {t}")).unwrap_or_default()
         ),
-        "quarantine" => format!("QUARANTINED: {}", r.reason),
-        other => other.to_string(),
+        Action::Quarantine => format!("QUARANTINED: {}", r.reason),
     }
 }
 
@@ -173,7 +161,7 @@ fn red_flags(r: &Report) -> String {
     let copy = r
         .mails
         .iter()
-        .find(|m| mail_kind(m) == "escalation")
+        .find(|m| m.kind == MailKind::Escalation)
         .map(|m| format!(", copy to {}", m.to.join(", ")))
         .unwrap_or_default();
     format!("; RED FLAGS: {}{copy}", names.join(", "))
@@ -182,14 +170,14 @@ fn red_flags(r: &Report) -> String {
 fn acknowledgement(r: &Report) -> String {
     let ack = &r.acknowledgement;
     let to = ack.to.as_deref().unwrap_or("");
-    if ack.send && r.mails.iter().any(|m| mail_kind(m) == "added") {
+    if ack.send && r.mails.iter().any(|m| m.kind == MailKind::Added) {
         format!("; 'added to your request' to {to}")
     } else if ack.send {
         format!(
             "; acknowledgement to {to} ({})",
             r.language.as_deref().unwrap_or("")
         )
-    } else if matches!(action(r), "forward" | "keep") {
+    } else if matches!(r.action, Action::Forward | Action::Keep) {
         format!(
             "; no acknowledgement: {}",
             ack.reason.as_deref().unwrap_or("")
@@ -373,12 +361,7 @@ fn shadow_lines(s: &mut String, t: &Ticket, resp: &Response) {
         "mode:      shadow: decided and recorded, nothing sent, nothing marked"
     );
     for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
-        let _ = writeln!(
-            s,
-            "not sent:  {} -> {}",
-            pipeline::mail_kind(m.kind),
-            m.to.join(", ")
-        );
+        let _ = writeln!(s, "not sent:  {} -> {}", m.kind.as_str(), m.to.join(", "));
     }
 }
 
@@ -405,7 +388,7 @@ fn ticket_body(s: &mut String, rules: &Rules, t: &Ticket) {
             s,
             "  {}  {}",
             human(&e.at),
-            pipeline::history_text(rules, e, "en")
+            crate::words::history_text(rules, e, "en")
         );
     }
 }

@@ -34,7 +34,8 @@ pub async fn triage_files(
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (name, raw) in inputs {
         let report = triage_one(rules, &store, mailbox, name, raw)?;
-        *counts.entry(render::action(&report)).or_default() += 1;
+        // Keyed by name, so the totals line lists the actions alphabetically.
+        *counts.entry(report.action.as_str()).or_default() += 1;
         print_report(name, &report, json)?;
     }
     let drained = send::drain(&store, &Transport::files(outbox)).await?;

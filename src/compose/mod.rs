@@ -19,7 +19,11 @@ pub use crate::config::{
 };
 use crate::decide::LOOP_HEADER;
 use crate::parse::Mail;
-use crate::record::{MailKind, OutMail};
+use crate::ticket::{MailKind, OutMail};
+
+mod context;
+
+pub use context::{flag_reason, ticket_context};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
@@ -29,6 +33,14 @@ pub enum ComposeError {
     Address(String, String),
     #[error("building the mail: {0}")]
     Build(String),
+}
+
+impl ComposeError {
+    /// Always permanent: the same template, address and message fail the same way
+    /// again. The message is quarantined for an operator.
+    pub fn is_temporary(&self) -> bool {
+        false
+    }
 }
 
 /// Renders one of a language's templates; falls back to the default language's.

@@ -1,14 +1,15 @@
 //! Decide (pure): the mailbox a message reached, its classification and what the store
 //! knows of its thread -> a [`Plan`]: keep it or forward it to a queue, and acknowledge
-//! the customer or say why not. Effects are data here; `pipeline` turns the plan into
-//! mails and records, and nothing in this module touches the network, the disk or the
-//! clock.
+//! the customer or say why not, who gets a copy, the ticket's hops and the marks on the
+//! server. Effects are data here; `pipeline` turns the plan into mails and records, and
+//! nothing in this module touches the network, the disk or the clock.
 
 use serde::Serialize;
 
 use crate::classify::Classification;
 use crate::config::{Mailbox, Rules, Unmatched};
 use crate::parse::Mail;
+use crate::ticket::{KEYWORD_FORWARDED, KEYWORD_TRIAGED};
 
 /// Header the daemon puts on every mail it sends. Mail that carries it is its own and is
 /// never triaged again.
@@ -186,20 +187,43 @@ impl AckPlan {
     }
 }
 
-/// What to do with one message.
+/// What to do with one message: everything the daemon will do with it. Compose and
+/// record carry it out; `explain` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub route: Route,
     /// `Some(id)` when the message joins an existing ticket; `None` opens a new one
     /// (unless the route is Ignore).
     pub ticket: Option<String>,
+    /// No ticket joined: the new ticket takes this id, of a state that was lost, which
+    /// the subject's tag named.
+    pub reopens: Option<String>,
     pub ack: AckPlan,
+    /// Where the acknowledgement goes: `Some` exactly when `ack` says one is sent.
+    pub ack_to: Option<String>,
     /// Red flags that fired: the message is escalated as well as handled.
     pub flags: Vec<String>,
+    /// The escalation queue of a flagged message: named in the ticket's history, and
+    /// the mails about it are marked.
+    pub escalate_to: Option<String>,
+    /// A queue that gets a copy of the message: the escalation queue, for a flagged
+    /// message that is not going there anyway.
+    pub copy_to: Option<String>,
     /// The active incident the message matches.
     pub incident: Option<String>,
     /// The sender is the ticket's customer (always true for a new ticket).
     pub from_customer: bool,
+    /// The queues the ticket has been at once this message is handled, in order.
+    pub hops: Vec<String>,
+    /// What the message gets on the server once recorded; `None` leaves it as it is.
+    pub marks: Option<Marks>,
+}
+
+/// IMAP keywords to set on the message, and the folder it moves to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Marks {
+    pub keywords: Vec<&'static str>,
+    pub move_to: Option<String>,
 }
 
 impl Plan {
@@ -212,6 +236,24 @@ impl Plan {
 
     pub fn forwarded(&self) -> bool {
         matches!(self.route, Route::Forward { .. })
+    }
+
+    /// The message opens a ticket (a kept or forwarded request that joins none).
+    pub fn opens_ticket(&self) -> bool {
+        self.ticket.is_none() && self.queue().is_some()
+    }
+
+    /// A later message of the ticket's customer.
+    pub fn follow_up(&self) -> bool {
+        self.ticket.is_some() && self.from_customer
+    }
+
+    /// Why no acknowledgement goes out, if none does.
+    pub fn ack_reason(&self) -> Option<Suppression> {
+        match self.ack {
+            AckPlan::No { reason } => Some(reason),
+            AckPlan::Yes | AckPlan::Added => None,
+        }
     }
 }
 
@@ -232,58 +274,71 @@ pub fn decide(
             ..ignore(Suppression::AlreadyTriaged)
         };
     }
-
-    let sender = mail.sender();
-    let (route, ticket, from_customer) = match &thread.ticket {
-        Some((t, joined_by)) => {
-            let from_customer = t.customer.is_empty() || t.customer.eq_ignore_ascii_case(&sender);
-            (
-                route_joined(rules, mailbox, t, *joined_by, from_customer),
-                Some(t.id.clone()),
-                from_customer,
-            )
-        }
-        None => (route_new(rules, mailbox, class), None, true),
+    let joined = thread.ticket.as_ref();
+    let from_customer = joined.is_none_or(|(t, _)| {
+        t.customer.is_empty() || t.customer.eq_ignore_ascii_case(&mail.sender())
+    });
+    let route = match joined {
+        Some((t, joined_by)) => route_joined(rules, mailbox, t, *joined_by, from_customer),
+        None => route_new(rules, mailbox, class),
     };
     let flags: Vec<String> = class.flags.iter().map(|f| f.rule.clone()).collect();
-    let incident = class
-        .incidents
-        .iter()
-        .find(|id| {
-            rules
-                .incidents
-                .iter()
-                .any(|i| &i.id == *id && i.active_at(now))
-        })
-        .cloned();
-
+    let incident = active_incident(rules, class, now);
     if let Route::Leave { .. } = route {
         return Plan {
             route,
-            ticket: None,
-            ack: AckPlan::No {
-                reason: Suppression::NotARequest,
-            },
             flags,
             incident,
             from_customer,
+            ..ignore(Suppression::NotARequest)
         };
     }
+    let ack = ack_plan(rules, mail, thread, from_customer, now);
+    let ack_to = ack.is_yes().then(|| ack_address(mail)).flatten();
+    let escalate_to = escalation_queue(rules, &flags);
+    Plan {
+        ticket: joined.map(|(t, _)| t.id.clone()),
+        reopens: thread.reopens.clone().filter(|_| joined.is_none()),
+        ack: match ack_to {
+            // Decided yes, but lettre would refuse the address.
+            None if ack.is_yes() => AckPlan::No {
+                reason: Suppression::NoAddress,
+            },
+            _ => ack,
+        },
+        ack_to,
+        copy_to: escalate_to
+            .clone()
+            .filter(|e| !matches!(&route, Route::Forward { queue, .. } if queue == e)),
+        escalate_to,
+        flags,
+        incident,
+        from_customer,
+        hops: hops(mailbox, joined.map(|(t, _)| t), &route),
+        marks: Some(marks(mailbox, &route)),
+        route,
+    }
+}
+
+/// Whether the customer gets an acknowledgement, "added to your request", or none and
+/// why: RFC 3834 and DMARC first, then the daemon's own limits.
+fn ack_plan(
+    rules: &Rules,
+    mail: &Mail,
+    thread: &ThreadView,
+    from_customer: bool,
+    now: time::OffsetDateTime,
+) -> AckPlan {
     let joined = thread.ticket.as_ref().map(|(t, _)| t);
-    let ack = match auto_reply_forbidden(mail)
+    let no = |reason| AckPlan::No { reason };
+    match auto_reply_forbidden(mail)
         .or_else(|| dmarc_fails(rules, mail).then_some(Suppression::DmarcFail))
     {
-        Some(reason) => AckPlan::No { reason },
-        None if !from_customer => AckPlan::No {
-            reason: Suppression::FromStaff,
-        },
-        None if mail.reply_address().is_none() => AckPlan::No {
-            reason: Suppression::NoAddress,
-        },
+        Some(reason) => no(reason),
+        None if !from_customer => no(Suppression::FromStaff),
+        None if mail.reply_address().is_none() => no(Suppression::NoAddress),
         None if thread.acks_to_sender_today >= rules.company.acks_per_sender_per_day => {
-            AckPlan::No {
-                reason: Suppression::DailyCap,
-            }
+            no(Suppression::DailyCap)
         }
         // A follow-up: at most one "added to your request" per window.
         None if joined.is_some_and(|t| t.acknowledged) => {
@@ -293,20 +348,75 @@ pub fn decide(
             if t.added_ack_at.is_none_or(|at| now - at >= window) {
                 AckPlan::Added
             } else {
-                AckPlan::No {
-                    reason: Suppression::FollowUp,
-                }
+                no(Suppression::FollowUp)
             }
         }
         None => AckPlan::Yes,
+    }
+}
+
+/// The address an acknowledgement can go to: the envelope sender (else From), when
+/// the mail library accepts it.
+fn ack_address(mail: &Mail) -> Option<String> {
+    let to = mail.reply_address()?;
+    to.parse::<lettre::Address>()
+        .is_ok()
+        .then(|| to.to_string())
+}
+
+fn active_incident(
+    rules: &Rules,
+    class: &Classification,
+    now: time::OffsetDateTime,
+) -> Option<String> {
+    class
+        .incidents
+        .iter()
+        .find(|id| {
+            rules
+                .incidents
+                .iter()
+                .any(|i| &i.id == *id && i.active_at(now))
+        })
+        .cloned()
+}
+
+/// The escalation queue, when red flags fired and one is set up.
+fn escalation_queue(rules: &Rules, flags: &[String]) -> Option<String> {
+    let e = rules.escalation.as_ref()?;
+    (!flags.is_empty() && rules.queues.contains_key(&e.queue)).then(|| e.queue.clone())
+}
+
+/// The ticket's hops with the queue the message goes to last. A request forwarded away
+/// from a mailbox has been at that mailbox's queue: sending it back there later is a
+/// ping-pong.
+fn hops(mailbox: &Mailbox, joined: Option<&TicketRef>, route: &Route) -> Vec<String> {
+    let (Route::Forward { queue, .. } | Route::Keep { queue, .. }) = route else {
+        return Vec::new();
     };
-    Plan {
-        route,
-        ticket,
-        ack,
-        flags,
-        incident,
-        from_customer,
+    let mut hops = match (joined, &mailbox.queue) {
+        (Some(t), _) => t.hops.clone(),
+        (None, Some(own)) if matches!(route, Route::Forward { .. }) => vec![own.clone()],
+        (None, _) => Vec::new(),
+    };
+    if hops.last() != Some(queue) {
+        hops.push(queue.clone());
+    }
+    hops
+}
+
+/// Every triaged message is marked as such; a forwarded one is marked forwarded too and
+/// moves to the mailbox's folder for forwarded mail, if it has one.
+fn marks(mailbox: &Mailbox, route: &Route) -> Marks {
+    match route {
+        Route::Forward { .. } => Marks {
+            keywords: vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
+            move_to: mailbox.forwarded_folder.clone(),
+        },
+        _ => Marks {
+            keywords: vec![KEYWORD_TRIAGED],
+            move_to: None,
+        },
     }
 }
 
@@ -367,14 +477,21 @@ fn route_joined(
     }
 }
 
+/// A plan that does nothing but say why: no ticket, no mail, no mark.
 fn ignore(why: Suppression) -> Plan {
     Plan {
         route: Route::Ignore { why },
         ticket: None,
+        reopens: None,
         ack: AckPlan::No { reason: why },
+        ack_to: None,
         flags: Vec::new(),
+        escalate_to: None,
+        copy_to: None,
         incident: None,
         from_customer: false,
+        hops: Vec::new(),
+        marks: None,
     }
 }
 
@@ -595,6 +712,9 @@ mod tests {
             }
         );
         assert!(p.ack.is_yes());
+        assert_eq!((p.escalate_to, p.copy_to), (None, None));
+        assert_eq!(p.hops, vec!["billing".to_string()]);
+        assert_eq!(p.marks.unwrap().keywords, vec![KEYWORD_TRIAGED]);
     }
 
     #[test]
@@ -738,6 +858,11 @@ mod tests {
                 reason: Suppression::OwnMail
             }
         );
+        assert_eq!(
+            (p.marks, p.hops.len(), p.ack_to),
+            (None, 0, None),
+            "nothing marked"
+        );
     }
 
     #[test]
@@ -817,5 +942,51 @@ mod tests {
                 reason: Suppression::DailyCap
             }
         );
+    }
+
+    #[test]
+    fn a_flagged_request_is_copied_to_the_escalation_queue_and_marked() {
+        let p = plan_for(
+            "billing",
+            "",
+            "Site is down",
+            "error 500, I will go to court",
+            &ThreadView::default(),
+        );
+        assert!(p.forwarded());
+        assert_eq!(p.flags, vec!["threat".to_string()]);
+        assert_eq!(p.escalate_to.as_deref(), Some("supervisor"));
+        assert_eq!(p.copy_to.as_deref(), Some("supervisor"));
+        assert_eq!(p.ack_to.as_deref(), Some("ivan@mail.example"));
+        // Forwarded away from billing: the ticket has been at billing, now at support.
+        assert_eq!(p.hops, vec!["billing".to_string(), "support".to_string()]);
+        assert_eq!(
+            p.marks,
+            Some(Marks {
+                keywords: vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
+                move_to: None
+            })
+        );
+    }
+
+    #[test]
+    fn an_address_the_mail_library_refuses_gets_no_acknowledgement() {
+        let p = plan_for(
+            "billing",
+            "Return-Path: <ivan..petrov@mail.example>\r\n",
+            "Site is down",
+            "error 500",
+            &ThreadView::default(),
+        );
+        assert_eq!(
+            (p.ack.clone(), p.ack_to.clone()),
+            (
+                AckPlan::No {
+                    reason: Suppression::NoAddress
+                },
+                None
+            )
+        );
+        assert!(p.forwarded(), "still routed");
     }
 }

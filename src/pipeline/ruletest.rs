@@ -89,8 +89,11 @@ pub fn run(rules: &Rules, t: &RuleTest, now: SystemTime) -> Result<Report, Strin
 fn differences(e: &Expect, r: &Report) -> Vec<String> {
     let mut diffs = Vec::new();
     if let Some(a) = &e.action {
-        if r.action != a {
-            diffs.push(format!("action: expected {a:?}, got {:?}", r.action));
+        if r.action.as_str() != a {
+            diffs.push(format!(
+                "action: expected {a:?}, got {:?}",
+                r.action.as_str()
+            ));
         }
     }
     if let Some(q) = &e.queue {
@@ -110,7 +113,7 @@ fn differences(e: &Expect, r: &Report) -> Vec<String> {
         }
     }
     if let Some(f) = e.forwarded {
-        let got = r.action == "forward";
+        let got = r.action == crate::pipeline::Action::Forward;
         if got != f {
             diffs.push(format!("forwarded: expected {f}, got {got}"));
         }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::ticket::{Event, EventKind, MailKind, OutMail, Promise, Ticket};
+use crate::ticket::{OutMail, Ticket};
+
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 /// sled's default cache is 1 GiB; a triage daemon needs a few MB.
@@ -34,10 +35,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A record that does not decode will not decode on the next try either; sled's
-    /// own errors (I/O, a lock held for a moment) may pass.
+    /// Permanent when the database is damaged, holds a record this version cannot read,
+    /// or is used in a way sled refuses: retrying cannot help, an operator must act.
+    /// Anything else (an I/O error above all) may pass: retry with backoff.
     pub fn is_temporary(&self) -> bool {
-        !matches!(self, StoreError::Corrupt { .. })
+        !matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Sled(
+                    sled::Error::Corruption { .. }
+                        | sled::Error::Unsupported(_)
+                        | sled::Error::ReportableBug(_)
+                )
+        )
     }
 }
 
@@ -64,12 +74,55 @@ pub struct Checkpoint {
 pub struct MessageRecord {
     pub ticket: Option<String>,
     pub mailbox: String,
-    /// What was done: "forwarded", "kept", "left", "ignored", "quarantined", "sent".
-    pub disposition: String,
+    pub disposition: Disposition,
     pub at: String,
     /// Why a quarantined message could not be triaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What was done with a message, as the index keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    Forwarded,
+    Kept,
+    /// Not a customer request: left where it arrived.
+    Left,
+    /// The daemon's own mail.
+    Ignored,
+    /// A message triaged before.
+    Duplicate,
+    Quarantined,
+    /// A mail the daemon sent (so a reply to it finds the ticket).
+    Sent,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Forwarded => "forwarded",
+            Disposition::Kept => "kept",
+            Disposition::Left => "left",
+            Disposition::Ignored => "ignored",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Quarantined => "quarantined",
+            Disposition::Sent => "sent",
+        }
+    }
+}
+
+impl std::fmt::Display for Disposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So a disposition compares with the word stored and shown for it.
+impl PartialEq<&str> for Disposition {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// An outbox entry: a length-prefixed JSON head, then the raw mail.
@@ -658,7 +711,7 @@ fn put_outgoing(
     let sent = MessageRecord {
         ticket: Some(m.ticket.clone()),
         mailbox: mailbox.to_string(),
-        disposition: "sent".into(),
+        disposition: Disposition::Sent,
         at: at.to_string(),
         reason: None,
     };
@@ -692,6 +745,7 @@ fn be_u64(b: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::MailKind;
 
     fn record(key: &str, uid: u32) -> Record {
         Record {
@@ -704,7 +758,7 @@ mod tests {
             message: MessageRecord {
                 ticket: Some("T-1001".into()),
                 mailbox: "billing".into(),
-                disposition: "forwarded".into(),
+                disposition: Disposition::Forwarded,
                 at: "2026-01-01T00:00:00Z".into(),
                 reason: None,
             },
@@ -726,6 +780,27 @@ mod tests {
             }),
             ack_to: Some(("c@example.com".into(), "2026-01-01".into())),
             subject_key: None,
+        }
+    }
+
+    #[test]
+    fn dispositions_are_stored_as_their_words() {
+        let words = [
+            "forwarded",
+            "kept",
+            "left",
+            "ignored",
+            "duplicate",
+            "quarantined",
+            "sent",
+        ];
+        for word in words {
+            let stored = format!("\"{word}\"");
+            let d: Disposition = serde_json::from_str(&stored).unwrap();
+            assert_eq!(
+                (d.as_str(), serde_json::to_string(&d).unwrap()),
+                (word, stored)
+            );
         }
     }
 

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{Event, EventKind, Promise, Store, Ticket};
+use crate::record::Store;
+use crate::ticket::Ticket;
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
@@ -48,7 +49,7 @@ pub struct Response {
     pub shadow: Vec<String>,
     /// For `show` of a shadow ticket: the mails shadow mode decided and did not send.
     #[serde(default)]
-    pub would_send: Vec<crate::record::OutMail>,
+    pub would_send: Vec<crate::ticket::OutMail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::runtime::status::StatusReport>,
 }
@@ -104,19 +105,7 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
         },
         Request::Promise { id, text, by } => match store.ticket(id) {
             Ok(Some(mut t)) => {
-                let at = crate::when::stamp(SystemTime::now());
-                t.promises.push(Promise {
-                    at: at.clone(),
-                    by: by.clone(),
-                    text: text.clone(),
-                });
-                t.history.push(Event {
-                    at,
-                    what: EventKind::Promised {
-                        by: by.clone(),
-                        text: text.clone(),
-                    },
-                });
+                t.promise(&crate::when::stamp(SystemTime::now()), by, text);
                 match store.commit_ticket(&t, &[]).and_then(|_| store.flush()) {
                     Ok(()) => Response {
                         ok: true,

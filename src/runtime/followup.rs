@@ -9,12 +9,12 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
+use crate::compose::ticket_context;
 use crate::compose::{self, NoticeInput, TemplateContext};
 use crate::config::{Queue, Rules};
-use crate::pipeline::ticket_context;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::Shared;
-use crate::ticket::{Event, EventKind, MailKind, OutMail, Ticket};
+use crate::ticket::{MailKind, OutMail, Ticket};
 use crate::when::{self, parse};
 use crate::words;
 
@@ -123,33 +123,14 @@ fn follow_up(
 /// Notes in the ticket what is due now, so that it is due once.
 fn record_due(rules: &Rules, t: &mut Ticket, due: &[Due], at: &str) {
     for d in due {
-        let what = match d {
-            Due::Reminder => {
-                t.reminded_at = Some(at.to_string());
-                EventKind::Reminded {
-                    queue: t.queue.clone(),
-                }
-            }
+        match d {
+            Due::Reminder => t.reminded(at),
             Due::Escalate => {
-                t.escalated_at = Some(at.to_string());
-                let to = rules
-                    .escalation
-                    .as_ref()
-                    .map(|e| e.queue.clone())
-                    .unwrap_or_default();
-                EventKind::Escalated { to }
+                let to = rules.escalation.as_ref().map(|e| e.queue.clone());
+                t.escalated(at, to.unwrap_or_default());
             }
-            Due::Status => {
-                t.status_sent_at = Some(at.to_string());
-                EventKind::StatusSent {
-                    to: t.customer.clone(),
-                }
-            }
-        };
-        t.history.push(Event {
-            at: at.to_string(),
-            what,
-        });
+            Due::Status => t.status_sent(at),
+        }
     }
 }
 
@@ -211,8 +192,7 @@ fn compose_notices(
     let thread = t.messages.first().cloned();
     let mut outgoing = Vec::new();
     for n in notices {
-        t.sent += 1;
-        let id = format!("{}.{}.{}@{id_domain}", t.id, t.sent, n.which);
+        let id = t.next_mail_id(n.which, &id_domain);
         let input = NoticeInput {
             which: n.which,
             kind: n.kind,

@@ -14,12 +14,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mailbox, Rules};
-use crate::pipeline::{
-    self, Incoming, PipelineError, Report, KEYWORD_QUARANTINED, KEYWORD_TRIAGED,
-};
+use crate::pipeline::{self, Incoming, PipelineError, Report};
 use crate::record::{Checkpoint, Mark, Store, StoreError};
 use crate::runtime::status::{self, Board, State};
 use crate::source::{self, Connection, Fetched, ImapError, Source};
+use crate::ticket::{KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
 
 /// Why a mailbox's session ended; the runner reconnects after any of them.
 #[derive(Debug, thiserror::Error)]

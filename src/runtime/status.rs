@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::Report;
+use crate::pipeline::{Action, Report};
 
 /// How many recent errors `status` shows.
 const LAST_ERRORS: usize = 10;
@@ -244,13 +244,13 @@ impl Board {
 pub fn count_message(mailbox: &str, r: &Report, shadow: bool) {
     let mb = mailbox.to_string();
     let mode = if shadow { "shadow" } else { "live" };
-    metrics::counter!("mailtriage_messages_seen_total", "mailbox" => mb.clone(), "action" => r.action, "mode" => mode)
+    metrics::counter!("mailtriage_messages_seen_total", "mailbox" => mb.clone(), "action" => r.action.as_str(), "mode" => mode)
         .increment(1);
-    if r.action == "forward" {
+    if r.action == Action::Forward {
         metrics::counter!("mailtriage_messages_forwarded_total", "mailbox" => mb.clone(), "mode" => mode)
             .increment(1);
     }
-    if r.action == "quarantine" {
+    if r.action == Action::Quarantine {
         metrics::counter!("mailtriage_messages_quarantined_total", "mailbox" => mb.clone())
             .increment(1);
     }

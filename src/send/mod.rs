@@ -17,7 +17,8 @@ use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use rustls::pki_types::InvalidDnsNameError;
 
 use crate::config::Server;
-use crate::record::{OutMail, StoreError};
+use crate::record::StoreError;
+use crate::ticket::OutMail;
 use crate::tls::TlsError;
 
 pub use sender::{drain, ready, run, Drained};

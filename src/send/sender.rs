@@ -14,7 +14,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{SmtpError, Transport};
-use crate::record::{OutMail, Store};
+use crate::record::Store;
+use crate::ticket::OutMail;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{Login, Rules, Settings};
-use crate::record::{OutMail, Store};
+use crate::record::Store;
+use crate::ticket::OutMail;
 
 /// A mail whose fate the last stop left unknown.
 pub struct InFlight {

@@ -2,8 +2,18 @@
 //! pipeline opens or joins for a message, its [`Event`]s are the history every note
 //! shows, and an [`OutMail`] is a mail the daemon has decided to send. Compose reads
 //! these, record keeps them, send delivers the mails; none of them need sled to do it.
+//! The IMAP keywords a message gets on the server are named here too: decide chooses
+//! them, record keeps them until the source sets them.
 
 use serde::{Deserialize, Serialize};
+
+/// Keyword on every message the daemon has triaged; with the ticket's own keyword it
+/// lets state be rebuilt from the server.
+pub const KEYWORD_TRIAGED: &str = "$Triaged";
+/// Registered IMAP keyword (RFC 5788); mail clients show it as "forwarded".
+pub const KEYWORD_FORWARDED: &str = "$Forwarded";
+/// Keyword on a message that could not be triaged and was left for an operator.
+pub const KEYWORD_QUARANTINED: &str = "$Quarantined";
 
 /// One line of a ticket's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +163,127 @@ impl Ticket {
             added_ack_at: None,
         }
     }
+
+    /// Adds a line to the history.
+    pub fn record(&mut self, at: &str, what: EventKind) {
+        self.history.push(Event {
+            at: at.to_string(),
+            what,
+        });
+    }
+
+    /// A later message of the customer: counted, and a line naming its number.
+    pub fn follow_up(&mut self, at: &str, mailbox: &str, subject: &str) {
+        self.followups += 1;
+        let number = self.followups;
+        self.record(
+            at,
+            EventKind::FollowUp {
+                number,
+                mailbox: mailbox.to_string(),
+                subject: subject.to_string(),
+            },
+        );
+    }
+
+    /// `queue` owns the ticket from `at` on; a new owner gets its own clock for
+    /// reminders and escalation.
+    pub fn owned_by(&mut self, queue: &str, at: &str) {
+        if self.queue != queue {
+            self.queue = queue.to_string();
+            self.owner_since = at.to_string();
+            self.reminded_at = None;
+            self.escalated_at = None;
+        }
+    }
+
+    /// A promise made to the customer, shown in every later note.
+    pub fn promise(&mut self, at: &str, by: &str, text: &str) {
+        self.promises.push(Promise {
+            at: at.to_string(),
+            by: by.to_string(),
+            text: text.to_string(),
+        });
+        self.record(
+            at,
+            EventKind::Promised {
+                by: by.to_string(),
+                text: text.to_string(),
+            },
+        );
+    }
+
+    /// A queue answered the customer.
+    pub fn answered(&mut self, at: &str, by: &str) {
+        self.answered_at = Some(at.to_string());
+        self.record(at, EventKind::Answered { by: by.to_string() });
+    }
+
+    /// Red flags fired (each kept once on the ticket); `reasons` in words, `to` the
+    /// escalation queue ("" when there is none).
+    pub fn flag(&mut self, at: &str, flags: &[String], reasons: Vec<String>, to: String) {
+        for f in flags {
+            if !self.flags.contains(f) {
+                self.flags.push(f.clone());
+            }
+        }
+        self.record(at, EventKind::Flagged { reasons, to });
+    }
+
+    /// Linked to an active incident; a line only when the link is new.
+    pub fn link_incident(&mut self, at: &str, id: &str) {
+        if self.incident.as_deref() != Some(id) {
+            self.incident = Some(id.to_string());
+            self.record(at, EventKind::Incident { id: id.to_string() });
+        }
+    }
+
+    /// The acknowledgement went to `to`: the owning queue answers within `response_time`.
+    pub fn acknowledged(&mut self, at: &str, to: &str, response_time: String) {
+        self.acknowledged = true;
+        let queue = self.queue.clone();
+        self.record(
+            at,
+            EventKind::Acknowledged {
+                to: to.to_string(),
+                queue,
+                response_time,
+            },
+        );
+    }
+
+    /// "Added to your request" went to `to`; the next is due a window later.
+    pub fn added_ack(&mut self, at: &str, to: &str) {
+        self.added_ack_at = Some(at.to_string());
+        self.record(at, EventKind::AddedAck { to: to.to_string() });
+    }
+
+    /// The owning queue was reminded that the customer waits.
+    pub fn reminded(&mut self, at: &str) {
+        self.reminded_at = Some(at.to_string());
+        let queue = self.queue.clone();
+        self.record(at, EventKind::Reminded { queue });
+    }
+
+    /// The overdue ticket went to the escalation queue `to`.
+    pub fn escalated(&mut self, at: &str, to: String) {
+        self.escalated_at = Some(at.to_string());
+        self.record(at, EventKind::Escalated { to });
+    }
+
+    /// The customer was told the ticket is still being handled.
+    pub fn status_sent(&mut self, at: &str) {
+        self.status_sent_at = Some(at.to_string());
+        let to = self.customer.clone();
+        self.record(at, EventKind::StatusSent { to });
+    }
+
+    /// Counts the next mail of the ticket and gives its Message-ID, deterministic so a
+    /// resend after a crash is the same mail: `T-1001.3.ack@<id_domain>`.
+    pub fn next_mail_id(&mut self, what: &str, id_domain: &str) -> String {
+        self.sent += 1;
+        format!("{}.{}.{what}@{id_domain}", self.id, self.sent)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +301,25 @@ pub enum MailKind {
     Status,
 }
 
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Forward => "forward",
+            MailKind::Acknowledgement => "acknowledgement",
+            MailKind::Added => "added",
+            MailKind::Escalation => "escalation",
+            MailKind::Reminder => "reminder",
+            MailKind::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A mail waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutMail {
@@ -181,4 +331,75 @@ pub struct OutMail {
     pub to: Vec<String>,
     #[serde(skip)]
     pub raw: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket() -> Ticket {
+        Ticket::new(
+            "T-1001".into(),
+            "ivan@mail.example".into(),
+            "Site down".into(),
+            "billing".into(),
+            "en".into(),
+            "2026-01-01T10:00:00Z".into(),
+        )
+    }
+
+    #[test]
+    fn a_new_owner_gets_its_own_clock_and_the_same_owner_keeps_it() {
+        let mut t = ticket();
+        t.reminded("2026-01-01T15:00:00Z");
+        t.owned_by("billing", "2026-01-01T16:00:00Z");
+        assert_eq!(t.owner_since, "2026-01-01T10:00:00Z");
+        assert!(t.reminded_at.is_some());
+        t.owned_by("support", "2026-01-01T16:00:00Z");
+        assert_eq!(
+            (t.queue.as_str(), t.owner_since.as_str(), &t.reminded_at),
+            ("support", "2026-01-01T16:00:00Z", &None)
+        );
+    }
+
+    #[test]
+    fn a_promise_is_kept_and_told_in_the_history() {
+        let mut t = ticket();
+        t.promise(
+            "2026-01-02T09:00:00Z",
+            "anna@example.test",
+            "refund by Friday",
+        );
+        assert_eq!(t.promises.len(), 1);
+        assert_eq!(
+            t.history.last().map(|e| &e.what),
+            Some(&EventKind::Promised {
+                by: "anna@example.test".into(),
+                text: "refund by Friday".into()
+            })
+        );
+    }
+
+    #[test]
+    fn mail_kinds_are_written_as_their_names() {
+        for word in [
+            "forward",
+            "acknowledgement",
+            "added",
+            "escalation",
+            "reminder",
+            "status",
+        ] {
+            let k: MailKind = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!((k.as_str(), k.to_string()), (word, word.to_string()));
+        }
+    }
+
+    #[test]
+    fn mail_ids_count_the_ticket_s_mails() {
+        let mut t = ticket();
+        assert_eq!(t.next_mail_id("forward", "d"), "T-1001.1.forward@d");
+        assert_eq!(t.next_mail_id("ack", "d"), "T-1001.2.ack@d");
+        assert_eq!(t.sent, 2);
+    }
 }

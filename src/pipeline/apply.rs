@@ -1,0 +1,249 @@
+//! The plan applied to the ticket: the history lines this message adds, its owner and
+//! hops, what staff mail in the thread records, red flags and incidents, and the
+//! acknowledgement's line. Pure: the store is read before and written after.
+
+use crate::compose::flag_reason;
+use crate::decide::{AckPlan, Suppression, Why};
+use crate::parse::Mail;
+use crate::ticket::{EventKind, Ticket};
+use crate::words;
+
+use super::Case;
+
+/// The message's own lines (arrived, or a follow-up; where it went and why), the
+/// ticket's owner and hops.
+pub fn thread_history(case: &Case, ticket: &mut Ticket) {
+    let (plan, mail, at) = (&case.ev.plan, &case.ev.mail, case.at.as_str());
+    let mailbox = &case.inc.mailbox.address;
+    if plan.reopens.is_some() {
+        ticket.record(at, EventKind::Reopened);
+    }
+    if plan.follow_up() {
+        ticket.follow_up(at, mailbox, &mail.subject);
+    } else {
+        let message_id = mail.message_id.clone();
+        let (mailbox, subject) = (mailbox.clone(), mail.subject.clone());
+        let arrived = EventKind::Arrived {
+            mailbox,
+            message_id,
+            subject,
+        };
+        ticket.record(at, arrived);
+    }
+    if let Some(what) = where_it_went(case, &ticket.language) {
+        ticket.record(at, what);
+    }
+    ticket.owned_by(&case.queue, at);
+    ticket.hops = plan.hops.clone();
+    if let Some(id) = &mail.message_id {
+        ticket.messages.push(id.clone());
+    }
+}
+
+/// The line saying where the message went: a handover, a bounce to the escalation
+/// queue, a forward, or a new request kept; nothing for a follow-up that stays.
+fn where_it_went(case: &Case, lang: &str) -> Option<EventKind> {
+    let queue = case.queue.clone();
+    Some(match &case.why {
+        Why::Handover { from, .. } => EventKind::HandedOver {
+            from: from.clone(),
+            to: queue,
+        },
+        Why::Bounced { between, .. } => EventKind::Bounced {
+            between: between.clone(),
+            to: queue,
+        },
+        _ if case.forward => EventKind::Forwarded {
+            queue,
+            why: case.reason(lang),
+        },
+        _ if case.ev.plan.ticket.is_none() => EventKind::Kept {
+            queue,
+            why: case.reason(lang),
+        },
+        _ => return None,
+    })
+}
+
+/// Staff mail in the thread: the promises it records, and whether it answers the
+/// customer.
+pub fn staff_mail(case: &Case, ticket: &mut Ticket) {
+    let (plan, mail) = (&case.ev.plan, &case.ev.mail);
+    if plan.ticket.is_none() || plan.from_customer {
+        return;
+    }
+    let by = mail.sender();
+    for text in promises_in(mail) {
+        ticket.promise(&case.at, &by, text);
+    }
+    if answers(mail, ticket) {
+        ticket.answered(&case.at, &by);
+    }
+}
+
+/// Lines staff write to record a promise on a ticket ("Promise: payment moved to 1 Dec").
+pub fn promises_in(mail: &Mail) -> impl Iterator<Item = &str> {
+    mail.text.lines().filter_map(promise_in)
+}
+
+fn promise_in(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let lower = t.to_lowercase();
+    for p in ["promise:", "обещание:", "обещано:"] {
+        if lower.starts_with(p) {
+            // Byte offset of the prefix in the original: the prefixes are the same length
+            // in lower case.
+            let rest = t.get(p.len()..)?.trim();
+            return (!rest.is_empty()).then_some(rest);
+        }
+    }
+    None
+}
+
+/// The mail is addressed (To or Cc) to the ticket's customer.
+pub fn answers(mail: &Mail, ticket: &Ticket) -> bool {
+    mail.to
+        .iter()
+        .chain(mail.cc.iter())
+        .any(|a| a.address.eq_ignore_ascii_case(&ticket.customer))
+}
+
+/// Red flags (kept on the ticket, with a line naming the escalation queue) and the
+/// incident the message is linked to.
+pub fn red_flags(case: &Case, ticket: &mut Ticket) {
+    let (plan, rules) = (&case.ev.plan, case.rules);
+    if !plan.flags.is_empty() {
+        let lang = &ticket.language;
+        let reasons = plan.flags.iter().map(|f| flag_reason(rules, f, lang));
+        let reasons = reasons.collect();
+        let to = plan.escalate_to.clone().unwrap_or_default();
+        ticket.flag(&case.at, &plan.flags, reasons, to);
+    }
+    if let Some(id) = &plan.incident {
+        ticket.link_incident(&case.at, id);
+    }
+}
+
+/// The acknowledgement's line: sent (the first, or "added to your request"), or why not
+/// when the reason is news to the reader of the history.
+pub fn acknowledgement(case: &Case, ticket: &mut Ticket) {
+    let (plan, at) = (&case.ev.plan, case.at.as_str());
+    match (&plan.ack_to, &plan.ack) {
+        (Some(to), AckPlan::Added) => ticket.added_ack(at, to),
+        (Some(to), _) => {
+            let queue = &case.rules.queues[&case.queue];
+            let response_time = words::duration(queue.response_time, &ticket.language);
+            ticket.acknowledged(at, to, response_time);
+        }
+        (None, _) => match plan.ack_reason() {
+            Some(r) if !matches!(r, Suppression::FollowUp | Suppression::FromStaff) => {
+                let reason = words::suppression(r, &ticket.language);
+                ticket.record(at, EventKind::NotAcknowledged { reason });
+            }
+            _ => {}
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::config::Rules;
+    use crate::decide::{decide, JoinedBy, ThreadView, TicketRef};
+    use crate::pipeline::{Case, Evaluation, Incoming};
+
+    fn evaluation(rules: &Rules, mailbox: &str, raw: &str, thread: &ThreadView) -> Evaluation {
+        let mail = crate::parse::parse(raw.as_bytes()).unwrap();
+        let class = crate::classify::classify(rules, &mail);
+        let now = time::OffsetDateTime::now_utc();
+        let plan = decide(rules, &rules.mailboxes[mailbox], &mail, &class, thread, now);
+        Evaluation {
+            key: mail.message_id.clone().unwrap_or_default(),
+            joined_by: thread.ticket.as_ref().map(|(_, j)| *j),
+            mail,
+            class,
+            plan,
+        }
+    }
+
+    /// Runs one step for `raw` reaching billing, on a ticket of Ivan's owned by billing.
+    fn at_billing(r: &Rules, raw: &str, thread: &ThreadView, step: Step) -> Ticket {
+        let ev = evaluation(r, "billing", raw, thread);
+        let inc = Incoming {
+            mailbox: &r.mailboxes["billing"],
+            raw: raw.as_bytes(),
+            source: None,
+        };
+        let case = Case::routed(r, inc, &ev, SystemTime::now()).unwrap();
+        let mut t = Ticket::new(
+            "T-1001".into(),
+            "ivan@mail.example".into(),
+            "Refund".into(),
+            "billing".into(),
+            "en".into(),
+            "2026-01-01T10:00:00Z".into(),
+        );
+        step(&case, &mut t);
+        t
+    }
+
+    type Step = fn(&Case, &mut Ticket);
+
+    #[test]
+    fn a_staff_reply_records_its_promises_and_that_the_customer_was_answered() {
+        let r = crate::config::testing::shipped();
+        let thread = ThreadView {
+            ticket: Some((
+                TicketRef {
+                    id: "T-1001".into(),
+                    queue: "billing".into(),
+                    customer: "ivan@mail.example".into(),
+                    hops: vec!["billing".into()],
+                    ..Default::default()
+                },
+                JoinedBy::References,
+            )),
+            ..Default::default()
+        };
+        let raw = "From: anna@example.test\r\nTo: ivan@mail.example\r\nCc: billing@example.test\r\nSubject: Re: [#T-1001] Refund\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\nPromise: refund by Friday\r\n";
+        let t = at_billing(&r, raw, &thread, staff_mail);
+        assert_eq!(t.promises[0].text, "refund by Friday");
+        assert_eq!(t.promises[0].by, "anna@example.test");
+        assert!(t.answered_at.is_some());
+        assert_eq!(
+            t.history.last().map(|e| &e.what),
+            Some(&EventKind::Answered {
+                by: "anna@example.test".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_request_forwarded_away_says_where_it_went_and_why() {
+        let r = crate::config::testing::shipped();
+        let raw = "From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <m1@mail.example>\r\n\r\nerror 500\r\n";
+        let t = at_billing(&r, raw, &ThreadView::default(), thread_history);
+        let lines: Vec<String> = t
+            .history
+            .iter()
+            .map(|e| words::history_text(&r, e, "en"))
+            .collect();
+        assert_eq!(
+            lines[0],
+            "message arrived at billing@example.test: \"Site is down\""
+        );
+        assert!(
+            lines[1].starts_with(
+                "forwarded to Technical support: the rules recognised a technical request"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(
+            (t.queue.as_str(), t.hops.join(" ")),
+            ("support", "billing support".into())
+        );
+        assert_eq!(t.messages, vec!["m1@mail.example".to_string()]);
+    }
+}

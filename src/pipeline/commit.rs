@@ -1,0 +1,183 @@
+//! Recording: everything one message changes (its index entry, its ticket, its mails,
+//! its marks on the server, the daily cap, threading by subject) in one transaction,
+//! and the report of what was recorded.
+
+use std::time::SystemTime;
+
+use crate::config::Mailbox;
+use crate::decide::{Marks, Route, Suppression};
+use crate::parse::parse;
+use crate::record::{
+    Checkpoint, Committed, Disposition, Mark, MessageRecord, Record, Store, StoreError,
+};
+use crate::ticket::OutMail;
+use crate::ticket::Ticket;
+use crate::when;
+
+use super::report::{self, AckReport, Action, PlannedMail, Report};
+use super::thread::subject_key;
+use super::{message_key, Case, Evaluation, Incoming};
+use crate::ticket::KEYWORD_QUARANTINED;
+
+/// A message that opens or joins no ticket (ignored, left in place): only its index
+/// entry, so it is not looked at again.
+pub fn untracked(
+    store: &Store,
+    inc: Incoming<'_>,
+    ev: &Evaluation,
+    mut report: Report,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let (disposition, ticket) = match &ev.plan.route {
+        Route::Ignore {
+            why: Suppression::OwnMail,
+        } => (Disposition::Ignored, ev.plan.ticket.clone()),
+        Route::Ignore { .. } => {
+            // The daemon's report says what it did: nothing, for a message it knew.
+            report.action = Action::Duplicate;
+            (Disposition::Duplicate, ev.plan.ticket.clone())
+        }
+        _ => (Disposition::Left, None),
+    };
+    let message = message(inc.mailbox, disposition, ticket, &when::stamp(now));
+    store.commit(&index_only(inc, ev.key.clone(), message))?;
+    Ok(report)
+}
+
+/// The triaged message with its ticket and mails; a message another path recorded
+/// first is reported as a duplicate.
+pub fn record(
+    store: &Store,
+    case: &Case,
+    ticket: Ticket,
+    outgoing: Vec<OutMail>,
+    mut report: Report,
+) -> Result<Report, StoreError> {
+    let (ev, inc) = (&case.ev, case.inc);
+    let disposition = if case.forward {
+        Disposition::Forwarded
+    } else {
+        Disposition::Kept
+    };
+    let id = Some(ticket.id.clone());
+    let rec = Record {
+        ack_to: (ev.plan.ack_to.clone()).map(|to| (to, when::day(case.now))),
+        mark: mark(inc, ev.plan.marks.as_ref()),
+        outgoing,
+        subject_key: subject_key(&ev.mail).filter(|_| ev.plan.from_customer),
+        ticket: Some(ticket),
+        ..index_only(
+            inc,
+            ev.key.clone(),
+            message(inc.mailbox, disposition, id, &case.at),
+        )
+    };
+    match store.commit(&rec)? {
+        Committed::Done => recorded(&rec, &mut report),
+        Committed::AlreadyKnown(prev) => duplicate(prev, &mut report),
+    }
+    Ok(report)
+}
+
+/// The ticket's id and the mails' ids are known now.
+fn recorded(rec: &Record, report: &mut Report) {
+    report.ticket = rec.ticket.as_ref().map(|t| t.id.clone());
+    report.mails = rec
+        .outgoing
+        .iter()
+        .map(|m| PlannedMail {
+            kind: m.kind,
+            to: m.to.clone(),
+            message_id: Some(m.message_id.clone()),
+        })
+        .collect();
+}
+
+fn duplicate(prev: MessageRecord, report: &mut Report) {
+    report.action = Action::Duplicate;
+    report.ticket = prev.ticket;
+    report.mails.clear();
+    report.acknowledgement = AckReport {
+        send: false,
+        to: None,
+        suppressed: Some(Suppression::AlreadyTriaged.code()),
+        reason: Some(Suppression::AlreadyTriaged.describe().to_string()),
+    };
+}
+
+/// The planned marks of a message that came from the server; files get none.
+fn mark(inc: Incoming<'_>, marks: Option<&Marks>) -> Option<Mark> {
+    let (cp, marks) = (inc.source?, marks?);
+    Some(Mark {
+        mailbox: inc.mailbox.key.clone(),
+        uid_validity: cp.uid_validity,
+        uid: cp.last_uid,
+        keywords: marks.keywords.iter().map(|k| k.to_string()).collect(),
+        move_to: marks.move_to.clone(),
+    })
+}
+
+fn message(
+    mailbox: &Mailbox,
+    disposition: Disposition,
+    ticket: Option<String>,
+    at: &str,
+) -> MessageRecord {
+    MessageRecord {
+        ticket,
+        mailbox: mailbox.key.clone(),
+        disposition,
+        at: at.to_string(),
+        reason: None,
+    }
+}
+
+/// A record of the index entry and the checkpoint alone.
+fn index_only(inc: Incoming<'_>, key: String, message: MessageRecord) -> Record {
+    Record {
+        key,
+        mailbox: inc.mailbox.key.clone(),
+        source: inc.source,
+        message,
+        ticket: None,
+        outgoing: Vec::new(),
+        mark: None,
+        ack_to: None,
+        subject_key: None,
+    }
+}
+
+/// Keeps a message that cannot be triaged: recorded with the reason (so it is not tried
+/// for ever and an operator finds it), marked `$Quarantined` on the server, never dropped.
+pub fn quarantine(
+    store: &Store,
+    mailbox: &Mailbox,
+    raw: &[u8],
+    source: Option<Checkpoint>,
+    reason: String,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let key = match parse(raw) {
+        Ok(m) => message_key(Some(&m), raw),
+        Err(_) => message_key(None, raw),
+    };
+    tracing::warn!(mailbox = %mailbox.key, key = %key, reason = %reason, "Message quarantined.");
+    let inc = Incoming {
+        mailbox,
+        raw,
+        source,
+    };
+    let mut message = message(mailbox, Disposition::Quarantined, None, &when::stamp(now));
+    message.reason = Some(reason.clone());
+    store.commit(&Record {
+        mark: mark(
+            inc,
+            Some(&Marks {
+                keywords: vec![KEYWORD_QUARANTINED],
+                move_to: None,
+            }),
+        ),
+        ..index_only(inc, key, message)
+    })?;
+    Ok(report::quarantined(mailbox, reason))
+}

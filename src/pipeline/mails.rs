@@ -1,0 +1,151 @@
+//! Composing: the ticket and the message into the mails the plan implies (the forward,
+//! the escalation copy, the acknowledgement), each numbered on the ticket.
+
+use crate::compose::{
+    self, flag_reason, AckInput, ComposeError, FlagLine, ForwardInput, RuleLine, TemplateContext,
+};
+use crate::decide::{AckPlan, Why};
+use crate::ticket::Ticket;
+use crate::ticket::{MailKind, OutMail};
+use crate::when;
+use crate::words;
+
+use super::Case;
+
+/// The mails, in the order they go out; each counts as a mail of the ticket.
+pub fn compose(case: &Case, ticket: &mut Ticket) -> Result<Vec<OutMail>, ComposeError> {
+    let (rules, plan) = (case.rules, &case.ev.plan);
+    let ctx = context(case, ticket);
+    let mut out = Vec::new();
+    if case.forward {
+        out.push(hand_over(case, ticket, &ctx, None, MailKind::Forward)?);
+    }
+    if let Some(q) = plan.copy_to.as_ref().map(|q| &rules.queues[q]) {
+        let to = (q.name_in(&ticket.language), q.address.as_str());
+        out.push(hand_over(
+            case,
+            ticket,
+            &ctx,
+            Some(to),
+            MailKind::Escalation,
+        )?);
+    }
+    if let Some(to) = &plan.ack_to {
+        out.push(acknowledgement(case, ticket, &ctx, to)?);
+    }
+    Ok(out)
+}
+
+/// The template context: the ticket's, with this message's part filled in.
+fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
+    let (rules, ev, lang) = (case.rules, &case.ev, ticket.language.as_str());
+    let joined = ev.plan.ticket.is_some();
+    let mut ctx = compose::ticket_context(rules, ticket, lang);
+    ctx.mailbox = case.inc.mailbox.key.clone();
+    ctx.mailbox_address = case.inc.mailbox.address.clone();
+    if !joined {
+        ctx.category = ev.class.category.clone().unwrap_or_default();
+        ctx.rules = ev
+            .class
+            .fired
+            .iter()
+            .map(|f| RuleLine {
+                name: f.rule.clone(),
+                field: f.field.clone(),
+                matched: f.matched.clone(),
+            })
+            .collect();
+    }
+    ctx.reason = case.reason(lang);
+    ctx.subject = ev.mail.subject.clone();
+    ctx.received = when::human(&case.at);
+    ctx.ack_reason = ev
+        .plan
+        .ack_reason()
+        .map(|r| words::suppression(r, lang))
+        .unwrap_or_default();
+    ctx.forwarded = case.forward;
+    ctx.follow_up = ev.plan.follow_up();
+    if let Why::Bounced { between, .. } = &case.why {
+        let names: Vec<String> = between
+            .iter()
+            .map(|q| words::queue_name(rules, q, lang).to_string())
+            .collect();
+        ctx.bounced = words::and_list(&names, lang);
+    }
+    ctx.flags = ev
+        .class
+        .flags
+        .iter()
+        .map(|f| FlagLine {
+            name: f.rule.clone(),
+            reason: flag_reason(rules, &f.rule, lang),
+            matched: f.matched.clone(),
+        })
+        .collect();
+    ctx
+}
+
+/// The forward to the queue, or the copy to the escalation queue: one mail with
+/// different recipients and kinds.
+fn hand_over(
+    case: &Case,
+    ticket: &mut Ticket,
+    ctx: &TemplateContext,
+    to: Option<(&str, &str)>,
+    kind: MailKind,
+) -> Result<OutMail, ComposeError> {
+    let what = match kind {
+        MailKind::Escalation => "escalation",
+        _ => "forward",
+    };
+    let id = next_id(case, ticket, what);
+    // Every mail about a flagged message stands out.
+    let marker = (case.ev.plan.escalate_to.as_ref())
+        .and(case.rules.escalation.as_ref())
+        .map(|e| e.marker.as_str());
+    let m = compose::forward(
+        case.rules,
+        ForwardInput {
+            to,
+            escalated: marker,
+            mail: &case.ev.mail,
+            raw: case.inc.raw,
+            lang: &ticket.language,
+            ctx,
+            message_id: &id,
+            now: case.now,
+        },
+    )?;
+    Ok(OutMail { kind, ..m })
+}
+
+fn acknowledgement(
+    case: &Case,
+    ticket: &mut Ticket,
+    ctx: &TemplateContext,
+    to: &str,
+) -> Result<OutMail, ComposeError> {
+    let which = if case.ev.plan.ack == AckPlan::Added {
+        "added"
+    } else {
+        "ack"
+    };
+    let id = next_id(case, ticket, which);
+    compose::acknowledgement(
+        case.rules,
+        AckInput {
+            which,
+            mail: &case.ev.mail,
+            to,
+            lang: &ticket.language,
+            ctx,
+            message_id: &id,
+            now: case.now,
+        },
+    )
+}
+
+fn next_id(case: &Case, ticket: &mut Ticket, what: &str) -> String {
+    ticket.next_mail_id(what, &format!("mailtriage.{}", case.rules.company.domain))
+}
