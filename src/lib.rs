@@ -14,6 +14,8 @@
 //! only modules that touch sled, IMAP and SMTP) above those; pipeline, runtime and cli
 //! on top.
 
+#![deny(clippy::too_many_lines)]
+
 pub mod classify;
 pub mod cli;
 pub mod compose;

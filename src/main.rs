@@ -1,6 +1,8 @@
 //! The `mailtriage` binary: parses the command line, sets up logging and runs one
 //! command. Everything else lives in the library.
 
+#![deny(clippy::too_many_lines)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -118,20 +118,8 @@ pub(super) fn summary_line(name: &str, r: &Report) -> String {
 fn outcome(r: &Report) -> String {
     let ticket = r.ticket.as_deref();
     match r.action {
-        Action::Forward => format!(
-            "{} -> forwarded to {} as {}{}",
-            request(r),
-            r.queue_address.as_deref().unwrap_or(""),
-            ticket.unwrap_or(""),
-            red_flags(r)
-        ),
-        Action::Keep => format!(
-            "{} -> kept for {} as {}{}",
-            request(r),
-            r.queue.as_deref().unwrap_or(""),
-            ticket.unwrap_or(""),
-            red_flags(r)
-        ),
+        Action::Forward => routed(r, "forwarded to", r.queue_address.as_deref()),
+        Action::Keep => routed(r, "kept for", r.queue.as_deref()),
         Action::Leave => format!(
             "{} -> left in place, not a customer request",
             r.category.as_deref().unwrap_or("")
@@ -143,6 +131,17 @@ fn outcome(r: &Report) -> String {
         ),
         Action::Quarantine => format!("QUARANTINED: {}", r.reason),
     }
+}
+
+/// A request that went to a queue (`forwarded to support@...`, `kept for support`).
+fn routed(r: &Report, how: &str, whom: Option<&str>) -> String {
+    format!(
+        "{} -> {how} {} as {}{}",
+        request(r),
+        whom.unwrap_or(""),
+        r.ticket.as_deref().unwrap_or(""),
+        red_flags(r)
+    )
 }
 
 fn request(r: &Report) -> String {

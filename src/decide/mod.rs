@@ -908,34 +908,27 @@ mod tests {
         );
     }
 
+    /// "Site is down" at billing, with what the state knows of its thread.
+    fn plan_in_thread(thread: ThreadView) -> Plan {
+        plan_for("billing", "", "Site is down", "", &thread)
+    }
+
     #[test]
     fn duplicate_and_daily_cap() {
-        let p = plan_for(
-            "billing",
-            "",
-            "Site is down",
-            "",
-            &ThreadView {
-                already_triaged: Some("T-1".into()),
-                ..Default::default()
-            },
-        );
+        let p = plan_in_thread(ThreadView {
+            already_triaged: Some("T-1".into()),
+            ..Default::default()
+        });
         assert_eq!(
             p.route,
             Route::Ignore {
                 why: Suppression::AlreadyTriaged
             }
         );
-        let p = plan_for(
-            "billing",
-            "",
-            "Site is down",
-            "",
-            &ThreadView {
-                acks_to_sender_today: 100,
-                ..Default::default()
-            },
-        );
+        let p = plan_in_thread(ThreadView {
+            acks_to_sender_today: 100,
+            ..Default::default()
+        });
         assert_eq!(
             p.ack,
             AckPlan::No {

@@ -22,8 +22,9 @@ pub struct AckReport {
 }
 
 /// What happened to a message, in a word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Action {
     Forward,
     Keep,
@@ -37,21 +38,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// Its name, as serde writes it (one derive gives both, so they cannot drift apart).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Forward => "forward",
-            Action::Keep => "keep",
-            Action::Leave => "leave",
-            Action::Ignore => "ignore",
-            Action::Quarantine => "quarantine",
-            Action::Duplicate => "duplicate",
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

@@ -82,8 +82,11 @@ pub struct MessageRecord {
 }
 
 /// What was done with a message, as the index keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Disposition {
     Forwarded,
     Kept,
@@ -99,29 +102,9 @@ pub enum Disposition {
 }
 
 impl Disposition {
+    /// Its name, as serde writes it (one derive gives both, so they cannot drift apart).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Disposition::Forwarded => "forwarded",
-            Disposition::Kept => "kept",
-            Disposition::Left => "left",
-            Disposition::Ignored => "ignored",
-            Disposition::Duplicate => "duplicate",
-            Disposition::Quarantined => "quarantined",
-            Disposition::Sent => "sent",
-        }
-    }
-}
-
-impl std::fmt::Display for Disposition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// So a disposition compares with the word stored and shown for it.
-impl PartialEq<&str> for Disposition {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        self.into()
     }
 }
 
@@ -833,7 +816,8 @@ mod tests {
             s.message("T-1001.5@mailtriage.example.test")
                 .unwrap()
                 .unwrap()
-                .disposition,
+                .disposition
+                .as_str(),
             "sent"
         );
         s.outbox_done(out[0].0).unwrap();

@@ -286,8 +286,11 @@ impl Ticket {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum MailKind {
     Forward,
     Acknowledgement,
@@ -302,21 +305,9 @@ pub enum MailKind {
 }
 
 impl MailKind {
+    /// Its name, as serde writes it (one derive gives both, so they cannot drift apart).
     pub fn as_str(self) -> &'static str {
-        match self {
-            MailKind::Forward => "forward",
-            MailKind::Acknowledgement => "acknowledgement",
-            MailKind::Added => "added",
-            MailKind::Escalation => "escalation",
-            MailKind::Reminder => "reminder",
-            MailKind::Status => "status",
-        }
-    }
-}
-
-impl std::fmt::Display for MailKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
