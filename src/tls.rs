@@ -27,6 +27,7 @@ pub enum TlsError {
 }
 
 impl TlsError {
+    /// Never: a bad `ca_file` or setting stays bad until an operator changes it.
     pub fn is_temporary(&self) -> bool {
         false
     }

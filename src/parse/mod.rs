@@ -38,6 +38,13 @@ pub enum ParseError {
     Panicked(String),
 }
 
+impl ParseError {
+    /// Never: the same bytes fail the same way again, so the message is quarantined.
+    pub fn is_temporary(&self) -> bool {
+        false
+    }
+}
+
 /// One message, decoded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Mail {
