@@ -77,7 +77,10 @@ fn check(name: &str, exp: &Expect, r: &pipeline::Report, failures: &mut Vec<Stri
     );
     fail(
         "ack_suppressed",
-        r.acknowledgement.suppressed.unwrap_or("").to_string(),
+        r.acknowledgement
+            .suppressed
+            .map_or("", |s| s.code())
+            .to_string(),
         exp.ack_suppressed.clone().unwrap_or_default(),
     );
     if r.action != "ignore" {

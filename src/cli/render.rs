@@ -84,7 +84,7 @@ fn decision_lines(s: &mut String, mb: &Mailbox, r: &Report) {
             s,
             "ack:       no: {} ({})",
             ack.reason.as_deref().unwrap_or(""),
-            ack.suppressed.unwrap_or("-")
+            ack.suppressed.map_or("-", |s| s.code())
         );
     }
     for m in &r.mails {

@@ -94,8 +94,9 @@ pub enum Why {
 
 /// Why no acknowledgement goes out. Codes follow RFC 3834's list of messages that must
 /// not get an automatic reply, then the daemon's own limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Suppression {
     OwnMail,
     AlreadyTriaged,
@@ -121,24 +122,9 @@ pub enum Suppression {
 }
 
 impl Suppression {
+    /// Its reason code, as `explain --json` and the metrics write it.
     pub fn code(self) -> &'static str {
-        match self {
-            Suppression::OwnMail => "own-mail",
-            Suppression::AlreadyTriaged => "already-triaged",
-            Suppression::AutoSubmitted => "auto-submitted",
-            Suppression::NullSender => "null-sender",
-            Suppression::RobotSender => "robot-sender",
-            Suppression::Precedence => "precedence",
-            Suppression::List => "list",
-            Suppression::AutoResponseSuppress => "auto-response-suppress",
-            Suppression::Spam => "spam",
-            Suppression::FollowUp => "follow-up",
-            Suppression::DailyCap => "daily-cap",
-            Suppression::NoAddress => "no-address",
-            Suppression::NotARequest => "not-a-request",
-            Suppression::FromStaff => "from-staff",
-            Suppression::DmarcFail => "dmarc-fail",
-        }
+        self.into()
     }
 
     /// A sentence for the note and `explain`.
@@ -911,6 +897,32 @@ mod tests {
     /// "Site is down" at billing, with what the state knows of its thread.
     fn plan_in_thread(thread: ThreadView) -> Plan {
         plan_for("billing", "", "Site is down", "", &thread)
+    }
+
+    #[test]
+    fn reason_codes_are_the_documented_words_in_json_and_text() {
+        use Suppression::*;
+        let all = [
+            (OwnMail, "own-mail"),
+            (AlreadyTriaged, "already-triaged"),
+            (AutoSubmitted, "auto-submitted"),
+            (NullSender, "null-sender"),
+            (RobotSender, "robot-sender"),
+            (Precedence, "precedence"),
+            (List, "list"),
+            (AutoResponseSuppress, "auto-response-suppress"),
+            (Spam, "spam"),
+            (FollowUp, "follow-up"),
+            (DailyCap, "daily-cap"),
+            (NoAddress, "no-address"),
+            (NotARequest, "not-a-request"),
+            (FromStaff, "from-staff"),
+            (DmarcFail, "dmarc-fail"),
+        ];
+        for (s, word) in all {
+            assert_eq!(s.code(), word);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{word}\""));
+        }
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn duplicate(prev: MessageRecord, report: &mut Report) {
     report.acknowledgement = AckReport {
         send: false,
         to: None,
-        suppressed: Some(Suppression::AlreadyTriaged.code()),
+        suppressed: Some(Suppression::AlreadyTriaged),
         reason: Some(Suppression::AlreadyTriaged.describe().to_string()),
     };
 }

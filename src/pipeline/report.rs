@@ -17,7 +17,7 @@ pub struct AckReport {
     pub send: bool,
     pub to: Option<String>,
     /// Reason code when no acknowledgement is sent (e.g. "auto-submitted").
-    pub suppressed: Option<&'static str>,
+    pub suppressed: Option<Suppression>,
     pub reason: Option<String>,
 }
 
@@ -152,7 +152,7 @@ fn ack_report(plan: &Plan) -> AckReport {
     AckReport {
         send: plan.ack.is_yes(),
         to: plan.ack_to.clone(),
-        suppressed: reason.map(Suppression::code),
+        suppressed: reason,
         reason: reason.map(|r| r.describe().to_string()),
     }
 }

@@ -313,7 +313,7 @@ fn log_triaged(r: &Report, shadow: bool) {
         category = %r.category.as_deref().unwrap_or("-"),
         queue = %r.queue.as_deref().unwrap_or("-"),
         ack = r.acknowledgement.send,
-        suppressed = %r.acknowledgement.suppressed.unwrap_or("-"),
+        suppressed = %r.acknowledgement.suppressed.map_or("-", |s| s.code()),
         "Message triaged."
     );
 }

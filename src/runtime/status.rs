@@ -258,7 +258,7 @@ pub fn count_message(mailbox: &str, r: &Report, shadow: bool) {
         metrics::counter!("mailtriage_messages_acknowledged_total", "mailbox" => mb.clone(), "mode" => mode)
             .increment(1);
     } else if let Some(reason) = r.acknowledgement.suppressed {
-        metrics::counter!("mailtriage_acknowledgements_suppressed_total", "mailbox" => mb.clone(), "reason" => reason)
+        metrics::counter!("mailtriage_acknowledgements_suppressed_total", "mailbox" => mb.clone(), "reason" => reason.code())
             .increment(1);
     }
     if !r.flags.is_empty() {
