@@ -66,6 +66,66 @@ fn press_release(customer: &str, id: &str) -> Mail {
         .body("Could you review our press release?")
 }
 
+/// How many times `line` is in the daemon's log, after the watcher has had time to
+/// fire (its debounce is half a second) and any reload it started to finish.
+fn settled_count(daemon: &Daemon, line: &str) -> usize {
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.log().matches(line).count()
+}
+
+#[test]
+fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
+    let lab = Lab::setup().rules(&shipped_rules()).start();
+    let daemon = lab.daemon();
+    wait_status(&daemon, &lab.state, all_connected);
+
+    // What an admin does all day: cat, less, `mailtriage check`, an editor opened and
+    // closed without saving. None of it is a change.
+    for _ in 0..10 {
+        std::fs::read(&lab.rules).unwrap();
+        std::fs::read(&lab.config).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cli(&["check"]).rules(&lab.rules).run().status.success());
+    assert_eq!(
+        settled_count(&daemon, "Rules reloaded"),
+        0,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        settled_count(&daemon, "Settings file changed"),
+        0,
+        "{}",
+        daemon.log()
+    );
+
+    // A real edit is applied once: the reload's own reading of the file is no change.
+    save(&lab.rules, &(shipped_rules() + "\n# edited\n"));
+    daemon.wait_log("Rules reloaded");
+    assert_eq!(
+        settled_count(&daemon, "Rules reloaded"),
+        1,
+        "{}",
+        daemon.log()
+    );
+
+    // A broken edit is refused once, however often the file is read afterwards.
+    save(&lab.rules, "[company\n");
+    daemon.wait_log("Rules not reloaded");
+    for _ in 0..5 {
+        std::fs::read(&lab.rules).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        settled_count(&daemon, "Rules not reloaded"),
+        1,
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_restart() {
     let lab = Lab::setup().rules(&shipped_rules()).start();

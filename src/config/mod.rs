@@ -19,8 +19,8 @@ mod templates;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
-    Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule, RuleTest, Rules,
-    Unmatched,
+    version_of, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule,
+    RuleTest, Rules, Unmatched,
 };
 pub use settings::{
     Archive, ImapOptions, Login, SecretSource, Server, Settings, TlsMode, DEFAULT_SMTP_CONNECTIONS,

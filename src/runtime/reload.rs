@@ -4,6 +4,11 @@
 //! then is it swapped into the `ArcSwap` the mailbox tasks read per batch. A file with
 //! any error leaves the rules in force untouched. mailtriage.toml is not reloaded: a
 //! change to it is logged as needing a restart.
+//!
+//! Only a change is a reason: the watcher ignores opening and reading (an admin's `cat`,
+//! `mailtriage check`, and the reload's own reading of the file, which would otherwise
+//! start the next reload), and a file whose text is the one last handled, applied or
+//! refused, is neither reloaded nor logged again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use crate::config::{Rule, Rules};
+use crate::config::{version_of, Rule, Rules};
 use crate::runtime::runner::Shared;
 use crate::runtime::status::Board;
 use crate::runtime::systemd;
@@ -159,43 +164,69 @@ pub fn reload(path: &Path, rules: &ArcSwap<Rules>, board: &Board, cause: &str) -
     true
 }
 
-/// Watches the folders of the rules and settings files; changes to either file are
-/// sent on `tx`, debounced. Keep the returned watcher alive as long as it should run.
+/// Whether a watcher event can change a file's text: written and closed, created,
+/// renamed, removed. Opening, reading and metadata cannot.
+fn changes_text(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        // A backend that cannot say what happened: the text digest decides.
+        EventKind::Any => true,
+        EventKind::Other => false,
+    }
+}
+
+/// Watches the folders of the rules and settings files; changes to either file's text
+/// are sent on `tx`. Keep the returned watcher alive as long as it should run.
 pub fn watch(
     rules: &Path,
     settings: &Path,
     tx: mpsc::UnboundedSender<Changed>,
-) -> Result<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>, notify::Error> {
+) -> Result<notify::RecommendedWatcher, notify::Error> {
+    use notify::Watcher as _;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (rules, settings) = (abs(rules), abs(settings));
     let (r, s) = (rules.clone(), settings.clone());
-    let mut deb = notify_debouncer_mini::new_debouncer(
-        DEBOUNCE,
-        move |res: notify_debouncer_mini::DebounceEventResult| {
-            let Ok(events) = res else { return };
-            let mut seen = (false, false);
-            for e in events {
-                seen.0 |= e.path == r;
-                seen.1 |= e.path == s;
-            }
-            if seen.0 {
-                let _ = tx.send(Changed::Rules);
-            }
-            if seen.1 {
-                let _ = tx.send(Changed::Settings);
-            }
-        },
-    )?;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if !changes_text(&event.kind) {
+            return;
+        }
+        if event.paths.contains(&r) {
+            let _ = tx.send(Changed::Rules);
+        }
+        if event.paths.contains(&s) {
+            let _ = tx.send(Changed::Settings);
+        }
+    })?;
     let mut dirs: Vec<PathBuf> = [&rules, &settings]
         .iter()
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect();
     dirs.dedup();
     for d in dirs {
-        deb.watcher()
-            .watch(&d, notify::RecursiveMode::NonRecursive)?;
+        watcher.watch(&d, notify::RecursiveMode::NonRecursive)?;
     }
-    Ok(deb)
+    Ok(watcher)
+}
+
+/// An editor saves in several steps: the changes that come within [`DEBOUNCE`] of the
+/// first are one change.
+async fn settle(first: Changed, rx: &mut mpsc::UnboundedReceiver<Changed>) -> (bool, bool) {
+    tokio::time::sleep(DEBOUNCE).await;
+    let mut seen = (first == Changed::Rules, first == Changed::Settings);
+    while let Ok(c) = rx.try_recv() {
+        seen.0 |= c == Changed::Rules;
+        seen.1 |= c == Changed::Settings;
+    }
+    seen
+}
+
+/// The digest of a file's text, `None` when it cannot be read (a reload then says why).
+fn digest(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|t| version_of(&t))
 }
 
 /// The reload task: reloads the rules on SIGHUP and when rules.toml changes; says that
@@ -215,33 +246,78 @@ pub async fn run(
             None
         }
     };
+    // The texts last handled: a file event with the same text is no change.
+    let mut rules_seen = Some(shared.rules.load().version.clone());
+    let mut settings_seen = digest(&config_path);
     loop {
-        let cause = tokio::select! {
+        let (rules_event, settings_event) = tokio::select! {
             _ = shared.stop.cancelled() => break,
-            _ = hup.recv() => "SIGHUP",
+            _ = hup.recv() => {
+                rules_seen = digest(&rules_path);
+                reload_now(&rules_path, &shared, "SIGHUP").await;
+                continue;
+            }
             c = rx.recv() => match c {
-                Some(Changed::Rules) => "file changed",
-                Some(Changed::Settings) => {
-                    tracing::warn!(file = %config_path.display(), "Settings file changed; settings are not reloaded, restart the daemon to apply them.");
-                    continue;
-                }
+                Some(c) => settle(c, &mut rx).await,
                 None => std::future::pending().await,
             },
         };
-        systemd::notify_reloading();
-        let (path, rules, board) = (
-            rules_path.clone(),
-            shared.rules.clone(),
-            shared.board.clone(),
-        );
-        let _ = tokio::task::spawn_blocking(move || reload(&path, &rules, &board, cause)).await;
-        systemd::notify_reloaded();
+        if settings_event && changed(&config_path, &mut settings_seen) {
+            tracing::warn!(file = %config_path.display(), "Settings file changed; settings are not reloaded, restart the daemon to apply them.");
+        }
+        if rules_event && changed(&rules_path, &mut rules_seen) {
+            reload_now(&rules_path, &shared, "file changed").await;
+        }
     }
+}
+
+/// Whether the file's text differs from the one last handled; remembers the new one.
+fn changed(path: &Path, seen: &mut Option<String>) -> bool {
+    let now = digest(path);
+    // An unreadable file is a change each time: the reload says what is wrong with it.
+    let same = now.is_some() && now == *seen;
+    *seen = now;
+    !same
+}
+
+/// Reloads on a blocking thread, telling systemd around it.
+async fn reload_now(path: &Path, shared: &Shared, cause: &'static str) {
+    systemd::notify_reloading();
+    let (path, rules, board) = (
+        path.to_path_buf(),
+        shared.rules.clone(),
+        shared.board.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || reload(&path, &rules, &board, cause)).await;
+    systemd::notify_reloaded();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_events_that_can_change_the_text_count() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, EventKind, MetadataKind, ModifyKind,
+            RemoveKind, RenameMode,
+        };
+        let reads = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+        ];
+        let writes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+        ];
+        assert!(reads.iter().all(|k| !changes_text(k)));
+        assert!(writes.iter().all(changes_text));
+    }
 
     fn shipped() -> String {
         crate::config::testing::shipped_text()

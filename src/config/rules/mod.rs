@@ -103,8 +103,9 @@ impl Rules {
     }
 }
 
-/// Short digest of the file's text.
-fn version_of(text: &str) -> String {
+/// Short digest of the file's text: the rules' version, and how a reload tells a file
+/// that changed from one that was only read.
+pub fn version_of(text: &str) -> String {
     format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12].to_string()
 }
 
