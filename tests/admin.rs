@@ -123,6 +123,15 @@ fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
         "{}",
         daemon.log()
     );
+    let st = status(&lab.state);
+    assert!(st["rules_refused"].is_string(), "{st}");
+    let text = cli(&["status"]).state(&lab.state).run().text();
+    assert!(text.contains("REFUSED"), "{text}");
+
+    // Fixed: status no longer says refused.
+    save(&lab.rules, &shipped_rules());
+    let st = wait_status(&daemon, &lab.state, |s| s["rules_refused"].is_null());
+    assert_eq!(st["reloads_failed"], 1, "{st}");
     assert!(daemon.stop().success());
 }
 

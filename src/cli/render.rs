@@ -256,6 +256,12 @@ pub(super) fn status_text(st: &StatusReport) -> String {
         st.reloads_ok,
         st.reloads_failed
     );
+    if let Some(why) = &st.rules_refused {
+        let _ = writeln!(
+            s,
+            "rules:     the file on disk is REFUSED, the rules above stay: {why}"
+        );
+    }
     let _ = writeln!(s, "outbox:    {} mail(s) waiting", st.outbox);
     if st.shadow_mails > 0 {
         let _ = writeln!(

@@ -78,6 +78,10 @@ pub struct StatusReport {
     pub rules_loaded: String,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// The file on disk was refused, "TIME  WHY", until a reload succeeds: the rules in
+    /// force are older than the file.
+    #[serde(default)]
+    pub rules_refused: Option<String>,
     /// Most recent first: "TIME  WHAT".
     pub last_errors: Vec<String>,
 }
@@ -194,6 +198,7 @@ impl Board {
         i.report.rules_version = version.to_string();
         i.report.rules_loaded = crate::when::stamp(SystemTime::now());
         i.report.reloads_ok += 1;
+        i.report.rules_refused = None;
         metrics::counter!("mailtriage_reloads_total", "result" => "ok").increment(1);
     }
 
@@ -201,6 +206,8 @@ impl Board {
         {
             let mut i = self.lock();
             i.report.reloads_failed += 1;
+            let at = crate::when::stamp(SystemTime::now());
+            i.report.rules_refused = Some(format!("{at}  {why}"));
         }
         metrics::counter!("mailtriage_reloads_total", "result" => "failed").increment(1);
         self.error(&format!("reload refused: {why}"));
