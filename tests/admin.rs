@@ -123,6 +123,13 @@ fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
         "{}",
         daemon.log()
     );
+    // One line (journald splits lines into entries), with the mistake in it.
+    let log = daemon.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("Rules not reloaded"))
+        .unwrap();
+    assert!(refused.contains("rules.toml:1"), "{log}");
     let st = status(&lab.state);
     assert!(st["rules_refused"].is_string(), "{st}");
     let text = cli(&["status"]).state(&lab.state).run().text();

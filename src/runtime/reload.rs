@@ -111,7 +111,12 @@ pub fn reload(path: &Path, rules: &ArcSwap<Rules>, board: &Board, cause: &str) -
     let new = match crate::pipeline::ruletest::load(path) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(file = %path.display(), cause, errors = e.0.len(), "Rules not reloaded; the rules in force stay:\n{e}");
+            // One line, so journald keeps it as one entry.
+            let errors: Vec<String> =
+                e.0.iter()
+                    .map(|e| e.to_string().replace('\n', " "))
+                    .collect();
+            tracing::error!(file = %path.display(), cause, count = e.0.len(), errors = %errors.join(" | "), "Rules not reloaded; the rules in force stay.");
             board.reload_failed(&format!(
                 "{} error(s) in {}: {}",
                 e.0.len(),
