@@ -363,6 +363,21 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
     lab.wait_forward("support@example.test", id);
     let after = scrape(port);
     assert_eq!(forwarded_from_billing(&after), 1.0, "{after}");
+    assert!(
+        after.contains("# HELP mailtriage_messages_forwarded_total Messages forwarded"),
+        "every metric says what it counts:\n{after}"
+    );
+    // The log line says which message it was and whose.
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Message triaged."))
+        .unwrap();
+    assert!(
+        line.contains("message_id=metrics-1@example.test")
+            && line.contains("customer7@example.test"),
+        "{line}"
+    );
     assert_eq!(
         sample(
             &after,

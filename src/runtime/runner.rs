@@ -308,6 +308,8 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 fn log_triaged(r: &Report, shadow: bool) {
     tracing::info!(
         shadow,
+        message_id = %r.message_id.as_deref().unwrap_or("-"),
+        from = %r.from.as_deref().unwrap_or("-"),
         ticket = %r.ticket.as_deref().unwrap_or("-"),
         action = %r.action,
         category = %r.category.as_deref().unwrap_or("-"),

@@ -278,5 +278,54 @@ pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))
+        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))?;
+    describe_metrics();
+    Ok(())
+}
+
+/// The `# HELP` line of every metric, as the README's table says it.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!("mailtriage_messages_seen_total", "Messages triaged.");
+    describe_counter!(
+        "mailtriage_messages_forwarded_total",
+        "Messages forwarded to another queue."
+    );
+    describe_counter!(
+        "mailtriage_messages_acknowledged_total",
+        "Messages whose customer gets an acknowledgement."
+    );
+    describe_counter!(
+        "mailtriage_acknowledgements_suppressed_total",
+        "Messages that get no acknowledgement, by reason code."
+    );
+    describe_counter!(
+        "mailtriage_messages_flagged_total",
+        "Messages on which red flags fired."
+    );
+    describe_counter!(
+        "mailtriage_messages_quarantined_total",
+        "Messages that could not be read and were kept for an operator."
+    );
+    describe_counter!(
+        "mailtriage_reloads_total",
+        "Rule reloads, applied or refused."
+    );
+    describe_gauge!("mailtriage_outbox_depth", "Mails waiting to be sent.");
+    describe_gauge!(
+        "mailtriage_shadow_mails",
+        "Mails shadow mode decided and kept."
+    );
+    describe_gauge!(
+        "mailtriage_mailbox_connected",
+        "1 while the mailbox is connected."
+    );
+    describe_gauge!(
+        "mailtriage_mailbox_state",
+        "0 connecting, 1 idle, 2 syncing, 3 failing, 4 stopped."
+    );
+    describe_gauge!(
+        "mailtriage_mailbox_last_sync_seconds",
+        "Unix time of the mailbox's last catch-up."
+    );
 }
