@@ -477,7 +477,12 @@ fn ignore(why: Suppression) -> Plan {
         incident: None,
         from_customer: false,
         hops: Vec::new(),
-        marks: None,
+        // Marked like every message the daemon has looked at: after a state loss the
+        // mark says it was seen, and a mail client can hide what needs no one.
+        marks: Some(Marks {
+            keywords: vec![KEYWORD_TRIAGED],
+            move_to: None,
+        }),
     }
 }
 
@@ -844,11 +849,9 @@ mod tests {
                 reason: Suppression::OwnMail
             }
         );
-        assert_eq!(
-            (p.marks, p.hops.len(), p.ack_to),
-            (None, 0, None),
-            "nothing marked"
-        );
+        assert_eq!((p.hops.len(), p.ack_to), (0, None));
+        // Marked as seen, like every message the daemon looked at; never as forwarded.
+        assert_eq!(p.marks.unwrap().keywords, vec![KEYWORD_TRIAGED]);
     }
 
     #[test]

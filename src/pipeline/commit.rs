@@ -19,8 +19,8 @@ use super::thread::subject_key;
 use super::{message_key, Case, Evaluation, Incoming};
 use crate::ticket::KEYWORD_QUARANTINED;
 
-/// A message that opens or joins no ticket (ignored, left in place): only its index
-/// entry, so it is not looked at again.
+/// A message that opens or joins no ticket (ignored, left in place): its index entry,
+/// so it is not looked at again, and its mark.
 pub fn untracked(
     store: &Store,
     inc: Incoming<'_>,
@@ -40,7 +40,11 @@ pub fn untracked(
         _ => (Disposition::Left, None),
     };
     let message = message(inc.mailbox, disposition, ticket, &when::stamp(now));
-    store.commit(&index_only(inc, ev.key.clone(), message))?;
+    let rec = Record {
+        mark: mark(inc, ev.plan.marks.as_ref()),
+        ..index_only(inc, ev.key.clone(), message)
+    };
+    store.commit(&rec)?;
     Ok(report)
 }
 

@@ -487,7 +487,10 @@ impl Store {
                         err: e.to_string(),
                     })
                 })?;
-                // Still advance the checkpoint: the server copy is handled.
+                // Still mark the server copy and advance the checkpoint: it is handled.
+                if let Some(mark) = &rec.mark {
+                    marks.insert(mark_key(mark), json(mark))?;
+                }
                 if let Some(cp) = rec.source {
                     advance(cps, &rec.mailbox, cp)?;
                 }
@@ -810,7 +813,8 @@ mod tests {
                 last_uid: 6
             })
         );
-        assert_eq!(s.pending_marks("billing").unwrap().len(), 1);
+        // Both server copies are marked: the second one is handled too, by the first.
+        assert_eq!(s.pending_marks("billing").unwrap().len(), 2);
         assert_eq!(s.acks_on("C@example.com", "2026-01-01").unwrap(), 1);
         assert_eq!(
             s.message("T-1001.5@mailtriage.example.test")
