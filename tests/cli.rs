@@ -225,6 +225,35 @@ fn demo_triages_the_samples_into_files() {
     }
 }
 
+#[test]
+fn added_to_your_request_names_the_request_once_not_the_reply_s_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("outbox");
+    let o = cli(&["demo"]).current_dir(dir.path()).outbox(&out).run();
+    assert!(o.status.success(), "{}", o.text());
+    let subjects: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter_map(|raw| {
+            let m = mail_parser::MessageParser::default().parse(&raw)?;
+            let id = m.message_id()?.to_string();
+            id.contains(".added@")
+                .then(|| m.subject().unwrap_or("").to_string())
+        })
+        .collect();
+    // Sample 11 is Ivan's reply to the acknowledgement of sample 01, "Re: [#T-1001] Ваше
+    // обращение получено: Сайт не работает ...": the mail that tells him it was added names
+    // his request, with its tag once.
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    let s = &subjects[0];
+    assert_eq!(s.matches("[#T-1001]").count(), 1, "{s}");
+    assert!(
+        s.contains("Добавлено к вашему обращению: Сайт не работает"),
+        "{s}"
+    );
+    assert!(!s.contains("Re:") && !s.contains("получено"), "{s}");
+}
+
 /// The shipped rules with INC-9, active for an hour now, on mail about the invoice page.
 fn rules_with_an_incident() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -132,6 +132,18 @@ fn acknowledgement(
         "ack"
     };
     let id = next_id(case, ticket, which);
+    // "Added to your request" names the request, not this message: a reply's subject
+    // would repeat the tag and the acknowledgement's own words.
+    let added;
+    let ctx = if which == "added" {
+        added = TemplateContext {
+            subject: ticket.subject.clone(),
+            ..ctx.clone()
+        };
+        &added
+    } else {
+        ctx
+    };
     compose::acknowledgement(
         case.rules,
         AckInput {
