@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
+
 use support::cli::cli;
 use support::{root, shipped_rules, write_rules};
 
@@ -252,6 +254,62 @@ fn added_to_your_request_names_the_request_once_not_the_reply_s_subject() {
         "{s}"
     );
     assert!(!s.contains("Re:") && !s.contains("получено"), "{s}");
+}
+
+/// A password file with `mode`, in `dir`.
+fn password_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, "secret\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = password_file(dir.path(), "ok.pass", 0o600);
+    let open = password_file(dir.path(), "open.pass", 0o644);
+    let example = std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap();
+    let config = dir.path().join("mailtriage.toml");
+    let write = |monitoring: &Path| {
+        let text = example
+            .replace(
+                "/etc/mailtriage/monitoring.pass",
+                &monitoring.display().to_string(),
+            )
+            .replace("/etc/mailtriage/smtp.pass", &ok.display().to_string())
+            .replace("/etc/mailtriage/billing.pass", &ok.display().to_string())
+            .replace("/etc/mailtriage/support.pass", &ok.display().to_string());
+        std::fs::write(&config, text).unwrap();
+    };
+    write(&open);
+    let o = cli(&["check", "--config"])
+        .arg(&config)
+        .shipped_rules()
+        .run();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    assert!(
+        o.stderr.contains("mailboxes.monitoring.password_file")
+            && o.stderr.contains("mode 644")
+            && o.stderr.contains("chmod 600"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("mailboxes.sales.password_env")
+            && o.stderr.contains("MAILTRIAGE_SALES_PASSWORD is not set"),
+        "{}",
+        o.stderr
+    );
+    // Mended: the file is the owner's alone and the variable is set.
+    write(&ok);
+    let o = cli(&["check", "--config"])
+        .arg(&config)
+        .shipped_rules()
+        .env("MAILTRIAGE_SALES_PASSWORD", "secret")
+        .run();
+    assert!(o.status.success(), "{}", o.text());
 }
 
 /// The shipped rules with INC-9, active for an hour now, on mail about the invoice page.

@@ -11,6 +11,9 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
     if let (Some(r), Some(s)) = (&rules, &settings) {
         errors.extend(s.check_against(r));
     }
+    if let Some(s) = &settings {
+        errors.extend(s.secret_errors());
+    }
     // Warnings are printed even when there are errors: they are often the cause.
     if let Some(r) = &rules {
         print_warnings(r);

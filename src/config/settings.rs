@@ -221,9 +221,11 @@ impl SecretSource {
                     use std::os::unix::fs::PermissionsExt;
                     let meta = std::fs::metadata(p)
                         .map_err(|e| format!("password file {}: {e}", p.display()))?;
-                    if meta.permissions().mode() & 0o007 != 0 {
+                    // 0600 or stricter: a group that can read it is as many more
+                    // people who can read the customers' mail.
+                    if meta.permissions().mode() & 0o077 != 0 {
                         return Err(format!(
-                            "password file {} is readable by others (mode {:o}); run chmod 600 on it",
+                            "password file {} can be read by others than its owner (mode {:o}); run chmod 600 on it",
                             p.display(),
                             meta.permissions().mode() & 0o777
                         ));
@@ -414,6 +416,38 @@ impl Settings {
 
     /// Errors for mailboxes the rules declare but the settings cannot log in to, and the
     /// other way round.
+    /// Every password the daemon will need, read as `run` reads it: a missing file, a
+    /// file others can read, an unset variable are errors here, not at the first login.
+    pub fn secret_errors(&self) -> Vec<ConfigError> {
+        let mut sources = vec![
+            ("imap".to_string(), self.imap.password()),
+            ("smtp".to_string(), self.smtp.password()),
+        ];
+        if let Some(a) = &self.archive {
+            sources.push(("archive".to_string(), a.login.password()));
+        }
+        for (name, login) in &self.mailboxes {
+            sources.push((format!("mailboxes.{name}"), login.password()));
+        }
+        sources
+            .into_iter()
+            .filter_map(|(section, source)| {
+                let source = source?;
+                let message = source.read().err()?;
+                let key = match source {
+                    SecretSource::File(_) => "password_file",
+                    SecretSource::Env(_) => "password_env",
+                };
+                Some(ConfigError {
+                    file: self.path.clone(),
+                    key: format!("{section}.{key}"),
+                    line: None,
+                    message,
+                })
+            })
+            .collect()
+    }
+
     pub fn check_against(&self, rules: &super::Rules) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         for name in rules.mailboxes.keys() {

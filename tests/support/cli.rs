@@ -77,6 +77,13 @@ impl Cli {
         self
     }
 
+    /// Sets an environment variable for the command (the caller's MAILTRIAGE_* are
+    /// cleared, so this is the only way one reaches it).
+    pub fn env(mut self, key: &str, value: &str) -> Cli {
+        self.cmd.env(key, value);
+        self
+    }
+
     /// Runs the command to its end.
     pub fn run(mut self) -> Run {
         Run::of(&mut self.cmd).unwrap_or_else(|e| panic!("cannot run mailtriage: {e}"))
