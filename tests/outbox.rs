@@ -343,3 +343,36 @@ fn without_an_archive_only_the_ack_to_a_customer_outside_is_sent_again_with_a_wa
     assert!(warning.contains("[archive]"), "{warning}");
     assert!(warning.contains("may see it twice"), "{warning}");
 }
+
+/// `text` in a file of mode 0600, as a password file must be.
+fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_corrected_smtp_password_is_used_without_a_restart() {
+    let lab = Lab::start();
+    // Submission with AUTH as support@, and a wrong password in the file at first.
+    let pass = lab.dir().join("smtp.pass");
+    write_secret(&pass, "not-the-password\n");
+    lab.edit_config(
+        &format!("port = {}\ntls = \"starttls\"", lab.stack.smtp_port),
+        &format!(
+            "port = {}\ntls = \"starttls\"\nuser = \"support@{}\"\npassword_file = \"{}\"",
+            lab.stack.submission_port,
+            lab.stack.domain,
+            pass.display()
+        ),
+    );
+    let daemon = lab.daemon();
+    let id = "smtp-pass-1@example.test";
+    lab.send_mail(&request(id, &customer(1), 1));
+    daemon.wait_log("Delivery failed; will retry.");
+
+    // The admin mends the file; the next connection reads it, no restart.
+    write_secret(&pass, &format!("{}\n", lab.stack.password));
+    lab.wait_forward("support@example.test", id);
+    assert!(daemon.stop().success());
+}

@@ -29,6 +29,9 @@ type LettreSmtp = lettre::transport::smtp::Error;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
+    /// The password could not be read for a new connection; the mails wait.
+    #[error("SMTP password: {0}")]
+    Secret(String),
     #[error("SMTP settings: {0}")]
     Settings(String),
     #[error("SMTP settings: archive address {0:?}: {1}")]

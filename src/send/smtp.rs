@@ -39,7 +39,6 @@ pub struct SmtpOut {
     starttls: Option<TlsParameters>,
     /// For implicit TLS (the stream is TLS before the greeting).
     implicit: Option<TlsConnector>,
-    credentials: Option<Credentials>,
     timeout: Duration,
     /// How many mails the sender hands over at once, each on its own connection.
     connections: usize,
@@ -112,12 +111,14 @@ impl SmtpOut {
             }
             TlsMode::Plaintext => (None, None),
         };
+        // At start a secret that cannot be read is a settings error: the daemon says so
+        // and does not start.
+        credentials(s)?;
         Ok(SmtpOut {
             server: s.clone(),
             hello: ClientId::default(),
             starttls,
             implicit,
-            credentials: credentials(s)?,
             timeout: s.timeout,
             connections: s.connections(),
             archive,
@@ -147,7 +148,10 @@ impl SmtpOut {
                 .await
                 .map_err(SmtpError::Starttls)?;
         }
-        if let Some(creds) = &self.credentials {
+        // Read for every connection, so a corrected password file needs no restart. A
+        // secret that cannot be read now is temporary: the mails wait for the fix.
+        let creds = credentials(s).map_err(|e| SmtpError::Secret(e.to_string()))?;
+        if let Some(creds) = &creds {
             c.auth(&[Mechanism::Plain, Mechanism::Login], creds)
                 .await
                 .map_err(SmtpError::Auth)?;
