@@ -367,6 +367,8 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
         after.contains("# HELP mailtriage_messages_forwarded_total Messages forwarded"),
         "every metric says what it counts:\n{after}"
     );
+    let sent = sample(&after, "mailtriage_mails_total", &["result=\"sent\""]);
+    assert!(sent >= Some(1.0), "{after}");
     // The log line says which message it was and whose.
     let log = daemon.log();
     let line = log

@@ -369,7 +369,17 @@ fn a_corrected_smtp_password_is_used_without_a_restart() {
     let daemon = lab.daemon();
     let id = "smtp-pass-1@example.test";
     lab.send_mail(&request(id, &customer(1), 1));
-    daemon.wait_log("Delivery failed; will retry.");
+    // An ERROR for the operator, with the section and what the server said.
+    daemon.wait_log("SMTP login failed");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("SMTP login failed"))
+        .unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("section=\"smtp\"") && line.contains("535"),
+        "{line}"
+    );
 
     // The admin mends the file; the next connection reads it, no restart.
     write_secret(&pass, &format!("{}\n", lab.stack.password));

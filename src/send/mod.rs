@@ -81,6 +81,12 @@ pub enum SmtpError {
 }
 
 impl SmtpError {
+    /// Retried, but an operator must act before it can pass: the server refused the
+    /// login, or the password cannot be read.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, SmtpError::Auth(_) | SmtpError::Secret(_))
+    }
+
     /// Whether trying again may help. Permanent: settings an operator must fix, and a
     /// mail the server refused for good (5xx) or that cannot be sent as it is; such a
     /// mail goes to the dead letters. Failures on the way to the mail (connecting, TLS,
