@@ -124,12 +124,8 @@ fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
         daemon.log()
     );
     // One line (journald splits lines into entries), with the mistake in it.
-    let log = daemon.log();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("Rules not reloaded"))
-        .unwrap();
-    assert!(refused.contains("rules.toml:1"), "{log}");
+    let refused = daemon.log_line("Rules not reloaded");
+    assert!(refused.contains("rules.toml:1"), "{refused}");
     let st = status(&lab.state);
     assert!(st["rules_refused"].is_string(), "{st}");
     let text = cli(&["status"]).state(&lab.state).run().text();
@@ -370,11 +366,7 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
     let sent = sample(&after, "mailtriage_mails_total", &["result=\"sent\""]);
     assert!(sent >= Some(1.0), "{after}");
     // The log line says which message it was and whose.
-    let log = daemon.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("Message triaged."))
-        .unwrap();
+    let line = daemon.log_line("Message triaged.");
     assert!(
         line.contains("message_id=metrics-1@example.test")
             && line.contains("customer7@example.test"),

@@ -370,12 +370,7 @@ fn a_corrected_smtp_password_is_used_without_a_restart() {
     let id = "smtp-pass-1@example.test";
     lab.send_mail(&request(id, &customer(1), 1));
     // An ERROR for the operator, with the section and what the server said.
-    daemon.wait_log("SMTP login failed");
-    let log = daemon.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("SMTP login failed"))
-        .unwrap();
+    let line = daemon.log_line("SMTP login failed");
     assert!(
         line.contains("ERROR") && line.contains("section=\"smtp\"") && line.contains("535"),
         "{line}"

@@ -49,6 +49,14 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first log line with `text` in it, once there is one (one entry, as journald
+    /// would keep it); panics with the log after [`WAIT`].
+    pub fn log_line(&self, text: &str) -> String {
+        self.wait_log(text);
+        let log = self.log();
+        log.lines().find(|l| l.contains(text)).unwrap().to_string()
+    }
+
     /// Polls the log until it holds `text`; panics with the log after [`WAIT`].
     pub fn wait_log(&self, text: &str) {
         self.wait_log_until(&format!("the log saying {text:?}"), |log| {
