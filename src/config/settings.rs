@@ -225,7 +225,7 @@ impl SecretSource {
                     // people who can read the customers' mail.
                     if meta.permissions().mode() & 0o077 != 0 {
                         return Err(format!(
-                            "password file {} can be read by others than its owner (mode {:o}); run chmod 600 on it",
+                            "password file {} is readable by others than its owner (mode {:o}); run chmod 600 on it",
                             p.display(),
                             meta.permissions().mode() & 0o777
                         ));
@@ -623,6 +623,10 @@ mod tests {
         let err = SecretSource::File(f.clone()).read().unwrap_err();
         assert!(err.contains("readable by others"), "{err}");
         assert!(!err.contains("secret\n"));
+        // A group that can read it is others too.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = SecretSource::File(f.clone()).read().unwrap_err();
+        assert!(err.contains("readable by others"), "{err}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(SecretSource::File(f).read().unwrap(), "secret");
     }
