@@ -78,6 +78,16 @@ fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
     let lab = Lab::setup().rules(&shipped_rules()).start();
     let daemon = lab.daemon();
     wait_status(&daemon, &lab.state, all_connected);
+    // The lab's logins watch no sent folder: the start says what that costs, for the
+    // mailboxes a team answers from only.
+    let warn = daemon.log_line("Staff answers cannot be seen.");
+    assert!(
+        warn.contains("WARN") && warn.contains("sent_folder"),
+        "{warn}"
+    );
+    let log = daemon.log();
+    assert!(log.contains("mailboxes.billing.sent_folder"), "{log}");
+    assert!(!log.contains("mailboxes.monitoring.sent_folder"), "{log}");
 
     // What an admin does all day: cat, less, `mailtriage check`, an editor opened and
     // closed without saving. None of it is a change.

@@ -10,6 +10,9 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
     let settings = load_settings(cli, &mut errors);
     if let (Some(r), Some(s)) = (&rules, &settings) {
         errors.extend(s.check_against(r));
+        for w in s.blind_queues(r) {
+            eprintln!("warning: {w}");
+        }
     }
     if let Some(s) = &settings {
         errors.extend(s.secret_errors());

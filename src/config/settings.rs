@@ -448,6 +448,27 @@ impl Settings {
             .collect()
     }
 
+    /// The watched mailboxes a team answers from whose login has no `sent_folder`: the
+    /// daemon cannot see answers sent from a mail client there, so it would remind,
+    /// escalate and apologise to the customer for tickets already answered.
+    pub fn blind_queues(&self, rules: &super::Rules) -> Vec<ConfigError> {
+        self.mailboxes
+            .iter()
+            .filter(|(name, login)| {
+                login.sent_folder.is_none()
+                    && rules.mailboxes.get(*name).is_some_and(|m| m.queue.is_some())
+            })
+            .map(|(name, _)| ConfigError {
+                file: self.path.clone(),
+                key: format!("mailboxes.{name}.sent_folder"),
+                line: None,
+                message: format!(
+                    "not set: answers the {name} team sends from its mail client are not seen, so its tickets get reminders, escalations and \"sorry for the delay\" mails to customers who already have an answer; set it to the folder its replies are kept in (\"Sent\")"
+                ),
+            })
+            .collect()
+    }
+
     pub fn check_against(&self, rules: &super::Rules) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         for name in rules.mailboxes.keys() {

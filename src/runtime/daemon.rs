@@ -136,6 +136,9 @@ fn load(inputs: &Inputs) -> Result<Loaded, DaemonError> {
     if !mismatch.is_empty() {
         return Err(DaemonError::Mismatch(ConfigErrors(mismatch)));
     }
+    for w in settings.blind_queues(&rules) {
+        tracing::warn!(warning = %w, "Staff answers cannot be seen.");
+    }
     let store = open_state(&settings.state_dir)?;
     let archive = settings.archive.as_ref().map(|a| a.address.as_str());
     let transport = Transport::smtp(&settings.smtp, archive)?;
