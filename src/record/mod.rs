@@ -32,6 +32,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("state database holds a record that does not decode ({what}): {err}")]
     Corrupt { what: String, err: String },
+    /// Another process holds the state: the daemon, most likely.
+    #[error("state {} is in use by another mailtriage process (the daemon?): stop it first; `mailtriage status` and `tickets` ask a running daemon instead", .0.display())]
+    Held(PathBuf),
 }
 
 impl StoreError {
@@ -241,6 +244,9 @@ impl Store {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(StoreError::Held(dir.to_path_buf()));
+                }
                 r => break r?,
             }
         };
@@ -282,7 +288,9 @@ impl Store {
             Err(e) => e,
         };
         let db = dir.join("db");
-        if !db.exists() {
+        // A state another process holds is not broken: moving it aside under a running
+        // daemon would start a second one on empty state, sending everything again.
+        if !db.exists() || matches!(err, StoreError::Held(_)) {
             return Err(err);
         }
         let stamp = std::time::SystemTime::now()
@@ -788,6 +796,29 @@ mod tests {
                 (word, stored)
             );
         }
+    }
+
+    #[test]
+    fn a_state_in_use_is_refused_by_name_and_never_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let err = Store::open_or_recover(dir.path()).map(|_| ()).unwrap_err();
+        assert!(matches!(err, StoreError::Held(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("in use by another mailtriage process"),
+            "{err}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("db")],
+            "nothing moved aside"
+        );
+        drop(first);
     }
 
     #[test]
