@@ -329,6 +329,36 @@ fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
     );
 }
 
+#[test]
+fn a_state_held_by_another_process_is_said_so_once_not_as_a_lock_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held here, as a running daemon holds it.
+    let _held = mailtriage::record::Store::open(dir.path()).unwrap();
+    let sample = root().join("samples/01-outage-to-billing-ru.eml");
+    for o in [
+        cli(&["tickets", "list"])
+            .shipped_rules()
+            .state(dir.path())
+            .run(),
+        cli(&["explain"])
+            .arg(&sample)
+            .shipped_rules()
+            .state(dir.path())
+            .run(),
+    ] {
+        assert_eq!(o.code(), Some(1), "{}", o.text());
+        assert_eq!(
+            o.stderr
+                .matches("is in use by another mailtriage process")
+                .count(),
+            1,
+            "{}",
+            o.stderr
+        );
+        assert!(!o.stderr.contains("WouldBlock"), "{}", o.stderr);
+    }
+}
+
 /// The shipped rules with INC-9, active for an hour now, on mail about the invoice page.
 fn rules_with_an_incident() -> String {
     let now = time::OffsetDateTime::now_utc();

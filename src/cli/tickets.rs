@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{ask_daemon, load_rules, refused, render, state_dir, Cli, CliError, TicketsCmd};
-use crate::record::Store;
+use crate::record::{Store, StoreError};
 use crate::runtime::control::{self, Request, Response};
 
 pub fn tickets(
@@ -57,9 +57,13 @@ fn handle_offline(state: &Path, req: &Request) -> Result<Response, CliError> {
             dir: state.to_path_buf(),
         });
     }
-    let store = Store::open(state).map_err(|source| CliError::StateHeld {
-        dir: state.to_path_buf(),
-        source,
+    let store = Store::open(state).map_err(|source| match source {
+        // It says so itself, with the directory.
+        StoreError::Held(_) => CliError::Store(source),
+        source => CliError::StateHeld {
+            dir: state.to_path_buf(),
+            source,
+        },
     })?;
     Ok(control::handle(&store, req))
 }
