@@ -181,16 +181,14 @@ impl<'a> Drain<'a> {
                     tracing::error!(ticket = %m.ticket, message_id = %m.message_id, to = ?m.to, reason = %e, "Mail refused for good; kept in dead letters.");
                     finished.push((key, None));
                 }
-                Err(e) if e.needs_operator() => {
-                    metrics::counter!("mailtriage_mails_total", "result" => "deferred")
-                        .increment(1);
-                    tracing::error!(section = "smtp", ticket = %m.ticket, message_id = %m.message_id, reason = %e, "SMTP login failed; mails wait until the [smtp] password is mended.");
-                    self.failed = true;
-                }
                 Err(e) => {
                     metrics::counter!("mailtriage_mails_total", "result" => "deferred")
                         .increment(1);
-                    tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %e, "Delivery failed; will retry.");
+                    if e.needs_operator() {
+                        tracing::error!(section = "smtp", ticket = %m.ticket, message_id = %m.message_id, reason = %e, "SMTP login failed; mails wait until the [smtp] password is mended.");
+                    } else {
+                        tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %e, "Delivery failed; will retry.");
+                    }
                     self.failed = true;
                 }
             }

@@ -113,7 +113,7 @@ impl SmtpOut {
         };
         // At start a secret that cannot be read is a settings error: the daemon says so
         // and does not start.
-        credentials(s)?;
+        credentials(s).map_err(SmtpError::Settings)?;
         Ok(SmtpOut {
             server: s.clone(),
             hello: ClientId::default(),
@@ -150,7 +150,7 @@ impl SmtpOut {
         }
         // Read for every connection, so a corrected password file needs no restart. A
         // secret that cannot be read now is temporary: the mails wait for the fix.
-        let creds = credentials(s).map_err(|e| SmtpError::Secret(e.to_string()))?;
+        let creds = credentials(s).map_err(SmtpError::Secret)?;
         if let Some(creds) = &creds {
             c.auth(&[Mechanism::Plain, Mechanism::Login], creds)
                 .await
@@ -237,19 +237,15 @@ fn starttls_parameters(s: &Server) -> Result<TlsParameters, SmtpError> {
     b.build().map_err(SmtpError::TlsParameters)
 }
 
-/// The login for AUTH, when `smtp.user` is set; the password is read now.
-fn credentials(s: &Server) -> Result<Option<Credentials>, SmtpError> {
+/// The login for AUTH, when `smtp.user` is set; the password is read now. The error is
+/// the secret's problem in words: a settings error at start, a temporary one later.
+fn credentials(s: &Server) -> Result<Option<Credentials>, String> {
     let Some(user) = &s.user else {
         return Ok(None);
     };
     let pw = s
         .password()
-        .ok_or_else(|| {
-            SmtpError::Settings(
-                "smtp.user is set but neither password_file nor password_env".into(),
-            )
-        })?
-        .read()
-        .map_err(SmtpError::Settings)?;
+        .ok_or("smtp.user is set but neither password_file nor password_env")?
+        .read()?;
     Ok(Some(Credentials::new(user.clone(), pw)))
 }
