@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mailtriage::classify::classify;
-use mailtriage::compose::{self, ForwardInput, TemplateContext};
+use mailtriage::compose::{self, ForwardInput};
 use mailtriage::config::Rules;
+use mailtriage::config::TemplateContext;
 use mailtriage::parse::parse;
 use mailtriage::pipeline;
 

@@ -7,7 +7,7 @@ use crate::ticket::Ticket;
 use crate::when;
 use crate::words::{self, queue_name};
 
-use super::{FlagLine, HistoryLine, IncidentLine, PromiseLine, TemplateContext};
+use crate::config::{FlagLine, HistoryLine, IncidentLine, PromiseLine, TemplateContext};
 
 /// Everything of the template context that does not depend on one message.
 pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateContext {

@@ -14,9 +14,7 @@ use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Address;
 
 use crate::config::Rules;
-pub use crate::config::{
-    FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext,
-};
+use crate::config::TemplateContext;
 use crate::decide::LOOP_HEADER;
 use crate::parse::Mail;
 use crate::ticket::{MailKind, OutMail};

@@ -1,9 +1,8 @@
 //! Composing: the ticket and the message into the mails the plan implies (the forward,
 //! the escalation copy, the acknowledgement), each numbered on the ticket.
 
-use crate::compose::{
-    self, flag_reason, AckInput, ComposeError, FlagLine, ForwardInput, RuleLine, TemplateContext,
-};
+use crate::compose::{self, flag_reason, AckInput, ComposeError, ForwardInput};
+use crate::config::{FlagLine, RuleLine, TemplateContext};
 use crate::decide::{AckPlan, Why};
 use crate::ticket::Ticket;
 use crate::ticket::{MailKind, OutMail};

@@ -10,7 +10,8 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 
 use crate::compose::ticket_context;
-use crate::compose::{self, NoticeInput, TemplateContext};
+use crate::compose::{self, NoticeInput};
+use crate::config::TemplateContext;
 use crate::config::{Queue, Rules};
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::Shared;
