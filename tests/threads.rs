@@ -362,3 +362,61 @@ fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn a_ticket_answered_through_the_sent_folder_gets_no_reminder_and_no_status_mail() {
+    // Support answers within 4 seconds and open tickets are checked every second; support's
+    // login has its Sent folder watched, where the team's mail client files its answers.
+    let rules = shipped_rules()
+        .replacen("response_time = \"4h\"", "response_time = \"4s\"", 1)
+        .replacen("[threading]\n", "[threading]\nfollowup_check = \"1s\"\n", 1);
+    let lab = Lab::setup().rules(&rules).start();
+    lab.edit_config(
+        "user = \"support@example.test\"\n",
+        "user = \"support@example.test\"\nsent_folder = \"Sent\"\n",
+    );
+    // The Sent folder has a history of its own, with nothing of any ticket.
+    let old = Mail::from("support@example.test")
+        .to("someone@example.test")
+        .id("old-answer@example.test")
+        .subject("Re: your question from last year")
+        .body("Here you go.");
+    lab.append("support@example.test", "Sent", &old.raw());
+    let daemon = lab.daemon();
+
+    let id = "answered-1@example.test";
+    let customer = "customer8@example.test";
+    lab.send_mail(
+        &Mail::request(customer, "support@example.test", id)
+            .subject("Website is down")
+            .body("Nothing loads."),
+    );
+    let ack = lab.wait_ack(customer, id);
+    let ticket = ack.ticket();
+    let answer = Mail::from("support@example.test")
+        .to(customer)
+        .id("staff-answer-1@example.test")
+        .in_reply_to(&ack.message_id())
+        .subject(&format!("Re: [#{ticket}] We have received your request"))
+        .body("Fixed: the web server was restarted. Sorry for the trouble.");
+    lab.append("support@example.test", "Sent", &answer.raw());
+    daemon.wait_log_until("the staff answer seen", |log| {
+        log.lines()
+            .any(|l| l.contains("Staff reply seen") && l.contains(&ticket))
+    });
+
+    // Past the response time and twice it (when an unanswered ticket is escalated and its
+    // customer told), nothing goes to support, the supervisor or the customer.
+    std::thread::sleep(Duration::from_secs(10));
+    lab.drain();
+    for user in ["support@example.test", "supervisor@example.test", customer] {
+        for kind in ["reminder", "status"] {
+            assert_eq!(
+                count_of_ticket(&lab, user, &ticket, kind),
+                0,
+                "{kind} to {user}"
+            );
+        }
+    }
+    assert!(daemon.stop().success());
+}

@@ -1,6 +1,7 @@
 //! Follow-up: the clock side of a ticket. A queue promised an answer within its response
 //! time; when none is seen in time ([`due`], pure), the queue gets a reminder, then the
-//! escalation queue is told, and the customer gets one honest status mail per window.
+//! escalation queue is told, and the customer gets one honest status mail per window
+//! unless staff already answered them.
 //! Nothing goes out outside a queue's business hours. [`run_once`] composes and records
 //! what is due (one transaction per ticket); the daemon calls it on a timer and wakes the
 //! outbox sender.
@@ -73,7 +74,9 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
         .as_deref()
         .and_then(parse)
         .is_none_or(|s| now - s >= window);
+    // A customer who had an answer from staff is never told "still being handled".
     if t.acknowledged
+        && t.answered_at.is_none()
         && escalated
         && now >= since + promised * 2
         && status_due
@@ -294,6 +297,22 @@ mod tests {
         let mut tk = ticket("2026-11-23T08:00:00Z");
         tk.answered_at = Some("2026-11-23T09:00:00Z".into());
         assert!(due(&r, &tk, t("2026-11-24T08:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn a_customer_who_had_an_answer_gets_no_status_mail() {
+        // Answered by sales, then passed to support: support's clock runs, but the
+        // customer already has an answer and must not get "sorry for the delay".
+        let r = rules();
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        tk.answered_at = Some("2026-11-23T09:00:00Z".into());
+        tk.owner_since = "2026-11-23T10:00:00Z".into();
+        tk.reminded_at = Some("2026-11-23T14:01:00Z".into());
+        assert_eq!(
+            due(&r, &tk, t("2026-11-23T18:01:00Z")),
+            vec![Due::Escalate],
+            "the queue is still reminded and escalated"
+        );
     }
 
     #[test]

@@ -22,6 +22,22 @@ pub(super) fn fetch_folder(
     result
 }
 
+/// Stores `raw` in `folder` of `user` (created if missing), as a mail client files what it
+/// sent. See [`super::Stack::append`].
+pub(super) fn append(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    folder: &str,
+    raw: &[u8],
+) -> Result<(), String> {
+    let mut imap = Imap::connect(host, port)?;
+    let result = imap.append(user, password, folder, raw);
+    imap.logout();
+    result
+}
+
 fn imap_quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
     q.push('"');
@@ -66,12 +82,7 @@ impl Imap {
         Ok(imap)
     }
 
-    fn fetch_all(
-        &mut self,
-        user: &str,
-        password: &str,
-        folder: &str,
-    ) -> Result<Option<Vec<FetchedMail>>, String> {
+    fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
         let (_, done) = self.command(&format!(
             "LOGIN {} {}",
             imap_quote(user),
@@ -80,6 +91,49 @@ impl Imap {
         if !done.ok {
             return Err(format!("login as {user} failed: {}", done.text));
         }
+        Ok(())
+    }
+
+    /// CREATE (an existing folder is fine), then APPEND with a non-synchronising literal
+    /// (LITERAL+, which Dovecot offers), so no continuation request is awaited.
+    fn append(
+        &mut self,
+        user: &str,
+        password: &str,
+        folder: &str,
+        raw: &[u8],
+    ) -> Result<(), String> {
+        self.login(user, password)?;
+        let _ = self.command(&format!("CREATE {}", imap_quote(folder)))?;
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        let mut cmd =
+            format!("{tag} APPEND {} {{{}+}}\r\n", imap_quote(folder), raw.len()).into_bytes();
+        cmd.extend_from_slice(raw);
+        cmd.extend_from_slice(b"\r\n");
+        self.writer
+            .write_all(&cmd)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| format!("IMAP write: {e}"))?;
+        loop {
+            let response = self.read_response()?;
+            if let Some(rest) = response.strip_prefix(format!("{tag} ").as_bytes()) {
+                let text = String::from_utf8_lossy(rest).trim_end().to_string();
+                return match text.starts_with("OK") {
+                    true => Ok(()),
+                    false => Err(format!("APPEND to {folder} failed: {text}")),
+                };
+            }
+        }
+    }
+
+    fn fetch_all(
+        &mut self,
+        user: &str,
+        password: &str,
+        folder: &str,
+    ) -> Result<Option<Vec<FetchedMail>>, String> {
+        self.login(user, password)?;
         if !folder.is_ascii() {
             return Err("folder names must be ASCII (modified UTF-7 for others)".into());
         }

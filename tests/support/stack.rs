@@ -224,6 +224,20 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Stores `raw` in `folder` of `user` by IMAP APPEND, creating the folder if needed: what
+    /// a mail client does with a mail it sent (`Sent`). Panics on failure.
+    pub fn append(&self, user: &str, folder: &str, raw: &[u8]) {
+        imap::append(
+            &self.host,
+            self.imap_port,
+            user,
+            &self.password,
+            folder,
+            raw,
+        )
+        .unwrap_or_else(|e| panic!("append({user}, {folder}): {e}"))
+    }
+
     /// Polls [`Stack::fetch_all`] every 100 ms until `pred` holds for the list, and returns that
     /// list. After `timeout` it panics, listing what the folder held (UID, flags, From, To,
     /// Subject, Message-ID of each message).
