@@ -5,7 +5,6 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,43 +12,14 @@ use support::cli::cli;
 use support::daemon::Daemon;
 use support::lab::Lab;
 use support::mail::Mail;
-use support::{poll, shipped_rules, WAIT};
+use support::ops::{free_port, metrics_section, sample, scrape, status, wait_status, write_secret};
+use support::{shipped_rules, WAIT};
 
 /// Writes the rules as an editor does: a new file renamed over the old one.
 fn save(path: &Path, text: &str) {
     let tmp = path.with_extension("toml.swp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// `mailtriage status --json` against the daemon's state directory.
-fn status(state: &Path) -> serde_json::Value {
-    let o = cli(&["status", "--json"]).state(state).run();
-    assert!(o.status.success(), "status failed: {}", o.stderr);
-    o.json()
-}
-
-/// Polls `status` until `pred` holds; panics with the last answer and the log.
-fn wait_status(
-    daemon: &Daemon,
-    state: &Path,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    poll("the status", WAIT, Duration::from_millis(100), || {
-        // The socket appears a moment after the daemon starts.
-        if !state.join("control.sock").exists() {
-            return Err(format!("no control socket; log:\n{}", daemon.log()));
-        }
-        let st = status(state);
-        if pred(&st) {
-            Ok(st)
-        } else {
-            Err(format!(
-                "status never got there: {st:#}\nlog:\n{}",
-                daemon.log()
-            ))
-        }
-    })
 }
 
 fn all_connected(st: &serde_json::Value) -> bool {
@@ -300,14 +270,6 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
     assert!(daemon.stop().success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The billing mailbox's forwards counted in the metrics `text` (0 before the first).
 fn forwarded_from_billing(text: &str) -> f64 {
     sample(
@@ -318,32 +280,10 @@ fn forwarded_from_billing(text: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of the sample `name{labels...}` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|x| l.contains(x)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn metrics_endpoint_answers_with_the_counters_moving() {
     let port = free_port();
-    let lab = Lab::setup()
-        .config(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
-        .start();
+    let lab = Lab::setup().config(&metrics_section(port)).start();
     let daemon = lab.daemon();
     wait_status(&daemon, &lab.state, all_connected);
 
@@ -410,6 +350,40 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
         "{after}"
     );
     assert!(after.contains("mailtriage_outbox_depth"), "{after}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_refused_imap_login_is_an_error_naming_the_section_and_shows_in_status() {
+    let lab = Lab::start();
+    let wrong = lab.dir().join("billing.pass");
+    write_secret(&wrong, "not-the-password\n");
+    let right = lab.dir().join("mailstack-password");
+    lab.edit_config(
+        &format!(
+            "user = \"billing@example.test\"\npassword_file = \"{}\"",
+            right.display()
+        ),
+        &format!(
+            "user = \"billing@example.test\"\npassword_file = \"{}\"",
+            wrong.display()
+        ),
+    );
+    let daemon = lab.daemon();
+    let line = daemon.log_line("Mailbox cannot log in");
+    assert!(
+        line.contains("ERROR")
+            && line.contains("section=mailboxes.billing")
+            && line.contains("AUTHENTICATIONFAILED"),
+        "{line}"
+    );
+    // The others work; billing shows as failing, with what the server said.
+    let st = wait_status(&daemon, &lab.state, |s| {
+        s["mailboxes"]["billing"]["state"] == "failing"
+            && s["mailboxes"]["support"]["last_sync"].is_string()
+    });
+    let why = st["mailboxes"]["billing"]["last_error"].as_str().unwrap();
+    assert!(why.contains("AUTHENTICATIONFAILED"), "{st:#}");
     assert!(daemon.stop().success());
 }
 

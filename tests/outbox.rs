@@ -10,6 +10,7 @@ use std::time::Duration;
 use mailtriage::record::Store;
 use support::lab::Lab;
 use support::mail::Mail;
+use support::ops::{free_port, metrics_section, sample, scrape, wait_status, write_secret};
 use support::FetchedMail;
 
 fn request(id: &str, customer: &str, n: usize) -> Mail {
@@ -345,15 +346,17 @@ fn without_an_archive_only_the_ack_to_a_customer_outside_is_sent_again_with_a_wa
 }
 
 /// `text` in a file of mode 0600, as a password file must be.
-fn write_secret(path: &std::path::Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+/// `mailtriage status` as an admin reads it.
+fn status_text(lab: &Lab) -> String {
+    let o = lab.cli(&["status"]).run();
+    assert!(o.status.success(), "{}", o.stderr);
+    o.stdout
 }
 
 #[test]
 fn a_corrected_smtp_password_is_used_without_a_restart() {
-    let lab = Lab::start();
+    let port = free_port();
+    let lab = Lab::setup().config(&metrics_section(port)).start();
     // Submission with AUTH as support@, and a wrong password in the file at first.
     let pass = lab.dir().join("smtp.pass");
     write_secret(&pass, "not-the-password\n");
@@ -376,8 +379,39 @@ fn a_corrected_smtp_password_is_used_without_a_restart() {
         "{line}"
     );
 
+    // `status` shows the SMTP side failing with the server's answer, and the metrics count
+    // the deferred mails.
+    let st = wait_status(&daemon, &lab.state, |s| s["smtp"]["state"] == "failing");
+    let answer = st["smtp"]["last_answer"].as_str().unwrap_or_default();
+    assert!(answer.contains("535"), "{st:#}");
+    assert!(st["smtp"]["since"].is_string(), "{st:#}");
+    assert!(st["smtp"]["deferred"].as_u64() >= Some(1), "{st:#}");
+    let text = status_text(&lab);
+    assert!(text.contains("smtp:") && text.contains("failing"), "{text}");
+    let metrics = scrape(port);
+    let deferred = sample(&metrics, "mailtriage_mails_total", &["result=\"deferred\""]);
+    assert!(deferred >= Some(1.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "mailtriage_smtp_failing", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+
     // The admin mends the file; the next connection reads it, no restart.
     write_secret(&pass, &format!("{}\n", lab.stack.password));
     lab.wait_forward("support@example.test", id);
+    let st = wait_status(&daemon, &lab.state, |s| s["smtp"]["state"] == "ok");
+    let answer = st["smtp"]["last_answer"].as_str().unwrap_or_default();
+    assert!(answer.starts_with("250"), "{st:#}");
+    assert!(
+        st["smtp"]["sent"].as_u64() >= Some(2),
+        "forward and ack: {st:#}"
+    );
+    let metrics = scrape(port);
+    assert_eq!(
+        sample(&metrics, "mailtriage_smtp_failing", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
     assert!(daemon.stop().success());
 }

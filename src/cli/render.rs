@@ -9,7 +9,7 @@ use crate::config::{Mailbox, Rules, Settings};
 use crate::pipeline::{Action, Report};
 use crate::runtime::control::Response;
 use crate::runtime::status::{MailboxStatus, StatusReport};
-use crate::send::Drained;
+use crate::send::{Drained, SmtpState, SmtpStatus};
 use crate::ticket::{MailKind, Ticket};
 use crate::when::human;
 
@@ -263,6 +263,9 @@ pub(super) fn status_text(st: &StatusReport) -> String {
         );
     }
     let _ = writeln!(s, "outbox:    {} mail(s) waiting", st.outbox);
+    if let Some(smtp) = &st.smtp {
+        let _ = writeln!(s, "smtp:      {}", smtp_status(smtp));
+    }
     if st.shadow_mails > 0 {
         let _ = writeln!(
             s,
@@ -277,6 +280,28 @@ pub(super) fn status_text(st: &StatusReport) -> String {
         let _ = writeln!(s, "error:     {e}");
     }
     s
+}
+
+/// The SMTP side: its state and since when, the server's last answer, the counts.
+fn smtp_status(m: &SmtpStatus) -> String {
+    let state = match m.state {
+        SmtpState::Unused => "no mail sent yet".to_string(),
+        _ => format!(
+            "{:<10} since {}",
+            m.state,
+            m.since.as_deref().map(human).unwrap_or_default()
+        ),
+    };
+    format!(
+        "{state}; sent {}, deferred {}, refused {}{}",
+        m.sent,
+        m.deferred,
+        m.refused,
+        m.last_answer
+            .as_deref()
+            .map(|a| format!("; last answer: {a}"))
+            .unwrap_or_default()
+    )
 }
 
 fn mailbox_status(m: &MailboxStatus) -> String {

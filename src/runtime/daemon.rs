@@ -229,6 +229,9 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         &l.rules.version,
         inputs.shadow,
     ));
+    if let Some(health) = l.transport.health() {
+        board.watch_smtp(health);
+    }
     if inputs.shadow {
         tracing::warn!("Shadow mode: messages are triaged and recorded; nothing is sent and nothing is changed on the server.");
     }

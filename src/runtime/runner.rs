@@ -111,7 +111,8 @@ fn log_failure(mailbox: &str, e: &RunError, retry_in: Duration) {
     if e.is_temporary() {
         tracing::warn!(mailbox = %mailbox, error = %e, retry_in = ?retry_in, "Mailbox connection failed; reconnecting.")
     } else {
-        tracing::error!(mailbox = %mailbox, error = %e, retry_in = ?retry_in, "Mailbox cannot log in; an operator must fix the settings.")
+        let section = format!("mailboxes.{mailbox}");
+        tracing::error!(mailbox = %mailbox, section = %section, error = %e, retry_in = ?retry_in, "Mailbox cannot log in; an operator must fix the settings.")
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Action, Report};
+use crate::send::{SmtpHealth, SmtpStatus};
 
 /// How many recent errors `status` shows.
 const LAST_ERRORS: usize = 10;
@@ -84,12 +85,16 @@ pub struct StatusReport {
     pub rules_refused: Option<String>,
     /// Most recent first: "TIME  WHAT".
     pub last_errors: Vec<String>,
+    /// The SMTP side: whether mail gets out, the server's last answer, counts.
+    #[serde(default)]
+    pub smtp: Option<SmtpStatus>,
 }
 
 #[derive(Default)]
 struct Inner {
     report: StatusReport,
     errors: VecDeque<String>,
+    smtp: Option<std::sync::Arc<SmtpHealth>>,
 }
 
 /// Shared by every task of the daemon.
@@ -124,6 +129,12 @@ impl Board {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The SMTP side whose health `status` shows.
+    pub fn watch_smtp(&self, health: std::sync::Arc<SmtpHealth>) {
+        metrics::gauge!("mailtriage_smtp_failing").set(0.0);
+        self.lock().smtp = Some(health);
+    }
+
     /// A mailbox task changes state. `key` is the mailbox name (or `name#folder` for a
     /// Sent-folder observer).
     pub fn set(&self, key: &str, state: State, shadow: bool) {
@@ -143,11 +154,14 @@ impl Board {
                 ever_connected: false,
             });
         m.shadow = shadow;
-        if m.state != state {
-            m.state = state;
+        // Reconnecting after a failure is still failing: "since" stays at the first
+        // failure, so `status` and the watchdog see how long the mailbox has been down.
+        let down = |s: State| matches!(s, State::Connecting | State::Failing);
+        if m.state != state && !(down(m.state) && down(state)) {
             m.since = crate::when::stamp(now);
             m.since_at = Some(now);
         }
+        m.state = state;
         if matches!(state, State::Idle | State::Syncing) {
             m.ever_connected = true;
         }
@@ -243,6 +257,7 @@ impl Board {
         r.outbox = outbox;
         r.shadow_mails = shadow_mails;
         r.last_errors = i.errors.iter().cloned().collect();
+        r.smtp = i.smtp.as_ref().map(|h| h.snapshot());
         r
     }
 }
@@ -311,6 +326,14 @@ fn describe_metrics() {
         "mailtriage_reloads_total",
         "Rule reloads, applied or refused."
     );
+    describe_counter!(
+        "mailtriage_mails_total",
+        "Mails handed to SMTP, by result: sent, deferred (retried), refused (dead letters)."
+    );
+    describe_gauge!(
+        "mailtriage_smtp_failing",
+        "1 while mails cannot get through to the SMTP server."
+    );
     describe_gauge!("mailtriage_outbox_depth", "Mails waiting to be sent.");
     describe_gauge!(
         "mailtriage_shadow_mails",
@@ -328,4 +351,31 @@ fn describe_metrics() {
         "mailtriage_mailbox_last_sync_seconds",
         "Unix time of the mailbox's last catch-up."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mailbox_that_keeps_failing_is_failing_since_its_first_failure() {
+        let b = Board::new("rules.toml", "v1", false);
+        let keys = vec!["billing".to_string()];
+        b.set("billing", State::Connecting, false);
+        b.failed("billing", "login refused", false);
+        let first = b.snapshot(0, 0).mailboxes["billing"].since.clone();
+        std::thread::sleep(Duration::from_millis(20));
+        // Each retry connects and fails again.
+        for _ in 0..3 {
+            b.set("billing", State::Connecting, false);
+            b.failed("billing", "login refused", false);
+        }
+        assert_eq!(b.snapshot(0, 0).mailboxes["billing"].since, first);
+        let later = SystemTime::now() + FAILING_TOO_LONG + Duration::from_secs(1);
+        assert!(!b.healthy(&keys, later), "the watchdog must see it");
+        // Connected again: a new "since", and healthy.
+        b.synced("billing", false);
+        assert_ne!(b.snapshot(0, 0).mailboxes["billing"].since, first);
+        assert!(b.healthy(&keys, later));
+    }
 }

@@ -5,6 +5,7 @@
 //! server's words; anything else is retried with backoff. [`settle`] decides, at start,
 //! about the mails whose fate a crash left unknown.
 
+mod health;
 pub mod sender;
 pub mod settle;
 mod smtp;
@@ -21,6 +22,7 @@ use crate::record::StoreError;
 use crate::ticket::OutMail;
 use crate::tls::TlsError;
 
+pub use health::{SmtpHealth, SmtpState, SmtpStatus};
 pub use sender::{drain, ready, run, Drained};
 pub use smtp::SmtpOut;
 
@@ -133,6 +135,14 @@ impl Transport {
             Transport::Smtp(out) => out.connections(),
             // Offline triage writes files; order on disk is all that matters there.
             Transport::Files(_) => 1,
+        }
+    }
+
+    /// How the SMTP side fares; `None` for files.
+    pub fn health(&self) -> Option<Arc<SmtpHealth>> {
+        match self {
+            Transport::Smtp(out) => Some(out.health().clone()),
+            Transport::Files(_) => None,
         }
     }
 

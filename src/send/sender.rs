@@ -177,13 +177,10 @@ impl<'a> Drain<'a> {
                 Err(e) if !e.is_temporary() => {
                     store.outbox_dead(key, &e.to_string())?;
                     self.counts.refused += 1;
-                    metrics::counter!("mailtriage_mails_total", "result" => "refused").increment(1);
                     tracing::error!(ticket = %m.ticket, message_id = %m.message_id, to = ?m.to, reason = %e, "Mail refused for good; kept in dead letters.");
                     finished.push((key, None));
                 }
                 Err(e) => {
-                    metrics::counter!("mailtriage_mails_total", "result" => "deferred")
-                        .increment(1);
                     if e.needs_operator() {
                         tracing::error!(section = "smtp", ticket = %m.ticket, message_id = %m.message_id, reason = %e, "SMTP login failed; mails wait until the [smtp] password is mended.");
                     } else {
@@ -202,7 +199,6 @@ impl<'a> Drain<'a> {
             self.pending.retain(|p| p.key != key);
             if let Some(m) = accepted {
                 self.counts.sent += 1;
-                metrics::counter!("mailtriage_mails_total", "result" => "sent").increment(1);
                 tracing::info!(ticket = %m.ticket, message_id = %m.message_id, kind = ?m.kind, to = ?m.to, "Mail accepted.");
             }
         }

@@ -2,6 +2,7 @@
 //! AUTH) and one mail handed over on one of them, under a time limit.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::SmtpError;
+use super::{SmtpError, SmtpHealth};
 use crate::config::{Server, TlsMode};
 
 /// The SMTP side. It keeps its connections open between mails, so that a mail costs one
@@ -47,6 +48,7 @@ pub struct SmtpOut {
     /// Open connections not in use, each with when it last did something; the most
     /// recently used is last.
     idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    health: Arc<SmtpHealth>,
 }
 
 /// How long an unused connection is kept: under the 5 minutes RFC 5321 (4.5.3.2.7) asks
@@ -123,6 +125,7 @@ impl SmtpOut {
             connections: s.connections(),
             archive,
             idle: std::sync::Mutex::new(Vec::new()),
+            health: Arc::default(),
         })
     }
 
@@ -176,10 +179,23 @@ impl SmtpOut {
         Ok(Box::new(ImplicitTls(tls)))
     }
 
-    /// Sends one mail on a kept connection not in use (or a new one) and keeps the
-    /// connection for the next mail when the exchange went well. The sender hands over
-    /// at most `connections` mails at once, so no more connections than that are made.
+    /// How the SMTP side fares: every mail handed over notes its outcome here.
+    pub(super) fn health(&self) -> &Arc<SmtpHealth> {
+        &self.health
+    }
+
+    /// Sends one mail (see [`SmtpOut::exchange`]) and notes the outcome in the health.
     pub(super) async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), SmtpError> {
+        let outcome = self.exchange(envelope, raw).await;
+        self.health.note(&outcome);
+        outcome.map(|_| ())
+    }
+
+    /// Sends one mail on a kept connection not in use (or a new one) and keeps the
+    /// connection for the next mail when the exchange went well; returns the server's
+    /// answer. The sender hands over at most `connections` mails at once, so no more
+    /// connections than that are made.
+    async fn exchange(&self, envelope: &Envelope, raw: &[u8]) -> Result<String, SmtpError> {
         let kept = self.idle.lock().expect("idle connections").pop();
         // lettre bounds no command with a timeout (lettre#1027): bound the whole exchange.
         // When it runs out, the connection is dropped with the future, so no reply is left
@@ -191,17 +207,18 @@ impl SmtpOut {
                 None => self.connect().await?,
             };
             // lettre quits a connection on any error: only a good one is kept.
-            conn.send(envelope, raw).await.map_err(SmtpError::Answer)?;
-            Ok::<_, SmtpError>(conn)
+            let answer = conn.send(envelope, raw).await.map_err(SmtpError::Answer)?;
+            Ok::<_, SmtpError>((conn, answer))
         })
         .await
         .map_err(|_| SmtpError::Timeout(limit))?;
-        let conn = attempt?;
+        let (conn, answer) = attempt?;
         self.idle
             .lock()
             .expect("idle connections")
             .push((conn, Instant::now()));
-        Ok(())
+        let text = answer.first_line().unwrap_or_default();
+        Ok(format!("{} {text}", answer.code()))
     }
 
     /// A kept connection, unless it idled too long or no longer answers.

@@ -53,6 +53,7 @@ pub mod daemon;
 mod imap;
 pub mod lab;
 pub mod mail;
+pub mod ops;
 mod ports;
 mod smtp;
 mod stack;
