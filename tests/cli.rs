@@ -302,6 +302,23 @@ fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
         "{}",
         o.stderr
     );
+    // A file someone else owns: that user could change the password the daemon uses.
+    let theirs = password_file(dir.path(), "theirs.pass", 0o600);
+    std::os::unix::fs::chown(&theirs, Some(65534), None).expect("the tests run as root");
+    write(&theirs);
+    let o = cli(&["check", "--config"])
+        .arg(&config)
+        .shipped_rules()
+        .env("MAILTRIAGE_SALES_PASSWORD", "secret")
+        .run();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    assert!(
+        o.stderr.contains("mailboxes.monitoring.password_file")
+            && o.stderr.contains("owned by uid 65534")
+            && o.stderr.contains("chown"),
+        "{}",
+        o.stderr
+    );
     // Mended: the file is the owner's alone and the variable is set.
     write(&ok);
     let check_mended = || {

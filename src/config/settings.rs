@@ -218,9 +218,13 @@ impl SecretSource {
             SecretSource::File(p) => {
                 #[cfg(unix)]
                 {
-                    use std::os::unix::fs::PermissionsExt;
+                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
                     let meta = std::fs::metadata(p)
                         .map_err(|e| format!("password file {}: {e}", p.display()))?;
+                    let euid = rustix::process::geteuid().as_raw();
+                    if let Some(why) = owner_problem(meta.uid(), euid) {
+                        return Err(format!("password file {}: {why}", p.display()));
+                    }
                     // 0600 or stricter: a group that can read it is as many more
                     // people who can read the customers' mail.
                     if meta.permissions().mode() & 0o077 != 0 {
@@ -240,6 +244,17 @@ impl SecretSource {
             }
         }
     }
+}
+
+/// Why a secret file owned by `owner` must not be trusted by a process running as `euid`:
+/// whoever owns it can change the password the daemon logs in with. Root's files are
+/// trusted (root can change anything anyway).
+fn owner_problem(owner: u32, euid: u32) -> Option<String> {
+    (owner != euid && owner != 0).then(|| {
+        format!(
+            "owned by uid {owner}, not by the user mailtriage runs as (uid {euid}) or root; run chown on it"
+        )
+    })
 }
 
 impl Login {
@@ -650,5 +665,17 @@ mod tests {
         assert!(err.contains("readable by others"), "{err}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(SecretSource::File(f).read().unwrap(), "secret");
+    }
+
+    #[test]
+    fn a_password_file_owned_by_another_user_is_refused() {
+        // Whoever owns the file can change the password the daemon logs in with.
+        let err = owner_problem(1001, 1000).unwrap();
+        assert!(
+            err.contains("owned by uid 1001") && err.contains("uid 1000") && err.contains("chown"),
+            "{err}"
+        );
+        assert_eq!(owner_problem(1000, 1000), None);
+        assert_eq!(owner_problem(0, 1000), None, "root's files are trusted");
     }
 }
