@@ -306,11 +306,14 @@ fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
     let theirs = password_file(dir.path(), "theirs.pass", 0o600);
     std::os::unix::fs::chown(&theirs, Some(65534), None).expect("the tests run as root");
     write(&theirs);
-    let o = cli(&["check", "--config"])
-        .arg(&config)
-        .shipped_rules()
-        .env("MAILTRIAGE_SALES_PASSWORD", "secret")
-        .run();
+    let check_with_env = || {
+        cli(&["check", "--config"])
+            .arg(&config)
+            .shipped_rules()
+            .env("MAILTRIAGE_SALES_PASSWORD", "secret")
+            .run()
+    };
+    let o = check_with_env();
     assert_eq!(o.code(), Some(1), "{}", o.text());
     assert!(
         o.stderr.contains("mailboxes.monitoring.password_file")
@@ -321,21 +324,14 @@ fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
     );
     // Mended: the file is the owner's alone and the variable is set.
     write(&ok);
-    let check_mended = || {
-        cli(&["check", "--config"])
-            .arg(&config)
-            .shipped_rules()
-            .env("MAILTRIAGE_SALES_PASSWORD", "secret")
-            .run()
-    };
-    let o = check_mended();
+    let o = check_with_env();
     assert!(o.status.success(), "{}", o.text());
     // The example watches every team's sent replies; without them, check says what follows.
     assert!(!o.stderr.contains("sent_folder"), "{}", o.stderr);
     let text = std::fs::read_to_string(&config).unwrap();
     let blind = text.replacen("sent_folder = \"Sent\"", "", 1);
     std::fs::write(&config, blind).unwrap();
-    let o = check_mended();
+    let o = check_with_env();
     assert!(o.status.success(), "{}", o.text());
     assert!(
         o.stderr.contains("warning: ")
