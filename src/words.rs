@@ -174,6 +174,59 @@ pub fn history_text(rules: &Rules, e: &Event, lang: &str) -> String {
     }
 }
 
+/// One history event for an operator (`tickets show`), in English. Without the rules a
+/// queue is shown by its key; in a shadow ticket the mails are what would have been sent.
+pub fn operator_history(rules: Option<&Rules>, e: &Event, shadow: bool) -> String {
+    let qn = |q: &str| match rules {
+        Some(r) => queue_name(r, q, "en").to_string(),
+        None => q.to_string(),
+    };
+    shadow
+        .then(|| would_en(&e.what, &qn))
+        .flatten()
+        .unwrap_or_else(|| history_en(&e.what, &qn))
+}
+
+/// A shadow ticket's event that stands for a mail: what would have been sent.
+fn would_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> Option<String> {
+    Some(match what {
+        EventKind::Forwarded { queue, why } => format!("would forward to {}: {why}", qn(queue)),
+        EventKind::Acknowledged {
+            to,
+            queue,
+            response_time,
+        } => format!(
+            "would acknowledge to {to}: {} has it, answer within {response_time}",
+            qn(queue)
+        ),
+        EventKind::Bounced { between, to } => {
+            format!(
+                "bounced ({}): would send to {}",
+                arrows(between, qn),
+                qn(to)
+            )
+        }
+        EventKind::Flagged { reasons, to } => {
+            format!(
+                "red flags: {}; would copy to {}",
+                reasons.join(", "),
+                qn(to)
+            )
+        }
+        EventKind::Reminded { queue } => {
+            format!("would remind {}: the customer is waiting", qn(queue))
+        }
+        EventKind::Escalated { to } => format!("no answer in time: would escalate to {}", qn(to)),
+        EventKind::StatusSent { to } => {
+            format!("would send a status mail to {to}: still being handled")
+        }
+        EventKind::AddedAck { to } => {
+            format!("would tell {to} the message was added to the ticket")
+        }
+        _ => return None,
+    })
+}
+
 fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
     match what {
         EventKind::Arrived {

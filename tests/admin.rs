@@ -232,6 +232,40 @@ fn shadow_mode_records_decisions_sends_nothing_and_marks_nothing() {
         show.contains("not sent:  acknowledgement -> customer5@example.test"),
         "{show}"
     );
+    // The timeline says what would have been done, not what was done.
+    assert!(
+        show.contains("would forward to Billing")
+            && show.contains("would acknowledge to customer5@example.test"),
+        "{show}"
+    );
+    assert!(
+        !show.contains("forwarded to") && !show.contains("acknowledgement sent"),
+        "{show}"
+    );
+    let json = lab.cli(&["tickets", "show", &id_of, "--json"]).run().json();
+    assert_eq!(json[0]["shadow"], true, "{json:#}");
+    assert_eq!(json[0]["id"], id_of.as_str(), "{json:#}");
+    // The mails it would have sent can be read whole, note and all.
+    let mails = lab.cli(&["tickets", "show", &id_of, "--mails"]).run();
+    assert!(mails.status.success(), "{}", mails.stderr);
+    let mails = mails.stdout;
+    assert!(
+        mails.contains("Message-ID:")
+            && mails.contains("message arrived at support@example.test")
+            && mails.contains("you idiots"),
+        "{mails}"
+    );
+    // Only the state is needed to show a ticket: not the rules.
+    let bare = cli(&["tickets", "show", &id_of])
+        .state(&lab.state)
+        .rules(&lab.dir().join("no-such-rules.toml"))
+        .run();
+    assert!(bare.status.success(), "{}", bare.stderr);
+    assert!(
+        bare.stdout.contains("would forward to billing"),
+        "{}",
+        bare.stdout
+    );
 
     // A live message afterwards goes through the same sender: once it has arrived,
     // anything the shadow message had queued would have arrived before it.

@@ -725,3 +725,44 @@ fn check_warns_about_design_mistakes_and_still_passes() {
         );
     }
 }
+
+#[test]
+fn a_subject_with_terminal_escapes_is_shown_not_obeyed() {
+    // Clear the screen, paint red, set the window title, reorder with a bidi override.
+    let evil = "Site down \u{1b}[2J\u{1b}[31mFAKE: ticket closed by admin\u{1b}]0;owned\u{7} \u{202e}txt.exe";
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mail = dir.path().join("evil.eml");
+    std::fs::write(
+        &mail,
+        format!(
+            "From: Mallory <mallory@evil.example>\r\nTo: support@example.test\r\nSubject: {evil}\r\nMessage-ID: <esc-1@evil.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe site is down.\r\n"
+        ),
+    )
+    .unwrap();
+    let o = cli(&["triage"])
+        .shipped_rules()
+        .outbox(&dir.path().join("o"))
+        .state(&state)
+        .arg(&mail)
+        .run();
+    assert!(o.status.success(), "{}", o.text());
+    let shown = [
+        cli(&["tickets", "list"]).state(&state).run(),
+        cli(&["tickets", "show", "T-1001"]).state(&state).run(),
+        cli(&["tickets", "show", "T-1001", "--mails"])
+            .state(&state)
+            .run(),
+        cli(&["explain"]).shipped_rules().arg(&mail).run(),
+    ];
+    for o in shown {
+        assert!(o.status.success(), "{}", o.text());
+        assert!(o.stdout.contains("FAKE: ticket closed"), "{}", o.stdout);
+        assert!(
+            !o.stdout.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+            "{:?}",
+            o.stdout
+        );
+        assert!(o.stdout.contains("\\u{1b}[2J"), "{}", o.stdout);
+    }
+}

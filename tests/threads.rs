@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::cli::cli;
 use support::lab::Lab;
 use support::mail::Mail;
 use support::{shipped_rules, FetchedMail};
@@ -30,6 +31,17 @@ fn wait_of_ticket(lab: &Lab, user: &str, ticket: &str, kind: &str) -> Vec<Fetche
 /// How many mails of `kind` about `ticket` are in `user`'s INBOX.
 fn count_of_ticket(lab: &Lab, user: &str, ticket: &str, kind: &str) -> usize {
     of_ticket(&lab.inbox(user), ticket, kind).len()
+}
+
+/// The customer writes "Website is down" to `mailbox`; returns the acknowledgement, once
+/// it arrived (its ticket and Message-ID are what a reply refers to).
+fn site_down(lab: &Lab, customer: &str, mailbox: &str, id: &str) -> FetchedMail {
+    lab.send_mail(
+        &Mail::request(customer, mailbox, id)
+            .subject("Website is down")
+            .body("Nothing loads."),
+    );
+    lab.wait_ack(customer, id)
 }
 
 #[test]
@@ -334,12 +346,7 @@ fn an_unanswered_ticket_gets_a_reminder_then_escalation_and_one_status_mail() {
 
     let id = "slow-1@example.test";
     let customer = "customer7@example.test";
-    lab.send_mail(
-        &Mail::request(customer, "support@example.test", id)
-            .subject("Website is down")
-            .body("Nothing loads."),
-    );
-    let ticket = lab.wait_ack(customer, id).ticket();
+    let ticket = site_down(&lab, customer, "support@example.test", id).ticket();
     let support = wait_of_ticket(&lab, "support@example.test", &ticket, "reminder");
     assert!(of_ticket(&support, &ticket, "reminder")[0]
         .text()
@@ -386,12 +393,7 @@ fn a_ticket_answered_through_the_sent_folder_gets_no_reminder_and_no_status_mail
 
     let id = "answered-1@example.test";
     let customer = "customer8@example.test";
-    lab.send_mail(
-        &Mail::request(customer, "support@example.test", id)
-            .subject("Website is down")
-            .body("Nothing loads."),
-    );
-    let ack = lab.wait_ack(customer, id);
+    let ack = site_down(&lab, customer, "support@example.test", id);
     let ticket = ack.ticket();
     let answer = Mail::from("support@example.test")
         .to(customer)
@@ -417,6 +419,43 @@ fn a_ticket_answered_through_the_sent_folder_gets_no_reminder_and_no_status_mail
                 "{kind} to {user}"
             );
         }
+    }
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn explain_while_the_daemon_runs_finds_the_ticket_of_a_reply() {
+    let lab = Lab::start();
+    let daemon = lab.daemon();
+    let id = "explain-live-1@example.test";
+    let customer = "customer9@example.test";
+    let ack = site_down(&lab, customer, "support@example.test", id);
+    let ticket = ack.ticket();
+    let reply = Mail::request(
+        customer,
+        "billing@example.test",
+        "explain-live-2@example.test",
+    )
+    .in_reply_to(&ack.message_id())
+    .subject(&format!("Re: [#{ticket}] We have received your request"))
+    .body("Also, please refund the invoice.");
+    let file = lab.dir().join("reply.eml");
+    std::fs::write(&file, reply.raw()).unwrap();
+
+    // The daemon holds the state: explain asks it, with --state or the config's state.
+    let with_state = lab.cli(&["explain", "--json"]).arg(&file).run();
+    let with_config = cli(&["explain", "--json"])
+        .rules(&lab.rules)
+        .arg("--config")
+        .arg(&lab.config)
+        .arg(&file)
+        .run();
+    for o in [with_state, with_config] {
+        assert!(o.status.success(), "{}", o.text());
+        let v = o.json();
+        assert_eq!(v["ticket"], ticket.as_str(), "{v:#}");
+        assert_eq!(v["joined_by"], "references", "{v:#}");
+        assert_eq!(v["queue"], "support", "{v:#}");
     }
     assert!(daemon.stop().success());
 }

@@ -5,7 +5,7 @@
 
 pub mod matcher;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::matcher::Haystack;
 use crate::config::Rules;
@@ -18,7 +18,7 @@ const MAX_MATCHED: usize = 120;
 const LANGUAGE_SAMPLE: usize = 1024;
 
 /// One pattern of one rule that matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fired {
     pub rule: String,
     pub category: String,
@@ -27,7 +27,7 @@ pub struct Fired {
     pub matched: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Score {
     pub category: String,
     pub score: i32,

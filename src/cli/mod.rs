@@ -75,7 +75,8 @@ pub enum Command {
         /// Print JSON (documented in the README) instead of text.
         #[arg(long)]
         json: bool,
-        /// Read thread state from this state directory (never written).
+        /// Match replies to tickets in this state directory (never written); by default
+        /// the one in --config, when it can be read. While the daemon runs, it is asked.
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -124,8 +125,14 @@ pub enum Command {
 pub enum TicketsCmd {
     /// One line per ticket.
     List,
-    /// A ticket with its whole timeline.
-    Show { id: String },
+    /// A ticket with its whole timeline, and its mails no server accepted (shadow,
+    /// waiting, refused).
+    Show {
+        id: String,
+        /// Print those mails whole, as they would go out.
+        #[arg(long)]
+        mails: bool,
+    },
     /// Record a promise made to the customer; it appears in every later note.
     Promise {
         id: String,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::config::{Mailbox, Rules, Settings};
 use crate::pipeline::{Action, Report};
-use crate::runtime::control::Response;
+use crate::runtime::control::{HeldMail, Response};
 use crate::runtime::status::{MailboxStatus, StatusReport};
 use crate::send::{Drained, SmtpState, SmtpStatus};
 use crate::ticket::{MailKind, Ticket};
@@ -30,9 +30,14 @@ fn message_lines(s: &mut String, mb: &Mailbox, r: &Report) {
         .map(|i| format!("<{i}>"))
         .unwrap_or_else(|| "(no Message-ID)".into());
     let _ = writeln!(s, "mailbox:   {} ({})", r.mailbox, mb.address);
-    let _ = writeln!(s, "message:   {id}");
-    let _ = writeln!(s, "from:      {}", r.from.as_deref().unwrap_or("(none)"));
-    let _ = writeln!(s, "subject:   {}", r.subject.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "message:   {}", printable(&id));
+    let from = r.from.as_deref().unwrap_or("(none)");
+    let _ = writeln!(s, "from:      {}", printable(from));
+    let _ = writeln!(
+        s,
+        "subject:   {}",
+        printable(r.subject.as_deref().unwrap_or(""))
+    );
     let _ = writeln!(s, "language:  {}", r.language.as_deref().unwrap_or("-"));
 }
 
@@ -355,20 +360,35 @@ fn ticket_line(t: &Ticket, shadow: bool) -> String {
         t.queue,
         state,
         human(&t.created),
-        t.customer,
-        t.subject
+        printable(&t.customer),
+        printable(&t.subject)
     )
 }
 
-/// `tickets show` (and `tickets promise`): each ticket with its whole timeline.
-pub(super) fn ticket_details(rules: &Rules, resp: &Response) -> String {
+/// `tickets show` (and `tickets promise`): each ticket with its whole timeline, and
+/// its mails that no server accepted; `mails` prints them whole. Without the rules the
+/// queues are named by their keys.
+pub(super) fn ticket_details(rules: Option<&Rules>, resp: &Response, mails: bool) -> String {
     let mut s = String::new();
     for t in &resp.tickets {
         ticket_head(&mut s, t);
-        if resp.shadow.contains(&t.id) {
-            shadow_lines(&mut s, t, resp);
+        let shadow = resp.shadow.contains(&t.id);
+        if shadow {
+            let _ = writeln!(
+                s,
+                "mode:      shadow: decided and recorded, nothing sent, nothing marked"
+            );
         }
-        ticket_body(&mut s, rules, t);
+        let held = resp.held.iter().filter(|h| h.mail.ticket == t.id);
+        for h in held.clone() {
+            held_line(&mut s, h);
+        }
+        ticket_body(&mut s, rules, t, shadow);
+        if mails {
+            for h in held {
+                held_mail(&mut s, h);
+            }
+        }
     }
     s
 }
@@ -380,22 +400,89 @@ fn ticket_head(s: &mut String, t: &Ticket) {
         .map(|n| format!("{n} "))
         .unwrap_or_default();
     let _ = writeln!(s, "ticket:    {}", t.id);
-    let _ = writeln!(s, "customer:  {name}<{}>", t.customer);
-    let _ = writeln!(s, "subject:   {}", t.subject);
-}
-
-/// A shadow ticket's mails were decided and never sent: they are listed instead.
-fn shadow_lines(s: &mut String, t: &Ticket, resp: &Response) {
     let _ = writeln!(
         s,
-        "mode:      shadow: decided and recorded, nothing sent, nothing marked"
+        "customer:  {}<{}>",
+        printable(&name),
+        printable(&t.customer)
     );
-    for m in resp.would_send.iter().filter(|m| m.ticket == t.id) {
-        let _ = writeln!(s, "not sent:  {} -> {}", m.kind.as_str(), m.to.join(", "));
+    let _ = writeln!(s, "subject:   {}", printable(&t.subject));
+}
+
+/// One mail no server accepted: "not sent:  forward -> billing@...".
+fn held_line(s: &mut String, h: &HeldMail) {
+    let why = h
+        .reason
+        .as_deref()
+        .map(|r| format!(": {}", printable(r)))
+        .unwrap_or_default();
+    let label = format!("{}:", h.held);
+    let _ = writeln!(
+        s,
+        "{label:<10} {} -> {}{why}",
+        h.mail.kind.as_str(),
+        h.mail.to.join(", ")
+    );
+}
+
+/// One held mail whole, between marker lines, with whatever a terminal would act on
+/// escaped (it is a stranger's text).
+fn held_mail(s: &mut String, h: &HeldMail) {
+    let _ = writeln!(
+        s,
+        "----- {} {} -> {} ({}) -----",
+        h.mail.ticket,
+        h.mail.kind.as_str(),
+        h.mail.to.join(", "),
+        h.held
+    );
+    let text = h.text.as_deref().unwrap_or_default();
+    for line in text.lines() {
+        let _ = writeln!(s, "{}", printable(line));
     }
 }
 
-fn ticket_body(s: &mut String, rules: &Rules, t: &Ticket) {
+/// `tickets --json`: each ticket as stored, with `shadow`, and for `show` its mails no
+/// server accepted.
+pub(super) fn tickets_json(resp: &Response) -> serde_json::Value {
+    let tickets = resp.tickets.iter().map(|t| {
+        let mut v = serde_json::to_value(t).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("shadow".into(), resp.shadow.contains(&t.id).into());
+            let held: Vec<&HeldMail> = resp.held.iter().filter(|h| h.mail.ticket == t.id).collect();
+            if !held.is_empty() {
+                o.insert(
+                    "held".into(),
+                    serde_json::to_value(held).unwrap_or_default(),
+                );
+            }
+        }
+        v
+    });
+    serde_json::Value::Array(tickets.collect())
+}
+
+/// `text` with control characters (terminal escapes, a carriage return that rewrites a
+/// line) and bidirectional overrides (which reorder what is shown) written as `\u{..}`:
+/// mail text is a stranger's, and a terminal must show it, not obey it.
+pub(super) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| match unsafe_char(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
+fn ticket_body(s: &mut String, rules: Option<&Rules>, t: &Ticket, shadow: bool) {
     let _ = writeln!(
         s,
         "queue:     {} (since {}); hops: {}",
@@ -410,7 +497,8 @@ fn ticket_body(s: &mut String, rules: &Rules, t: &Ticket) {
         let _ = writeln!(s, "incident:  {i}");
     }
     for p in &t.promises {
-        let _ = writeln!(s, "promise:   {} ({}, {})", p.text, p.by, human(&p.at));
+        let (text, by) = (printable(&p.text), printable(&p.by));
+        let _ = writeln!(s, "promise:   {text} ({by}, {})", human(&p.at));
     }
     let _ = writeln!(s, "timeline:");
     for e in &t.history {
@@ -418,7 +506,7 @@ fn ticket_body(s: &mut String, rules: &Rules, t: &Ticket) {
             s,
             "  {}  {}",
             human(&e.at),
-            crate::words::history_text(rules, e, "en")
+            printable(&crate::words::operator_history(rules, e, shadow))
         );
     }
 }

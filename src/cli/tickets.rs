@@ -1,4 +1,5 @@
-//! `mailtriage tickets`: lists and shows tickets, or records a promise on one. The
+//! `mailtriage tickets`: lists and shows tickets (from the state alone; the rules only
+//! name the queues), or records a promise on one. The
 //! running daemon answers over its control socket; with no daemon, the state directory
 //! is read (and, for a promise, written) directly.
 
@@ -14,7 +15,8 @@ pub fn tickets(
     state: Option<&Path>,
     json: bool,
 ) -> Result<(), CliError> {
-    let rules = load_rules(&cli.rules)?;
+    // Only for the queues' names: a ticket is shown from the state alone.
+    let rules = load_rules(&cli.rules).ok();
     let state = state_dir(cli, state)?;
     let req = request(cmd);
     let resp = match ask_daemon(&state, &req)? {
@@ -24,14 +26,18 @@ pub fn tickets(
     if !resp.ok {
         return Err(refused(resp.error, "request failed"));
     }
+    let mails = matches!(cmd, TicketsCmd::Show { mails: true, .. });
     if json {
-        println!("{}", serde_json::to_string_pretty(&resp.tickets)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::tickets_json(&resp))?
+        );
         return Ok(());
     }
     let text = match cmd {
         TicketsCmd::List => render::ticket_list(&resp),
         TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } => {
-            render::ticket_details(&rules, &resp)
+            render::ticket_details(rules.as_ref(), &resp, mails)
         }
     };
     print!("{text}");
@@ -41,7 +47,10 @@ pub fn tickets(
 fn request(cmd: &TicketsCmd) -> Request {
     match cmd {
         TicketsCmd::List => Request::List,
-        TicketsCmd::Show { id } => Request::Show { id: id.clone() },
+        TicketsCmd::Show { id, mails } => Request::Show {
+            id: id.clone(),
+            mails: *mails,
+        },
         TicketsCmd::Promise { id, text, by } => Request::Promise {
             id: id.clone(),
             text: text.clone(),

@@ -4,7 +4,7 @@
 //! server. Effects are data here; `pipeline` turns the plan into mails and records, and
 //! nothing in this module touches the network, the disk or the clock.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::Classification;
 use crate::config::{Mailbox, Rules, Unmatched};
@@ -45,7 +45,7 @@ pub struct TicketRef {
     pub added_ack_at: Option<time::OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JoinedBy {
     References,
@@ -94,7 +94,9 @@ pub enum Why {
 
 /// Why no acknowledgement goes out. Codes follow RFC 3834's list of messages that must
 /// not get an automatic reply, then the daemon's own limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum Suppression {

@@ -2,7 +2,7 @@
 //! `explain`), built from the same evaluation so the two cannot tell different stories.
 //! `explain --json` prints it as it is.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{Fired, Score};
 use crate::config::{Mailbox, Rules};
@@ -12,7 +12,7 @@ use crate::words::{self, queue_name};
 
 use super::Evaluation;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AckReport {
     pub send: bool,
     pub to: Option<String>,
@@ -22,7 +22,9 @@ pub struct AckReport {
 }
 
 /// What happened to a message, in a word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum Action {
@@ -51,7 +53,7 @@ impl PartialEq<&str> for Action {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedMail {
     pub kind: MailKind,
     pub to: Vec<String>,
@@ -60,7 +62,7 @@ pub struct PlannedMail {
 }
 
 /// What happened to one message (or, from `explain`, what would happen).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub mailbox: String,
     pub message_id: Option<String>,

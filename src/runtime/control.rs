@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::pipeline::Report;
 use crate::record::Store;
-use crate::ticket::Ticket;
+use crate::ticket::{OutMail, Ticket};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
@@ -26,6 +27,9 @@ pub enum Request {
     List,
     Show {
         id: String,
+        /// With the held mails' whole text.
+        #[serde(default)]
+        mails: bool,
     },
     Promise {
         id: String,
@@ -35,6 +39,17 @@ pub enum Request {
     /// The running daemon's state: mailboxes, outbox, rules version, last errors. Only
     /// the daemon answers it.
     Status,
+    /// What the daemon would do with a message, looked up in the live state (its ticket,
+    /// the thread) with the rules the CLI was given: `mailtriage explain` while the
+    /// daemon holds the state.
+    Explain {
+        mailbox: String,
+        /// The rules file's path (for its error messages) and text.
+        rules_file: PathBuf,
+        rules: String,
+        /// The message's exact bytes, base64.
+        mail: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -47,11 +62,41 @@ pub struct Response {
     /// Which of `tickets` were opened in shadow mode.
     #[serde(default)]
     pub shadow: Vec<String>,
-    /// For `show` of a shadow ticket: the mails shadow mode decided and did not send.
+    /// For `show`: the ticket's mails not sent (yet): shadow mode's, those waiting in
+    /// the outbox, those the server refused for good.
     #[serde(default)]
-    pub would_send: Vec<crate::ticket::OutMail>,
+    pub held: Vec<HeldMail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::runtime::status::StatusReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+}
+
+/// Why a mail of a ticket was not sent (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "lowercase")]
+pub enum Held {
+    /// Decided in shadow mode: never sent.
+    #[strum(to_string = "not sent")]
+    NotSent,
+    /// In the outbox, to be sent.
+    Waiting,
+    /// Refused by the server for good: in the dead letters.
+    Refused,
+}
+
+/// A mail of a ticket that no server has accepted, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldMail {
+    pub held: Held,
+    /// The server's refusal, for a refused mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub mail: OutMail,
+    /// The whole mail as it would go out, when asked for (`--mails`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Carries out one request against the store, and says which tickets are shadow ones.
@@ -63,15 +108,31 @@ pub fn handle(store: &Store, req: &Request) -> Response {
         .filter(|t| store.is_shadow_ticket(&t.id).unwrap_or(false))
         .map(|t| t.id.clone())
         .collect();
-    if matches!(req, Request::Show { .. }) && !r.shadow.is_empty() {
-        r.would_send = store
-            .shadow_mails()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| r.shadow.contains(&m.ticket))
-            .collect();
+    if let (Request::Show { id, mails }, true) = (req, r.ok) {
+        r.held = held_mails(store, id, *mails);
     }
     r
+}
+
+/// Every mail of ticket `id` not accepted by a server: shadow, waiting, refused; with
+/// their text when `text`.
+fn held_mails(store: &Store, id: &str, text: bool) -> Vec<HeldMail> {
+    let held = |held, reason, mail: OutMail| {
+        (mail.ticket == id).then(|| HeldMail {
+            held,
+            reason,
+            text: text.then(|| String::from_utf8_lossy(&mail.raw).into_owned()),
+            mail,
+        })
+    };
+    let shadow = store.shadow_mails().unwrap_or_default().into_iter();
+    let waiting = store.outbox().unwrap_or_default().into_iter();
+    let dead = store.dead_letters().unwrap_or_default().into_iter();
+    shadow
+        .filter_map(|m| held(Held::NotSent, None, m))
+        .chain(waiting.filter_map(|(_, m)| held(Held::Waiting, None, m)))
+        .chain(dead.filter_map(|(why, m)| held(Held::Refused, Some(why), m)))
+        .collect()
 }
 
 fn handle_tickets(store: &Store, req: &Request) -> Response {
@@ -93,7 +154,7 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
             }
             Err(e) => fail(e.to_string()),
         },
-        Request::Show { id } => match store.ticket(id) {
+        Request::Show { id, .. } => match store.ticket(id) {
             Ok(Some(t)) => Response {
                 ok: true,
                 error: None,
@@ -120,7 +181,42 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
             Err(e) => fail(e.to_string()),
         },
         Request::Status => fail("no mailtriage daemon is running on this state directory".into()),
+        Request::Explain {
+            mailbox,
+            rules_file,
+            rules,
+            mail,
+        } => match explain(store, mailbox, rules_file, rules, mail) {
+            Ok(report) => Response {
+                ok: true,
+                report: Some(report),
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        },
     }
+}
+
+/// `explain` against this state: the CLI has checked the rules and the message already,
+/// so an error here is one of the state's, or a file changed in between.
+fn explain(
+    store: &Store,
+    mailbox: &str,
+    rules_file: &Path,
+    rules: &str,
+    mail: &str,
+) -> Result<Report, String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(mail)
+        .map_err(|e| format!("the message is not base64: {e}"))?;
+    let rules = crate::pipeline::ruletest::parse(rules_file, rules).map_err(|e| e.to_string())?;
+    let mb = rules
+        .mailboxes
+        .get(mailbox)
+        .ok_or_else(|| format!("no mailbox {mailbox:?} in {}", rules_file.display()))?;
+    crate::pipeline::explain(&rules, Some(store), mb, &raw, SystemTime::now())
+        .map_err(|e| e.to_string())
 }
 
 /// Serves the socket until `stop`. A stale socket file from a crashed run is replaced.
