@@ -54,7 +54,7 @@ async fn run(args: &Cli) -> Result<(), CliError> {
         })
         .await?),
         Command::Status { state, json } => cli::status(args, state.as_deref(), *json),
-        Command::Check => cli::check(args),
+        Command::Check { connect } => cli::check(args, *connect).await,
         Command::Explain {
             file,
             mailbox,

@@ -33,6 +33,14 @@ impl TlsError {
     }
 }
 
+/// The connector for `server`, or `None` when it is configured without TLS.
+pub fn for_server(server: &Server) -> Result<Option<TlsConnector>, TlsError> {
+    match server.tls {
+        crate::config::TlsMode::Plaintext => Ok(None),
+        _ => connector(server).map(Some),
+    }
+}
+
 /// TLS settings for a server: the public roots, plus `ca_file` when given.
 pub fn connector(server: &Server) -> Result<TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

@@ -387,22 +387,24 @@ fn metrics_endpoint_answers_with_the_counters_moving() {
     assert!(daemon.stop().success());
 }
 
-#[test]
-fn a_refused_imap_login_is_an_error_naming_the_section_and_shows_in_status() {
-    let lab = Lab::start();
+/// Gives billing's login a password file with a wrong password in it.
+fn wrong_billing_password(lab: &Lab) {
     let wrong = lab.dir().join("billing.pass");
     write_secret(&wrong, "not-the-password\n");
     let right = lab.dir().join("mailstack-password");
-    lab.edit_config(
-        &format!(
+    let login = |pass: &Path| {
+        format!(
             "user = \"billing@example.test\"\npassword_file = \"{}\"",
-            right.display()
-        ),
-        &format!(
-            "user = \"billing@example.test\"\npassword_file = \"{}\"",
-            wrong.display()
-        ),
-    );
+            pass.display()
+        )
+    };
+    lab.edit_config(&login(&right), &login(&wrong));
+}
+
+#[test]
+fn a_refused_imap_login_is_an_error_naming_the_section_and_shows_in_status() {
+    let lab = Lab::start();
+    wrong_billing_password(&lab);
     let daemon = lab.daemon();
     let line = daemon.log_line("Mailbox cannot log in");
     assert!(
@@ -419,6 +421,39 @@ fn a_refused_imap_login_is_an_error_naming_the_section_and_shows_in_status() {
     let why = st["mailboxes"]["billing"]["last_error"].as_str().unwrap();
     assert!(why.contains("AUTHENTICATIONFAILED"), "{st:#}");
     assert!(daemon.stop().success());
+}
+
+#[test]
+fn check_connect_logs_in_everywhere_and_names_the_login_that_fails() {
+    let lab = Lab::start();
+    let check = || {
+        cli(&["check", "--connect", "--config"])
+            .arg(&lab.config)
+            .rules(&lab.rules)
+            .run()
+    };
+    let o = check();
+    assert!(o.status.success(), "{}", o.text());
+    for mailbox in ["monitoring", "billing", "sales", "support"] {
+        let line = format!("mailboxes.{mailbox}: IMAP OK: {mailbox}@example.test");
+        assert!(o.stdout.contains(&line), "{line}\n{}", o.stdout);
+    }
+    assert!(o.stdout.contains("smtp: SMTP OK"), "{}", o.stdout);
+
+    // A wrong password for billing: check says which login and what the server said.
+    wrong_billing_password(&lab);
+    let o = check();
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    assert!(
+        o.stderr.contains("mailboxes.billing:") && o.stderr.contains("AUTHENTICATIONFAILED"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stdout.contains("mailboxes.support: IMAP OK"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]

@@ -1,10 +1,78 @@
 //! `mailtriage check`: loads rules.toml (and mailtriage.toml when there is one), and
-//! prints every error and warning, so an admin sees all the mistakes in one run.
+//! prints every error and warning, so an admin sees all the mistakes in one run. It
+//! touches no network unless asked: `--connect` then logs in to every mailbox (and its
+//! Sent folder) and to the SMTP server as `run` would, and says what each answered.
 
 use super::{render, Cli, CliError};
 use crate::config::{ConfigError, ConfigErrors, Rules, Settings};
+use crate::send::Transport;
+use crate::source::{Connection, Source};
 
-pub fn check(cli: &Cli) -> Result<(), CliError> {
+pub async fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
+    let settings = check_files(cli)?;
+    match (connect, settings) {
+        (false, _) => Ok(()),
+        (true, Some(s)) => connect_all(&s).await,
+        (true, None) => Err(CliError::ConnectWithoutSettings {
+            file: cli.config.clone(),
+        }),
+    }
+}
+
+/// Every login of `s`, one after the other: each mailbox's folder and Sent folder, then
+/// SMTP. A line for each on stdout when it worked, on stderr when it did not.
+async fn connect_all(s: &Settings) -> Result<(), CliError> {
+    let mut failed = Vec::new();
+    let tls = crate::tls::for_server(&s.imap)
+        .map_err(|e| CliError::Connect(vec![format!("imap: {e}")]))?;
+    for (name, login) in &s.mailboxes {
+        let source = Source::new(name.clone(), s, login.clone(), tls.clone(), false);
+        let folders = std::iter::once(login.folder.clone()).chain(login.sent_folder.clone());
+        for folder in folders {
+            let source = Source {
+                folder: folder.clone(),
+                ..source.clone()
+            };
+            match Connection::open(&source).await {
+                Ok(c) => {
+                    println!(
+                        "mailboxes.{name}: IMAP OK: {} on {}:{}, folder {folder} ({} messages)",
+                        login.user,
+                        s.imap.host,
+                        s.imap.port,
+                        c.exists()
+                    );
+                    c.logout().await;
+                }
+                Err(e) => failed.push(format!("mailboxes.{name}: folder {folder}: {e}")),
+            }
+        }
+    }
+    let smtp = Transport::smtp(&s.smtp, None);
+    match smtp.map(|t| async move { t.try_login().await }) {
+        Ok(attempt) => match attempt.await {
+            Ok(()) => println!(
+                "smtp: SMTP OK: {}:{}{}",
+                s.smtp.host,
+                s.smtp.port,
+                s.smtp
+                    .user
+                    .as_deref()
+                    .map(|u| format!(", logged in as {u}"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => failed.push(format!("smtp: {e}")),
+        },
+        Err(e) => failed.push(format!("smtp: {e}")),
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(CliError::Connect(failed)),
+    }
+}
+
+/// The offline part: both files, every error and warning; the settings when given.
+fn check_files(cli: &Cli) -> Result<Option<Settings>, CliError> {
     let mut errors = Vec::new();
     let rules = kept(crate::pipeline::ruletest::load(&cli.rules), &mut errors);
     let settings = load_settings(cli, &mut errors);
@@ -26,10 +94,10 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
     }
     let rules = rules.expect("no errors means rules loaded");
     println!("{}", render::rules_ok(&cli.rules, &rules));
-    if let Some(s) = settings {
-        println!("{}", render::settings_ok(&s));
+    if let Some(s) = &settings {
+        println!("{}", render::settings_ok(s));
     }
-    Ok(())
+    Ok(settings)
 }
 
 /// The settings, when a settings file was named or exists at its default place.

@@ -23,6 +23,12 @@ pub enum CliError {
     /// `check` found mistakes in the rules, the settings, or between the two.
     #[error("{}\n{} error(s)", lines(.0), .0.len())]
     Check(Vec<ConfigError>),
+    /// `check --connect`: logins that failed, each with its section and what the
+    /// server said.
+    #[error("{}\n{} login(s) failed", .0.join("\n"), .0.len())]
+    Connect(Vec<String>),
+    #[error("check --connect needs the settings: {} does not exist (pass --config FILE)", file.display())]
+    ConnectWithoutSettings { file: PathBuf },
     /// The settings, read only to find the state directory, have mistakes.
     #[error("{0}\n(pass --state DIR to name the state directory directly)")]
     Settings(ConfigErrors),
@@ -92,7 +98,10 @@ impl CliError {
             | CliError::NoSamples
             | CliError::Json(_)
             | CliError::NoState { .. }
+            | CliError::ConnectWithoutSettings { .. }
             | CliError::Refused(_) => false,
+            // A server that is down and a refused password alike: an operator looks.
+            CliError::Connect(_) => false,
             CliError::Read { source, .. } | CliError::Outbox { source, .. } => {
                 io_is_temporary(source)
             }

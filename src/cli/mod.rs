@@ -64,7 +64,11 @@ pub enum Command {
         json: bool,
     },
     /// Check rules.toml (and mailtriage.toml, when it exists or --config is given); print every error.
-    Check,
+    Check {
+        /// Also log in to every mailbox and to the SMTP server, as `run` would.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Show what the daemon would do with a message, and why. Touches nothing.
     Explain {
         /// The message, as an .eml file.

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigError, ConfigErrors, Rules, Settings, TlsMode};
+use crate::config::{ConfigError, ConfigErrors, Rules, Settings};
 use crate::pipeline::ruletest;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::{self, Shared};
@@ -142,10 +142,7 @@ fn load(inputs: &Inputs) -> Result<Loaded, DaemonError> {
     let store = open_state(&settings.state_dir)?;
     let archive = settings.archive.as_ref().map(|a| a.address.as_str());
     let transport = Transport::smtp(&settings.smtp, archive)?;
-    let tls = match settings.imap.tls {
-        TlsMode::Plaintext => None,
-        _ => Some(crate::tls::connector(&settings.imap)?),
-    };
+    let tls = crate::tls::for_server(&settings.imap)?;
     Ok(Loaded {
         rules,
         settings,

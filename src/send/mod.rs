@@ -138,6 +138,15 @@ impl Transport {
         }
     }
 
+    /// Logs in to the SMTP server and out again (see [`SmtpOut::try_login`]); files
+    /// need nothing.
+    pub async fn try_login(&self) -> Result<(), SmtpError> {
+        match self {
+            Transport::Smtp(out) => out.try_login().await,
+            Transport::Files(_) => Ok(()),
+        }
+    }
+
     /// How the SMTP side fares; `None` for files.
     pub fn health(&self) -> Option<Arc<SmtpHealth>> {
         match self {

@@ -179,6 +179,17 @@ impl SmtpOut {
         Ok(Box::new(ImplicitTls(tls)))
     }
 
+    /// Connects, says EHLO, STARTTLS and AUTH as configured, and QUITs: what `check
+    /// --connect` tries. Nothing is sent and the health is left alone.
+    pub(super) async fn try_login(&self) -> Result<(), SmtpError> {
+        let limit = self.timeout * 2;
+        let mut c = tokio::time::timeout(limit, self.connect())
+            .await
+            .map_err(|_| SmtpError::Timeout(limit))??;
+        let _ = tokio::time::timeout(self.timeout, c.quit()).await;
+        Ok(())
+    }
+
     /// How the SMTP side fares: every mail handed over notes its outcome here.
     pub(super) fn health(&self) -> &Arc<SmtpHealth> {
         &self.health
