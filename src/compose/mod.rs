@@ -130,7 +130,11 @@ fn plain_text(text: String) -> SinglePart {
 }
 
 /// The original in canonical form (CRLF line ends), and whether it can travel as
-/// message/rfc822: RFC 2046 allows only 7bit/8bit there, so lines must fit in 998 bytes.
+/// message/rfc822: RFC 2046 allows only 7bit/8bit there, so lines must fit in 998 bytes
+/// and hold no NUL and no CR but the one before LF (RFC 2045). A bare CR is left as it
+/// is, and such an original goes base64 as a file: a relay that took a bare CR for a
+/// line end could otherwise read a crafted ".\r" as the end of the mail and what follows
+/// as a second one (SMTP smuggling), sent through the daemon's own login.
 fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
     let mut prev = 0u8;
@@ -141,8 +145,14 @@ fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
         out.push(b);
         prev = b;
     }
-    let fits = out.split(|b| *b == b'\n').all(|l| l.len() <= 999);
-    let eight_bit = out.iter().any(|b| *b >= 0x80 || *b == 0);
+    let bare_cr = out
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\r' && out.get(i + 1) != Some(&b'\n'));
+    let fits = !bare_cr
+        && !out.contains(&0)
+        && out.split(|b| *b == b'\n').all(|l| l.len() <= 999);
+    let eight_bit = out.iter().any(|b| *b >= 0x80);
     (out, fits, eight_bit)
 }
 
@@ -392,6 +402,44 @@ mod tests {
     }
 
     const ORIGINAL: &[u8] = b"Return-Path: <ivan@mail.example>\r\nFrom: =?utf-8?B?0JjQstCw0L0=?= <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: =?utf-8?B?0KHQsNC50YIg0L3QtSDRgNCw0LHQvtGC0LDQtdGC?=\r\nMessage-ID: <orig-1@mail.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xd0\xa1\xd0\xb0\xd0\xb9\xd1\x82 \xd0\xbd\xd0\xb5 \xd1\x80\xd0\xb0\xd0\xb1\xd0\xbe\xd1\x82\xd0\xb0\xd0\xb5\xd1\x82\r\n";
+
+    #[test]
+    fn a_bare_cr_or_nul_in_the_original_never_travels_as_8bit_text() {
+        // A bare CR before ".\r\n" is how SMTP smuggling starts: a relay that takes CR as
+        // a line end would read a second message after the dot.
+        let smuggle = b"From: a@b.example\r\nSubject: x\r\n\r\nhello\r.\r\nMAIL FROM:<ceo@example.test>\r\n";
+        assert!(!canonical(smuggle).1, "bare CR: not as message/rfc822");
+        assert!(!canonical(b"Subject: x\r\n\r\na\0b\r\n").1, "NUL");
+        let (fixed, fits, _) = canonical(b"Subject: x\n\nbare LF is mended\n");
+        assert!(fits);
+        assert_eq!(fixed, b"Subject: x\r\n\r\nbare LF is mended\r\n");
+        assert!(canonical(ORIGINAL).1);
+
+        // The forward of such an original has no bare CR, and the original is whole in it.
+        let original = [ORIGINAL, b"hello\r.\r\nMAIL FROM:<ceo@example.test>\r\n"].concat();
+        let mail = parse(&original).unwrap();
+        let ctx = TemplateContext::sample();
+        let input = ForwardInput {
+            to: None,
+            escalated: None,
+            mail: &mail,
+            raw: &original,
+            lang: "en",
+            ctx: &ctx,
+            message_id: "T-1042.1@mailtriage.example.test",
+            now: SystemTime::UNIX_EPOCH,
+        };
+        let out = forward(&rules(), input).unwrap();
+        let bare = out
+            .raw
+            .windows(2)
+            .any(|w| w[0] == b'\r' && w[1] != b'\n');
+        assert!(!bare, "{}", String::from_utf8_lossy(&out.raw));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&out.raw)
+            .unwrap();
+        assert_eq!(parsed.attachment(0).unwrap().contents(), &original[..]);
+    }
 
     #[test]
     fn forward_attaches_original_unchanged_with_note_first() {
