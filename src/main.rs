@@ -24,6 +24,9 @@ fn init_logging(daemon: bool) {
 }
 
 fn main() -> ExitCode {
+    // Everything mailtriage writes (the state, quarantined mail, an offline outbox) holds
+    // customers' mail: the owner's alone, whatever umask the shell or unit gave.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let args = Cli::parse();
     init_logging(matches!(args.command, Command::Run { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -766,3 +766,30 @@ fn a_subject_with_terminal_escapes_is_shown_not_obeyed() {
         assert!(o.stdout.contains("\\u{1b}[2J"), "{}", o.stdout);
     }
 }
+
+#[test]
+fn the_state_and_the_outbox_are_the_owner_s_alone_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, outbox) = (dir.path().join("state"), dir.path().join("o"));
+    // The test runs under the usual umask 022; the binary must not keep it.
+    let o = cli(&["triage"])
+        .shipped_rules()
+        .outbox(&outbox)
+        .state(&state)
+        .arg(root().join("samples/01-outage-to-billing-ru.eml"))
+        .run();
+    assert!(o.status.success(), "{}", o.text());
+    let mut seen = 0;
+    let mut todo = vec![state.clone(), outbox.clone()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::metadata(&p).unwrap();
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(meta.permissions().mode() & 0o777, want, "{}", p.display());
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+        seen += 1;
+    }
+    assert!(seen > 4, "the state and the mails were written");
+}

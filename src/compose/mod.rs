@@ -149,9 +149,7 @@ fn canonical(raw: &[u8]) -> (Vec<u8>, bool, bool) {
         .iter()
         .enumerate()
         .any(|(i, b)| *b == b'\r' && out.get(i + 1) != Some(&b'\n'));
-    let fits = !bare_cr
-        && !out.contains(&0)
-        && out.split(|b| *b == b'\n').all(|l| l.len() <= 999);
+    let fits = !bare_cr && !out.contains(&0) && out.split(|b| *b == b'\n').all(|l| l.len() <= 999);
     let eight_bit = out.iter().any(|b| *b >= 0x80);
     (out, fits, eight_bit)
 }
@@ -407,7 +405,8 @@ mod tests {
     fn a_bare_cr_or_nul_in_the_original_never_travels_as_8bit_text() {
         // A bare CR before ".\r\n" is how SMTP smuggling starts: a relay that takes CR as
         // a line end would read a second message after the dot.
-        let smuggle = b"From: a@b.example\r\nSubject: x\r\n\r\nhello\r.\r\nMAIL FROM:<ceo@example.test>\r\n";
+        let smuggle =
+            b"From: a@b.example\r\nSubject: x\r\n\r\nhello\r.\r\nMAIL FROM:<ceo@example.test>\r\n";
         assert!(!canonical(smuggle).1, "bare CR: not as message/rfc822");
         assert!(!canonical(b"Subject: x\r\n\r\na\0b\r\n").1, "NUL");
         let (fixed, fits, _) = canonical(b"Subject: x\n\nbare LF is mended\n");
@@ -430,10 +429,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
         };
         let out = forward(&rules(), input).unwrap();
-        let bare = out
-            .raw
-            .windows(2)
-            .any(|w| w[0] == b'\r' && w[1] != b'\n');
+        let bare = out.raw.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n');
         assert!(!bare, "{}", String::from_utf8_lossy(&out.raw));
         let parsed = mail_parser::MessageParser::default()
             .parse(&out.raw)

@@ -226,9 +226,33 @@ fn id_key(id: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Makes `dir` and everything in it the owner's alone (directories 0700, files 0600),
+/// whatever the umask was when they were made: the state holds customers' mail. The
+/// directory's own mode is what guards files sled makes later.
+fn owner_only(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+    if meta.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            // A socket (control.sock) is set apart; links are not followed.
+            let kind = entry.file_type()?;
+            if kind.is_dir() || kind.is_file() {
+                owner_only(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
         // sled releases its file lock from a background thread a moment after the last
         // handle is dropped: a restart (or a test) that opens at once waits for it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -740,6 +764,43 @@ fn be_u64(b: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::ticket::MailKind;
+
+    #[test]
+    fn the_state_is_the_owner_s_alone_whatever_the_umask_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // A state made under umask 022 by an earlier version: readable by everyone.
+        let earlier = Store::open(&state).unwrap();
+        earlier.flush().unwrap();
+        drop(earlier);
+        for entry in walk(&state).into_iter().chain([state.clone()]) {
+            let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&entry, PermissionsExt::from_mode(mode)).unwrap();
+        }
+        let before = walk(&state);
+        let _store = Store::open(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        // Files sled makes later follow the umask (the binary sets 077 at start); the
+        // directory's 0700 guards them either way.
+        for entry in before {
+            let want = if entry.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&entry), want, "{}", entry.display());
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                all.extend(walk(&p));
+            }
+            all.push(p);
+        }
+        all
+    }
 
     fn record(key: &str, uid: u32) -> Record {
         Record {
