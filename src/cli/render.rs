@@ -323,7 +323,11 @@ fn mailbox_status(m: &MailboxStatus) -> String {
             .as_deref()
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default()
-    )
+    ) + &m
+        .problem
+        .as_deref()
+        .map(|p| format!("; UNHEALTHY: {p}"))
+        .unwrap_or_default()
 }
 
 /// `tickets list`: one line per ticket.

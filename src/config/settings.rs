@@ -86,6 +86,11 @@ pub struct ImapOptions {
     /// that comes in a burst is fetched that much sooner. 0 turns it off.
     #[serde(default = "default_poll_after_mail", with = "humantime_serde")]
     pub poll_after_mail: Duration,
+    /// A mailbox down this long, or this long in a sync without handling a message,
+    /// makes the daemon unhealthy: `status` says so and the systemd watchdog is no
+    /// longer fed, so systemd restarts it.
+    #[serde(default = "default_unhealthy_after", with = "humantime_serde")]
+    pub unhealthy_after: Duration,
 }
 
 impl Default for ImapOptions {
@@ -94,8 +99,13 @@ impl Default for ImapOptions {
             idle_refresh: default_idle(),
             max_backoff: default_backoff(),
             poll_after_mail: default_poll_after_mail(),
+            unhealthy_after: default_unhealthy_after(),
         }
     }
+}
+
+fn default_unhealthy_after() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_idle() -> Duration {
@@ -321,6 +331,22 @@ fn check_server(c: &mut Collector, name: &str, server: &Spanned<Server>) {
     }
 }
 
+/// Shortest `unhealthy_after`: a restart loop is worse than a slow message.
+const MIN_UNHEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+fn check_unhealthy_after(c: &mut Collector, options: &ImapOptions) {
+    if options.unhealthy_after < MIN_UNHEALTHY_AFTER {
+        c.at_key(
+            "imap_options.unhealthy_after",
+            format!(
+                "is {}; give at least {}: past it the watchdog restarts the daemon",
+                humantime::format_duration(options.unhealthy_after),
+                humantime::format_duration(MIN_UNHEALTHY_AFTER)
+            ),
+        );
+    }
+}
+
 fn check_poll_after_mail(c: &mut Collector, options: &ImapOptions) {
     if options.poll_after_mail > MAX_POLL_AFTER_MAIL {
         c.at_key(
@@ -399,6 +425,7 @@ impl Settings {
             check_server(&mut c, name, server);
         }
         check_poll_after_mail(&mut c, &raw.imap_options);
+        check_unhealthy_after(&mut c, &raw.imap_options);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
@@ -550,6 +577,25 @@ mod tests {
 
     fn shipped_text() -> String {
         std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap()
+    }
+
+    #[test]
+    fn unhealthy_after_is_at_least_a_minute() {
+        let text = shipped_text();
+        let with = |v: &str| {
+            let t = text.replacen(
+                "unhealthy_after = \"15m\"",
+                &format!("unhealthy_after = \"{v}\""),
+                1,
+            );
+            assert_ne!(t, text);
+            Settings::parse(Path::new("m.toml"), &t)
+        };
+        let ok = with("2m").unwrap();
+        assert_eq!(ok.imap_options.unhealthy_after, Duration::from_secs(120));
+        let err = with("5s").unwrap_err();
+        assert_eq!(err.0[0].key, "imap_options.unhealthy_after");
+        assert!(err.0[0].message.contains("at least 1m"), "{}", err.0[0]);
     }
 
     #[test]

@@ -226,6 +226,7 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         &l.rules.version,
         inputs.shadow,
     ));
+    board.set_unhealthy_after(l.settings.imap_options.unhealthy_after);
     if let Some(health) = l.transport.health() {
         board.watch_smtp(health);
     }

@@ -192,6 +192,9 @@ async fn catch_up(
 struct Batch {
     rules: Arc<Rules>,
     store: Store,
+    /// Told of every message handled, so that a stuck sync shows.
+    board: Arc<Board>,
+    key: String,
     mailbox: String,
     shadow: bool,
     uid_validity: u32,
@@ -211,6 +214,8 @@ impl Batch {
             } else {
                 shared.store.clone()
             },
+            board: shared.board.clone(),
+            key: source.checkpoint_key(),
             mailbox: source.name.clone(),
             shadow,
             uid_validity,
@@ -235,6 +240,7 @@ impl Batch {
                 tracing::info!(mailbox = %self.mailbox, uid = m.uid, ticket = %ticket, "Staff reply seen in the ticket.");
             }
             self.store.set_checkpoint(key, self.checkpoint(m.uid))?;
+            self.board.progressed(&self.key);
             last = m.uid;
         }
         self.store.flush()?;
@@ -267,6 +273,7 @@ impl Batch {
                 status::count_message(&self.mailbox, &r, self.shadow);
                 log_triaged(&r, self.shadow);
             }
+            self.board.progressed(&self.key);
             last = m.uid;
         }
         self.store.flush()?;

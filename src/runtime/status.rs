@@ -15,8 +15,9 @@ use crate::send::{SmtpHealth, SmtpStatus};
 
 /// How many recent errors `status` shows.
 const LAST_ERRORS: usize = 10;
-/// A mailbox that has not had a working connection for this long makes the daemon
-/// unhealthy for the systemd watchdog: a restart is worth a try.
+/// By default, a mailbox that has not had a working connection for this long, or has
+/// made no progress in a sync for this long, makes the daemon unhealthy for the systemd
+/// watchdog: a restart is worth a try (`imap_options.unhealthy_after`).
 pub const FAILING_TOO_LONG: Duration = Duration::from_secs(15 * 60);
 
 /// A mailbox task's connection state.
@@ -56,8 +57,17 @@ pub struct MailboxStatus {
     pub last_error: Option<String>,
     /// Decides and records only; sends nothing and marks nothing.
     pub shadow: bool,
+    /// When the last message was handled (RFC 3339).
+    #[serde(default)]
+    pub last_progress: Option<String>,
+    /// Why the mailbox counts as unhealthy now (down, or stuck), if it does.
+    #[serde(default)]
+    pub problem: Option<String>,
     #[serde(skip)]
     since_at: Option<SystemTime>,
+    /// The start of the sync, or the last message handled in it.
+    #[serde(skip)]
+    progress_at: Option<SystemTime>,
     #[serde(skip)]
     ever_connected: bool,
 }
@@ -95,6 +105,7 @@ struct Inner {
     report: StatusReport,
     errors: VecDeque<String>,
     smtp: Option<std::sync::Arc<SmtpHealth>>,
+    unhealthy_after: Duration,
 }
 
 /// Shared by every task of the daemon.
@@ -120,8 +131,14 @@ impl Board {
             i.report.rules_version = rules_version.to_string();
             i.report.rules_loaded = crate::when::stamp(now);
             i.report.shadow = shadow;
+            i.unhealthy_after = FAILING_TOO_LONG;
         }
         b
+    }
+
+    /// How long a mailbox may be down, or make no progress, before it is unhealthy.
+    pub fn set_unhealthy_after(&self, d: Duration) {
+        self.lock().unhealthy_after = d;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -150,7 +167,10 @@ impl Board {
                 last_sync: None,
                 last_error: None,
                 shadow,
+                last_progress: None,
+                problem: None,
                 since_at: Some(now),
+                progress_at: None,
                 ever_connected: false,
             });
         m.shadow = shadow;
@@ -160,6 +180,9 @@ impl Board {
         if m.state != state && !(down(m.state) && down(state)) {
             m.since = crate::when::stamp(now);
             m.since_at = Some(now);
+        }
+        if state == State::Syncing && m.state != State::Syncing {
+            m.progress_at = Some(now);
         }
         m.state = state;
         if matches!(state, State::Idle | State::Syncing) {
@@ -173,6 +196,16 @@ impl Board {
                 0.0
             },
         );
+    }
+
+    /// A mailbox handled one more message: it is not stuck.
+    pub fn progressed(&self, key: &str) {
+        let now = SystemTime::now();
+        let mut i = self.lock();
+        if let Some(m) = i.report.mailboxes.get_mut(key) {
+            m.progress_at = Some(now);
+            m.last_progress = Some(crate::when::stamp(now));
+        }
     }
 
     /// A mailbox caught up with its server.
@@ -234,31 +267,61 @@ impl Board {
             .all(|k| i.report.mailboxes.get(k).is_some_and(|m| m.ever_connected))
     }
 
-    /// For the watchdog: every mailbox task is running, and none has been failing for
-    /// longer than [`FAILING_TOO_LONG`].
+    /// For the watchdog: every mailbox task is running, none has been down and none has
+    /// made no progress in a sync for longer than `unhealthy_after`. Also sets each
+    /// mailbox's `mailtriage_mailbox_healthy` gauge.
     pub fn healthy(&self, keys: &[String], now: SystemTime) -> bool {
         let i = self.lock();
-        keys.iter().all(|k| match i.report.mailboxes.get(k) {
-            None => true, // not started yet
-            Some(m) => match m.state {
-                State::Stopped => false,
-                State::Failing | State::Connecting => m
-                    .since_at
-                    .and_then(|s| now.duration_since(s).ok())
-                    .is_none_or(|d| d < FAILING_TOO_LONG),
-                State::Idle | State::Syncing => true,
-            },
-        })
+        let mut all = true;
+        for k in keys {
+            // Not started yet: nothing is wrong with it.
+            let ok = i
+                .report
+                .mailboxes
+                .get(k)
+                .is_none_or(|m| problem(m, now, i.unhealthy_after).is_none());
+            metrics::gauge!("mailtriage_mailbox_healthy", "mailbox" => k.clone())
+                .set(f64::from(ok));
+            all &= ok;
+        }
+        all
     }
 
     pub fn snapshot(&self, outbox: usize, shadow_mails: usize) -> StatusReport {
+        self.snapshot_at(outbox, shadow_mails, SystemTime::now())
+    }
+
+    /// The report as of `now`, each mailbox with its problem if it has one.
+    pub fn snapshot_at(&self, outbox: usize, shadow_mails: usize, now: SystemTime) -> StatusReport {
         let i = self.lock();
         let mut r = i.report.clone();
+        for m in r.mailboxes.values_mut() {
+            m.problem = problem(m, now, i.unhealthy_after);
+        }
         r.outbox = outbox;
         r.shadow_mails = shadow_mails;
         r.last_errors = i.errors.iter().cloned().collect();
         r.smtp = i.smtp.as_ref().map(|h| h.snapshot());
         r
+    }
+}
+
+/// Why mailbox `m` is unhealthy at `now`: down, or stuck in a sync, for longer than
+/// `limit`, or stopped.
+fn problem(m: &MailboxStatus, now: SystemTime, limit: Duration) -> Option<String> {
+    let longer = |t: Option<SystemTime>| {
+        t.and_then(|t| now.duration_since(t).ok())
+            .filter(|d| *d >= limit)
+            .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())))
+    };
+    match m.state {
+        State::Stopped => Some("stopped".into()),
+        State::Failing | State::Connecting => {
+            longer(m.since_at).map(|d| format!("not connected for {d}"))
+        }
+        State::Syncing => longer(m.progress_at)
+            .map(|d| format!("no progress for {d}: stuck in one message or one sync")),
+        State::Idle => None,
     }
 }
 
@@ -344,6 +407,10 @@ fn describe_metrics() {
         "1 while the mailbox is connected."
     );
     describe_gauge!(
+        "mailtriage_mailbox_healthy",
+        "0 while the mailbox is down or stuck for longer than imap_options.unhealthy_after."
+    );
+    describe_gauge!(
         "mailtriage_mailbox_state",
         "0 connecting, 1 idle, 2 syncing, 3 failing, 4 stopped."
     );
@@ -377,5 +444,30 @@ mod tests {
         b.synced("billing", false);
         assert_ne!(b.snapshot(0, 0).mailboxes["billing"].since, first);
         assert!(b.healthy(&keys, later));
+    }
+
+    #[test]
+    fn a_mailbox_stuck_in_one_message_is_unhealthy_and_says_so() {
+        let b = Board::new("rules.toml", "v1", false);
+        b.set_unhealthy_after(Duration::from_secs(60));
+        let keys = vec!["billing".to_string()];
+        let t0 = SystemTime::now();
+        b.set("billing", State::Syncing, false);
+        // A long backlog that moves on is healthy, however long it takes.
+        b.progressed("billing");
+        assert!(b.healthy(&keys, t0 + Duration::from_secs(59)));
+        let stuck = t0 + Duration::from_secs(120);
+        assert!(!b.healthy(&keys, stuck), "no progress for two minutes");
+        let st = b.snapshot_at(0, 0, stuck);
+        let problem = st.mailboxes["billing"].problem.clone().unwrap_or_default();
+        assert!(problem.contains("no progress"), "{problem}");
+        assert!(st.mailboxes["billing"].last_progress.is_some());
+        // Idle is healthy whatever the time.
+        b.synced("billing", false);
+        assert!(b.healthy(&keys, stuck));
+        assert_eq!(
+            b.snapshot_at(0, 0, stuck).mailboxes["billing"].problem,
+            None
+        );
     }
 }

@@ -28,7 +28,9 @@ pub async fn run(keys: Vec<String>, shared: Shared) {
             ready = true;
             notify_ready(shared.board.all_connected(&keys));
         }
-        if watchdog.is_some() && shared.board.healthy(&keys, SystemTime::now()) {
+        // Always asked: it also sets the health gauges.
+        let healthy = shared.board.healthy(&keys, SystemTime::now());
+        if watchdog.is_some() && healthy {
             let _ = sd_notify::notify(&[NotifyState::Watchdog]);
         }
         metrics::gauge!("mailtriage_outbox_depth").set(shared.store.outbox_len() as f64);
