@@ -268,70 +268,95 @@ fn password_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
 #[test]
 fn check_reads_every_password_as_run_will_and_names_the_login_that_cannot() {
     let dir = tempfile::tempdir().unwrap();
+    // The example's credentials, as systemd hands them over (root's, group bits by ACL).
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    for name in ["smtp.pass", "billing.pass", "support.pass"] {
+        password_file(&creds, name, 0o440);
+    }
     let ok = password_file(dir.path(), "ok.pass", 0o600);
     let open = password_file(dir.path(), "open.pass", 0o644);
     let example = std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap();
     let config = dir.path().join("mailtriage.toml");
+    // Monitoring logs in with a password file and sales with a variable instead.
     let write = |monitoring: &Path| {
         let text = example
             .replace(
-                "/etc/mailtriage/monitoring.pass",
-                &monitoring.display().to_string(),
+                "password_credential = \"monitoring.pass\"",
+                &format!("password_file = \"{}\"", monitoring.display()),
             )
-            .replace("/etc/mailtriage/smtp.pass", &ok.display().to_string())
-            .replace("/etc/mailtriage/billing.pass", &ok.display().to_string())
-            .replace("/etc/mailtriage/support.pass", &ok.display().to_string());
+            .replace(
+                "password_credential = \"sales.pass\"",
+                "password_env = \"MAILTRIAGE_SALES_PASSWORD\"",
+            );
+        assert_ne!(text, example);
         std::fs::write(&config, text).unwrap();
     };
+    let check = |env: &[(&str, &str)]| {
+        let mut c = cli(&["check", "--config"]).arg(&config).shipped_rules();
+        for (k, v) in env {
+            c = c.env(k, v);
+        }
+        c.run()
+    };
+    let creds_dir = creds.display().to_string();
+    let all = [
+        ("MAILTRIAGE_SALES_PASSWORD", "secret"),
+        ("CREDENTIALS_DIRECTORY", creds_dir.as_str()),
+    ];
+    // Check fails, and its errors say all of `words`.
+    let refused = |env: &[(&str, &str)], words: &[&str]| {
+        let o = check(env);
+        assert_eq!(o.code(), Some(1), "{}", o.text());
+        let missing: Vec<_> = words.iter().filter(|w| !o.stderr.contains(**w)).collect();
+        assert!(missing.is_empty(), "{missing:?} not in:\n{}", o.stderr);
+    };
     write(&open);
-    let o = cli(&["check", "--config"])
-        .arg(&config)
-        .shipped_rules()
-        .run();
-    assert_eq!(o.code(), Some(1), "{}", o.text());
-    assert!(
-        o.stderr.contains("mailboxes.monitoring.password_file")
-            && o.stderr.contains("mode 644")
-            && o.stderr.contains("chmod 600"),
-        "{}",
-        o.stderr
-    );
-    assert!(
-        o.stderr.contains("mailboxes.sales.password_env")
-            && o.stderr.contains("MAILTRIAGE_SALES_PASSWORD is not set"),
-        "{}",
-        o.stderr
+    refused(
+        &all[1..],
+        &[
+            "mailboxes.monitoring.password_file",
+            "mode 644",
+            "chmod 600",
+            "mailboxes.sales.password_env",
+            "MAILTRIAGE_SALES_PASSWORD is not set",
+        ],
     );
     // A file someone else owns: that user could change the password the daemon uses.
     let theirs = password_file(dir.path(), "theirs.pass", 0o600);
     std::os::unix::fs::chown(&theirs, Some(65534), None).expect("the tests run as root");
     write(&theirs);
-    let check_with_env = || {
-        cli(&["check", "--config"])
-            .arg(&config)
-            .shipped_rules()
-            .env("MAILTRIAGE_SALES_PASSWORD", "secret")
-            .run()
-    };
-    let o = check_with_env();
-    assert_eq!(o.code(), Some(1), "{}", o.text());
-    assert!(
-        o.stderr.contains("mailboxes.monitoring.password_file")
-            && o.stderr.contains("owned by uid 65534")
-            && o.stderr.contains("chown"),
-        "{}",
-        o.stderr
-    );
-    // Mended: the file is the owner's alone and the variable is set.
+    let words = [
+        "mailboxes.monitoring.password_file",
+        "owned by uid 65534",
+        "chown",
+    ];
+    refused(&all, &words);
+    // Credentials outside systemd: check says how to point it at the files.
     write(&ok);
-    let o = check_with_env();
+    let words = [
+        "mailboxes.billing.password_credential",
+        "smtp.password_credential",
+        "CREDENTIALS_DIRECTORY is not set",
+    ];
+    refused(&all[..1], &words);
+    // A credential everyone can read is refused like a password file.
+    password_file(&creds, "support.pass", 0o644);
+    let words = [
+        "mailboxes.support.password_credential",
+        "readable by everyone",
+    ];
+    refused(&all, &words);
+    // Mended: every file is the owner's alone and the variable is set.
+    password_file(&creds, "support.pass", 0o400);
+    let o = check(&all);
     assert!(o.status.success(), "{}", o.text());
     // The example watches every team's sent replies; without them, check says what follows.
     assert!(!o.stderr.contains("sent_folder"), "{}", o.stderr);
     let text = std::fs::read_to_string(&config).unwrap();
     let blind = text.replacen("sent_folder = \"Sent\"", "", 1);
     std::fs::write(&config, blind).unwrap();
-    let o = check_with_env();
+    let o = check(&all);
     assert!(o.status.success(), "{}", o.text());
     assert!(
         o.stderr.contains("warning: ")

@@ -45,6 +45,10 @@ pub struct Server {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A systemd credential (`LoadCredential=`): the file of that name in
+    /// `$CREDENTIALS_DIRECTORY`.
+    #[serde(default)]
+    pub password_credential: Option<String>,
     /// SMTP only: how many connections the outbox sender keeps and sends on at once.
     #[serde(default)]
     pub connections: Option<usize>,
@@ -129,6 +133,8 @@ pub struct Login {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_credential: Option<String>,
     #[serde(default = "inbox")]
     pub folder: String,
     /// The folder where this queue's staff replies are kept (e.g. "Sent"): watched so
@@ -152,6 +158,8 @@ struct RawArchive {
     password_file: Option<PathBuf>,
     #[serde(default)]
     password_env: Option<String>,
+    #[serde(default)]
+    password_credential: Option<String>,
     #[serde(default = "inbox")]
     folder: String,
 }
@@ -210,14 +218,38 @@ pub struct Settings {
 pub enum SecretSource {
     File(PathBuf),
     Env(String),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/NAME`.
+    Credential(String),
+}
+
+/// The three keys a login may name its password with, as written.
+pub struct PasswordKeys<'a> {
+    pub file: &'a Option<PathBuf>,
+    pub env: &'a Option<String>,
+    pub credential: &'a Option<String>,
+}
+
+impl PasswordKeys<'_> {
+    /// Every source named (more than one is a mistake `check_password` reports).
+    fn sources(&self) -> Vec<SecretSource> {
+        let file = self.file.clone().map(SecretSource::File);
+        let credential = self.credential.clone().map(SecretSource::Credential);
+        let env = self.env.clone().map(SecretSource::Env);
+        [file, credential, env].into_iter().flatten().collect()
+    }
 }
 
 impl SecretSource {
-    fn of(file: &Option<PathBuf>, env: &Option<String>) -> Option<SecretSource> {
-        match (file, env) {
-            (Some(f), _) => Some(SecretSource::File(f.clone())),
-            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
-            (None, None) => None,
+    fn of(keys: PasswordKeys<'_>) -> Option<SecretSource> {
+        keys.sources().into_iter().next()
+    }
+
+    /// The key that names this source.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SecretSource::File(_) => "password_file",
+            SecretSource::Env(_) => "password_env",
+            SecretSource::Credential(_) => "password_credential",
         }
     }
 
@@ -252,8 +284,36 @@ impl SecretSource {
             SecretSource::Env(v) => {
                 std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
             }
+            SecretSource::Credential(name) => read_credential(name),
         }
     }
+}
+
+/// A systemd credential: systemd copies the file named in `LoadCredential=` into a
+/// directory only the service's user can read, so neither its owner (root) nor its
+/// group bits (an ACL) say anything; a file everyone can read is still refused.
+fn read_credential(name: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        format!(
+            "credential {name}: CREDENTIALS_DIRECTORY is not set: under systemd the unit's \
+             LoadCredential={name}:/etc/mailtriage/{name} sets it; to check the files by hand, \
+             run CREDENTIALS_DIRECTORY=/etc/mailtriage mailtriage check"
+        )
+    })?;
+    let path = Path::new(&dir).join(name);
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("credential {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(format!(
+            "credential {} is readable by everyone (mode {:o}); run chmod o-rwx on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let s = std::fs::read_to_string(&path)
+        .map_err(|e| format!("credential {}: {e}", path.display()))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Why a secret file owned by `owner` must not be trusted by a process running as `euid`:
@@ -268,31 +328,66 @@ fn owner_problem(owner: u32, euid: u32) -> Option<String> {
 }
 
 impl Login {
+    pub fn password_keys(&self) -> PasswordKeys<'_> {
+        PasswordKeys {
+            file: &self.password_file,
+            env: &self.password_env,
+            credential: &self.password_credential,
+        }
+    }
+
     pub fn password(&self) -> Option<SecretSource> {
-        SecretSource::of(&self.password_file, &self.password_env)
+        SecretSource::of(self.password_keys())
     }
 }
 
 impl Server {
+    pub fn password_keys(&self) -> PasswordKeys<'_> {
+        PasswordKeys {
+            file: &self.password_file,
+            env: &self.password_env,
+            credential: &self.password_credential,
+        }
+    }
+
     pub fn password(&self) -> Option<SecretSource> {
-        SecretSource::of(&self.password_file, &self.password_env)
+        SecretSource::of(self.password_keys())
     }
 }
 
 /// A login names where its password comes from, once: never inline, never twice.
-fn check_password(
+fn check_password(c: &mut Collector, span: std::ops::Range<usize>, key: &str, keys: PasswordKeys) {
+    match keys.sources().len() {
+        0 => c.at(
+            Some(span),
+            key,
+            "needs password_file, password_credential or password_env (passwords are never written inline)",
+        ),
+        1 => check_credential_name(c, span, key, keys.credential),
+        _ => c.at(Some(span), key, ONE_PASSWORD_SOURCE),
+    }
+}
+
+const ONE_PASSWORD_SOURCE: &str =
+    "give one of password_file, password_credential and password_env, not several";
+
+/// A credential is a file name in systemd's credentials directory, nothing more.
+fn check_credential_name(
     c: &mut Collector,
     span: std::ops::Range<usize>,
     key: &str,
-    file: &Option<PathBuf>,
-    env: &Option<String>,
+    name: &Option<String>,
 ) {
-    let problem = match (file, env) {
-        (None, None) => "needs password_file or password_env (passwords are never written inline)",
-        (Some(_), Some(_)) => "give either password_file or password_env, not both",
-        _ => return,
-    };
-    c.at(Some(span), key, problem);
+    let Some(name) = name else { return };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        c.at(
+            Some(span),
+            format!("{key}.password_credential"),
+            format!(
+                "{name:?} is not a credential name (a file name as in LoadCredential=NAME:PATH)"
+            ),
+        );
+    }
 }
 
 /// `[imap]` or `[smtp]`: a host, one password source at most, a CA file that exists;
@@ -302,13 +397,11 @@ fn check_server(c: &mut Collector, name: &str, server: &Spanned<Server>) {
     if s.host.trim().is_empty() {
         c.at(Some(server.span()), format!("{name}.host"), "is empty");
     }
-    if s.password_file.is_some() && s.password_env.is_some() {
-        c.at(
-            Some(server.span()),
-            name,
-            "give either password_file or password_env, not both",
-        );
+    let keys = s.password_keys();
+    if keys.sources().len() > 1 {
+        c.at(Some(server.span()), name, ONE_PASSWORD_SOURCE);
     }
+    check_credential_name(c, server.span(), name, keys.credential);
     match (name, s.connections) {
         ("smtp", Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
             "smtp.connections",
@@ -368,16 +461,11 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
         user: a.user,
         password_file: a.password_file,
         password_env: a.password_env,
+        password_credential: a.password_credential,
         folder: a.folder,
         sent_folder: None,
     };
-    check_password(
-        c,
-        span,
-        "archive",
-        &login.password_file,
-        &login.password_env,
-    );
+    check_password(c, span, "archive", login.password_keys());
     if let Err(e) = a.address.parse::<lettre::Address>() {
         c.at_key(
             "archive.address",
@@ -429,13 +517,7 @@ impl Settings {
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
-            check_password(
-                &mut c,
-                login.span(),
-                &key,
-                &l.password_file,
-                &l.password_env,
-            );
+            check_password(&mut c, login.span(), &key, l.password_keys());
         }
         let archive = raw.archive.map(|a| compile_archive(&mut c, a));
         let metrics_listen = metrics_listen(&mut c, raw.metrics.as_ref());
@@ -476,10 +558,7 @@ impl Settings {
             .filter_map(|(section, source)| {
                 let source = source?;
                 let message = source.read().err()?;
-                let key = match source {
-                    SecretSource::File(_) => "password_file",
-                    SecretSource::Env(_) => "password_env",
-                };
+                let key = source.key();
                 Some(ConfigError {
                     file: self.path.clone(),
                     key: format!("{section}.{key}"),
@@ -558,13 +637,34 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_is_a_file_name_and_one_password_source_is_enough() {
+        let text = shipped_text();
+        let with = |new: &str| {
+            let t = text.replacen("password_credential = \"billing.pass\"", new, 1);
+            assert_ne!(t, text);
+            Settings::parse(Path::new("m.toml"), &t).unwrap_err()
+        };
+        let err = with("password_credential = \"../shadow\"");
+        assert_eq!(err.0[0].key, "mailboxes.billing.password_credential");
+        assert!(
+            err.0[0].message.contains("not a credential name"),
+            "{}",
+            err.0[0]
+        );
+        let err = with("password_credential = \"billing.pass\"\npassword_env = \"X\"");
+        assert_eq!(err.0[0].key, "mailboxes.billing");
+        assert!(err.0[0].message.contains("give one of"), "{}", err.0[0]);
+    }
+
+    #[test]
     fn inline_passwords_and_unknown_keys_are_errors() {
         let text = std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap();
         let bad = text.replacen(
-            "password_file = \"/etc/mailtriage/billing.pass\"",
+            "password_credential = \"billing.pass\"",
             "password = \"hunter2\"",
             1,
         );
+        assert_ne!(bad, text);
         let err = Settings::parse(Path::new("m.toml"), &bad).unwrap_err();
         let e = &err.0[0];
         assert_eq!(e.key, "mailboxes.billing.password");
@@ -690,7 +790,7 @@ mod tests {
         assert_eq!(errs[2].line, Some(archive_line));
         assert!(errs[2]
             .message
-            .contains("needs password_file or password_env"));
+            .contains("needs password_file, password_credential or password_env"));
         assert_eq!(errs[3].line, Some(archive_line + 1));
         assert!(errs.iter().all(|e| !e.to_string().contains("hunter2")));
     }
