@@ -128,6 +128,8 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         Suppression::NotARequest => "письмо не является обращением клиента",
         Suppression::FromStaff => "письмо от сотрудника, а не от клиента",
         Suppression::DmarcFail => "проверка DMARC не пройдена (отправитель может быть подделан)",
+        Suppression::AutoReply => "письмо — автоответ (Precedence: auto_reply, X-Autoreply)",
+        Suppression::Report => "письмо — уведомление о доставке или прочтении (multipart/report)",
     }
     .to_string()
 }

@@ -117,7 +117,7 @@ fn request_at_the_right_address_stays_and_is_acknowledged() {
 }
 
 #[test]
-fn auto_replies_and_list_mail_get_no_acknowledgement() {
+fn auto_replies_and_list_mail_open_no_ticket_and_get_no_acknowledgement() {
     let lab = Lab::start();
     let daemon = lab.daemon();
 
@@ -144,17 +144,16 @@ fn auto_replies_and_list_mail_get_no_acknowledgement() {
         lab.send_mail(mail);
     }
 
-    // All three are still forwarded to support (the routing does not depend on the ack).
-    lab.wait_inbox("support@example.test", |ms| {
-        [
-            "auto-3@example.test",
-            "list-4@example.test",
-            "normal-5@example.test",
-        ]
-        .iter()
-        .all(|id| ms.iter().any(|m| m.is_forward_of(id)))
-    });
+    // The request is forwarded to support; the auto-reply and the list mail are robots:
+    // they stay in monitoring@, marked, with no ticket.
+    lab.wait_forward("support@example.test", "normal-5@example.test");
     lab.wait_ack("customer5@example.test", "normal-5@example.test");
+    for id in ["auto-3@example.test", "list-4@example.test"] {
+        let inbox = lab.wait_flagged(monitoring, id, "$Triaged");
+        let original = inbox.iter().find(|m| m.is(id)).unwrap();
+        assert!(!original.has_flag("$Forwarded"), "{id}");
+        assert_eq!(lab.forwards_of("support@example.test", id), 0, "{id}");
+    }
     lab.drain();
     std::thread::sleep(Duration::from_secs(1));
     assert!(

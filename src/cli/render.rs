@@ -129,6 +129,10 @@ fn outcome(r: &Report) -> String {
             "{} -> left in place, not a customer request",
             r.category.as_deref().unwrap_or("")
         ),
+        Action::Robot => format!(
+            "automatic mail -> left in place, no ticket: {}",
+            r.acknowledgement.reason.as_deref().unwrap_or_default()
+        ),
         Action::Ignore => format!("ignored: {}", r.reason),
         Action::Duplicate => format!(
             "already triaged{}",

@@ -66,6 +66,9 @@ pub enum Route {
     /// Not a customer request (a category without a queue, e.g. monitoring alerts): it
     /// stays where it arrived, with no ticket and no acknowledgement.
     Leave { category: String },
+    /// Automatic mail nobody waits an answer to (an auto-reply, a delivery report, a
+    /// list or bulk mailing, spam): it stays where it arrived, marked, with no ticket.
+    Robot { why: Suppression },
 }
 
 /// Why a route was chosen; rendered into words in the note and by `explain`.
@@ -121,6 +124,10 @@ pub enum Suppression {
     FromStaff,
     /// A trusted server says the message fails DMARC: the sender may be forged.
     DmarcFail,
+    /// An automatic reply (`Precedence: auto_reply`, `X-Autoreply`, `X-Autorespond`).
+    AutoReply,
+    /// A delivery or read notification (`multipart/report`).
+    Report,
 }
 
 impl Suppression {
@@ -152,6 +159,12 @@ impl Suppression {
             Suppression::FromStaff => "the message is from staff, not from the ticket's customer",
             Suppression::DmarcFail => {
                 "a trusted server says the message fails DMARC (the sender may be forged)"
+            }
+            Suppression::AutoReply => {
+                "the message is an automatic reply (Precedence: auto_reply, X-Autoreply, X-Autorespond)"
+            }
+            Suppression::Report => {
+                "the message is a delivery or read notification (multipart/report)"
             }
         }
     }
@@ -218,7 +231,7 @@ impl Plan {
     pub fn queue(&self) -> Option<&str> {
         match &self.route {
             Route::Keep { queue, .. } | Route::Forward { queue, .. } => Some(queue),
-            Route::Ignore { .. } | Route::Leave { .. } => None,
+            Route::Ignore { .. } | Route::Leave { .. } | Route::Robot { .. } => None,
         }
     }
 
@@ -260,6 +273,12 @@ pub fn decide(
         return Plan {
             ticket: Some(ticket.clone()),
             ..ignore(Suppression::AlreadyTriaged)
+        };
+    }
+    if let Some(why) = robot(mail) {
+        return Plan {
+            route: Route::Robot { why },
+            ..ignore(why)
         };
     }
     let joined = thread.ticket.as_ref();
@@ -552,7 +571,7 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
             return Some(Suppression::AutoSubmitted);
         }
     }
-    if mail.return_path.as_deref() == Some("") {
+    if null_sender(mail) {
         return Some(Suppression::NullSender);
     }
     let candidates = [
@@ -562,34 +581,87 @@ pub fn auto_reply_forbidden(mail: &Mail) -> Option<Suppression> {
     if candidates.iter().flatten().any(|a| is_robot_address(a)) {
         return Some(Suppression::RobotSender);
     }
-    if let Some(p) = mail.header("precedence") {
-        let p = p.trim().to_ascii_lowercase();
-        if p == "bulk" || p == "list" || p == "junk" {
-            return Some(Suppression::Precedence);
-        }
+    precedence(mail)
+        .or_else(|| is_list(mail).then_some(Suppression::List))
+        .or_else(|| response_suppressed(mail).then_some(Suppression::AutoResponseSuppress))
+        .or_else(|| is_spam(mail).then_some(Suppression::Spam))
+        .or_else(|| autoreply_header(mail).then_some(Suppression::AutoReply))
+        .or_else(|| is_report(mail).then_some(Suppression::Report))
+}
+
+/// Automatic mail nobody waits an answer to, and the first sign of it: an RFC 3834
+/// auto-reply (Auto-Submitted other than `auto-generated`, which is what helpdesks and
+/// web forms write for people), a notification with the null sender, a delivery or read
+/// report, list or bulk mail, spam. Mail that is only written by a program (a no-reply
+/// invoice, a helpdesk escalation) is not one: it is still a request, never answered
+/// automatically.
+pub fn robot(mail: &Mail) -> Option<Suppression> {
+    let auto_replied = mail.header("auto-submitted").is_some_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        v != "no" && !v.starts_with("auto-generated")
+    });
+    if auto_replied {
+        return Some(Suppression::AutoSubmitted);
     }
-    if mail.headers.iter().any(|(n, _)| n.starts_with("list-")) {
-        return Some(Suppression::List);
+    if null_sender(mail) {
+        return Some(Suppression::NullSender);
     }
-    if let Some(v) = mail.header("x-auto-response-suppress") {
-        let v = v.to_ascii_lowercase();
-        if v.split([',', ' '])
+    precedence(mail)
+        .or_else(|| is_list(mail).then_some(Suppression::List))
+        .or_else(|| is_spam(mail).then_some(Suppression::Spam))
+        .or_else(|| autoreply_header(mail).then_some(Suppression::AutoReply))
+        .or_else(|| is_report(mail).then_some(Suppression::Report))
+}
+
+fn null_sender(mail: &Mail) -> bool {
+    mail.return_path.as_deref() == Some("")
+}
+
+/// `Precedence: bulk, list, junk` (mass mail) or `auto_reply`.
+fn precedence(mail: &Mail) -> Option<Suppression> {
+    match mail
+        .header("precedence")?
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "bulk" | "list" | "junk" => Some(Suppression::Precedence),
+        "auto_reply" => Some(Suppression::AutoReply),
+        _ => None,
+    }
+}
+
+fn is_list(mail: &Mail) -> bool {
+    mail.headers.iter().any(|(n, _)| n.starts_with("list-"))
+}
+
+fn response_suppressed(mail: &Mail) -> bool {
+    mail.header("x-auto-response-suppress").is_some_and(|v| {
+        v.to_ascii_lowercase()
+            .split([',', ' '])
             .any(|t| matches!(t.trim(), "all" | "autoreply" | "oof"))
-        {
-            return Some(Suppression::AutoResponseSuppress);
-        }
-    }
-    if let Some(v) = mail.header("x-spam-flag") {
-        if v.trim().eq_ignore_ascii_case("yes") {
-            return Some(Suppression::Spam);
-        }
-    }
-    if let Some(v) = mail.header("x-spam-status") {
-        if v.trim().to_ascii_lowercase().starts_with("yes") {
-            return Some(Suppression::Spam);
-        }
-    }
-    None
+    })
+}
+
+fn is_spam(mail: &Mail) -> bool {
+    let flag = mail.header("x-spam-flag");
+    let status = mail.header("x-spam-status");
+    flag.is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"))
+        || status.is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("yes"))
+}
+
+/// `X-Autoreply` / `X-Autorespond`: vacation programs that write no Auto-Submitted.
+fn autoreply_header(mail: &Mail) -> bool {
+    mail.has_header("x-autoreply") || mail.has_header("x-autorespond")
+}
+
+/// A delivery status notification or a read receipt (RFC 6522 multipart/report).
+fn is_report(mail: &Mail) -> bool {
+    mail.header("content-type").is_some_and(|v| {
+        v.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/report")
+    })
 }
 
 /// `Authentication-Results: mx.example.com; ... dmarc=fail ...` from a trusted server.
@@ -737,61 +809,74 @@ mod tests {
     }
 
     #[test]
-    fn rfc3834_cases_get_no_ack_but_are_still_routed() {
+    fn automatic_mail_from_a_system_gets_no_ack_but_is_still_routed() {
+        // Written by a program for people (a helpdesk escalation, a web form, an invoice
+        // from a no-reply address): still a request, only never answered automatically.
         let cases = [
             (
-                "Auto-Submitted: auto-replied\r\n",
+                "Auto-Submitted: auto-generated\r\n",
                 Suppression::AutoSubmitted,
-            ),
-            ("Return-Path: <>\r\n", Suppression::NullSender),
-            (
-                "Return-Path: <MAILER-DAEMON@mx.example>\r\n",
-                Suppression::RobotSender,
             ),
             (
                 "Return-Path: <no-reply@shop.example>\r\n",
                 Suppression::RobotSender,
             ),
             (
-                "Return-Path: <owner-users@lists.example>\r\n",
-                Suppression::RobotSender,
+                "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
+                Suppression::AutoResponseSuppress,
             ),
+        ];
+        for (h, want) in cases {
+            let p = site_down_with(h);
+            assert_eq!(p.ack, AckPlan::No { reason: want }, "{h}");
+            assert!(p.forwarded(), "{h}");
+        }
+        assert!(site_down_with("Auto-Submitted: no\r\n").ack.is_yes());
+    }
+
+    /// A technical request at billing@ with `headers` added.
+    fn site_down_with(headers: &str) -> Plan {
+        plan_for(
+            "billing",
+            headers,
+            "Site is down",
+            "error 500",
+            &ThreadView::default(),
+        )
+    }
+
+    #[test]
+    fn robots_open_no_ticket_and_stay_where_they_arrived() {
+        // Auto-replies, delivery reports, lists, bulk and spam: nobody waits for an answer.
+        let cases = [
             (
-                "Return-Path: <users-request@lists.example>\r\n",
-                Suppression::RobotSender,
+                "Auto-Submitted: auto-replied\r\n",
+                Suppression::AutoSubmitted,
             ),
+            ("Return-Path: <>\r\n", Suppression::NullSender),
             ("Precedence: bulk\r\n", Suppression::Precedence),
             ("Precedence: junk\r\n", Suppression::Precedence),
+            ("Precedence: auto_reply\r\n", Suppression::AutoReply),
+            ("X-Autoreply: yes\r\n", Suppression::AutoReply),
+            ("X-Autorespond: Out of office\r\n", Suppression::AutoReply),
             ("List-Id: <users.lists.example>\r\n", Suppression::List),
             (
                 "List-Unsubscribe: <mailto:u@lists.example>\r\n",
                 Suppression::List,
             ),
-            (
-                "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
-                Suppression::AutoResponseSuppress,
-            ),
             ("X-Spam-Flag: YES\r\n", Suppression::Spam),
+            (
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n",
+                Suppression::Report,
+            ),
         ];
         for (h, want) in cases {
-            let p = plan_for(
-                "billing",
-                h,
-                "Site is down",
-                "error 500",
-                &ThreadView::default(),
-            );
+            let p = site_down_with(h);
+            assert_eq!(p.route, Route::Robot { why: want }, "{h}");
             assert_eq!(p.ack, AckPlan::No { reason: want }, "{h}");
-            assert!(p.forwarded(), "{h}");
+            assert!(!p.opens_ticket(), "{h}");
+            assert_eq!(p.marks.as_ref().unwrap().keywords, vec![KEYWORD_TRIAGED]);
         }
-        let p = plan_for(
-            "billing",
-            "Auto-Submitted: no\r\n",
-            "Site is down",
-            "error 500",
-            &ThreadView::default(),
-        );
-        assert!(p.ack.is_yes());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Action {
     Keep,
     /// Not a customer request: left where it arrived.
     Leave,
+    /// Automatic mail (auto-reply, delivery report, list, bulk, spam): left where it
+    /// arrived, with no ticket.
+    Robot,
     /// The daemon's own mail (from `explain`, also a message triaged before).
     Ignore,
     Quarantine,
@@ -146,6 +149,14 @@ fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (Action
             ),
         ),
         Route::Ignore { why } => (Action::Ignore, why.describe().to_string()),
+        Route::Robot { why } => (
+            Action::Robot,
+            format!(
+                "automatic mail, nobody waits for an answer: {}; it stays in {} with no ticket",
+                why.describe(),
+                mailbox.address
+            ),
+        ),
     }
 }
 
@@ -225,7 +236,7 @@ mod tests {
     #[test]
     fn actions_are_written_as_their_words() {
         use Action::*;
-        for a in [Forward, Keep, Leave, Ignore, Quarantine, Duplicate] {
+        for a in [Forward, Keep, Leave, Robot, Ignore, Quarantine, Duplicate] {
             assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
             assert_eq!(a, a.as_str());
         }

@@ -48,7 +48,7 @@ impl RuleTest {
 /// What a rule test expects; keys left out are not checked.
 #[derive(Debug, Clone, Default)]
 pub struct Expect {
-    /// "forward", "keep", "leave", "ignore".
+    /// "forward", "keep", "leave", "robot", "ignore".
     pub action: Option<String>,
     pub queue: Option<String>,
     pub category: Option<String>,
@@ -208,12 +208,12 @@ fn check_expected_names(
 ) {
     let (base, name) = (at.base, at.name);
     if let Some(a) = &e.action {
-        if !["forward", "keep", "leave", "ignore"].contains(&a.get_ref().as_str()) {
+        if !["forward", "keep", "leave", "robot", "ignore"].contains(&a.get_ref().as_str()) {
             c.at(
                 span(a),
                 format!("{base}.expect.action"),
                 format!(
-                    "test {name:?}: action {:?} is not one of forward, keep, leave, ignore",
+                    "test {name:?}: action {:?} is not one of forward, keep, leave, robot, ignore",
                     a.get_ref()
                 ),
             );
