@@ -271,6 +271,60 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Reopened => "the ticket was opened before mailtriage's state was lost and \
              started afresh; its earlier history is not known here"
             .into(),
+        EventKind::AutoReply {
+            from,
+            subject,
+            says,
+        } => format!("automatic reply from {from}: \"{subject}\": {says}"),
+        EventKind::Undelivered { mail, to, status } => format!(
+            "the {} to {to} could not be delivered: {status}",
+            mail_word(mail, "en")
+        ),
+    }
+}
+
+/// A kind of mail in words ("acknowledgement", "подтверждение"), from its id's word.
+pub fn mail_word(kind: &str, lang: &str) -> &'static str {
+    match (kind, ru(lang)) {
+        ("ack" | "acknowledgement", false) => "acknowledgement",
+        ("ack" | "acknowledgement", true) => "подтверждение",
+        ("added", false) => "\"added to your request\" mail",
+        ("added", true) => "письмо «добавлено к обращению»",
+        ("status", false) => "status mail",
+        ("status", true) => "письмо о ходе работы",
+        ("fwd" | "forward", false) => "forward",
+        ("fwd" | "forward", true) => "пересылка",
+        ("escalation", false) => "escalation copy",
+        ("escalation", true) => "копия руководителю",
+        (_, false) => "mail",
+        (_, true) => "письмо",
+    }
+}
+
+/// The note to a queue about a mail of its ticket that could not be delivered: its
+/// subject and its text.
+pub fn undelivered_note(
+    mail: &str,
+    to: &str,
+    status: &str,
+    ticket: &str,
+    lang: &str,
+) -> (String, String) {
+    let what = mail_word(mail, lang);
+    if ru(lang) {
+        (
+            format!("Не доставлено: {what} для {to}"),
+            format!(
+                "По обращению {ticket}: {what} для {to} не доставлено.\n\nОтвет сервера: {status}\n\nКлиент этого письма не получил: проверьте адрес и свяжитесь с ним иначе, если нужно.\n"
+            ),
+        )
+    } else {
+        (
+            format!("Undelivered: the {what} to {to}"),
+            format!(
+                "Ticket {ticket}: the {what} to {to} could not be delivered.\n\nThe server said: {status}\n\nThe customer did not get this mail: check the address, and reach them another way if need be.\n"
+            ),
+        )
     }
 }
 
@@ -326,7 +380,23 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Reopened => "обращение открыто до того, как состояние mailtriage было \
              потеряно и создано заново; прежняя история здесь не известна"
             .into(),
+        EventKind::AutoReply {
+            from,
+            subject,
+            says,
+        } => format!("автоответ от {from}: «{subject}»: {says}"),
+        EventKind::Undelivered { mail, to, status } => format!(
+            "{} для {to} не доставлено: {status}",
+            capitalised(mail_word(mail, "ru"))
+        ),
     }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The queues a ticket went between, by name: "Billing → Support".

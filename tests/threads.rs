@@ -459,3 +459,89 @@ fn explain_while_the_daemon_runs_finds_the_ticket_of_a_reply() {
     }
     assert!(daemon.stop().success());
 }
+
+/// A remote server's delivery report about the mail `id` to `to`, as Postfix writes one.
+fn bounce_of(id: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.remote.example>\r\n\
+         To: support@example.test\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <bounce-1@mx.remote.example>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+         --b1\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.remote.example\r\n\r\n\
+         Final-Recipient: rfc822; {to}\r\nAction: failed\r\nStatus: 5.2.2\r\n\
+         Diagnostic-Code: smtp; 552 5.2.2 <{to}>: mailbox full\r\n\
+         --b1\r\nContent-Type: text/rfc822-headers\r\n\r\n\
+         From: Example Support <support@example.test>\r\nTo: {to}\r\n\
+         Subject: We have received your request\r\nMessage-ID: <{id}>\r\n\
+         --b1--\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn an_out_of_office_and_a_bounce_of_the_ack_are_noted_in_the_ticket_and_nothing_else() {
+    let lab = Lab::start();
+    let daemon = lab.daemon();
+    let customer = "customer10@example.test";
+    let ack = site_down(&lab, customer, "support@example.test", "ooo-1@example.test");
+    let ticket = ack.ticket();
+
+    // The customer's vacation program answers the acknowledgement.
+    let ooo = Mail::request(customer, "support@example.test", "ooo-2@example.test")
+        .in_reply_to(&ack.message_id())
+        .subject("Automatic reply: We have received your request")
+        .header("Auto-Submitted", "auto-replied")
+        .body("I am out of the office until 14 December.\nRegards, Ivan");
+    lab.send_mail(&ooo);
+    // The remote server returns the acknowledgement (the mailbox is full).
+    lab.stack.send(
+        "",
+        &["support@example.test"],
+        &bounce_of(&ack.message_id(), customer),
+    );
+
+    // Support hears that the customer did not get the acknowledgement.
+    let inbox = wait_of_ticket(&lab, "support@example.test", &ticket, "undelivered");
+    let note = of_ticket(&inbox, &ticket, "undelivered")[0].text();
+    assert!(
+        note.contains("acknowledgement")
+            && note.contains(customer)
+            && note.contains("mailbox full"),
+        "{note}"
+    );
+    let show = lab.cli(&["tickets", "show", &ticket]).run().stdout;
+    assert!(
+        show.contains(&format!("automatic reply from {customer}"))
+            && show.contains("until 14 December"),
+        "{show}"
+    );
+    assert!(
+        show.contains(&format!(
+            "the acknowledgement to {customer} could not be delivered: 5.2.2"
+        )),
+        "{show}"
+    );
+    // Neither opened a ticket, was forwarded, or was answered.
+    lab.drain();
+    assert_eq!(count_of_ticket(&lab, customer, &ticket, "added"), 0);
+    for id in ["ooo-2@example.test", "bounce-1@mx.remote.example"] {
+        assert!(
+            [
+                "billing@example.test",
+                "sales@example.test",
+                "supervisor@example.test"
+            ]
+            .iter()
+            .all(|q| lab.inbox(q).iter().all(|m| !m.is_forward_of(id))),
+            "{id}"
+        );
+    }
+    let list = lab.cli(&["tickets", "list"]).run().stdout;
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(daemon.stop().success());
+}

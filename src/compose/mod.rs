@@ -263,6 +263,14 @@ pub struct AckInput<'a> {
     pub now: SystemTime,
 }
 
+/// The bare address of a `Name <address>` setting.
+pub fn from_address(setting: &str) -> String {
+    setting
+        .parse::<Mailbox>()
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| setting.to_string())
+}
+
 pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, ComposeError> {
     let ctx = a.ctx;
     let subject_template = if a.which == "ack" {
@@ -335,7 +343,10 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
             MailKind::Acknowledgement
         },
         ticket: ctx.ticket.clone(),
-        envelope_from: None,
+        // Not the null sender: a bounce of the acknowledgement comes back to this
+        // address (a watched mailbox, as shipped) and finds its ticket. It is never
+        // answered: a delivery report is a robot's mail.
+        envelope_from: Some(from_address(&rules.company.ack_from)),
         to: vec![a.to.to_string()],
         raw: msg.formatted(),
     })
@@ -360,13 +371,31 @@ pub struct NoticeInput<'a> {
 pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError> {
     let subject = render(rules, n.lang, &format!("{}_subject", n.which), n.ctx)?;
     let text = render(rules, n.lang, n.which, n.ctx)?;
+    written_notice(n, &subject, text)
+}
+
+/// A notice whose words the daemon writes itself (`words`), not a template: the note
+/// to a queue that a mail of its ticket could not be delivered.
+pub fn staff_note(
+    n: NoticeInput<'_>,
+    subject: &str,
+    text: String,
+) -> Result<OutMail, ComposeError> {
+    written_notice(n, subject, text)
+}
+
+fn written_notice(
+    n: NoticeInput<'_>,
+    subject: &str,
+    text: String,
+) -> Result<OutMail, ComposeError> {
     let from: Mailbox = n.from.parse().map_err(|e: lettre::address::AddressError| {
         ComposeError::Address(n.from.to_string(), e.to_string())
     })?;
     let mut b = lettre::Message::builder()
         .from(from)
         .to(Mailbox::new(None, address(n.to)?))
-        .subject(subject_with_tag(&n.ctx.tag, &subject))
+        .subject(subject_with_tag(&n.ctx.tag, subject))
         .date(n.now)
         .message_id(Some(format!("<{}>", n.message_id)))
         .raw_header(loop_header(&n.ctx.ticket, n.which, &n.ctx.mailbox))
@@ -518,7 +547,7 @@ mod tests {
             "the original must not be quoted"
         );
         assert!(p.subject().unwrap().starts_with("[#T-1042]"));
-        assert_eq!(out.envelope_from, None);
+        assert_eq!(out.envelope_from.as_deref(), Some("support@example.test"));
     }
 
     #[test]

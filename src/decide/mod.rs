@@ -69,6 +69,10 @@ pub enum Route {
     /// Automatic mail nobody waits an answer to (an auto-reply, a delivery report, a
     /// list or bulk mailing, spam): it stays where it arrived, marked, with no ticket.
     Robot { why: Suppression },
+    /// An auto-reply or a delivery report in a ticket's thread: a line in its history
+    /// (and, for a mail of the ticket that could not be delivered, a note to the queue);
+    /// no clock changes, nothing is forwarded or acknowledged.
+    Record { why: Suppression },
 }
 
 /// Why a route was chosen; rendered into words in the note and by `explain`.
@@ -231,7 +235,10 @@ impl Plan {
     pub fn queue(&self) -> Option<&str> {
         match &self.route {
             Route::Keep { queue, .. } | Route::Forward { queue, .. } => Some(queue),
-            Route::Ignore { .. } | Route::Leave { .. } | Route::Robot { .. } => None,
+            Route::Ignore { .. }
+            | Route::Leave { .. }
+            | Route::Robot { .. }
+            | Route::Record { .. } => None,
         }
     }
 
@@ -276,10 +283,7 @@ pub fn decide(
         };
     }
     if let Some(why) = robot(mail) {
-        return Plan {
-            route: Route::Robot { why },
-            ..ignore(why)
-        };
+        return robot_plan(why, thread);
     }
     let joined = thread.ticket.as_ref();
     let from_customer = joined.is_none_or(|(t, _)| {
@@ -480,6 +484,29 @@ fn route_joined(
         why: Why::Handover {
             ticket: t.id.clone(),
             from: t.queue.clone(),
+        },
+    }
+}
+
+/// Robot mail: an auto-reply or a report in a ticket's thread is recorded there; any
+/// other stays where it arrived with no ticket.
+fn robot_plan(why: Suppression, thread: &ThreadView) -> Plan {
+    let answers_a_mail = matches!(
+        why,
+        Suppression::AutoSubmitted
+            | Suppression::AutoReply
+            | Suppression::NullSender
+            | Suppression::Report
+    );
+    match thread.ticket.as_ref().filter(|_| answers_a_mail) {
+        Some((t, _)) => Plan {
+            route: Route::Record { why },
+            ticket: Some(t.id.clone()),
+            ..ignore(why)
+        },
+        None => Plan {
+            route: Route::Robot { why },
+            ..ignore(why)
         },
     }
 }

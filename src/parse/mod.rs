@@ -8,6 +8,10 @@ use std::borrow::Cow;
 use mail_parser::{Address, HeaderValue, MessageParser};
 use serde::Serialize;
 
+mod report;
+
+pub use report::Reported;
+
 /// Text longer than this is not looked at by the rules: it keeps classification time and
 /// memory per message bounded whatever a sender puts in a body.
 pub const MAX_TEXT: usize = 64 * 1024;
@@ -70,6 +74,8 @@ pub struct Mail {
     pub size: usize,
     /// Only the header was read: the message is over the size limit.
     pub oversized: bool,
+    /// A delivery or read report: which mail it is about and what the server said.
+    pub reported: Option<Reported>,
 }
 
 impl Mail {
@@ -104,12 +110,16 @@ impl Mail {
             .to_ascii_lowercase()
     }
 
-    /// Every id this message points at, nearest first.
+    /// Every id this message points at, nearest first: a report's returned message,
+    /// then In-Reply-To, then References from the last.
     pub fn thread_ids(&self) -> impl Iterator<Item = &str> {
-        self.in_reply_to
-            .iter()
-            .chain(self.references.iter().rev())
-            .map(String::as_str)
+        let reported = self.reported.as_ref().and_then(|r| r.message_id.as_deref());
+        reported.into_iter().chain(
+            self.in_reply_to
+                .iter()
+                .chain(self.references.iter().rev())
+                .map(String::as_str),
+        )
     }
 }
 
@@ -197,6 +207,7 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
         headers,
         size: raw.len(),
         oversized: false,
+        reported: report::reported(&msg),
     })
 }
 
@@ -231,7 +242,7 @@ fn raw_value(raw: &[u8], start: usize, end: usize) -> String {
         .join(" ")
 }
 
-fn clean_id(s: &str) -> String {
+pub(crate) fn clean_id(s: &str) -> String {
     s.trim()
         .trim_start_matches('<')
         .trim_end_matches('>')
@@ -270,6 +281,17 @@ fn first_addr(a: &Address<'_>) -> Option<Addr> {
 
 fn all_addrs(a: &Address<'_>) -> Vec<Addr> {
     a.iter().filter_map(to_addr).collect()
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with "…" when it was cut:
+/// for text from mail quoted in a history line or a note.
+pub fn shortened(s: &str, max: usize) -> String {
+    let mut out = s.to_string();
+    if out.len() > max {
+        truncate(&mut out, max);
+        out.push('…');
+    }
+    out
 }
 
 fn truncate(s: &mut String, max: usize) {

@@ -48,6 +48,34 @@ pub fn untracked(
     Ok(report)
 }
 
+/// A robot's mail recorded in its ticket's thread, with the note it implies.
+pub fn in_thread(
+    store: &Store,
+    inc: Incoming<'_>,
+    ev: &Evaluation,
+    ticket: Ticket,
+    outgoing: Vec<OutMail>,
+    mut report: Report,
+    at: &str,
+) -> Result<Report, StoreError> {
+    let id = Some(ticket.id.clone());
+    let rec = Record {
+        mark: mark(inc, ev.plan.marks.as_ref()),
+        outgoing,
+        ticket: Some(ticket),
+        ..index_only(
+            inc,
+            ev.key.clone(),
+            message(inc.mailbox, Disposition::Left, id, at),
+        )
+    };
+    match store.commit(&rec)? {
+        Committed::Done => recorded(&rec, &mut report),
+        Committed::AlreadyKnown(prev) => duplicate(prev, &mut report),
+    }
+    Ok(report)
+}
+
 /// The triaged message with its ticket and mails; a message another path recorded
 /// first is reported as a duplicate.
 pub fn record(

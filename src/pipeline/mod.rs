@@ -31,6 +31,7 @@ mod apply;
 mod commit;
 mod mails;
 mod report;
+mod robot;
 mod thread;
 
 pub use commit::quarantine;
@@ -170,6 +171,9 @@ pub fn triage(
     };
     let ev = evaluate(rules, Some(store), inc.mailbox, mail, inc.raw, now)?;
     let report = report::report(rules, inc.mailbox, &ev);
+    if let Route::Record { .. } = ev.plan.route {
+        return robot::in_thread(rules, store, inc, &ev, report, now);
+    }
     let Some(case) = Case::routed(rules, inc, &ev, now) else {
         // Ignored or left in place: no ticket, only the index entry.
         return Ok(commit::untracked(store, inc, &ev, report, now)?);

@@ -149,6 +149,14 @@ fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (Action
             ),
         ),
         Route::Ignore { why } => (Action::Ignore, why.describe().to_string()),
+        Route::Record { why } => (
+            Action::Robot,
+            format!(
+                "automatic mail in a ticket's thread: {}; it is added to the ticket's history and stays in {}",
+                why.describe(),
+                mailbox.address
+            ),
+        ),
         Route::Robot { why } => (
             Action::Robot,
             format!(

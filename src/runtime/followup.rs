@@ -178,7 +178,8 @@ fn notices(rules: &Rules, t: &Ticket, queue: &Queue, due: &[Due]) -> Vec<Notice>
                 which: "status",
                 kind: MailKind::Status,
                 to: t.customer.clone(),
-                envelope_from: None,
+                // As the acknowledgement: a bounce comes back and finds the ticket.
+                envelope_from: Some(compose::from_address(&rules.company.ack_from)),
             }),
         })
         .collect()

@@ -74,6 +74,20 @@ pub enum EventKind {
     /// The ticket was named by a customer's reply after the state it lived in was lost:
     /// it goes on under its number, its earlier history unknown here.
     Reopened,
+    /// An automatic reply in the thread (out of office): noted, no clock changes.
+    AutoReply {
+        from: String,
+        subject: String,
+        /// Its first line, where an out-of-office says until when.
+        says: String,
+    },
+    /// A mail of the ticket could not be delivered: the server's report.
+    Undelivered {
+        /// What the mail was ("acknowledgement", "forward", ...).
+        mail: String,
+        to: String,
+        status: String,
+    },
 }
 
 /// A promise made to the customer, shown in every later note.
@@ -302,6 +316,8 @@ pub enum MailKind {
     Reminder,
     /// Status mail to a customer whose ticket is overdue.
     Status,
+    /// A note to a queue that a mail of the ticket could not be delivered.
+    Undelivered,
 }
 
 impl MailKind {
