@@ -2,6 +2,7 @@
 """End-to-end benchmark of mailtriage on a real, private Dovecot + Postfix on loopback.
 
     python3 bench/e2e.py [--count 1000] [--quick] [--out FILE] [--only PHASES] [--no-build]
+                         [--idle-seconds 600]
 
 Needs root (scripts/mailstack starts Postfix and Dovecot) and Python 3 (stdlib only). It starts
 its own stack with scripts/mailstack (own port base, state dir under /tmp, purged at the end),
@@ -30,6 +31,10 @@ in the same run so that ratios hold on a noisy machine:
              acknowledgement was accepted by SMTP, and the RSS peak (VmHWM); beside it the raw
              limit of the same run: one UID FETCH of all N plus the same number of SMTP
              submissions on one connection, over the same TLS; the ratio
+  idle       4 watched mailboxes, no mail, --idle-seconds (600; --quick: 60) after READY:
+             the daemon's CPU time (target under 1 s per 600 s) and the log lines it wrote
+             after "Ready." (target 0); then the same with a fresh daemon while a reader
+             opens and reads rules.toml and mailtriage.toml every second (figures *_reading)
 
 Every figure is one JSON line in --out (default target/e2e-bench.jsonl, overwritten); a table
 with the issue's targets is printed at the end. Mail arrival is seen by counting files in the
@@ -496,6 +501,119 @@ def phase_footprint(a, res, binary, stack, work):
     res.add("footprint", "RSS, 50 idle mailboxes", round(rss, 1), "MB", "<= 25 MB", rss <= 25, peak_mb=round(hwm, 1))
 
 
+IDLE_BOXES = ["monitoring", "billing", "sales", "support"]
+IDLE_TARGET_CPU = 1.0  # s of CPU per 600 s with 4 idle mailboxes and no mail (the issue's target)
+
+
+def phase_idle(a, res, binary, stack, work):
+    """What a daemon costs while nothing happens: 4 watched mailboxes, no mail, for
+    --idle-seconds after READY (the "Ready." line, logged once every mailbox task logged
+    "Mailbox connected."). Two windows, each with a fresh daemon and a fresh state, so that
+    both begin right after a start and neither inherits anything from the other: first
+    left alone, then with a reader that opens and reads rules.toml and mailtriage.toml
+    every second (as `cat` does; reading used to wake the config file watcher into an
+    endless reload loop). Figures: the daemon's CPU time over the window (utime + stime,
+    /proc/PID/stat) against 1 s per 600 s, scaled to the window, and the log lines written
+    after "Ready." against 0. Each daemon's rules.toml is a copy in the folder of its
+    mailtriage.toml, which holds nothing else: the daemon watches the folders of both
+    files, and the bench writes its log, the state and its results elsewhere."""
+    stack.clear(USERS)
+    for reading in (False, True):
+        cpu, lines, extra = idle_window(a, binary, stack, work, reading)
+        sfx = "_reading" if reading else ""
+        target = IDLE_TARGET_CPU * a.idle_seconds / 600.0
+        tgt = "< %g s in %d s" % (round(target, 3), a.idle_seconds)
+        if a.idle_seconds != 600:
+            tgt += " (1 s per 600 s, scaled)"
+        res.add("idle", "cpu_s" + sfx, round(cpu, 3), "s", tgt, cpu < target, window_s=a.idle_seconds,
+                target_s=round(target, 4), mailboxes=len(IDLE_BOXES), **extra)
+        res.add("idle", "log_lines_after_start" + sfx, len(lines), "", "0", not lines,
+                window_s=a.idle_seconds, lines=lines[:20])
+
+
+class Reader:
+    """Opens and reads files every `every` seconds, as `cat` would, until stop()."""
+
+    def __init__(self, paths, every=1.0):
+        self.paths, self.every, self.reads = paths, every, 0
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            for p in self.paths:
+                with open(p, "rb") as f:
+                    f.read()
+                self.reads += 1
+
+    def stop(self):
+        self.done.set()
+        self.t.join()
+
+
+def threads_cpu(pid):
+    """{thread id: (thread name, CPU seconds, context switches)} of a process."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            comm, cpu, _ = proc_stat("%d/task/%s" % (pid, tid))
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                sw = sum(int(l.split()[1]) for l in f if l.split(":")[0].endswith("ctxt_switches"))
+        except OSError:  # ended meanwhile
+            continue
+        out[tid] = (comm, cpu, sw)
+    return out
+
+
+def idle_window(a, binary, stack, work, reading):
+    """One daemon, idle for a.idle_seconds after READY; (CPU s, log lines after "Ready.",
+    extra figures: CPU and wake-ups per thread name, threads started, reads done)."""
+    name = "idle-reading" if reading else "idle"
+    etc = os.path.join(work, name, "etc")
+    os.makedirs(etc, exist_ok=True)
+    rules = os.path.join(etc, "rules.toml")
+    shutil.copyfile(RULES, rules)
+    d = Daemon(binary, stack, work, IDLE_BOXES, rules=rules, name=name)
+    assert os.path.dirname(d.log_path) != etc and not d.state.startswith(etc + os.sep)
+    d.start()
+    reader = None
+    try:
+        wait_for(lambda: d.poll() >= 0 and d.find("Ready.", all_connected="true"), 60, "daemon ready")
+        ready_s = d.find("Ready.")[0][0] - d.t0
+        if reading:
+            reader = Reader([rules, d.config])
+        pid = d.proc.pid
+        c0, th0, t0 = proc_cpu(pid), threads_cpu(pid), time.time()
+        end = t0 + a.idle_seconds
+        while time.time() < end:
+            time.sleep(min(5.0, max(0.0, end - time.time())))
+            d.poll()  # also raises if the daemon ended
+        c1, th1, window = proc_cpu(pid), threads_cpu(pid), time.time() - t0
+        logged = os.path.getsize(d.log_path)  # the stop's own lines come after the window
+    finally:
+        if reader:
+            reader.stop()
+        d.stop()
+    with open(d.log_path, "rb") as f:
+        log_lines = f.read(logged).decode("utf-8", "replace").splitlines()
+    i = next(k for k, l in enumerate(log_lines) if re.search(r"\bReady\.", l))
+    after = [l for l in log_lines[i + 1:] if l.strip()]
+    by_name = {}
+    for tid, (comm, cpu, sw) in th1.items():
+        _, cpu0, sw0 = th0.get(tid, (comm, 0.0, 0))
+        c, w = by_name.get(comm, (0.0, 0))
+        by_name[comm] = (c + cpu - cpu0, w + sw - sw0)
+    extra = dict(ready_s=round(ready_s, 3), window_measured_s=round(window, 1),
+                 threads_started=len(set(th1) - set(th0)),
+                 cpu_by_thread={k: round(v[0], 3) for k, v in sorted(by_name.items()) if v[0] > 0},
+                 switches_by_thread={k: v[1] for k, v in sorted(by_name.items()) if v[1] > 0},
+                 switches=sum(v[1] for v in by_name.values()))
+    if reader:
+        extra["reads"] = reader.reads
+    return c1 - c0, after, extra
+
+
 def settle(stack, users_groups, expect, timeout, t0, stable=None):
     """Polls Maildir counts of each group of users; returns {group: (count, last change - t0)}.
     Done when every group reached `expect[group]` (when given) or, with `stable`, when the
@@ -849,7 +967,7 @@ def build(binary):
     return os.path.join(ROOT, "target", "dist", "mailtriage")
 
 
-PHASES = ["accuracy", "footprint", "flow", "latency", "backlog"]
+PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle"]
 
 
 def main():
@@ -858,6 +976,8 @@ def main():
     ap.add_argument("--lat-count", type=int, help="latency samples, 1 s apart (100; --quick: 10)")
     ap.add_argument("--rounds", type=int, help="flow rounds (Sieve, mailtriage, floor each); the "
                     "median is the figure; Sieve goes first in odd rounds (6; --quick: 2)")
+    ap.add_argument("--idle-seconds", type=int, help="length of each idle window, after READY "
+                    "(600; --quick: 60); the CPU target scales with it (1 s per 600 s)")
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "e2e-bench.jsonl"))
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
@@ -869,6 +989,7 @@ def main():
     a.count = a.count or (100 if a.quick else 1000)
     a.lat_count = a.lat_count or (10 if a.quick else 100)
     a.rounds = a.rounds or (2 if a.quick else 6)
+    a.idle_seconds = a.idle_seconds or (60 if a.quick else 600)
     phases = a.only.split(",") if a.only else PHASES
     for p in phases:
         if p not in PHASES:
@@ -900,6 +1021,9 @@ def main():
         if "backlog" in phases:
             log("== backlog (%d messages)" % a.count)
             phase_backlog(a, res, binary, stack, work)
+        if "idle" in phases:
+            log("== idle (4 mailboxes, no mail, 2 windows of %d s)" % a.idle_seconds)
+            phase_idle(a, res, binary, stack, work)
     finally:
         for d in list(RUNNING):
             d.stop()
