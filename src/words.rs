@@ -77,6 +77,12 @@ pub fn why(w: &Why, mailbox: &str, queue_name: &str, lang: &str) -> String {
         (Why::Misdirected { category }, true) => format!(
             "правила распознали запрос категории «{category}»; такие запросы ведёт «{queue_name}», а не {mailbox}"
         ),
+        (Why::AlreadyThere { address }, false) => format!(
+            "the customer sent it to {address} as well, which {queue_name} reads: that copy is the one to answer, so this one is not forwarded"
+        ),
+        (Why::AlreadyThere { address }, true) => format!(
+            "клиент отправил его и на {address}, который читает «{queue_name}»: отвечать нужно на ту копию, эту не пересылаем"
+        ),
         (Why::UnmatchedKept, false) => format!("no rule recognised it, and {mailbox} keeps such mail"),
         (Why::UnmatchedKept, true) => format!("ни одно правило не подошло, такие письма остаются в {mailbox}"),
         (Why::UnmatchedForwarded, false) => {
@@ -132,6 +138,15 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         Suppression::Report => "письмо — уведомление о доставке или прочтении (multipart/report)",
     }
     .to_string()
+}
+
+/// Added to the reason of a message that was addressed to other watched mailboxes too.
+pub fn also_sent(to: &[String], lang: &str) -> String {
+    if ru(lang) {
+        format!(" (письмо отправлено также на {})", and_list(to, lang))
+    } else {
+        format!(" (the message was also sent to {})", and_list(to, lang))
+    }
 }
 
 /// Added to the reason of a message over the size limit.
@@ -249,7 +264,16 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             number,
             mailbox,
             subject,
-        } => format!("follow-up {number} arrived at {mailbox}: \"{subject}\""),
+            by,
+        } => format!(
+            "follow-up {number} arrived at {mailbox}: \"{subject}\"{}",
+            by.as_deref()
+                .map(|b| format!(" (written by {b})"))
+                .unwrap_or_default()
+        ),
+        EventKind::Names { ticket, by } => {
+            format!("{by} named {ticket} but is not on its customer's side: a ticket of its own")
+        }
         EventKind::HandedOver { from, to } => {
             format!("{} handed the ticket over to {}", qn(from), qn(to))
         }
@@ -348,7 +372,16 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             number,
             mailbox,
             subject,
-        } => format!("продолжение {number} пришло на {mailbox}: «{subject}»"),
+            by,
+        } => format!(
+            "продолжение {number} пришло на {mailbox}: «{subject}»{}",
+            by.as_deref()
+                .map(|b| format!(" (написал(а) {b})"))
+                .unwrap_or_default()
+        ),
+        EventKind::Names { ticket, by } => {
+            format!("{by} ссылается на {ticket}, но не со стороны его клиента: отдельное обращение")
+        }
         EventKind::HandedOver { from, to } => {
             format!("«{}» передало обращение в «{}»", qn(from), qn(to))
         }

@@ -170,7 +170,6 @@ pub struct ForwardInput<'a> {
 pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeError> {
     let ctx = f.ctx;
     let note = render(rules, f.lang, "note", ctx)?;
-    let customer = f.mail.reply_to.as_ref().or(f.mail.from.as_ref());
     let via = match f.mail.from.as_ref().and_then(|a| a.name.clone()) {
         Some(n) => format!("{n} via {}", ctx.mailbox_address),
         None => match f.mail.from.as_ref() {
@@ -196,8 +195,11 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             "auto-forwarded".into(),
         ));
-    if let Some(c) = customer.and_then(|c| c.address.parse::<Address>().ok().map(|a| (c, a))) {
-        b = b.reply_to(Mailbox::new(c.0.name.as_deref().map(clean_header), c.1));
+    // Staff who press Reply answer the ticket's customer, whoever wrote this message
+    // and whatever Reply-To it carries (a stranger's Reply-To would take the case away).
+    if let Ok(a) = ctx.customer.parse::<Address>() {
+        let name = Some(&ctx.customer_name).filter(|n| !n.is_empty());
+        b = b.reply_to(Mailbox::new(name.map(|n| clean_header(n)), a));
     }
     if let Some(id) = f.mail.message_id.as_deref().and_then(clean_id) {
         // Staff replies then thread with the customer's own message.
@@ -470,7 +472,11 @@ mod tests {
     fn forward_attaches_original_unchanged_with_note_first() {
         let r = rules();
         let mail = parse(ORIGINAL).unwrap();
-        let ctx = TemplateContext::sample();
+        // The ticket's customer, whom staff's Reply goes to.
+        let ctx = TemplateContext {
+            customer: "ivan@mail.example".into(),
+            ..TemplateContext::sample()
+        };
         let out = forward(
             &r,
             ForwardInput {

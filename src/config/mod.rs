@@ -19,7 +19,7 @@ mod templates;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
-    version_of, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Rule,
+    version_of, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Roles, Rule,
     RuleTest, Rules, Unmatched,
 };
 pub use settings::{

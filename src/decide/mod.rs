@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod roles;
+
+pub use roles::{copied_people, who, writer, Role, Who};
+
 use crate::classify::Classification;
 use crate::config::{Mailbox, Rules, Unmatched};
 use crate::parse::Mail;
@@ -40,6 +44,8 @@ pub struct TicketRef {
     pub customer: String,
     /// Queues the ticket has been at, in order.
     pub hops: Vec<String>,
+    /// People the customer wrote to in the thread (lower case).
+    pub customer_side: Vec<String>,
     /// When "added to your request" was last sent.
     #[serde(skip)]
     pub added_ack_at: Option<time::OffsetDateTime>,
@@ -97,6 +103,9 @@ pub enum Why {
         ticket: String,
         between: Vec<String>,
     },
+    /// The request belongs to a queue whose mailbox the customer wrote to as well: that
+    /// mailbox has it already, so it is not forwarded there a second time.
+    AlreadyThere { address: String },
 }
 
 /// Why no acknowledgement goes out. Codes follow RFC 3834's list of messages that must
@@ -216,8 +225,13 @@ pub struct Plan {
     pub copy_to: Option<String>,
     /// The active incident the message matches.
     pub incident: Option<String>,
-    /// The sender is the ticket's customer (always true for a new ticket).
+    /// The sender is on the ticket's customer side (always true for a new ticket).
     pub from_customer: bool,
+    /// Who wrote the message, as the ticket it names sees them; `None` for mail that is
+    /// not looked at (the daemon's own, or known already).
+    pub who: Option<Who>,
+    /// A stranger's message named this ticket: it opened one of its own instead.
+    pub names: Option<String>,
     /// The queues the ticket has been at once this message is handled, in order.
     pub hops: Vec<String>,
     /// What the message gets on the server once recorded; `None` leaves it as it is.
@@ -283,15 +297,28 @@ pub fn decide(
         };
     }
     if let Some(why) = robot(mail) {
-        return robot_plan(why, thread);
+        return Plan {
+            who: Some(Who {
+                role: Role::Robot,
+                address: writer(mail),
+                reason: why.describe().to_string(),
+            }),
+            ..robot_plan(why, thread)
+        };
     }
-    let joined = thread.ticket.as_ref();
-    let from_customer = joined.is_none_or(|(t, _)| {
-        t.customer.is_empty() || t.customer.eq_ignore_ascii_case(&mail.sender())
-    });
+    let who = who(rules, mail, thread.ticket.as_ref().map(|(t, _)| t));
+    // A stranger who names a ticket never joins it: their message opens a ticket of its
+    // own, which only says which one it named.
+    let names = match (&who.role, &thread.ticket) {
+        (Role::ThirdParty, Some((t, _))) => Some(t.id.clone()),
+        _ => None,
+    };
+    let joined = thread.ticket.as_ref().filter(|_| names.is_none());
+    let staff = who.role == Role::Staff;
+    let from_customer = !staff;
     let route = match joined {
-        Some((t, joined_by)) => route_joined(rules, mailbox, t, *joined_by, from_customer),
-        None => route_new(rules, mailbox, class),
+        Some((t, joined_by)) => route_joined(rules, mailbox, t, *joined_by, staff),
+        None => already_there(rules, mail, route_new(rules, mailbox, class)),
     };
     let flags: Vec<String> = class.flags.iter().map(|f| f.rule.clone()).collect();
     let incident = active_incident(rules, class, now);
@@ -301,10 +328,18 @@ pub fn decide(
             flags,
             incident,
             from_customer,
+            who: Some(who),
             ..ignore(Suppression::NotARequest)
         };
     }
-    let ack = ack_plan(rules, mail, thread, from_customer, now);
+    let ack = ack_plan(
+        rules,
+        mail,
+        thread,
+        joined.map(|(t, _)| t),
+        from_customer,
+        now,
+    );
     let ack_to = ack.is_yes().then(|| ack_address(mail)).flatten();
     let escalate_to = escalation_queue(rules, &flags);
     Plan {
@@ -325,6 +360,8 @@ pub fn decide(
         flags,
         incident,
         from_customer,
+        who: Some(who),
+        names,
         hops: hops(mailbox, joined.map(|(t, _)| t), &route),
         marks: Some(marks(mailbox, &route)),
         route,
@@ -337,10 +374,10 @@ fn ack_plan(
     rules: &Rules,
     mail: &Mail,
     thread: &ThreadView,
+    joined: Option<&TicketRef>,
     from_customer: bool,
     now: time::OffsetDateTime,
 ) -> AckPlan {
-    let joined = thread.ticket.as_ref().map(|(t, _)| t);
     let no = |reason| AckPlan::No { reason };
     match auto_reply_forbidden(mail)
         .or_else(|| dmarc_fails(rules, mail).then_some(Suppression::DmarcFail))
@@ -431,6 +468,45 @@ fn marks(mailbox: &Mailbox, route: &Route) -> Marks {
     }
 }
 
+/// A request sent to several watched mailboxes at once: when the queue it belongs to got
+/// its own copy directly, the copy here is not forwarded to it again; it stays, owned by
+/// that queue, and the other copy is the one its team reads.
+fn already_there(rules: &Rules, mail: &Mail, route: Route) -> Route {
+    let Route::Forward { queue, .. } = &route else {
+        return route;
+    };
+    let Some(q) = rules.queues.get(queue) else {
+        return route;
+    };
+    let sent_there = mail
+        .to
+        .iter()
+        .chain(mail.cc.iter())
+        .any(|a| a.address.eq_ignore_ascii_case(&q.address));
+    if !sent_there || rules.mailbox_by_address(&q.address).is_none() {
+        return route;
+    }
+    Route::Keep {
+        queue: queue.clone(),
+        why: Why::AlreadyThere {
+            address: q.address.clone(),
+        },
+    }
+}
+
+/// The other watched mailboxes a message was also addressed to (To, Cc), for the note.
+pub fn also_sent_to(rules: &Rules, mail: &Mail, reached: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in mail.to.iter().chain(mail.cc.iter()) {
+        let watched = rules.mailbox_by_address(&a.address).is_some();
+        let address = a.address.to_ascii_lowercase();
+        if watched && !address.eq_ignore_ascii_case(reached) && !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    out
+}
+
 /// Where a message that joins an existing ticket goes. The customer's follow-ups go to
 /// the queue that owns the ticket, whatever their words say: classifying them again is
 /// how tickets start to ping-pong. Staff mail that reaches another queue's mailbox hands
@@ -441,7 +517,7 @@ fn route_joined(
     mailbox: &Mailbox,
     t: &TicketRef,
     joined_by: JoinedBy,
-    from_customer: bool,
+    staff: bool,
 ) -> Route {
     let follow = Why::FollowUp {
         ticket: t.id.clone(),
@@ -461,7 +537,7 @@ fn route_joined(
         }
     };
     let target = match &mailbox.queue {
-        Some(q) if !from_customer && *q != t.queue => q,
+        Some(q) if staff && *q != t.queue => q,
         _ => return to_owner(follow),
     };
     if let Some(esc) = &rules.escalation {
@@ -524,6 +600,8 @@ fn ignore(why: Suppression) -> Plan {
         copy_to: None,
         incident: None,
         from_customer: false,
+        who: None,
+        names: None,
         hops: Vec::new(),
         // Marked like every message the daemon has looked at: after a state loss the
         // mark says it was seen, and a mail client can hide what needs no one.
@@ -694,24 +772,34 @@ fn is_report(mail: &Mail) -> bool {
 /// `Authentication-Results: mx.example.com; ... dmarc=fail ...` from a trusted server.
 /// Results from other servers are ignored: anyone can write that header.
 pub fn dmarc_fails(rules: &Rules, mail: &Mail) -> bool {
-    if rules.company.trusted_authserv_ids.is_empty() {
-        return false;
-    }
+    trusted_results(rules, mail).any(|r| r.starts_with("dmarc=fail"))
+}
+
+/// A trusted server says DMARC or SPF passes for the message.
+pub fn authenticated(rules: &Rules, mail: &Mail) -> bool {
+    trusted_results(rules, mail).any(|r| r.starts_with("dmarc=pass") || r.starts_with("spf=pass"))
+}
+
+/// The results (`dmarc=fail ...`, lower case) of every `Authentication-Results` header
+/// written by a server in `company.trusted_authserv_ids`.
+fn trusted_results<'m>(rules: &'m Rules, mail: &'m Mail) -> impl Iterator<Item = String> + 'm {
     mail.headers
         .iter()
         .filter(|(n, _)| n == "authentication-results")
-        .any(|(_, v)| {
-            let mut parts = v.split(';');
-            let id = parts
-                .next()
-                .unwrap_or("")
+        .filter_map(|(_, v)| {
+            let (id, results) = v.split_once(';')?;
+            let id = id
                 .split_whitespace()
                 .next()
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            rules.company.trusted_authserv_ids.contains(&id)
-                && parts.any(|p| p.trim().to_ascii_lowercase().starts_with("dmarc=fail"))
+            rules
+                .company
+                .trusted_authserv_ids
+                .contains(&id)
+                .then_some(results)
         })
+        .flat_map(|results| results.split(';').map(|p| p.trim().to_ascii_lowercase()))
 }
 
 fn is_robot_address(addr: &str) -> bool {
@@ -978,6 +1066,7 @@ mod tests {
                     acknowledged: true,
                     customer: "ivan@mail.example".into(),
                     hops: vec!["billing".into(), "support".into()],
+                    customer_side: Vec::new(),
                     added_ack_at: Some(time::OffsetDateTime::now_utc()),
                 },
                 JoinedBy::References,
@@ -1009,6 +1098,134 @@ mod tests {
                 reason: Suppression::FollowUp
             }
         );
+    }
+
+    /// Ivan's ticket T-1001 at support, acknowledged, which a message names.
+    fn ivans_ticket(customer: &str, side: &[&str]) -> ThreadView {
+        ThreadView {
+            ticket: Some((
+                TicketRef {
+                    id: "T-1001".into(),
+                    queue: "support".into(),
+                    acknowledged: true,
+                    customer: customer.into(),
+                    hops: vec!["support".into()],
+                    customer_side: side.iter().map(|s| s.to_string()).collect(),
+                    added_ack_at: None,
+                },
+                JoinedBy::SubjectTag,
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// A message from `from` at billing@ naming T-1001, with `headers` added.
+    fn written_by(from: &str, headers: &str, thread: &ThreadView) -> Plan {
+        let r = rules();
+        let raw = format!(
+            "{headers}From: {from}\r\nTo: billing@example.test\r\nSubject: Re: [#T-1001] refund\r\nMessage-ID: <w1@x.example>\r\n\r\nPromise: full refund approved.\r\n"
+        );
+        let mail = parse(raw.as_bytes()).unwrap();
+        let class = classify(&r, &mail);
+        let now = time::OffsetDateTime::now_utc();
+        decide(&r, &r.mailboxes["billing"], &mail, &class, thread, now)
+    }
+
+    fn role(p: &Plan) -> Role {
+        p.who.as_ref().unwrap().role
+    }
+
+    #[test]
+    fn a_stranger_who_names_a_ticket_opens_one_of_their_own() {
+        let thread = ivans_ticket("ivan@mail.example", &[]);
+        let p = written_by("Mallory <mallory@evil.example>", "", &thread);
+        assert_eq!(role(&p), Role::ThirdParty);
+        assert_eq!(
+            (p.ticket.as_deref(), p.names.as_deref()),
+            (None, Some("T-1001"))
+        );
+        assert!(p.opens_ticket() && p.from_customer);
+        // Classified as a request of its own: billing words stay at billing.
+        assert_eq!(p.queue(), Some("billing"));
+        // A stranger on the same free mail provider is no colleague either.
+        let thread = ivans_ticket("ivan@gmail.com", &[]);
+        assert_eq!(
+            role(&written_by("x@gmail.com", "", &thread)),
+            Role::ThirdParty
+        );
+    }
+
+    #[test]
+    fn the_customers_colleague_follows_up_and_staff_hand_over() {
+        let thread = ivans_ticket("ivan@mail.example", &["bob@partner.example"]);
+        for from in ["Petr <petr@mail.example>", "bob@partner.example"] {
+            let p = written_by(from, "", &thread);
+            assert_eq!(role(&p), Role::CustomerSide, "{from}");
+            assert!(p.follow_up(), "{from}");
+            assert_eq!(
+                p.queue(),
+                Some("support"),
+                "a follow-up, not a handover: {from}"
+            );
+            assert_eq!(p.ack, AckPlan::Added, "{from} hears it was added");
+        }
+        // Staff (the company's domain, by default) hand the ticket over to billing.
+        let p = written_by("Anna <anna@example.test>", "", &thread);
+        assert_eq!(role(&p), Role::Staff);
+        assert!(
+            matches!(p.route, Route::Keep { ref queue, why: Why::Handover { .. } } if queue == "billing")
+        );
+        // The envelope sender makes no one the customer: the From counts.
+        let forged = written_by(
+            "Mallory <mallory@evil.example>",
+            "Return-Path: <ivan@mail.example>\r\n",
+            &thread,
+        );
+        assert_eq!(role(&forged), Role::ThirdParty);
+    }
+
+    #[test]
+    fn staff_authenticated_needs_a_trusted_pass() {
+        let text = crate::config::testing::shipped_text()
+            .replacen(
+                "staff_authenticated = false",
+                "staff_authenticated = true",
+                1,
+            )
+            .replacen(
+                "trusted_authserv_ids = []",
+                "trusted_authserv_ids = [\"mx.example.test\"]",
+                1,
+            );
+        let r = Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap();
+        let thread = ivans_ticket("ivan@mail.example", &[]);
+        let run = |headers: &str| {
+            let raw = format!("{headers}From: anna@example.test\r\nTo: billing@example.test\r\nSubject: Re: [#T-1001] x\r\nMessage-ID: <a1@example.test>\r\n\r\nhello\r\n");
+            let mail = parse(raw.as_bytes()).unwrap();
+            let class = classify(&r, &mail);
+            let p = decide(
+                &r,
+                &r.mailboxes["billing"],
+                &mail,
+                &class,
+                &thread,
+                time::OffsetDateTime::now_utc(),
+            );
+            role(&p)
+        };
+        let trusted = r
+            .company
+            .trusted_authserv_ids
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!trusted.is_empty(), "the shipped rules trust a server");
+        assert_eq!(run(""), Role::ThirdParty);
+        let pass =
+            format!("Authentication-Results: {trusted}; dmarc=pass header.from=example.test\r\n");
+        assert_eq!(run(&pass), Role::Staff);
+        let forged = "Authentication-Results: evil.example; dmarc=pass\r\n";
+        assert_eq!(run(forged), Role::ThirdParty);
     }
 
     /// "Site is down" at billing, with what the state knows of its thread.

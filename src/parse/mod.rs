@@ -76,6 +76,8 @@ pub struct Mail {
     pub oversized: bool,
     /// A delivery or read report: which mail it is about and what the server said.
     pub reported: Option<Reported>,
+    /// How many From and Sender headers it has: more than one is a sign of forgery.
+    pub senders: usize,
 }
 
 impl Mail {
@@ -161,13 +163,18 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
         headers.push((name, value));
     }
 
-    let return_path = msg.header_raw("Return-Path").map(|v| {
-        v.trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .trim()
-            .to_string()
-    });
+    // The topmost Return-Path is the one the delivering server wrote; mail-parser's
+    // accessor gives the last.
+    let return_path = headers
+        .iter()
+        .find(|(n, _)| n == "return-path")
+        .map(|(_, v)| {
+            v.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim()
+                .to_string()
+        });
 
     let mut text = String::new();
     let n_text = msg.text_body_count();
@@ -191,11 +198,17 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
         message_id: msg.message_id().map(clean_id).filter(|s| !s.is_empty()),
         in_reply_to: id_list(msg.in_reply_to()),
         references: id_list(msg.references()),
-        from: msg.from().and_then(first_addr),
+        // The first From is the one mail clients show (mail-parser's accessor gives the
+        // last); every To and Cc header counts, even where a sender wrote two.
+        from: addresses(&msg, "from").into_iter().next(),
         reply_to: msg.reply_to().and_then(first_addr),
         return_path,
-        to: msg.to().map(all_addrs).unwrap_or_default(),
-        cc: msg.cc().map(all_addrs).unwrap_or_default(),
+        to: addresses(&msg, "to"),
+        cc: addresses(&msg, "cc"),
+        senders: headers
+            .iter()
+            .filter(|(n, _)| n == "from" || n == "sender")
+            .count(),
         delivered_to: headers
             .iter()
             .filter(|(n, _)| n == "delivered-to" || n == "x-original-to")
@@ -273,6 +286,16 @@ fn to_addr(a: &mail_parser::Addr<'_>) -> Option<Addr> {
             .filter(|n| !n.is_empty()),
         address,
     })
+}
+
+/// The addresses of every header `name` (lower case), in order.
+fn addresses(msg: &mail_parser::Message<'_>, name: &str) -> Vec<Addr> {
+    msg.headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case(name))
+        .filter_map(|h| h.value().as_address())
+        .flat_map(all_addrs)
+        .collect()
 }
 
 fn first_addr(a: &Address<'_>) -> Option<Addr> {
@@ -363,6 +386,17 @@ fn is_attribution(t: &str, next: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_from_and_return_path_count_and_every_cc() {
+        let raw = b"Return-Path: <victim@third.example>\r\nReturn-Path: <x@evil.example>\r\nFrom: Real <real@client.example>\r\nFrom: Fake <fake@evil.example>\r\nTo: billing@example.test\r\nCc: a@one.example\r\nCc: b@two.example\r\nSubject: x\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.return_path.as_deref(), Some("victim@third.example"));
+        assert_eq!(m.from.unwrap().address, "real@client.example");
+        let cc: Vec<_> = m.cc.iter().map(|a| a.address.as_str()).collect();
+        assert_eq!(cc, ["a@one.example", "b@two.example"]);
+        assert_eq!(m.senders, 2);
+    }
 
     #[test]
     fn koi8r_body_and_encoded_subject() {

@@ -3,7 +3,7 @@
 //! acknowledgement's line. Pure: the store is read before and written after.
 
 use crate::compose::flag_reason;
-use crate::decide::{AckPlan, Suppression, Why};
+use crate::decide::{copied_people, AckPlan, Role, Suppression, Why};
 use crate::parse::Mail;
 use crate::ticket::{EventKind, Ticket};
 use crate::words;
@@ -19,7 +19,7 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
         ticket.record(at, EventKind::Reopened);
     }
     if plan.follow_up() {
-        ticket.follow_up(at, mailbox, &mail.subject);
+        ticket.follow_up(at, mailbox, &mail.subject, colleague(case));
     } else {
         let message_id = mail.message_id.clone();
         let (mailbox, subject) = (mailbox.clone(), mail.subject.clone());
@@ -30,6 +30,20 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
         };
         ticket.record(at, arrived);
     }
+    if let (Some(named), Some(who)) = (&plan.names, &plan.who) {
+        let (ticket_id, by) = (named.clone(), who.address.clone());
+        ticket.record(
+            at,
+            EventKind::Names {
+                ticket: ticket_id,
+                by,
+            },
+        );
+    }
+    if plan.who.as_ref().is_some_and(|w| w.role == Role::Customer) {
+        // The people the customer writes to are on their side from now on.
+        ticket.add_customer_side(copied_people(case.rules, mail));
+    }
     if let Some(what) = where_it_went(case, &ticket.language) {
         ticket.record(at, what);
     }
@@ -38,6 +52,13 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
     if let Some(id) = &mail.message_id {
         ticket.messages.push(id.clone());
     }
+}
+
+/// Who wrote a follow-up, when not the customer: "bob@client.example, the same
+/// organisation as the customer of T-1001".
+fn colleague(case: &Case) -> Option<String> {
+    let who = case.ev.plan.who.as_ref()?;
+    (who.role == Role::CustomerSide).then(|| format!("{}, {}", who.address, who.reason))
 }
 
 /// The line saying where the message went: a handover, a bounce to the escalation

@@ -252,6 +252,11 @@ impl<'a> Case<'a> {
         let queue = &self.rules.queues[&self.queue];
         let mailbox = &self.inc.mailbox.address;
         let mut why = words::why(&self.why, mailbox, queue.name_in(lang), lang);
+        let others = crate::decide::also_sent_to(self.rules, &self.ev.mail, mailbox);
+        let named = matches!(self.why, Why::AlreadyThere { .. });
+        if !others.is_empty() && !named {
+            why.push_str(&words::also_sent(&others, lang));
+        }
         if self.ev.mail.oversized {
             let limit = self.rules.company.max_message_size;
             why.push_str(&words::oversized(self.ev.mail.size, limit, lang));

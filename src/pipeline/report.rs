@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Fired, Score};
 use crate::config::{Mailbox, Rules};
-use crate::decide::{AckPlan, JoinedBy, Plan, Route, Suppression};
+use crate::decide::{AckPlan, JoinedBy, Plan, Role, Route, Suppression};
 use crate::ticket::MailKind;
 use crate::words::{self, queue_name};
 
@@ -92,6 +92,16 @@ pub struct Report {
     pub flags: Vec<Fired>,
     /// The active incident the message is linked to.
     pub incident: Option<String>,
+    /// Who wrote it, as the ticket it names sees them: `customer`, `customer-side`,
+    /// `staff`, `third-party`, `robot`; `null` for mail not looked at.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Why that role, in words.
+    #[serde(default)]
+    pub role_reason: Option<String>,
+    /// The ticket a stranger named: their message opened a ticket of its own.
+    #[serde(default)]
+    pub names: Option<String>,
 }
 
 /// The report of an evaluated message, before anything is recorded.
@@ -133,6 +143,9 @@ pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         joined_by: ev.joined_by,
         flags: ev.class.flags.clone(),
         incident: ev.plan.incident.clone(),
+        role: ev.plan.who.as_ref().map(|w| w.role),
+        role_reason: ev.plan.who.as_ref().map(|w| w.reason.clone()),
+        names: ev.plan.names.clone(),
     }
 }
 
@@ -234,6 +247,9 @@ pub fn quarantined(mailbox: &Mailbox, reason: String) -> Report {
         joined_by: None,
         flags: Vec::new(),
         incident: None,
+        role: None,
+        role_reason: None,
+        names: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn ticket_ref(t: &Ticket) -> TicketRef {
         acknowledged: t.acknowledged,
         customer: t.customer.to_ascii_lowercase(),
         hops: t.hops.clone(),
+        customer_side: t.customer_side.clone(),
         added_ack_at: t.added_ack_at.as_deref().and_then(when::parse),
     }
 }
@@ -123,7 +124,7 @@ fn by_subject_tag(
     store: &Store,
     mail: &Mail,
 ) -> Result<(Found, Option<String>), StoreError> {
-    let sender = mail.sender();
+    let sender = crate::decide::writer(mail);
     let mut lost = None;
     for cap in rules.ticket_tag.captures_iter(&mail.subject) {
         let id = format!("{}-{}", rules.company.ticket_prefix, &cap[2]);
@@ -188,14 +189,27 @@ pub(super) fn open_or_join(store: &Store, case: &super::Case) -> Result<Ticket, 
             store.next_ticket_number()?
         ),
     };
+    // The customer is who the From says (what mail clients show and DMARC protects),
+    // not the envelope sender.
     let mut t = Ticket::new(
         id,
-        ev.mail.sender(),
+        crate::decide::writer(&ev.mail),
         ev.mail.subject.clone(),
         case.queue.clone(),
         ev.class.language.clone(),
         case.at.clone(),
     );
     t.customer_name = ev.mail.from.as_ref().and_then(|a| a.name.clone());
+    t.id_secret = secret()?;
     Ok(t)
+}
+
+/// 16 random bytes as hex, from the kernel.
+fn secret() -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| StoreError::Sled(e.into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -50,7 +50,13 @@ pub enum EventKind {
         number: u32,
         mailbox: String,
         subject: String,
+        /// Written by someone else on the customer's side (a colleague): who and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
+    /// This ticket was opened by someone who named another ticket (its tag, or a reply
+    /// to one of its mails) but is not on its customer's side.
+    Names { ticket: String, by: String },
     /// Staff handed the ticket to another queue.
     HandedOver { from: String, to: String },
     /// The ticket bounced between queues and went to the escalation queue.
@@ -139,7 +145,17 @@ pub struct Ticket {
     pub status_sent_at: Option<String>,
     #[serde(default)]
     pub added_ack_at: Option<String>,
+    /// People the customer wrote to in the thread (To, Cc), lower case: on the
+    /// customer's side, like the customer's colleagues.
+    #[serde(default)]
+    pub customer_side: Vec<String>,
+    /// Keys the ticket's Message-IDs (random, made when the ticket is opened).
+    #[serde(default)]
+    pub id_secret: String,
 }
+
+/// At most this many people are kept on a ticket's customer side.
+pub const MAX_CUSTOMER_SIDE: usize = 20;
 
 impl Ticket {
     /// A new ticket of `customer`, owned by `queue` from `created` on, with nothing
@@ -156,6 +172,8 @@ impl Ticket {
             id,
             customer,
             customer_name: None,
+            customer_side: Vec::new(),
+            id_secret: String::new(),
             subject,
             queue,
             language,
@@ -187,7 +205,8 @@ impl Ticket {
     }
 
     /// A later message of the customer: counted, and a line naming its number.
-    pub fn follow_up(&mut self, at: &str, mailbox: &str, subject: &str) {
+    /// A follow-up, `by` someone on the customer's side other than the customer.
+    pub fn follow_up(&mut self, at: &str, mailbox: &str, subject: &str, by: Option<String>) {
         self.followups += 1;
         let number = self.followups;
         self.record(
@@ -196,8 +215,21 @@ impl Ticket {
                 number,
                 mailbox: mailbox.to_string(),
                 subject: subject.to_string(),
+                by,
             },
         );
+    }
+
+    /// Adds people the customer wrote to, up to [`MAX_CUSTOMER_SIDE`].
+    pub fn add_customer_side(&mut self, people: impl IntoIterator<Item = String>) {
+        for p in people {
+            if self.customer_side.len() >= MAX_CUSTOMER_SIDE {
+                break;
+            }
+            if p != self.customer && !self.customer_side.contains(&p) {
+                self.customer_side.push(p);
+            }
+        }
     }
 
     /// `queue` owns the ticket from `at` on; a new owner gets its own clock for
@@ -293,10 +325,19 @@ impl Ticket {
     }
 
     /// Counts the next mail of the ticket and gives its Message-ID, deterministic so a
-    /// resend after a crash is the same mail: `T-1001.3.ack@<id_domain>`.
+    /// resend after a crash is the same mail, and keyed by the ticket's secret so nobody
+    /// can guess it (a reply to a guessed id would join the ticket):
+    /// `T-1001.3.ack.<12 hex>@<id_domain>`. A ticket from before secrets has none.
     pub fn next_mail_id(&mut self, what: &str, id_domain: &str) -> String {
+        use sha2::{Digest, Sha256};
         self.sent += 1;
-        format!("{}.{}.{what}@{id_domain}", self.id, self.sent)
+        let plain = format!("{}.{}.{what}", self.id, self.sent);
+        if self.id_secret.is_empty() {
+            return format!("{plain}@{id_domain}");
+        }
+        let digest = Sha256::digest(format!("{}\0{plain}", self.id_secret));
+        let token: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{plain}.{token}@{id_domain}")
     }
 }
 
@@ -408,5 +449,19 @@ mod tests {
         assert_eq!(t.next_mail_id("forward", "d"), "T-1001.1.forward@d");
         assert_eq!(t.next_mail_id("ack", "d"), "T-1001.2.ack@d");
         assert_eq!(t.sent, 2);
+    }
+
+    #[test]
+    fn with_a_secret_mail_ids_cannot_be_guessed_and_stay_the_same_on_a_resend() {
+        let keyed = |secret: &str| {
+            let mut t = ticket();
+            t.id_secret = secret.into();
+            t.next_mail_id("ack", "d")
+        };
+        let a = keyed("0123456789abcdef");
+        assert!(a.starts_with("T-1001.1.ack.") && a.ends_with("@d"), "{a}");
+        assert_eq!(a.len(), "T-1001.1.ack.".len() + 12 + 2, "{a}");
+        assert_eq!(a, keyed("0123456789abcdef"), "deterministic");
+        assert_ne!(a, keyed("fedcba9876543210"), "keyed");
     }
 }

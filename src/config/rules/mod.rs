@@ -9,6 +9,7 @@ mod company;
 mod matching;
 mod patterns;
 pub(super) mod raw;
+mod roles;
 mod routing;
 mod rule_tests;
 mod values;
@@ -27,6 +28,7 @@ use crate::classify::matcher::Matchers;
 pub use company::{Company, Threading};
 pub use matching::{Incident, Language, Rule};
 pub use patterns::{Field, Pattern};
+pub use roles::Roles;
 pub use routing::{Category, Escalation, Mailbox, Queue, Unmatched};
 pub use rule_tests::{Expect, RuleTest};
 pub(super) use values::span;
@@ -50,6 +52,8 @@ pub struct Rules {
     /// Where bounced tickets and red flags go; `None` when not configured.
     pub escalation: Option<Escalation>,
     pub threading: Threading,
+    /// Who is staff; which domains are free mail.
+    pub roles: Roles,
     /// Red-flag rules: `category` holds the flag's name.
     pub flags: Vec<Rule>,
     /// Reason of each flag in words, by flag name then language.
@@ -121,6 +125,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     let templates = compile_templates(c, f.templates, &company.default_language);
     let escalation = routing::compile_escalation(c, f.escalation, &queues);
     let threading = company::compile_threading(c, &f.threading);
+    let roles = roles::compile_roles(c, &f.roles, &company.domain);
     let (flags, flag_reasons) = matching::compile_flags(c, f.flags, escalation.is_some());
     let incidents = matching::compile_incidents(c, f.incidents);
     let matchers = patterns::all_matchers(c, &rules, &flags, &incidents);
@@ -144,6 +149,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         ticket_tag,
         escalation,
         threading,
+        roles,
         flags,
         flag_reasons,
         incidents,

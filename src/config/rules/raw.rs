@@ -26,6 +26,8 @@ pub struct File {
     #[serde(default)]
     pub threading: Threading,
     #[serde(default)]
+    pub roles: Roles,
+    #[serde(default)]
     pub flags: Vec<Spanned<Flag>>,
     #[serde(default)]
     pub incidents: Vec<Spanned<Incident>>,
@@ -78,6 +80,16 @@ fn default_max_hops() -> usize {
 }
 fn default_marker() -> String {
     "[ESCALATED]".into()
+}
+
+/// `[roles]`: who is staff, which domains are free mail.
+#[derive(Deserialize, Default)]
+pub struct Roles {
+    pub staff: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub staff_authenticated: bool,
+    #[serde(default)]
+    pub freemail: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
