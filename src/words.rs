@@ -129,7 +129,15 @@ pub fn suppression(s: Suppression, lang: &str) -> String {
         }
         Suppression::Spam => "сервер пометил письмо как спам",
         Suppression::FollowUp => "клиент уже получил подтверждение по этому обращению",
-        Suppression::DailyCap => "отправитель исчерпал дневной лимит подтверждений",
+        Suppression::DailyCap => "адрес исчерпал дневной лимит писем от mailtriage",
+        Suppression::DomainCap => "домен адреса исчерпал часовой лимит писем от mailtriage",
+        Suppression::HourlyCap => "mailtriage исчерпал часовой лимит писем клиентам",
+        Suppression::ManySenders => {
+            "в письме несколько заголовков From или Sender: автор не ясен (признак подделки)"
+        }
+        Suppression::Unaligned => {
+            "адрес конверта не из домена From, и ни один доверенный сервер их не подтвердил"
+        }
         Suppression::NoAddress => "нет адреса для ответа",
         Suppression::NotARequest => "письмо не является обращением клиента",
         Suppression::FromStaff => "письмо от сотрудника, а не от клиента",

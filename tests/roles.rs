@@ -234,3 +234,78 @@ fn one_message_to_two_mailboxes_is_one_ticket_and_never_forwarded_to_a_mailbox_t
     assert_eq!(list.lines().count(), 1, "one ticket: {list}");
     assert!(daemon.stop().success());
 }
+
+/// The acknowledgement of `id`, if one reached the sink.
+fn acks_of(lab: &Lab, ids: &[String]) -> usize {
+    let sink = lab.inbox(SINK);
+    ids.iter()
+        .filter(|id| sink.iter().any(|m| m.is_ack_of(id)))
+        .count()
+}
+
+#[test]
+fn backscatter_is_capped_and_a_strangers_words_are_not_echoed() {
+    let rules = support::shipped_rules().replacen(
+        "acks_per_sender_per_day = 5",
+        "acks_per_sender_per_day = 5\nacks_per_domain_per_hour = 6",
+        1,
+    );
+    let lab = Lab::setup().rules(&rules).start();
+    let daemon = lab.daemon();
+    let request = |from: &str, id: &str| {
+        Mail::request(from, "support@example.test", id)
+            .subject("Website is down")
+            .body("Nothing loads.")
+    };
+    // Eight plus-tags of one victim: one address, five acknowledgements a day.
+    let plus: Vec<String> = (0..8).map(|n| format!("plus-{n}@third.example")).collect();
+    for (n, id) in plus.iter().enumerate() {
+        lab.send_mail(&request(&format!("victim+{n}@third.example"), id));
+    }
+    // Eight people at one domain: six acknowledgements an hour.
+    let domain: Vec<String> = (0..8).map(|n| format!("dom-{n}@fourth.example")).collect();
+    for (n, id) in domain.iter().enumerate() {
+        lab.send_mail(&request(&format!("user{n}@fourth.example"), id));
+    }
+    // Two From headers, and a 3,000-character spam subject with a display name.
+    let two_from = request("anna@fifth.example", "two-from@fifth.example")
+        .header("From", "CEO <ceo@fifth.example>");
+    lab.send_mail(&two_from);
+    let spam = "BUY CHEAP PILLS NOW ".repeat(150);
+    let long = Mail::request(
+        "spammer@sixth.example",
+        "support@example.test",
+        "long-1@sixth.example",
+    )
+    .name("Visit pills.example today")
+    .subject(&spam)
+    .body("The site is down.");
+    lab.send_mail(&long);
+
+    let ack = lab.wait_ack(SINK, "long-1@sixth.example");
+    let subject = ack.subject();
+    assert!(
+        subject.chars().count() < 160 && subject.contains('…'),
+        "{subject}"
+    );
+    let to = ack.header("To").unwrap_or_default();
+    assert!(!to.contains("pills"), "no display name echoed: {to}");
+    for id in plus
+        .iter()
+        .chain(&domain)
+        .chain(["two-from@fifth.example".to_string()].iter())
+    {
+        lab.wait_flagged("support@example.test", id, "$Triaged");
+    }
+    lab.drain();
+    assert_eq!(acks_of(&lab, &plus), 5, "plus-tags fold into one address");
+    assert_eq!(acks_of(&lab, &domain), 6, "the domain's hourly cap");
+    assert_eq!(acks_of(&lab, &["two-from@fifth.example".to_string()]), 0);
+    let log = daemon.log();
+    assert!(
+        log.contains("suppressed=daily-cap") && log.contains("suppressed=domain-cap"),
+        "{log}"
+    );
+    assert!(log.contains("suppressed=many-senders"), "{log}");
+    assert!(daemon.stop().success());
+}

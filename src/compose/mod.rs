@@ -273,8 +273,15 @@ pub fn from_address(setting: &str) -> String {
         .unwrap_or_else(|_| setting.to_string())
 }
 
+/// The longest subject an acknowledgement quotes: a stranger's subject is not echoed
+/// whole (spam would ride on the daemon's mail).
+pub const ACK_SUBJECT: usize = 80;
+
 pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, ComposeError> {
-    let ctx = a.ctx;
+    let ctx = &TemplateContext {
+        subject: crate::parse::shortened(&a.ctx.subject, ACK_SUBJECT),
+        ..a.ctx.clone()
+    };
     let subject_template = if a.which == "ack" {
         "ack_subject".to_string()
     } else {
@@ -290,17 +297,12 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
             .map_err(|e: lettre::address::AddressError| {
                 ComposeError::Address(rules.company.ack_from.clone(), e.to_string())
             })?;
+    // The address alone: a display name is the sender's text, and echoing it would let
+    // a stranger write into the daemon's mail.
     let to_addr = address(a.to)?;
-    let to_name = a
-        .mail
-        .from
-        .as_ref()
-        .filter(|f| f.address.eq_ignore_ascii_case(a.to))
-        .and_then(|f| f.name.as_deref())
-        .map(clean_header);
     let mut b = lettre::Message::builder()
         .from(from)
-        .to(Mailbox::new(to_name, to_addr))
+        .to(Mailbox::new(None, to_addr))
         .subject(subject_with_tag(&ctx.tag, &subject))
         .date(a.now)
         .message_id(Some(format!("<{}>", a.message_id)))

@@ -6,8 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod caps;
 mod roles;
 
+pub use caps::{cap_keys, counts, fold, over_cap, MailCounts};
 pub use roles::{copied_people, who, writer, Role, Who};
 
 use crate::classify::Classification;
@@ -27,8 +29,9 @@ pub struct ThreadView {
     pub ticket: Option<(TicketRef, JoinedBy)>,
     /// Set when this very message (same Message-ID) was already triaged.
     pub already_triaged: Option<String>,
-    /// Acknowledgements already sent to this sender today.
-    pub acks_to_sender_today: u32,
+    /// Mails lately sent to the address an acknowledgement would go to, its domain and
+    /// everyone (the caps).
+    pub mails_sent: MailCounts,
     /// No ticket joined, but the subject's tag names a ticket of a state that was lost:
     /// the new ticket takes that id.
     pub reopens: Option<String>,
@@ -127,8 +130,16 @@ pub enum Suppression {
     Spam,
     /// The ticket was acknowledged before; follow-ups get no new acknowledgement.
     FollowUp,
-    /// The sender reached the daily cap of acknowledgements.
+    /// The address reached the daily cap of mails (plus-tags folded).
     DailyCap,
+    /// Its domain reached the hourly cap of mails.
+    DomainCap,
+    /// All customers together reached the hourly cap of mails.
+    HourlyCap,
+    /// More than one From or Sender header: who wrote it is uncertain.
+    ManySenders,
+    /// The envelope sender is not aligned with the From and nothing vouches for it.
+    Unaligned,
     /// There is no address to answer to.
     NoAddress,
     /// Not a customer request.
@@ -166,7 +177,15 @@ impl Suppression {
             }
             Suppression::Spam => "the receiving server marked the message as spam",
             Suppression::FollowUp => "the customer was already acknowledged for this ticket",
-            Suppression::DailyCap => "the sender reached today's limit of acknowledgements",
+            Suppression::DailyCap => "the address reached today's limit of mails from mailtriage",
+            Suppression::DomainCap => "its domain reached this hour's limit of mails from mailtriage",
+            Suppression::HourlyCap => "mailtriage reached this hour's limit of mails to customers",
+            Suppression::ManySenders => {
+                "the message has more than one From or Sender header: who wrote it is uncertain (a sign of forgery)"
+            }
+            Suppression::Unaligned => {
+                "the envelope sender is not at the From's domain and no trusted server vouches for either: an answer could reach a forged address"
+            }
             Suppression::NoAddress => "there is no address to answer to",
             Suppression::NotARequest => "the message is not a customer request",
             Suppression::FromStaff => "the message is from staff, not from the ticket's customer",
@@ -340,18 +359,16 @@ pub fn decide(
         from_customer,
         now,
     );
-    let ack_to = ack.is_yes().then(|| ack_address(mail)).flatten();
+    let (ack, ack_to) = match ack.is_yes().then(|| ack_address(rules, mail)) {
+        Some(Ok(to)) => (ack, Some(to)),
+        Some(Err(reason)) => (AckPlan::No { reason }, None),
+        None => (ack, None),
+    };
     let escalate_to = escalation_queue(rules, &flags);
     Plan {
         ticket: joined.map(|(t, _)| t.id.clone()),
         reopens: thread.reopens.clone().filter(|_| joined.is_none()),
-        ack: match ack_to {
-            // Decided yes, but lettre would refuse the address.
-            None if ack.is_yes() => AckPlan::No {
-                reason: Suppression::NoAddress,
-            },
-            _ => ack,
-        },
+        ack,
         ack_to,
         copy_to: escalate_to
             .clone()
@@ -384,9 +401,10 @@ fn ack_plan(
     {
         Some(reason) => no(reason),
         None if !from_customer => no(Suppression::FromStaff),
+        None if mail.senders > 1 => no(Suppression::ManySenders),
         None if mail.reply_address().is_none() => no(Suppression::NoAddress),
-        None if thread.acks_to_sender_today >= rules.company.acks_per_sender_per_day => {
-            no(Suppression::DailyCap)
+        None if over_cap(rules, thread.mails_sent).is_some() => {
+            no(over_cap(rules, thread.mails_sent).expect("checked"))
         }
         // A follow-up: at most one "added to your request" per window.
         None if joined.is_some_and(|t| t.acknowledged) => {
@@ -403,13 +421,37 @@ fn ack_plan(
     }
 }
 
-/// The address an acknowledgement can go to: the envelope sender (else From), when
-/// the mail library accepts it.
-fn ack_address(mail: &Mail) -> Option<String> {
-    let to = mail.reply_address()?;
-    to.parse::<lettre::Address>()
-        .is_ok()
-        .then(|| to.to_string())
+/// The address an acknowledgement goes to, or why none: the envelope sender when its
+/// domain is the From's (or a trusted server says SPF passes), else the From when a
+/// trusted server says DMARC passes, else nobody: an answer to an address nothing
+/// vouches for is how a forged sender turns the daemon against a third party.
+fn ack_address(rules: &Rules, mail: &Mail) -> Result<String, Suppression> {
+    let from = mail.from.as_ref().map(|a| a.address.as_str());
+    let envelope = mail.return_path.as_deref().filter(|r| !r.is_empty());
+    let passes = |what: &str| trusted_results(rules, mail).any(|r| r.starts_with(what));
+    let to = match (envelope, from) {
+        (Some(env), Some(from)) if aligned(env, from) || passes("spf=pass") => env,
+        (Some(_), Some(from)) if passes("dmarc=pass") => from,
+        (Some(_), Some(_)) => return Err(Suppression::Unaligned),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => return Err(Suppression::NoAddress),
+    };
+    match to.parse::<lettre::Address>() {
+        Ok(_) => Ok(to.to_string()),
+        // Decided yes, but lettre would refuse the address.
+        Err(_) => Err(Suppression::NoAddress),
+    }
+}
+
+/// Two addresses of one organisation: the same domain, or one a subdomain of the other.
+fn aligned(a: &str, b: &str) -> bool {
+    let domain = |x: &str| {
+        x.rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let (a, b) = (domain(a), domain(b));
+    !a.is_empty() && (a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}")))
 }
 
 fn active_incident(
@@ -1002,16 +1044,7 @@ mod tests {
         );
         let plan = |h: &str| {
             let raw = format!("{h}From: Ivan <ivan@bank.example>\r\nSubject: Site is down\r\nMessage-ID: <d1@x>\r\n\r\nerror 500\r\n");
-            let mail = parse(raw.as_bytes()).unwrap();
-            let class = classify(&r, &mail);
-            decide(
-                &r,
-                &r.mailboxes["billing"],
-                &mail,
-                &class,
-                &ThreadView::default(),
-                time::OffsetDateTime::now_utc(),
-            )
+            plan_at_billing(&r, &raw, &ThreadView::default())
         };
         let p = plan("Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=bank.example;\r\n dkim=none; dmarc=fail (p=reject) header.from=bank.example\r\n");
         assert_eq!(
@@ -1100,6 +1133,14 @@ mod tests {
         );
     }
 
+    /// The plan for the message `raw` at billing@, with `r`.
+    fn plan_at_billing(r: &Rules, raw: &str, thread: &ThreadView) -> Plan {
+        let mail = parse(raw.as_bytes()).unwrap();
+        let class = classify(r, &mail);
+        let now = time::OffsetDateTime::now_utc();
+        decide(r, &r.mailboxes["billing"], &mail, &class, thread, now)
+    }
+
     /// Ivan's ticket T-1001 at support, acknowledged, which a message names.
     fn ivans_ticket(customer: &str, side: &[&str]) -> ThreadView {
         ThreadView {
@@ -1182,6 +1223,54 @@ mod tests {
             &thread,
         );
         assert_eq!(role(&forged), Role::ThirdParty);
+    }
+
+    #[test]
+    fn the_ack_goes_where_something_vouches_for_it_or_nowhere() {
+        let ack = |headers: &str| {
+            let p = plan_for(
+                "billing",
+                headers,
+                "Site is down",
+                "error 500",
+                &ThreadView::default(),
+            );
+            (p.ack, p.ack_to)
+        };
+        // From is ivan@mail.example in plan_for.
+        let aligned = ack("Return-Path: <bounce-1@out.mail.example>\r\n");
+        assert_eq!(
+            aligned,
+            (AckPlan::Yes, Some("bounce-1@out.mail.example".into()))
+        );
+        let victim = ack("Return-Path: <victim4@third.example>\r\n");
+        assert_eq!(
+            victim.0,
+            AckPlan::No {
+                reason: Suppression::Unaligned
+            }
+        );
+        // Two From headers: who wrote it is uncertain.
+        let two = ack("From: Other <other@mail.example>\r\n");
+        assert_eq!(
+            two.0,
+            AckPlan::No {
+                reason: Suppression::ManySenders
+            }
+        );
+        // A trusted server's word: SPF for the envelope, DMARC for the From.
+        let r = crate::config::testing::shipped_with(
+            "trusted_authserv_ids = []",
+            "trusted_authserv_ids = [\"mx.example.test\"]",
+        );
+        let with = |headers: &str| {
+            let raw = format!("{headers}From: Ivan <ivan@mail.example>\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <x2@mail.example>\r\n\r\nerror 500\r\n");
+            plan_at_billing(&r, &raw, &ThreadView::default()).ack_to
+        };
+        let spf = "Return-Path: <b@esp.example>\r\nAuthentication-Results: mx.example.test; spf=pass smtp.mailfrom=esp.example\r\n";
+        assert_eq!(with(spf).as_deref(), Some("b@esp.example"));
+        let dmarc = "Return-Path: <victim4@third.example>\r\nAuthentication-Results: mx.example.test; spf=fail smtp.mailfrom=third.example; dmarc=pass header.from=mail.example\r\n";
+        assert_eq!(with(dmarc).as_deref(), Some("ivan@mail.example"));
     }
 
     #[test]
@@ -1272,7 +1361,10 @@ mod tests {
             }
         );
         let p = plan_in_thread(ThreadView {
-            acks_to_sender_today: 100,
+            mails_sent: MailCounts {
+                address_today: 100,
+                ..MailCounts::default()
+            },
             ..Default::default()
         });
         assert_eq!(

@@ -93,7 +93,9 @@ pub fn record(
     };
     let id = Some(ticket.id.clone());
     let rec = Record {
-        ack_to: (ev.plan.ack_to.clone()).map(|to| (to, when::day(case.now))),
+        counted: (ev.plan.ack_to.as_deref())
+            .map(|to| crate::decide::cap_keys(to, time::OffsetDateTime::from(case.now)))
+            .unwrap_or_default(),
         mark: mark(inc, ev.plan.marks.as_ref()),
         outgoing,
         subject_key: subject_key(&ev.mail).filter(|_| ev.plan.from_customer),
@@ -174,7 +176,7 @@ fn index_only(inc: Incoming<'_>, key: String, message: MessageRecord) -> Record 
         ticket: None,
         outgoing: Vec::new(),
         mark: None,
-        ack_to: None,
+        counted: Vec::new(),
         subject_key: None,
     }
 }

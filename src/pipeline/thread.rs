@@ -94,15 +94,17 @@ pub fn thread_view(
     if found.is_none() {
         found = by_sender_and_subject(rules, store, mail, now)?;
     }
-    let acks_to_sender_today = match mail.reply_address() {
-        Some(to) => store.acks_on(to, &when::day(now))?,
-        None => 0,
+    let mails_sent = match mail.reply_address() {
+        Some(to) => crate::decide::counts(
+            &store.counted(&crate::decide::cap_keys(to, OffsetDateTime::from(now)))?,
+        ),
+        None => crate::decide::MailCounts::default(),
     };
     Ok(ThreadView {
         reopens: if found.is_none() { lost } else { None },
         ticket: found.map(|(t, j)| (ticket_ref(&t), j)),
         already_triaged,
-        acks_to_sender_today,
+        mails_sent,
     })
 }
 

@@ -4,7 +4,8 @@
 //! - `tickets`: id -> [`Ticket`] with its history;
 //! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
-//! - `acks`: acknowledgements per sender per day (the daily cap).
+//! - `acks`: mails to customers per address and day, per domain and hour, and per hour
+//!   (the caps).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
@@ -161,8 +162,8 @@ pub struct Record {
     pub ticket: Option<Ticket>,
     pub outgoing: Vec<OutMail>,
     pub mark: Option<Mark>,
-    /// (sender, UTC day) of an acknowledgement, for the daily cap.
-    pub ack_to: Option<(String, String)>,
+    /// The cap counters a mail to a customer moves (`decide::cap_keys`).
+    pub counted: Vec<String>,
     /// (sender, normalised subject) -> ticket, for threading by subject.
     pub subject_key: Option<String>,
 }
@@ -413,12 +414,30 @@ impl Store {
             .collect()
     }
 
-    pub fn acks_on(&self, sender: &str, day: &str) -> Result<u32, StoreError> {
-        Ok(self
-            .acks
-            .get(format!("{}\0{day}", sender.to_ascii_lowercase()))?
-            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
-            .unwrap_or(0))
+    pub fn counted(&self, keys: &[String]) -> Result<Vec<u32>, StoreError> {
+        keys.iter()
+            .map(|k| {
+                Ok(self
+                    .acks
+                    .get(k.as_bytes())?
+                    .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+                    .unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// Counts one more mail on each of `keys` (a status mail, which no message record
+    /// carries).
+    pub fn count(&self, keys: &[String]) -> Result<(), StoreError> {
+        for k in keys {
+            self.acks.update_and_fetch(k.as_bytes(), |v| {
+                let n = v
+                    .and_then(|v| v.try_into().ok().map(u32::from_be_bytes))
+                    .unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })?;
+        }
+        Ok(())
     }
 
     /// A handle on the same state that records in shadow mode: decisions and tickets
@@ -548,8 +567,7 @@ impl Store {
             if let Some(cp) = rec.source {
                 advance(cps, &rec.mailbox, cp)?;
             }
-            if let Some((sender, day)) = &rec.ack_to {
-                let k = format!("{}\0{day}", sender.to_ascii_lowercase());
+            for k in &rec.counted {
                 let n = acks
                     .get(k.as_bytes())?
                     .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
@@ -833,7 +851,7 @@ mod tests {
                 keywords: vec!["$Forwarded".into()],
                 move_to: None,
             }),
-            ack_to: Some(("c@example.com".into(), "2026-01-01".into())),
+            counted: vec!["c@example.com\x002026-01-01".into()],
             subject_key: None,
         }
     }
@@ -907,7 +925,10 @@ mod tests {
         );
         // Both server copies are marked: the second one is handled too, by the first.
         assert_eq!(s.pending_marks("billing").unwrap().len(), 2);
-        assert_eq!(s.acks_on("C@example.com", "2026-01-01").unwrap(), 1);
+        assert_eq!(
+            s.counted(&["c@example.com\x002026-01-01".into()]).unwrap(),
+            vec![1]
+        );
         assert_eq!(
             s.message("T-1001.5@mailtriage.example.test")
                 .unwrap()

@@ -14,6 +14,7 @@ use crate::compose::ticket_context;
 use crate::compose::{self, NoticeInput};
 use crate::config::TemplateContext;
 use crate::config::{Queue, Rules};
+use crate::decide;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::Shared;
 use crate::ticket::{MailKind, OutMail, Ticket};
@@ -74,8 +75,15 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
         .as_deref()
         .and_then(parse)
         .is_none_or(|s| now - s >= window);
+    let status_mails = t
+        .history
+        .iter()
+        .filter(|e| matches!(e.what, crate::ticket::EventKind::StatusSent { .. }))
+        .count();
+    let more_allowed = status_mails < rules.threading.max_status_mails as usize;
     // A customer who had an answer from staff is never told "still being handled".
     if t.acknowledged
+        && more_allowed
         && t.answered_at.is_none()
         && escalated
         && now >= since + promised * 2
@@ -108,7 +116,15 @@ fn follow_up(
     now: SystemTime,
 ) -> Result<usize, StoreError> {
     let at = OffsetDateTime::from(now);
-    let due = due(rules, &t, at);
+    let mut due = due(rules, &t, at);
+    // A status mail counts against the caps on mail to customers, like an
+    // acknowledgement: a forged customer must not make the daemon write for ever.
+    let caps = decide::cap_keys(&t.customer, at);
+    if due.contains(&Due::Status)
+        && decide::over_cap(rules, decide::counts(&store.counted(&caps)?)).is_some()
+    {
+        due.retain(|d| *d != Due::Status);
+    }
     if due.is_empty() {
         return Ok(0);
     }
@@ -120,6 +136,9 @@ fn follow_up(
     let notices = notices(rules, &t, &queue, &due);
     let outgoing = compose_notices(rules, &mut t, notices, &ctx, now);
     store.commit_ticket(&t, &outgoing)?;
+    if outgoing.iter().any(|m| m.kind == MailKind::Status) {
+        store.count(&caps)?;
+    }
     tracing::info!(ticket = %t.id, due = ?due, mails = outgoing.len(), "Follow-up due.");
     Ok(outgoing.len())
 }
@@ -289,6 +308,23 @@ mod tests {
             due(&r, &tk, t("2026-11-24T16:02:00Z")),
             vec![Due::Status],
             "one status mail per window"
+        );
+    }
+
+    #[test]
+    fn status_mails_stop_after_the_configured_number() {
+        let r = rules(); // three at most
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        tk.reminded_at = Some("2026-11-23T12:01:00Z".into());
+        tk.escalated_at = Some("2026-11-23T16:01:00Z".into());
+        for day in ["24", "25", "26"] {
+            let at = format!("2026-11-{day}T16:02:00Z");
+            assert_eq!(due(&r, &tk, t(&at)), vec![Due::Status], "{day}");
+            tk.status_sent(&at);
+        }
+        assert!(
+            due(&r, &tk, t("2026-11-27T16:02:00Z")).is_empty(),
+            "no fourth"
         );
     }
 

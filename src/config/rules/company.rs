@@ -24,6 +24,10 @@ pub struct Company {
     /// At most this many acknowledgements to one sender per day (UTC): a cap that stops
     /// any loop the RFC 3834 checks miss.
     pub acks_per_sender_per_day: u32,
+    /// At most this many mails to one domain per hour (UTC).
+    pub acks_per_domain_per_hour: u32,
+    /// At most this many mails to customers per hour, all together.
+    pub acks_per_hour: u32,
     /// Authentication-Results from these servers (their authserv-id) are believed: a
     /// message they say fails DMARC gets no acknowledgement (its sender may be forged).
     pub trusted_authserv_ids: Vec<String>,
@@ -41,6 +45,8 @@ pub struct Threading {
     pub added_ack_window: Duration,
     /// At most one status mail to the customer per ticket in this window.
     pub status_window: Duration,
+    /// At most this many status mails per ticket.
+    pub max_status_mails: u32,
 }
 
 /// `languages` are the declared ones, as written: the default must be one of them.
@@ -58,6 +64,8 @@ pub(super) fn compile_company(
         ack_from: co.ack_from.into_inner(),
         default_language: co.default_language.into_inner(),
         acks_per_sender_per_day: co.acks_per_sender_per_day,
+        acks_per_domain_per_hour: co.acks_per_domain_per_hour,
+        acks_per_hour: co.acks_per_hour,
         trusted_authserv_ids: co
             .trusted_authserv_ids
             .iter()
@@ -143,5 +151,6 @@ pub(super) fn compile_threading(c: &mut Collector<'_>, t: &raw::Threading) -> Th
             &t.status_window,
             Duration::from_secs(DAY),
         ),
+        max_status_mails: t.max_status_mails.unwrap_or(3),
     }
 }

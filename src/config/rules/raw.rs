@@ -98,6 +98,7 @@ pub struct Threading {
     pub subject_window: Option<Spanned<String>>,
     pub added_ack_window: Option<Spanned<String>>,
     pub status_window: Option<Spanned<String>>,
+    pub max_status_mails: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -134,9 +135,21 @@ pub struct Company {
     pub default_language: Spanned<String>,
     #[serde(default = "default_ack_cap")]
     pub acks_per_sender_per_day: u32,
+    #[serde(default = "default_domain_cap")]
+    pub acks_per_domain_per_hour: u32,
+    #[serde(default = "default_hourly_cap")]
+    pub acks_per_hour: u32,
     #[serde(default)]
     pub trusted_authserv_ids: Vec<String>,
     pub max_message_size: Option<Spanned<String>>,
+}
+
+fn default_domain_cap() -> u32 {
+    20
+}
+
+fn default_hourly_cap() -> u32 {
+    300
 }
 
 fn default_ack_cap() -> u32 {
