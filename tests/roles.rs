@@ -282,6 +282,14 @@ fn backscatter_is_capped_and_a_strangers_words_are_not_echoed() {
     .body("The site is down.");
     lab.send_mail(&long);
 
+    // A Return-Path written into the message: the delivering server's, on top, counts.
+    let crafted = request("eve@seventh.example", "rp-1@seventh.example")
+        .header("Return-Path", "<victim@third.example>");
+    lab.send_mail(&crafted);
+    let to_eve = lab.wait_ack(SINK, "rp-1@seventh.example");
+    let to = to_eve.header("To").unwrap_or_default();
+    assert!(to.contains("eve@seventh.example"), "not the victim: {to}");
+
     let ack = lab.wait_ack(SINK, "long-1@sixth.example");
     let subject = ack.subject();
     assert!(
