@@ -618,7 +618,8 @@ impl Store {
         self.outbox_first(usize::MAX)
     }
 
-    fn outbox_first(&self, n: usize) -> Result<Vec<(u64, OutMail)>, StoreError> {
+    /// The first `n` outbox entries, in the order they were decided.
+    pub fn outbox_first(&self, n: usize) -> Result<Vec<(u64, OutMail)>, StoreError> {
         self.outbox
             .iter()
             .take(n)

@@ -50,12 +50,38 @@ struct Pending {
     started: bool,
 }
 
-/// Sends everything in the outbox once: several entries at once (see [`ready`]), each
-/// removed when the server accepted it. Stops handing over new entries at the first
-/// transient failure (the server is likely down for all of them), lets the ones in
-/// flight finish, and reports what is left.
+/// Outbox entries read at a time: the sender holds at most this many mails in memory,
+/// whatever the outbox holds (a long outage leaves thousands).
+const DRAIN_BATCH: usize = 64;
+
+/// Sends everything in the outbox once, [`DRAIN_BATCH`] entries at a time: several at
+/// once (see [`ready`]), each removed when the server accepted it. Stops handing over
+/// new entries at the first transient failure (the server is likely down for all of
+/// them), lets the ones in flight finish, and reports what is left.
 pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, SmtpError> {
-    let entries = store.outbox()?;
+    let mut total = Drained::default();
+    loop {
+        let entries = store.outbox_first(DRAIN_BATCH)?;
+        let last = entries.len() < DRAIN_BATCH;
+        let d = drain_batch(store, transport, entries).await?;
+        total.sent += d.sent;
+        total.refused += d.refused;
+        if d.left > 0 {
+            total.left = store.outbox_len();
+            return Ok(total);
+        }
+        if last {
+            return Ok(total);
+        }
+    }
+}
+
+/// One batch of the outbox, in order.
+async fn drain_batch(
+    store: &Store,
+    transport: &Transport,
+    entries: Vec<(u64, OutMail)>,
+) -> Result<Drained, SmtpError> {
     if entries.is_empty() {
         return Ok(Drained::default());
     }
@@ -283,7 +309,46 @@ async fn last_drain(store: &Store, transport: &Transport, limit: Duration, clean
 
 #[cfg(test)]
 mod tests {
-    use super::ready;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_long_outbox_is_sent_whole_a_batch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let n = DRAIN_BATCH * 2 + 7;
+        let mails: Vec<OutMail> = (0..n)
+            .map(|i| OutMail {
+                message_id: format!("T-{i}.1.ack@mailtriage.example.test"),
+                kind: crate::ticket::MailKind::Acknowledgement,
+                ticket: format!("T-{i}"),
+                envelope_from: None,
+                to: vec![format!("c{i}@example.test")],
+                raw: format!("Subject: {i}\r\n\r\nhello\r\n").into_bytes(),
+            })
+            .collect();
+        let t = crate::ticket::Ticket::new(
+            "T-0".into(),
+            "c@example.test".into(),
+            "s".into(),
+            "support".into(),
+            "en".into(),
+            "2026-12-01T00:00:00Z".into(),
+        );
+        store.commit_ticket(&t, &mails).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let d = drain(&store, &Transport::files(&out)).await.unwrap();
+        assert_eq!(
+            d,
+            Drained {
+                sent: n,
+                refused: 0,
+                left: 0
+            }
+        );
+        assert_eq!(store.outbox_len(), 0);
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), n);
+    }
 
     fn pending<'a>(entries: &[(&'a str, bool)]) -> Vec<(&'a str, bool)> {
         entries.to_vec()
