@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::config::{Mailbox, Rules, Settings};
 use crate::pipeline::{Action, Report};
+use crate::record::Adoption;
 use crate::runtime::control::{HeldMail, Response};
 use crate::runtime::status::{MailboxStatus, StatusReport};
 use crate::send::{Drained, SmtpState, SmtpStatus};
@@ -328,6 +329,24 @@ fn mailbox_status(m: &MailboxStatus) -> String {
         .as_deref()
         .map(|p| format!("; UNHEALTHY: {p}"))
         .unwrap_or_default()
+        + &m.adoption.as_ref().map(adoption_text).unwrap_or_default()
+}
+
+/// How a folder was taken on: when, by which `start`, what was left alone.
+fn adoption_text(a: &Adoption) -> String {
+    let met = match a.resynced_from {
+        Some(old) => format!(
+            "new UIDVALIDITY ({old} -> {}) {}",
+            a.uid_validity,
+            human(&a.at)
+        ),
+        None => format!("first seen {}", human(&a.at)),
+    };
+    let still = if a.done { "" } else { ", still taking them" };
+    format!(
+        "; {met} with start \"{}\": {} older message(s) left alone, {} taken{still}",
+        a.start, a.skipped, a.taken
+    )
 }
 
 /// `tickets list`: one line per ticket.

@@ -4,17 +4,22 @@
 //! - `tickets`: id -> [`Ticket`] with its history;
 //! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
-//! - `acks`: acknowledgements per sender per day (the daily cap).
+//! - `acks`: acknowledgements per sender per day (the daily cap);
+//! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
+
+mod adopt;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ticket::{OutMail, Ticket};
+
+pub use adopt::{Adoption, Take};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -193,6 +198,7 @@ pub struct Store {
     marks: sled::Tree,
     acks: sled::Tree,
     subjects: sled::Tree,
+    adoptions: sled::Tree,
     /// Mails shadow mode decided and never sends, by outbox-style key.
     shadow_mails: sled::Tree,
     /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
@@ -283,6 +289,7 @@ impl Store {
             marks: db.open_tree("marks")?,
             acks: db.open_tree("acks")?,
             subjects: db.open_tree("subjects")?,
+            adoptions: db.open_tree("adoptions")?,
             shadow_mails: db.open_tree("shadow_mails")?,
             shadow_tickets: db.open_tree("shadow_tickets")?,
             shadow: false,

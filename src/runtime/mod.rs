@@ -1,8 +1,10 @@
 //! Runtime: what keeps the daemon running. [`daemon`] wires the tasks (a [`runner`] per
-//! watched folder, which drives the source and calls the pipeline; the sender, the
+//! watched folder, which drives the source and calls the pipeline, and takes a folder
+//! on at first sight through [`adopt`]; the sender, the
 //! follow-up clock, reloads, signals, systemd, the control socket) and stops them; the
 //! rest are those tasks.
 
+pub mod adopt;
 pub mod control;
 pub mod daemon;
 pub mod followup;

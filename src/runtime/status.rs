@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Action, Report};
+use crate::record::Adoption;
 use crate::send::{SmtpHealth, SmtpStatus};
 
 /// How many recent errors `status` shows.
@@ -63,6 +64,10 @@ pub struct MailboxStatus {
     /// Why the mailbox counts as unhealthy now (down, or stuck), if it does.
     #[serde(default)]
     pub problem: Option<String>,
+    /// How the folder was taken on when first met (or met at a new UIDVALIDITY): what
+    /// of the mail already there was left alone, and by which `start`.
+    #[serde(default)]
+    pub adoption: Option<Adoption>,
     #[serde(skip)]
     since_at: Option<SystemTime>,
     /// The start of the sync, or the last message handled in it.
@@ -169,6 +174,7 @@ impl Board {
                 shadow,
                 last_progress: None,
                 problem: None,
+                adoption: None,
                 since_at: Some(now),
                 progress_at: None,
                 ever_connected: false,
@@ -196,6 +202,14 @@ impl Board {
                 0.0
             },
         );
+    }
+
+    /// How a folder was taken on (see [`crate::runtime::adopt`]).
+    pub fn adopted(&self, key: &str, adoption: &Adoption) {
+        let mut i = self.lock();
+        if let Some(m) = i.report.mailboxes.get_mut(key) {
+            m.adoption = Some(adoption.clone());
+        }
     }
 
     /// A mailbox handled one more message: it is not stuck.
