@@ -64,6 +64,12 @@ async fn run(args: &Cli) -> Result<(), CliError> {
             json,
             state,
         } => cli::explain(args, file, mailbox.as_deref(), *json, state.as_deref()),
+        Command::Preview {
+            mailbox,
+            last,
+            json,
+            state,
+        } => cli::preview(args, mailbox, *last, *json, state.as_deref()).await,
         Command::Triage {
             files,
             mailbox,

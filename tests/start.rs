@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use mailtriage::record::Store;
+use support::cli::cli;
 use support::lab::Lab;
 use support::mail::Mail;
 use support::ops::wait_status;
@@ -214,4 +215,69 @@ fn a_new_uidvalidity_triages_nothing_old_whether_the_state_knows_the_folder_or_w
         1,
         "the lost state's new one: C"
     );
+}
+
+/// What the state says of billing@: checkpoint, how it was taken on, tickets, outbox.
+fn state_of_billing(lab: &Lab) -> String {
+    let store = Store::open(&lab.state).unwrap();
+    format!(
+        "{:?} {:?} tickets={} outbox={}",
+        store.checkpoint("billing").unwrap(),
+        store.adoption("billing").unwrap(),
+        store.tickets().unwrap().len(),
+        store.outbox_len()
+    )
+}
+
+#[test]
+fn preview_prints_decisions_and_leaves_the_mailbox_and_the_state_as_they_were() {
+    let lab = Lab::setup().first_start(None).start();
+    let ids = old_mail(&lab, "preview", 5, days_ago(3));
+    // A state exists: the daemon took the mailbox on once, leaving these alone.
+    let daemon = lab.daemon();
+    taken_on(&lab, &daemon);
+    assert!(daemon.stop().success());
+    let (mailbox, state) = (lab.inbox(BILLING), state_of_billing(&lab));
+
+    let preview = |args: &[&str]| {
+        let o = cli(&["preview", "billing"])
+            .args(args)
+            .rules(&lab.rules)
+            .arg("--config")
+            .arg(&lab.config)
+            .run();
+        assert!(o.status.success(), "{}", o.text());
+        o
+    };
+    let text = preview(&["--last", "3"]).stdout;
+    assert_eq!(text.matches("----- uid ").count(), 3, "{text}");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(text.contains(&format!("<{id}>")), n >= 2, "{id}:\n{text}");
+    }
+    let forward = "action:    forward to support (support@example.test)";
+    assert_eq!(text.matches(forward).count(), 3, "{text}");
+    assert!(
+        text.contains("3 message(s) of billing previewed; nothing was marked, sent or recorded"),
+        "{text}"
+    );
+    let all = preview(&["--json"]).json();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 5, "the last 20 by default: {all:?}");
+    for (p, m) in all.iter().zip(&mailbox) {
+        assert_eq!(p["uid"], m.uid, "{p:#}");
+        assert_eq!(
+            (&p["action"], &p["marked"]),
+            (&"forward".into(), &false.into())
+        );
+        assert_eq!(p["message_id"], m.message_id(), "{p:#}");
+    }
+
+    assert_eq!(lab.inbox(BILLING), mailbox, "flags and UIDs as they were");
+    assert!(
+        mailbox.iter().all(|m| m.flags.is_empty()),
+        "not even \\Seen"
+    );
+    assert_eq!(state_of_billing(&lab), state, "the state as it was");
+    lab.drain();
+    assert!(lab.inbox(SUPPORT).is_empty(), "nothing sent");
 }

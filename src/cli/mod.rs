@@ -1,12 +1,13 @@
 //! Command-line interface, the top of the flow beside [`crate::runtime`]: the arguments,
-//! then one file per offline command (`check`, `explain`, `triage` and `demo`, `status`,
-//! `tickets`), all words on the terminal in [`render`]. `run` hands over to
+//! then one file per offline command (`check`, `explain`, `preview`, `triage` and
+//! `demo`, `status`, `tickets`), all words on the terminal in [`render`]. `run` hands over to
 //! [`crate::runtime::daemon`].
 
 mod check;
 pub mod demo;
 mod error;
 mod explain;
+mod preview;
 mod render;
 mod status;
 mod tickets;
@@ -23,6 +24,7 @@ use crate::runtime::control::{self, Request, Response};
 pub use check::check;
 pub use error::CliError;
 pub use explain::explain;
+pub use preview::preview;
 pub use status::status;
 pub use tickets::tickets;
 pub use triage::{demo, triage, triage_files};
@@ -81,6 +83,23 @@ pub enum Command {
         json: bool,
         /// Match replies to tickets in this state directory (never written); by default
         /// the one in --config, when it can be read. While the daemon runs, it is asked.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Show what triage would do with the last messages of a live mailbox. Reads the
+    /// folder read-only (EXAMINE, BODY.PEEK): marks nothing, sends nothing, records nothing.
+    Preview {
+        /// The mailbox (a name from rules.toml, with its login in mailtriage.toml).
+        mailbox: String,
+        /// How many of its last messages.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+        /// Print JSON (one object per message: `uid`, `arrived`, `keywords`, `marked` and
+        /// what `explain --json` says) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Match replies to tickets in this state directory (never written); by default
+        /// the one in --config, when it exists. While the daemon runs, it is asked.
         #[arg(long)]
         state: Option<PathBuf>,
     },

@@ -14,6 +14,8 @@ use crate::send::{Drained, SmtpState, SmtpStatus};
 use crate::ticket::{MailKind, Ticket};
 use crate::when::human;
 
+use super::preview::Previewed;
+
 /// `explain`'s text: the message, how it was classified, what would be done.
 pub(super) fn explain_text(rules: &Rules, r: &Report) -> String {
     let mb = &rules.mailboxes[&r.mailbox];
@@ -108,6 +110,29 @@ fn action_text(mb: &Mailbox, r: &Report) -> String {
         Action::Keep => format!("keep in {}, owned by {queue}", mb.address),
         other => other.to_string(),
     }
+}
+
+/// `preview`'s text: each message with where it is, then what `explain` says of it.
+pub(super) fn preview_text(rules: &Rules, mailbox: &str, previewed: &[Previewed]) -> String {
+    let mut s = String::new();
+    for p in previewed {
+        let arrived = p.arrived.as_deref().map(human).unwrap_or_default();
+        let _ = writeln!(s, "----- uid {}, arrived {arrived} -----", p.uid);
+        if p.marked {
+            let _ = writeln!(
+                s,
+                "marked:    {} on the server: triaged by an earlier run, the daemon leaves it",
+                p.keywords.join(" ")
+            );
+        }
+        s.push_str(&explain_text(rules, &p.report));
+    }
+    let _ = writeln!(
+        s,
+        "{} message(s) of {mailbox} previewed; nothing was marked, sent or recorded",
+        previewed.len()
+    );
+    s
 }
 
 /// `triage`'s line for one message: what it was, what was done, whom it was sent to.
