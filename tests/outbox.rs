@@ -415,3 +415,56 @@ fn a_corrected_smtp_password_is_used_without_a_restart() {
     );
     assert!(daemon.stop().success());
 }
+
+/// The shipped rules with support's queue at `techdesk@`, an address the stack does not
+/// know (yet): every forward to support is refused for good.
+fn rules_with_a_queue_nobody_receives() -> String {
+    let rules = support::shipped_rules();
+    let changed = rules.replacen(
+        "address = \"support@example.test\"",
+        "address = \"techdesk@example.test\"",
+        1,
+    );
+    assert_ne!(changed, rules);
+    changed
+}
+
+#[test]
+fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_again_on_retry() {
+    let port = free_port();
+    let lab = Lab::setup()
+        .rules(&rules_with_a_queue_nobody_receives())
+        .config(&metrics_section(port))
+        .start();
+    let daemon = lab.daemon();
+    let id = "refused-fwd-1@client.test";
+    lab.send_mail(&request(id, &customer(2), 2));
+    // The customer still gets the acknowledgement; the forward is a dead letter.
+    lab.wait_ack(&customer(2), id);
+
+    let st = wait_status(&daemon, &lab.state, |s| s["dead_letters"] == 1);
+    assert_eq!(st["outbox"], 0, "{st:#}");
+    let text = status_text(&lab);
+    assert!(
+        text.contains("refused:   1 mail(s) refused for good by the SMTP server"),
+        "{text}"
+    );
+    support::poll(
+        "the dead-letter gauge",
+        support::WAIT,
+        Duration::from_millis(200),
+        || {
+            let metrics = scrape(port);
+            match sample(&metrics, "mailtriage_dead_letters", &[]) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{other:?}:\n{metrics}")),
+            }
+        },
+    );
+    let metrics = scrape(port);
+    assert!(
+        metrics.contains("# HELP mailtriage_dead_letters "),
+        "{metrics}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -297,6 +297,13 @@ pub(super) fn status_text(st: &StatusReport) -> String {
     if let Some(smtp) = &st.smtp {
         let _ = writeln!(s, "smtp:      {}", smtp_status(smtp));
     }
+    if st.dead_letters > 0 {
+        let _ = writeln!(
+            s,
+            "refused:   {} mail(s) refused for good by the SMTP server (dead letters)",
+            st.dead_letters
+        );
+    }
     if st.shadow_mails > 0 {
         let _ = writeln!(
             s,

@@ -5,6 +5,7 @@
 //! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
 //! - `acks`: acknowledgements per sender per day (the daily cap);
+//! - `dead_letters`: mails the SMTP server refused for good, with its answer;
 //! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
@@ -199,6 +200,8 @@ pub struct Store {
     acks: sled::Tree,
     subjects: sled::Tree,
     adoptions: sled::Tree,
+    /// Mails the SMTP server refused for good, with its answer, by outbox key.
+    dead: sled::Tree,
     /// Mails shadow mode decided and never sends, by outbox-style key.
     shadow_mails: sled::Tree,
     /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
@@ -290,6 +293,7 @@ impl Store {
             acks: db.open_tree("acks")?,
             subjects: db.open_tree("subjects")?,
             adoptions: db.open_tree("adoptions")?,
+            dead: db.open_tree("dead_letters")?,
             shadow_mails: db.open_tree("shadow_mails")?,
             shadow_tickets: db.open_tree("shadow_tickets")?,
             shadow: false,
@@ -678,7 +682,7 @@ impl Store {
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
     /// an operator finds it with the reason, instead of being retried for ever.
     pub fn outbox_dead(&self, key: u64, reason: &str) -> Result<(), StoreError> {
-        let dead = self.db.open_tree("dead_letters")?;
+        let dead = &self.dead;
         if let Some(v) = self.outbox.get(key.to_be_bytes())? {
             let mut entry = reason.as_bytes().to_vec();
             entry.push(0);
@@ -689,10 +693,15 @@ impl Store {
         Ok(())
     }
 
+    /// How many mails the server refused for good are kept.
+    pub fn dead_letters_len(&self) -> usize {
+        self.dead.len()
+    }
+
     /// Mails the server refused for good, with the reason.
     pub fn dead_letters(&self) -> Result<Vec<(String, OutMail)>, StoreError> {
-        let dead = self.db.open_tree("dead_letters")?;
-        dead.iter()
+        self.dead
+            .iter()
             .map(|r| {
                 let (_, v) = r?;
                 let nul = v.iter().position(|b| *b == 0).unwrap_or(0);

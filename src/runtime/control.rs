@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Report;
 use crate::record::Store;
+use crate::runtime::status::Depths;
 use crate::ticket::{OutMail, Ticket};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -258,7 +259,7 @@ pub async fn serve(
             let resp = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Status) => Response {
                     ok: true,
-                    status: Some(board.snapshot(store.outbox_len(), store.shadow_len())),
+                    status: Some(board.snapshot(Depths::of(&store))),
                     ..Default::default()
                 },
                 Ok(req) => tokio::task::spawn_blocking(move || handle(&store, &req))
