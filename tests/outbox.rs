@@ -440,7 +440,7 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
     let id = "refused-fwd-1@client.test";
     lab.send_mail(&request(id, &customer(2), 2));
     // The customer still gets the acknowledgement; the forward is a dead letter.
-    lab.wait_ack(&customer(2), id);
+    let ticket = lab.wait_ack(&customer(2), id).ticket();
 
     let st = wait_status(&daemon, &lab.state, |s| s["dead_letters"] == 1);
     assert_eq!(st["outbox"], 0, "{st:#}");
@@ -465,6 +465,40 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
     assert!(
         metrics.contains("# HELP mailtriage_dead_letters "),
         "{metrics}"
+    );
+
+    // The escalation queue is told, since the queue that owns the ticket never got it.
+    let note = lab
+        .wait_inbox("supervisor@example.test", |ms| {
+            ms.iter().any(|m| m.kind().as_deref() == Some("refusal"))
+        })
+        .into_iter()
+        .find(|m| m.kind().as_deref() == Some("refusal"))
+        .unwrap();
+    assert_eq!(note.ticket(), ticket);
+    assert!(
+        note.subject().contains(&format!("[#{ticket}]")),
+        "{}",
+        note.subject()
+    );
+    let words = note.text();
+    for part in [
+        "techdesk@example.test",
+        "550",
+        "forward",
+        "mailtriage outbox retry",
+    ] {
+        assert!(words.contains(part), "{part:?} not in the note:\n{words}");
+    }
+    // The ticket's history says so; `tickets show` no longer just says "forwarded".
+    let show = lab.cli(&["tickets", "show", &ticket]).run().stdout;
+    let line = show
+        .lines()
+        .find(|l| l.contains("refused the forward to techdesk@example.test for good"))
+        .unwrap_or_else(|| panic!("no refusal in the timeline:\n{show}"));
+    assert!(
+        line.contains("550") && line.contains("Support supervisor was told"),
+        "{line}"
     );
     assert!(daemon.stop().success());
 }

@@ -5,7 +5,8 @@
 //! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
 //! - `acks`: acknowledgements per sender per day (the daily cap);
-//! - `dead_letters`: mails the SMTP server refused for good, with its answer;
+//! - `dead_letters`: mails the SMTP server refused for good, with its answer, and
+//!   `dead_letters_untold`: those whose ticket and queue have not heard of them yet;
 //! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
@@ -144,6 +145,15 @@ fn decode_out(b: &[u8]) -> Result<OutMail, StoreError> {
     Ok(m)
 }
 
+/// A dead letter: the server's answer, a NUL, then the outbox entry as it was.
+fn decode_dead(v: &[u8]) -> Result<(String, OutMail), StoreError> {
+    let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+    Ok((
+        String::from_utf8_lossy(&v[..nul]).into_owned(),
+        decode_out(&v[nul + 1..])?,
+    ))
+}
+
 /// An IMAP change to make on the server after the decision is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
@@ -202,6 +212,8 @@ pub struct Store {
     adoptions: sled::Tree,
     /// Mails the SMTP server refused for good, with its answer, by outbox key.
     dead: sled::Tree,
+    /// Keys of the dead letters whose ticket and queue have not heard of them yet.
+    untold: sled::Tree,
     /// Mails shadow mode decided and never sends, by outbox-style key.
     shadow_mails: sled::Tree,
     /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
@@ -294,6 +306,7 @@ impl Store {
             subjects: db.open_tree("subjects")?,
             adoptions: db.open_tree("adoptions")?,
             dead: db.open_tree("dead_letters")?,
+            untold: db.open_tree("dead_letters_untold")?,
             shadow_mails: db.open_tree("shadow_mails")?,
             shadow_tickets: db.open_tree("shadow_tickets")?,
             shadow: false,
@@ -680,16 +693,23 @@ impl Store {
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
-    /// an operator finds it with the reason, instead of being retried for ever.
+    /// an operator finds it with the reason, instead of being retried for ever; and it is
+    /// noted as not told yet, so that its ticket and a queue hear of it
+    /// ([`Store::untold_dead_letters`]). One transaction: a refusal is never lost nor
+    /// told twice.
     pub fn outbox_dead(&self, key: u64, reason: &str) -> Result<(), StoreError> {
-        let dead = &self.dead;
-        if let Some(v) = self.outbox.get(key.to_be_bytes())? {
-            let mut entry = reason.as_bytes().to_vec();
-            entry.push(0);
-            entry.extend_from_slice(&v);
-            dead.insert(key.to_be_bytes(), entry)?;
-            self.outbox.remove(key.to_be_bytes())?;
-        }
+        let k = key.to_be_bytes();
+        (&self.outbox, &self.dead, &self.untold).transaction(|(outbox, dead, untold)| {
+            if let Some(v) = outbox.get(k)? {
+                let mut entry = reason.as_bytes().to_vec();
+                entry.push(0);
+                entry.extend_from_slice(&v);
+                dead.insert(&k, entry)?;
+                untold.insert(&k, &[])?;
+                outbox.remove(&k)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         Ok(())
     }
 
@@ -700,17 +720,72 @@ impl Store {
 
     /// Mails the server refused for good, with the reason.
     pub fn dead_letters(&self) -> Result<Vec<(String, OutMail)>, StoreError> {
+        Ok(self
+            .dead_letter_entries()?
+            .into_iter()
+            .map(|(_, reason, m)| (reason, m))
+            .collect())
+    }
+
+    /// Mails the server refused for good, by their key (their outbox key, which names
+    /// them in `mailtriage outbox`), with the reason.
+    pub fn dead_letter_entries(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
         self.dead
             .iter()
             .map(|r| {
-                let (_, v) = r?;
-                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
-                Ok((
-                    String::from_utf8_lossy(&v[..nul]).into_owned(),
-                    decode_out(&v[nul + 1..])?,
-                ))
+                let (k, v) = r?;
+                let (reason, m) = decode_dead(&v)?;
+                Ok((be_u64(&k).unwrap_or(0), reason, m))
             })
             .collect()
+    }
+
+    /// The dead letters whose ticket and queue have not heard of them yet.
+    pub fn untold_dead_letters(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
+        let mut untold = Vec::new();
+        for k in self.untold.iter().keys() {
+            let k = k?;
+            if let Some(v) = self.dead.get(&k)? {
+                let (reason, m) = decode_dead(&v)?;
+                untold.push((be_u64(&k).unwrap_or(0), reason, m));
+            }
+        }
+        Ok(untold)
+    }
+
+    /// The dead letter `key` is told: its ticket's new state (with the refusal in its
+    /// history) and the notes about it, in one transaction with the end of its untold
+    /// mark. In shadow mode the notes are shadow mails.
+    pub fn commit_refusal(
+        &self,
+        key: u64,
+        ticket: Option<&Ticket>,
+        notes: &[OutMail],
+    ) -> Result<(), StoreError> {
+        if self.shadow && !notes.is_empty() {
+            self.commit_refusal(key, ticket, &[])?;
+            return self.record_shadow(None, notes);
+        }
+        let keys: Vec<u64> = notes
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        let at = ticket
+            .and_then(|t| t.history.last())
+            .map(|e| e.at.clone())
+            .unwrap_or_default();
+        let trees = (&self.untold, &self.tickets, &self.outbox, &self.messages);
+        trees.transaction(|(untold, tickets, outbox, msgs)| {
+            untold.remove(&key.to_be_bytes())?;
+            if let Some(t) = ticket {
+                tickets.insert(t.id.as_bytes(), json(t))?;
+            }
+            for (m, k) in notes.iter().zip(&keys) {
+                put_outgoing(outbox, msgs, *k, m, "", &at)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
     }
 
     pub fn pending_marks(&self, mailbox: &str) -> Result<Vec<Mark>, StoreError> {

@@ -23,7 +23,7 @@ use crate::ticket::OutMail;
 use crate::tls::TlsError;
 
 pub use health::{SmtpHealth, SmtpState, SmtpStatus};
-pub use sender::{drain, ready, run, Drained};
+pub use sender::{drain, ready, run, Drained, Signals};
 pub use smtp::SmtpOut;
 
 /// What lettre's SMTP client reports.

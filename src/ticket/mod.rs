@@ -74,6 +74,14 @@ pub enum EventKind {
     /// The ticket was named by a customer's reply after the state it lived in was lost:
     /// it goes on under its number, its earlier history unknown here.
     Reopened,
+    /// The SMTP server refused a mail of the ticket for good (`reason`: its answer): it
+    /// was not delivered. `told`: the queue that got a note about it, if any.
+    Refused {
+        mail: MailKind,
+        to: String,
+        reason: String,
+        told: Option<String>,
+    },
 }
 
 /// A promise made to the customer, shown in every later note.
@@ -278,6 +286,19 @@ impl Ticket {
         self.record(at, EventKind::StatusSent { to });
     }
 
+    /// A mail of the ticket was refused for good; `told` is the queue that hears of it.
+    pub fn refused(&mut self, at: &str, mail: &OutMail, reason: &str, told: Option<String>) {
+        self.record(
+            at,
+            EventKind::Refused {
+                mail: mail.kind,
+                to: mail.to.join(", "),
+                reason: reason.to_string(),
+                told,
+            },
+        );
+    }
+
     /// Counts the next mail of the ticket and gives its Message-ID, deterministic so a
     /// resend after a crash is the same mail: `T-1001.3.ack@<id_domain>`.
     pub fn next_mail_id(&mut self, what: &str, id_domain: &str) -> String {
@@ -302,6 +323,8 @@ pub enum MailKind {
     Reminder,
     /// Status mail to a customer whose ticket is overdue.
     Status,
+    /// Note to a queue that a mail of the ticket was refused for good.
+    Refusal,
 }
 
 impl MailKind {
@@ -380,6 +403,7 @@ mod tests {
             "escalation",
             "reminder",
             "status",
+            "refusal",
         ] {
             let k: MailKind = serde_json::from_str(&format!("\"{word}\"")).unwrap();
             assert_eq!((k.as_str(), k.to_string()), (word, word.to_string()));
