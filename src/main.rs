@@ -82,5 +82,6 @@ async fn run(args: &Cli) -> Result<(), CliError> {
         }
         Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
         Command::Tickets { cmd, state, json } => cli::tickets(args, cmd, state.as_deref(), *json),
+        Command::Outbox { cmd, state, json } => cli::outbox(args, cmd, state.as_deref(), *json),
     }
 }

@@ -270,6 +270,14 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
              started afresh; its earlier history is not known here"
             .into(),
         e @ EventKind::Refused { .. } => refused_line(e, qn, "en"),
+        EventKind::Retried { mail, to } => format!(
+            "the refused {} to {to} was put back in the outbox, to be sent again",
+            mail_kind(*mail, "en")
+        ),
+        EventKind::Dropped { mail, to } => format!(
+            "the refused {} to {to} was dropped for good",
+            mail_kind(*mail, "en")
+        ),
     }
 }
 
@@ -326,6 +334,14 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
              потеряно и создано заново; прежняя история здесь не известна"
             .into(),
         e @ EventKind::Refused { .. } => refused_line(e, qn, "ru"),
+        EventKind::Retried { mail, to } => format!(
+            "недоставленное письмо ({} для {to}) снова поставлено в очередь на отправку",
+            mail_kind_nominative(*mail)
+        ),
+        EventKind::Dropped { mail, to } => format!(
+            "недоставленное письмо ({} для {to}) удалено навсегда",
+            mail_kind_nominative(*mail)
+        ),
     }
 }
 
@@ -371,6 +387,19 @@ pub fn mail_kind(kind: MailKind, lang: &str) -> &'static str {
         (MailKind::Status, true) => "письмо о статусе",
         (MailKind::Refusal, false) => "note about a refused mail",
         (MailKind::Refusal, true) => "уведомление о недоставленном письме",
+    }
+}
+
+/// A kind of mail the daemon sends, in Russian, as a name on its own ("пересылка").
+fn mail_kind_nominative(kind: MailKind) -> &'static str {
+    match kind {
+        MailKind::Forward => "пересылка",
+        MailKind::Acknowledgement => "подтверждение",
+        MailKind::Added => "письмо «добавлено к обращению»",
+        MailKind::Escalation => "копия для руководителя",
+        MailKind::Reminder => "напоминание",
+        MailKind::Status => "письмо о статусе",
+        MailKind::Refusal => "уведомление о недоставленном письме",
     }
 }
 

@@ -437,16 +437,18 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
         .config(&metrics_section(port))
         .start();
     let daemon = lab.daemon();
-    let id = "refused-fwd-1@client.test";
-    lab.send_mail(&request(id, &customer(2), 2));
-    // The customer still gets the acknowledgement; the forward is a dead letter.
-    let ticket = lab.wait_ack(&customer(2), id).ticket();
+    let (first, second) = ("refused-fwd-1@client.test", "refused-fwd-2@client.test");
+    lab.send_mail(&request(first, &customer(2), 2));
+    lab.send_mail(&request(second, &customer(3), 3));
+    // The customers still get their acknowledgements; the forwards are dead letters.
+    let ticket = lab.wait_ack(&customer(2), first).ticket();
 
-    let st = wait_status(&daemon, &lab.state, |s| s["dead_letters"] == 1);
-    assert_eq!(st["outbox"], 0, "{st:#}");
+    wait_status(&daemon, &lab.state, |s| {
+        s["dead_letters"] == 2 && s["outbox"] == 0
+    });
     let text = status_text(&lab);
     assert!(
-        text.contains("refused:   1 mail(s) refused for good by the SMTP server"),
+        text.contains("refused:   2 mail(s) refused for good by the SMTP server"),
         "{text}"
     );
     support::poll(
@@ -456,7 +458,7 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
         || {
             let metrics = scrape(port);
             match sample(&metrics, "mailtriage_dead_letters", &[]) {
-                Some(1.0) => Ok(()),
+                Some(2.0) => Ok(()),
                 other => Err(format!("{other:?}:\n{metrics}")),
             }
         },
@@ -468,14 +470,14 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
     );
 
     // The escalation queue is told, since the queue that owns the ticket never got it.
-    let note = lab
-        .wait_inbox("supervisor@example.test", |ms| {
-            ms.iter().any(|m| m.kind().as_deref() == Some("refusal"))
-        })
+    let is_note = |m: &FetchedMail| m.kind().as_deref() == Some("refusal");
+    let notes = lab.wait_inbox("supervisor@example.test", |ms| {
+        ms.iter().filter(|m| is_note(m)).count() == 2
+    });
+    let note = notes
         .into_iter()
-        .find(|m| m.kind().as_deref() == Some("refusal"))
+        .find(|m| is_note(m) && m.ticket() == ticket)
         .unwrap();
-    assert_eq!(note.ticket(), ticket);
     assert!(
         note.subject().contains(&format!("[#{ticket}]")),
         "{}",
@@ -500,5 +502,81 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
         line.contains("550") && line.contains("Support supervisor was told"),
         "{line}"
     );
+
+    retry_one_and_drop_the_other(&lab, &daemon, (first, &ticket), &customer(3));
     assert!(daemon.stop().success());
+    // With no daemon, the state itself answers.
+    let list = lab.cli(&["outbox", "list"]).run();
+    assert!(list.status.success(), "{}", list.text());
+    assert_eq!(list.stdout, "nothing waiting, nothing refused\n");
+}
+
+/// What an operator does with the two refused forwards: lists them, makes the missing
+/// address and sends the first (of `ticket`) again, and drops the second (of
+/// `other_customer`) for good.
+fn retry_one_and_drop_the_other(
+    lab: &Lab,
+    daemon: &support::daemon::Daemon,
+    (first, ticket): (&str, &str),
+    other_customer: &str,
+) {
+    let list = lab.cli(&["outbox", "list", "--json"]).run().json();
+    let refused: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "refused" && e["kind"] == "forward")
+        .collect();
+    assert_eq!(refused.len(), 2, "{list:#}");
+    let id_of = |t: &str| -> String {
+        let e = refused.iter().find(|e| e["ticket"] == t).unwrap();
+        assert!(e["reason"].as_str().unwrap_or("").contains("550"), "{e}");
+        assert_eq!(e["to"][0], "techdesk@example.test", "{e}");
+        e["id"].to_string()
+    };
+    let mine = id_of(ticket);
+    let other = refused
+        .iter()
+        .find(|e| e["ticket"] != ticket)
+        .map(|e| e["id"].to_string())
+        .unwrap();
+    let text = lab.cli(&["outbox", "list"]).run().stdout;
+    let row = text.lines().find(|l| l.starts_with(&mine)).unwrap_or("");
+    assert!(
+        row.contains("refused") && row.contains(ticket) && row.contains("forward"),
+        "{text}"
+    );
+
+    lab.add_user("techdesk@example.test");
+    let retried = lab.cli(&["outbox", "retry", &mine]).run();
+    assert!(retried.status.success(), "{}", retried.text());
+    assert!(
+        retried.stdout.contains("back in the outbox"),
+        "{}",
+        retried.stdout
+    );
+    lab.wait_forward("techdesk@example.test", first);
+    let show = lab.cli(&["tickets", "show", ticket]).run().stdout;
+    assert!(show.contains("was put back in the outbox"), "{show}");
+
+    let dropped = lab.cli(&["outbox", "drop", &other]).run();
+    assert!(dropped.status.success(), "{}", dropped.text());
+    assert!(
+        dropped
+            .stdout
+            .contains(&format!("dropped mail {other} for good"))
+            && dropped.stdout.contains("techdesk@example.test"),
+        "{}",
+        dropped.stdout
+    );
+    let again = lab.cli(&["outbox", "drop", &other]).run();
+    assert!(!again.status.success(), "a mail dropped is gone");
+    wait_status(daemon, &lab.state, |s| s["dead_letters"] == 0);
+    lab.drain();
+    let techdesk = lab.inbox("techdesk@example.test");
+    assert_eq!(techdesk.len(), 1, "only the retried forward");
+    assert!(
+        lab.inbox(other_customer).len() == 1,
+        "its ack, nothing more"
+    );
 }

@@ -1,12 +1,13 @@
 //! Command-line interface, the top of the flow beside [`crate::runtime`]: the arguments,
 //! then one file per offline command (`check`, `explain`, `preview`, `triage` and
-//! `demo`, `status`, `tickets`), all words on the terminal in [`render`]. `run` hands over to
+//! `demo`, `status`, `tickets`, `outbox`), all words on the terminal in [`render`]. `run` hands over to
 //! [`crate::runtime::daemon`].
 
 mod check;
 pub mod demo;
 mod error;
 mod explain;
+mod outbox;
 mod preview;
 mod render;
 mod status;
@@ -24,6 +25,7 @@ use crate::runtime::control::{self, Request, Response};
 pub use check::check;
 pub use error::CliError;
 pub use explain::explain;
+pub use outbox::outbox;
 pub use preview::preview;
 pub use status::status;
 pub use tickets::tickets;
@@ -133,6 +135,19 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The mails not sent: waiting in the outbox, or refused for good by the SMTP server
+    /// (dead letters); send a refused one again, or drop it (through the running daemon,
+    /// or from the state directory when no daemon runs).
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
+        /// The state directory; by default the one in --config.
+        #[arg(long, global = true)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Triage the sample mail built into the binary with the shipped rules, offline.
     Demo {
         /// Folder the forwards and acknowledgements are written to.
@@ -164,6 +179,17 @@ pub enum TicketsCmd {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCmd {
+    /// One line per mail not sent: id, waiting or refused, ticket, kind, recipients, and
+    /// the server's refusal.
+    List,
+    /// Put a refused mail back in the outbox, to be sent again (once its cause is mended).
+    Retry { id: u64 },
+    /// Remove a refused mail for good; says what it was.
+    Drop { id: u64 },
 }
 
 /// The rules, or every mistake in them. Public for the daemon only, until it loads

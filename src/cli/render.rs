@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::config::{Mailbox, Rules, Settings};
 use crate::pipeline::{Action, Report};
 use crate::record::Adoption;
-use crate::runtime::control::{HeldMail, Response};
+use crate::runtime::control::{HeldMail, OutboxEntry, Response};
 use crate::runtime::status::{MailboxStatus, StatusReport};
 use crate::send::{Drained, SmtpState, SmtpStatus};
 use crate::ticket::{MailKind, Ticket};
@@ -300,7 +300,7 @@ pub(super) fn status_text(st: &StatusReport) -> String {
     if st.dead_letters > 0 {
         let _ = writeln!(
             s,
-            "refused:   {} mail(s) refused for good by the SMTP server (dead letters)",
+            "refused:   {} mail(s) refused for good by the SMTP server (dead letters): see mailtriage outbox list",
             st.dead_letters
         );
     }
@@ -495,6 +495,72 @@ fn held_mail(s: &mut String, h: &HeldMail) {
     for line in text.lines() {
         let _ = writeln!(s, "{}", printable(line));
     }
+}
+
+/// `outbox list`: one line per mail not sent.
+pub(super) fn outbox_list(entries: &[OutboxEntry]) -> String {
+    let mut s = String::new();
+    for e in entries {
+        let _ = writeln!(s, "{}", outbox_line(e));
+    }
+    if entries.is_empty() {
+        let _ = writeln!(s, "nothing waiting, nothing refused");
+    }
+    s
+}
+
+/// "57  refused  T-1001  forward -> techdesk@example.test: 550 ...".
+fn outbox_line(e: &OutboxEntry) -> String {
+    let why = e
+        .reason
+        .as_deref()
+        .map(|r| format!(": {}", printable(r)))
+        .unwrap_or_default();
+    format!(
+        "{:<6} {:<8} {:<8} {} -> {}{why}",
+        e.id,
+        e.state,
+        e.ticket,
+        e.kind.as_str(),
+        e.to.join(", ")
+    )
+}
+
+/// `outbox retry`: where the mail went, and when it is sent.
+pub(super) fn outbox_retried(id: u64, entries: &[OutboxEntry], daemon: bool) -> String {
+    let Some(e) = entries.first() else {
+        return String::new();
+    };
+    let when = if daemon {
+        "the daemon sends it now"
+    } else {
+        "it is sent when the daemon runs"
+    };
+    format!(
+        "mail {id} ({} of {} to {}) is back in the outbox as {}; {when}
+",
+        e.kind.as_str(),
+        e.ticket,
+        e.to.join(", "),
+        e.id
+    )
+}
+
+/// `outbox drop`: what the mail was.
+pub(super) fn outbox_dropped(entries: &[OutboxEntry]) -> String {
+    let Some(e) = entries.first() else {
+        return String::new();
+    };
+    format!(
+        "dropped mail {} for good: {} of {} to {} ({}), refused with: {}
+",
+        e.id,
+        e.kind.as_str(),
+        e.ticket,
+        e.to.join(", "),
+        e.message_id,
+        printable(e.reason.as_deref().unwrap_or(""))
+    )
 }
 
 /// `tickets --json`: each ticket as stored, with `shadow`, and for `show` its mails no

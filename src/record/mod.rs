@@ -740,6 +740,56 @@ impl Store {
             .collect()
     }
 
+    /// The dead letter `key`, with the reason, if there is one.
+    pub fn dead_letter(&self, key: u64) -> Result<Option<(String, OutMail)>, StoreError> {
+        self.dead
+            .get(key.to_be_bytes())?
+            .map(|v| decode_dead(&v))
+            .transpose()
+    }
+
+    /// Puts the dead letter `key` back in the outbox, at its end under a new key (a place
+    /// at its head could push a mail in flight out of the first entries the next start
+    /// looks up after a crash), with its ticket's new state; returns the new key, or
+    /// `None` when there is no such dead letter.
+    pub fn retry_dead(&self, key: u64, ticket: Option<&Ticket>) -> Result<Option<u64>, StoreError> {
+        let new = self.db.generate_id()?;
+        self.take_dead(key, ticket, Some(new))
+    }
+
+    /// Removes the dead letter `key` for good, with its ticket's new state; `false` when
+    /// there is no such dead letter.
+    pub fn drop_dead(&self, key: u64, ticket: Option<&Ticket>) -> Result<bool, StoreError> {
+        Ok(self.take_dead(key, ticket, None)?.is_some())
+    }
+
+    /// Takes the dead letter `key` out (to the outbox under `requeue`, when given) and
+    /// writes `ticket`, in one transaction.
+    fn take_dead(
+        &self,
+        key: u64,
+        ticket: Option<&Ticket>,
+        requeue: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = key.to_be_bytes();
+        let trees = (&self.dead, &self.untold, &self.outbox, &self.tickets);
+        let r = trees.transaction(|(dead, untold, outbox, tickets)| {
+            let Some(v) = dead.remove(&k)? else {
+                return Ok(None);
+            };
+            untold.remove(&k)?;
+            if let Some(new) = requeue {
+                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+                outbox.insert(&new.to_be_bytes(), &v[nul + 1..])?;
+            }
+            if let Some(t) = ticket {
+                tickets.insert(t.id.as_bytes(), json(t))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(Some(requeue.unwrap_or(key)))
+        })?;
+        Ok(r)
+    }
+
     /// The dead letters whose ticket and queue have not heard of them yet.
     pub fn untold_dead_letters(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
         let mut untold = Vec::new();
@@ -1011,13 +1061,19 @@ mod tests {
         assert_eq!(s.outbox_len(), 0);
     }
 
-    #[test]
-    fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
+    /// A fresh state with messages 1 to `n` committed, each with its mail in the outbox.
+    fn store_with_mails(n: u32) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        for uid in 1..=5 {
+        for uid in 1..=n {
             s.commit(&record(&format!("m{uid}"), uid)).unwrap();
         }
+        (dir, s)
+    }
+
+    #[test]
+    fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
+        let (_dir, s) = store_with_mails(5);
         let ids = |v: Vec<(u64, OutMail)>| -> Vec<String> {
             v.into_iter().map(|(_, m)| m.message_id).collect()
         };
@@ -1050,6 +1106,31 @@ mod tests {
         let b = s.next_ticket_number().unwrap();
         assert_eq!(a, 1001);
         assert_eq!(b, 1002);
+    }
+
+    #[test]
+    fn a_dead_letter_goes_back_to_the_end_of_the_outbox_or_away_for_good() {
+        let (_dir, s) = store_with_mails(3);
+        let keys: Vec<u64> = s.outbox().unwrap().iter().map(|(k, _)| *k).collect();
+        s.outbox_dead(keys[0], "550 no such user").unwrap();
+        s.outbox_dead(keys[1], "554 rejected").unwrap();
+        assert_eq!(s.untold_dead_letters().unwrap().len(), 2);
+        assert_eq!(
+            s.dead_letter(keys[0]).unwrap().unwrap().0,
+            "550 no such user"
+        );
+
+        let new = s.retry_dead(keys[0], None).unwrap().unwrap();
+        let order: Vec<u64> = s.outbox().unwrap().iter().map(|(k, _)| *k).collect();
+        assert_eq!(order, vec![keys[2], new], "at the end, under a new key");
+        let (_, m) = &s.outbox().unwrap()[1];
+        assert_eq!(m.raw, b"Subject: x\r\n\r\nbody\xff\r\n", "the same bytes");
+        assert_eq!(s.retry_dead(keys[0], None).unwrap(), None, "once");
+
+        assert!(s.drop_dead(keys[1], None).unwrap());
+        assert!(!s.drop_dead(keys[1], None).unwrap());
+        assert_eq!(s.dead_letters_len(), 0);
+        assert!(s.untold_dead_letters().unwrap().is_empty());
     }
 
     #[test]

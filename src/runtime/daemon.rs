@@ -248,8 +248,10 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
     };
     let sender_stop = CancellationToken::new();
     let refused = Arc::new(Notify::new());
+    let retry = send::Retry::default();
     let signals = send::Signals {
         wake: shared.outbox.clone(),
+        retry: retry.clone(),
         refused: refused.clone(),
         stop: sender_stop.clone(),
     };
@@ -265,6 +267,7 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         control::socket_path(&l.settings.state_dir),
         l.store.clone(),
         shared.board.clone(),
+        (shared.outbox.clone(), retry),
         shared.stop.clone(),
     ));
     let (rules, config) = (inputs.rules.clone(), inputs.config.clone());

@@ -5,7 +5,8 @@
 //! the ticket, or the escalation queue when the refused mail was meant for the owner
 //! (its forward, a reminder). A refused note gets no note: no loops. One transaction
 //! per dead letter; the task runs at start (refusals a stop left untold) and whenever
-//! the sender refuses a mail.
+//! the sender refuses a mail. An operator then sends a refused mail again or drops it
+//! (`mailtriage outbox`, through [`outbox`]), which its ticket's history says too.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,8 +16,9 @@ use tokio::sync::Notify;
 use crate::compose::{self, ticket_context, NoticeInput};
 use crate::config::Rules;
 use crate::record::{Store, StoreError};
+use crate::runtime::control::{Held, OutboxEntry, Request};
 use crate::runtime::runner::Shared;
-use crate::ticket::{MailKind, OutMail, Ticket};
+use crate::ticket::{EventKind, MailKind, OutMail, Ticket};
 use crate::when;
 use crate::words::Refused;
 
@@ -126,6 +128,76 @@ fn compose_note(
             tracing::error!(ticket = %t.id, to = %to, error = %e, "Note about a refused mail cannot be composed; the refusal is recorded in the ticket only.")
         })
         .ok()
+}
+
+/// `mailtriage outbox`: the mails not sent (`Outbox`), or a refused mail put back in the
+/// outbox (`Retry`) or dropped (`Drop`), each in its ticket's history; returns the mails
+/// it is about, or why not, in words.
+pub fn outbox(store: &Store, req: &Request, now: SystemTime) -> Result<Vec<OutboxEntry>, String> {
+    let id = match req {
+        Request::Retry { id } | Request::Drop { id } => *id,
+        _ => return list(store).map_err(|e| e.to_string()),
+    };
+    let Some((reason, mail)) = store.dead_letter(id).map_err(|e| e.to_string())? else {
+        return Err(not_refused(store, id));
+    };
+    let retry = matches!(req, Request::Retry { .. });
+    let (mail_kind, to) = (mail.kind, mail.to.join(", "));
+    let event = match retry {
+        true => EventKind::Retried {
+            mail: mail_kind,
+            to,
+        },
+        false => EventKind::Dropped {
+            mail: mail_kind,
+            to,
+        },
+    };
+    let ticket = store.ticket(&mail.ticket).map_err(|e| e.to_string())?;
+    let ticket = ticket.map(|mut t| {
+        t.record(&when::stamp(now), event);
+        t
+    });
+    let done = match retry {
+        true => store.retry_dead(id, ticket.as_ref()),
+        false => store
+            .drop_dead(id, ticket.as_ref())
+            .map(|d| d.then_some(id)),
+    };
+    let Some(id) = done
+        .and_then(|d| store.flush().map(|()| d))
+        .map_err(|e| e.to_string())?
+    else {
+        return Err(not_refused(store, id));
+    };
+    let state = if retry { Held::Waiting } else { Held::Refused };
+    tracing::info!(ticket = %mail.ticket, kind = %mail.kind, to = ?mail.to, id, retried = retry, "Refused mail handled by an operator.");
+    Ok(vec![OutboxEntry::new(id, state, &mail, Some(reason))])
+}
+
+/// Every mail not sent: waiting in the outbox, then refused for good.
+fn list(store: &Store) -> Result<Vec<OutboxEntry>, StoreError> {
+    let waiting = store
+        .outbox()?
+        .into_iter()
+        .map(|(id, m)| OutboxEntry::new(id, Held::Waiting, &m, None));
+    let refused = store.dead_letter_entries()?.into_iter();
+    let refused = refused.map(|(id, why, m)| OutboxEntry::new(id, Held::Refused, &m, Some(why)));
+    Ok(waiting.chain(refused).collect())
+}
+
+/// Why `id` cannot be sent again or dropped.
+fn not_refused(store: &Store, id: u64) -> String {
+    let waiting = store
+        .outbox()
+        .unwrap_or_default()
+        .iter()
+        .any(|(k, _)| *k == id);
+    if waiting {
+        format!("mail {id} is waiting to be sent, not refused: only a refused mail can be sent again or dropped")
+    } else {
+        format!("no refused mail {id} (`mailtriage outbox list` shows the mails not sent)")
+    }
 }
 
 /// The task: tells the untold dead letters at start, whenever `wake` says the sender

@@ -6,6 +6,7 @@
 //! unknown ([`Store::outbox_uncertain`], [`super::settle`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,9 +215,29 @@ const IDLE_RESCAN: Duration = Duration::from_secs(30);
 pub struct Signals {
     /// Mails are waiting: drain now.
     pub wake: Arc<Notify>,
+    /// An operator sent refused mail again ([`Retry`]).
+    pub retry: Retry,
     /// Told when a mail was refused for good (moved to the dead letters).
     pub refused: Arc<Notify>,
     pub stop: CancellationToken,
+}
+
+/// How an operator's retry of a refused mail reaches the sender: the next drain opens
+/// new SMTP connections. The kept ones began their session before the cause was mended,
+/// and a server may read its address tables only when a session starts (Postfix does),
+/// so the mail would meet the old refusal again.
+#[derive(Clone, Default)]
+pub struct Retry(Arc<AtomicBool>);
+
+impl Retry {
+    /// A refused mail is back in the outbox.
+    pub fn asked(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// The sender task: the only one that drains the outbox while the daemon runs (two
@@ -226,6 +247,7 @@ pub struct Signals {
 pub async fn run(store: Store, transport: Transport, signals: Signals, final_drain: Duration) {
     let Signals {
         wake,
+        retry,
         refused,
         stop,
     } = signals;
@@ -234,6 +256,9 @@ pub async fn run(store: Store, transport: Transport, signals: Signals, final_dra
     let mut clean = true;
     let mut backoff = Duration::from_secs(1);
     loop {
+        if retry.take() {
+            transport.close_idle().await;
+        }
         let drained = drain(&store, &transport).await;
         if drained.as_ref().is_ok_and(|d| d.refused > 0) {
             refused.notify_one();

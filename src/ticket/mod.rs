@@ -82,6 +82,10 @@ pub enum EventKind {
         reason: String,
         told: Option<String>,
     },
+    /// An operator put a refused mail back in the outbox (`mailtriage outbox retry`).
+    Retried { mail: MailKind, to: String },
+    /// An operator dropped a refused mail for good (`mailtriage outbox drop`).
+    Dropped { mail: MailKind, to: String },
 }
 
 /// A promise made to the customer, shown in every later note.

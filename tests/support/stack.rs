@@ -331,6 +331,20 @@ impl Stack {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Adds the mailbox `address` to the running stack (`mailstack adduser`) and waits until
+    /// Dovecot lets it log in: it reads its user file again at most once a second, and mail
+    /// delivered to the new address before that would be deferred.
+    pub fn add_user(&self, address: &str) {
+        self.mailstack(&["adduser", address]);
+        let what = format!("{address} able to log in");
+        poll(
+            &what,
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || self.try_fetch(address, "INBOX").map(|_| ()),
+        );
+    }
+
     /// `Ok(None)` if the folder does not exist.
     fn try_fetch(&self, user: &str, folder: &str) -> Result<Option<Vec<FetchedMail>>, String> {
         imap::fetch_folder(&self.host, self.imap_port, user, &self.password, folder)
