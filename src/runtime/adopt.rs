@@ -150,7 +150,8 @@ async fn adopt(
 ) -> Result<u32, RunError> {
     let (key, uid_validity) = (source.checkpoint_key(), conn.uid_validity());
     if let Some(old) = plan.resynced_from {
-        tracing::warn!(mailbox = %source.name, folder = %source.folder, old, new = uid_validity, take = ?plan.take, "UIDVALIDITY changed; resynchronising the folder.");
+        let arrived_since = plan.watched_from.as_deref().unwrap_or("any time");
+        tracing::warn!(mailbox = %source.name, folder = %source.folder, old, new = uid_validity, arrived_since, "UIDVALIDITY changed; resynchronising the folder.");
     }
     let through = conn.last_uid().await?;
     let uids = taken(conn, &plan.take, through).await?;
