@@ -253,8 +253,11 @@ class Daemon:
             "[smtp]", 'host = "%s"' % stack.host, "port = %d" % stack.smtp_port, 'tls = "starttls"',
             'ca_file = "%s"' % stack.ca, 'tls_server_name = "localhost"', 'timeout = "30s"',
         ]
+        # start = "all": the backlog phase fills the mailbox before the daemon first starts,
+        # and that mail is what it measures (the default, "new", would leave it alone).
         for m in mailboxes:
-            cfg += ["[mailboxes.%s]" % m, 'user = "%s"' % stack.addr(m), 'password_file = "%s"' % pw]
+            cfg += ["[mailboxes.%s]" % m, 'user = "%s"' % stack.addr(m), 'password_file = "%s"' % pw,
+                    'start = "all"']
         # The daemon watches the config's folder for edits: its own log, written there,
         # would wake that watcher on every line (a systemd install logs to the journal).
         os.makedirs(os.path.join(self.dir, "etc"), exist_ok=True)

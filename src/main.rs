@@ -64,6 +64,12 @@ async fn run(args: &Cli) -> Result<(), CliError> {
             json,
             state,
         } => cli::explain(args, file, mailbox.as_deref(), *json, state.as_deref()),
+        Command::Preview {
+            mailbox,
+            last,
+            json,
+            state,
+        } => cli::preview(args, mailbox, *last, *json, state.as_deref()).await,
         Command::Triage {
             files,
             mailbox,
@@ -76,5 +82,6 @@ async fn run(args: &Cli) -> Result<(), CliError> {
         }
         Command::Demo { outbox, with_rules } => cli::demo(outbox, with_rules.as_deref()).await,
         Command::Tickets { cmd, state, json } => cli::tickets(args, cmd, state.as_deref(), *json),
+        Command::Outbox { cmd, state, json } => cli::outbox(args, cmd, state.as_deref(), *json),
     }
 }

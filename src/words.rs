@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use crate::config::Rules;
+use crate::config::{Rules, TemplateContext};
 use crate::decide::{JoinedBy, Suppression, Why};
-use crate::ticket::{Event, EventKind};
+use crate::ticket::{Event, EventKind, MailKind};
 
 fn ru(lang: &str) -> bool {
     lang == "ru"
@@ -312,6 +312,15 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             "the {} to {to} could not be delivered: {status}",
             mail_word(mail, "en")
         ),
+        e @ EventKind::Refused { .. } => refused_line(e, qn, "en"),
+        EventKind::Retried { mail, to } => format!(
+            "the refused {} to {to} was put back in the outbox, to be sent again",
+            mail_kind(*mail, "en")
+        ),
+        EventKind::Dropped { mail, to } => format!(
+            "the refused {} to {to} was dropped for good",
+            mail_kind(*mail, "en")
+        ),
     }
 }
 
@@ -430,6 +439,15 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             "{} для {to} не доставлено: {status}",
             capitalised(mail_word(mail, "ru"))
         ),
+        e @ EventKind::Refused { .. } => refused_line(e, qn, "ru"),
+        EventKind::Retried { mail, to } => format!(
+            "недоставленное письмо ({} для {to}) снова поставлено в очередь на отправку",
+            mail_kind_nominative(*mail)
+        ),
+        EventKind::Dropped { mail, to } => format!(
+            "недоставленное письмо ({} для {to}) удалено навсегда",
+            mail_kind_nominative(*mail)
+        ),
     }
 }
 
@@ -438,6 +456,125 @@ fn capitalised(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
+}
+
+/// A refusal in the history: what the server refused, its words, and who was told.
+fn refused_line(e: &EventKind, qn: &dyn Fn(&str) -> String, lang: &str) -> String {
+    let EventKind::Refused {
+        mail,
+        to,
+        reason,
+        told,
+    } = e
+    else {
+        return String::new();
+    };
+    let kind = mail_kind(*mail, lang);
+    let told = match (told, ru(lang)) {
+        (Some(q), false) => format!("{} was told", qn(q)),
+        (Some(q), true) => format!("сообщено: «{}»", qn(q)),
+        (None, false) => "no queue could be told".into(),
+        (None, true) => "сообщить было некому".into(),
+    };
+    if ru(lang) {
+        format!("почтовый сервер окончательно отказался принять {kind} для {to} ({reason}): письмо не доставлено; {told}")
+    } else {
+        format!("the mail server refused the {kind} to {to} for good ({reason}): it was not delivered; {told}")
+    }
+}
+
+/// A kind of mail the daemon sends, as the object of a sentence ("refused the forward").
+pub fn mail_kind(kind: MailKind, lang: &str) -> &'static str {
+    match (kind, ru(lang)) {
+        (MailKind::Forward, false) => "forward",
+        (MailKind::Forward, true) => "пересылку",
+        (MailKind::Acknowledgement, false) => "acknowledgement",
+        (MailKind::Acknowledgement, true) => "подтверждение",
+        (MailKind::Added, false) => "\"added to your request\" mail",
+        (MailKind::Added, true) => "письмо «добавлено к обращению»",
+        (MailKind::Escalation, false) => "escalation copy",
+        (MailKind::Escalation, true) => "копию для руководителя",
+        (MailKind::Reminder, false) => "reminder",
+        (MailKind::Reminder, true) => "напоминание",
+        (MailKind::Status, false) => "status mail",
+        (MailKind::Status, true) => "письмо о статусе",
+        (MailKind::Refusal, false) => "note about a refused mail",
+        (MailKind::Refusal, true) => "уведомление о недоставленном письме",
+        (MailKind::Undelivered, false) => "note about an undelivered mail",
+        (MailKind::Undelivered, true) => "уведомление о недоставленном письме",
+    }
+}
+
+/// A kind of mail the daemon sends, in Russian, as a name on its own ("пересылка").
+fn mail_kind_nominative(kind: MailKind) -> &'static str {
+    match kind {
+        MailKind::Forward => "пересылка",
+        MailKind::Acknowledgement => "подтверждение",
+        MailKind::Added => "письмо «добавлено к обращению»",
+        MailKind::Escalation => "копия для руководителя",
+        MailKind::Reminder => "напоминание",
+        MailKind::Status => "письмо о статусе",
+        MailKind::Refusal | MailKind::Undelivered => "уведомление о недоставленном письме",
+    }
+}
+
+/// A mail the SMTP server refused for good, as the note about it tells it.
+pub struct Refused<'a> {
+    pub kind: MailKind,
+    pub to: &'a str,
+    /// The server's answer.
+    pub reason: &'a str,
+    pub message_id: &'a str,
+    /// Its id among the dead letters (`mailtriage outbox retry ID`).
+    pub id: u64,
+}
+
+/// The subject of the note about a refused mail (the ticket's tag goes in front).
+pub fn refusal_subject(r: &Refused<'_>, lang: &str) -> String {
+    if ru(lang) {
+        format!(
+            "Письмо не доставлено: {} для {}",
+            mail_kind(r.kind, lang),
+            r.to
+        )
+    } else {
+        format!(
+            "Mail not delivered: {} to {}",
+            mail_kind(r.kind, lang),
+            r.to
+        )
+    }
+}
+
+/// The note about a refused mail: what was refused and why, the ticket, what to do, and
+/// the ticket's history so far.
+pub fn refusal_text(r: &Refused<'_>, ctx: &TemplateContext, lang: &str) -> String {
+    let kind = mail_kind(r.kind, lang);
+    let customer = match ctx.customer_name.as_str() {
+        "" => ctx.customer.clone(),
+        name => format!("{name} <{}>", ctx.customer),
+    };
+    let mut text = if ru(lang) {
+        format!(
+            "Почтовый сервер окончательно отказался принять письмо по обращению {ticket}: оно не дошло до {to}.\n\n\
+             Письмо:    {kind} для {to} ({id})\nОтвет:     {reason}\nКлиент:    {customer}\nТема:      {subject}\nВедёт:     {queue}\n\n\
+             Исправьте адрес (или ящик), затем `mailtriage outbox retry {n}` отправит письмо ещё раз.\n\nИстория:\n",
+            ticket = ctx.ticket, to = r.to, id = r.message_id, reason = r.reason,
+            subject = ctx.subject, queue = ctx.queue_name, n = r.id,
+        )
+    } else {
+        format!(
+            "The mail server refused a mail of ticket {ticket} for good: it did not reach {to}.\n\n\
+             Mail:      {kind} to {to} ({id})\nAnswer:    {reason}\nCustomer:  {customer}\nSubject:   {subject}\nOwned by:  {queue}\n\n\
+             Mend the address (or the mailbox), then `mailtriage outbox retry {n}` sends the mail again.\n\nHistory:\n",
+            ticket = ctx.ticket, to = r.to, id = r.message_id, reason = r.reason,
+            subject = ctx.subject, queue = ctx.queue_name, n = r.id,
+        )
+    };
+    for h in &ctx.history {
+        text.push_str(&format!("  {}  {}\n", h.at, h.text));
+    }
+    text
 }
 
 /// The queues a ticket went between, by name: "Billing → Support".

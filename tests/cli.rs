@@ -817,3 +817,123 @@ fn the_state_and_the_outbox_are_the_owner_s_alone_under_any_umask() {
     }
     assert!(seen > 4, "the state and the mails were written");
 }
+
+/// A state with ticket T-1001 and its forward and acknowledgement in the outbox, the
+/// forward refused for good; returns the outbox keys of the two mails.
+fn state_with_a_refused_forward(state: &Path) -> (u64, u64) {
+    use mailtriage::ticket::{OutMail, Ticket};
+    let store = mailtriage::record::Store::open(state).unwrap();
+    let [id, customer, subject, queue, lang, at] = [
+        "T-1001",
+        "customer1@example.test",
+        "Website is down",
+        "support",
+        "en",
+        "2026-11-23T10:00:00Z",
+    ]
+    .map(String::from);
+    let t = Ticket::new(id, customer, subject, queue, lang, at);
+    // As the outbox keeps them (the bytes apart).
+    let mail = |kind: &str, to: &str| -> OutMail {
+        let head = serde_json::json!({
+            "message_id": format!("T-1001.{kind}@mailtriage.example.test"),
+            "kind": kind, "ticket": "T-1001", "envelope_from": null, "to": [to],
+        });
+        serde_json::from_value(head).unwrap()
+    };
+    let mails = [
+        mail("forward", "techdesk@example.test"),
+        mail("acknowledgement", "customer1@example.test"),
+    ];
+    store.commit_ticket(&t, &mails).unwrap();
+    let keys: Vec<u64> = store.outbox().unwrap().iter().map(|(k, _)| *k).collect();
+    store
+        .outbox_dead(
+            keys[0],
+            "permanent error (550): 5.1.1 <techdesk@example.test>: User unknown",
+        )
+        .unwrap();
+    store.flush().unwrap();
+    (keys[0], keys[1])
+}
+
+#[test]
+fn outbox_lists_retries_and_drops_refused_mail_from_the_state_when_no_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (refused, waiting) = state_with_a_refused_forward(&state);
+    let outbox = |args: &[&str]| cli(&["outbox"]).args(args).state(&state).run();
+
+    let list = outbox(&["list"]);
+    assert!(list.status.success(), "{}", list.text());
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", list.stdout);
+    assert!(
+        lines[0].starts_with(&waiting.to_string()) && lines[0].contains("waiting"),
+        "{}",
+        list.stdout
+    );
+    for part in [
+        "refused",
+        "T-1001",
+        "forward -> techdesk@example.test",
+        ": permanent error (550)",
+    ] {
+        assert!(lines[1].contains(part), "{part:?}: {}", list.stdout);
+    }
+
+    // A waiting mail is still the sender's: neither sent again nor dropped.
+    for verb in ["retry", "drop"] {
+        let o = outbox(&[verb, &waiting.to_string()]);
+        assert_eq!(o.code(), Some(1), "{}", o.text());
+        assert!(
+            o.stderr.contains("is waiting to be sent, not refused"),
+            "{}",
+            o.stderr
+        );
+    }
+    let retried = outbox(&["retry", &refused.to_string(), "--json"]);
+    assert!(retried.status.success(), "{}", retried.text());
+    let entry = retried.json();
+    assert_eq!(
+        (&entry["state"], &entry["kind"]),
+        (&"waiting".into(), &"forward".into())
+    );
+    let new = entry["id"].as_u64().unwrap();
+    assert!(new > waiting, "at the end of the outbox: {entry}");
+    let again = outbox(&["retry", &refused.to_string()]);
+    assert!(
+        again.stderr.contains(&format!("no refused mail {refused}")),
+        "{}",
+        again.text()
+    );
+
+    // Refused again, then dropped for good, saying what it was.
+    let store = mailtriage::record::Store::open(&state).unwrap();
+    store
+        .outbox_dead(new, "permanent error (550): still unknown")
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let dropped = outbox(&["drop", &new.to_string()]);
+    assert!(dropped.status.success(), "{}", dropped.text());
+    assert_eq!(
+        dropped.stdout,
+        format!("dropped mail {new} for good: forward of T-1001 to techdesk@example.test (T-1001.forward@mailtriage.example.test), refused with: permanent error (550): still unknown\n")
+    );
+    let show = cli(&["tickets", "show", "T-1001"])
+        .state(&state)
+        .run()
+        .stdout;
+    for said in [
+        "the refused forward to techdesk@example.test was put back in the outbox",
+        "the refused forward to techdesk@example.test was dropped for good",
+    ] {
+        assert!(show.contains(said), "{said:?} not in:\n{show}");
+    }
+    assert_eq!(
+        outbox(&["list"]).stdout.lines().count(),
+        1,
+        "the acknowledgement waits"
+    );
+}

@@ -415,3 +415,168 @@ fn a_corrected_smtp_password_is_used_without_a_restart() {
     );
     assert!(daemon.stop().success());
 }
+
+/// The shipped rules with support's queue at `techdesk@`, an address the stack does not
+/// know (yet): every forward to support is refused for good.
+fn rules_with_a_queue_nobody_receives() -> String {
+    let rules = support::shipped_rules();
+    let changed = rules.replacen(
+        "address = \"support@example.test\"",
+        "address = \"techdesk@example.test\"",
+        1,
+    );
+    assert_ne!(changed, rules);
+    changed
+}
+
+#[test]
+fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_again_on_retry() {
+    let port = free_port();
+    let lab = Lab::setup()
+        .rules(&rules_with_a_queue_nobody_receives())
+        .config(&metrics_section(port))
+        .start();
+    let daemon = lab.daemon();
+    let (first, second) = ("refused-fwd-1@client.test", "refused-fwd-2@client.test");
+    lab.send_mail(&request(first, &customer(2), 2));
+    lab.send_mail(&request(second, &customer(3), 3));
+    // The customers still get their acknowledgements; the forwards are dead letters.
+    let ticket = lab.wait_ack(&customer(2), first).ticket();
+
+    wait_status(&daemon, &lab.state, |s| {
+        s["dead_letters"] == 2 && s["outbox"] == 0
+    });
+    let text = status_text(&lab);
+    assert!(
+        text.contains("refused:   2 mail(s) refused for good by the SMTP server"),
+        "{text}"
+    );
+    support::poll(
+        "the dead-letter gauge",
+        support::WAIT,
+        Duration::from_millis(200),
+        || {
+            let metrics = scrape(port);
+            match sample(&metrics, "mailtriage_dead_letters", &[]) {
+                Some(2.0) => Ok(()),
+                other => Err(format!("{other:?}:\n{metrics}")),
+            }
+        },
+    );
+    let metrics = scrape(port);
+    assert!(
+        metrics.contains("# HELP mailtriage_dead_letters "),
+        "{metrics}"
+    );
+
+    // The escalation queue is told, since the queue that owns the ticket never got it.
+    let is_note = |m: &FetchedMail| m.kind().as_deref() == Some("refusal");
+    let notes = lab.wait_inbox("supervisor@example.test", |ms| {
+        ms.iter().filter(|m| is_note(m)).count() == 2
+    });
+    let note = notes
+        .into_iter()
+        .find(|m| is_note(m) && m.ticket() == ticket)
+        .unwrap();
+    assert!(
+        note.subject().contains(&format!("[#{ticket}]")),
+        "{}",
+        note.subject()
+    );
+    let words = note.text();
+    for part in [
+        "techdesk@example.test",
+        "550",
+        "forward",
+        "mailtriage outbox retry",
+    ] {
+        assert!(words.contains(part), "{part:?} not in the note:\n{words}");
+    }
+    // The ticket's history says so; `tickets show` no longer just says "forwarded".
+    let show = lab.cli(&["tickets", "show", &ticket]).run().stdout;
+    let line = show
+        .lines()
+        .find(|l| l.contains("refused the forward to techdesk@example.test for good"))
+        .unwrap_or_else(|| panic!("no refusal in the timeline:\n{show}"));
+    assert!(
+        line.contains("550") && line.contains("Support supervisor was told"),
+        "{line}"
+    );
+
+    retry_one_and_drop_the_other(&lab, &daemon, (first, &ticket), &customer(3));
+    assert!(daemon.stop().success());
+    // With no daemon, the state itself answers.
+    let list = lab.cli(&["outbox", "list"]).run();
+    assert!(list.status.success(), "{}", list.text());
+    assert_eq!(list.stdout, "nothing waiting, nothing refused\n");
+}
+
+/// What an operator does with the two refused forwards: lists them, makes the missing
+/// address and sends the first (of `ticket`) again, and drops the second (of
+/// `other_customer`) for good.
+fn retry_one_and_drop_the_other(
+    lab: &Lab,
+    daemon: &support::daemon::Daemon,
+    (first, ticket): (&str, &str),
+    other_customer: &str,
+) {
+    let list = lab.cli(&["outbox", "list", "--json"]).run().json();
+    let refused: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "refused" && e["kind"] == "forward")
+        .collect();
+    assert_eq!(refused.len(), 2, "{list:#}");
+    let id_of = |t: &str| -> String {
+        let e = refused.iter().find(|e| e["ticket"] == t).unwrap();
+        assert!(e["reason"].as_str().unwrap_or("").contains("550"), "{e}");
+        assert_eq!(e["to"][0], "techdesk@example.test", "{e}");
+        e["id"].to_string()
+    };
+    let mine = id_of(ticket);
+    let other = refused
+        .iter()
+        .find(|e| e["ticket"] != ticket)
+        .map(|e| e["id"].to_string())
+        .unwrap();
+    let text = lab.cli(&["outbox", "list"]).run().stdout;
+    let row = text.lines().find(|l| l.starts_with(&mine)).unwrap_or("");
+    assert!(
+        row.contains("refused") && row.contains(ticket) && row.contains("forward"),
+        "{text}"
+    );
+
+    lab.add_user("techdesk@example.test");
+    let retried = lab.cli(&["outbox", "retry", &mine]).run();
+    assert!(retried.status.success(), "{}", retried.text());
+    assert!(
+        retried.stdout.contains("back in the outbox"),
+        "{}",
+        retried.stdout
+    );
+    lab.wait_forward("techdesk@example.test", first);
+    let show = lab.cli(&["tickets", "show", ticket]).run().stdout;
+    assert!(show.contains("was put back in the outbox"), "{show}");
+
+    let dropped = lab.cli(&["outbox", "drop", &other]).run();
+    assert!(dropped.status.success(), "{}", dropped.text());
+    assert!(
+        dropped
+            .stdout
+            .contains(&format!("dropped mail {other} for good"))
+            && dropped.stdout.contains("techdesk@example.test"),
+        "{}",
+        dropped.stdout
+    );
+    let again = lab.cli(&["outbox", "drop", &other]).run();
+    assert!(!again.status.success(), "a mail dropped is gone");
+    wait_status(daemon, &lab.state, |s| s["dead_letters"] == 0);
+    lab.drain();
+    let techdesk = lab.inbox("techdesk@example.test");
+    assert_eq!(techdesk.len(), 1, "only the retried forward");
+    assert!(
+        lab.inbox(other_customer).len() == 1,
+        "its ack, nothing more"
+    );
+}

@@ -502,22 +502,6 @@ fn postfix_outage_keeps_the_outbox_and_it_drains_when_postfix_returns() {
     assert_eq!(lab.inbox(customer).len(), ids.len());
 }
 
-/// Takes the servers down, drops billing@'s UID list and indexes (Dovecot then gives the
-/// folder a new UIDVALIDITY; the keywords stay in the maildir file names), and brings the
-/// servers back.
-fn restart_dovecot_with_a_new_uidvalidity(lab: &Lab) {
-    lab.mailstack(&["down"]);
-    let maildir = lab.stack.dir.join("mail/example.test/billing/Maildir");
-    for e in std::fs::read_dir(&maildir).unwrap() {
-        let p = e.unwrap().path();
-        let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        if n == "dovecot-uidlist" || n.starts_with("dovecot.index") {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
-    lab.mailstack(&["up"]);
-}
-
 #[test]
 fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothing_twice() {
     let lab = Lab::start();
@@ -535,7 +519,7 @@ fn dovecot_restart_with_a_new_uidvalidity_reconnects_resyncs_and_forwards_nothin
     lab.drain();
 
     // While the daemon idles.
-    restart_dovecot_with_a_new_uidvalidity(&lab);
+    lab.renew_uidvalidity("billing@example.test");
     lab.send_mail(&outage_request("after-restart@client.test", customer));
     wait_forwarded(&lab, "after-restart@client.test");
     lab.drain();

@@ -11,6 +11,8 @@ use crate::pipeline::PipelineError;
 use crate::record::StoreError;
 use crate::runtime::daemon::DaemonError;
 use crate::send::SmtpError;
+use crate::source::ImapError;
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -33,6 +35,17 @@ pub enum CliError {
     #[error("{0}\n(pass --state DIR to name the state directory directly)")]
     Settings(ConfigErrors),
 
+    #[error("no [mailboxes.{name}] login in {}: the mailbox cannot be read", file.display())]
+    NoLogin { name: String, file: PathBuf },
+    /// The mailbox could not be read (`preview`).
+    #[error("mailboxes.{mailbox}: folder {folder}: {source}")]
+    Imap {
+        mailbox: String,
+        folder: String,
+        source: ImapError,
+    },
+    #[error("imap: {0}")]
+    Tls(#[from] TlsError),
     #[error("no mailbox {name:?} in the rules (there are: {known})")]
     NoSuchMailbox { name: String, known: String },
     #[error("{}: cannot tell which mailbox this message reached; pass --mailbox (one of: {known})", file.display())]
@@ -99,7 +112,10 @@ impl CliError {
             | CliError::Json(_)
             | CliError::NoState { .. }
             | CliError::ConnectWithoutSettings { .. }
+            | CliError::NoLogin { .. }
+            | CliError::Tls(_)
             | CliError::Refused(_) => false,
+            CliError::Imap { source, .. } => source.is_temporary(),
             // A server that is down and a refused password alike: an operator looks.
             CliError::Connect(_) => false,
             CliError::Read { source, .. } | CliError::Outbox { source, .. } => {

@@ -1,12 +1,14 @@
 //! Command-line interface, the top of the flow beside [`crate::runtime`]: the arguments,
-//! then one file per offline command (`check`, `explain`, `triage` and `demo`, `status`,
-//! `tickets`), all words on the terminal in [`render`]. `run` hands over to
+//! then one file per offline command (`check`, `explain`, `preview`, `triage` and
+//! `demo`, `status`, `tickets`, `outbox`), all words on the terminal in [`render`]. `run` hands over to
 //! [`crate::runtime::daemon`].
 
 mod check;
 pub mod demo;
 mod error;
 mod explain;
+mod outbox;
+mod preview;
 mod render;
 mod status;
 mod tickets;
@@ -23,6 +25,8 @@ use crate::runtime::control::{self, Request, Response};
 pub use check::check;
 pub use error::CliError;
 pub use explain::explain;
+pub use outbox::outbox;
+pub use preview::preview;
 pub use status::status;
 pub use tickets::tickets;
 pub use triage::{demo, triage, triage_files};
@@ -84,6 +88,23 @@ pub enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Show what triage would do with the last messages of a live mailbox. Reads the
+    /// folder read-only (EXAMINE, BODY.PEEK): marks nothing, sends nothing, records nothing.
+    Preview {
+        /// The mailbox (a name from rules.toml, with its login in mailtriage.toml).
+        mailbox: String,
+        /// How many of its last messages.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+        /// Print JSON (one object per message: `uid`, `arrived`, `keywords`, `marked` and
+        /// what `explain --json` says) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Match replies to tickets in this state directory (never written); by default
+        /// the one in --config, when it exists. While the daemon runs, it is asked.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Triage .eml files offline: the whole pipeline, mails written as .eml files.
     Triage {
         /// The messages.
@@ -107,6 +128,19 @@ pub enum Command {
     Tickets {
         #[command(subcommand)]
         cmd: TicketsCmd,
+        /// The state directory; by default the one in --config.
+        #[arg(long, global = true)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// The mails not sent: waiting in the outbox, or refused for good by the SMTP server
+    /// (dead letters); send a refused one again, or drop it (through the running daemon,
+    /// or from the state directory when no daemon runs).
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
         /// The state directory; by default the one in --config.
         #[arg(long, global = true)]
         state: Option<PathBuf>,
@@ -145,6 +179,17 @@ pub enum TicketsCmd {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCmd {
+    /// One line per mail not sent: id, waiting or refused, ticket, kind, recipients, and
+    /// the server's refusal.
+    List,
+    /// Put a refused mail back in the outbox, to be sent again (once its cause is mended).
+    Retry { id: u64 },
+    /// Remove a refused mail for good; says what it was.
+    Drop { id: u64 },
 }
 
 /// The rules, or every mistake in them. Public for the daemon only, until it loads

@@ -7,11 +7,14 @@ use std::path::Path;
 
 use crate::config::{Mailbox, Rules, Settings};
 use crate::pipeline::{Action, Report};
-use crate::runtime::control::{HeldMail, Response};
+use crate::record::Adoption;
+use crate::runtime::control::{HeldMail, OutboxEntry, Response};
 use crate::runtime::status::{MailboxStatus, StatusReport};
 use crate::send::{Drained, SmtpState, SmtpStatus};
 use crate::ticket::{MailKind, Ticket};
 use crate::when::human;
+
+use super::preview::Previewed;
 
 /// `explain`'s text: the message, how it was classified, what would be done.
 pub(super) fn explain_text(rules: &Rules, r: &Report) -> String {
@@ -107,6 +110,29 @@ fn action_text(mb: &Mailbox, r: &Report) -> String {
         Action::Keep => format!("keep in {}, owned by {queue}", mb.address),
         other => other.to_string(),
     }
+}
+
+/// `preview`'s text: each message with where it is, then what `explain` says of it.
+pub(super) fn preview_text(rules: &Rules, mailbox: &str, previewed: &[Previewed]) -> String {
+    let mut s = String::new();
+    for p in previewed {
+        let arrived = p.arrived.as_deref().map(human).unwrap_or_default();
+        let _ = writeln!(s, "----- uid {}, arrived {arrived} -----", p.uid);
+        if p.marked {
+            let _ = writeln!(
+                s,
+                "marked:    {} on the server: triaged by an earlier run, the daemon leaves it",
+                p.keywords.join(" ")
+            );
+        }
+        s.push_str(&explain_text(rules, &p.report));
+    }
+    let _ = writeln!(
+        s,
+        "{} message(s) of {mailbox} previewed; nothing was marked, sent or recorded",
+        previewed.len()
+    );
+    s
 }
 
 /// `triage`'s line for one message: what it was, what was done, whom it was sent to.
@@ -275,6 +301,13 @@ pub(super) fn status_text(st: &StatusReport) -> String {
     if let Some(smtp) = &st.smtp {
         let _ = writeln!(s, "smtp:      {}", smtp_status(smtp));
     }
+    if st.dead_letters > 0 {
+        let _ = writeln!(
+            s,
+            "refused:   {} mail(s) refused for good by the SMTP server (dead letters): see mailtriage outbox list",
+            st.dead_letters
+        );
+    }
     if st.shadow_mails > 0 {
         let _ = writeln!(
             s,
@@ -332,6 +365,24 @@ fn mailbox_status(m: &MailboxStatus) -> String {
         .as_deref()
         .map(|p| format!("; UNHEALTHY: {p}"))
         .unwrap_or_default()
+        + &m.adoption.as_ref().map(adoption_text).unwrap_or_default()
+}
+
+/// How a folder was taken on: when, by which `start`, what was left alone.
+fn adoption_text(a: &Adoption) -> String {
+    let met = match a.resynced_from {
+        Some(old) => format!(
+            "new UIDVALIDITY ({old} -> {}) {}",
+            a.uid_validity,
+            human(&a.at)
+        ),
+        None => format!("first seen {}", human(&a.at)),
+    };
+    let still = if a.done { "" } else { ", still taking them" };
+    format!(
+        "; {met} with start \"{}\": {} older message(s) left alone, {} taken{still}",
+        a.start, a.skipped, a.taken
+    )
 }
 
 /// `tickets list`: one line per ticket.
@@ -448,6 +499,72 @@ fn held_mail(s: &mut String, h: &HeldMail) {
     for line in text.lines() {
         let _ = writeln!(s, "{}", printable(line));
     }
+}
+
+/// `outbox list`: one line per mail not sent.
+pub(super) fn outbox_list(entries: &[OutboxEntry]) -> String {
+    let mut s = String::new();
+    for e in entries {
+        let _ = writeln!(s, "{}", outbox_line(e));
+    }
+    if entries.is_empty() {
+        let _ = writeln!(s, "nothing waiting, nothing refused");
+    }
+    s
+}
+
+/// "57  refused  T-1001  forward -> techdesk@example.test: 550 ...".
+fn outbox_line(e: &OutboxEntry) -> String {
+    let why = e
+        .reason
+        .as_deref()
+        .map(|r| format!(": {}", printable(r)))
+        .unwrap_or_default();
+    format!(
+        "{:<6} {:<8} {:<8} {} -> {}{why}",
+        e.id,
+        e.state,
+        e.ticket,
+        e.kind.as_str(),
+        e.to.join(", ")
+    )
+}
+
+/// `outbox retry`: where the mail went, and when it is sent.
+pub(super) fn outbox_retried(id: u64, entries: &[OutboxEntry], daemon: bool) -> String {
+    let Some(e) = entries.first() else {
+        return String::new();
+    };
+    let when = if daemon {
+        "the daemon sends it now"
+    } else {
+        "it is sent when the daemon runs"
+    };
+    format!(
+        "mail {id} ({} of {} to {}) is back in the outbox as {}; {when}
+",
+        e.kind.as_str(),
+        e.ticket,
+        e.to.join(", "),
+        e.id
+    )
+}
+
+/// `outbox drop`: what the mail was.
+pub(super) fn outbox_dropped(entries: &[OutboxEntry]) -> String {
+    let Some(e) = entries.first() else {
+        return String::new();
+    };
+    format!(
+        "dropped mail {} for good: {} of {} to {} ({}), refused with: {}
+",
+        e.id,
+        e.kind.as_str(),
+        e.ticket,
+        e.to.join(", "),
+        e.message_id,
+        printable(e.reason.as_deref().unwrap_or(""))
+    )
 }
 
 /// `tickets --json`: each ticket as stored, with `shadow`, and for `show` its mails no

@@ -17,15 +17,7 @@ pub fn tickets(
 ) -> Result<(), CliError> {
     // Only for the queues' names: a ticket is shown from the state alone.
     let rules = load_rules(&cli.rules).ok();
-    let state = state_dir(cli, state)?;
-    let req = request(cmd);
-    let resp = match ask_daemon(&state, &req)? {
-        Some(r) => r,
-        None => handle_offline(&state, &req)?,
-    };
-    if !resp.ok {
-        return Err(refused(resp.error, "request failed"));
-    }
+    let (resp, _) = carry_out(&state_dir(cli, state)?, &request(cmd))?;
     let mails = matches!(cmd, TicketsCmd::Show { mails: true, .. });
     if json {
         println!(
@@ -57,6 +49,20 @@ fn request(cmd: &TicketsCmd) -> Request {
             by: by.clone(),
         },
     }
+}
+
+/// Carries out `req`: the daemon that holds `state` does, or, with none, the state
+/// itself. Returns the answer, and whether a daemon gave it; a request turned down is an
+/// error in its own words.
+pub(super) fn carry_out(state: &Path, req: &Request) -> Result<(Response, bool), CliError> {
+    let (resp, daemon) = match ask_daemon(state, req)? {
+        Some(r) => (r, true),
+        None => (handle_offline(state, req)?, false),
+    };
+    if !resp.ok {
+        return Err(refused(resp.error, "request failed"));
+    }
+    Ok((resp, daemon))
 }
 
 /// No daemon listens: the request is carried out on the state directory itself.

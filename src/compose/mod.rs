@@ -2,8 +2,9 @@
 //! carries the context note as its first part and the original, unchanged, as
 //! message/rfc822; the acknowledgement tells the customer the ticket, the team, the
 //! expected time and how to reply, and never quotes the original (a quoted body would
-//! turn a forged sender into a spam relay). Pure: the clock and the ids come in as
-//! arguments.
+//! turn a forged sender into a spam relay); notices tell a queue or the customer about
+//! the ticket (reminders, status mails, the note that a mail was refused). Pure: the
+//! clock and the ids come in as arguments.
 
 use std::time::SystemTime;
 
@@ -375,7 +376,27 @@ pub struct NoticeInput<'a> {
 pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError> {
     let subject = render(rules, n.lang, &format!("{}_subject", n.which), n.ctx)?;
     let text = render(rules, n.lang, n.which, n.ctx)?;
-    written_notice(n, &subject, text)
+    notice_mail(n, &subject, text)
+}
+
+/// The note to a queue that a mail of the ticket was refused for good. Its words are the
+/// daemon's own ([`crate::words`]), so it needs no template and works with any
+/// rules.toml. From the acknowledgements' sender with the null envelope sender, so that
+/// nothing bounces back from it; threaded on the ticket's first message.
+pub fn refusal(
+    rules: &Rules,
+    n: NoticeInput<'_>,
+    refused: &crate::words::Refused<'_>,
+) -> Result<OutMail, ComposeError> {
+    let subject = crate::words::refusal_subject(refused, n.lang);
+    let text = crate::words::refusal_text(refused, n.ctx, n.lang);
+    let n = NoticeInput {
+        kind: MailKind::Refusal,
+        from: &rules.company.ack_from,
+        envelope_from: None,
+        ..n
+    };
+    notice_mail(n, &subject, text)
 }
 
 /// A notice whose words the daemon writes itself (`words`), not a template: the note
@@ -385,14 +406,11 @@ pub fn staff_note(
     subject: &str,
     text: String,
 ) -> Result<OutMail, ComposeError> {
-    written_notice(n, subject, text)
+    notice_mail(n, subject, text)
 }
 
-fn written_notice(
-    n: NoticeInput<'_>,
-    subject: &str,
-    text: String,
-) -> Result<OutMail, ComposeError> {
+/// A notice with its subject and text written.
+fn notice_mail(n: NoticeInput<'_>, subject: &str, text: String) -> Result<OutMail, ComposeError> {
     let from: Mailbox = n.from.parse().map_err(|e: lettre::address::AddressError| {
         ComposeError::Address(n.from.to_string(), e.to_string())
     })?;

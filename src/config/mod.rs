@@ -23,8 +23,8 @@ pub use rules::{
     RuleTest, Rules, Unmatched,
 };
 pub use settings::{
-    Archive, ImapOptions, Login, SecretSource, Server, Settings, TlsMode, DEFAULT_SMTP_CONNECTIONS,
-    MAX_SMTP_CONNECTIONS,
+    Archive, ImapOptions, Login, SecretSource, Server, Settings, Since, Start, TlsMode,
+    DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
 };
 pub use templates::{
     FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext, Templates,

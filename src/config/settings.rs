@@ -141,6 +141,89 @@ pub struct Login {
     /// that a ticket learns it was answered, and promises made in the replies.
     #[serde(default)]
     pub sent_folder: Option<String>,
+    /// `start` as written; checked and compiled into [`Login::start`] at load.
+    #[serde(default, rename = "start")]
+    start_text: Option<String>,
+    /// What of the mail already in the folders is triaged when the daemon first meets
+    /// them (see [`Start`]).
+    #[serde(skip)]
+    pub start: Start,
+}
+
+/// What the daemon does with the mail already in a folder the state does not know
+/// (the first start on a mailbox, or a new UIDVALIDITY after the state was lost): a
+/// shared mailbox holds years of answered mail, and triaging it would forward all of
+/// it and acknowledge every message again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// Nothing of it: only mail that arrives after the first connection.
+    #[default]
+    New,
+    /// What arrived (INTERNALDATE) at or after a time: `since 2d`, `since 2026-11-01`.
+    Since(Since),
+    /// The messages no one has read yet (no `\Seen` flag).
+    Unseen,
+    /// All of it.
+    All,
+}
+
+/// The time `start = "since ..."` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long before the first connection.
+    Ago(Duration),
+    /// From this day on, 00:00 UTC.
+    Day(time::Date),
+}
+
+impl Start {
+    /// `"new"`, `"since 2d"`, `"since 2026-11-01"`, `"unseen"` or `"all"`.
+    pub fn parse(text: &str) -> Result<Start, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let since = match words.as_slice() {
+            ["new"] => return Ok(Start::New),
+            ["unseen"] => return Ok(Start::Unseen),
+            ["all"] => return Ok(Start::All),
+            ["since", rest @ ..] if !rest.is_empty() => rest.join(" "),
+            _ => {
+                return Err(format!(
+                    "is {text:?}; give \"new\" (the default: only mail that arrives after the first connection), \"since 2d\" (a duration), \"since 2026-11-01\" (a day, UTC), \"unseen\" or \"all\""
+                ))
+            }
+        };
+        let day = time::macros::format_description!("[year]-[month]-[day]");
+        if let Ok(d) = time::Date::parse(&since, day) {
+            return Ok(Start::Since(Since::Day(d)));
+        }
+        humantime::parse_duration(&since)
+            .map(|d| Start::Since(Since::Ago(d)))
+            .map_err(|e| {
+                format!("is {text:?}: {since:?} is neither a duration (\"2d\", \"12h\") nor a day (\"2026-11-01\"): {e}")
+            })
+    }
+
+    /// For `since`, the earliest arrival taken when the folder is first met at `now`.
+    pub fn cutoff(&self, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        match self {
+            Start::Since(Since::Ago(d)) => {
+                Some(now.checked_sub(*d).unwrap_or(std::time::UNIX_EPOCH))
+            }
+            Start::Since(Since::Day(d)) => Some(d.midnight().assume_utc().into()),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Start::New => write!(f, "new"),
+            Start::Since(Since::Ago(d)) => write!(f, "since {}", humantime::format_duration(*d)),
+            Start::Since(Since::Day(d)) => write!(f, "since {d}"),
+            Start::Unseen => write!(f, "unseen"),
+            Start::All => write!(f, "all"),
+        }
+    }
 }
 
 fn inbox() -> String {
@@ -464,6 +547,8 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
         password_credential: a.password_credential,
         folder: a.folder,
         sent_folder: None,
+        start_text: None,
+        start: Start::New,
     };
     check_password(c, span, "archive", login.password_keys());
     if let Err(e) = a.address.parse::<lettre::Address>() {
@@ -475,6 +560,17 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
     Archive {
         address: a.address,
         login,
+    }
+}
+
+/// A login's `start`, checked: a mistake names the key and its line.
+fn compile_start(c: &mut Collector, name: &str, login: &mut Login) {
+    let Some(text) = &login.start_text else {
+        return;
+    };
+    match Start::parse(text) {
+        Ok(start) => login.start = start,
+        Err(why) => c.at_key(format!("mailboxes.{name}.start"), why),
     }
 }
 
@@ -506,7 +602,7 @@ impl Settings {
     /// Checks settings given as text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigErrors> {
         let mut c = Collector::new(path, text);
-        let Some(raw) = c.parse::<RawSettings>(text) else {
+        let Some(mut raw) = c.parse::<RawSettings>(text) else {
             return Err(ConfigErrors(c.errors));
         };
         for (name, server) in [("imap", &raw.imap), ("smtp", &raw.smtp)] {
@@ -518,6 +614,9 @@ impl Settings {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
             check_password(&mut c, login.span(), &key, l.password_keys());
+        }
+        for (name, login) in &mut raw.mailboxes {
+            compile_start(&mut c, name, login.get_mut());
         }
         let archive = raw.archive.map(|a| compile_archive(&mut c, a));
         let metrics_listen = metrics_listen(&mut c, raw.metrics.as_ref());
@@ -679,17 +778,19 @@ mod tests {
         std::fs::read_to_string(root().join("systemd/mailtriage.toml")).unwrap()
     }
 
+    /// The shipped example with its first `from` written as `to` (`from` must be there).
+    fn shipped_with(from: &str, to: &str) -> Result<Settings, ConfigErrors> {
+        let text = shipped_text();
+        let t = text.replacen(from, to, 1);
+        assert_ne!(t, text, "{from:?} is not in the shipped example");
+        Settings::parse(Path::new("m.toml"), &t)
+    }
+
     #[test]
     fn unhealthy_after_is_at_least_a_minute() {
-        let text = shipped_text();
         let with = |v: &str| {
-            let t = text.replacen(
-                "unhealthy_after = \"15m\"",
-                &format!("unhealthy_after = \"{v}\""),
-                1,
-            );
-            assert_ne!(t, text);
-            Settings::parse(Path::new("m.toml"), &t)
+            let line = format!("unhealthy_after = \"{v}\"");
+            shipped_with("unhealthy_after = \"15m\"", &line)
         };
         let ok = with("2m").unwrap();
         assert_eq!(ok.imap_options.unhealthy_after, Duration::from_secs(120));
@@ -702,13 +803,8 @@ mod tests {
     fn poll_after_mail_is_at_most_10s() {
         let text = shipped_text();
         let with = |v: &str| {
-            let t = text.replacen(
-                "poll_after_mail = \"300ms\"",
-                &format!("poll_after_mail = \"{v}\""),
-                1,
-            );
-            assert_ne!(t, text);
-            Settings::parse(Path::new("m.toml"), &t)
+            let line = format!("poll_after_mail = \"{v}\"");
+            shipped_with("poll_after_mail = \"300ms\"", &line)
         };
         assert_eq!(
             with("0s").unwrap().imap_options.poll_after_mail,
@@ -728,6 +824,53 @@ mod tests {
             + 1;
         assert_eq!(e.line, Some(line), "{e}");
         assert!(e.message.contains("is 1h; give at most 10s"), "{e}");
+    }
+
+    #[test]
+    fn start_is_new_unless_written_and_a_bad_one_names_its_key_and_line() {
+        let text = shipped_text();
+        let s = Settings::parse(Path::new("m.toml"), &text).unwrap();
+        assert!(s.mailboxes.values().all(|l| l.start == Start::New));
+        let with = |v: &str| {
+            let table = format!("[mailboxes.billing]\nstart = \"{v}\"\n");
+            shipped_with("[mailboxes.billing]\n", &table)
+        };
+        let start = |v: &str| with(v).unwrap().mailboxes["billing"].start;
+        assert_eq!(start("all"), Start::All);
+        assert_eq!(start("unseen"), Start::Unseen);
+        assert_eq!(start("new"), Start::New);
+        let two_days = Duration::from_secs(2 * 86400);
+        assert_eq!(start("since 2d"), Start::Since(Since::Ago(two_days)));
+        let day = time::macros::date!(2026 - 11 - 01);
+        assert_eq!(start("since 2026-11-01"), Start::Since(Since::Day(day)));
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            start("since 2d").cutoff(now),
+            Some(now - two_days),
+            "since a duration counts back from the first connection"
+        );
+        assert_eq!(
+            start("since 2026-11-01").cutoff(now),
+            Some(time::macros::datetime!(2026-11-01 00:00 UTC).into())
+        );
+        assert_eq!(start("since 48h").to_string(), "since 2days");
+        let line = text
+            .lines()
+            .position(|l| l == "[mailboxes.billing]")
+            .unwrap()
+            + 2;
+        for bad in ["everything", "since", "since yesterday", "since 2026-13-01"] {
+            let err = with(bad).unwrap_err();
+            let e = &err.0[0];
+            assert_eq!(e.key, "mailboxes.billing.start", "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.message.starts_with(&format!("is {bad:?}")), "{e}");
+        }
+        let e = &with("everything").unwrap_err().0[0];
+        assert!(
+            e.message.contains("\"since 2d\"") && e.message.contains("\"all\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,16 +6,23 @@
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
 //! - `acks`: mails to customers per address and day, per domain and hour, and per hour
 //!   (the caps).
+//! - `dead_letters`: mails the SMTP server refused for good, with its answer, and
+//!   `dead_letters_untold`: those whose ticket and queue have not heard of them yet;
+//! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
+
+mod adopt;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ticket::{OutMail, Ticket};
+
+pub use adopt::{Adoption, Take};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -139,6 +146,15 @@ fn decode_out(b: &[u8]) -> Result<OutMail, StoreError> {
     Ok(m)
 }
 
+/// A dead letter: the server's answer, a NUL, then the outbox entry as it was.
+fn decode_dead(v: &[u8]) -> Result<(String, OutMail), StoreError> {
+    let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+    Ok((
+        String::from_utf8_lossy(&v[..nul]).into_owned(),
+        decode_out(&v[nul + 1..])?,
+    ))
+}
+
 /// An IMAP change to make on the server after the decision is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
@@ -194,6 +210,11 @@ pub struct Store {
     marks: sled::Tree,
     acks: sled::Tree,
     subjects: sled::Tree,
+    adoptions: sled::Tree,
+    /// Mails the SMTP server refused for good, with its answer, by outbox key.
+    dead: sled::Tree,
+    /// Keys of the dead letters whose ticket and queue have not heard of them yet.
+    untold: sled::Tree,
     /// Mails shadow mode decided and never sends, by outbox-style key.
     shadow_mails: sled::Tree,
     /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
@@ -284,6 +305,9 @@ impl Store {
             marks: db.open_tree("marks")?,
             acks: db.open_tree("acks")?,
             subjects: db.open_tree("subjects")?,
+            adoptions: db.open_tree("adoptions")?,
+            dead: db.open_tree("dead_letters")?,
+            untold: db.open_tree("dead_letters_untold")?,
             shadow_mails: db.open_tree("shadow_mails")?,
             shadow_tickets: db.open_tree("shadow_tickets")?,
             shadow: false,
@@ -688,32 +712,149 @@ impl Store {
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
-    /// an operator finds it with the reason, instead of being retried for ever.
+    /// an operator finds it with the reason, instead of being retried for ever; and it is
+    /// noted as not told yet, so that its ticket and a queue hear of it
+    /// ([`Store::untold_dead_letters`]). One transaction: a refusal is never lost nor
+    /// told twice.
     pub fn outbox_dead(&self, key: u64, reason: &str) -> Result<(), StoreError> {
-        let dead = self.db.open_tree("dead_letters")?;
-        if let Some(v) = self.outbox.get(key.to_be_bytes())? {
-            let mut entry = reason.as_bytes().to_vec();
-            entry.push(0);
-            entry.extend_from_slice(&v);
-            dead.insert(key.to_be_bytes(), entry)?;
-            self.outbox.remove(key.to_be_bytes())?;
-        }
+        let k = key.to_be_bytes();
+        (&self.outbox, &self.dead, &self.untold).transaction(|(outbox, dead, untold)| {
+            if let Some(v) = outbox.get(k)? {
+                let mut entry = reason.as_bytes().to_vec();
+                entry.push(0);
+                entry.extend_from_slice(&v);
+                dead.insert(&k, entry)?;
+                untold.insert(&k, &[])?;
+                outbox.remove(&k)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         Ok(())
+    }
+
+    /// How many mails the server refused for good are kept.
+    pub fn dead_letters_len(&self) -> usize {
+        self.dead.len()
     }
 
     /// Mails the server refused for good, with the reason.
     pub fn dead_letters(&self) -> Result<Vec<(String, OutMail)>, StoreError> {
-        let dead = self.db.open_tree("dead_letters")?;
-        dead.iter()
+        Ok(self
+            .dead_letter_entries()?
+            .into_iter()
+            .map(|(_, reason, m)| (reason, m))
+            .collect())
+    }
+
+    /// Mails the server refused for good, by their key (their outbox key, which names
+    /// them in `mailtriage outbox`), with the reason.
+    pub fn dead_letter_entries(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
+        self.dead
+            .iter()
             .map(|r| {
-                let (_, v) = r?;
-                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
-                Ok((
-                    String::from_utf8_lossy(&v[..nul]).into_owned(),
-                    decode_out(&v[nul + 1..])?,
-                ))
+                let (k, v) = r?;
+                let (reason, m) = decode_dead(&v)?;
+                Ok((be_u64(&k).unwrap_or(0), reason, m))
             })
             .collect()
+    }
+
+    /// The dead letter `key`, with the reason, if there is one.
+    pub fn dead_letter(&self, key: u64) -> Result<Option<(String, OutMail)>, StoreError> {
+        self.dead
+            .get(key.to_be_bytes())?
+            .map(|v| decode_dead(&v))
+            .transpose()
+    }
+
+    /// Puts the dead letter `key` back in the outbox, at its end under a new key (a place
+    /// at its head could push a mail in flight out of the first entries the next start
+    /// looks up after a crash), with its ticket's new state; returns the new key, or
+    /// `None` when there is no such dead letter.
+    pub fn retry_dead(&self, key: u64, ticket: Option<&Ticket>) -> Result<Option<u64>, StoreError> {
+        let new = self.db.generate_id()?;
+        self.take_dead(key, ticket, Some(new))
+    }
+
+    /// Removes the dead letter `key` for good, with its ticket's new state; `false` when
+    /// there is no such dead letter.
+    pub fn drop_dead(&self, key: u64, ticket: Option<&Ticket>) -> Result<bool, StoreError> {
+        Ok(self.take_dead(key, ticket, None)?.is_some())
+    }
+
+    /// Takes the dead letter `key` out (to the outbox under `requeue`, when given) and
+    /// writes `ticket`, in one transaction.
+    fn take_dead(
+        &self,
+        key: u64,
+        ticket: Option<&Ticket>,
+        requeue: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = key.to_be_bytes();
+        let trees = (&self.dead, &self.untold, &self.outbox, &self.tickets);
+        let r = trees.transaction(|(dead, untold, outbox, tickets)| {
+            let Some(v) = dead.remove(&k)? else {
+                return Ok(None);
+            };
+            untold.remove(&k)?;
+            if let Some(new) = requeue {
+                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+                outbox.insert(&new.to_be_bytes(), &v[nul + 1..])?;
+            }
+            if let Some(t) = ticket {
+                tickets.insert(t.id.as_bytes(), json(t))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(Some(requeue.unwrap_or(key)))
+        })?;
+        Ok(r)
+    }
+
+    /// The dead letters whose ticket and queue have not heard of them yet.
+    pub fn untold_dead_letters(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
+        let mut untold = Vec::new();
+        for k in self.untold.iter().keys() {
+            let k = k?;
+            if let Some(v) = self.dead.get(&k)? {
+                let (reason, m) = decode_dead(&v)?;
+                untold.push((be_u64(&k).unwrap_or(0), reason, m));
+            }
+        }
+        Ok(untold)
+    }
+
+    /// The dead letter `key` is told: its ticket's new state (with the refusal in its
+    /// history) and the notes about it, in one transaction with the end of its untold
+    /// mark. In shadow mode the notes are shadow mails.
+    pub fn commit_refusal(
+        &self,
+        key: u64,
+        ticket: Option<&Ticket>,
+        notes: &[OutMail],
+    ) -> Result<(), StoreError> {
+        if self.shadow && !notes.is_empty() {
+            self.commit_refusal(key, ticket, &[])?;
+            return self.record_shadow(None, notes);
+        }
+        let keys: Vec<u64> = notes
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        let at = ticket
+            .and_then(|t| t.history.last())
+            .map(|e| e.at.clone())
+            .unwrap_or_default();
+        let trees = (&self.untold, &self.tickets, &self.outbox, &self.messages);
+        trees.transaction(|(untold, tickets, outbox, msgs)| {
+            untold.remove(&key.to_be_bytes())?;
+            if let Some(t) = ticket {
+                tickets.insert(t.id.as_bytes(), json(t))?;
+            }
+            for (m, k) in notes.iter().zip(&keys) {
+                put_outgoing(outbox, msgs, *k, m, "", &at)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
     }
 
     pub fn pending_marks(&self, mailbox: &str) -> Result<Vec<Mark>, StoreError> {
@@ -942,13 +1083,19 @@ mod tests {
         assert_eq!(s.outbox_len(), 0);
     }
 
-    #[test]
-    fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
+    /// A fresh state with messages 1 to `n` committed, each with its mail in the outbox.
+    fn store_with_mails(n: u32) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        for uid in 1..=5 {
+        for uid in 1..=n {
             s.commit(&record(&format!("m{uid}"), uid)).unwrap();
         }
+        (dir, s)
+    }
+
+    #[test]
+    fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
+        let (_dir, s) = store_with_mails(5);
         let ids = |v: Vec<(u64, OutMail)>| -> Vec<String> {
             v.into_iter().map(|(_, m)| m.message_id).collect()
         };
@@ -981,6 +1128,31 @@ mod tests {
         let b = s.next_ticket_number().unwrap();
         assert_eq!(a, 1001);
         assert_eq!(b, 1002);
+    }
+
+    #[test]
+    fn a_dead_letter_goes_back_to_the_end_of_the_outbox_or_away_for_good() {
+        let (_dir, s) = store_with_mails(3);
+        let keys: Vec<u64> = s.outbox().unwrap().iter().map(|(k, _)| *k).collect();
+        s.outbox_dead(keys[0], "550 no such user").unwrap();
+        s.outbox_dead(keys[1], "554 rejected").unwrap();
+        assert_eq!(s.untold_dead_letters().unwrap().len(), 2);
+        assert_eq!(
+            s.dead_letter(keys[0]).unwrap().unwrap().0,
+            "550 no such user"
+        );
+
+        let new = s.retry_dead(keys[0], None).unwrap().unwrap();
+        let order: Vec<u64> = s.outbox().unwrap().iter().map(|(k, _)| *k).collect();
+        assert_eq!(order, vec![keys[2], new], "at the end, under a new key");
+        let (_, m) = &s.outbox().unwrap()[1];
+        assert_eq!(m.raw, b"Subject: x\r\n\r\nbody\xff\r\n", "the same bytes");
+        assert_eq!(s.retry_dead(keys[0], None).unwrap(), None, "once");
+
+        assert!(s.drop_dead(keys[1], None).unwrap());
+        assert!(!s.drop_dead(keys[1], None).unwrap());
+        assert_eq!(s.dead_letters_len(), 0);
+        assert!(s.untold_dead_letters().unwrap().is_empty());
     }
 
     #[test]

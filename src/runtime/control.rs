@@ -1,21 +1,27 @@
-//! The control socket: `mailtriage tickets` reads and changes tickets, and `mailtriage
-//! status` reads the daemon's state ([`crate::runtime::status`]), while the daemon
-//! runs. sled allows one process per state directory, so the CLI asks the daemon over a
+//! The control socket: `mailtriage tickets` reads and changes tickets, `mailtriage
+//! outbox` lists the mails not sent and sends a refused one again or drops it
+//! ([`crate::runtime::refused`]), and `mailtriage status` reads the daemon's state
+//! ([`crate::runtime::status`]), while the daemon runs. sled allows one process per state directory, so the CLI asks the daemon over a
 //! Unix socket in the state directory (mode 0600: tickets hold customers' data). When
 //! no daemon answers, the CLI opens the state itself and calls the same [`handle`].
 //! One JSON request per line, one JSON response per line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Report;
 use crate::record::Store;
-use crate::ticket::{OutMail, Ticket};
+use crate::runtime::refused;
+use crate::runtime::status::Depths;
+use crate::send::Retry;
+use crate::ticket::{MailKind, OutMail, Ticket};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
@@ -50,6 +56,16 @@ pub enum Request {
         /// The message's exact bytes, base64.
         mail: String,
     },
+    /// The mails not sent: waiting in the outbox, refused for good (`mailtriage outbox`).
+    Outbox,
+    /// A refused mail back to the outbox, to be sent again.
+    Retry {
+        id: u64,
+    },
+    /// A refused mail removed for good.
+    Drop {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -70,6 +86,39 @@ pub struct Response {
     pub status: Option<crate::runtime::status::StatusReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// For `outbox`: the mails not sent; for `retry` and `drop`: the one it was about.
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// A mail not sent, as `mailtriage outbox` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Its key in the outbox or the dead letters: what `retry` and `drop` take.
+    pub id: u64,
+    /// Waiting, or refused for good.
+    pub state: Held,
+    pub ticket: String,
+    pub kind: MailKind,
+    pub to: Vec<String>,
+    pub message_id: String,
+    /// The server's refusal, for a refused mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl OutboxEntry {
+    pub fn new(id: u64, state: Held, m: &OutMail, reason: Option<String>) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            state,
+            ticket: m.ticket.clone(),
+            kind: m.kind,
+            to: m.to.clone(),
+            message_id: m.message_id.clone(),
+            reason,
+        }
+    }
 }
 
 /// Why a mail of a ticket was not sent (yet).
@@ -181,6 +230,16 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
             Err(e) => fail(e.to_string()),
         },
         Request::Status => fail("no mailtriage daemon is running on this state directory".into()),
+        Request::Outbox | Request::Retry { .. } | Request::Drop { .. } => {
+            match refused::outbox(store, req, SystemTime::now()) {
+                Ok(outbox) => Response {
+                    ok: true,
+                    outbox,
+                    ..Default::default()
+                },
+                Err(e) => fail(e),
+            }
+        }
         Request::Explain {
             mailbox,
             rules_file,
@@ -223,7 +282,8 @@ fn explain(
 pub async fn serve(
     path: PathBuf,
     store: Store,
-    board: std::sync::Arc<crate::runtime::status::Board>,
+    board: Arc<crate::runtime::status::Board>,
+    sender: (Arc<Notify>, Retry),
     stop: CancellationToken,
 ) {
     let _ = std::fs::remove_file(&path);
@@ -247,6 +307,7 @@ pub async fn serve(
         let Ok((stream, _)) = conn else { continue };
         let store = store.clone();
         let board = board.clone();
+        let sender = sender.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(r).lines();
@@ -258,12 +319,22 @@ pub async fn serve(
             let resp = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Status) => Response {
                     ok: true,
-                    status: Some(board.snapshot(store.outbox_len(), store.shadow_len())),
+                    status: Some(board.snapshot(Depths::of(&store))),
                     ..Default::default()
                 },
-                Ok(req) => tokio::task::spawn_blocking(move || handle(&store, &req))
-                    .await
-                    .unwrap_or_default(),
+                Ok(req) => {
+                    let retry = matches!(req, Request::Retry { .. });
+                    let resp = tokio::task::spawn_blocking(move || handle(&store, &req))
+                        .await
+                        .unwrap_or_default();
+                    // The mail is back in the outbox: it goes now, not at the next
+                    // rescan, and on a new SMTP session.
+                    if retry && resp.ok {
+                        sender.1.asked();
+                        sender.0.notify_one();
+                    }
+                    resp
+                }
                 Err(e) => Response {
                     ok: false,
                     error: Some(format!("bad request: {e}")),

@@ -20,7 +20,7 @@ use crate::pipeline::ruletest;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::{self, Shared};
 use crate::runtime::status::Board;
-use crate::runtime::{control, followup, reload, systemd};
+use crate::runtime::{control, followup, refused, reload, systemd};
 use crate::send::{self, settle, SmtpError, Transport};
 use crate::source::{self, Source};
 use crate::tls::TlsError;
@@ -247,16 +247,27 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         shadow: inputs.shadow,
     };
     let sender_stop = CancellationToken::new();
-    let sender = start_sender(&l.store, l.transport, &shared, &sender_stop);
+    let refused = Arc::new(Notify::new());
+    let retry = send::Retry::default();
+    let signals = send::Signals {
+        wake: shared.outbox.clone(),
+        retry: retry.clone(),
+        refused: refused.clone(),
+        stop: sender_stop.clone(),
+    };
+    let sender = start_sender(&l.store, l.transport, signals);
     let mailboxes = TaskTracker::new();
     let keys = start_mailboxes(&l.settings, l.tls, &shared, &mailboxes);
     // Reminders, escalations and status mails for tickets nobody answered in time.
     mailboxes.spawn(followup::clock(shared.clone()));
+    // A mail refused for good goes into its ticket's history, and a queue is told.
+    mailboxes.spawn(refused::run(shared.clone(), refused));
     mailboxes.close();
     let control = tokio::spawn(control::serve(
         control::socket_path(&l.settings.state_dir),
         l.store.clone(),
         shared.board.clone(),
+        (shared.outbox.clone(), retry),
         shared.stop.clone(),
     ));
     let (rules, config) = (inputs.rules.clone(), inputs.config.clone());
@@ -273,17 +284,11 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
     }
 }
 
-fn start_sender(
-    store: &Store,
-    transport: Transport,
-    shared: &Shared,
-    stop: &CancellationToken,
-) -> JoinHandle<()> {
+fn start_sender(store: &Store, transport: Transport, signals: send::Signals) -> JoinHandle<()> {
     tokio::spawn(send::run(
         store.clone(),
         transport,
-        shared.outbox.clone(),
-        stop.clone(),
+        signals,
         Duration::from_secs(10),
     ))
 }

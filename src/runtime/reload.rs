@@ -363,7 +363,7 @@ mod tests {
         .unwrap();
         assert!(!reload(&path, &swap, &board, "test"));
         assert_eq!(swap.load().version, version);
-        let st = board.snapshot(0, 0);
+        let st = board.snapshot(crate::runtime::status::Depths::default());
         assert_eq!(st.reloads_failed, 1);
         assert!(
             st.last_errors[0].contains("unknown queue \"nobody\""),
@@ -378,6 +378,11 @@ mod tests {
         .unwrap();
         assert!(reload(&path, &swap, &board, "test"));
         assert_ne!(swap.load().version, version);
-        assert_eq!(board.snapshot(0, 0).reloads_ok, 1);
+        assert_eq!(
+            board
+                .snapshot(crate::runtime::status::Depths::default())
+                .reloads_ok,
+            1
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Runtime, the runner: one task per watched folder. It drives the source (connect,
-//! catch up from the checkpoint, wait for new mail, again), hands every fetched message
+//! take the folder on or go on from the checkpoint ([`crate::runtime::adopt`]), catch
+//! up, wait for new mail, again), hands every fetched message
 //! to the pipeline off the async threads, counts and logs what became of it, carries
 //! out the marks the pipeline recorded, and keeps the status board current. Any failure
 //! drops the connection and reconnects with capped exponential backoff.
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Mailbox, Rules};
 use crate::pipeline::{self, Incoming, PipelineError, Report};
 use crate::record::{Checkpoint, Mark, Store, StoreError};
+use crate::runtime::adopt;
 use crate::runtime::status::{self, Board, State};
 use crate::source::{self, Connection, Fetched, ImapError, Source};
 use crate::ticket::{KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
@@ -73,7 +75,7 @@ impl Shared {
     }
 
     /// The source's state on the status board.
-    fn show(&self, source: &Source, state: State) {
+    pub(super) fn show(&self, source: &Source, state: State) {
         let shadow = self.shadow(&source.name);
         self.board.set(&source.checkpoint_key(), state, shadow);
     }
@@ -119,11 +121,17 @@ fn log_failure(mailbox: &str, e: &RunError, retry_in: Duration) {
 /// One connection: catch up, wait for mail, catch up again, until `stop` or a failure.
 async fn session(source: &Source, shared: &Shared) -> Result<(), RunError> {
     let mut conn = Connection::open(source).await?;
-    let mut last = start_after(source, &shared.store, conn.uid_validity())?;
-    tracing::info!(mailbox = %source.name, folder = %source.folder, uid_validity = conn.uid_validity(), last_uid = last, exists = conn.exists(), "Mailbox connected.");
+    let opening = adopt::opening(
+        source,
+        &shared.store,
+        conn.uid_validity(),
+        SystemTime::now(),
+    )?;
+    tracing::info!(mailbox = %source.name, folder = %source.folder, uid_validity = conn.uid_validity(), checkpoint = %opening, exists = conn.exists(), "Mailbox connected.");
     if !source.observe {
         apply_marks(&mut conn, source, &shared.store).await?;
     }
+    let mut last = adopt::open(&mut conn, source, shared, opening).await?;
     // Until when the mailbox is asked with NOOP rather than IDLE, after new mail.
     let mut poll_until = Instant::now();
     loop {
@@ -143,21 +151,6 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), RunError> {
     }
 }
 
-/// The UID the folder is read after: the checkpoint, unless the folder's UIDVALIDITY
-/// changed since.
-fn start_after(source: &Source, store: &Store, uid_validity: u32) -> Result<u32, StoreError> {
-    Ok(match store.checkpoint(&source.checkpoint_key())? {
-        Some(cp) if cp.uid_validity == uid_validity => cp.last_uid,
-        Some(cp) => {
-            // Every stored UID is void; the Message-ID index and the keywords on the
-            // server keep the full resync from triaging anything twice.
-            tracing::warn!(mailbox = %source.name, old = cp.uid_validity, new = uid_validity, "UIDVALIDITY changed; resynchronising the whole folder.");
-            0
-        }
-        None => 0,
-    })
-}
-
 /// Fetches and handles everything above `last`, in UID order, in bounded batches.
 async fn catch_up(
     conn: &mut Connection,
@@ -171,19 +164,31 @@ async fn catch_up(
     }
     tracing::info!(mailbox = %source.name, count = uids.len(), from_uid = uids[0], "New messages.");
     for chunk in uids.chunks(source::FETCH_BATCH) {
-        let fetched = conn.fetch(chunk, last).await?;
-        let batch = Batch::new(source, shared, conn.uid_validity(), fetched);
-        if source.observe {
-            let key = source.checkpoint_key();
-            let observed = tokio::task::spawn_blocking(move || batch.observe(&key));
-            last = last.max(observed.await.map_err(|e| RunError::Task("observe", e))??);
-            continue;
-        }
-        let triaged = tokio::task::spawn_blocking(move || batch.triage());
-        last = last.max(triaged.await.map_err(|e| RunError::Task("triage", e))??);
-        shared.outbox.notify_one();
-        apply_marks(conn, source, &shared.store).await?;
+        last = last.max(handle(conn, source, shared, chunk).await?);
     }
+    Ok(last)
+}
+
+/// Fetches and handles the messages `uids` (at most [`source::FETCH_BATCH`]): triages
+/// them and sets their marks, or, in a Sent folder, observes them. Returns the last UID
+/// handled (0 when the server had none of them any more).
+pub(super) async fn handle(
+    conn: &mut Connection,
+    source: &Source,
+    shared: &Shared,
+    uids: &[u32],
+) -> Result<u32, RunError> {
+    let fetched = conn.fetch(uids).await?;
+    let batch = Batch::new(source, shared, conn.uid_validity(), fetched);
+    if source.observe {
+        let key = source.checkpoint_key();
+        let observed = tokio::task::spawn_blocking(move || batch.observe(&key));
+        return observed.await.map_err(|e| RunError::Task("observe", e))?;
+    }
+    let triaged = tokio::task::spawn_blocking(move || batch.triage());
+    let last = triaged.await.map_err(|e| RunError::Task("triage", e))??;
+    shared.outbox.notify_one();
+    apply_marks(conn, source, &shared.store).await?;
     Ok(last)
 }
 
@@ -239,7 +244,7 @@ impl Batch {
             {
                 tracing::info!(mailbox = %self.mailbox, uid = m.uid, ticket = %ticket, "Staff reply seen in the ticket.");
             }
-            self.store.set_checkpoint(key, self.checkpoint(m.uid))?;
+            self.store.advance_checkpoint(key, self.checkpoint(m.uid))?;
             self.board.progressed(&self.key);
             last = m.uid;
         }
@@ -262,7 +267,7 @@ impl Batch {
                 .any(|k| k == KEYWORD_TRIAGED || k == KEYWORD_QUARANTINED)
             {
                 // Marked on the server by an earlier run: handled, whatever the local state says.
-                self.store.set_checkpoint(&self.mailbox, cp)?;
+                self.store.advance_checkpoint(&self.mailbox, cp)?;
                 tracing::info!(mailbox = %self.mailbox, uid = m.uid, "Already marked as triaged on the server; skipped.");
             } else {
                 let span = tracing::info_span!("message", mailbox = %self.mailbox, uid = m.uid);

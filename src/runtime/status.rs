@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Action, Report};
+use crate::record::{Adoption, Store};
 use crate::send::{SmtpHealth, SmtpStatus};
 
 /// How many recent errors `status` shows.
@@ -63,6 +64,10 @@ pub struct MailboxStatus {
     /// Why the mailbox counts as unhealthy now (down, or stuck), if it does.
     #[serde(default)]
     pub problem: Option<String>,
+    /// How the folder was taken on when first met (or met at a new UIDVALIDITY): what
+    /// of the mail already there was left alone, and by which `start`.
+    #[serde(default)]
+    pub adoption: Option<Adoption>,
     #[serde(skip)]
     since_at: Option<SystemTime>,
     /// The start of the sync, or the last message handled in it.
@@ -81,6 +86,9 @@ pub struct StatusReport {
     pub outbox: usize,
     /// Mails shadow mode decided and did not send.
     pub shadow_mails: usize,
+    /// Mails the SMTP server refused for good, kept as dead letters.
+    #[serde(default)]
+    pub dead_letters: usize,
     /// The whole daemon runs in shadow mode (`run --shadow`).
     pub shadow: bool,
     pub rules_file: String,
@@ -169,6 +177,7 @@ impl Board {
                 shadow,
                 last_progress: None,
                 problem: None,
+                adoption: None,
                 since_at: Some(now),
                 progress_at: None,
                 ever_connected: false,
@@ -196,6 +205,14 @@ impl Board {
                 0.0
             },
         );
+    }
+
+    /// How a folder was taken on (see [`crate::runtime::adopt`]).
+    pub fn adopted(&self, key: &str, adoption: &Adoption) {
+        let mut i = self.lock();
+        if let Some(m) = i.report.mailboxes.get_mut(key) {
+            m.adoption = Some(adoption.clone());
+        }
     }
 
     /// A mailbox handled one more message: it is not stuck.
@@ -287,22 +304,51 @@ impl Board {
         all
     }
 
-    pub fn snapshot(&self, outbox: usize, shadow_mails: usize) -> StatusReport {
-        self.snapshot_at(outbox, shadow_mails, SystemTime::now())
+    pub fn snapshot(&self, depths: Depths) -> StatusReport {
+        self.snapshot_at(depths, SystemTime::now())
     }
 
     /// The report as of `now`, each mailbox with its problem if it has one.
-    pub fn snapshot_at(&self, outbox: usize, shadow_mails: usize, now: SystemTime) -> StatusReport {
+    pub fn snapshot_at(&self, depths: Depths, now: SystemTime) -> StatusReport {
         let i = self.lock();
         let mut r = i.report.clone();
         for m in r.mailboxes.values_mut() {
             m.problem = problem(m, now, i.unhealthy_after);
         }
-        r.outbox = outbox;
-        r.shadow_mails = shadow_mails;
+        r.outbox = depths.outbox;
+        r.shadow_mails = depths.shadow_mails;
+        r.dead_letters = depths.dead_letters;
         r.last_errors = i.errors.iter().cloned().collect();
         r.smtp = i.smtp.as_ref().map(|h| h.snapshot());
         r
+    }
+}
+
+/// How many mails the state holds that have not gone out, by why.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Depths {
+    /// Waiting to be sent.
+    pub outbox: usize,
+    /// Decided in shadow mode, never sent.
+    pub shadow_mails: usize,
+    /// Refused for good.
+    pub dead_letters: usize,
+}
+
+impl Depths {
+    pub fn of(store: &Store) -> Depths {
+        Depths {
+            outbox: store.outbox_len(),
+            shadow_mails: store.shadow_len(),
+            dead_letters: store.dead_letters_len(),
+        }
+    }
+
+    /// Sets the gauges of the mails not sent.
+    pub fn measure(&self) {
+        metrics::gauge!("mailtriage_outbox_depth").set(self.outbox as f64);
+        metrics::gauge!("mailtriage_shadow_mails").set(self.shadow_mails as f64);
+        metrics::gauge!("mailtriage_dead_letters").set(self.dead_letters as f64);
     }
 }
 
@@ -403,6 +449,10 @@ fn describe_metrics() {
         "Mails shadow mode decided and kept."
     );
     describe_gauge!(
+        "mailtriage_dead_letters",
+        "Mails the SMTP server refused for good (dead letters): `mailtriage outbox list`."
+    );
+    describe_gauge!(
         "mailtriage_mailbox_connected",
         "1 while the mailbox is connected."
     );
@@ -430,19 +480,27 @@ mod tests {
         let keys = vec!["billing".to_string()];
         b.set("billing", State::Connecting, false);
         b.failed("billing", "login refused", false);
-        let first = b.snapshot(0, 0).mailboxes["billing"].since.clone();
+        let first = b.snapshot(Depths::default()).mailboxes["billing"]
+            .since
+            .clone();
         std::thread::sleep(Duration::from_millis(20));
         // Each retry connects and fails again.
         for _ in 0..3 {
             b.set("billing", State::Connecting, false);
             b.failed("billing", "login refused", false);
         }
-        assert_eq!(b.snapshot(0, 0).mailboxes["billing"].since, first);
+        assert_eq!(
+            b.snapshot(Depths::default()).mailboxes["billing"].since,
+            first
+        );
         let later = SystemTime::now() + FAILING_TOO_LONG + Duration::from_secs(1);
         assert!(!b.healthy(&keys, later), "the watchdog must see it");
         // Connected again: a new "since", and healthy.
         b.synced("billing", false);
-        assert_ne!(b.snapshot(0, 0).mailboxes["billing"].since, first);
+        assert_ne!(
+            b.snapshot(Depths::default()).mailboxes["billing"].since,
+            first
+        );
         assert!(b.healthy(&keys, later));
     }
 
@@ -458,7 +516,7 @@ mod tests {
         assert!(b.healthy(&keys, t0 + Duration::from_secs(59)));
         let stuck = t0 + Duration::from_secs(120);
         assert!(!b.healthy(&keys, stuck), "no progress for two minutes");
-        let st = b.snapshot_at(0, 0, stuck);
+        let st = b.snapshot_at(Depths::default(), stuck);
         let problem = st.mailboxes["billing"].problem.clone().unwrap_or_default();
         assert!(problem.contains("no progress"), "{problem}");
         assert!(st.mailboxes["billing"].last_progress.is_some());
@@ -466,7 +524,7 @@ mod tests {
         b.synced("billing", false);
         assert!(b.healthy(&keys, stuck));
         assert_eq!(
-            b.snapshot_at(0, 0, stuck).mailboxes["billing"].problem,
+            b.snapshot_at(Depths::default(), stuck).mailboxes["billing"].problem,
             None
         );
     }

@@ -1,13 +1,14 @@
 //! Runtime, systemd: READY once every mailbox has connected (or after [`READY_WAIT`]),
 //! the watchdog fed while the mailbox tasks are healthy, STOPPING at the stop (sent by
 //! the daemon), RELOADING around a reload ([`crate::runtime::reload`]); and, on the same
-//! tick, the outbox depth for the metrics. Without systemd the notifications go nowhere.
+//! tick, the gauges of the mails not sent (outbox, shadow mails, dead letters). Without systemd the notifications go nowhere.
 
 use std::time::{Duration, SystemTime};
 
 use sd_notify::NotifyState;
 
 use crate::runtime::runner::Shared;
+use crate::runtime::status::Depths;
 
 /// How long READY waits for every mailbox to connect: a server that is down must not
 /// keep the unit in "activating" until systemd gives up on it.
@@ -33,8 +34,7 @@ pub async fn run(keys: Vec<String>, shared: Shared) {
         if watchdog.is_some() && healthy {
             let _ = sd_notify::notify(&[NotifyState::Watchdog]);
         }
-        metrics::gauge!("mailtriage_outbox_depth").set(shared.store.outbox_len() as f64);
-        metrics::gauge!("mailtriage_shadow_mails").set(shared.store.shadow_len() as f64);
+        Depths::of(&shared.store).measure();
         tokio::select! {
             _ = shared.stop.cancelled() => break,
             _ = tokio::time::sleep(if ready { tick } else { Duration::from_millis(200) }) => {}

@@ -23,7 +23,7 @@ use crate::ticket::OutMail;
 use crate::tls::TlsError;
 
 pub use health::{SmtpHealth, SmtpState, SmtpStatus};
-pub use sender::{drain, ready, run, Drained};
+pub use sender::{drain, ready, run, Drained, Retry, Signals};
 pub use smtp::SmtpOut;
 
 /// What lettre's SMTP client reports.
@@ -144,6 +144,14 @@ impl Transport {
         match self {
             Transport::Smtp(out) => out.try_login().await,
             Transport::Files(_) => Ok(()),
+        }
+    }
+
+    /// Closes the SMTP connections kept open, so that the next mails start new sessions
+    /// (a server may read its tables only when a session starts).
+    pub async fn close_idle(&self) {
+        if let Transport::Smtp(out) = self {
+            out.close_idle().await;
         }
     }
 

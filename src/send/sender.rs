@@ -6,6 +6,7 @@
 //! unknown ([`Store::outbox_uncertain`], [`super::settle`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -236,23 +237,59 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often an idle sender looks at the outbox without being woken.
 const IDLE_RESCAN: Duration = Duration::from_secs(30);
 
+/// What the sender task is woken by and tells.
+pub struct Signals {
+    /// Mails are waiting: drain now.
+    pub wake: Arc<Notify>,
+    /// An operator sent refused mail again ([`Retry`]).
+    pub retry: Retry,
+    /// Told when a mail was refused for good (moved to the dead letters).
+    pub refused: Arc<Notify>,
+    pub stop: CancellationToken,
+}
+
+/// How an operator's retry of a refused mail reaches the sender: the next drain opens
+/// new SMTP connections. The kept ones began their session before the cause was mended,
+/// and a server may read its address tables only when a session starts (Postfix does),
+/// so the mail would meet the old refusal again.
+#[derive(Clone, Default)]
+pub struct Retry(Arc<AtomicBool>);
+
+impl Retry {
+    /// A refused mail is back in the outbox.
+    pub fn asked(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// The sender task: the only one that drains the outbox while the daemon runs (two
 /// drainers could send one entry twice). It drains on every wake-up and on a timer,
 /// backs off while the server fails, and on `stop` drains once more, bounded by
 /// `final_drain`, so mails decided just before a stop go out now.
-pub async fn run(
-    store: Store,
-    transport: Transport,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-    final_drain: Duration,
-) {
+pub async fn run(store: Store, transport: Transport, signals: Signals, final_drain: Duration) {
+    let Signals {
+        wake,
+        retry,
+        refused,
+        stop,
+    } = signals;
     // A drain cut short by an error drops the mails it had in flight, whose answers are
     // then unknown: after that, no stop of this run is called clean.
     let mut clean = true;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match drain(&store, &transport).await {
+        if retry.take() {
+            transport.close_idle().await;
+        }
+        let drained = drain(&store, &transport).await;
+        if drained.as_ref().is_ok_and(|d| d.refused > 0) {
+            refused.notify_one();
+        }
+        let wait = match drained {
             Ok(d) if d.left == 0 => {
                 backoff = Duration::from_secs(1);
                 IDLE_RESCAN

@@ -190,6 +190,15 @@ impl SmtpOut {
         Ok(())
     }
 
+    /// Closes the kept connections not in use (QUIT), so that the next mails go on new
+    /// sessions.
+    pub(super) async fn close_idle(&self) {
+        let kept = std::mem::take(&mut *self.idle.lock().expect("idle connections"));
+        for (mut c, _) in kept {
+            let _ = tokio::time::timeout(self.timeout, c.quit()).await;
+        }
+    }
+
     /// How the SMTP side fares: every mail handed over notes its outcome here.
     pub(super) fn health(&self) -> &Arc<SmtpHealth> {
         &self.health

@@ -1,17 +1,25 @@
 //! Source, the fetch: which UIDs are above the checkpoint (`UID SEARCH`) and their
-//! messages (`UID FETCH`, in bounded batches), as [`Fetched`] messages; and the search by
-//! Message-ID the start uses to settle the mails in flight at the last stop.
+//! messages (`UID FETCH`, in bounded batches), as [`Fetched`] messages; the searches a
+//! folder met for the first time is taken on with (its last UID, what arrived since a
+//! time, what is unseen); the last messages of a folder for a look that changes
+//! nothing; and the search by Message-ID the start uses to settle the mails in flight
+//! at the last stop.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
 
 use async_imap::types::Flag;
 use futures::TryStreamExt;
+use time::OffsetDateTime;
 
 use super::{timed, Connection, ImapError, Source};
 
 /// Messages fetched per UID FETCH: bounds memory per batch whatever the backlog.
 pub const FETCH_BATCH: usize = 50;
+
+/// Messages whose INTERNALDATE one UID FETCH reads, when a search by arrival is made
+/// exact to the second.
+const DATE_BATCH: usize = 500;
 
 /// One message as the server holds it.
 #[derive(Debug, Clone)]
@@ -19,6 +27,8 @@ pub struct Fetched {
     pub uid: u32,
     /// The keywords already on it (flags other than the system ones).
     pub keywords: Vec<String>,
+    /// When the server got it (INTERNALDATE), when it was asked for.
+    pub arrived: Option<SystemTime>,
     pub raw: Vec<u8>,
 }
 
@@ -33,24 +43,121 @@ impl Connection {
         Ok(uids)
     }
 
-    /// The messages of `uids` (at most [`FETCH_BATCH`] of them) above `last`, in UID order.
-    pub async fn fetch(&mut self, uids: &[u32], last: u32) -> Result<Vec<Fetched>, ImapError> {
+    /// The highest UID the folder held when it was selected (0 when empty): UIDNEXT - 1,
+    /// or asked when the server gave no UIDNEXT. Whatever comes above it arrived later.
+    pub async fn last_uid(&mut self) -> Result<u32, ImapError> {
+        if let Some(next) = self.uid_next {
+            return Ok(next.saturating_sub(1));
+        }
+        if self.exists == 0 {
+            return Ok(0);
+        }
+        let search = self.session.uid_search("UID *");
+        let found = timed("UID SEARCH", self.timeout, search).await?;
+        Ok(found.into_iter().max().unwrap_or(0))
+    }
+
+    /// The UIDs up to `through` of the messages no one has read (no `\Seen`), ascending.
+    pub async fn uids_unseen(&mut self, through: u32) -> Result<Vec<u32>, ImapError> {
+        self.search_through(&format!("UID 1:{through} UNSEEN"), through)
+            .await
+    }
+
+    /// The UIDs up to `through` of the messages that arrived (INTERNALDATE) at `from` or
+    /// later, ascending. `SEARCH SINCE` narrows by day, the server's day, so one day more
+    /// is asked for; each candidate's INTERNALDATE then decides, to the second.
+    pub async fn uids_arrived_since(
+        &mut self,
+        from: SystemTime,
+        through: u32,
+    ) -> Result<Vec<u32>, ImapError> {
+        let day = OffsetDateTime::from(from) - time::Duration::DAY;
+        let query = format!("UID 1:{through} SINCE {}", imap_date(day));
+        let candidates = self.search_through(&query, through).await?;
+        let mut taken = Vec::new();
+        for chunk in candidates.chunks(DATE_BATCH) {
+            let set = uid_set(chunk.iter().copied());
+            let dates: HashMap<u32, SystemTime> = self
+                .uid_fetch_all(&set, "(UID INTERNALDATE)")
+                .await?
+                .iter()
+                .filter_map(|f| Some((f.uid?, arrived(f)?)))
+                .collect();
+            // A date the server did not give: its own SINCE took the message.
+            let recent = |u: &u32| dates.get(u).is_none_or(|d| *d >= from);
+            taken.extend(chunk.iter().copied().filter(recent));
+        }
+        Ok(taken)
+    }
+
+    /// UID SEARCH `query`, keeping the UIDs up to `through`, ascending.
+    async fn search_through(&mut self, query: &str, through: u32) -> Result<Vec<u32>, ImapError> {
+        if through == 0 {
+            return Ok(Vec::new());
+        }
+        let found = timed("UID SEARCH", self.timeout, self.session.uid_search(query)).await?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u <= through).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// The messages of `uids` (at most [`FETCH_BATCH`] of them), in UID order.
+    pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
         let set = uid_set(uids.iter().copied());
+        let asked: HashSet<u32> = uids.iter().copied().collect();
+        let all = self.uid_fetch_all(&set, "(UID FLAGS BODY.PEEK[])").await?;
+        // The server may add FETCH responses of other messages (flags changed by another
+        // client): only the messages asked for are handed on.
+        let mut batch: Vec<Fetched> = all
+            .iter()
+            .filter_map(fetched)
+            .filter(|f| asked.contains(&f.uid))
+            .collect();
+        batch.sort_by_key(|f| f.uid);
+        Ok(batch)
+    }
+
+    /// The last `n` messages of the folder, in UID order, with when they arrived; read
+    /// with BODY.PEEK, so that nothing about them changes.
+    pub async fn fetch_last(&mut self, n: u32) -> Result<Vec<Fetched>, ImapError> {
+        if self.exists == 0 || n == 0 {
+            return Ok(Vec::new());
+        }
+        let first = self.exists.saturating_sub(n) + 1;
+        let range = first..=self.exists;
         let session = &mut self.session;
-        let all = timed("UID FETCH", self.timeout * 4, async {
-            let stream = session.uid_fetch(&set, "(UID FLAGS BODY.PEEK[])").await?;
-            // Read the stream to its end, or leftovers land on the next command.
+        let set = format!("{first}:{}", self.exists);
+        let all = timed("FETCH", self.timeout * 4, async {
+            let stream = session
+                .fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+                .await?;
             let all: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(all)
         })
         .await?;
-        let mut batch: Vec<Fetched> = all
+        let mut last: Vec<Fetched> = all
             .iter()
+            .filter(|f| range.contains(&f.message))
             .filter_map(fetched)
-            .filter(|f| f.uid > last)
             .collect();
-        batch.sort_by_key(|f| f.uid);
-        Ok(batch)
+        last.sort_by_key(|f| f.uid);
+        Ok(last)
+    }
+
+    /// UID FETCH `items` of `set`, read to the end of the answer.
+    async fn uid_fetch_all(
+        &mut self,
+        set: &str,
+        items: &str,
+    ) -> Result<Vec<async_imap::types::Fetch>, ImapError> {
+        let session = &mut self.session;
+        timed("UID FETCH", self.timeout * 4, async {
+            let stream = session.uid_fetch(set, items).await?;
+            // Read the stream to its end, or leftovers land on the next command.
+            let all: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(all)
+        })
+        .await
     }
 
     /// Whether a message with this Message-ID is in the folder.
@@ -63,9 +170,25 @@ impl Connection {
     }
 }
 
+/// An IMAP date (RFC 3501 `date`): "1-Nov-2026".
+fn imap_date(t: OffsetDateTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[usize::from(u8::from(t.month())) - 1];
+    format!("{}-{month}-{}", t.day(), t.year())
+}
+
 /// UIDs as an IMAP sequence set: "4,5,9".
 pub(super) fn uid_set(uids: impl Iterator<Item = u32>) -> String {
     uids.map(|u| u.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// When the server got the message, from its INTERNALDATE.
+fn arrived(f: &async_imap::types::Fetch) -> Option<SystemTime> {
+    let secs = f.internal_date()?.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn fetched(f: &async_imap::types::Fetch) -> Option<Fetched> {
@@ -80,6 +203,7 @@ fn fetched(f: &async_imap::types::Fetch) -> Option<Fetched> {
     Some(Fetched {
         uid,
         keywords,
+        arrived: arrived(f),
         raw: f.body().unwrap_or_default().to_vec(),
     })
 }

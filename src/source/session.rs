@@ -1,5 +1,6 @@
 //! Source, the session: TCP (with keepalive), TLS as configured (implicit, STARTTLS or,
-//! when configured, none), the greeting, LOGIN and SELECT of the watched folder. What
+//! when configured, none), the greeting, LOGIN and SELECT of the watched folder (or
+//! EXAMINE, read-only, for a look that must change nothing). What
 //! follows on the session is [`super::fetch`], [`super::idle`] and [`super::marks`].
 
 use std::time::Duration;
@@ -25,20 +26,37 @@ pub struct Connection {
     pub(super) idle_refresh: Duration,
     pub(super) uid_validity: u32,
     pub(super) exists: u32,
+    /// The UID the next message will get, when the server said (it must, RFC 3501).
+    pub(super) uid_next: Option<u32>,
 }
 
 impl Connection {
     /// Connects, logs in and SELECTs the source's folder.
     pub async fn open(source: &Source) -> Result<Connection, ImapError> {
+        Connection::opened(source, false).await
+    }
+
+    /// Connects, logs in and EXAMINEs the source's folder: read-only, so that nothing
+    /// done on this connection can change a flag (`mailtriage preview`).
+    pub async fn examine(source: &Source) -> Result<Connection, ImapError> {
+        Connection::opened(source, true).await
+    }
+
+    async fn opened(source: &Source, read_only: bool) -> Result<Connection, ImapError> {
         let timeout = source.server.timeout;
         let mut session = connect(source).await?;
-        let mb = timed("SELECT", timeout, session.select(&source.folder)).await?;
+        let mb = if read_only {
+            timed("EXAMINE", timeout, session.examine(&source.folder)).await?
+        } else {
+            timed("SELECT", timeout, session.select(&source.folder)).await?
+        };
         Ok(Connection {
             session,
             timeout,
             idle_refresh: source.options.idle_refresh,
             uid_validity: mb.uid_validity.unwrap_or(0),
             exists: mb.exists,
+            uid_next: mb.uid_next,
         })
     }
 

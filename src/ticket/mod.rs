@@ -94,6 +94,18 @@ pub enum EventKind {
         to: String,
         status: String,
     },
+    /// The SMTP server refused a mail of the ticket for good (`reason`: its answer): it
+    /// was not delivered. `told`: the queue that got a note about it, if any.
+    Refused {
+        mail: MailKind,
+        to: String,
+        reason: String,
+        told: Option<String>,
+    },
+    /// An operator put a refused mail back in the outbox (`mailtriage outbox retry`).
+    Retried { mail: MailKind, to: String },
+    /// An operator dropped a refused mail for good (`mailtriage outbox drop`).
+    Dropped { mail: MailKind, to: String },
 }
 
 /// A promise made to the customer, shown in every later note.
@@ -324,6 +336,19 @@ impl Ticket {
         self.record(at, EventKind::StatusSent { to });
     }
 
+    /// A mail of the ticket was refused for good; `told` is the queue that hears of it.
+    pub fn refused(&mut self, at: &str, mail: &OutMail, reason: &str, told: Option<String>) {
+        self.record(
+            at,
+            EventKind::Refused {
+                mail: mail.kind,
+                to: mail.to.join(", "),
+                reason: reason.to_string(),
+                told,
+            },
+        );
+    }
+
     /// Counts the next mail of the ticket and gives its Message-ID, deterministic so a
     /// resend after a crash is the same mail, and keyed by the ticket's secret so nobody
     /// can guess it (a reply to a guessed id would join the ticket):
@@ -359,6 +384,8 @@ pub enum MailKind {
     Status,
     /// A note to a queue that a mail of the ticket could not be delivered.
     Undelivered,
+    /// Note to a queue that a mail of the ticket was refused for good.
+    Refusal,
 }
 
 impl MailKind {
@@ -437,6 +464,7 @@ mod tests {
             "escalation",
             "reminder",
             "status",
+            "refusal",
         ] {
             let k: MailKind = serde_json::from_str(&format!("\"{word}\"")).unwrap();
             assert_eq!((k.as_str(), k.to_string()), (word, word.to_string()));

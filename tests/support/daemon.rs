@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::{poll, Stack, WAIT};
 
+/// The `start` line of every mailbox in the config the tests write.
+pub const START_ALL: &str = "start = \"all\"";
+
 /// How long a SIGTERM may take to stop the daemon.
 const STOP_LIMIT: Duration = Duration::from_secs(40);
 
@@ -127,6 +130,9 @@ impl Drop for Daemon {
 
 /// mailtriage.toml for this stack, as `dir/mailtriage.toml`: IMAPS with the stack's CA, SMTP
 /// with STARTTLS, the mailboxes monitoring, billing, sales and support, the state in `state`.
+/// Each mailbox has `start = "all"`: a test's mail may land before the daemon's first
+/// connection, and must be triaged all the same (the tests of `start` itself change it,
+/// see [`super::lab::Setup::first_start`]).
 pub fn write_config(stack: &Stack, dir: &Path, state: &Path) -> PathBuf {
     let pw = stack.password_file(dir);
     let mut s = format!(
@@ -160,7 +166,7 @@ timeout = "10s"
     );
     for m in ["monitoring", "billing", "sales", "support"] {
         s += &format!(
-            "\n[mailboxes.{m}]\nuser = \"{m}@{d}\"\npassword_file = \"{pw}\"\n",
+            "\n[mailboxes.{m}]\nuser = \"{m}@{d}\"\npassword_file = \"{pw}\"\n{START_ALL}\n",
             d = stack.domain,
             pw = pw.display()
         );

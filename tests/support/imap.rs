@@ -1,5 +1,5 @@
-//! A minimal blocking IMAP client (LOGIN, EXAMINE, UID FETCH, LOGOUT) and the little of the
-//! response grammar it needs to read a folder back.
+//! A minimal blocking IMAP client (LOGIN, CREATE, APPEND, EXAMINE, UID FETCH, LOGOUT) and
+//! the little of the response grammar it needs to read a folder back.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,18 +22,24 @@ pub(super) fn fetch_folder(
     result
 }
 
-/// Stores `raw` in `folder` of `user` (created if missing), as a mail client files what it
-/// sent. See [`super::Stack::append`].
+/// Stores each message of `mails` in `folder` of `user` (created if missing) on one
+/// connection, as a mail client files what it sent or a migration copies old mail: with
+/// its INTERNALDATE when one is given (IMAP `date-time`, "23-Nov-2026 10:00:00 +0000").
+/// See [`super::Stack::append`] and [`super::Stack::append_dated`].
 pub(super) fn append(
     host: &str,
     port: u16,
-    user: &str,
-    password: &str,
+    (user, password): (&str, &str),
     folder: &str,
-    raw: &[u8],
+    mails: &[(&[u8], Option<&str>)],
 ) -> Result<(), String> {
     let mut imap = Imap::connect(host, port)?;
-    let result = imap.append(user, password, folder, raw);
+    let result = imap.login(user, password).and_then(|()| {
+        let _ = imap.command(&format!("CREATE {}", imap_quote(folder)))?;
+        mails
+            .iter()
+            .try_for_each(|(raw, date)| imap.append(folder, raw, *date))
+    });
     imap.logout();
     result
 }
@@ -94,21 +100,20 @@ impl Imap {
         Ok(())
     }
 
-    /// CREATE (an existing folder is fine), then APPEND with a non-synchronising literal
-    /// (LITERAL+, which Dovecot offers), so no continuation request is awaited.
-    fn append(
-        &mut self,
-        user: &str,
-        password: &str,
-        folder: &str,
-        raw: &[u8],
-    ) -> Result<(), String> {
-        self.login(user, password)?;
-        let _ = self.command(&format!("CREATE {}", imap_quote(folder)))?;
+    /// APPEND with a non-synchronising literal (LITERAL+, which Dovecot offers), so no
+    /// continuation request is awaited; `date` becomes the message's INTERNALDATE.
+    fn append(&mut self, folder: &str, raw: &[u8], date: Option<&str>) -> Result<(), String> {
         self.tag += 1;
         let tag = format!("a{}", self.tag);
-        let mut cmd =
-            format!("{tag} APPEND {} {{{}+}}\r\n", imap_quote(folder), raw.len()).into_bytes();
+        let date = date
+            .map(|d| format!("{} ", imap_quote(d)))
+            .unwrap_or_default();
+        let mut cmd = format!(
+            "{tag} APPEND {} {date}{{{}+}}\r\n",
+            imap_quote(folder),
+            raw.len()
+        )
+        .into_bytes();
         cmd.extend_from_slice(raw);
         cmd.extend_from_slice(b"\r\n");
         self.writer

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::cli::{cli, Cli};
-use super::daemon::{archive_section, write_config, Daemon};
+use super::daemon::{archive_section, write_config, Daemon, START_ALL};
 use super::mail::Mail;
 use super::{shipped_rules_file, write_rules, FetchedMail, Stack, WAIT};
 
@@ -25,6 +25,8 @@ pub struct Setup {
     rules: Option<String>,
     archive: bool,
     config: String,
+    /// `start` of every mailbox: `Some(None)` leaves it out (the daemon's default).
+    start: Option<Option<String>>,
 }
 
 impl Setup {
@@ -38,6 +40,13 @@ impl Setup {
     /// The config gets an `[archive]` on `archive@example.test`.
     pub fn archive(mut self) -> Setup {
         self.archive = true;
+        self
+    }
+
+    /// Every mailbox gets `start = "RULE"` instead of the tests' `"all"`; `None` leaves
+    /// `start` out, for the daemon's own default ("new").
+    pub fn first_start(mut self, rule: Option<&str>) -> Setup {
+        self.start = Some(rule.map(str::to_string));
         self
     }
 
@@ -57,10 +66,12 @@ impl Setup {
         if self.archive {
             extra.insert_str(0, &archive_section(&stack, dir.path()));
         }
-        if !extra.is_empty() {
-            let text = std::fs::read_to_string(&config).unwrap() + &extra;
-            std::fs::write(&config, text).unwrap();
+        let mut text = std::fs::read_to_string(&config).unwrap() + &extra;
+        if let Some(rule) = self.start {
+            let line = rule.map(|r| format!("start = \"{r}\"")).unwrap_or_default();
+            text = text.replace(START_ALL, &line);
         }
+        std::fs::write(&config, text).unwrap();
         let rules = match self.rules {
             Some(text) => write_rules(dir.path(), &text),
             None => shipped_rules_file(),

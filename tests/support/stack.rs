@@ -227,15 +227,41 @@ impl Stack {
     /// Stores `raw` in `folder` of `user` by IMAP APPEND, creating the folder if needed: what
     /// a mail client does with a mail it sent (`Sent`). Panics on failure.
     pub fn append(&self, user: &str, folder: &str, raw: &[u8]) {
-        imap::append(
-            &self.host,
-            self.imap_port,
-            user,
-            &self.password,
-            folder,
-            raw,
-        )
-        .unwrap_or_else(|e| panic!("append({user}, {folder}): {e}"))
+        self.append_all(user, folder, &[(raw, None)]);
+    }
+
+    /// Stores every message of `mails` in `folder` of `user` on one IMAP connection, each
+    /// with the INTERNALDATE given (`"23-Nov-2026 10:00:00 +0000"`): mail that was in the
+    /// mailbox long before the daemon came. Panics on failure.
+    pub fn append_dated(&self, user: &str, folder: &str, mails: &[(Vec<u8>, String)]) {
+        let mails: Vec<(&[u8], Option<&str>)> = mails
+            .iter()
+            .map(|(raw, date)| (raw.as_slice(), Some(date.as_str())))
+            .collect();
+        self.append_all(user, folder, &mails);
+    }
+
+    fn append_all(&self, user: &str, folder: &str, mails: &[(&[u8], Option<&str>)]) {
+        let login = (user, self.password.as_str());
+        imap::append(&self.host, self.imap_port, login, folder, mails)
+            .unwrap_or_else(|e| panic!("append({user}, {folder}): {e}"))
+    }
+
+    /// Gives `user`'s INBOX a new UIDVALIDITY, as a server does after its UID list is
+    /// lost: takes the servers down, drops the folder's UID list and indexes (the
+    /// keywords stay in the maildir file names), and brings the servers back.
+    pub fn renew_uidvalidity(&self, user: &str) {
+        self.mailstack(&["down"]);
+        let (local, domain) = user.split_once('@').unwrap();
+        let maildir = self.dir.join(format!("mail/{domain}/{local}/Maildir"));
+        for e in fs::read_dir(&maildir).unwrap() {
+            let p = e.unwrap().path();
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            if n == "dovecot-uidlist" || n.starts_with("dovecot.index") {
+                fs::remove_file(&p).unwrap();
+            }
+        }
+        self.mailstack(&["up"]);
     }
 
     /// Polls [`Stack::fetch_all`] every 100 ms until `pred` holds for the list, and returns that
@@ -303,6 +329,20 @@ impl Stack {
             );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Adds the mailbox `address` to the running stack (`mailstack adduser`) and waits until
+    /// Dovecot lets it log in: it reads its user file again at most once a second, and mail
+    /// delivered to the new address before that would be deferred.
+    pub fn add_user(&self, address: &str) {
+        self.mailstack(&["adduser", address]);
+        let what = format!("{address} able to log in");
+        poll(
+            &what,
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || self.try_fetch(address, "INBOX").map(|_| ()),
+        );
     }
 
     /// `Ok(None)` if the folder does not exist.
