@@ -50,9 +50,10 @@ impl Random {
 fn rules_without_daily_cap() -> String {
     let shipped = shipped_rules();
     assert!(shipped.contains("acks_per_sender_per_day = 5"));
+    // The test's customers share one domain: the per-domain and hourly caps go too.
     shipped.replace(
         "acks_per_sender_per_day = 5",
-        "acks_per_sender_per_day = 100000",
+        "acks_per_sender_per_day = 100000\nacks_per_domain_per_hour = 100000\nacks_per_hour = 100000",
     )
 }
 
