@@ -245,6 +245,44 @@ mod tests {
     }
 
     #[test]
+    fn match_is_any_or_all_and_all_wants_two_patterns() {
+        let rule = |mode: &str, patterns: &str| {
+            let text = format!("{}\n[[rules]]\nname = \"x\"\ncategory = \"sales\"\nmatch = \"{mode}\"\n{patterns}\n", shipped());
+            Rules::parse(Path::new("rules.toml"), &text)
+        };
+        let err = rule("both", "subject = 'a'\nbody = 'b'").unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.key.ends_with(".match"))
+            .expect("an error at match");
+        assert!(
+            e.message.contains("\"any\"") && e.message.contains("\"both\" is neither"),
+            "{e}"
+        );
+        assert!(e.line.is_some(), "{e}");
+        let one = rule("all", "subject = 'a'").unwrap();
+        assert!(
+            one.warnings
+                .iter()
+                .any(|w| w.key.ends_with(".match") && w.message.contains("one pattern")),
+            "{:?}",
+            one.warnings
+        );
+        let two = rule("all", "subject = 'a'\nsender = 'b'").unwrap();
+        assert!(two.rules.last().unwrap().all);
+        assert!(!two.warnings.iter().any(|w| w.key.ends_with(".match")));
+        assert!(
+            !rule("any", "subject = 'a'")
+                .unwrap()
+                .rules
+                .last()
+                .unwrap()
+                .all
+        );
+    }
+
+    #[test]
     fn unknown_key_names_path_and_line() {
         let text = shipped().replace("[queues.billing]\naddress", "[queues.billing]\nadress");
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
