@@ -707,6 +707,7 @@ fn check_warns_about_design_mistakes_and_still_passes() {
     let shipped = shipped_rules();
     let extra = "\n[queues.legal]\naddress = \"legal@example.test\"\nname = { en = \"Legal\" }\nresponse_time = \"1d\"\n\
                  \n[categories.press]\nqueue = \"support\"\n\
+                 \n[mailboxes.accounts]\naddress = \"accounts@example.test\"\nhandles = [\"billing\"]\nunmatched = \"billing\"\n\
                  \n[[rules]]\nname = \"anything\"\ncategory = \"sales\"\nsubject = '(?i)quote|'\n\
                  \n[[rules]]\nname = \"impossible\"\ncategory = \"sales\"\nbody = 'price[^\\s\\S]'\n";
     let bad = shipped + extra;
@@ -726,9 +727,9 @@ fn check_warns_about_design_mistakes_and_still_passes() {
             line("[categories.press]"),
         ),
         (
-            "mailboxes.monitoring",
-            "has no queue",
-            line("[mailboxes.monitoring]"),
+            "mailboxes.accounts",
+            "has no queue but handles [\"billing\"]",
+            line("[mailboxes.accounts]"),
         ),
         (
             "rules[9].subject",

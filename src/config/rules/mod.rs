@@ -181,6 +181,38 @@ mod tests {
             r.queue_of_category("technical").unwrap().address,
             "support@example.test"
         );
+        // Every start of the daemon logs the warnings: the example everyone starts
+        // from has none.
+        assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    }
+
+    #[test]
+    fn a_mailbox_without_queue_is_warned_about_only_when_a_team_reads_it() {
+        let warned = |mailbox: &str| {
+            let text = format!("{}\n{mailbox}\n", shipped());
+            let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+            r.warnings
+                .into_iter()
+                .filter(|w| w.key == "mailboxes.extra")
+                .map(|w| w.message)
+                .collect::<Vec<_>>()
+        };
+        let mailbox = |address: &str, handles: &str| {
+            format!("[mailboxes.extra]\naddress = \"{address}\"\nhandles = [{handles}]\nunmatched = \"support\"")
+        };
+        // An alerts inbox, like the shipped monitoring@: no customer is answered there.
+        assert!(warned(&mailbox("alerts@example.test", "\"alerts\"")).is_empty());
+        assert!(warned(&mailbox("info@example.test", "")).is_empty());
+        let w = warned(&mailbox("sales@example.test", ""));
+        assert!(
+            w.len() == 1 && w[0].contains("address of queue \"sales\""),
+            "{w:?}"
+        );
+        let w = warned(&mailbox("accounts@example.test", "\"alerts\", \"billing\""));
+        assert!(
+            w.len() == 1 && w[0].contains("handles [\"billing\"]"),
+            "{w:?}"
+        );
     }
 
     #[test]
