@@ -233,7 +233,7 @@ mod tests {
         );
         assert!(
             msgs.iter()
-                .any(|m| m.contains("rules[1].subject")
+                .any(|m| m.contains("rules[2].subject")
                     && m.contains("rule \"outage-ru\": bad regex")),
             "{msgs:#?}"
         );
@@ -245,7 +245,7 @@ mod tests {
         for e in &err.0 {
             assert!(e.to_string().starts_with("x/rules.toml"));
         }
-        let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
+        let bad_regex = err.0.iter().find(|e| e.key == "rules[2].subject").unwrap();
         let line = text
             .lines()
             .position(|l| l.starts_with("subject = '(?i)(не"))
@@ -267,7 +267,7 @@ mod tests {
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"queues.support.respons_time"), "{err}");
-        assert!(keys.contains(&"rules[1].prioirty"), "{err}");
+        assert!(keys.contains(&"rules[2].prioirty"), "{err}");
         assert!(keys.contains(&"company.nmae"), "{err}");
         for e in &err.0 {
             let line = e.line.expect("every unknown key has its line");
