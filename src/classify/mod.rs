@@ -385,6 +385,20 @@ mod prefilter_tests {
     use crate::parse::parse;
     use std::path::Path;
 
+    /// A pattern as `regex::Regex`, compiled once for all the messages.
+    fn compiled(source: &str) -> regex::Regex {
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+                Default::default();
+        }
+        CACHE.with(|c| {
+            c.borrow_mut()
+                .entry(source.to_string())
+                .or_insert_with(|| regex::Regex::new(source).unwrap())
+                .clone()
+        })
+    }
+
     /// Each pattern of `entries` run on its own, without the prefilter: (name, field,
     /// matched) of each that matches, in order.
     fn naive<'r>(
@@ -397,8 +411,7 @@ mod prefilter_tests {
         for (name, patterns) in entries {
             for p in patterns {
                 hay.with(&p.field, |text, _| {
-                    let re = regex::Regex::new(&p.source).unwrap();
-                    if let Some(m) = re.find(text) {
+                    if let Some(m) = compiled(&p.source).find(text) {
                         out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
                     }
                 });
