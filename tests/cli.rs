@@ -567,28 +567,28 @@ const MISTAKES: [Mistake; 20] = [
         "subject = '(?i)не",
         "subject = '(?i)(не",
         0,
-        "rules[1].subject",
+        "rules[2].subject",
         "bad regex",
     ),
     (
         "priority = 20",
         "prioirty = 20",
         0,
-        "rules[3].prioirty",
+        "rules[4].prioirty",
         "unknown key `prioirty`",
     ),
     (
         "name = \"sales-en\"",
         "name = \"sales-ru\"",
         0,
-        "rules[8].name",
-        "already used by rules[7]",
+        "rules[9].name",
+        "already used by rules[8]",
     ),
     (
         "category = \"howto\"",
         "category = \"how-to\"",
         0,
-        "rules[4].category",
+        "rules[5].category",
         "unknown category \"how-to\"",
     ),
     (
@@ -707,8 +707,15 @@ fn check_warns_about_design_mistakes_and_still_passes() {
     let shipped = shipped_rules();
     let extra = "\n[queues.legal]\naddress = \"legal@example.test\"\nname = { en = \"Legal\" }\nresponse_time = \"1d\"\n\
                  \n[categories.press]\nqueue = \"support\"\n\
+                 \n[mailboxes.accounts]\naddress = \"accounts@example.test\"\nhandles = [\"billing\"]\nunmatched = \"billing\"\n\
                  \n[[rules]]\nname = \"anything\"\ncategory = \"sales\"\nsubject = '(?i)quote|'\n\
                  \n[[rules]]\nname = \"impossible\"\ncategory = \"sales\"\nbody = 'price[^\\s\\S]'\n";
+    // The two rules added come after the shipped ones.
+    let shipped_rules = shipped.matches("\n[[rules]]\n").count();
+    let (anything, impossible) = (
+        format!("rules[{shipped_rules}].subject"),
+        format!("rules[{}].body", shipped_rules + 1),
+    );
     let bad = shipped + extra;
     let o = cli(&["check"]).rules_text(&bad).run();
     let t = o.text();
@@ -726,17 +733,17 @@ fn check_warns_about_design_mistakes_and_still_passes() {
             line("[categories.press]"),
         ),
         (
-            "mailboxes.monitoring",
-            "has no queue",
-            line("[mailboxes.monitoring]"),
+            "mailboxes.accounts",
+            "has no queue but handles [\"billing\"]",
+            line("[mailboxes.accounts]"),
         ),
         (
-            "rules[9].subject",
+            anything.as_str(),
             "matches the empty string",
             line("subject = '(?i)quote|'"),
         ),
         (
-            "rules[10].body",
+            impossible.as_str(),
             "can never match anything",
             line("body = 'price["),
         ),

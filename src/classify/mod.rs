@@ -71,7 +71,22 @@ fn hits_of(rules: &Rules, hay: &Haystack<'_>) -> (Hits, Hits, Vec<usize>) {
     flag_hits.sort_by_key(|(ri, pi, _)| (*ri, *pi));
     incidents.sort_unstable();
     incidents.dedup();
-    (hits, flag_hits, incidents)
+    (complete(&rules.rules, hits), flag_hits, incidents)
+}
+
+/// The hits of rules that fire: a rule with `match = "all"` whose patterns matched only
+/// in part (an alert subject from a customer) fires not at all, so its hits go. `hits`
+/// is sorted by rule and has one hit per pattern at most.
+fn complete(rules: &[crate::config::Rule], mut hits: Hits) -> Hits {
+    let count = |ri: usize, hits: &Hits| hits.iter().filter(|h| h.0 == ri).count();
+    let partial: Vec<usize> = rules
+        .iter()
+        .enumerate()
+        .filter(|(ri, r)| r.all && (1..r.patterns.len()).contains(&count(*ri, &hits)))
+        .map(|(ri, _)| ri)
+        .collect();
+    hits.retain(|h| !partial.contains(&h.0));
+    hits
 }
 
 pub fn classify(rules: &Rules, mail: &Mail) -> Classification {
@@ -282,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_that_matches_all_fires_only_when_each_pattern_matches() {
+        let extra = "\n[[rules]]\nname = \"fruit\"\ncategory = \"sales\"\npriority = 500\nmatch = \"all\"\nsubject = '(?i)\\bpineapple\\b'\nsender = '@grocer\\.example>'\n";
+        let text = crate::config::testing::shipped_text() + extra;
+        let r = Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap();
+        let from = |sender: &str| {
+            let raw = format!("From: {sender}\r\nSubject: Pineapple\r\n\r\nHello\r\n");
+            classify(&r, &parse(raw.as_bytes()).unwrap())
+        };
+        let both = from("Shop <shop@grocer.example>");
+        assert_eq!(both.category.as_deref(), Some("sales"));
+        assert_eq!(both.scores[0].score, 1000, "each pattern adds the priority");
+        assert_eq!(both.fired.len(), 2, "{:?}", both.fired);
+        // The subject alone, from anyone else: the rule does not fire, nor show.
+        let one = from("Customer <c@example.com>");
+        assert_eq!(one.category, None);
+        assert!(one.fired.is_empty(), "{:?}", one.fired);
+    }
+
+    #[test]
     fn highest_score_wins_and_ties_are_stable() {
         let r = rules();
         // billing words in subject and body beat one technical word in the subject.
@@ -351,6 +385,20 @@ mod prefilter_tests {
     use crate::parse::parse;
     use std::path::Path;
 
+    /// A pattern as `regex::Regex`, compiled once for all the messages.
+    fn compiled(source: &str) -> regex::Regex {
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+                Default::default();
+        }
+        CACHE.with(|c| {
+            c.borrow_mut()
+                .entry(source.to_string())
+                .or_insert_with(|| regex::Regex::new(source).unwrap())
+                .clone()
+        })
+    }
+
     /// Each pattern of `entries` run on its own, without the prefilter: (name, field,
     /// matched) of each that matches, in order.
     fn naive<'r>(
@@ -363,8 +411,7 @@ mod prefilter_tests {
         for (name, patterns) in entries {
             for p in patterns {
                 hay.with(&p.field, |text, _| {
-                    let re = regex::Regex::new(&p.source).unwrap();
-                    if let Some(m) = re.find(text) {
+                    if let Some(m) = compiled(&p.source).find(text) {
                         out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
                     }
                 });
@@ -396,7 +443,18 @@ mod prefilter_tests {
                 let c = classify(&rules, &mail);
                 let named = |f: Fired| (f.rule, f.field, f.matched);
                 let got: Vec<_> = c.fired.into_iter().map(named).collect();
-                let want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), &mail);
+                let mut want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), &mail);
+                // A rule with match = "all" fires when each of its patterns matches.
+                let fired = |name: &String, want: &[(String, String, String)]| {
+                    want.iter().filter(|w| &w.0 == name).count()
+                };
+                let whole: Vec<_> = rules
+                    .rules
+                    .iter()
+                    .filter(|r| !r.all || fired(&r.name, &want) == r.patterns.len())
+                    .map(|r| r.name.clone())
+                    .collect();
+                want.retain(|w| whole.contains(&w.0));
                 assert_eq!(got, want, "rules, {}", p.display());
                 // flags: the first pattern of each that matches
                 let got: Vec<_> = c.flags.into_iter().map(named).collect();

@@ -48,7 +48,8 @@ fn rule_key(r: &Rule) -> String {
         .iter()
         .map(|p| format!("{}={}", p.field, p.source))
         .collect();
-    format!("{}|{}|{}", r.category, r.priority, pats.join("|"))
+    let mode = if r.all { "all" } else { "any" };
+    format!("{}|{}|{mode}|{}", r.category, r.priority, pats.join("|"))
 }
 
 /// Rules and flags added, removed and changed between two versions, by name.

@@ -20,6 +20,9 @@ pub struct Rule {
     pub category: String,
     pub priority: i32,
     pub patterns: Vec<Pattern>,
+    /// `match = "all"`: the rule fires only when every one of its patterns matches
+    /// (an alert subject from an alert sender); otherwise one is enough.
+    pub all: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,11 +102,49 @@ fn compile_rule(
             headers: &r.headers,
         },
     );
+    let all = match_all(c, &base, &name, r.match_mode.as_ref(), patterns.len());
     Rule {
         name,
         category: r.category.into_inner(),
         priority: r.priority,
         patterns,
+        all,
+    }
+}
+
+/// A rule's `match`: `"any"` (the default) or `"all"`. `"all"` on a rule with one
+/// pattern is no mistake in the file but says something the rule does not do.
+fn match_all(
+    c: &mut Collector<'_>,
+    base: &str,
+    name: &str,
+    mode: Option<&Spanned<String>>,
+    patterns: usize,
+) -> bool {
+    let Some(mode) = mode else {
+        return false;
+    };
+    let key = format!("{base}.match");
+    match mode.get_ref().as_str() {
+        "any" => false,
+        "all" => {
+            if patterns == 1 {
+                c.warn_at(
+                    span(mode),
+                    key,
+                    format!("rule {name:?} has one pattern, so match = \"all\" changes nothing; add the pattern that must match as well (a `sender`, say), or remove the key"),
+                );
+            }
+            true
+        }
+        other => {
+            c.at(
+                span(mode),
+                key,
+                format!("rule {name:?}: match must be \"any\" (one pattern that matches fires the rule, the default) or \"all\" (every pattern must match); {other:?} is neither"),
+            );
+            false
+        }
     }
 }
 
@@ -187,6 +228,7 @@ fn compile_flag(
         category: name,
         priority: 1,
         patterns,
+        all: false,
     };
     (flag, fl.reason)
 }

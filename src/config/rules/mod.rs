@@ -181,6 +181,38 @@ mod tests {
             r.queue_of_category("technical").unwrap().address,
             "support@example.test"
         );
+        // Every start of the daemon logs the warnings: the example everyone starts
+        // from has none.
+        assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    }
+
+    #[test]
+    fn a_mailbox_without_queue_is_warned_about_only_when_a_team_reads_it() {
+        let warned = |mailbox: &str| {
+            let text = format!("{}\n{mailbox}\n", shipped());
+            let r = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+            r.warnings
+                .into_iter()
+                .filter(|w| w.key == "mailboxes.extra")
+                .map(|w| w.message)
+                .collect::<Vec<_>>()
+        };
+        let mailbox = |address: &str, handles: &str| {
+            format!("[mailboxes.extra]\naddress = \"{address}\"\nhandles = [{handles}]\nunmatched = \"support\"")
+        };
+        // An alerts inbox, like the shipped monitoring@: no customer is answered there.
+        assert!(warned(&mailbox("alerts@example.test", "\"alerts\"")).is_empty());
+        assert!(warned(&mailbox("info@example.test", "")).is_empty());
+        let w = warned(&mailbox("sales@example.test", ""));
+        assert!(
+            w.len() == 1 && w[0].contains("address of queue \"sales\""),
+            "{w:?}"
+        );
+        let w = warned(&mailbox("accounts@example.test", "\"alerts\", \"billing\""));
+        assert!(
+            w.len() == 1 && w[0].contains("handles [\"billing\"]"),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -201,7 +233,7 @@ mod tests {
         );
         assert!(
             msgs.iter()
-                .any(|m| m.contains("rules[1].subject")
+                .any(|m| m.contains("rules[2].subject")
                     && m.contains("rule \"outage-ru\": bad regex")),
             "{msgs:#?}"
         );
@@ -213,7 +245,7 @@ mod tests {
         for e in &err.0 {
             assert!(e.to_string().starts_with("x/rules.toml"));
         }
-        let bad_regex = err.0.iter().find(|e| e.key == "rules[1].subject").unwrap();
+        let bad_regex = err.0.iter().find(|e| e.key == "rules[2].subject").unwrap();
         let line = text
             .lines()
             .position(|l| l.starts_with("subject = '(?i)(не"))
@@ -235,13 +267,51 @@ mod tests {
         let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"queues.support.respons_time"), "{err}");
-        assert!(keys.contains(&"rules[1].prioirty"), "{err}");
+        assert!(keys.contains(&"rules[2].prioirty"), "{err}");
         assert!(keys.contains(&"company.nmae"), "{err}");
         for e in &err.0 {
             let line = e.line.expect("every unknown key has its line");
             let leaf = e.key.rsplit('.').next().unwrap();
             assert!(text.lines().nth(line - 1).unwrap().starts_with(leaf), "{e}");
         }
+    }
+
+    #[test]
+    fn match_is_any_or_all_and_all_wants_two_patterns() {
+        let rule = |mode: &str, patterns: &str| {
+            let text = format!("{}\n[[rules]]\nname = \"x\"\ncategory = \"sales\"\nmatch = \"{mode}\"\n{patterns}\n", shipped());
+            Rules::parse(Path::new("rules.toml"), &text)
+        };
+        let err = rule("both", "subject = 'a'\nbody = 'b'").unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.key.ends_with(".match"))
+            .expect("an error at match");
+        assert!(
+            e.message.contains("\"any\"") && e.message.contains("\"both\" is neither"),
+            "{e}"
+        );
+        assert!(e.line.is_some(), "{e}");
+        let one = rule("all", "subject = 'a'").unwrap();
+        assert!(
+            one.warnings
+                .iter()
+                .any(|w| w.key.ends_with(".match") && w.message.contains("one pattern")),
+            "{:?}",
+            one.warnings
+        );
+        let two = rule("all", "subject = 'a'\nsender = 'b'").unwrap();
+        assert!(two.rules.last().unwrap().all);
+        assert!(!two.warnings.iter().any(|w| w.key.ends_with(".match")));
+        assert!(
+            !rule("any", "subject = 'a'")
+                .unwrap()
+                .rules
+                .last()
+                .unwrap()
+                .all
+        );
     }
 
     #[test]

@@ -207,6 +207,10 @@ pub struct Rule {
     pub sender: Option<Spanned<String>>,
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
+    /// `"any"` (the default: one pattern that matches fires the rule) or `"all"` (every
+    /// pattern must match).
+    #[serde(rename = "match")]
+    pub match_mode: Option<Spanned<String>>,
 }
 
 fn default_priority() -> i32 {

@@ -59,12 +59,34 @@ fn unused_categories(c: &mut Collector<'_>, rules: &Rules) {
     }
 }
 
+/// A mailbox without `queue` answers no customer. That is its design when it only
+/// handles mail that is not a request (an alerts inbox: categories without a queue, and
+/// `unmatched` must then name a queue), so it is not warned about. It is a mistake when
+/// the mailbox is a queue's own address (that team reads it, and its requests would be
+/// forwarded to the mailbox itself) or when it handles a category a team answers (such
+/// requests are forwarded to that queue all the same, so `handles` promises what does
+/// not happen).
 fn mailboxes_without_queue(c: &mut Collector<'_>, rules: &Rules) {
-    for (k, m) in &rules.mailboxes {
-        if m.queue.is_none() {
+    for (k, m) in rules.mailboxes.iter().filter(|(_, m)| m.queue.is_none()) {
+        let key = format!("mailboxes.{k}");
+        let own = rules
+            .queues
+            .values()
+            .find(|q| q.address.eq_ignore_ascii_case(&m.address));
+        let answered: Vec<&String> = m
+            .handles
+            .iter()
+            .filter(|h| rules.categories.get(*h).is_some_and(|c| c.queue.is_some()))
+            .collect();
+        if let Some(q) = own {
             c.warn_key(
-                format!("mailboxes.{k}"),
-                format!("mailbox {k:?} has no queue: no team answers from it, every recognised request is forwarded away and flagged mail is not kept there; set `queue` if a team reads {}", m.address),
+                key,
+                format!("mailbox {k:?} has no queue, but {} is the address of queue {:?}: that team reads it, and the requests it gets are forwarded to the mailbox itself; set `queue = {:?}`", m.address, q.key, q.key),
+            );
+        } else if !answered.is_empty() {
+            c.warn_key(
+                key,
+                format!("mailbox {k:?} has no queue but handles {answered:?}, requests a team answers: no team answers from it, so they are forwarded to their queue all the same and flagged mail is not kept there; set `queue` if a team reads {}, or leave those categories out of `handles`", m.address),
             );
         }
     }
