@@ -7,23 +7,27 @@
 //! Aho-Corasick automaton, so a message is scanned once per field whatever the number of
 //! rules. Text and literals are compared case-folded ([`fold`]), so `(?i)` patterns give
 //! one literal instead of one per case variant (the variants of a long word run into
-//! the extractor's limits, which then cuts them to short, common prefixes). Each
-//! literal hit is checked anchored, first by the pattern with its Unicode word
-//! boundaries left out (a lazy DFA can run that one; with Cyrillic text the real one
-//! falls back to the slow engines), then by the real pattern, compiled without DFAs
-//! (each DFA keeps a cache of its own, and this one only runs where a match is likely).
-//! Patterns with no usable literal are checked the same way over the whole text. (A RegexSet cannot do this:
-//! with Unicode word boundaries and Cyrillic text it falls back to its slowest engine,
-//! whose cost grows with every rule.)
+//! the extractor's limits, which then cuts them to short, common prefixes). A pattern
+//! with hits then runs from its first hit, where its leftmost match starts at the
+//! earliest: first as a lazy DFA of the pattern with its Unicode word boundaries left
+//! out (with Cyrillic text the real one falls back to the slow engines), then, where
+//! that one matched, as the real pattern, compiled without DFAs (each DFA keeps a cache
+//! of its own, and this one only runs where a match is likely). Each runs a bounded
+//! number of times per field, never once per hit, so the cost is linear in the text:
+//! see [`AtHit::find`]. Patterns with no usable literal are checked the same way over
+//! the whole text. (A RegexSet cannot do this: with Unicode word boundaries and
+//! Cyrillic text it falls back to its slowest engine, whose cost grows with every rule.)
 
 use std::cell::OnceCell;
+use std::ops::Range;
 
 use aho_corasick::AhoCorasick;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
 use regex_automata::nfa::thompson::{self, pikevm, pikevm::PikeVM, WhichCaptures, NFA};
 use regex_automata::util::pool::Pool;
-use regex_automata::{hybrid, meta, Anchored, Input};
+use regex_automata::util::prefilter::Prefilter;
+use regex_automata::{hybrid, meta, Anchored, Input, MatchKind};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
 use crate::parse::Mail;
@@ -71,7 +75,7 @@ pub struct Matchers {
 #[derive(Debug)]
 struct FieldMatcher {
     field: Field,
-    /// Patterns with literals, run anchored at each literal hit.
+    /// Patterns with literals, run from their first literal hits.
     at_hit: Vec<AtHit>,
     /// Folded literals of the `at_hit` patterns; `None` when there are none.
     prefilter: Option<AhoCorasick>,
@@ -92,7 +96,7 @@ struct Whole {
 
 impl Whole {
     /// The leftmost match in `text`.
-    fn find(&self, text: &str) -> Option<std::ops::Range<usize>> {
+    fn find(&self, text: &str) -> Option<Range<usize>> {
         let input = Input::new(text);
         match &self.exact {
             None => self.fast.find(input).map(|m| m.range()),
@@ -144,10 +148,18 @@ impl AtHit {
         } else {
             exact_nfa.clone()
         };
+        // The pattern's own prefixes, as written (case variants and all), for the scan
+        // from the first hit: where no match is under way, both engines skip to the
+        // next place one could start instead of stepping through every byte.
+        let pre = Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, hir);
         let dfa = hybrid::dfa::DFA::builder()
+            .configure(hybrid::dfa::DFA::config().prefilter(pre.clone()))
             .build_from_nfa(dfa_nfa)
             .map_err(|e| e.to_string())?;
-        let exact = PikeVM::new_from_nfa(exact_nfa).map_err(|e| e.to_string())?;
+        let exact = PikeVM::builder()
+            .configure(PikeVM::config().prefilter(pre))
+            .build_from_nfa(exact_nfa)
+            .map_err(|e| e.to_string())?;
         let (d, e) = (dfa.clone(), exact.clone());
         Ok(AtHit {
             owner,
@@ -159,20 +171,106 @@ impl AtHit {
         })
     }
 
-    /// The match that starts exactly at `at`, if any.
-    fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
-        // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
-        let input = &Input::new(text).range(at..).anchored(Anchored::Yes);
-        let found = self.dfa.try_search_fwd(&mut self.dfa_caches.get(), input);
-        match found {
+    /// The leftmost match in `text`, given its pattern's first literal hits in order:
+    /// every match starts at a hit, so none starts before the first one.
+    ///
+    /// One forward DFA scan from the first hit says whether the pattern (or its relaxed
+    /// form, which matches wherever it does) matches at all, and where. A match most
+    /// often starts at one of the first hits, which anchored DFA runs confirm; where the
+    /// DFA ran the relaxed form, the pattern itself is tried anchored at the first hit
+    /// the relaxed form matches at. Otherwise, and past [`TRIES`] hits, one search over
+    /// the rest decides. So the pattern itself runs at most twice and the DFA at most
+    /// [`TRIES`] + 1 times, each run linear: the whole is linear in the text, however many
+    /// hits it has. (Trying the pattern at every hit made one with `\w*` after its
+    /// literal, `сч[её]т\w*-фактур`, rescan a long word from each of its hits, quadratic
+    /// in the word's length.)
+    fn find(&self, text: &str, hits: &FirstHits) -> Option<Range<usize>> {
+        let from = *hits.tried().first()?;
+        // The whole text stays the haystack, so look-behind (`\b`, `^`) sees what is
+        // before `from`.
+        let input = Input::new(text).range(from..);
+        let mut dfa_cache = self.dfa_caches.get();
+        let end = match self.dfa.try_search_fwd(&mut dfa_cache, &input) {
             Ok(None) => return None,
-            Ok(Some(end)) if !self.relaxed => return Some(&text[at..end.offset()]),
-            // The relaxed form matched, or the DFA could not tell: the pattern decides.
-            _ => {}
+            // The DFA ran the pattern itself: the leftmost match ends there.
+            Ok(Some(end)) if !self.relaxed => end.offset(),
+            // Only the relaxed form matched, or the DFA gave up: the pattern itself may
+            // match anywhere from `from` on.
+            _ => text.len(),
+        };
+        let mut exact_cache = self.exact_caches.get();
+        // Where the one search over the rest starts when the tries do not decide: the
+        // first hit not tried, if any (with every hit tried, there is nothing left).
+        let mut rest = hits.next();
+        let mut tried_exact = false;
+        for &at in hits.tried() {
+            if at > end {
+                return None;
+            }
+            let here = input.clone().range(at..end).anchored(Anchored::Yes);
+            match self.dfa.try_search_fwd(&mut dfa_cache, &here) {
+                Ok(None) => continue,
+                Ok(Some(e)) if !self.relaxed => return Some(at..e.offset()),
+                _ if tried_exact => {
+                    rest = Some(at);
+                    break;
+                }
+                _ => tried_exact = true,
+            }
+            if let Some(m) = self.exact.find(&mut exact_cache, here) {
+                return Some(m.range());
+            }
         }
+        // No match starts at a hit before `at`, so none before it.
+        let at = rest.filter(|&at| at <= end)?;
         self.exact
-            .find(&mut self.exact_caches.get(), input.clone())
-            .map(|m| &text[m.range()])
+            .find(&mut exact_cache, input.range(at..end))
+            .map(|m| m.range())
+    }
+}
+
+/// How many of a pattern's hits are tried anchored before one search over the rest of the
+/// text decides. Ordinary mail rarely has more hits before a pattern's match; crafted
+/// mail can have thousands, and each try may run to the end of the text.
+const TRIES: usize = 8;
+
+/// The least [`TRIES`] + 1 starts of a pattern's literal hits, in order.
+#[derive(Debug, Clone, Copy)]
+struct FirstHits {
+    starts: [usize; TRIES + 1],
+    len: usize,
+}
+
+impl FirstHits {
+    fn new() -> FirstHits {
+        FirstHits {
+            starts: [usize::MAX; TRIES + 1],
+            len: 0,
+        }
+    }
+
+    /// Adds a hit. Hits come in the order they end, so a later one may start earlier.
+    fn add(&mut self, at: usize) {
+        if self.len == self.starts.len() && at >= self.starts[self.len - 1] {
+            return;
+        }
+        let i = self.starts[..self.len].partition_point(|&s| s < at);
+        if self.starts.get(i) == Some(&at) && i < self.len {
+            return;
+        }
+        self.len = (self.len + 1).min(self.starts.len());
+        self.starts.copy_within(i..self.len - 1, i + 1);
+        self.starts[i] = at;
+    }
+
+    /// The hits to try anchored.
+    fn tried(&self) -> &[usize] {
+        &self.starts[..self.len.min(TRIES)]
+    }
+
+    /// The first hit not tried, if there is one.
+    fn next(&self) -> Option<usize> {
+        (self.len > TRIES).then(|| self.starts[TRIES])
     }
 }
 
@@ -297,27 +395,25 @@ impl FieldMatcher {
             return;
         }
         if let Some(ac) = &self.prefilter {
-            // (pattern, start) of every literal hit; positions in the folded text are
-            // positions in the text. Tried per pattern from the left, so the first
-            // success is the leftmost match.
-            let mut starts: Vec<(usize, usize)> = Vec::new();
+            // The first hits of each pattern that has any. Positions in the folded text are
+            // positions in the text.
+            let mut slot = vec![u32::MAX; self.at_hit.len()];
+            let mut firsts: Vec<(usize, FirstHits)> = Vec::new();
             for lit in ac.find_overlapping_iter(folded.as_bytes()) {
                 for &i in &self.literal_patterns[lit.pattern().as_usize()] {
-                    starts.push((i, lit.start()));
+                    if slot[i] == u32::MAX {
+                        slot[i] = u32::try_from(firsts.len()).expect("fewer patterns than 2^32");
+                        firsts.push((i, FirstHits::new()));
+                    }
+                    firsts[slot[i] as usize].1.add(lit.start());
                 }
             }
-            starts.sort_unstable();
-            starts.dedup();
-            let mut last = usize::MAX;
-            for (i, at) in starts {
-                if i == last {
-                    continue;
-                }
-                if let Some(matched) = self.at_hit[i].at(text, at) {
-                    last = i;
+            for (i, first) in &firsts {
+                let p = &self.at_hit[*i];
+                if let Some(m) = p.find(text, first) {
                     hits.push(Hit {
-                        owner: self.at_hit[i].owner,
-                        matched: matched.to_string(),
+                        owner: p.owner,
+                        matched: text[m].to_string(),
                     });
                 }
             }
@@ -702,6 +798,21 @@ mod tests {
                 assert_eq!(got, by_regex(&patterns, &hay), "{subject:?} / {body:?}");
             }
         }
+    }
+
+    #[test]
+    fn first_hits_keeps_the_least_starts_in_order_once_each() {
+        let mut f = FirstHits::new();
+        // in the order an overlapping scan reports them: by end, not by start
+        for at in [40, 7, 7, 30, 3, 90, 12, 5, 60, 1, 50, 2, 8, 70, 4] {
+            f.add(at);
+        }
+        assert_eq!(f.tried(), &[1, 2, 3, 4, 5, 7, 8, 12][..TRIES]);
+        assert_eq!(f.next(), Some(30));
+        let mut f = FirstHits::new();
+        f.add(9);
+        f.add(9);
+        assert_eq!((f.tried(), f.next()), (&[9][..], None));
     }
 
     #[test]

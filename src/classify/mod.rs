@@ -344,12 +344,20 @@ mod flag_tests {
     }
 }
 
+/// The crafted mail the integration tests and the benches also use.
+#[cfg(test)]
+#[path = "../../tests/support/crafted.rs"]
+mod crafted;
+
 #[cfg(test)]
 mod prefilter_tests {
+    use super::crafted;
     use super::*;
     use crate::config::Pattern;
     use crate::parse::parse;
     use std::path::Path;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
 
     /// Each pattern of `entries` run on its own, without the prefilter: (name, field,
     /// matched) of each that matches, in order.
@@ -373,6 +381,25 @@ mod prefilter_tests {
         out
     }
 
+    /// What classify gives for `mail` against each rule, flag and incident pattern run
+    /// alone on the same texts.
+    fn assert_as_each_regex(rules: &Rules, mail: &Mail, what: &str) {
+        let c = classify(rules, mail);
+        let named = |f: Fired| (f.rule, f.field, f.matched);
+        let got: Vec<_> = c.fired.into_iter().map(named).collect();
+        let want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), mail);
+        assert_eq!(got, want, "rules, {what}");
+        // flags: the first pattern of each that matches
+        let got: Vec<_> = c.flags.into_iter().map(named).collect();
+        let mut want = naive(rules.flags.iter().map(|r| (&r.name, &r.patterns)), mail);
+        want.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(got, want, "flags, {what}");
+        let incidents = rules.incidents.iter().map(|i| (&i.id, &i.patterns));
+        let mut want: Vec<String> = naive(incidents, mail).into_iter().map(|w| w.0).collect();
+        want.dedup();
+        assert_eq!(c.incidents, want, "incidents, {what}");
+    }
+
     #[test]
     fn the_prefilter_never_changes_what_fires() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -393,24 +420,70 @@ mod prefilter_tests {
                 let Ok(mail) = parse(&std::fs::read(&p).unwrap()) else {
                     continue;
                 };
-                let c = classify(&rules, &mail);
-                let named = |f: Fired| (f.rule, f.field, f.matched);
-                let got: Vec<_> = c.fired.into_iter().map(named).collect();
-                let want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), &mail);
-                assert_eq!(got, want, "rules, {}", p.display());
-                // flags: the first pattern of each that matches
-                let got: Vec<_> = c.flags.into_iter().map(named).collect();
-                let mut want = naive(rules.flags.iter().map(|r| (&r.name, &r.patterns)), &mail);
-                want.dedup_by(|a, b| a.0 == b.0);
-                assert_eq!(got, want, "flags, {}", p.display());
-                let incidents = rules.incidents.iter().map(|i| (&i.id, &i.patterns));
-                let mut want: Vec<String> =
-                    naive(incidents, &mail).into_iter().map(|w| w.0).collect();
-                want.dedup();
-                assert_eq!(c.incidents, want, "incidents, {}", p.display());
+                assert_as_each_regex(&rules, &mail, &p.display().to_string());
                 seen += 1;
             }
         }
         assert!(seen > 30);
+    }
+
+    /// Runs `f` on a thread of its own and fails when it is not done within `limit`.
+    fn within<T: Send + 'static>(
+        limit: Duration,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("{what}: not classified within {limit:?}"))
+    }
+
+    /// Time allowed to classify one message in these tests. They run unoptimised, several
+    /// times slower than the daemon's build; a matcher quadratic in a field's length takes
+    /// minutes on the messages below.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_long_word_is_scanned_once_not_once_per_literal_hit() {
+        let rules = Arc::new(crate::config::testing::shipped());
+        let base = parse(b"From: c@example.com\r\nSubject: x\r\n\r\nx\r\n").unwrap();
+        // 128 KB of "счёт" as the subject and 64 KB as the body, put in place past the
+        // parser's caps: `сч[её]т\w*-фактур` runs to the end of the word from each of
+        // its 16 000 hits unless the matcher scans once. With "-фактура" after the word
+        // the pattern matches the whole of it.
+        let word = crafted::repeat_to(crafted::LONG_WORD_UNIT, 128 * 1024);
+        for (subject, text) in [
+            (word.clone(), word[..64 * 1024].to_string()),
+            (format!("{word}-фактура"), String::new()),
+            (
+                crafted::repeat_to(crafted::LITERAL_HITS_UNIT, 128 * 1024),
+                crafted::repeat_to(crafted::LITERAL_HITS_UNIT, 64 * 1024),
+            ),
+        ] {
+            let mail = Mail {
+                subject,
+                text,
+                ..base.clone()
+            };
+            let what = format!("subject of {} bytes", mail.subject.len());
+            let (r, m) = (Arc::clone(&rules), mail.clone());
+            within(LIMIT, &what, move || classify(&r, &m));
+            assert_as_each_regex(&rules, &mail, &what);
+        }
+    }
+
+    #[test]
+    fn crafted_mail_is_classified_in_bounded_time_and_as_each_regex_says() {
+        let rules = Arc::new(crate::config::testing::shipped());
+        for c in crafted::all() {
+            let r = Arc::clone(&rules);
+            let mail = within(LIMIT, c.name, move || {
+                let mail = parse(&c.raw).unwrap();
+                classify(&r, &mail);
+                mail
+            });
+            assert_as_each_regex(&rules, &mail, c.name);
+        }
     }
 }
