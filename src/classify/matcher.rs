@@ -17,6 +17,9 @@
 //! see [`AtHit::find`]. Patterns with no usable literal are checked the same way over
 //! the whole text. (A RegexSet cannot do this: with Unicode word boundaries and
 //! Cyrillic text it falls back to its slowest engine, whose cost grows with every rule.)
+//!
+//! The texts are bounded before they get here: parse cuts the body, the subject and
+//! each header value, and [`Haystack::header`] the values of one header together.
 
 use std::cell::OnceCell;
 use std::ops::Range;
@@ -30,7 +33,7 @@ use regex_automata::util::prefilter::Prefilter;
 use regex_automata::{hybrid, meta, Anchored, Input, MatchKind};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
-use crate::parse::Mail;
+use crate::parse::{truncate, Mail, MAX_TEXT};
 
 /// Which part of a message a pattern looks at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -464,15 +467,21 @@ impl<'m> Haystack<'m> {
         f(text, cell.get_or_init(|| fold(text)))
     }
 
-    /// All values of a header, one per line.
+    /// All values of a header, one per line, at most [`MAX_TEXT`] bytes in all: parse cuts
+    /// each value, but a message can repeat a header many thousands of times.
     pub fn header(&self, name: &str) -> String {
-        self.mail
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut out = String::new();
+        for (_, v) in self.mail.headers.iter().filter(|(n, _)| n == name) {
+            if out.len() >= MAX_TEXT {
+                break;
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(v);
+        }
+        truncate(&mut out, MAX_TEXT);
+        out
     }
 }
 
@@ -813,6 +822,23 @@ mod tests {
         f.add(9);
         f.add(9);
         assert_eq!((f.tried(), f.next()), (&[9][..], None));
+    }
+
+    #[test]
+    fn a_header_repeated_many_times_is_read_up_to_the_body_cap() {
+        let mut raw = String::from("From: c@example.test\r\nSubject: x\r\n");
+        for i in 0..20_000 {
+            raw.push_str(&format!("X-Tag: tag-{i}\r\n"));
+        }
+        raw.push_str("\r\nbody\r\n");
+        let mail = crate::parse::parse(raw.as_bytes()).unwrap();
+        let text = Haystack::new(&mail, "").header("x-tag");
+        assert!(text.starts_with("tag-0\ntag-1\n"), "{text:.20}");
+        assert!(
+            text.len() <= MAX_TEXT && text.len() > MAX_TEXT - 16,
+            "{}",
+            text.len()
+        );
     }
 
     #[test]
