@@ -342,20 +342,31 @@ pub fn without_quotes(text: &str) -> Cow<'_, str> {
 }
 
 fn is_separator(t: &str) -> bool {
+    // The dashes first: lower-casing every line, one of megabytes included, cost more than
+    // the rest of the parse.
+    if !(t.starts_with("---") || t.starts_with("___")) {
+        return false;
+    }
     let l = t.to_lowercase();
     let core = l.trim_matches(|c: char| c == '-' || c == '_' || c.is_whitespace());
-    (l.starts_with("---") || l.starts_with("___"))
-        && (core == "original message"
-            || core == "forwarded message"
-            || core == "исходное сообщение"
-            || core == "пересылаемое сообщение"
-            || core == "пересланное сообщение")
+    core == "original message"
+        || core == "forwarded message"
+        || core == "исходное сообщение"
+        || core == "пересылаемое сообщение"
+        || core == "пересланное сообщение"
 }
 
 /// "On Mon, 3 Mar 2024, Ivan wrote:" / "3 марта 2024 г., Иван пишет:" directly above a
 /// quote (the line may wrap once, so a quote on the next line is enough).
 fn is_attribution(t: &str, next: Option<&str>) -> bool {
-    let l = t.trim_end().to_lowercase();
+    // Only the end of the line is compared, so only the end is lower-cased (a line can be
+    // megabytes long).
+    let t = t.trim_end();
+    let mut tail = t.len().saturating_sub(32);
+    while !t.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let l = t[tail..].to_lowercase();
     let ends = l.ends_with("wrote:")
         || l.ends_with("пишет:")
         || l.ends_with("написал:")
@@ -395,6 +406,16 @@ mod tests {
         let t =
             "Новый вопрос про счёт.\n\n-------- Исходное сообщение --------\nсайт не работает\n";
         assert!(!without_quotes(t).contains("не работает"));
+        // only the end of a line is read for "wrote:", however long the line
+        let t = format!(
+            "Счёт.\n{} Иван написал:\n> сайт не работает\n",
+            "ДА".repeat(5000)
+        );
+        let w = without_quotes(&t);
+        assert!(
+            !w.contains("написал") && !w.contains("не работает"),
+            "{w:.40}"
+        );
     }
 
     #[test]
