@@ -354,10 +354,27 @@ mod prefilter_tests {
     use super::crafted;
     use super::*;
     use crate::config::Pattern;
-    use crate::parse::parse;
+    use crate::parse::{parse, Addr};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
     use std::path::Path;
     use std::sync::{mpsc, Arc};
     use std::time::Duration;
+
+    /// `source` compiled by the regex crate, once per test thread: the property test
+    /// runs every pattern on hundreds of texts.
+    fn regex_of(source: &str) -> regex::Regex {
+        thread_local! {
+            static COMPILED: RefCell<HashMap<String, regex::Regex>> = RefCell::default();
+        }
+        COMPILED.with_borrow_mut(|c| {
+            c.entry(source.to_string())
+                .or_insert_with(|| regex::Regex::new(source).unwrap())
+                .clone()
+        })
+    }
 
     /// Each pattern of `entries` run on its own, without the prefilter: (name, field,
     /// matched) of each that matches, in order.
@@ -371,8 +388,7 @@ mod prefilter_tests {
         for (name, patterns) in entries {
             for p in patterns {
                 hay.with(&p.field, |text, _| {
-                    let re = regex::Regex::new(&p.source).unwrap();
-                    if let Some(m) = re.find(text) {
+                    if let Some(m) = regex_of(&p.source).find(text) {
                         out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
                     }
                 });
@@ -485,5 +501,119 @@ mod prefilter_tests {
             });
             assert_as_each_regex(&rules, &mail, c.name);
         }
+    }
+
+    /// The shipped rules.toml with its example incident declared and a header rule, so
+    /// that every kind of list and field is there.
+    fn shipped_and_more() -> Rules {
+        let shipped = crate::cli::demo::RULES;
+        let start = shipped
+            .find("# [[incidents]]")
+            .expect("the shipped example incident");
+        let incident: String = shipped[start..]
+            .lines()
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = format!(
+            "{shipped}\n{incident}\n[[rules]]\nname = \"urgent-header\"\ncategory = \"technical\"\n\
+             headers = {{ \"X-Priority\" = '^1|(?i)\\burgent\\b|сч[её]т\\w*-фактур' }}\n"
+        );
+        let rules = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        assert!(!rules.incidents.is_empty());
+        rules
+    }
+
+    /// What texts are made of: the literals the patterns start and end with (the extractor's,
+    /// case variants and all), and letters that fold in odd ways.
+    fn vocabulary(rules: &Rules) -> Vec<String> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        let mut words: Vec<String> = [
+            "счёт",
+            "-фактура",
+            "Ё",
+            "ё",
+            "\u{212A}",
+            "ſ",
+            "\u{1C82}",
+            "İ",
+            "ß",
+            "_",
+            "500",
+            ", ",
+            "! ",
+            ". ",
+            "<",
+            ">",
+            "@",
+            "> ",
+            "\n",
+            "\r\n",
+            " ",
+            "  ",
+            "\t",
+        ]
+        .map(String::from)
+        .to_vec();
+        let lists = rules.rules.iter().chain(&rules.flags);
+        let patterns = lists
+            .flat_map(|r| &r.patterns)
+            .chain(rules.incidents.iter().flat_map(|i| &i.patterns));
+        for p in patterns {
+            let hir = regex_syntax::parse(&p.source).unwrap();
+            for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+                let seq = Extractor::new().kind(kind).extract(&hir);
+                for l in seq.literals().into_iter().flatten() {
+                    if let Ok(w) = std::str::from_utf8(l.as_bytes()) {
+                        words.push(w.to_string());
+                    }
+                }
+            }
+        }
+        words.retain(|w| !w.is_empty());
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    /// Texts of vocabulary words, each as it is, in capitals or repeated into a long
+    /// word, with words of mixed scripts between them.
+    fn texts(words: Vec<String>) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => select(words.clone()),
+            1 => select(words.clone()).prop_map(|w| w.to_uppercase()),
+            1 => (select(words), 2..400usize).prop_map(|(w, n)| w.repeat(n)),
+            1 => "[a-zA-Zа-яА-ЯёЁ0-9]{1,12}",
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// The matcher gives exactly what each regex alone gives, on texts made of what
+        /// its literals, its anchors and its word boundaries are about.
+        #[test]
+        fn the_matcher_gives_what_each_regex_alone_gives(
+            (subject, text, name, header) in {
+                let words = vocabulary(&SHIPPED_AND_MORE.with(Clone::clone));
+                (texts(words.clone()), texts(words.clone()), texts(words.clone()), texts(words))
+            }
+        ) {
+            let rules = SHIPPED_AND_MORE.with(Clone::clone);
+            let base = parse(b"From: c@example.com\r\nSubject: x\r\n\r\nx\r\n").unwrap();
+            let mail = Mail {
+                subject,
+                text,
+                from: Some(Addr { name: Some(name), address: "zabbix@mon.test".into() }),
+                headers: vec![("x-priority".into(), header)],
+                ..base
+            };
+            assert_as_each_regex(&rules, &mail, "generated");
+        }
+    }
+
+    thread_local! {
+        static SHIPPED_AND_MORE: std::rc::Rc<Rules> = std::rc::Rc::new(shipped_and_more());
     }
 }
