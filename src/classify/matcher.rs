@@ -29,8 +29,7 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 
 use regex_automata::nfa::thompson::{self, pikevm, pikevm::PikeVM, WhichCaptures, NFA};
 use regex_automata::util::pool::Pool;
-use regex_automata::util::prefilter::Prefilter;
-use regex_automata::{hybrid, meta, Anchored, Input, MatchKind};
+use regex_automata::{hybrid, meta, Anchored, Input};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
 use crate::parse::{truncate, Mail, MAX_TEXT};
@@ -86,6 +85,10 @@ struct FieldMatcher {
     literal_patterns: Vec<Vec<usize>>,
     /// Patterns with no usable literal, searched over the whole text.
     whole: Vec<Whole>,
+    /// For each `at_hit` pattern, where its hits are in a search's list of patterns with
+    /// hits, when it is there (a sparse set: checked against the list, so it is never
+    /// cleared, and a search costs nothing for the patterns without hits).
+    slots: Caches<Vec<u32>>,
 }
 
 /// A pattern with no usable literal.
@@ -151,18 +154,10 @@ impl AtHit {
         } else {
             exact_nfa.clone()
         };
-        // The pattern's own prefixes, as written (case variants and all), for the scan
-        // from the first hit: where no match is under way, both engines skip to the
-        // next place one could start instead of stepping through every byte.
-        let pre = Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, hir);
         let dfa = hybrid::dfa::DFA::builder()
-            .configure(hybrid::dfa::DFA::config().prefilter(pre.clone()))
             .build_from_nfa(dfa_nfa)
             .map_err(|e| e.to_string())?;
-        let exact = PikeVM::builder()
-            .configure(PikeVM::config().prefilter(pre))
-            .build_from_nfa(exact_nfa)
-            .map_err(|e| e.to_string())?;
+        let exact = PikeVM::new_from_nfa(exact_nfa).map_err(|e| e.to_string())?;
         let (d, e) = (dfa.clone(), exact.clone());
         Ok(AtHit {
             owner,
@@ -177,57 +172,53 @@ impl AtHit {
     /// The leftmost match in `text`, given its pattern's first literal hits in order:
     /// every match starts at a hit, so none starts before the first one.
     ///
-    /// One forward DFA scan from the first hit says whether the pattern (or its relaxed
-    /// form, which matches wherever it does) matches at all, and where. A match most
-    /// often starts at one of the first hits, which anchored DFA runs confirm; where the
-    /// DFA ran the relaxed form, the pattern itself is tried anchored at the first hit
-    /// the relaxed form matches at. Otherwise, and past [`TRIES`] hits, one search over
-    /// the rest decides. So the pattern itself runs at most twice and the DFA at most
-    /// [`TRIES`] + 1 times, each run linear: the whole is linear in the text, however many
-    /// hits it has. (Trying the pattern at every hit made one with `\w*` after its
-    /// literal, `сч[её]т\w*-фактур`, rescan a long word from each of its hits, quadratic
-    /// in the word's length.)
+    /// A match most often starts at one of the first hits, or there is none: the first
+    /// [`TRIES`] hits are tried anchored, by the DFA and, where it ran the relaxed form
+    /// and that matched, by the pattern itself, at most [`EXACT_TRIES`] times. Past them,
+    /// one search over the rest of the text decides: a DFA scan (no match: done), then
+    /// the pattern itself. So each engine runs a bounded number of times per field, and
+    /// each run is linear: the whole is linear in the text, however many hits it has.
+    /// (Trying the pattern at every hit made one with `\w*` after its literal,
+    /// `сч[её]т\w*-фактур`, rescan a long word from each of its hits, quadratic in the
+    /// word's length.) The whole text stays the haystack of every run, so look-behind
+    /// (`\b`, `^`) sees what is before where it starts.
     fn find(&self, text: &str, hits: &FirstHits) -> Option<Range<usize>> {
-        let from = *hits.tried().first()?;
-        // The whole text stays the haystack, so look-behind (`\b`, `^`) sees what is
-        // before `from`.
-        let input = Input::new(text).range(from..);
+        let input = Input::new(text);
         let mut dfa_cache = self.dfa_caches.get();
-        let end = match self.dfa.try_search_fwd(&mut dfa_cache, &input) {
-            Ok(None) => return None,
-            // The DFA ran the pattern itself: the leftmost match ends there.
-            Ok(Some(end)) if !self.relaxed => end.offset(),
-            // Only the relaxed form matched, or the DFA gave up: the pattern itself may
-            // match anywhere from `from` on.
-            _ => text.len(),
-        };
         let mut exact_cache = self.exact_caches.get();
-        // Where the one search over the rest starts when the tries do not decide: the
-        // first hit not tried, if any (with every hit tried, there is nothing left).
+        // Where the search over the rest starts when the tries do not decide: the first
+        // hit not tried, if any (with every hit tried, there is nothing left).
         let mut rest = hits.next();
-        let mut tried_exact = false;
+        let mut exact_tries = 0;
         for &at in hits.tried() {
-            if at > end {
-                return None;
-            }
-            let here = input.clone().range(at..end).anchored(Anchored::Yes);
+            let here = input.clone().range(at..).anchored(Anchored::Yes);
             match self.dfa.try_search_fwd(&mut dfa_cache, &here) {
                 Ok(None) => continue,
-                Ok(Some(e)) if !self.relaxed => return Some(at..e.offset()),
-                _ if tried_exact => {
+                Ok(Some(end)) if !self.relaxed => return Some(at..end.offset()),
+                // The relaxed form matched here, or the DFA gave up: the pattern decides.
+                _ if exact_tries == EXACT_TRIES => {
                     rest = Some(at);
                     break;
                 }
-                _ => tried_exact = true,
+                _ => exact_tries += 1,
             }
             if let Some(m) = self.exact.find(&mut exact_cache, here) {
                 return Some(m.range());
             }
         }
-        // No match starts at a hit before `at`, so none before it.
-        let at = rest.filter(|&at| at <= end)?;
+        // No match starts at a hit before `from`, so none before it.
+        let from = rest?;
+        let input = input.range(from..);
+        let end = match self.dfa.try_search_fwd(&mut dfa_cache, &input) {
+            Ok(None) => return None,
+            // The DFA ran the pattern itself: the leftmost match ends there, and starts
+            // at a hit in between.
+            Ok(Some(end)) if !self.relaxed => end.offset(),
+            // The pattern itself may match anywhere from `from` on.
+            _ => text.len(),
+        };
         self.exact
-            .find(&mut exact_cache, input.range(at..end))
+            .find(&mut exact_cache, input.range(from..end))
             .map(|m| m.range())
     }
 }
@@ -236,6 +227,10 @@ impl AtHit {
 /// text decides. Ordinary mail rarely has more hits before a pattern's match; crafted
 /// mail can have thousands, and each try may run to the end of the text.
 const TRIES: usize = 8;
+
+/// How many of those tries may run the pattern itself, after its relaxed form matched:
+/// its engine is the slow one, and a try can run to the end of a long word.
+const EXACT_TRIES: usize = 2;
 
 /// The least [`TRIES`] + 1 starts of a pattern's literal hits, in order.
 #[derive(Debug, Clone, Copy)]
@@ -370,12 +365,14 @@ impl Matchers {
                         .map_err(|e| format!("the {field} patterns together are too large: {e}"))?,
                 )
             };
+            let patterns = at_hit.len();
             by_field.push(FieldMatcher {
                 field,
                 at_hit,
                 prefilter,
                 literal_patterns,
                 whole,
+                slots: Pool::new(Box::new(move || vec![0; patterns])),
             });
         }
         Ok(Matchers { by_field })
@@ -400,15 +397,19 @@ impl FieldMatcher {
         if let Some(ac) = &self.prefilter {
             // The first hits of each pattern that has any. Positions in the folded text are
             // positions in the text.
-            let mut slot = vec![u32::MAX; self.at_hit.len()];
+            let mut slots = self.slots.get();
             let mut firsts: Vec<(usize, FirstHits)> = Vec::new();
             for lit in ac.find_overlapping_iter(folded.as_bytes()) {
                 for &i in &self.literal_patterns[lit.pattern().as_usize()] {
-                    if slot[i] == u32::MAX {
-                        slot[i] = u32::try_from(firsts.len()).expect("fewer patterns than 2^32");
-                        firsts.push((i, FirstHits::new()));
+                    let slot = slots[i] as usize;
+                    if let Some((_, first)) = firsts.get_mut(slot).filter(|(p, _)| *p == i) {
+                        first.add(lit.start());
+                    } else {
+                        slots[i] = u32::try_from(firsts.len()).expect("fewer patterns than 2^32");
+                        let mut first = FirstHits::new();
+                        first.add(lit.start());
+                        firsts.push((i, first));
                     }
-                    firsts[slot[i] as usize].1.add(lit.start());
                 }
             }
             for (i, first) in &firsts {
