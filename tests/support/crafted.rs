@@ -100,7 +100,12 @@ pub fn all() -> Vec<Crafted> {
         },
         Crafted {
             name: "many-literal-hits.eml",
-            raw: message("literal-hits", customer, &hits[..64 * 1024], &hits),
+            raw: message(
+                "literal-hits",
+                customer,
+                &repeat_to(LITERAL_HITS_UNIT, 64 * 1024),
+                &hits,
+            ),
         },
         Crafted {
             // One line of 5 MB after a request the rules know.
