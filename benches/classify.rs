@@ -6,10 +6,16 @@
 //! rules shaped like real ones (a subject and a body pattern, case-insensitive alternations
 //! with word boundaries, in both languages), built as rules.toml text and loaded through
 //! `Rules::parse`, so they are compiled exactly as an admin's file would be.
+//!
+//! The worst cases: the crafted mail of `tests/support/crafted.rs` (a 128 KB one-word
+//! subject, raw and as encoded words; dense literal hits; a 5 MB line; a 1 MB header),
+//! each through classify and through `explain`; and classify per KB of text, from 1 KB
+//! to 1 MB in both subject and body, put in place past the parser's caps, which must
+//! stay flat: the matcher is linear in its input.
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mailtriage::classify::classify;
@@ -18,6 +24,9 @@ use mailtriage::config::Rules;
 use mailtriage::config::TemplateContext;
 use mailtriage::parse::parse;
 use mailtriage::pipeline;
+
+#[path = "../tests/support/crafted.rs"]
+mod crafted;
 
 const SHIPPED: &str = include_str!("../rules.toml");
 
@@ -116,10 +125,60 @@ fn bench_explain_and_compose(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_worst_case(c: &mut Criterion) {
+    let rules = rules_with(0);
+    let mailbox = rules.mailboxes.get("billing").expect("shipped mailbox");
+    let now = SystemTime::now();
+    let mut g = c.benchmark_group("worst case");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for m in crafted::all() {
+        let mail = parse(&m.raw).expect("crafted mail parses");
+        g.bench_function(format!("classify {}", m.name), |b| {
+            b.iter(|| black_box(classify(&rules, black_box(&mail))))
+        });
+        g.bench_function(format!("explain {}", m.name), |b| {
+            b.iter(|| {
+                black_box(pipeline::explain(
+                    &rules,
+                    None,
+                    mailbox,
+                    black_box(&m.raw),
+                    now,
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_per_kb(c: &mut Criterion) {
+    let rules = rules_with(0);
+    let base = parse(FIXTURES[0]).expect("fixture parses");
+    let mut g = c.benchmark_group("classify per KB");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for kb in [1, 4, 16, 64, 256, 1024] {
+        // Set on the parsed mail, so that the parser's caps do not cut them.
+        let mail = mailtriage::parse::Mail {
+            subject: crafted::repeat_to(crafted::LONG_WORD_UNIT, kb * 1024),
+            text: crafted::repeat_to(crafted::LITERAL_HITS_UNIT, kb * 1024),
+            ..base.clone()
+        };
+        g.throughput(Throughput::Bytes(
+            (mail.subject.len() + mail.text.len()) as u64,
+        ));
+        g.bench_function(format!("{kb} KB subject + {kb} KB body"), |b| {
+            b.iter(|| black_box(classify(&rules, black_box(&mail))))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_classify,
-    bench_explain_and_compose
+    bench_explain_and_compose,
+    bench_worst_case,
+    bench_per_kb
 );
 criterion_main!(benches);

@@ -2,6 +2,9 @@
 //! project's own broken fixtures go through `mailtriage triage`; each message comes out
 //! triaged or quarantined, never as a panic.
 //!
+//! The crafted mail of `support::crafted` (megabytes each, built by the test) goes
+//! with the broken fixtures.
+//!
 //! The corpora are found on the machine: mail-parser's `resources/eml` in the cargo
 //! registry (the crate is a dependency, so its source is there after any build) and
 //! CPython's `test/test_email/data`. A missing corpus fails the test with a message.
@@ -160,6 +163,13 @@ fn broken_fixtures_are_triaged_or_quarantined_never_dropped() {
         .collect();
     files.sort();
     assert!(files.len() >= 10);
+    // The crafted mail too big to keep in git (tests/broken/README.md), built here.
+    let crafted = tempfile::tempdir().unwrap();
+    for c in support::crafted::all() {
+        let file = crafted.path().join(c.name);
+        std::fs::write(&file, &c.raw).unwrap();
+        files.push(file);
+    }
     let (t, q) = triage_all(&files);
     // An empty file and a body with no header cannot be read as mail (random bytes
     // can: mail-parser reads any line with a colon as a header).

@@ -7,16 +7,22 @@
 //! Aho-Corasick automaton, so a message is scanned once per field whatever the number of
 //! rules. Text and literals are compared case-folded ([`fold`]), so `(?i)` patterns give
 //! one literal instead of one per case variant (the variants of a long word run into
-//! the extractor's limits, which then cuts them to short, common prefixes). Each
-//! literal hit is checked anchored, first by the pattern with its Unicode word
-//! boundaries left out (a lazy DFA can run that one; with Cyrillic text the real one
-//! falls back to the slow engines), then by the real pattern, compiled without DFAs
-//! (each DFA keeps a cache of its own, and this one only runs where a match is likely).
-//! Patterns with no usable literal are checked the same way over the whole text. (A RegexSet cannot do this:
-//! with Unicode word boundaries and Cyrillic text it falls back to its slowest engine,
-//! whose cost grows with every rule.)
+//! the extractor's limits, which then cuts them to short, common prefixes). A pattern
+//! with hits then runs from its first hit, where its leftmost match starts at the
+//! earliest: first as a lazy DFA of the pattern with its Unicode word boundaries left
+//! out (with Cyrillic text the real one falls back to the slow engines), then, where
+//! that one matched, as the real pattern, compiled without DFAs (each DFA keeps a cache
+//! of its own, and this one only runs where a match is likely). Each runs a bounded
+//! number of times per field, never once per hit, so the cost is linear in the text:
+//! see [`AtHit::find`]. Patterns with no usable literal are checked the same way over
+//! the whole text. (A RegexSet cannot do this: with Unicode word boundaries and
+//! Cyrillic text it falls back to its slowest engine, whose cost grows with every rule.)
+//!
+//! The texts are bounded before they get here: parse cuts the body, the subject and
+//! each header value, and [`Haystack::header`] the values of one header together.
 
 use std::cell::OnceCell;
+use std::ops::Range;
 
 use aho_corasick::AhoCorasick;
 use std::panic::{RefUnwindSafe, UnwindSafe};
@@ -26,7 +32,7 @@ use regex_automata::util::pool::Pool;
 use regex_automata::{hybrid, meta, Anchored, Input};
 use regex_syntax::hir::{self, Class, Hir, HirKind, Look};
 
-use crate::parse::Mail;
+use crate::parse::{truncate, Mail, MAX_TEXT};
 
 /// Which part of a message a pattern looks at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -71,7 +77,7 @@ pub struct Matchers {
 #[derive(Debug)]
 struct FieldMatcher {
     field: Field,
-    /// Patterns with literals, run anchored at each literal hit.
+    /// Patterns with literals, run from their first literal hits.
     at_hit: Vec<AtHit>,
     /// Folded literals of the `at_hit` patterns; `None` when there are none.
     prefilter: Option<AhoCorasick>,
@@ -79,6 +85,10 @@ struct FieldMatcher {
     literal_patterns: Vec<Vec<usize>>,
     /// Patterns with no usable literal, searched over the whole text.
     whole: Vec<Whole>,
+    /// For each `at_hit` pattern, where its hits are in a search's list of patterns with
+    /// hits, when it is there (a sparse set: checked against the list, so it is never
+    /// cleared, and a search costs nothing for the patterns without hits).
+    slots: Caches<Vec<u32>>,
 }
 
 /// A pattern with no usable literal.
@@ -92,7 +102,7 @@ struct Whole {
 
 impl Whole {
     /// The leftmost match in `text`.
-    fn find(&self, text: &str) -> Option<std::ops::Range<usize>> {
+    fn find(&self, text: &str) -> Option<Range<usize>> {
         let input = Input::new(text);
         match &self.exact {
             None => self.fast.find(input).map(|m| m.range()),
@@ -159,20 +169,106 @@ impl AtHit {
         })
     }
 
-    /// The match that starts exactly at `at`, if any.
-    fn at<'t>(&self, text: &'t str, at: usize) -> Option<&'t str> {
-        // The whole text stays the haystack, so look-behind (`\b`) sees what is before `at`.
-        let input = &Input::new(text).range(at..).anchored(Anchored::Yes);
-        let found = self.dfa.try_search_fwd(&mut self.dfa_caches.get(), input);
-        match found {
-            Ok(None) => return None,
-            Ok(Some(end)) if !self.relaxed => return Some(&text[at..end.offset()]),
-            // The relaxed form matched, or the DFA could not tell: the pattern decides.
-            _ => {}
+    /// The leftmost match in `text`, given its pattern's first literal hits in order:
+    /// every match starts at a hit, so none starts before the first one.
+    ///
+    /// A match most often starts at one of the first hits, or there is none: the first
+    /// [`TRIES`] hits are tried anchored, by the DFA and, where it ran the relaxed form
+    /// and that matched, by the pattern itself, at most [`EXACT_TRIES`] times. Past them,
+    /// one search over the rest of the text decides: a DFA scan (no match: done), then
+    /// the pattern itself. So each engine runs a bounded number of times per field, and
+    /// each run is linear: the whole is linear in the text, however many hits it has.
+    /// (Trying the pattern at every hit made one with `\w*` after its literal,
+    /// `сч[её]т\w*-фактур`, rescan a long word from each of its hits, quadratic in the
+    /// word's length.) The whole text stays the haystack of every run, so look-behind
+    /// (`\b`, `^`) sees what is before where it starts.
+    fn find(&self, text: &str, hits: &FirstHits) -> Option<Range<usize>> {
+        let input = Input::new(text);
+        let mut dfa_cache = self.dfa_caches.get();
+        let mut exact_cache = self.exact_caches.get();
+        // Where the search over the rest starts when the tries do not decide: the first
+        // hit not tried, if any (with every hit tried, there is nothing left).
+        let mut rest = hits.next();
+        let mut exact_tries = 0;
+        for &at in hits.tried() {
+            let here = input.clone().range(at..).anchored(Anchored::Yes);
+            match self.dfa.try_search_fwd(&mut dfa_cache, &here) {
+                Ok(None) => continue,
+                Ok(Some(end)) if !self.relaxed => return Some(at..end.offset()),
+                // The relaxed form matched here, or the DFA gave up: the pattern decides.
+                _ if exact_tries == EXACT_TRIES => {
+                    rest = Some(at);
+                    break;
+                }
+                _ => exact_tries += 1,
+            }
+            if let Some(m) = self.exact.find(&mut exact_cache, here) {
+                return Some(m.range());
+            }
         }
+        // No match starts at a hit before `from`, so none before it.
+        let from = rest?;
+        let input = input.range(from..);
+        let end = match self.dfa.try_search_fwd(&mut dfa_cache, &input) {
+            Ok(None) => return None,
+            // The DFA ran the pattern itself: the leftmost match ends there, and starts
+            // at a hit in between.
+            Ok(Some(end)) if !self.relaxed => end.offset(),
+            // The pattern itself may match anywhere from `from` on.
+            _ => text.len(),
+        };
         self.exact
-            .find(&mut self.exact_caches.get(), input.clone())
-            .map(|m| &text[m.range()])
+            .find(&mut exact_cache, input.range(from..end))
+            .map(|m| m.range())
+    }
+}
+
+/// How many of a pattern's hits are tried anchored before one search over the rest of the
+/// text decides. Ordinary mail rarely has more hits before a pattern's match; crafted
+/// mail can have thousands, and each try may run to the end of the text.
+const TRIES: usize = 8;
+
+/// How many of those tries may run the pattern itself, after its relaxed form matched:
+/// its engine is the slow one, and a try can run to the end of a long word.
+const EXACT_TRIES: usize = 2;
+
+/// The least [`TRIES`] + 1 starts of a pattern's literal hits, in order.
+#[derive(Debug, Clone, Copy)]
+struct FirstHits {
+    starts: [usize; TRIES + 1],
+    len: usize,
+}
+
+impl FirstHits {
+    fn new() -> FirstHits {
+        FirstHits {
+            starts: [usize::MAX; TRIES + 1],
+            len: 0,
+        }
+    }
+
+    /// Adds a hit. Hits come in the order they end, so a later one may start earlier.
+    fn add(&mut self, at: usize) {
+        if self.len == self.starts.len() && at >= self.starts[self.len - 1] {
+            return;
+        }
+        let i = self.starts[..self.len].partition_point(|&s| s < at);
+        if self.starts.get(i) == Some(&at) && i < self.len {
+            return;
+        }
+        self.len = (self.len + 1).min(self.starts.len());
+        self.starts.copy_within(i..self.len - 1, i + 1);
+        self.starts[i] = at;
+    }
+
+    /// The hits to try anchored.
+    fn tried(&self) -> &[usize] {
+        &self.starts[..self.len.min(TRIES)]
+    }
+
+    /// The first hit not tried, if there is one.
+    fn next(&self) -> Option<usize> {
+        (self.len > TRIES).then(|| self.starts[TRIES])
     }
 }
 
@@ -269,12 +365,14 @@ impl Matchers {
                         .map_err(|e| format!("the {field} patterns together are too large: {e}"))?,
                 )
             };
+            let patterns = at_hit.len();
             by_field.push(FieldMatcher {
                 field,
                 at_hit,
                 prefilter,
                 literal_patterns,
                 whole,
+                slots: Pool::new(Box::new(move || vec![0; patterns])),
             });
         }
         Ok(Matchers { by_field })
@@ -297,27 +395,29 @@ impl FieldMatcher {
             return;
         }
         if let Some(ac) = &self.prefilter {
-            // (pattern, start) of every literal hit; positions in the folded text are
-            // positions in the text. Tried per pattern from the left, so the first
-            // success is the leftmost match.
-            let mut starts: Vec<(usize, usize)> = Vec::new();
+            // The first hits of each pattern that has any. Positions in the folded text are
+            // positions in the text.
+            let mut slots = self.slots.get();
+            let mut firsts: Vec<(usize, FirstHits)> = Vec::new();
             for lit in ac.find_overlapping_iter(folded.as_bytes()) {
                 for &i in &self.literal_patterns[lit.pattern().as_usize()] {
-                    starts.push((i, lit.start()));
+                    let slot = slots[i] as usize;
+                    if let Some((_, first)) = firsts.get_mut(slot).filter(|(p, _)| *p == i) {
+                        first.add(lit.start());
+                    } else {
+                        slots[i] = u32::try_from(firsts.len()).expect("fewer patterns than 2^32");
+                        let mut first = FirstHits::new();
+                        first.add(lit.start());
+                        firsts.push((i, first));
+                    }
                 }
             }
-            starts.sort_unstable();
-            starts.dedup();
-            let mut last = usize::MAX;
-            for (i, at) in starts {
-                if i == last {
-                    continue;
-                }
-                if let Some(matched) = self.at_hit[i].at(text, at) {
-                    last = i;
+            for (i, first) in &firsts {
+                let p = &self.at_hit[*i];
+                if let Some(m) = p.find(text, first) {
                     hits.push(Hit {
-                        owner: self.at_hit[i].owner,
-                        matched: matched.to_string(),
+                        owner: p.owner,
+                        matched: text[m].to_string(),
                     });
                 }
             }
@@ -368,15 +468,21 @@ impl<'m> Haystack<'m> {
         f(text, cell.get_or_init(|| fold(text)))
     }
 
-    /// All values of a header, one per line.
+    /// All values of a header, one per line, at most [`MAX_TEXT`] bytes in all: parse cuts
+    /// each value, but a message can repeat a header many thousands of times.
     pub fn header(&self, name: &str) -> String {
-        self.mail
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut out = String::new();
+        for (_, v) in self.mail.headers.iter().filter(|(n, _)| n == name) {
+            if out.len() >= MAX_TEXT {
+                break;
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(v);
+        }
+        truncate(&mut out, MAX_TEXT);
+        out
     }
 }
 
@@ -702,6 +808,38 @@ mod tests {
                 assert_eq!(got, by_regex(&patterns, &hay), "{subject:?} / {body:?}");
             }
         }
+    }
+
+    #[test]
+    fn first_hits_keeps_the_least_starts_in_order_once_each() {
+        let mut f = FirstHits::new();
+        // in the order an overlapping scan reports them: by end, not by start
+        for at in [40, 7, 7, 30, 3, 90, 12, 5, 60, 1, 50, 2, 8, 70, 4] {
+            f.add(at);
+        }
+        assert_eq!(f.tried(), &[1, 2, 3, 4, 5, 7, 8, 12][..TRIES]);
+        assert_eq!(f.next(), Some(30));
+        let mut f = FirstHits::new();
+        f.add(9);
+        f.add(9);
+        assert_eq!((f.tried(), f.next()), (&[9][..], None));
+    }
+
+    #[test]
+    fn a_header_repeated_many_times_is_read_up_to_the_body_cap() {
+        let mut raw = String::from("From: c@example.test\r\nSubject: x\r\n");
+        for i in 0..20_000 {
+            raw.push_str(&format!("X-Tag: tag-{i}\r\n"));
+        }
+        raw.push_str("\r\nbody\r\n");
+        let mail = crate::parse::parse(raw.as_bytes()).unwrap();
+        let text = Haystack::new(&mail, "").header("x-tag");
+        assert!(text.starts_with("tag-0\ntag-1\n"), "{text:.20}");
+        assert!(
+            text.len() <= MAX_TEXT && text.len() > MAX_TEXT - 16,
+            "{}",
+            text.len()
+        );
     }
 
     #[test]

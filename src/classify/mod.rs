@@ -378,22 +378,33 @@ mod flag_tests {
     }
 }
 
+/// The crafted mail the integration tests and the benches also use.
+#[cfg(test)]
+#[path = "../../tests/support/crafted.rs"]
+mod crafted;
+
 #[cfg(test)]
 mod prefilter_tests {
+    use super::crafted;
     use super::*;
     use crate::config::Pattern;
-    use crate::parse::parse;
+    use crate::parse::{parse, Addr};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
     use std::path::Path;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
 
-    /// A pattern as `regex::Regex`, compiled once for all the messages.
-    fn compiled(source: &str) -> regex::Regex {
+    /// `source` compiled by the regex crate, once per test thread: the property test
+    /// runs every pattern on hundreds of texts.
+    fn regex_of(source: &str) -> regex::Regex {
         thread_local! {
-            static CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
-                Default::default();
+            static COMPILED: RefCell<HashMap<String, regex::Regex>> = RefCell::default();
         }
-        CACHE.with(|c| {
-            c.borrow_mut()
-                .entry(source.to_string())
+        COMPILED.with_borrow_mut(|c| {
+            c.entry(source.to_string())
                 .or_insert_with(|| regex::Regex::new(source).unwrap())
                 .clone()
         })
@@ -411,13 +422,43 @@ mod prefilter_tests {
         for (name, patterns) in entries {
             for p in patterns {
                 hay.with(&p.field, |text, _| {
-                    if let Some(m) = compiled(&p.source).find(text) {
+                    if let Some(m) = regex_of(&p.source).find(text) {
                         out.push((name.clone(), p.field.to_string(), cut(m.as_str())));
                     }
                 });
             }
         }
         out
+    }
+
+    /// What classify gives for `mail` against each rule, flag and incident pattern run
+    /// alone on the same texts.
+    fn assert_as_each_regex(rules: &Rules, mail: &Mail, what: &str) {
+        let c = classify(rules, mail);
+        let named = |f: Fired| (f.rule, f.field, f.matched);
+        let got: Vec<_> = c.fired.into_iter().map(named).collect();
+        let mut want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), mail);
+        // A rule with match = "all" fires when each of its patterns matches.
+        let fired = |name: &String, want: &[(String, String, String)]| {
+            want.iter().filter(|w| &w.0 == name).count()
+        };
+        let whole: Vec<_> = rules
+            .rules
+            .iter()
+            .filter(|r| !r.all || fired(&r.name, &want) == r.patterns.len())
+            .map(|r| r.name.clone())
+            .collect();
+        want.retain(|w| whole.contains(&w.0));
+        assert_eq!(got, want, "rules, {what}");
+        // flags: the first pattern of each that matches
+        let got: Vec<_> = c.flags.into_iter().map(named).collect();
+        let mut want = naive(rules.flags.iter().map(|r| (&r.name, &r.patterns)), mail);
+        want.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(got, want, "flags, {what}");
+        let incidents = rules.incidents.iter().map(|i| (&i.id, &i.patterns));
+        let mut want: Vec<String> = naive(incidents, mail).into_iter().map(|w| w.0).collect();
+        want.dedup();
+        assert_eq!(c.incidents, want, "incidents, {what}");
     }
 
     #[test]
@@ -440,35 +481,184 @@ mod prefilter_tests {
                 let Ok(mail) = parse(&std::fs::read(&p).unwrap()) else {
                     continue;
                 };
-                let c = classify(&rules, &mail);
-                let named = |f: Fired| (f.rule, f.field, f.matched);
-                let got: Vec<_> = c.fired.into_iter().map(named).collect();
-                let mut want = naive(rules.rules.iter().map(|r| (&r.name, &r.patterns)), &mail);
-                // A rule with match = "all" fires when each of its patterns matches.
-                let fired = |name: &String, want: &[(String, String, String)]| {
-                    want.iter().filter(|w| &w.0 == name).count()
-                };
-                let whole: Vec<_> = rules
-                    .rules
-                    .iter()
-                    .filter(|r| !r.all || fired(&r.name, &want) == r.patterns.len())
-                    .map(|r| r.name.clone())
-                    .collect();
-                want.retain(|w| whole.contains(&w.0));
-                assert_eq!(got, want, "rules, {}", p.display());
-                // flags: the first pattern of each that matches
-                let got: Vec<_> = c.flags.into_iter().map(named).collect();
-                let mut want = naive(rules.flags.iter().map(|r| (&r.name, &r.patterns)), &mail);
-                want.dedup_by(|a, b| a.0 == b.0);
-                assert_eq!(got, want, "flags, {}", p.display());
-                let incidents = rules.incidents.iter().map(|i| (&i.id, &i.patterns));
-                let mut want: Vec<String> =
-                    naive(incidents, &mail).into_iter().map(|w| w.0).collect();
-                want.dedup();
-                assert_eq!(c.incidents, want, "incidents, {}", p.display());
+                assert_as_each_regex(&rules, &mail, &p.display().to_string());
                 seen += 1;
             }
         }
         assert!(seen > 30);
+    }
+
+    /// Runs `f` on a thread of its own and fails when it is not done within `limit`.
+    fn within<T: Send + 'static>(
+        limit: Duration,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("{what}: not classified within {limit:?}"))
+    }
+
+    /// Time allowed to classify one message in these tests. They run unoptimised, several
+    /// times slower than the daemon's build; a matcher quadratic in a field's length takes
+    /// minutes on the messages below.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_long_word_is_scanned_once_not_once_per_literal_hit() {
+        let rules = Arc::new(crate::config::testing::shipped());
+        let base = parse(b"From: c@example.com\r\nSubject: x\r\n\r\nx\r\n").unwrap();
+        // 128 KB of "счёт" as the subject and 64 KB as the body, put in place past the
+        // parser's caps: `сч[её]т\w*-фактур` runs to the end of the word from each of
+        // its 16 000 hits unless the matcher scans once. With "-фактура" after the word
+        // the pattern matches the whole of it.
+        let word = crafted::repeat_to(crafted::LONG_WORD_UNIT, 128 * 1024);
+        for (subject, text) in [
+            (word.clone(), word[..64 * 1024].to_string()),
+            (format!("{word}-фактура"), String::new()),
+            (
+                crafted::repeat_to(crafted::LITERAL_HITS_UNIT, 128 * 1024),
+                crafted::repeat_to(crafted::LITERAL_HITS_UNIT, 64 * 1024),
+            ),
+        ] {
+            let mail = Mail {
+                subject,
+                text,
+                ..base.clone()
+            };
+            let what = format!("subject of {} bytes", mail.subject.len());
+            let (r, m) = (Arc::clone(&rules), mail.clone());
+            within(LIMIT, &what, move || classify(&r, &m));
+            assert_as_each_regex(&rules, &mail, &what);
+        }
+    }
+
+    #[test]
+    fn crafted_mail_is_classified_in_bounded_time_and_as_each_regex_says() {
+        let rules = Arc::new(crate::config::testing::shipped());
+        for c in crafted::all() {
+            let r = Arc::clone(&rules);
+            let mail = within(LIMIT, c.name, move || {
+                let mail = parse(&c.raw).unwrap();
+                classify(&r, &mail);
+                mail
+            });
+            assert_as_each_regex(&rules, &mail, c.name);
+        }
+    }
+
+    /// The shipped rules.toml with its example incident declared and a header rule, so
+    /// that every kind of list and field is there.
+    fn shipped_and_more() -> Rules {
+        let shipped = crate::cli::demo::RULES;
+        let start = shipped
+            .find("# [[incidents]]")
+            .expect("the shipped example incident");
+        let incident: String = shipped[start..]
+            .lines()
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = format!(
+            "{shipped}\n{incident}\n[[rules]]\nname = \"urgent-header\"\ncategory = \"technical\"\n\
+             headers = {{ \"X-Priority\" = '^1|(?i)\\burgent\\b|сч[её]т\\w*-фактур' }}\n"
+        );
+        let rules = Rules::parse(Path::new("rules.toml"), &text).unwrap();
+        assert!(!rules.incidents.is_empty());
+        rules
+    }
+
+    /// What texts are made of: the literals the patterns start and end with (the extractor's,
+    /// case variants and all), and letters that fold in odd ways.
+    fn vocabulary(rules: &Rules) -> Vec<String> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        let mut words: Vec<String> = [
+            "счёт",
+            "-фактура",
+            "Ё",
+            "ё",
+            "\u{212A}",
+            "ſ",
+            "\u{1C82}",
+            "İ",
+            "ß",
+            "_",
+            "500",
+            ", ",
+            "! ",
+            ". ",
+            "<",
+            ">",
+            "@",
+            "> ",
+            "\n",
+            "\r\n",
+            " ",
+            "  ",
+            "\t",
+        ]
+        .map(String::from)
+        .to_vec();
+        let lists = rules.rules.iter().chain(&rules.flags);
+        let patterns = lists
+            .flat_map(|r| &r.patterns)
+            .chain(rules.incidents.iter().flat_map(|i| &i.patterns));
+        for p in patterns {
+            let hir = regex_syntax::parse(&p.source).unwrap();
+            for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+                let seq = Extractor::new().kind(kind).extract(&hir);
+                for l in seq.literals().into_iter().flatten() {
+                    if let Ok(w) = std::str::from_utf8(l.as_bytes()) {
+                        words.push(w.to_string());
+                    }
+                }
+            }
+        }
+        words.retain(|w| !w.is_empty());
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    /// Texts of vocabulary words, each as it is, in capitals or repeated into a long
+    /// word, with words of mixed scripts between them.
+    fn texts(words: Vec<String>) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => select(words.clone()),
+            1 => select(words.clone()).prop_map(|w| w.to_uppercase()),
+            1 => (select(words), 2..400usize).prop_map(|(w, n)| w.repeat(n)),
+            1 => "[a-zA-Zа-яА-ЯёЁ0-9]{1,12}",
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// The matcher gives exactly what each regex alone gives, on texts made of what
+        /// its literals, its anchors and its word boundaries are about.
+        #[test]
+        fn the_matcher_gives_what_each_regex_alone_gives(
+            (subject, text, name, header) in {
+                let words = vocabulary(&SHIPPED_AND_MORE.with(Clone::clone));
+                (texts(words.clone()), texts(words.clone()), texts(words.clone()), texts(words))
+            }
+        ) {
+            let rules = SHIPPED_AND_MORE.with(Clone::clone);
+            let base = parse(b"From: c@example.com\r\nSubject: x\r\n\r\nx\r\n").unwrap();
+            let mail = Mail {
+                subject,
+                text,
+                from: Some(Addr { name: Some(name), address: "zabbix@mon.test".into() }),
+                headers: vec![("x-priority".into(), header)],
+                ..base
+            };
+            assert_as_each_regex(&rules, &mail, "generated");
+        }
+    }
+
+    thread_local! {
+        static SHIPPED_AND_MORE: std::rc::Rc<Rules> = std::rc::Rc::new(shipped_and_more());
     }
 }

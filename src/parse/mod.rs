@@ -2,6 +2,10 @@
 //! stages need (ids for threading, addresses, subject, the customer's own text, and the
 //! headers that decide whether an automatic reply is allowed). The raw bytes are kept
 //! beside it, untouched, because the forward attaches the original as it arrived.
+//!
+//! Every text the rules read is bounded here, whatever the message: the body at
+//! [`MAX_TEXT`], the subject and display names at [`MAX_SUBJECT`], other header values at
+//! [`MAX_HEADER_VALUE`], each cut at a character boundary with its start kept.
 
 use std::borrow::Cow;
 
@@ -15,9 +19,18 @@ pub use report::Reported;
 /// Text longer than this is not looked at by the rules: it keeps classification time and
 /// memory per message bounded whatever a sender puts in a body.
 pub const MAX_TEXT: usize = 64 * 1024;
+/// The subject and display names are cut to this many bytes, for the same reason: rules
+/// read them, and they travel on into notes, acknowledgements and the state. Real
+/// subjects are a line; 2 KB is ten times the longest a mail client lets one write.
+pub const MAX_SUBJECT: usize = 2 * 1024;
+/// Every other header value is cut to this many bytes. The longest that real mail
+/// carries (anti-spam reports, ARC and DKIM signatures) stay under it; above it a value
+/// is crafted or broken.
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Addr {
+    /// The display name, at most [`MAX_SUBJECT`] bytes.
     pub name: Option<String>,
     pub address: String,
 }
@@ -63,13 +76,15 @@ pub struct Mail {
     pub to: Vec<Addr>,
     pub cc: Vec<Addr>,
     pub delivered_to: Vec<String>,
+    /// Decoded, on one line, at most [`MAX_SUBJECT`] bytes.
     pub subject: String,
     /// Date header as RFC 3339, when it parses.
     pub date: Option<String>,
     /// The customer's own text: text parts (HTML turned into text), quoted earlier
     /// messages left out, at most [`MAX_TEXT`] bytes.
     pub text: String,
-    /// Every header as (lower-case name, decoded or unfolded value), in order.
+    /// Every header as (lower-case name, decoded or unfolded value), in order; a value is
+    /// at most [`MAX_HEADER_VALUE`] bytes ([`MAX_SUBJECT`] for the subject).
     pub headers: Vec<(String, String)>,
     pub size: usize,
     /// Only the header was read: the message is over the size limit.
@@ -160,7 +175,12 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
             HeaderValue::TextList(l) => l.join(", "),
             _ => raw_value(raw, h.offset_start() as usize, h.offset_end() as usize),
         };
-        headers.push((name, value));
+        let max = if name == "subject" {
+            MAX_SUBJECT
+        } else {
+            MAX_HEADER_VALUE
+        };
+        headers.push((name, truncated(value, max)));
     }
 
     // The topmost Return-Path is the one the delivering server wrote; mail-parser's
@@ -191,8 +211,10 @@ fn parse_inner(raw: &[u8]) -> Result<Mail, ParseError> {
     }
     truncate(&mut text, MAX_TEXT);
 
-    let mut subject = msg.subject().unwrap_or("").to_string();
-    subject = subject.replace(['\r', '\n'], " ");
+    let subject = truncated(
+        msg.subject().unwrap_or("").replace(['\r', '\n'], " "),
+        MAX_SUBJECT,
+    );
 
     Ok(Mail {
         message_id: msg.message_id().map(clean_id).filter(|s| !s.is_empty()),
@@ -282,7 +304,7 @@ fn to_addr(a: &mail_parser::Addr<'_>) -> Option<Addr> {
     Some(Addr {
         name: a
             .name()
-            .map(|n| n.replace(['\r', '\n'], " ").trim().to_string())
+            .map(|n| truncated(n.replace(['\r', '\n'], " ").trim().to_string(), MAX_SUBJECT))
             .filter(|n| !n.is_empty()),
         address,
     })
@@ -317,7 +339,8 @@ pub fn shortened(s: &str, max: usize) -> String {
     out
 }
 
-fn truncate(s: &mut String, max: usize) {
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+pub fn truncate(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {
@@ -325,6 +348,11 @@ fn truncate(s: &mut String, max: usize) {
         }
         s.truncate(end);
     }
+}
+
+fn truncated(mut s: String, max: usize) -> String {
+    truncate(&mut s, max);
+    s
 }
 
 /// The customer's own words: quoted lines (`>`) and the attribution line above them are
@@ -359,20 +387,31 @@ pub fn without_quotes(text: &str) -> Cow<'_, str> {
 }
 
 fn is_separator(t: &str) -> bool {
+    // The dashes first: lower-casing every line, one of megabytes included, cost more than
+    // the rest of the parse.
+    if !(t.starts_with("---") || t.starts_with("___")) {
+        return false;
+    }
     let l = t.to_lowercase();
     let core = l.trim_matches(|c: char| c == '-' || c == '_' || c.is_whitespace());
-    (l.starts_with("---") || l.starts_with("___"))
-        && (core == "original message"
-            || core == "forwarded message"
-            || core == "исходное сообщение"
-            || core == "пересылаемое сообщение"
-            || core == "пересланное сообщение")
+    core == "original message"
+        || core == "forwarded message"
+        || core == "исходное сообщение"
+        || core == "пересылаемое сообщение"
+        || core == "пересланное сообщение"
 }
 
 /// "On Mon, 3 Mar 2024, Ivan wrote:" / "3 марта 2024 г., Иван пишет:" directly above a
 /// quote (the line may wrap once, so a quote on the next line is enough).
 fn is_attribution(t: &str, next: Option<&str>) -> bool {
-    let l = t.trim_end().to_lowercase();
+    // Only the end of the line is compared, so only the end is lower-cased (a line can be
+    // megabytes long).
+    let t = t.trim_end();
+    let mut tail = t.len().saturating_sub(32);
+    while !t.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let l = t[tail..].to_lowercase();
     let ends = l.ends_with("wrote:")
         || l.ends_with("пишет:")
         || l.ends_with("написал:")
@@ -423,6 +462,16 @@ mod tests {
         let t =
             "Новый вопрос про счёт.\n\n-------- Исходное сообщение --------\nсайт не работает\n";
         assert!(!without_quotes(t).contains("не работает"));
+        // only the end of a line is read for "wrote:", however long the line
+        let t = format!(
+            "Счёт.\n{} Иван написал:\n> сайт не работает\n",
+            "ДА".repeat(5000)
+        );
+        let w = without_quotes(&t);
+        assert!(
+            !w.contains("написал") && !w.contains("не работает"),
+            "{w:.40}"
+        );
     }
 
     #[test]
@@ -432,6 +481,28 @@ mod tests {
         assert_eq!(m.return_path.as_deref(), Some(""));
         assert_eq!(m.reply_address(), None);
         assert_eq!(m.header("AUTO-SUBMITTED"), Some("auto-replied"));
+    }
+
+    #[test]
+    fn subject_header_values_and_names_are_cut_at_a_character_boundary() {
+        // After "Счёт x" (10 bytes) two-byte letters: each cap falls inside a letter.
+        let long = format!("x{}", "я".repeat(MAX_HEADER_VALUE));
+        let raw = format!(
+            "From: {long} <c@example.test>\r\nSubject: Счёт {long}\r\nX-Long: Счёт {long}\r\n\r\nbody\r\n"
+        );
+        let m = parse(raw.as_bytes()).unwrap();
+        let cut = |s: &str, max: usize| {
+            assert!(s.starts_with("Счёт x") || s.starts_with("xяя"), "{s:.20}");
+            assert!(s.len() <= max && s.len() > max - 2, "{} bytes", s.len());
+        };
+        cut(&m.subject, MAX_SUBJECT);
+        cut(m.header("subject").unwrap(), MAX_SUBJECT);
+        cut(m.header("x-long").unwrap(), MAX_HEADER_VALUE);
+        cut(
+            m.from.as_ref().unwrap().name.as_deref().unwrap(),
+            MAX_SUBJECT,
+        );
+        assert_eq!(m.from.unwrap().address, "c@example.test");
     }
 
     #[test]

@@ -49,6 +49,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod crafted;
 pub mod daemon;
 mod imap;
 pub mod lab;
