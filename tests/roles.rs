@@ -124,6 +124,10 @@ fn the_customers_colleague_follows_up_and_the_forward_answers_the_customer() {
     assert_eq!(fwd.ticket(), t1);
     let note = fwd.text();
     assert!(note.contains("written by petr@client.example"), "{note}");
+    assert!(
+        note.contains("Written by: petr@client.example (customer-side: the same organisation"),
+        "the writer's role in the note: {note}"
+    );
     let reply_to = fwd.header("Reply-To").unwrap_or_default();
     assert!(
         reply_to.contains(IVAN),

@@ -27,6 +27,7 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
         rules: Vec::new(),
         customer: ticket.customer.clone(),
         customer_name: ticket.customer_name.clone().unwrap_or_default(),
+        writer: String::new(),
         subject: ticket.subject.clone(),
         received: when::human(&ticket.created),
         history: history_lines(rules, ticket, lang),

@@ -65,6 +65,9 @@ pub struct TemplateContext {
     pub rules: Vec<RuleLine>,
     pub customer: String,
     pub customer_name: String,
+    /// Who wrote this message when not the ticket's customer, with their role:
+    /// "petr@client.example (customer-side: the same organisation as ...)"; "" otherwise.
+    pub writer: String,
     pub subject: String,
     pub received: String,
     pub history: Vec<HistoryLine>,
@@ -107,6 +110,7 @@ impl TemplateContext {
             }],
             customer: "customer@example.org".into(),
             customer_name: "A Customer".into(),
+            writer: "colleague@example.org (customer-side: the same organisation)".into(),
             subject: "Site is down".into(),
             received: "2026-01-01 10:00 UTC".into(),
             history: vec![HistoryLine {

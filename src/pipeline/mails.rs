@@ -56,6 +56,7 @@ fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
             .collect();
     }
     ctx.reason = case.reason(lang);
+    ctx.writer = writer(ev, ticket);
     ctx.subject = ev.mail.subject.clone();
     ctx.received = when::human(&case.at);
     ctx.ack_reason = ev
@@ -83,6 +84,16 @@ fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
         })
         .collect();
     ctx
+}
+
+/// Who wrote the message, with their role and why, when it is not the ticket's customer.
+fn writer(ev: &crate::pipeline::Evaluation, ticket: &Ticket) -> String {
+    match &ev.plan.who {
+        Some(w) if !w.address.eq_ignore_ascii_case(&ticket.customer) => {
+            format!("{} ({}: {})", w.address, w.role, w.reason)
+        }
+        _ => String::new(),
+    }
 }
 
 /// The forward to the queue, or the copy to the escalation queue: one mail with
