@@ -91,7 +91,14 @@ fn the_first_start_leaves_200_old_messages_alone_and_triages_the_next_one() {
         text.contains("with start \"new\": 200 older message(s) left alone, 0 taken"),
         "{text}"
     );
-    let line = daemon.log_line("Folder taken on");
+    // One line per folder, in whatever order the mailboxes connect: billing's.
+    let billing_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("Folder taken on") && l.contains("mailbox=billing "))
+            .map(str::to_string)
+    };
+    daemon.wait_log_until("billing taken on", |log| billing_line(log).is_some());
+    let line = billing_line(&daemon.log()).unwrap();
     assert!(
         line.contains("INFO")
             && line.contains("mailbox=billing")
