@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{Rules, TemplateContext};
 use crate::decide::{JoinedBy, Suppression, Why};
-use crate::ticket::{Event, EventKind, MailKind};
+use crate::ticket::{Event, EventKind, MailKind, Undelivered};
 
 fn ru(lang: &str) -> bool {
     lang == "ru"
@@ -308,11 +308,7 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             subject,
             says,
         } => format!("automatic reply from {from}: \"{subject}\": {says}"),
-        EventKind::Undelivered { mail, to, status } => format!(
-            "the {} to {to} could not be delivered: {status}",
-            mail_word(mail, "en")
-        ),
-        e @ EventKind::Refused { .. } => refused_line(e, qn, "en"),
+        e @ EventKind::Undelivered { .. } => undelivered_line(e, qn, "en"),
         EventKind::Retried { mail, to } => format!(
             "the refused {} to {to} was put back in the outbox, to be sent again",
             mail_kind(*mail, "en")
@@ -321,51 +317,6 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             "the refused {} to {to} was dropped for good",
             mail_kind(*mail, "en")
         ),
-    }
-}
-
-/// A kind of mail in words ("acknowledgement", "подтверждение"), from its id's word.
-pub fn mail_word(kind: &str, lang: &str) -> &'static str {
-    match (kind, ru(lang)) {
-        ("ack" | "acknowledgement", false) => "acknowledgement",
-        ("ack" | "acknowledgement", true) => "подтверждение",
-        ("added", false) => "\"added to your request\" mail",
-        ("added", true) => "письмо «добавлено к обращению»",
-        ("status", false) => "status mail",
-        ("status", true) => "письмо о ходе работы",
-        ("fwd" | "forward", false) => "forward",
-        ("fwd" | "forward", true) => "пересылка",
-        ("escalation", false) => "escalation copy",
-        ("escalation", true) => "копия руководителю",
-        (_, false) => "mail",
-        (_, true) => "письмо",
-    }
-}
-
-/// The note to a queue about a mail of its ticket that could not be delivered: its
-/// subject and its text.
-pub fn undelivered_note(
-    mail: &str,
-    to: &str,
-    status: &str,
-    ticket: &str,
-    lang: &str,
-) -> (String, String) {
-    let what = mail_word(mail, lang);
-    if ru(lang) {
-        (
-            format!("Не доставлено: {what} для {to}"),
-            format!(
-                "По обращению {ticket}: {what} для {to} не доставлено.\n\nОтвет сервера: {status}\n\nКлиент этого письма не получил: проверьте адрес и свяжитесь с ним иначе, если нужно.\n"
-            ),
-        )
-    } else {
-        (
-            format!("Undelivered: the {what} to {to}"),
-            format!(
-                "Ticket {ticket}: the {what} to {to} could not be delivered.\n\nThe server said: {status}\n\nThe customer did not get this mail: check the address, and reach them another way if need be.\n"
-            ),
-        )
     }
 }
 
@@ -435,11 +386,7 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             subject,
             says,
         } => format!("автоответ от {from}: «{subject}»: {says}"),
-        EventKind::Undelivered { mail, to, status } => format!(
-            "{} для {to} не доставлено: {status}",
-            capitalised(mail_word(mail, "ru"))
-        ),
-        e @ EventKind::Refused { .. } => refused_line(e, qn, "ru"),
+        e @ EventKind::Undelivered { .. } => undelivered_line(e, qn, "ru"),
         EventKind::Retried { mail, to } => format!(
             "недоставленное письмо ({} для {to}) снова поставлено в очередь на отправку",
             mail_kind_nominative(*mail)
@@ -458,29 +405,46 @@ fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A refusal in the history: what the server refused, its words, and who was told.
-fn refused_line(e: &EventKind, qn: &dyn Fn(&str) -> String, lang: &str) -> String {
-    let EventKind::Refused {
+/// An undelivered mail in the history: what did not arrive, the server's words, and who
+/// was told.
+fn undelivered_line(e: &EventKind, qn: &dyn Fn(&str) -> String, lang: &str) -> String {
+    let EventKind::Undelivered {
         mail,
         to,
         reason,
         told,
+        report,
     } = e
     else {
         return String::new();
     };
-    let kind = mail_kind(*mail, lang);
+    let kind = some_mail(*mail, lang);
     let told = match (told, ru(lang)) {
         (Some(q), false) => format!("{} was told", qn(q)),
         (Some(q), true) => format!("сообщено: «{}»", qn(q)),
         (None, false) => "no queue could be told".into(),
         (None, true) => "сообщить было некому".into(),
     };
-    if ru(lang) {
-        format!("почтовый сервер окончательно отказался принять {kind} для {to} ({reason}): письмо не доставлено; {told}")
-    } else {
-        format!("the mail server refused the {kind} to {to} for good ({reason}): it was not delivered; {told}")
+    match (report, ru(lang)) {
+        (false, false) => format!("the mail server refused the {kind} to {to} for good ({reason}): it was not delivered; {told}"),
+        (false, true) => format!("почтовый сервер окончательно отказался принять {kind} для {to} ({reason}): письмо не доставлено; {told}"),
+        (true, false) => format!("the {kind} to {to} could not be delivered: {reason}; {told}"),
+        (true, true) => format!("{} для {to} не доставлено: {reason}; {told}", capitalised(some_mail_nominative(*mail))),
     }
+}
+
+/// A mail's kind as the object of a sentence, "mail" when it is not known.
+fn some_mail(kind: Option<MailKind>, lang: &str) -> &'static str {
+    match (kind, ru(lang)) {
+        (Some(k), _) => mail_kind(k, lang),
+        (None, false) => "mail",
+        (None, true) => "письмо",
+    }
+}
+
+/// A mail's kind in Russian as a name on its own, "письмо" when it is not known.
+fn some_mail_nominative(kind: Option<MailKind>) -> &'static str {
+    kind.map_or("письмо", mail_kind_nominative)
 }
 
 /// A kind of mail the daemon sends, as the object of a sentence ("refused the forward").
@@ -498,8 +462,6 @@ pub fn mail_kind(kind: MailKind, lang: &str) -> &'static str {
         (MailKind::Reminder, true) => "напоминание",
         (MailKind::Status, false) => "status mail",
         (MailKind::Status, true) => "письмо о статусе",
-        (MailKind::Refusal, false) => "note about a refused mail",
-        (MailKind::Refusal, true) => "уведомление о недоставленном письме",
         (MailKind::Undelivered, false) => "note about an undelivered mail",
         (MailKind::Undelivered, true) => "уведомление о недоставленном письме",
     }
@@ -514,61 +476,55 @@ fn mail_kind_nominative(kind: MailKind) -> &'static str {
         MailKind::Escalation => "копия для руководителя",
         MailKind::Reminder => "напоминание",
         MailKind::Status => "письмо о статусе",
-        MailKind::Refusal | MailKind::Undelivered => "уведомление о недоставленном письме",
+        MailKind::Undelivered => "уведомление о недоставленном письме",
     }
 }
 
-/// A mail the SMTP server refused for good, as the note about it tells it.
-pub struct Refused<'a> {
-    pub kind: MailKind,
-    pub to: &'a str,
-    /// The server's answer.
-    pub reason: &'a str,
-    pub message_id: &'a str,
-    /// Its id among the dead letters (`mailtriage outbox retry ID`).
-    pub id: u64,
-}
-
-/// The subject of the note about a refused mail (the ticket's tag goes in front).
-pub fn refusal_subject(r: &Refused<'_>, lang: &str) -> String {
-    if ru(lang) {
-        format!(
-            "Письмо не доставлено: {} для {}",
-            mail_kind(r.kind, lang),
-            r.to
-        )
-    } else {
-        format!(
-            "Mail not delivered: {} to {}",
-            mail_kind(r.kind, lang),
-            r.to
-        )
+/// The subject of the note about an undelivered mail (the ticket's tag goes in front).
+pub fn undelivered_subject(u: &Undelivered, lang: &str) -> String {
+    let kind = some_mail(u.mail, lang);
+    match ru(lang) {
+        true => format!("Письмо не доставлено: {kind} для {}", u.to),
+        false => format!("Mail not delivered: {kind} to {}", u.to),
     }
 }
 
-/// The note about a refused mail: what was refused and why, the ticket, what to do, and
-/// the ticket's history so far.
-pub fn refusal_text(r: &Refused<'_>, ctx: &TemplateContext, lang: &str) -> String {
-    let kind = mail_kind(r.kind, lang);
+/// The note about an undelivered mail: what did not arrive and why, the ticket, what to
+/// do (send it again when the server refused it, else reach the recipient another way),
+/// and the ticket's history so far.
+pub fn undelivered_text(u: &Undelivered, ctx: &TemplateContext, lang: &str) -> String {
+    let ru = ru(lang);
+    let kind = some_mail(u.mail, lang);
     let customer = match ctx.customer_name.as_str() {
         "" => ctx.customer.clone(),
         name => format!("{name} <{}>", ctx.customer),
     };
-    let mut text = if ru(lang) {
+    let (ticket, to, reason) = (&ctx.ticket, &u.to, &u.reason);
+    let id = u.message_id.as_deref().unwrap_or("?");
+    let how = match (u.retry, ru) {
+        (Some(_), false) => format!("The mail server refused a mail of ticket {ticket} for good: it did not reach {to}."),
+        (Some(_), true) => format!("Почтовый сервер окончательно отказался принять письмо по обращению {ticket}: оно не дошло до {to}."),
+        (None, false) => format!("A delivery report came back: a mail of ticket {ticket} did not reach {to}."),
+        (None, true) => format!("Пришёл отчёт о недоставке: письмо по обращению {ticket} не дошло до {to}."),
+    };
+    let to_customer = u.mail.is_some_and(MailKind::to_customer);
+    let what_to_do = match (u.retry, to_customer, ru) {
+        (Some(n), _, false) => format!("Mend the address (or the mailbox), then `mailtriage outbox retry {n}` sends the mail again."),
+        (Some(n), _, true) => format!("Исправьте адрес (или ящик), затем `mailtriage outbox retry {n}` отправит письмо ещё раз."),
+        (None, true, false) => "The customer did not get this mail: check the address, and reach them another way if need be.".into(),
+        (None, true, true) => "Клиент этого письма не получил: проверьте адрес и свяжитесь с ним иначе, если нужно.".into(),
+        (None, false, false) => "Check that address (a queue's address is in rules.toml); the mail is not sent again by itself.".into(),
+        (None, false, true) => "Проверьте этот адрес (адреса очередей указаны в rules.toml); само письмо повторно не отправляется.".into(),
+    };
+    let mut text = if ru {
         format!(
-            "Почтовый сервер окончательно отказался принять письмо по обращению {ticket}: оно не дошло до {to}.\n\n\
-             Письмо:    {kind} для {to} ({id})\nОтвет:     {reason}\nКлиент:    {customer}\nТема:      {subject}\nВедёт:     {queue}\n\n\
-             Исправьте адрес (или ящик), затем `mailtriage outbox retry {n}` отправит письмо ещё раз.\n\nИстория:\n",
-            ticket = ctx.ticket, to = r.to, id = r.message_id, reason = r.reason,
-            subject = ctx.subject, queue = ctx.queue_name, n = r.id,
+            "{how}\n\nПисьмо:    {kind} для {to} ({id})\nОтвет:     {reason}\nКлиент:    {customer}\nТема:      {subject}\nВедёт:     {queue}\n\n{what_to_do}\n\nИстория:\n",
+            subject = ctx.subject, queue = ctx.queue_name,
         )
     } else {
         format!(
-            "The mail server refused a mail of ticket {ticket} for good: it did not reach {to}.\n\n\
-             Mail:      {kind} to {to} ({id})\nAnswer:    {reason}\nCustomer:  {customer}\nSubject:   {subject}\nOwned by:  {queue}\n\n\
-             Mend the address (or the mailbox), then `mailtriage outbox retry {n}` sends the mail again.\n\nHistory:\n",
-            ticket = ctx.ticket, to = r.to, id = r.message_id, reason = r.reason,
-            subject = ctx.subject, queue = ctx.queue_name, n = r.id,
+            "{how}\n\nMail:      {kind} to {to} ({id})\nAnswer:    {reason}\nCustomer:  {customer}\nSubject:   {subject}\nOwned by:  {queue}\n\n{what_to_do}\n\nHistory:\n",
+            subject = ctx.subject, queue = ctx.queue_name,
         )
     };
     for h in &ctx.history {

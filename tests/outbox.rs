@@ -469,7 +469,7 @@ fn a_forward_refused_for_good_is_in_status_metrics_history_and_told_and_sent_aga
     );
 
     // The escalation queue is told, since the queue that owns the ticket never got it.
-    let is_note = |m: &FetchedMail| m.kind().as_deref() == Some("refusal");
+    let is_note = |m: &FetchedMail| m.kind().as_deref() == Some("undelivered");
     let notes = lab.wait_inbox("supervisor@example.test", |ms| {
         ms.iter().filter(|m| is_note(m)).count() == 2
     });

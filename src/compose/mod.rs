@@ -379,34 +379,25 @@ pub fn notice(rules: &Rules, n: NoticeInput<'_>) -> Result<OutMail, ComposeError
     notice_mail(n, &subject, text)
 }
 
-/// The note to a queue that a mail of the ticket was refused for good. Its words are the
+/// The note to a queue that a mail of the ticket did not reach its recipient, whether
+/// the SMTP server refused it or a delivery report returned it. Its words are the
 /// daemon's own ([`crate::words`]), so it needs no template and works with any
 /// rules.toml. From the acknowledgements' sender with the null envelope sender, so that
 /// nothing bounces back from it; threaded on the ticket's first message.
-pub fn refusal(
+pub fn undelivered(
     rules: &Rules,
     n: NoticeInput<'_>,
-    refused: &crate::words::Refused<'_>,
+    u: &crate::ticket::Undelivered,
 ) -> Result<OutMail, ComposeError> {
-    let subject = crate::words::refusal_subject(refused, n.lang);
-    let text = crate::words::refusal_text(refused, n.ctx, n.lang);
+    let subject = crate::words::undelivered_subject(u, n.lang);
+    let text = crate::words::undelivered_text(u, n.ctx, n.lang);
     let n = NoticeInput {
-        kind: MailKind::Refusal,
+        kind: MailKind::Undelivered,
         from: &rules.company.ack_from,
         envelope_from: None,
         ..n
     };
     notice_mail(n, &subject, text)
-}
-
-/// A notice whose words the daemon writes itself (`words`), not a template: the note
-/// to a queue that a mail of its ticket could not be delivered.
-pub fn staff_note(
-    n: NoticeInput<'_>,
-    subject: &str,
-    text: String,
-) -> Result<OutMail, ComposeError> {
-    notice_mail(n, subject, text)
 }
 
 /// A notice with its subject and text written.

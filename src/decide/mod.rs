@@ -15,7 +15,7 @@ pub use roles::{copied_people, who, writer, Role, Who};
 use crate::classify::Classification;
 use crate::config::{Mailbox, Rules, Unmatched};
 use crate::parse::Mail;
-use crate::ticket::{KEYWORD_FORWARDED, KEYWORD_TRIAGED};
+use crate::ticket::{MailKind, Ticket, Undelivered, KEYWORD_FORWARDED, KEYWORD_TRIAGED};
 
 /// Header the daemon puts on every mail it sends. Mail that carries it is its own and is
 /// never triaged again.
@@ -385,6 +385,31 @@ pub fn decide(
     }
 }
 
+/// The queue that hears of an undelivered mail of `t`, with its address: the owner of `t`, or the escalation
+/// queue when the mail was meant for the owner (its forward, a reminder to it).
+/// Nobody for a note about an undelivered mail (no loops), nor when the one to tell
+/// is the address that was not reached.
+pub fn told_of_undelivered(rules: &Rules, t: &Ticket, u: &Undelivered) -> Option<(String, String)> {
+    if u.mail == Some(MailKind::Undelivered) {
+        return None;
+    }
+    let not_reached = |address: &str| {
+        u.to.split(',')
+            .any(|a| a.trim().eq_ignore_ascii_case(address))
+    };
+    let owner = rules.queues.get(&t.queue).map(|q| (t.queue.clone(), q));
+    let for_owner = u.mail == Some(MailKind::Forward)
+        || owner.as_ref().is_some_and(|(_, q)| not_reached(&q.address));
+    let told = if for_owner {
+        let e = rules.escalation.as_ref()?;
+        rules.queues.get(&e.queue).map(|q| (e.queue.clone(), q))
+    } else {
+        owner
+    };
+    told.filter(|(_, q)| !not_reached(&q.address))
+        .map(|(key, q)| (key, q.address.clone()))
+}
+
 /// Whether the customer gets an acknowledgement, "added to your request", or none and
 /// why: RFC 3834 and DMARC first, then the daemon's own limits.
 fn ack_plan(
@@ -396,16 +421,19 @@ fn ack_plan(
     now: time::OffsetDateTime,
 ) -> AckPlan {
     let no = |reason| AckPlan::No { reason };
-    match auto_reply_forbidden(mail)
+    // In this order: the first reason that applies is the one explain and the history give.
+    let refused = auto_reply_forbidden(mail)
         .or_else(|| dmarc_fails(rules, mail).then_some(Suppression::DmarcFail))
-    {
+        .or_else(|| (!from_customer).then_some(Suppression::FromStaff))
+        .or_else(|| (mail.senders > 1).then_some(Suppression::ManySenders))
+        .or_else(|| {
+            mail.reply_address()
+                .is_none()
+                .then_some(Suppression::NoAddress)
+        })
+        .or_else(|| over_cap(rules, thread.mails_sent));
+    match refused {
         Some(reason) => no(reason),
-        None if !from_customer => no(Suppression::FromStaff),
-        None if mail.senders > 1 => no(Suppression::ManySenders),
-        None if mail.reply_address().is_none() => no(Suppression::NoAddress),
-        None if over_cap(rules, thread.mails_sent).is_some() => {
-            no(over_cap(rules, thread.mails_sent).expect("checked"))
-        }
         // A follow-up: at most one "added to your request" per window.
         None if joined.is_some_and(|t| t.acknowledged) => {
             let t = joined.expect("checked");

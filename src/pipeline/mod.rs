@@ -33,6 +33,7 @@ mod mails;
 mod report;
 mod robot;
 mod thread;
+pub mod undelivered;
 
 pub use commit::quarantine;
 pub use report::{AckReport, Action, PlannedMail, Report};

@@ -5,14 +5,12 @@
 
 use std::time::SystemTime;
 
-use crate::compose::{self, ComposeError, NoticeInput};
 use crate::parse::{Mail, Reported};
 use crate::record::Store;
-use crate::ticket::{EventKind, MailKind, OutMail, Ticket};
+use crate::ticket::{EventKind, MailKind, Ticket, Undelivered};
 use crate::when;
-use crate::words;
 
-use super::{commit, Evaluation, Incoming, PipelineError, Report};
+use super::{commit, undelivered, Evaluation, Incoming, PipelineError, Report};
 use crate::config::Rules;
 
 /// Longest quote of an auto-reply's first line in the history.
@@ -35,24 +33,8 @@ pub fn in_thread(
     let mut outgoing = Vec::new();
     match &ev.mail.reported {
         Some(r) => {
-            let (mail, to, status) = undelivered(r, &ticket);
-            ticket.record(
-                &at,
-                EventKind::Undelivered {
-                    mail: mail.clone(),
-                    to: to.clone(),
-                    status: status.clone(),
-                },
-            );
-            // A note that could not be delivered gets no note of its own.
-            if mail != "undelivered" {
-                match note(rules, inc, &mut ticket, (&mail, &to, &status), now) {
-                    Ok(m) => outgoing.extend(m),
-                    Err(e) => {
-                        tracing::warn!(ticket = %ticket.id, error = %e, "Undelivered note cannot be composed; the history has the line.")
-                    }
-                }
-            }
+            let u = returned(r, &ticket);
+            outgoing.extend(undelivered::tell(rules, &mut ticket, &u, now));
         }
         None => ticket.record(&at, auto_reply(&ev.mail)),
     }
@@ -61,24 +43,21 @@ pub fn in_thread(
     )?)
 }
 
-/// Which mail of the ticket bounced (the word in its Message-ID), to whom, and why.
-fn undelivered(r: &Reported, ticket: &Ticket) -> (String, String, String) {
-    let kind = r
-        .message_id
-        .as_deref()
-        .and_then(|id| id.split('@').next())
-        .and_then(|local| local.split('.').nth(2))
-        .unwrap_or("mail")
-        .to_string();
-    let to = r
-        .recipient
-        .clone()
-        .unwrap_or_else(|| ticket.customer.clone());
-    let status = r
-        .status
-        .clone()
-        .unwrap_or_else(|| "no reason given".to_string());
-    (kind, to, status)
+/// Which mail of the ticket came back (the word in its Message-ID), to whom, and why.
+fn returned(r: &Reported, ticket: &Ticket) -> Undelivered {
+    Undelivered {
+        mail: r.message_id.as_deref().and_then(MailKind::of_message_id),
+        to: r
+            .recipient
+            .clone()
+            .unwrap_or_else(|| ticket.customer.clone()),
+        reason: r
+            .status
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_string()),
+        message_id: r.message_id.clone(),
+        retry: None,
+    }
 }
 
 /// "Out of Office: back on Monday" with the first line of its text.
@@ -101,49 +80,6 @@ fn auto_reply(mail: &Mail) -> EventKind {
     }
 }
 
-/// The note to the queue that owns the ticket; when the forward itself bounced, the queue
-/// never got the request, so the note goes to the escalation queue instead.
-fn note(
-    rules: &Rules,
-    inc: Incoming<'_>,
-    ticket: &mut Ticket,
-    (mail, to, status): (&str, &str, &str),
-    now: SystemTime,
-) -> Result<Option<OutMail>, ComposeError> {
-    let handed_over = matches!(mail, "forward" | "escalation");
-    let queue = match handed_over {
-        true => rules.escalation.as_ref().map(|e| e.queue.as_str()),
-        false => Some(ticket.queue.as_str()),
-    };
-    let Some(queue) = queue.and_then(|q| rules.queues.get(q)) else {
-        return Ok(None);
-    };
-    let lang = ticket.language.clone();
-    let (subject, text) = words::undelivered_note(mail, to, status, &ticket.id, &lang);
-    let mut ctx = compose::ticket_context(rules, ticket, &lang);
-    ctx.mailbox = inc.mailbox.key.clone();
-    ctx.mailbox_address = inc.mailbox.address.clone();
-    let id = ticket.next_mail_id(
-        "undelivered",
-        &format!("mailtriage.{}", rules.company.domain),
-    );
-    let thread = ticket.messages.first().cloned();
-    let from = compose::from_address(&rules.company.ack_from);
-    let n = NoticeInput {
-        which: "undelivered",
-        kind: MailKind::Undelivered,
-        from: &rules.company.ack_from,
-        to: &queue.address,
-        envelope_from: Some(&from),
-        lang: &lang,
-        ctx: &ctx,
-        thread: thread.as_deref(),
-        message_id: &id,
-        now,
-    };
-    compose::staff_note(n, &subject, text).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +99,18 @@ mod tests {
             recipient: Some("ivan@mail.example".into()),
             status: Some("5.1.1: user unknown".into()),
         };
+        let u = returned(&r, &t);
         assert_eq!(
-            undelivered(&r, &t),
+            (u.mail, u.to.as_str(), u.reason.as_str(), u.retry),
             (
-                "ack".into(),
-                "ivan@mail.example".into(),
-                "5.1.1: user unknown".into()
+                Some(MailKind::Acknowledgement),
+                "ivan@mail.example",
+                "5.1.1: user unknown",
+                None
             )
         );
         let r = Reported::default();
-        assert_eq!(undelivered(&r, &t).0, "mail");
-        assert_eq!(undelivered(&r, &t).1, "ivan@mail.example");
+        assert_eq!(returned(&r, &t).mail, None);
+        assert_eq!(returned(&r, &t).to, "ivan@mail.example");
     }
 }

@@ -13,38 +13,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::compose::{self, ticket_context, NoticeInput};
 use crate::config::Rules;
+use crate::pipeline::undelivered;
 use crate::record::{Store, StoreError};
 use crate::runtime::control::{Held, OutboxEntry, Request};
 use crate::runtime::runner::Shared;
-use crate::ticket::{EventKind, MailKind, OutMail, Ticket};
+use crate::ticket::{EventKind, OutMail, Undelivered};
 use crate::when;
-use crate::words::Refused;
 
 /// How often untold dead letters are looked for without being woken.
 const RESCAN: Duration = Duration::from_secs(60);
-
-/// The queue that hears of a refused mail of `t`, with its address: the owner, or the
-/// escalation queue when the mail was meant for the owner. Nobody for a refused note,
-/// nor when the one to tell is an address that refused it.
-pub fn whom_to_tell(rules: &Rules, t: &Ticket, refused: &OutMail) -> Option<(String, String)> {
-    if refused.kind == MailKind::Refusal {
-        return None;
-    }
-    let refused_at = |address: &str| refused.to.iter().any(|a| a.eq_ignore_ascii_case(address));
-    let owner = rules.queues.get(&t.queue).map(|q| (t.queue.clone(), q));
-    let for_owner = refused.kind == MailKind::Forward
-        || owner.as_ref().is_some_and(|(_, q)| refused_at(&q.address));
-    let told = if for_owner {
-        let e = rules.escalation.as_ref()?;
-        rules.queues.get(&e.queue).map(|q| (e.queue.clone(), q))
-    } else {
-        owner
-    };
-    told.filter(|(_, q)| !refused_at(&q.address))
-        .map(|(key, q)| (key, q.address.clone()))
-}
 
 /// Tells every untold dead letter; returns how many notes were queued.
 pub fn tell(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, StoreError> {
@@ -73,61 +51,26 @@ fn tell_one(
         store.commit_refusal(id, None, &[])?;
         return Ok(0);
     };
-    let refused = Refused {
-        kind: mail.kind,
-        to: &mail.to.join(", "),
-        reason,
-        message_id: &mail.message_id,
-        id,
+    let u = Undelivered {
+        mail: Some(mail.kind),
+        to: mail.to.join(", "),
+        reason: reason.to_string(),
+        message_id: Some(mail.message_id.clone()),
+        retry: Some(id),
     };
-    let note = whom_to_tell(rules, &t, mail).and_then(|(queue, address)| {
-        let note = compose_note(rules, &mut t, &refused, &address, now)?;
-        Some((queue, note))
-    });
-    let (told, notes) = match note {
-        Some((queue, note)) => (Some(queue), vec![note]),
-        None => (None, Vec::new()),
-    };
-    t.refused(&when::stamp(now), mail, reason, told.clone());
+    let notes: Vec<OutMail> = undelivered::tell(rules, &mut t, &u, now)
+        .into_iter()
+        .collect();
     store.commit_refusal(id, Some(&t), &notes)?;
-    match told {
-        Some(queue) => {
-            tracing::info!(ticket = %t.id, kind = %mail.kind, to = ?mail.to, told = %queue, "Refused mail recorded in its ticket; the queue is told.")
+    match notes.first() {
+        Some(note) => {
+            tracing::info!(ticket = %t.id, kind = %mail.kind, to = ?mail.to, told = ?note.to, "Refused mail recorded in its ticket; the queue is told.")
         }
         None => {
             tracing::warn!(ticket = %t.id, kind = %mail.kind, to = ?mail.to, "Refused mail recorded in its ticket; no queue could be told.")
         }
     }
     Ok(notes.len())
-}
-
-/// The note to `to` about `refused`; `None` (logged) when it cannot be composed.
-fn compose_note(
-    rules: &Rules,
-    t: &mut Ticket,
-    refused: &Refused<'_>,
-    to: &str,
-    now: SystemTime,
-) -> Option<OutMail> {
-    let ctx = ticket_context(rules, t, &t.language);
-    let message_id = t.next_mail_id("refusal", &format!("mailtriage.{}", rules.company.domain));
-    let input = NoticeInput {
-        which: "refusal",
-        kind: MailKind::Refusal,
-        from: &rules.company.ack_from,
-        to,
-        envelope_from: None,
-        lang: &t.language,
-        ctx: &ctx,
-        thread: t.messages.first().map(String::as_str),
-        message_id: &message_id,
-        now,
-    };
-    compose::refusal(rules, input, refused)
-        .inspect_err(|e| {
-            tracing::error!(ticket = %t.id, to = %to, error = %e, "Note about a refused mail cannot be composed; the refusal is recorded in the ticket only.")
-        })
-        .ok()
 }
 
 /// `mailtriage outbox`: the mails not sent (`Outbox`), or a refused mail put back in the
@@ -226,6 +169,7 @@ pub async fn run(shared: Shared, wake: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::{MailKind, Ticket};
 
     fn ticket() -> Ticket {
         let [id, customer, subject, queue, lang, at] = [
@@ -253,11 +197,23 @@ mod tests {
         }
     }
 
+    /// Who hears of `m` when the server refuses it: the rule a delivery report follows too.
+    fn told_of(r: &Rules, t: &Ticket, m: &OutMail) -> Option<(String, String)> {
+        let u = Undelivered {
+            mail: Some(m.kind),
+            to: m.to.join(", "),
+            reason: "550".into(),
+            message_id: Some(m.message_id.clone()),
+            retry: Some(1),
+        };
+        crate::decide::told_of_undelivered(r, t, &u)
+    }
+
     #[test]
     fn the_owner_hears_unless_it_was_the_one_not_reached_and_a_note_never_gets_a_note() {
         let r = crate::config::testing::shipped();
         let t = ticket();
-        let told = |m: &OutMail| whom_to_tell(&r, &t, m).map(|(q, _)| q);
+        let told = |m: &OutMail| told_of(&r, &t, m).map(|(q, _)| q);
         let support = "support@example.test";
         assert_eq!(
             told(&mail(MailKind::Forward, support)).as_deref(),
@@ -277,14 +233,14 @@ mod tests {
             Some("support")
         );
         assert_eq!(
-            told(&mail(MailKind::Refusal, "supervisor@example.test")),
+            told(&mail(MailKind::Undelivered, "supervisor@example.test")),
             None
         );
         // The escalation queue's own address refused its copy of a forward: nobody left.
         let mut owned_by_supervisor = t.clone();
         owned_by_supervisor.queue = "supervisor".into();
         let fwd = mail(MailKind::Forward, "supervisor@example.test");
-        assert_eq!(whom_to_tell(&r, &owned_by_supervisor, &fwd), None);
+        assert_eq!(told_of(&r, &owned_by_supervisor, &fwd), None);
     }
 
     #[test]
@@ -316,7 +272,7 @@ mod tests {
         assert_eq!(
             (note.kind, note.to.clone(), note.envelope_from.clone()),
             (
-                MailKind::Refusal,
+                MailKind::Undelivered,
                 vec!["supervisor@example.test".to_string()],
                 None
             )
@@ -335,9 +291,10 @@ mod tests {
         let t = store.ticket("T-1001").unwrap().unwrap();
         assert!(matches!(
             &t.history.last().unwrap().what,
-            crate::ticket::EventKind::Refused {
-                mail: MailKind::Refusal,
+            crate::ticket::EventKind::Undelivered {
+                mail: Some(MailKind::Undelivered),
                 told: None,
+                report: false,
                 ..
             }
         ));

@@ -87,20 +87,23 @@ pub enum EventKind {
         /// Its first line, where an out-of-office says until when.
         says: String,
     },
-    /// A mail of the ticket could not be delivered: the server's report.
+    /// A mail of the ticket did not reach `to`: the SMTP server refused it for good (it
+    /// waits among the dead letters for `mailtriage outbox`), or a delivery report came
+    /// back later (`report`). `reason`: the server's answer or the report's status;
+    /// `told`: the queue that got a note about it, if any. Both ways are one event, told
+    /// by one rule (`decide::told_of_undelivered`) and one note.
+    #[serde(alias = "refused")]
     Undelivered {
-        /// What the mail was ("acknowledgement", "forward", ...).
-        mail: String,
+        /// What the mail was; `None` when a report did not say which mail it returns.
+        #[serde(deserialize_with = "mail_kind_or_word")]
+        mail: Option<MailKind>,
         to: String,
-        status: String,
-    },
-    /// The SMTP server refused a mail of the ticket for good (`reason`: its answer): it
-    /// was not delivered. `told`: the queue that got a note about it, if any.
-    Refused {
-        mail: MailKind,
-        to: String,
+        #[serde(alias = "status")]
         reason: String,
+        #[serde(default)]
         told: Option<String>,
+        #[serde(default)]
+        report: bool,
     },
     /// An operator put a refused mail back in the outbox (`mailtriage outbox retry`).
     Retried { mail: MailKind, to: String },
@@ -336,15 +339,16 @@ impl Ticket {
         self.record(at, EventKind::StatusSent { to });
     }
 
-    /// A mail of the ticket was refused for good; `told` is the queue that hears of it.
-    pub fn refused(&mut self, at: &str, mail: &OutMail, reason: &str, told: Option<String>) {
+    /// A mail of the ticket did not reach its recipient; `told` is the queue that hears of it.
+    pub fn undelivered(&mut self, at: &str, u: &Undelivered, told: Option<String>) {
         self.record(
             at,
-            EventKind::Refused {
-                mail: mail.kind,
-                to: mail.to.join(", "),
-                reason: reason.to_string(),
+            EventKind::Undelivered {
+                mail: u.mail,
+                to: u.to.clone(),
+                reason: u.reason.clone(),
                 told,
+                report: u.retry.is_none(),
             },
         );
     }
@@ -382,17 +386,86 @@ pub enum MailKind {
     Reminder,
     /// Status mail to a customer whose ticket is overdue.
     Status,
-    /// A note to a queue that a mail of the ticket could not be delivered.
+    /// A note to a queue that a mail of the ticket did not reach its recipient (refused
+    /// by the SMTP server, or returned by a delivery report).
+    #[serde(alias = "refusal")]
     Undelivered,
-    /// Note to a queue that a mail of the ticket was refused for good.
-    Refusal,
 }
 
 impl MailKind {
+    pub const ALL: [MailKind; 7] = [
+        MailKind::Forward,
+        MailKind::Acknowledgement,
+        MailKind::Added,
+        MailKind::Escalation,
+        MailKind::Reminder,
+        MailKind::Status,
+        MailKind::Undelivered,
+    ];
+
     /// Its name, as serde writes it (one derive gives both, so they cannot drift apart).
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// The word its Message-IDs carry (`T-1001.2.ack.<token>@...`), which is also the
+    /// name of its templates.
+    pub fn id_word(self) -> &'static str {
+        match self {
+            MailKind::Acknowledgement => "ack",
+            k => k.as_str(),
+        }
+    }
+
+    /// The kind of a mail from its id's word or its name (earlier versions wrote
+    /// `refusal` for the note about a refused mail).
+    pub fn from_word(word: &str) -> Option<MailKind> {
+        match word {
+            "ack" => Some(MailKind::Acknowledgement),
+            "refusal" => Some(MailKind::Undelivered),
+            w => MailKind::ALL.into_iter().find(|k| k.as_str() == w),
+        }
+    }
+
+    /// The kind of one of the daemon's own mails from its Message-ID
+    /// (`T-1001.2.ack.<token>@mailtriage.DOMAIN`).
+    pub fn of_message_id(id: &str) -> Option<MailKind> {
+        let local = id
+            .trim_matches(|c| c == '<' || c == '>')
+            .split('@')
+            .next()?;
+        MailKind::from_word(local.split('.').nth(2)?)
+    }
+
+    /// Whether it goes to the customer rather than to a queue.
+    pub fn to_customer(self) -> bool {
+        matches!(
+            self,
+            MailKind::Acknowledgement | MailKind::Added | MailKind::Status
+        )
+    }
+}
+
+/// A mail's kind in a stored event: its name, or the word its id carries (events written
+/// before the two were one).
+fn mail_kind_or_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MailKind>, D::Error> {
+    let word: Option<String> = Option::deserialize(d)?;
+    Ok(word.as_deref().and_then(MailKind::from_word))
+}
+
+/// A mail of a ticket that did not reach its recipient, however that became known: the
+/// SMTP server refused it for good (`retry`: its id among the dead letters, for
+/// `mailtriage outbox retry`), or a delivery report returned it (`retry` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// `None` when a report does not say which of the ticket's mails it returns.
+    pub mail: Option<MailKind>,
+    pub to: String,
+    /// The server's answer, or the report's status.
+    pub reason: String,
+    /// The mail's Message-ID, when known.
+    pub message_id: Option<String>,
+    pub retry: Option<u64>,
 }
 
 /// A mail waiting in the outbox.
@@ -464,11 +537,55 @@ mod tests {
             "escalation",
             "reminder",
             "status",
-            "refusal",
+            "undelivered",
         ] {
             let k: MailKind = serde_json::from_str(&format!("\"{word}\"")).unwrap();
             assert_eq!((k.as_str(), k.to_string()), (word, word.to_string()));
         }
+    }
+
+    #[test]
+    fn a_kind_is_read_back_from_the_word_its_ids_carry() {
+        for k in MailKind::ALL {
+            assert_eq!(MailKind::from_word(k.id_word()), Some(k), "{k}");
+            assert_eq!(MailKind::from_word(k.as_str()), Some(k), "{k}");
+        }
+        assert_eq!(
+            MailKind::of_message_id("<T-1001.2.ack.0123456789ab@mailtriage.example.test>"),
+            Some(MailKind::Acknowledgement)
+        );
+        assert_eq!(
+            MailKind::of_message_id("T-1001.5.refusal@mailtriage.example.test"),
+            Some(MailKind::Undelivered)
+        );
+        assert_eq!(MailKind::of_message_id("abc@example.test"), None);
+    }
+
+    #[test]
+    fn undelivered_events_of_earlier_versions_still_read() {
+        let refused = r#"{"event":"refused","mail":"forward","to":"a@example.test","reason":"550 no","told":"supervisor"}"#;
+        let report =
+            r#"{"event":"undelivered","mail":"ack","to":"c@example.com","status":"5.2.2: full"}"#;
+        let note = r#""refusal""#;
+        assert_eq!(
+            serde_json::from_str::<EventKind>(refused).unwrap(),
+            EventKind::Undelivered {
+                mail: Some(MailKind::Forward),
+                to: "a@example.test".into(),
+                reason: "550 no".into(),
+                told: Some("supervisor".into()),
+                report: false,
+            }
+        );
+        assert!(matches!(
+            serde_json::from_str::<EventKind>(report).unwrap(),
+            EventKind::Undelivered { mail: Some(MailKind::Acknowledgement), reason, told: None, .. }
+                if reason == "5.2.2: full"
+        ));
+        assert_eq!(
+            serde_json::from_str::<MailKind>(note).unwrap(),
+            MailKind::Undelivered
+        );
     }
 
     #[test]
