@@ -294,6 +294,9 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Incident { id } => format!("linked to incident {id}"),
         EventKind::Promised { by, text } => format!("{by} promised: {text}"),
         EventKind::Answered { by } => format!("{by} answered the customer"),
+        EventKind::Waiting { by, says } => {
+            format!("{by} waits for the customer: \"{says}\"; the clock stops until they write")
+        }
         EventKind::Reminded { queue } => {
             format!("reminder sent to {}: the customer is waiting", qn(queue))
         }
@@ -415,6 +418,9 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Incident { id } => format!("связано с инцидентом {id}"),
         EventKind::Promised { by, text } => format!("{by} обещал(а): {text}"),
         EventKind::Answered { by } => format!("{by} ответил(а) клиенту"),
+        EventKind::Waiting { by, says } => {
+            format!("{by} ждёт ответа клиента: «{says}»; срок стоит, пока клиент не напишет")
+        }
         EventKind::Reminded { queue } => {
             format!("напоминание для «{}»: клиент ждёт ответа", qn(queue))
         }
