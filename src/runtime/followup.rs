@@ -242,7 +242,7 @@ pub async fn clock(shared: Shared) {
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
         let r =
-            tokio::task::spawn_blocking(move || run_once(&rules, &store, SystemTime::now())).await;
+            tokio::task::spawn_blocking(move || run_once(&rules, &store, super::now::now())).await;
         match r {
             Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
             Ok(Ok(_)) => {}
@@ -259,8 +259,8 @@ mod tests {
     /// The shipped rules with no reminder spread: each reminder at its exact time.
     fn rules() -> Rules {
         crate::config::testing::shipped_with(
-            "[threading]\n",
-            "[threading]\nreminder_spread = \"0s\"\n",
+            "reminder_spread = \"30m\"",
+            "reminder_spread = \"0s\"",
         )
     }
 
@@ -274,8 +274,13 @@ mod tests {
                 1,
             )
             .replacen(
-                "[threading]\n",
-                &format!("[calendar]\nholidays = [\"2026-12-31\", \"2027-01-01\"]\n\n[threading]\nreminder_spread = \"{spread}\"\n"),
+                "holidays = []",
+                "holidays = [\"2026-12-31\", \"2027-01-01\"]",
+                1,
+            )
+            .replacen(
+                "reminder_spread = \"30m\"",
+                &format!("reminder_spread = \"{spread}\""),
                 1,
             );
         Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap()
