@@ -282,6 +282,48 @@ END:VCALENDAR\r\n";
     }
 
     #[test]
+    fn mistakes_name_the_file_the_key_and_the_line() {
+        use crate::config::Rules;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(
+            dir.path().join("holidays.ics"),
+            NEW_YEAR.replace("20270101", "2027-01-01"),
+        )
+        .unwrap();
+        let text = crate::config::testing::shipped_text()
+            .replacen(
+                "holidays = []",
+                "holidays = [\"2026-12-31\", \"31.12.2026\"]\nholidays_file = \"holidays.ics\"",
+                1,
+            )
+            .replacen(
+                "response_time = \"4h\"",
+                "response_time = \"4h\"\nbusiness_hours = \"Mon-Fri 09:00-18:00 Europe/Moskow\"",
+                1,
+            );
+        let errors = Rules::parse(&rules, &text).unwrap_err().0;
+        let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let find = |key: &str| {
+            errors
+                .iter()
+                .find(|e| e.key == key)
+                .unwrap_or_else(|| panic!("{key}: {errors:?}"))
+        };
+        let date = find("calendar.holidays[1]");
+        assert_eq!(
+            (date.file.as_path(), date.line),
+            (rules.as_path(), Some(line_of("31.12.2026")))
+        );
+        let zone = find("queues.support.business_hours");
+        assert!(zone.message.contains("Europe/Moskow"), "{}", zone.message);
+        assert_eq!(zone.line, Some(line_of("Moskow")));
+        let ics = find("calendar.holidays_file");
+        assert_eq!(ics.file, dir.path().join("holidays.ics"));
+        assert_eq!(ics.line, Some(11), "{}", ics.message);
+    }
+
+    #[test]
     fn a_repeating_event_is_taken_once_and_said_so() {
         let yearly = NEW_YEAR.replace(
             "SUMMARY:New Year's Eve",
