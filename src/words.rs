@@ -48,6 +48,69 @@ pub fn duration(d: Duration, lang: &str) -> String {
     parts.join(" ")
 }
 
+/// A moment as the customer reads a promise: "Monday 30 November, 12:00 (MSK)",
+/// "понедельник, 30 ноября, 12:00 (MSK)", on the clock of `zone` (the queue's).
+pub fn moment(t: time::OffsetDateTime, zone: &crate::clock::Zone, lang: &str) -> String {
+    const DAYS_EN: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    const DAYS_RU: [&str; 7] = [
+        "понедельник",
+        "вторник",
+        "среда",
+        "четверг",
+        "пятница",
+        "суббота",
+        "воскресенье",
+    ];
+    const MONTHS_EN: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const MONTHS_RU: [&str; 12] = [
+        "января",
+        "февраля",
+        "марта",
+        "апреля",
+        "мая",
+        "июня",
+        "июля",
+        "августа",
+        "сентября",
+        "октября",
+        "ноября",
+        "декабря",
+    ];
+    let local = zone.local(t);
+    let weekday = local.weekday().to_monday_zero_offset() as usize;
+    let month = (local.month() - 1) as usize;
+    let (day, hour, minute) = (local.day(), local.hour(), local.minute());
+    let label = zone.label_at(t);
+    if ru(lang) {
+        let (w, m) = (DAYS_RU[weekday], MONTHS_RU[month]);
+        format!("{w}, {day} {m}, {hour:02}:{minute:02} ({label})")
+    } else {
+        let (w, m) = (DAYS_EN[weekday], MONTHS_EN[month]);
+        format!("{w} {day} {m}, {hour:02}:{minute:02} ({label})")
+    }
+}
+
 /// Why the request belongs where it went, in a sentence.
 pub fn why(w: &Why, mailbox: &str, queue_name: &str, lang: &str) -> String {
     match (w, ru(lang)) {
@@ -294,6 +357,9 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Incident { id } => format!("linked to incident {id}"),
         EventKind::Promised { by, text } => format!("{by} promised: {text}"),
         EventKind::Answered { by } => format!("{by} answered the customer"),
+        EventKind::Waiting { by, says } => {
+            format!("{by} waits for the customer: \"{says}\"; the clock stops until they write")
+        }
         EventKind::Reminded { queue } => {
             format!("reminder sent to {}: the customer is waiting", qn(queue))
         }
@@ -366,6 +432,9 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         EventKind::Incident { id } => format!("связано с инцидентом {id}"),
         EventKind::Promised { by, text } => format!("{by} обещал(а): {text}"),
         EventKind::Answered { by } => format!("{by} ответил(а) клиенту"),
+        EventKind::Waiting { by, says } => {
+            format!("{by} ждёт ответа клиента: «{says}»; срок стоит, пока клиент не напишет")
+        }
         EventKind::Reminded { queue } => {
             format!("напоминание для «{}»: клиент ждёт ответа", qn(queue))
         }
@@ -541,6 +610,20 @@ fn arrows(queues: &[String], qn: &dyn Fn(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_promise_reads_on_the_queues_clock() {
+        let t = crate::when::parse("2026-03-30T10:00:00Z").unwrap();
+        let berlin = crate::clock::Zone::parse("Europe/Berlin").unwrap();
+        assert_eq!(moment(t, &berlin, "en"), "Monday 30 March, 12:00 (CEST)");
+        let moscow = crate::clock::Zone::parse("Europe/Moscow").unwrap();
+        assert_eq!(
+            moment(t, &moscow, "ru"),
+            "понедельник, 30 марта, 13:00 (MSK)"
+        );
+        let utc = crate::clock::Zone::utc();
+        assert_eq!(moment(t, &utc, "en"), "Monday 30 March, 10:00 (UTC)");
+    }
 
     #[test]
     fn durations_read_naturally() {

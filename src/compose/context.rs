@@ -2,6 +2,7 @@
 //! queue, customer, history, promises, flags, incident). Triage adds the message's own
 //! part; reminders and status mails use it as it is.
 
+use crate::clock::wait;
 use crate::config::Rules;
 use crate::ticket::Ticket;
 use crate::when;
@@ -19,6 +20,10 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
         queue_address: queue.map(|q| q.address.clone()).unwrap_or_default(),
         response_time: queue
             .map(|q| words::duration(q.response_time, lang))
+            .unwrap_or_default(),
+        answer_by: queue
+            .zip(wait::answer_due(rules, ticket))
+            .map(|(q, due)| words::moment(due, q.calendar.zone(), lang))
             .unwrap_or_default(),
         mailbox: String::new(),
         mailbox_address: String::new(),

@@ -556,8 +556,8 @@ mod tests {
         assert_eq!(p.in_reply_to().as_text(), Some("orig-1@mail.example"));
         let body = p.body_text(0).unwrap();
         assert!(
-            body.contains("T-1042") && body.contains("4 hours"),
-            "{body}"
+            body.contains("T-1042") && body.contains(&ctx.answer_by),
+            "the ticket and when the answer is due: {body}"
         );
         assert!(
             !body.contains("Сайт не работает"),

@@ -129,6 +129,21 @@ impl<'a> Collector<'a> {
         }
     }
 
+    /// The file being read (another file it names is found beside it).
+    pub fn file(&self) -> &Path {
+        self.file
+    }
+
+    /// Records an error or a warning found in another file that `key` names (a holidays
+    /// calendar): that file and its line.
+    pub fn in_file(&mut self, e: ConfigError, warning: bool) {
+        if warning {
+            self.warnings.push(e);
+        } else {
+            self.errors.push(e);
+        }
+    }
+
     pub fn line_of(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
         self.text.as_bytes()[..end]

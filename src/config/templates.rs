@@ -58,6 +58,9 @@ pub struct TemplateContext {
     pub queue_name: String,
     pub queue_address: String,
     pub response_time: String,
+    /// When the queue's answer is due, on its working-time clock and in its zone:
+    /// "Monday 30 November, 13:00 (MSK)"; "" while the clock is stopped.
+    pub answer_by: String,
     pub mailbox: String,
     pub mailbox_address: String,
     pub category: String,
@@ -99,6 +102,7 @@ impl TemplateContext {
             queue_name: "Technical support".into(),
             queue_address: "support@example.com".into(),
             response_time: "4 hours".into(),
+            answer_by: "Monday 30 November, 13:00 (MSK)".into(),
             mailbox: "billing".into(),
             mailbox_address: "billing@example.com".into(),
             category: "technical".into(),

@@ -100,6 +100,32 @@ pub fn staff_mail(case: &Case, ticket: &mut Ticket) {
     if answers(mail, ticket) {
         ticket.answered(&case.at, &by);
     }
+    if let Some(says) = waits_for_customer(mail, ticket) {
+        ticket.waiting(&case.at, &by, &says);
+    }
+}
+
+/// At most this much of the line that says staff wait for the customer is kept.
+const MAX_WAITING_LINE: usize = 200;
+
+/// The line of staff's own text that says they wait for the customer: a `Waiting:`
+/// (`Ожидаем:`) line in any staff mail of the thread, or, in a mail to the customer, a
+/// question (a line ending in "?"; quoted text is not the mail's own and is left out).
+pub fn waits_for_customer(mail: &Mail, ticket: &Ticket) -> Option<String> {
+    let lines = || mail.text.lines().map(str::trim);
+    let marked = lines().find(|l| {
+        let lower = l.to_lowercase();
+        ["waiting:", "ожидаем:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+    });
+    let asked = || {
+        answers(mail, ticket)
+            .then(|| lines().find(|l| l.ends_with('?')))
+            .flatten()
+    };
+    let line = marked.or_else(asked)?;
+    Some(line.chars().take(MAX_WAITING_LINE).collect())
 }
 
 /// Lines staff write to record a promise on a ticket ("Promise: payment moved to 1 Dec").
@@ -212,10 +238,9 @@ mod tests {
 
     type Step = fn(&Case, &mut Ticket);
 
-    #[test]
-    fn a_staff_reply_records_its_promises_and_that_the_customer_was_answered() {
-        let r = crate::config::testing::shipped();
-        let thread = ThreadView {
+    /// A thread on Ivan's billing ticket, joined by References.
+    fn ivans_thread() -> ThreadView {
+        ThreadView {
             ticket: Some((
                 TicketRef {
                     id: "T-1001".into(),
@@ -227,12 +252,55 @@ mod tests {
                 JoinedBy::References,
             )),
             ..Default::default()
-        };
+        }
+    }
+
+    fn waiting_line(t: &Ticket) -> Option<String> {
+        t.history.iter().find_map(|e| match &e.what {
+            EventKind::Waiting { says, .. } => Some(says.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn staff_who_ask_the_customer_or_write_waiting_wait_for_the_customer() {
+        let r = crate::config::testing::shipped();
+        let head = "From: anna@example.test\r\nCc: billing@example.test\r\nSubject: Re: [#T-1001] Refund\r\nMessage-ID: <s2@example.test>\r\n";
+        let ask = format!("{head}To: ivan@mail.example\r\n\r\nHello.\r\nWhich invoice number was it?\r\n\r\n> Can you refund?\r\n");
+        let t = at_billing(&r, &ask, &ivans_thread(), staff_mail);
+        assert_eq!(
+            waiting_line(&t).as_deref(),
+            Some("Which invoice number was it?")
+        );
+        // A note among staff that says so, not to the customer: waiting all the same.
+        let note = format!(
+            "{head}To: billing@example.test\r\n\r\nОжидаем: выписку из банка от клиента\r\n"
+        );
+        let t = at_billing(&r, &note, &ivans_thread(), staff_mail);
+        assert_eq!(
+            waiting_line(&t).as_deref(),
+            Some("Ожидаем: выписку из банка от клиента")
+        );
+        // A question among staff only is not one to the customer.
+        let internal = format!("{head}To: billing@example.test\r\n\r\nWho takes this one?\r\n");
+        let t = at_billing(&r, &internal, &ivans_thread(), staff_mail);
+        assert_eq!(waiting_line(&t), None);
+    }
+
+    #[test]
+    fn a_staff_reply_records_its_promises_and_that_the_customer_was_answered() {
+        let r = crate::config::testing::shipped();
         let raw = "From: anna@example.test\r\nTo: ivan@mail.example\r\nCc: billing@example.test\r\nSubject: Re: [#T-1001] Refund\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\nPromise: refund by Friday\r\n";
-        let t = at_billing(&r, raw, &thread, staff_mail);
+        let t = at_billing(&r, raw, &ivans_thread(), staff_mail);
         assert_eq!(t.promises[0].text, "refund by Friday");
         assert_eq!(t.promises[0].by, "anna@example.test");
         assert!(t.answered_at.is_some());
+        assert!(
+            !t.history
+                .iter()
+                .any(|e| matches!(e.what, EventKind::Waiting { .. })),
+            "no question, no waiting"
+        );
         assert_eq!(
             t.history.last().map(|e| &e.what),
             Some(&EventKind::Answered {

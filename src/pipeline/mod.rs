@@ -301,6 +301,9 @@ pub fn observe_sent(
     if apply::answers(&mail, &ticket) {
         ticket.answered(&at, &by);
     }
+    if let Some(says) = apply::waits_for_customer(&mail, &ticket) {
+        ticket.waiting(&at, &by, &says);
+    }
     store.commit_ticket(&ticket, &[])?;
     Ok(Some(ticket.id))
 }

@@ -274,7 +274,7 @@ fn explain(
         .mailboxes
         .get(mailbox)
         .ok_or_else(|| format!("no mailbox {mailbox:?} in {}", rules_file.display()))?;
-    crate::pipeline::explain(&rules, Some(store), mb, &raw, SystemTime::now())
+    crate::pipeline::explain(&rules, Some(store), mb, &raw, super::now::now())
         .map_err(|e| e.to_string())
 }
 

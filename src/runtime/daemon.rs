@@ -110,6 +110,7 @@ pub async fn run(inputs: &Inputs) -> Result<(), DaemonError> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(DaemonError::Signal)?;
     let loaded = load(inputs)?;
+    super::now::init();
     settle_in_flight(&loaded).await;
     start_metrics(&loaded.settings)?;
     let tasks = start(loaded, inputs, hup);

@@ -2,7 +2,8 @@
 //! time; when none is seen in time ([`due`], pure), the queue gets a reminder, then the
 //! escalation queue is told, and the customer gets one honest status mail per window
 //! unless staff already answered them.
-//! Nothing goes out outside a queue's business hours. [`run_once`] composes and records
+//! Times are counted on the queue's working-time clock (`crate::clock`), and nothing
+//! goes out outside its business hours. [`run_once`] composes and records
 //! what is due (one transaction per ticket); the daemon calls it on a timer and wakes the
 //! outbox sender.
 
@@ -10,6 +11,7 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
+use crate::clock::wait;
 use crate::compose::ticket_context;
 use crate::compose::{self, NoticeInput};
 use crate::config::TemplateContext;
@@ -31,39 +33,30 @@ pub enum Due {
     Status,
 }
 
-/// What is due for a ticket at `now`.
+/// What is due for a ticket at `now`, on the owning queue's working-time clock: the
+/// reminder once the response time has run out since the customer began to wait, the
+/// escalation and the status mail after twice that (each put off by the ticket's share
+/// of the reminder spread), and only in working time.
 pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
     let Some(queue) = rules.queues.get(&t.queue) else {
         return Vec::new();
     };
-    let Some(since) = parse(&t.owner_since).or_else(|| parse(&t.created)) else {
+    // No wait, no clock: staff answered or wait for the customer.
+    let Some(since) = wait::waiting_since(t) else {
         return Vec::new();
     };
-    // An answer after the queue got the ticket settles it.
-    if t.answered_at
-        .as_deref()
-        .and_then(parse)
-        .is_some_and(|a| a >= since)
-    {
+    if wait::reminder_due(rules, t, 1).is_none_or(|at| now < at) || !queue.calendar.open_at(now) {
         return Vec::new();
     }
-    let promised = time::Duration::try_from(queue.response_time).unwrap_or(time::Duration::HOUR);
-    if now < since + promised {
-        return Vec::new();
-    }
-    if queue
-        .business_hours
-        .as_ref()
-        .is_some_and(|b| !b.open_at(now))
-    {
-        return Vec::new();
-    }
+    // What was done for an earlier wait (before the customer wrote again) is done again.
+    let done = |at: &Option<String>| at.as_deref().and_then(parse).is_some_and(|a| a >= since);
+    let late = wait::reminder_due(rules, t, 2).is_some_and(|at| now >= at);
     let mut v = Vec::new();
-    if t.reminded_at.is_none() {
+    if !done(&t.reminded_at) {
         v.push(Due::Reminder);
     }
     let escalation = rules.escalation.as_ref().filter(|e| e.queue != t.queue);
-    if escalation.is_some() && t.escalated_at.is_none() && now >= since + promised * 2 {
+    if escalation.is_some() && !done(&t.escalated_at) && late {
         v.push(Due::Escalate);
     }
     // The customer hears once the ticket is escalated, then at most once per window.
@@ -86,7 +79,7 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
         && more_allowed
         && t.answered_at.is_none()
         && escalated
-        && now >= since + promised * 2
+        && late
         && status_due
         && !t.customer.is_empty()
     {
@@ -159,11 +152,9 @@ fn record_due(rules: &Rules, t: &mut Ticket, due: &[Due], at: &str) {
 
 /// The templates' view of the ticket, with how long the queue is overdue.
 fn notice_context(rules: &Rules, t: &Ticket, queue: &Queue, at: OffsetDateTime) -> TemplateContext {
-    let since = parse(&t.owner_since).unwrap_or(at);
-    let promised = time::Duration::try_from(queue.response_time).unwrap_or_default();
-    let overdue = (at - (since + promised)).max(time::Duration::ZERO);
+    let overdue = wait::overdue(queue, t, at);
     let mut ctx = ticket_context(rules, t, &t.language);
-    ctx.overdue = words::duration(overdue.try_into().unwrap_or_default(), &t.language);
+    ctx.overdue = words::duration(overdue, &t.language);
     ctx.received = when::human(&t.created);
     ctx
 }
@@ -251,7 +242,7 @@ pub async fn clock(shared: Shared) {
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
         let r =
-            tokio::task::spawn_blocking(move || run_once(&rules, &store, SystemTime::now())).await;
+            tokio::task::spawn_blocking(move || run_once(&rules, &store, super::now::now())).await;
         match r {
             Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
             Ok(Ok(_)) => {}
@@ -265,19 +256,38 @@ pub async fn clock(shared: Shared) {
 mod tests {
     use super::*;
 
+    /// The shipped rules with no reminder spread: each reminder at its exact time.
     fn rules() -> Rules {
-        crate::config::testing::shipped()
+        crate::config::testing::shipped_with(
+            "reminder_spread = \"30m\"",
+            "reminder_spread = \"0s\"",
+        )
+    }
+
+    /// Support answers within 4 working hours, Monday to Friday 09:00-18:00 in Moscow,
+    /// with 31 December and 1 January off; reminders spread over `spread`.
+    fn moscow(spread: &str) -> Rules {
+        let text = crate::config::testing::shipped_text()
+            .replacen(
+                "response_time = \"4h\"",
+                "response_time = \"4h\"\nbusiness_hours = \"Mon-Fri 09:00-18:00 Europe/Moscow\"",
+                1,
+            )
+            .replacen(
+                "holidays = []",
+                "holidays = [\"2026-12-31\", \"2027-01-01\"]",
+                1,
+            )
+            .replacen(
+                "reminder_spread = \"30m\"",
+                &format!("reminder_spread = \"{spread}\""),
+                1,
+            );
+        Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap()
     }
 
     fn ticket(created: &str) -> Ticket {
-        let mut t = Ticket::new(
-            "T-1001".into(),
-            "c@example.com".into(),
-            "Site down".into(),
-            "support".into(),
-            "en".into(),
-            created.into(),
-        );
+        let mut t = wait::test_ticket(created);
         t.acknowledged = true;
         t.hops = vec!["support".into()];
         t.messages = vec!["m1@example.com".into()];
@@ -332,7 +342,7 @@ mod tests {
     fn an_answer_settles_it() {
         let r = rules();
         let mut tk = ticket("2026-11-23T08:00:00Z");
-        tk.answered_at = Some("2026-11-23T09:00:00Z".into());
+        tk.answered("2026-11-23T09:00:00Z", "anna@example.test");
         assert!(due(&r, &tk, t("2026-11-24T08:00:00Z")).is_empty());
     }
 
@@ -363,10 +373,126 @@ mod tests {
             due(&r, &tk, t("2026-11-23T21:00:00Z")).is_empty(),
             "evening"
         );
+        // Two working hours on Monday, two on Tuesday: not due when Tuesday opens (the
+        // wall clock's four hours ran out on Monday night), but by 11:00 and its spread.
+        assert!(due(&r, &tk, t("2026-11-24T09:00:00Z")).is_empty());
         assert_eq!(
-            due(&r, &tk, t("2026-11-24T09:00:00Z")).first(),
+            due(&r, &tk, t("2026-11-24T11:30:00Z")).first(),
             Some(&Due::Reminder)
         );
+    }
+
+    #[test]
+    fn a_friday_evening_ticket_is_due_on_monday_in_working_time() {
+        let r = moscow("0s");
+        // Friday 27 November 2026, 17:00 in Moscow: one working hour on Friday, three on
+        // Monday, so the reminder is due at Monday 12:00 (09:00 UTC).
+        let tk = ticket("2026-11-27T14:00:00Z");
+        for quiet in [
+            "2026-11-27T18:01:00Z", // four wall-clock hours later: Friday night
+            "2026-11-28T10:00:00Z", // Saturday
+            "2026-11-30T08:59:00Z", // Monday 11:59
+        ] {
+            assert!(due(&r, &tk, t(quiet)).is_empty(), "{quiet}");
+        }
+        assert_eq!(due(&r, &tk, t("2026-11-30T09:00:00Z")), vec![Due::Reminder]);
+        // The escalation after eight working hours: Monday 16:00.
+        let mut tk = tk;
+        tk.reminded_at = Some("2026-11-30T09:00:00Z".into());
+        assert!(due(&r, &tk, t("2026-11-30T12:59:00Z")).is_empty());
+        assert_eq!(
+            due(&r, &tk, t("2026-11-30T13:00:00Z")),
+            vec![Due::Escalate, Due::Status]
+        );
+    }
+
+    #[test]
+    fn a_holiday_is_skipped() {
+        let r = moscow("0s");
+        // Wednesday 30 December, 16:00 in Moscow: two hours then, Thursday and Friday off,
+        // the weekend, and two more hours on Monday 4 January: due at 11:00.
+        let tk = ticket("2026-12-30T13:00:00Z");
+        assert!(
+            due(&r, &tk, t("2026-12-31T08:00:00Z")).is_empty(),
+            "holiday"
+        );
+        assert!(due(&r, &tk, t("2027-01-04T07:59:00Z")).is_empty());
+        assert_eq!(due(&r, &tk, t("2027-01-04T08:00:00Z")), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn the_customers_reply_after_an_answer_starts_the_clock_again() {
+        let r = rules();
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        tk.answered("2026-11-23T09:00:00Z", "anna@example.test");
+        tk.reminded_at = None;
+        assert!(
+            due(&r, &tk, t("2026-11-23T20:00:00Z")).is_empty(),
+            "answered"
+        );
+        tk.follow_up(
+            "2026-11-24T08:00:00Z",
+            "support@example.test",
+            "Re: Site down",
+            None,
+        );
+        assert!(due(&r, &tk, t("2026-11-24T11:59:00Z")).is_empty());
+        assert_eq!(due(&r, &tk, t("2026-11-24T12:00:00Z")), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn a_reminder_of_an_earlier_wait_does_not_count_for_the_next() {
+        let r = rules();
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        tk.reminded("2026-11-23T12:00:00Z");
+        tk.answered("2026-11-23T13:00:00Z", "anna@example.test");
+        tk.follow_up(
+            "2026-11-24T08:00:00Z",
+            "support@example.test",
+            "Re: Site down",
+            None,
+        );
+        assert_eq!(due(&r, &tk, t("2026-11-24T12:00:00Z")), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn waiting_for_the_customer_stops_the_clock_until_they_write() {
+        let r = rules();
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        // Staff noted they wait for logs, without writing to the customer.
+        tk.waiting(
+            "2026-11-23T09:00:00Z",
+            "anna@example.test",
+            "Waiting: the logs",
+        );
+        assert!(due(&r, &tk, t("2026-11-25T08:00:00Z")).is_empty());
+        tk.follow_up("2026-11-25T08:00:00Z", "support@example.test", "logs", None);
+        assert_eq!(due(&r, &tk, t("2026-11-25T12:00:00Z")), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn tickets_due_together_are_reminded_spread_over_the_window() {
+        let r = moscow("30m");
+        // Thirty tickets of the weekend: each starts waiting on Monday at 09:00 and is
+        // due at 13:00; their reminders fall between 13:00 and 13:30, not all at once.
+        let at: Vec<OffsetDateTime> = (0..30)
+            .map(|n| {
+                let mut tk = ticket("2026-11-28T10:00:00Z");
+                tk.id = format!("T-{}", 2000 + n);
+                wait::reminder_due(&r, &tk, 1).unwrap()
+            })
+            .collect();
+        let (first, last) = (t("2026-11-30T10:00:00Z"), t("2026-11-30T10:30:00Z"));
+        assert!(at.iter().all(|a| *a >= first && *a < last), "{at:?}");
+        let minutes: std::collections::BTreeSet<_> =
+            at.iter().map(|a| (a.hour(), a.minute())).collect();
+        assert!(minutes.len() >= 15, "{minutes:?}");
+        // Each ticket is due when its own moment has come, not before.
+        let mut tk = ticket("2026-11-28T10:00:00Z");
+        tk.id = "T-2000".into();
+        let own = at[0];
+        assert!(due(&r, &tk, own - time::Duration::MINUTE).is_empty());
+        assert_eq!(due(&r, &tk, own), vec![Due::Reminder]);
     }
 
     #[test]

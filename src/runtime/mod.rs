@@ -9,6 +9,7 @@ pub mod adopt;
 pub mod control;
 pub mod daemon;
 pub mod followup;
+pub mod now;
 pub mod refused;
 pub mod reload;
 pub mod runner;

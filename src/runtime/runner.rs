@@ -240,7 +240,7 @@ impl Batch {
         let mut last = 0;
         for m in &self.messages {
             if let Some(ticket) =
-                pipeline::observe_sent(&self.rules, &self.store, &m.raw, SystemTime::now())?
+                pipeline::observe_sent(&self.rules, &self.store, &m.raw, super::now::now())?
             {
                 tracing::info!(mailbox = %self.mailbox, uid = m.uid, ticket = %ticket, "Staff reply seen in the ticket.");
             }
@@ -299,11 +299,11 @@ impl Batch {
             source: Some(cp),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipeline::triage(&self.rules, &self.store, incoming, SystemTime::now())
+            pipeline::triage(&self.rules, &self.store, incoming, super::now::now())
         }))
         .unwrap_or_else(|p| {
             let reason = format!("triage failed on this message: {}", panic_text(&*p));
-            let now = SystemTime::now();
+            let now = super::now::now();
             pipeline::quarantine(&self.store, mailbox, &m.raw, Some(cp), reason, now)
                 .map_err(Into::into)
         })

@@ -69,6 +69,9 @@ pub enum EventKind {
     Promised { by: String, text: String },
     /// The queue answered the customer.
     Answered { by: String },
+    /// Staff wait for the customer (a question to them, or a `Waiting:` line): the
+    /// response clock stands still until the customer writes. `says`: the line.
+    Waiting { by: String, says: String },
     /// The queue was reminded that the customer waits.
     Reminded { queue: String },
     /// The overdue ticket went to the escalation queue.
@@ -278,6 +281,17 @@ impl Ticket {
     pub fn answered(&mut self, at: &str, by: &str) {
         self.answered_at = Some(at.to_string());
         self.record(at, EventKind::Answered { by: by.to_string() });
+    }
+
+    /// Staff wait for the customer's answer to `says` (a question, a `Waiting:` line).
+    pub fn waiting(&mut self, at: &str, by: &str, says: &str) {
+        self.record(
+            at,
+            EventKind::Waiting {
+                by: by.to_string(),
+                says: says.to_string(),
+            },
+        );
     }
 
     /// Red flags fired (each kept once on the ticket); `reasons` in words, `to` the

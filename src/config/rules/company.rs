@@ -47,6 +47,9 @@ pub struct Threading {
     pub status_window: Duration,
     /// At most this many status mails per ticket.
     pub max_status_mails: u32,
+    /// Reminders and escalations of tickets that fell due together go out spread over
+    /// this much working time, each ticket at its own place in it.
+    pub reminder_spread: Duration,
 }
 
 /// `languages` are the declared ones, as written: the default must be one of them.
@@ -152,5 +155,11 @@ pub(super) fn compile_threading(c: &mut Collector<'_>, t: &raw::Threading) -> Th
             Duration::from_secs(DAY),
         ),
         max_status_mails: t.max_status_mails.unwrap_or(3),
+        reminder_spread: duration_key(
+            c,
+            "threading.reminder_spread",
+            &t.reminder_spread,
+            Duration::from_secs(30 * 60),
+        ),
     }
 }

@@ -5,6 +5,7 @@
 //! collects all of them. The rule tests are checked here but run by
 //! `pipeline::ruletest`, which needs the pipeline this layer sits below.
 
+mod calendar;
 mod company;
 mod matching;
 mod patterns;
@@ -117,7 +118,13 @@ pub fn version_of(text: &str) -> String {
 /// uses against those compiled before it.
 fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     let company = company::compile_company(c, f.company.into_inner(), &f.languages);
-    let queues = routing::compile_queues(c, f.queues);
+    let holidays = calendar::compile_holidays(
+        c,
+        "calendar",
+        &f.calendar.holidays,
+        f.calendar.holidays_file.as_ref(),
+    );
+    let queues = routing::compile_queues(c, f.queues, &holidays);
     let categories = routing::compile_categories(c, f.categories, &queues);
     let mailboxes = routing::compile_mailboxes(c, f.mailboxes, &queues, &categories);
     let rules = matching::compile_rules(c, f.rules, &categories);

@@ -26,6 +26,8 @@ pub struct File {
     #[serde(default)]
     pub threading: Threading,
     #[serde(default)]
+    pub calendar: Holidays,
+    #[serde(default)]
     pub roles: Roles,
     #[serde(default)]
     pub flags: Vec<Spanned<Flag>>,
@@ -99,6 +101,7 @@ pub struct Threading {
     pub added_ack_window: Option<Spanned<String>>,
     pub status_window: Option<Spanned<String>>,
     pub max_status_mails: Option<u32>,
+    pub reminder_spread: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +172,19 @@ pub struct Queue {
     pub name: BTreeMap<String, String>,
     pub response_time: Spanned<String>,
     pub business_hours: Option<Spanned<String>>,
+    /// The queue's own days off, on top of `[calendar]`'s.
+    #[serde(default)]
+    pub holidays: Vec<Spanned<String>>,
+    pub holidays_file: Option<Spanned<String>>,
+}
+
+/// Days nobody works: `[calendar]` for every queue, and a queue's own.
+#[derive(Deserialize, Default)]
+pub struct Holidays {
+    #[serde(default)]
+    pub holidays: Vec<Spanned<String>>,
+    /// An iCalendar file of all-day events, beside rules.toml unless absolute.
+    pub holidays_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

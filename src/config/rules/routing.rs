@@ -2,13 +2,16 @@
 //! request), `[mailboxes]` (what is watched, and who reads it) and `[escalation]` (where
 //! bounced tickets and red flags go). Each name used is checked against the declared ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use jiff::civil::Date;
 use toml::Spanned;
 
+use super::calendar::compile_holidays;
 use super::raw;
-use super::values::{looks_like_address, span, BusinessHours};
+use super::values::{looks_like_address, span};
+use crate::clock::{BusinessHours, Calendar};
 use crate::config::error::Collector;
 
 #[derive(Debug, Clone)]
@@ -18,8 +21,10 @@ pub struct Queue {
     /// Display name per language code.
     pub names: BTreeMap<String, String>,
     pub response_time: Duration,
-    /// When reminders and status mails may go out; always when `None`.
-    pub business_hours: Option<BusinessHours>,
+    /// The queue's working time: its business hours less its holidays and the
+    /// company's. The response time is counted on it, and reminders and status mails go
+    /// out only in it.
+    pub calendar: Calendar,
 }
 
 impl Queue {
@@ -108,17 +113,24 @@ fn check_some_declared(c: &mut Collector<'_>, empty: bool, table: &str, what: &s
     }
 }
 
+/// `holidays` are the company's (`[calendar]`): every queue has them off.
 pub(super) fn compile_queues(
     c: &mut Collector<'_>,
     raw: BTreeMap<String, Spanned<raw::Queue>>,
+    holidays: &BTreeSet<Date>,
 ) -> BTreeMap<String, Queue> {
     check_some_declared(c, raw.is_empty(), "queues", "queue");
     raw.into_iter()
-        .map(|(key, q)| (key.clone(), compile_queue(c, key, q)))
+        .map(|(key, q)| (key.clone(), compile_queue(c, key, q, holidays)))
         .collect()
 }
 
-fn compile_queue(c: &mut Collector<'_>, key: String, q: Spanned<raw::Queue>) -> Queue {
+fn compile_queue(
+    c: &mut Collector<'_>,
+    key: String,
+    q: Spanned<raw::Queue>,
+    holidays: &BTreeSet<Date>,
+) -> Queue {
     let qspan = span(&q);
     let q = q.into_inner();
     let base = format!("queues.{key}");
@@ -136,12 +148,15 @@ fn compile_queue(c: &mut Collector<'_>, key: String, q: Spanned<raw::Queue>) -> 
             .map_err(|e| c.at(span(b), format!("{base}.business_hours"), e))
             .ok()
     });
+    let mut days = holidays.clone();
+    let own = compile_holidays(c, &base, &q.holidays, q.holidays_file.as_ref());
+    days.extend(own);
     Queue {
         key,
         address: q.address.into_inner().trim().to_string(),
         names: q.name,
         response_time,
-        business_hours,
+        calendar: Calendar::new(business_hours, days),
     }
 }
 
