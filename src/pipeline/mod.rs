@@ -300,6 +300,9 @@ pub fn observe_sent(
     if apply::answers(&mail, &ticket) {
         ticket.answered(&at, &by);
     }
+    if let Some(note) = crate::decide::resolution_in(&mail) {
+        ticket.resolve(&at, &by, crate::ticket::ResolvedHow::Mail, note);
+    }
     store.commit_ticket(&ticket, &[])?;
     Ok(Some(ticket.id))
 }

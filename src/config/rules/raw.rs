@@ -99,6 +99,9 @@ pub struct Threading {
     pub added_ack_window: Option<Spanned<String>>,
     pub status_window: Option<Spanned<String>>,
     pub max_status_mails: Option<u32>,
+    pub resolve_after: Option<Spanned<String>>,
+    pub reopen_within: Option<Spanned<String>>,
+    pub retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
