@@ -8,10 +8,10 @@
 //!
 //! `cargo bench --bench year` prints and writes (`target/year-bench.json`): the raw mail
 //! triaged, the state's size on disk after retention, the open and all tickets, the time
-//! to open the state as the daemon does (open + migration check). READY and idle RSS of
-//! the daemon on this state: `python3 bench/year.py` (it runs this bench to make the state
-//! first). The state is kept in `target/year-state` and made again only when missing
-//! (`YEAR_TICKETS` sets a smaller desk, for a quick look).
+//! to open the state as the daemon does (open + migration check). READY and idle RSS
+//! of the daemon started on this state are not measured here yet. The state is made
+//! afresh in `target/year-state` on every run (`YEAR_TICKETS` sets a smaller desk, for
+//! a quick look).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
