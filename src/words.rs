@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{Rules, TemplateContext};
 use crate::decide::{JoinedBy, Suppression, Why};
-use crate::ticket::{Event, EventKind, MailKind, Undelivered};
+use crate::ticket::{Event, EventKind, MailKind, ResolvedHow, Undelivered};
 
 fn ru(lang: &str) -> bool {
     lang == "ru"
@@ -383,6 +383,9 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             "the refused {} to {to} was dropped for good",
             mail_kind(*mail, "en")
         ),
+        e @ (EventKind::Resolved { .. }
+        | EventKind::ReopenedByReply { .. }
+        | EventKind::Follows { .. }) => lifecycle_line(e, "en"),
     }
 }
 
@@ -464,6 +467,59 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             "недоставленное письмо ({} для {to}) удалено навсегда",
             mail_kind_nominative(*mail)
         ),
+        e @ (EventKind::Resolved { .. }
+        | EventKind::ReopenedByReply { .. }
+        | EventKind::Follows { .. }) => lifecycle_line(e, "ru"),
+    }
+}
+
+/// A ticket's resolution, its reopening, or the ticket it follows, in the history.
+fn lifecycle_line(e: &EventKind, lang: &str) -> String {
+    let ru = ru(lang);
+    match e {
+        EventKind::Resolved { by, how, note } => {
+            let said = match note.as_str() {
+                "" => String::new(),
+                n => format!(": {n}"),
+            };
+            match (how, ru) {
+                (ResolvedHow::Mail, false) => format!("resolved by {by}{said}"),
+                (ResolvedHow::Mail, true) => format!("решено, {by}{said}"),
+                (ResolvedHow::Command, false) => {
+                    format!("resolved by {by} (mailtriage tickets resolve){said}")
+                }
+                (ResolvedHow::Command, true) => {
+                    format!("решено, {by} (mailtriage tickets resolve){said}")
+                }
+                (ResolvedHow::Quiet, false) => {
+                    "resolved automatically: the customer did not write again after the answer"
+                        .into()
+                }
+                (ResolvedHow::Quiet, true) => {
+                    "решено автоматически: после ответа клиент больше не писал".into()
+                }
+            }
+        }
+        EventKind::ReopenedByReply { by, resolved_at } => {
+            let when = crate::when::human(resolved_at);
+            match ru {
+                false => format!("reopened: {by} wrote again after it was resolved on {when}"),
+                true => format!(
+                    "открыто снова: {by} написал(а) после того, как обращение было решено {when}"
+                ),
+            }
+        }
+        EventKind::Follows {
+            ticket,
+            resolved_at,
+        } => {
+            let when = crate::when::human(resolved_at);
+            match ru {
+                false => format!("follows {ticket}, resolved on {when}: the customer wrote again after the reopen window"),
+                true => format!("продолжает {ticket}, решённое {when}: клиент написал снова после окна повторного открытия"),
+            }
+        }
+        _ => String::new(),
     }
 }
 

@@ -123,7 +123,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show tickets and their timelines, or record a promise on one (through the running
+    /// Show tickets and their timelines, resolve one or record a promise on it (through the running
     /// daemon, or from the state directory when no daemon runs).
     Tickets {
         #[command(subcommand)]
@@ -170,6 +170,17 @@ pub enum TicketsCmd {
         /// Print those mails whole, as they would go out.
         #[arg(long)]
         mails: bool,
+    },
+    /// Resolve a ticket: it gets no more reminders or status mails; a reply of the
+    /// customer within threading.reopen_within reopens it.
+    Resolve {
+        id: String,
+        /// Who resolved it, for the history.
+        #[arg(long, default_value = "operator")]
+        by: String,
+        /// What was done, for the history.
+        #[arg(long, default_value = "")]
+        note: String,
     },
     /// Record a promise made to the customer; it appears in every later note.
     Promise {

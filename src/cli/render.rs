@@ -398,7 +398,9 @@ pub(super) fn ticket_list(resp: &Response) -> String {
 }
 
 fn ticket_line(t: &Ticket, shadow: bool) -> String {
-    let state = if t.answered_at.is_some() {
+    let state = if t.resolved.is_some() {
+        "resolved"
+    } else if t.answered_at.is_some() {
         "answered"
     } else if t.escalated_at.is_some() {
         "escalated"
@@ -424,7 +426,7 @@ fn ticket_line(t: &Ticket, shadow: bool) -> String {
     )
 }
 
-/// `tickets show` (and `tickets promise`): each ticket with its whole timeline, and
+/// `tickets show` (and `tickets promise`, `tickets resolve`): each ticket with its whole timeline, and
 /// its mails that no server accepted; `mails` prints them whole. Without the rules the
 /// queues are named by their keys.
 pub(super) fn ticket_details(rules: Option<&Rules>, resp: &Response, mails: bool) -> String {
@@ -466,6 +468,16 @@ fn ticket_head(s: &mut String, t: &Ticket) {
         printable(&t.customer)
     );
     let _ = writeln!(s, "subject:   {}", printable(&t.subject));
+    let state = match &t.resolved {
+        Some(r) => format!(
+            "resolved {} by {} ({})",
+            human(&r.at),
+            printable(&r.by),
+            r.how
+        ),
+        None => "open".into(),
+    };
+    let _ = writeln!(s, "state:     {state}");
 }
 
 /// One mail no server accepted: "not sent:  forward -> billing@...".
@@ -574,6 +586,8 @@ pub(super) fn tickets_json(resp: &Response) -> serde_json::Value {
         let mut v = serde_json::to_value(t).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("shadow".into(), resp.shadow.contains(&t.id).into());
+            let state = if t.is_open() { "open" } else { "resolved" };
+            o.insert("state".into(), state.into());
             let held: Vec<&HeldMail> = resp.held.iter().filter(|h| h.mail.ticket == t.id).collect();
             if !held.is_empty() {
                 o.insert(

@@ -1,5 +1,5 @@
 //! `mailtriage tickets`: lists and shows tickets (from the state alone; the rules only
-//! name the queues), or records a promise on one. The
+//! name the queues), resolves one or records a promise on it. The
 //! running daemon answers over its control socket; with no daemon, the state directory
 //! is read (and, for a promise, written) directly.
 
@@ -28,7 +28,7 @@ pub fn tickets(
     }
     let text = match cmd {
         TicketsCmd::List => render::ticket_list(&resp),
-        TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } => {
+        TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } | TicketsCmd::Resolve { .. } => {
             render::ticket_details(rules.as_ref(), &resp, mails)
         }
     };
@@ -42,6 +42,11 @@ fn request(cmd: &TicketsCmd) -> Request {
         TicketsCmd::Show { id, mails } => Request::Show {
             id: id.clone(),
             mails: *mails,
+        },
+        TicketsCmd::Resolve { id, by, note } => Request::Resolve {
+            id: id.clone(),
+            by: by.clone(),
+            note: note.clone(),
         },
         TicketsCmd::Promise { id, text, by } => Request::Promise {
             id: id.clone(),

@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 mod caps;
+mod lifecycle;
 mod roles;
 
 pub use caps::{cap_keys, counts, fold, over_cap, MailCounts};
+pub use lifecycle::{quiet_resolution_due, resolution_in, Follows, Lifecycle};
 pub use roles::{copied_people, who, writer, Role, Who};
 
 use crate::classify::Classification;
@@ -52,6 +54,9 @@ pub struct TicketRef {
     /// When "added to your request" was last sent.
     #[serde(skip)]
     pub added_ack_at: Option<time::OffsetDateTime>,
+    /// When the ticket was resolved; `None` while it is open.
+    #[serde(skip)]
+    pub resolved_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +260,8 @@ pub struct Plan {
     pub hops: Vec<String>,
     /// What the message gets on the server once recorded; `None` leaves it as it is.
     pub marks: Option<Marks>,
+    /// Whether it resolves or reopens its ticket, or follows a resolved one.
+    pub lifecycle: Lifecycle,
 }
 
 /// IMAP keywords to set on the message, and the folder it moves to.
@@ -333,6 +340,12 @@ pub fn decide(
         _ => None,
     };
     let joined = thread.ticket.as_ref().filter(|_| names.is_none());
+    let life = lifecycle::lifecycle(rules, mail, joined.map(|(t, _)| t), who.role, now);
+    // A reply to a ticket resolved long ago is a new request by its writer.
+    let (joined, who) = match life.follows {
+        Some(_) => (None, roles::who(rules, mail, None)),
+        None => (joined, who),
+    };
     let staff = who.role == Role::Staff;
     let from_customer = !staff;
     let route = match joined {
@@ -382,6 +395,7 @@ pub fn decide(
         hops: hops(mailbox, joined.map(|(t, _)| t), &route),
         marks: Some(marks(mailbox, &route)),
         route,
+        lifecycle: life,
     }
 }
 
@@ -679,6 +693,7 @@ fn ignore(why: Suppression) -> Plan {
             keywords: vec![KEYWORD_TRIAGED],
             move_to: None,
         }),
+        lifecycle: Lifecycle::default(),
     }
 }
 
@@ -1129,6 +1144,7 @@ mod tests {
                     hops: vec!["billing".into(), "support".into()],
                     customer_side: Vec::new(),
                     added_ack_at: Some(time::OffsetDateTime::now_utc()),
+                    resolved_at: None,
                 },
                 JoinedBy::References,
             )),
@@ -1181,6 +1197,7 @@ mod tests {
                     hops: vec!["support".into()],
                     customer_side: side.iter().map(|s| s.to_string()).collect(),
                     added_ack_at: None,
+                    resolved_at: None,
                 },
                 JoinedBy::SubjectTag,
             )),

@@ -5,7 +5,7 @@
 use crate::compose::flag_reason;
 use crate::decide::{copied_people, AckPlan, Role, Suppression, Why};
 use crate::parse::Mail;
-use crate::ticket::{EventKind, Ticket};
+use crate::ticket::{EventKind, ResolvedHow, Ticket};
 use crate::words;
 
 use super::Case;
@@ -17,6 +17,19 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
     let mailbox = &case.inc.mailbox.address;
     if plan.reopens.is_some() {
         ticket.record(at, EventKind::Reopened);
+    }
+    if let Some(f) = &plan.lifecycle.follows {
+        let (id, resolved_at) = (f.ticket.clone(), f.resolved_at.clone());
+        ticket.record(
+            at,
+            EventKind::Follows {
+                ticket: id,
+                resolved_at,
+            },
+        );
+    }
+    if plan.lifecycle.reopens {
+        ticket.reopen(at, &writer_of(case));
     }
     if plan.follow_up() {
         ticket.follow_up(at, mailbox, &mail.subject, colleague(case));
@@ -102,6 +115,17 @@ pub fn staff_mail(case: &Case, ticket: &mut Ticket) {
     }
     if let Some(says) = waits_for_customer(mail, ticket) {
         ticket.waiting(&case.at, &by, &says);
+    }
+    if let Some(note) = &plan.lifecycle.resolves {
+        ticket.resolve(&case.at, &by, ResolvedHow::Mail, note);
+    }
+}
+
+/// Who wrote the message, as the history names them.
+fn writer_of(case: &Case) -> String {
+    match &case.ev.plan.who {
+        Some(w) => w.address.clone(),
+        None => case.ev.mail.sender(),
     }
 }
 
@@ -224,14 +248,7 @@ mod tests {
             source: None,
         };
         let case = Case::routed(r, inc, &ev, SystemTime::now()).unwrap();
-        let mut t = Ticket::new(
-            "T-1001".into(),
-            "ivan@mail.example".into(),
-            "Refund".into(),
-            "billing".into(),
-            "en".into(),
-            "2026-01-01T10:00:00Z".into(),
-        );
+        let mut t = crate::ticket::ivans_refund();
         step(&case, &mut t);
         t
     }

@@ -304,6 +304,9 @@ pub fn observe_sent(
     if let Some(says) = apply::waits_for_customer(&mail, &ticket) {
         ticket.waiting(&at, &by, &says);
     }
+    if let Some(note) = crate::decide::resolution_in(&mail) {
+        ticket.resolve(&at, &by, crate::ticket::ResolvedHow::Mail, note);
+    }
     store.commit_ticket(&ticket, &[])?;
     Ok(Some(ticket.id))
 }
@@ -425,6 +428,86 @@ mod tests {
         assert_eq!(run(&store, "Re: [#T-1042] still down", "c@x"), "T-1042");
         assert_eq!(run(&store, "about T1043", "d@x"), "T-500001");
         assert_eq!(run(&store, "Re: [#T-600000] x", "e@x"), "T-500002");
+    }
+
+    #[test]
+    fn a_reply_after_the_reopen_window_opens_a_ticket_that_follows_the_old_one() {
+        let r = rules(); // reopen_within 30d
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mb = &r.mailboxes["support"];
+        let at = |s: &str| -> SystemTime { when::parse(s).unwrap().into() };
+        let run = |raw: &[u8], now: &str| {
+            let inc = Incoming {
+                mailbox: mb,
+                raw,
+                source: None,
+            };
+            triage(&r, &store, inc, at(now)).unwrap()
+        };
+        let first = run(
+            &mail("ivan@mail.example", "Site down", "a@x"),
+            "2026-01-01T10:00:00Z",
+        );
+        let old = first.ticket.unwrap();
+        let mut t = store.ticket(&old).unwrap().unwrap();
+        t.resolve(
+            "2026-01-02T10:00:00Z",
+            "anna@example.test",
+            crate::ticket::ResolvedHow::Mail,
+            "",
+        );
+        store.put_ticket(&t).unwrap();
+
+        let late = mail(
+            "ivan@mail.example",
+            &format!("Re: [#{old}] Site down"),
+            "b@x",
+        );
+        let rep = run(&late, "2026-02-15T10:00:00Z");
+        let new = rep.ticket.clone().unwrap();
+        assert_ne!(new, old);
+        assert!(rep.new_ticket);
+        let t = store.ticket(&new).unwrap().unwrap();
+        let lines: Vec<String> = t
+            .history
+            .iter()
+            .map(|e| crate::words::history_text(&r, e, "en"))
+            .collect();
+        assert_eq!(
+            lines[0],
+            format!("follows {old}, resolved on 2026-01-02 10:00 UTC: the customer wrote again after the reopen window")
+        );
+        assert!(
+            store.ticket(&old).unwrap().unwrap().resolved.is_some(),
+            "the old one stays resolved"
+        );
+
+        let soon = mail(
+            "ivan@mail.example",
+            &format!("Re: [#{new}] Site down"),
+            "c@x",
+        );
+        let mut t = store.ticket(&new).unwrap().unwrap();
+        t.resolve(
+            "2026-02-16T10:00:00Z",
+            "anna@example.test",
+            crate::ticket::ResolvedHow::Mail,
+            "",
+        );
+        store.put_ticket(&t).unwrap();
+        let rep = run(&soon, "2026-02-20T10:00:00Z");
+        assert_eq!(
+            rep.ticket.as_deref(),
+            Some(new.as_str()),
+            "within the window: reopened"
+        );
+        let t = store.ticket(&new).unwrap().unwrap();
+        assert!(t.is_open());
+        assert_eq!(
+            t.owner_since, "2026-02-20T10:00:00Z",
+            "its clock starts again"
+        );
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn ticket_ref(t: &Ticket) -> TicketRef {
         hops: t.hops.clone(),
         customer_side: t.customer_side.clone(),
         added_ack_at: t.added_ack_at.as_deref().and_then(when::parse),
+        resolved_at: t.resolved.as_ref().and_then(|r| when::parse(&r.at)),
     }
 }
 

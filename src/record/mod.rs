@@ -8,13 +8,16 @@
 //!   (the caps).
 //! - `dead_letters`: mails the SMTP server refused for good, with its answer, and
 //!   `dead_letters_untold`: those whose ticket and queue have not heard of them yet;
-//! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]).
+//! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]);
+//! - `open_tickets` and `retention`: the tickets not resolved, and what the retention
+//!   sweep removes when ([`lifecycle`]).
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
 
 mod adopt;
+mod lifecycle;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::ticket::{OutMail, Ticket};
 
 pub use adopt::{Adoption, Take};
+pub use lifecycle::{Migrated, Swept};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -226,6 +230,10 @@ pub struct Store {
     shadow_mails: sled::Tree,
     /// Ids of tickets opened in shadow mode: their later mails are shadow mails too.
     shadow_tickets: sled::Tree,
+    /// Ids of the tickets not resolved: the follow-up clock reads only these.
+    open: sled::Tree,
+    /// What the retention sweep removes, in the order it does ([`lifecycle`]).
+    retention: sled::Tree,
     /// This handle records in shadow mode (see [`Store::shadowed`]).
     shadow: bool,
 }
@@ -318,6 +326,8 @@ impl Store {
             untold: db.open_tree("dead_letters_untold")?,
             shadow_mails: db.open_tree("shadow_mails")?,
             shadow_tickets: db.open_tree("shadow_tickets")?,
+            open: db.open_tree("open_tickets")?,
+            retention: db.open_tree("retention")?,
             shadow: false,
             db,
         })
@@ -561,8 +571,11 @@ impl Store {
             &self.marks,
             &self.acks,
             &self.subjects,
+            &self.open,
+            &self.retention,
         );
-        let r = trees.transaction(|(cps, msgs, tickets, outbox, marks, acks, subjects)| {
+        let r = trees.transaction(|t| {
+            let (cps, msgs, tickets, outbox, marks, acks, subjects, open, ret) = t;
             if let Some(prev) = msgs.get(id_key(&rec.key))? {
                 let prev: MessageRecord = serde_json::from_slice(&prev).map_err(|e| {
                     ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -579,19 +592,20 @@ impl Store {
                 }
                 return Ok(Committed::AlreadyKnown(prev));
             }
-            msgs.insert(id_key(&rec.key), json(&rec.message))?;
+            lifecycle::put_message(msgs, ret, &id_key(&rec.key), &rec.message)?;
             if let Some(t) = &rec.ticket {
-                tickets.insert(t.id.as_bytes(), json(t))?;
+                lifecycle::put_ticket(tickets, open, ret, t)?;
                 if let Some(k) = &rec.subject_key {
                     let v = SubjectRecord {
                         ticket: t.id.clone(),
                         at: rec.message.at.clone(),
                     };
-                    subjects.insert(k.as_bytes(), json(&v))?;
+                    lifecycle::put_subject(subjects, ret, k.as_bytes(), &v)?;
                 }
             }
             for (m, k) in rec.outgoing.iter().zip(&outbox_keys) {
-                put_outgoing(outbox, msgs, *k, m, &rec.mailbox, &rec.message.at)?;
+                let index = (msgs, ret);
+                put_outgoing(outbox, index, *k, m, &rec.mailbox, &rec.message.at)?;
             }
             if let Some(mark) = &rec.mark {
                 marks.insert(mark_key(mark), json(mark))?;
@@ -630,15 +644,22 @@ impl Store {
             .iter()
             .map(|_| self.db.generate_id())
             .collect::<Result<_, _>>()?;
-        (&self.tickets, &self.outbox, &self.messages).transaction(|(tickets, outbox, msgs)| {
-            tickets.insert(ticket.id.as_bytes(), json(ticket))?;
+        let trees = (
+            &self.tickets,
+            &self.outbox,
+            &self.messages,
+            &self.open,
+            &self.retention,
+        );
+        trees.transaction(|(tickets, outbox, msgs, open, ret)| {
+            lifecycle::put_ticket(tickets, open, ret, ticket)?;
             let at = ticket
                 .history
                 .last()
                 .map(|e| e.at.clone())
                 .unwrap_or_default();
             for (m, k) in outgoing.iter().zip(&keys) {
-                put_outgoing(outbox, msgs, *k, m, "", &at)?;
+                put_outgoing(outbox, (msgs, ret), *k, m, "", &at)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
@@ -799,8 +820,15 @@ impl Store {
         requeue: Option<u64>,
     ) -> Result<Option<u64>, StoreError> {
         let k = key.to_be_bytes();
-        let trees = (&self.dead, &self.untold, &self.outbox, &self.tickets);
-        let r = trees.transaction(|(dead, untold, outbox, tickets)| {
+        let trees = (
+            &self.dead,
+            &self.untold,
+            &self.outbox,
+            &self.tickets,
+            &self.open,
+            &self.retention,
+        );
+        let r = trees.transaction(|(dead, untold, outbox, tickets, open, ret)| {
             let Some(v) = dead.remove(&k)? else {
                 return Ok(None);
             };
@@ -810,7 +838,7 @@ impl Store {
                 outbox.insert(&new.to_be_bytes(), &v[nul + 1..])?;
             }
             if let Some(t) = ticket {
-                tickets.insert(t.id.as_bytes(), json(t))?;
+                lifecycle::put_ticket(tickets, open, ret, t)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(Some(requeue.unwrap_or(key)))
         })?;
@@ -851,14 +879,21 @@ impl Store {
             .and_then(|t| t.history.last())
             .map(|e| e.at.clone())
             .unwrap_or_default();
-        let trees = (&self.untold, &self.tickets, &self.outbox, &self.messages);
-        trees.transaction(|(untold, tickets, outbox, msgs)| {
+        let trees = (
+            &self.untold,
+            &self.tickets,
+            &self.outbox,
+            &self.messages,
+            &self.open,
+            &self.retention,
+        );
+        trees.transaction(|(untold, tickets, outbox, msgs, open, ret)| {
             untold.remove(&key.to_be_bytes())?;
             if let Some(t) = ticket {
-                tickets.insert(t.id.as_bytes(), json(t))?;
+                lifecycle::put_ticket(tickets, open, ret, t)?;
             }
             for (m, k) in notes.iter().zip(&keys) {
-                put_outgoing(outbox, msgs, *k, m, "", &at)?;
+                put_outgoing(outbox, (msgs, ret), *k, m, "", &at)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
@@ -887,7 +922,10 @@ impl Store {
 /// its ticket and the mail itself is recognised as the daemon's own when it comes back.
 fn put_outgoing(
     outbox: &sled::transaction::TransactionalTree,
-    msgs: &sled::transaction::TransactionalTree,
+    (msgs, retention): (
+        &sled::transaction::TransactionalTree,
+        &sled::transaction::TransactionalTree,
+    ),
     key: u64,
     m: &OutMail,
     mailbox: &str,
@@ -901,7 +939,7 @@ fn put_outgoing(
         at: at.to_string(),
         reason: None,
     };
-    msgs.insert(id_key(&m.message_id), json(&sent))?;
+    lifecycle::put_message(msgs, retention, &id_key(&m.message_id), &sent)?;
     Ok(())
 }
 

@@ -42,6 +42,13 @@ pub enum Request {
         text: String,
         by: String,
     },
+    /// Resolve a ticket (`mailtriage tickets resolve`).
+    Resolve {
+        id: String,
+        by: String,
+        #[serde(default)]
+        note: String,
+    },
     /// The running daemon's state: mailboxes, outbox, rules version, last errors. Only
     /// the daemon answers it.
     Status,
@@ -229,6 +236,14 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
             Ok(None) => fail(format!("no ticket {id}")),
             Err(e) => fail(e.to_string()),
         },
+        Request::Resolve { id, by, note } => match resolve(store, id, by, note) {
+            Ok(t) => Response {
+                ok: true,
+                tickets: vec![t],
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        },
         Request::Status => fail("no mailtriage daemon is running on this state directory".into()),
         Request::Outbox | Request::Retry { .. } | Request::Drop { .. } => {
             match refused::outbox(store, req, SystemTime::now()) {
@@ -254,6 +269,27 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
             Err(e) => fail(e),
         },
     }
+}
+
+/// Resolves ticket `id` for an operator: it leaves the follow-up clock, and a reply of
+/// the customer reopens it as one to a ticket staff resolved by mail does.
+fn resolve(store: &Store, id: &str, by: &str, note: &str) -> Result<Ticket, String> {
+    let Some(mut t) = store.ticket(id).map_err(|e| e.to_string())? else {
+        return Err(format!("no ticket {id}"));
+    };
+    let at = crate::when::stamp(SystemTime::now());
+    if !t.resolve(&at, by, crate::ticket::ResolvedHow::Command, note) {
+        let since = t.resolved.as_ref().map(|r| r.at.as_str()).unwrap_or("");
+        return Err(format!(
+            "{id} is resolved already (since {})",
+            crate::when::human(since)
+        ));
+    }
+    store
+        .put_ticket(&t)
+        .and_then(|_| store.flush())
+        .map_err(|e| e.to_string())?;
+    Ok(t)
 }
 
 /// `explain` against this state: the CLI has checked the rules and the message already,

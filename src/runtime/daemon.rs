@@ -20,7 +20,7 @@ use crate::pipeline::ruletest;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::{self, Shared};
 use crate::runtime::status::Board;
-use crate::runtime::{control, followup, refused, reload, systemd};
+use crate::runtime::{control, followup, refused, reload, retention, systemd};
 use crate::send::{self, settle, SmtpError, Transport};
 use crate::source::{self, Source};
 use crate::tls::TlsError;
@@ -165,6 +165,23 @@ fn open_state(dir: &Path) -> Result<Store, DaemonError> {
         tracing::error!(moved_to = %aside.display(), error = %why, "State database would not open; it was moved aside and a fresh state started. Messages marked on the server are not triaged again; tickets and unsent mail of the old state are in the moved directory.");
         raise_ticket_numbers(&store);
     }
+    // A state written before the open index: built once, before anything writes.
+    match store.migrate_lifecycle() {
+        Ok(Some(m)) => {
+            tracing::info!(
+                tickets = m.tickets,
+                entries = m.entries,
+                "Open-ticket index and retention index built for the existing state."
+            )
+        }
+        Ok(None) => {}
+        Err(source) => {
+            return Err(DaemonError::State {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    }
     Ok(store)
 }
 
@@ -263,6 +280,8 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
     mailboxes.spawn(followup::clock(shared.clone()));
     // A mail refused for good goes into its ticket's history, and a queue is told.
     mailboxes.spawn(refused::run(shared.clone(), refused));
+    // Resolved tickets and index entries older than the retention leave the state.
+    mailboxes.spawn(retention::run(shared.clone()));
     mailboxes.close();
     let control = tokio::spawn(control::serve(
         control::socket_path(&l.settings.state_dir),

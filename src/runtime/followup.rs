@@ -19,7 +19,7 @@ use crate::config::{Queue, Rules};
 use crate::decide;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::Shared;
-use crate::ticket::{MailKind, OutMail, Ticket};
+use crate::ticket::{MailKind, OutMail, ResolvedHow, Ticket};
 use crate::when::{self, parse};
 use crate::words;
 
@@ -88,16 +88,39 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
     v
 }
 
-/// Composes and records everything due now; returns how many mails were queued.
+/// Composes and records everything due now for the open tickets (read through their
+/// index: a resolved ticket is never looked at), and resolves those answered and left
+/// quiet; returns how many mails were queued.
 pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, StoreError> {
-    let mut queued = 0;
-    for t in store.tickets()? {
+    let (mut queued, mut resolved) = (0, 0);
+    for t in store.open_tickets()? {
+        let Some(t) = resolve_quiet(rules, store, t, now)? else {
+            resolved += 1;
+            continue;
+        };
         queued += follow_up(rules, store, t, now)?;
     }
-    if queued > 0 {
+    if queued + resolved > 0 {
         store.flush()?;
     }
     Ok(queued)
+}
+
+/// Resolves `t` when staff answered and the customer has been quiet since for
+/// `threading.resolve_after`; gives it back when it stays open.
+fn resolve_quiet(
+    rules: &Rules,
+    store: &Store,
+    mut t: Ticket,
+    now: SystemTime,
+) -> Result<Option<Ticket>, StoreError> {
+    if !decide::quiet_resolution_due(rules, &t, OffsetDateTime::from(now)) {
+        return Ok(Some(t));
+    }
+    t.resolve(&when::stamp(now), "mailtriage", ResolvedHow::Quiet, "");
+    store.put_ticket(&t)?;
+    tracing::info!(ticket = %t.id, "Ticket resolved: no reply from the customer after the answer.");
+    Ok(None)
 }
 
 /// One ticket: what is due goes into its history and its mails into the outbox, in one
@@ -493,6 +516,37 @@ mod tests {
         let own = at[0];
         assert!(due(&r, &tk, own - time::Duration::MINUTE).is_empty());
         assert_eq!(due(&r, &tk, own), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn a_resolved_ticket_gets_no_reminder_and_an_answered_quiet_one_resolves_itself() {
+        let r = rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut done = ticket("2026-11-23T08:00:00Z");
+        done.resolve(
+            "2026-11-23T09:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        store.commit_ticket(&done, &[]).unwrap();
+        let mut quiet = ticket("2026-11-01T08:00:00Z");
+        quiet.id = "T-1002".into();
+        quiet.answered("2026-11-02T08:00:00Z", "anna@example.test");
+        store.commit_ticket(&quiet, &[]).unwrap();
+        assert_eq!(store.open_len(), 1, "only the open one is in the index");
+        let now: SystemTime = t("2026-11-24T12:30:00Z").into();
+        assert_eq!(run_once(&r, &store, now).unwrap(), 0, "no reminder");
+        assert!(store.outbox().unwrap().is_empty());
+        let quiet = store.ticket("T-1002").unwrap().unwrap();
+        assert_eq!(
+            quiet.resolved.as_ref().map(|r| r.how),
+            Some(ResolvedHow::Quiet)
+        );
+        assert_eq!(store.open_len(), 0);
+        let line = crate::words::history_text(&r, quiet.history.last().unwrap(), "en");
+        assert!(line.starts_with("resolved automatically"), "{line}");
     }
 
     #[test]

@@ -112,6 +112,45 @@ pub enum EventKind {
     Retried { mail: MailKind, to: String },
     /// An operator dropped a refused mail for good (`mailtriage outbox drop`).
     Dropped { mail: MailKind, to: String },
+    /// The ticket was resolved: by staff (`by` their address, `how` a `Resolved:` line,
+    /// `note` what it said), by an operator's command, or by the daemon when the
+    /// customer stayed silent after an answer.
+    Resolved {
+        by: String,
+        how: ResolvedHow,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    /// The customer wrote again within the reopen window of a resolved ticket: it is
+    /// open again, with a fresh clock. `resolved_at`: when it had been resolved.
+    ReopenedByReply { by: String, resolved_at: String },
+    /// This ticket was opened by the customer's reply to a ticket resolved longer ago
+    /// than the reopen window.
+    Follows { ticket: String, resolved_at: String },
+}
+
+/// What resolved a ticket.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum ResolvedHow {
+    /// A `Resolved:` (`Решено:`) line in staff mail in the thread.
+    Mail,
+    /// `mailtriage tickets resolve`.
+    Command,
+    /// No customer reply for `threading.resolve_after` once staff answered.
+    Quiet,
+}
+
+/// A resolved ticket's resolution: it leaves the follow-up scan until the customer
+/// writes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub at: String,
+    pub by: String,
+    pub how: ResolvedHow,
 }
 
 /// A promise made to the customer, shown in every later note.
@@ -170,6 +209,9 @@ pub struct Ticket {
     /// Keys the ticket's Message-IDs (random, made when the ticket is opened).
     #[serde(default)]
     pub id_secret: String,
+    /// Set while the ticket is resolved; `None` while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
 }
 
 /// At most this many people are kept on a ticket's customer side.
@@ -211,7 +253,61 @@ impl Ticket {
             escalated_at: None,
             status_sent_at: None,
             added_ack_at: None,
+            resolved: None,
         }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.resolved.is_none()
+    }
+
+    /// Resolves the ticket; `false` (and nothing changes) when it is resolved already.
+    pub fn resolve(&mut self, at: &str, by: &str, how: ResolvedHow, note: &str) -> bool {
+        if self.resolved.is_some() {
+            return false;
+        }
+        self.resolved = Some(Resolution {
+            at: at.to_string(),
+            by: by.to_string(),
+            how,
+        });
+        let (by, note) = (by.to_string(), note.to_string());
+        self.record(at, EventKind::Resolved { by, how, note });
+        true
+    }
+
+    /// The customer's reply reopens the resolved ticket: its owner's clock starts again
+    /// from `at`, with no reminder, escalation or status mail behind it.
+    pub fn reopen(&mut self, at: &str, by: &str) {
+        let Some(r) = self.resolved.take() else {
+            return;
+        };
+        self.owner_since = at.to_string();
+        self.reminded_at = None;
+        self.escalated_at = None;
+        self.status_sent_at = None;
+        let by = by.to_string();
+        self.record(
+            at,
+            EventKind::ReopenedByReply {
+                by,
+                resolved_at: r.at,
+            },
+        );
+    }
+
+    /// When the customer's side last wrote (the request or a follow-up).
+    pub fn last_customer_message(&self) -> Option<&str> {
+        self.history
+            .iter()
+            .rev()
+            .find(|e| {
+                matches!(
+                    e.what,
+                    EventKind::Arrived { .. } | EventKind::FollowUp { .. }
+                )
+            })
+            .map(|e| e.at.as_str())
     }
 
     /// Adds a line to the history.
@@ -382,6 +478,19 @@ impl Ticket {
         let token: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         format!("{plain}.{token}@{id_domain}")
     }
+}
+
+/// For tests across the crate: Ivan's refund request at billing, opened 2026-01-01 10:00.
+#[cfg(test)]
+pub(crate) fn ivans_refund() -> Ticket {
+    Ticket::new(
+        "T-1001".into(),
+        "ivan@mail.example".into(),
+        "Refund".into(),
+        "billing".into(),
+        "en".into(),
+        "2026-01-01T10:00:00Z".into(),
+    )
 }
 
 #[derive(

@@ -50,6 +50,15 @@ pub struct Threading {
     /// Reminders and escalations of tickets that fell due together go out spread over
     /// this much working time, each ticket at its own place in it.
     pub reminder_spread: Duration,
+    /// A ticket staff answered is resolved when the customer has not written for this
+    /// long since; `None` (`"off"`) leaves it open until staff resolve it.
+    pub resolve_after: Option<Duration>,
+    /// A customer's reply this soon after the resolution reopens the ticket; a later
+    /// one opens a new ticket that names it.
+    pub reopen_within: Duration,
+    /// Resolved tickets, and their entries in the Message-ID index, are removed this long
+    /// after the resolution; messages of no ticket this long after they arrived.
+    pub retention: Duration,
 }
 
 /// `languages` are the declared ones, as written: the default must be one of them.
@@ -129,6 +138,12 @@ fn max_message_size(c: &mut Collector<'_>, v: Option<&Spanned<String>>) -> usize
 
 pub(super) fn compile_threading(c: &mut Collector<'_>, t: &raw::Threading) -> Threading {
     const DAY: u64 = 86400;
+    let reopen_within = duration_key(
+        c,
+        "threading.reopen_within",
+        &t.reopen_within,
+        Duration::from_secs(30 * DAY),
+    );
     Threading {
         followup_check: duration_key(
             c,
@@ -161,5 +176,46 @@ pub(super) fn compile_threading(c: &mut Collector<'_>, t: &raw::Threading) -> Th
             &t.reminder_spread,
             Duration::from_secs(30 * 60),
         ),
+        resolve_after: resolve_after(c, t),
+        reopen_within,
+        retention: retention(c, t, reopen_within),
     }
+}
+
+/// `"off"` keeps answered tickets open until staff resolve them.
+fn resolve_after(c: &mut Collector<'_>, t: &raw::Threading) -> Option<Duration> {
+    if t.resolve_after
+        .as_ref()
+        .is_some_and(|v| v.get_ref() == "off")
+    {
+        return None;
+    }
+    let d = duration_key(
+        c,
+        "threading.resolve_after",
+        &t.resolve_after,
+        Duration::from_secs(14 * 86400),
+    );
+    Some(d)
+}
+
+/// The retention, which must outlast the reopen window: a reply within the window must
+/// still find its ticket.
+fn retention(c: &mut Collector<'_>, t: &raw::Threading, reopen: Duration) -> Duration {
+    let retention = duration_key(
+        c,
+        "threading.retention",
+        &t.retention,
+        Duration::from_secs(365 * 86400),
+    );
+    if let Some(v) = &t.retention {
+        if retention < reopen {
+            c.at(
+                span(v),
+                "threading.retention",
+                "must be at least threading.reopen_within (30d unless set): a reply within the reopen window must still find its ticket",
+            );
+        }
+    }
+    retention
 }

@@ -102,6 +102,9 @@ pub struct Threading {
     pub status_window: Option<Spanned<String>>,
     pub max_status_mails: Option<u32>,
     pub reminder_spread: Option<Spanned<String>>,
+    pub resolve_after: Option<Spanned<String>>,
+    pub reopen_within: Option<Spanned<String>>,
+    pub retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,610 @@
+//! Record, tickets that end: the index of open tickets (the follow-up clock reads only
+//! those) and the retention of resolved tickets and of the Message-ID index. Two trees,
+//! both written in the same transaction as the ticket or index entry they follow:
+//! - `open_tickets`: id -> nothing, for every ticket not resolved;
+//! - `retention`: what the sweep needs to find its work without a scan of everything:
+//!   `r` + resolution time + id (resolved tickets, oldest first), `t` + id + NUL + `m`
+//!   or `s` + key (the Message-ID index and subject entries of each ticket), and `a` +
+//!   time + key (index entries of no ticket, oldest first).
+//!
+//! [`Store::sweep`] removes, a bounded number per pass, resolved tickets whose
+//! resolution is older than the retention with their entries, index entries of no
+//! ticket as old, and cap counters of past days. [`Store::migrate_lifecycle`] builds
+//! both trees once for a state written by a version without them.
+
+use std::time::Duration;
+
+use sled::transaction::{
+    ConflictableTransactionError, Transactional, TransactionalTree, UnabortableTransactionError,
+};
+use time::OffsetDateTime;
+
+use super::{from_json, json, MessageRecord, Store, StoreError, SubjectRecord};
+use crate::ticket::Ticket;
+use crate::when;
+
+type TxResult = Result<(), UnabortableTransactionError>;
+
+/// Meta key: the open index and the retention tree are built (see the module note).
+const LIFECYCLE_INDEXED: &[u8] = b"lifecycle_indexed";
+/// Meta key: where the last pass over the cap counters stopped.
+const COUNTERS_SWEPT_TO: &[u8] = b"counters_swept_to";
+/// Cap counters are per day at most: those of days before yesterday are of no use.
+const COUNTERS_KEPT_DAYS: i64 = 2;
+
+/// Seconds since 1970 of a stored time; 0 when it does not parse (swept first).
+fn secs(at: &str) -> u64 {
+    when::parse(at)
+        .map(|t| t.unix_timestamp().max(0) as u64)
+        .unwrap_or(0)
+}
+
+fn resolved_key(at: &str, id: &str) -> Vec<u8> {
+    let mut k = b"r".to_vec();
+    k.extend_from_slice(&secs(at).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn ref_prefix(ticket: &str) -> Vec<u8> {
+    let mut k = b"t".to_vec();
+    k.extend_from_slice(ticket.as_bytes());
+    k.push(0);
+    k
+}
+
+fn ref_key(ticket: &str, kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = ref_prefix(ticket);
+    k.push(kind);
+    k.extend_from_slice(key);
+    k
+}
+
+fn age_key(at: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = b"a".to_vec();
+    k.extend_from_slice(&secs(at).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The time in a `r` or `a` key.
+fn key_secs(k: &[u8]) -> u64 {
+    k.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Writes a ticket, and keeps the open index (and the order of resolutions) with it.
+pub(super) fn put_ticket(
+    tickets: &TransactionalTree,
+    open: &TransactionalTree,
+    retention: &TransactionalTree,
+    t: &Ticket,
+) -> TxResult {
+    tickets.insert(t.id.as_bytes(), json(t))?;
+    match &t.resolved {
+        None => {
+            open.insert(t.id.as_bytes(), &[])?;
+        }
+        Some(r) => {
+            open.remove(t.id.as_bytes())?;
+            retention.insert(resolved_key(&r.at, &t.id), &[])?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a Message-ID index entry, noted under its ticket (or its age, with none) for
+/// the sweep.
+pub(super) fn put_message(
+    msgs: &TransactionalTree,
+    retention: &TransactionalTree,
+    key: &[u8],
+    rec: &MessageRecord,
+) -> TxResult {
+    msgs.insert(key, json(rec))?;
+    match &rec.ticket {
+        Some(t) => retention.insert(ref_key(t, b'm', key), &[])?,
+        None => retention.insert(age_key(&rec.at, key), &[])?,
+    };
+    Ok(())
+}
+
+/// Writes a (sender, subject) entry, noted under its ticket for the sweep.
+pub(super) fn put_subject(
+    subjects: &TransactionalTree,
+    retention: &TransactionalTree,
+    key: &[u8],
+    rec: &SubjectRecord,
+) -> TxResult {
+    subjects.insert(key, json(rec))?;
+    retention.insert(ref_key(&rec.ticket, b's', key), &[])?;
+    Ok(())
+}
+
+/// What one pass of the sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub tickets: usize,
+    /// Index entries (Message-ID, subject) and cap counters.
+    pub entries: usize,
+    /// The pass stopped at its bound with more to remove: the next one should come soon.
+    pub more: bool,
+}
+
+/// What the migration found in a state without the lifecycle trees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Migrated {
+    pub tickets: usize,
+    pub entries: usize,
+}
+
+impl Store {
+    /// The open tickets (not resolved), read through the open index: what the
+    /// follow-up clock looks at.
+    pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        let mut open = Vec::with_capacity(self.open.len());
+        for id in self.open.iter().keys() {
+            if let Some(v) = self.tickets.get(id?)? {
+                open.push(from_json("ticket", &v)?);
+            }
+        }
+        Ok(open)
+    }
+
+    pub fn open_len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Writes a ticket alone (an operator's resolution, or the clock's) and keeps the open
+    /// index with it, in one transaction.
+    pub fn put_ticket(&self, t: &Ticket) -> Result<(), StoreError> {
+        (&self.tickets, &self.open, &self.retention).transaction(|(tickets, open, ret)| {
+            put_ticket(tickets, open, ret, t)?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Builds the open index and the retention tree for a state written before they
+    /// existed (every ticket was open then); `None` when they are built already. Run
+    /// at start, before anything else writes.
+    pub fn migrate_lifecycle(&self) -> Result<Option<Migrated>, StoreError> {
+        if self.meta.contains_key(LIFECYCLE_INDEXED)? {
+            return Ok(None);
+        }
+        let mut done = Migrated::default();
+        for r in self.tickets.iter() {
+            let (id, v) = r?;
+            let t: Ticket = from_json("ticket", &v)?;
+            match &t.resolved {
+                None => self.open.insert(id, &[])?,
+                Some(r) => self.retention.insert(resolved_key(&r.at, &t.id), &[])?,
+            };
+            done.tickets += 1;
+        }
+        for r in self.messages.iter() {
+            let (k, v) = r?;
+            let rec: MessageRecord = from_json("message record", &v)?;
+            match &rec.ticket {
+                Some(t) => self.retention.insert(ref_key(t, b'm', &k), &[])?,
+                None => self.retention.insert(age_key(&rec.at, &k), &[])?,
+            };
+            done.entries += 1;
+        }
+        for r in self.subjects.iter() {
+            let (k, v) = r?;
+            let rec: SubjectRecord = from_json("subject record", &v)?;
+            self.retention.insert(ref_key(&rec.ticket, b's', &k), &[])?;
+            done.entries += 1;
+        }
+        self.meta.insert(LIFECYCLE_INDEXED, &[])?;
+        self.flush()?;
+        Ok(Some(done))
+    }
+
+    /// One pass of retention at `now`: at most `limit` resolved tickets resolved longer
+    /// than `retention` ago, with their index entries; at most `limit` index entries of no
+    /// ticket that old; and at most `limit` cap counters looked at. Open tickets and
+    /// everything of theirs are kept, however old.
+    pub fn sweep(
+        &self,
+        now: OffsetDateTime,
+        retention: Duration,
+        limit: usize,
+    ) -> Result<Swept, StoreError> {
+        let cutoff = (now.unix_timestamp().max(0) as u64).saturating_sub(retention.as_secs());
+        let mut swept = Swept::default();
+        let due = self.retention.scan_prefix(b"r").keys().take(limit + 1);
+        for (n, k) in due.enumerate() {
+            let k = k?;
+            if key_secs(&k) > cutoff {
+                break;
+            }
+            if n == limit {
+                swept.more = true;
+                break;
+            }
+            let id = String::from_utf8_lossy(&k[9..]).into_owned();
+            if let Some(entries) = self.remove_resolved(&k, &id)? {
+                swept.tickets += 1;
+                swept.entries += entries;
+            }
+        }
+        let (entries, more) = self.sweep_untracked(cutoff, limit)?;
+        swept.entries += entries;
+        swept.more |= more;
+        swept.entries += self.sweep_counters(now, limit)?;
+        if swept.tickets + swept.entries > 0 {
+            self.flush()?;
+        }
+        Ok(swept)
+    }
+
+    /// Removes ticket `id` and its index entries when it is still the ticket resolved at
+    /// the time `rkey` names; the stale `rkey` of a ticket reopened since goes alone.
+    /// Returns how many index entries went, or `None` when the ticket stays.
+    fn remove_resolved(&self, rkey: &[u8], id: &str) -> Result<Option<usize>, StoreError> {
+        let before = self.tickets.get(id.as_bytes())?;
+        let current = match &before {
+            Some(v) => from_json::<Ticket>("ticket", v)?
+                .resolved
+                .is_some_and(|r| resolved_key(&r.at, id) == rkey),
+            None => false,
+        };
+        if !current {
+            self.retention.remove(rkey)?;
+            return Ok(None);
+        }
+        let refs: Vec<sled::IVec> = self
+            .retention
+            .scan_prefix(ref_prefix(id))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let skip = ref_prefix(id).len();
+        let trees = (
+            &self.tickets,
+            &self.open,
+            &self.retention,
+            &self.messages,
+            &self.subjects,
+            &self.shadow_tickets,
+        );
+        let removed = trees.transaction(|(tickets, open, ret, msgs, subjects, shadow)| {
+            // Changed since it was read (a message joined it): the next pass decides.
+            if tickets.get(id.as_bytes())? != before {
+                return Ok(None);
+            }
+            tickets.remove(id.as_bytes())?;
+            open.remove(id.as_bytes())?;
+            shadow.remove(id.as_bytes())?;
+            ret.remove(rkey)?;
+            for r in &refs {
+                ret.remove(r)?;
+                let (kind, key) = (r[skip], &r[skip + 1..]);
+                let index = if kind == b'm' { msgs } else { subjects };
+                if still_of(index.get(key)?.as_deref(), id) {
+                    index.remove(key)?;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(Some(refs.len()))
+        })?;
+        Ok(removed)
+    }
+
+    /// Removes index entries of no ticket that arrived before `cutoff`, at most `limit`.
+    fn sweep_untracked(&self, cutoff: u64, limit: usize) -> Result<(usize, bool), StoreError> {
+        let mut old = Vec::new();
+        for k in self.retention.scan_prefix(b"a").keys() {
+            let k = k?;
+            if key_secs(&k) > cutoff {
+                break;
+            }
+            if old.len() == limit {
+                return self.remove_untracked(&old).map(|n| (n, true));
+            }
+            old.push(k);
+        }
+        self.remove_untracked(&old).map(|n| (n, false))
+    }
+
+    fn remove_untracked(&self, keys: &[sled::IVec]) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        (&self.messages, &self.retention).transaction(|(msgs, ret)| {
+            for k in keys {
+                ret.remove(k)?;
+                let key = &k[9..];
+                let rec = msgs.get(key)?;
+                let untracked = rec
+                    .and_then(|v| serde_json::from_slice::<MessageRecord>(&v).ok())
+                    .is_some_and(|r| r.ticket.is_none());
+                if untracked {
+                    msgs.remove(key)?;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(keys.len())
+    }
+
+    /// Looks at the next `limit` cap counters (from where the last pass stopped) and
+    /// removes those of days before yesterday; returns how many went.
+    fn sweep_counters(&self, now: OffsetDateTime, limit: usize) -> Result<usize, StoreError> {
+        let from = self.meta.get(COUNTERS_SWEPT_TO)?.unwrap_or_default();
+        let before = when::day((now - time::Duration::days(COUNTERS_KEPT_DAYS)).into());
+        let mut removed = 0;
+        let (mut seen, mut last) = (0, None);
+        for r in self.acks.range(from.to_vec()..).take(limit) {
+            let k = r?.0;
+            // `who NUL day` or `who NUL dayTHH`: the day is the first 10 characters.
+            let day = k
+                .iter()
+                .position(|b| *b == 0)
+                .and_then(|p| k.get(p + 1..p + 11));
+            if day.is_some_and(|d| d < before.as_bytes()) {
+                self.acks.remove(&k)?;
+                removed += 1;
+            }
+            seen += 1;
+            last = Some(k);
+        }
+        match last {
+            // Past the last one next time; from the start once the end is reached.
+            Some(k) if seen == limit => {
+                let mut next = k.to_vec();
+                next.push(0);
+                self.meta.insert(COUNTERS_SWEPT_TO, next)?
+            }
+            _ => self.meta.remove(COUNTERS_SWEPT_TO)?,
+        };
+        Ok(removed)
+    }
+}
+
+/// The index entry `v` still belongs to ticket `id` (another ticket may have taken its
+/// key since: a subject reused, above all).
+fn still_of(v: Option<&[u8]>, id: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Owner {
+        ticket: Option<String>,
+    }
+    v.and_then(|v| serde_json::from_slice::<Owner>(v).ok())
+        .and_then(|o| o.ticket)
+        .is_some_and(|t| t == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Checkpoint, Disposition, Record};
+    use super::*;
+    use crate::ticket::ResolvedHow;
+
+    const DAY: u64 = 86400;
+
+    fn ticket(id: &str) -> Ticket {
+        Ticket::new(
+            id.into(),
+            "ivan@mail.example".into(),
+            "Refund".into(),
+            "billing".into(),
+            "en".into(),
+            "2025-01-01T10:00:00Z".into(),
+        )
+    }
+
+    /// A message of `ticket` (or of none) recorded at `at`, with its subject entry.
+    fn record(key: &str, ticket: Option<&Ticket>, at: &str) -> Record {
+        Record {
+            key: key.into(),
+            mailbox: "billing".into(),
+            source: Some(Checkpoint {
+                uid_validity: 1,
+                last_uid: 1,
+            }),
+            message: MessageRecord {
+                ticket: ticket.map(|t| t.id.clone()),
+                mailbox: "billing".into(),
+                disposition: match ticket {
+                    Some(_) => Disposition::Kept,
+                    None => Disposition::Left,
+                },
+                at: at.into(),
+                reason: None,
+            },
+            ticket: ticket.cloned(),
+            outgoing: Vec::new(),
+            mark: None,
+            counted: Vec::new(),
+            subject_key: ticket.map(|t| format!("ivan@mail.example\0{}", t.id)),
+        }
+    }
+
+    fn t(s: &str) -> OffsetDateTime {
+        when::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_open_index_follows_every_ticket_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut a = ticket("T-1001");
+        s.commit(&record("a1@x", Some(&a), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        s.commit_ticket(&ticket("T-1002"), &[]).unwrap();
+        let ids = |s: &Store| -> Vec<String> {
+            s.open_tickets()
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(&s), vec!["T-1001", "T-1002"]);
+        a.resolve(
+            "2025-01-02T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit_ticket(&a, &[]).unwrap();
+        assert_eq!(ids(&s), vec!["T-1002"]);
+        a.reopen("2025-01-03T10:00:00Z", "ivan@mail.example");
+        s.commit(&record("a2@x", Some(&a), "2025-01-03T10:00:00Z"))
+            .unwrap();
+        assert_eq!(ids(&s), vec!["T-1001", "T-1002"]);
+    }
+
+    #[test]
+    fn retention_removes_old_resolved_tickets_with_their_entries_and_keeps_open_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut old = ticket("T-1001");
+        s.commit(&record("old@x", Some(&old), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        old.resolve(
+            "2025-01-02T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit(&record("old-2@x", Some(&old), "2025-01-02T10:00:00Z"))
+            .unwrap();
+        // Open as long, and resolved lately: both kept.
+        let open = ticket("T-1002");
+        s.commit(&record("open@x", Some(&open), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        let mut recent = ticket("T-1003");
+        recent.resolve(
+            "2026-01-01T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit(&record("recent@x", Some(&recent), "2025-06-01T10:00:00Z"))
+            .unwrap();
+        // An alert of no ticket, old, and one of today.
+        s.commit(&record("alert-old@x", None, "2025-01-01T10:00:00Z"))
+            .unwrap();
+        s.commit(&record("alert-new@x", None, "2026-01-10T10:00:00Z"))
+            .unwrap();
+        let keep = Duration::from_secs(365 * DAY);
+        let swept = s.sweep(t("2026-01-10T12:00:00Z"), keep, 100).unwrap();
+        assert_eq!((swept.tickets, swept.more), (1, false));
+        assert_eq!(s.ticket("T-1001").unwrap(), None);
+        for gone in ["old@x", "old-2@x", "alert-old@x"] {
+            assert_eq!(s.message(gone).unwrap(), None, "{gone}");
+        }
+        assert_eq!(s.by_subject("ivan@mail.example\0T-1001").unwrap(), None);
+        for kept in ["open@x", "recent@x", "alert-new@x"] {
+            assert!(s.message(kept).unwrap().is_some(), "{kept}");
+        }
+        assert!(s.ticket("T-1002").unwrap().is_some());
+        assert!(s.ticket("T-1003").unwrap().is_some());
+        assert!(s.by_subject("ivan@mail.example\0T-1002").unwrap().is_some());
+        assert_eq!(
+            s.retention.scan_prefix(ref_prefix("T-1001")).count(),
+            0,
+            "nothing of it is left behind"
+        );
+        let again = s.sweep(t("2026-01-10T12:00:00Z"), keep, 100).unwrap();
+        assert_eq!(again, Swept::default());
+    }
+
+    #[test]
+    fn a_ticket_reopened_since_its_resolution_is_kept_and_each_pass_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut back = ticket("T-1001");
+        back.resolve(
+            "2025-01-02T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit_ticket(&back, &[]).unwrap();
+        back.reopen("2025-01-10T10:00:00Z", "ivan@mail.example");
+        s.commit_ticket(&back, &[]).unwrap();
+        for n in 2..=6 {
+            let mut done = ticket(&format!("T-100{n}"));
+            done.resolve(
+                "2025-01-03T10:00:00Z",
+                "anna@example.test",
+                ResolvedHow::Mail,
+                "",
+            );
+            s.commit_ticket(&done, &[]).unwrap();
+        }
+        let keep = Duration::from_secs(30 * DAY);
+        let first = s.sweep(t("2026-01-01T00:00:00Z"), keep, 3).unwrap();
+        // The reopened ticket's stale entry counts towards the bound but removes nothing.
+        assert_eq!((first.tickets, first.more), (2, true));
+        let second = s.sweep(t("2026-01-01T00:00:00Z"), keep, 3).unwrap();
+        assert_eq!((second.tickets, second.more), (3, false));
+        assert!(s.ticket("T-1001").unwrap().is_some(), "open again: kept");
+        assert_eq!(s.tickets().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_state_from_before_the_open_index_gets_it_at_the_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&record(
+            "a@x",
+            Some(&ticket("T-1001")),
+            "2025-01-01T10:00:00Z",
+        ))
+        .unwrap();
+        s.commit(&record("b@x", None, "2025-01-01T10:00:00Z"))
+            .unwrap();
+        // As an earlier version left it: tickets and index, no lifecycle trees.
+        s.open.clear().unwrap();
+        s.retention.clear().unwrap();
+        let m = s.migrate_lifecycle().unwrap();
+        assert_eq!(
+            m,
+            Some(Migrated {
+                tickets: 1,
+                entries: 3
+            })
+        );
+        assert_eq!(s.open_len(), 1);
+        assert_eq!(s.migrate_lifecycle().unwrap(), None, "once");
+        let mut t1 = s.ticket("T-1001").unwrap().unwrap();
+        t1.resolve(
+            "2025-01-02T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit_ticket(&t1, &[]).unwrap();
+        let keep = Duration::from_secs(DAY);
+        let swept = s.sweep(t("2026-01-01T00:00:00Z"), keep, 10).unwrap();
+        assert_eq!(
+            (swept.tickets, swept.entries),
+            (1, 3),
+            "its entries, and the alert"
+        );
+        assert_eq!(s.message("a@x").unwrap(), None);
+    }
+
+    #[test]
+    fn cap_counters_of_past_days_go_a_bounded_number_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = t("2026-01-10T12:00:00Z");
+        let old = crate::decide::cap_keys("a@x.example", t("2026-01-01T09:00:00Z"));
+        let today = crate::decide::cap_keys("a@x.example", now);
+        s.count(&old).unwrap();
+        s.count(&today).unwrap();
+        let keep = Duration::from_secs(365 * DAY);
+        let mut removed = 0;
+        for _ in 0..4 {
+            removed += s.sweep(now, keep, 2).unwrap().entries;
+        }
+        assert_eq!(removed, 3);
+        assert_eq!(s.counted(&today).unwrap(), vec![1, 1, 1]);
+        assert_eq!(s.counted(&old).unwrap(), vec![0, 0, 0]);
+    }
+}

@@ -1,0 +1,71 @@
+//! Retention: the daemon's sweep of what the state no longer needs. Every hour (sooner
+//! while a pass stops at its bound) it has the store remove resolved tickets older than
+//! `threading.retention`, with their Message-ID and subject entries, index entries of no
+//! ticket as old, and cap counters of past days ([`Store::sweep`]), so the state stays
+//! the size of what is recent, not of everything ever seen. Each pass is bounded, so a
+//! first start on a year of state does not stall the daemon.
+
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+
+use crate::record::{Store, StoreError, Swept};
+use crate::runtime::runner::Shared;
+
+/// The sweep's period when it found no more work than a pass removes.
+const EVERY: Duration = Duration::from_secs(3600);
+/// The period while a pass stopped at its bound.
+const SOON: Duration = Duration::from_secs(5);
+/// Tickets, index entries and counters one pass removes at most (each).
+pub const PER_PASS: usize = 500;
+
+/// One pass at `now` with the rules' retention.
+pub fn sweep_once(
+    store: &Store,
+    retention: Duration,
+    now: SystemTime,
+) -> Result<Swept, StoreError> {
+    store.sweep(OffsetDateTime::from(now), retention, PER_PASS)
+}
+
+/// The sweep: a first pass a moment after the start (READY comes first), then every
+/// [`EVERY`], or every [`SOON`] while there is more to remove.
+pub async fn run(shared: Shared) {
+    let mut wait = SOON;
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let retention = shared.rules.load().threading.retention;
+        let store = shared.store.clone();
+        let r =
+            tokio::task::spawn_blocking(move || sweep_once(&store, retention, SystemTime::now()))
+                .await;
+        wait = match r {
+            Ok(Ok(s)) => {
+                if s.tickets + s.entries > 0 {
+                    tracing::info!(
+                        tickets = s.tickets,
+                        entries = s.entries,
+                        more = s.more,
+                        "Retention removed old resolved tickets and index entries."
+                    );
+                }
+                if s.more {
+                    SOON
+                } else {
+                    EVERY
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Retention sweep failed; will retry.");
+                EVERY
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Retention sweep panicked; will retry.");
+                EVERY
+            }
+        };
+    }
+}
