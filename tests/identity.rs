@@ -58,6 +58,11 @@ fn billing_acknowledges_from_its_own_address_through_its_own_smtp_login() {
         "the acknowledgement went through billing's login:\n{}",
         String::from_utf8_lossy(&ack.raw)
     );
+    let text = ack.text();
+    assert!(
+        text.contains("Acme") && !text.contains("Example Ltd"),
+        "signed with billing's brand:\n{text}"
+    );
 
     // A mail that reached billing but belongs to technical support: its forward is
     // billing's mail too.
@@ -86,6 +91,7 @@ fn billing_acknowledges_from_its_own_address_through_its_own_smtp_login() {
     let ack = lab.wait_ack("customer3@example.test", "ident-sales-1@client.test");
     let from = ack.header("From").unwrap();
     assert!(from.contains("<support@example.test>"), "From: {from}");
+    assert!(ack.text().contains("Example Ltd"), "{}", ack.text());
     assert!(
         !String::from_utf8_lossy(&ack.raw).contains("Authenticated sender"),
         "sales' acknowledgement went through the global [smtp]:\n{}",
