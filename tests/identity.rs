@@ -99,3 +99,39 @@ fn billing_acknowledges_from_its_own_address_through_its_own_smtp_login() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn a_mailbox_on_its_own_imap_server_is_read_there() {
+    let lab = Lab::start();
+    // [imap] points at a port where no IMAP server answers (the stack's SMTP port);
+    // billing has its own server: the stack's IMAP port, with STARTTLS.
+    let text = lab.config_text();
+    let imaps = format!("port = {}\ntls = \"implicit\"", lab.imaps_port);
+    assert!(text.contains(&imaps), "{text}");
+    let text = text.replacen(
+        &imaps,
+        &format!("port = {}\ntls = \"implicit\"", lab.smtp_port),
+        1,
+    );
+    let own_imap = format!(
+        "\n[mailboxes.billing.imap]\nport = {}\ntls = \"starttls\"\n",
+        lab.imap_port
+    );
+    lab.write_config(&(text + &own_imap));
+    let daemon = lab.daemon();
+
+    lab.send_mail(
+        &Mail::from("customer4@example.test")
+            .to("billing@example.test")
+            .id("ident-imap-1@client.test")
+            .subject("A question about my contract")
+            .body("Hello, could you tell me when my contract ends?"),
+    );
+    lab.wait_ack("customer4@example.test", "ident-imap-1@client.test");
+    lab.wait_flagged(
+        "billing@example.test",
+        "ident-imap-1@client.test",
+        "$Triaged",
+    );
+    assert!(daemon.stop().success());
+}
