@@ -205,10 +205,19 @@ impl ServerOverride {
 
     /// `base` with the keys given here put over it.
     pub fn over(&self, base: &Server) -> Server {
-        let own_login = self.has_login();
-        let pick = |own: &Option<String>, global: &Option<String>| match own_login {
-            true => own.clone(),
-            false => global.clone(),
+        let (user, file, env, credential) = match self.has_login() {
+            true => (
+                &self.user,
+                &self.password_file,
+                &self.password_env,
+                &self.password_credential,
+            ),
+            false => (
+                &base.user,
+                &base.password_file,
+                &base.password_env,
+                &base.password_credential,
+            ),
         };
         Server {
             host: self.host.clone().unwrap_or_else(|| base.host.clone()),
@@ -223,13 +232,10 @@ impl ServerOverride {
                     .or_else(|| base.tls_server_name.clone()),
             },
             timeout: self.timeout.unwrap_or(base.timeout),
-            user: pick(&self.user, &base.user),
-            password_file: match own_login {
-                true => self.password_file.clone(),
-                false => base.password_file.clone(),
-            },
-            password_env: pick(&self.password_env, &base.password_env),
-            password_credential: pick(&self.password_credential, &base.password_credential),
+            user: user.clone(),
+            password_file: file.clone(),
+            password_env: env.clone(),
+            password_credential: credential.clone(),
             connections: self.connections.or(base.connections),
         }
     }
