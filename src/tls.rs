@@ -41,6 +41,34 @@ pub fn for_server(server: &Server) -> Result<Option<TlsConnector>, TlsError> {
     }
 }
 
+/// The IMAP connectors: `[imap]`'s, and those of the mailboxes with a server of their
+/// own (`[mailboxes.NAME.imap]`), made once at start so a bad `ca_file` stops it.
+#[derive(Clone)]
+pub struct ImapTls {
+    global: Option<TlsConnector>,
+    own: std::collections::BTreeMap<String, Option<TlsConnector>>,
+}
+
+impl ImapTls {
+    pub fn new(settings: &crate::config::Settings) -> Result<ImapTls, TlsError> {
+        let own = settings
+            .mailboxes
+            .iter()
+            .filter(|(_, l)| l.imap.is_some())
+            .map(|(name, _)| Ok((name.clone(), for_server(&settings.imap_of(name))?)))
+            .collect::<Result<_, TlsError>>()?;
+        Ok(ImapTls {
+            global: for_server(&settings.imap)?,
+            own,
+        })
+    }
+
+    /// The connector for `mailbox`'s IMAP server.
+    pub fn of(&self, mailbox: &str) -> Option<TlsConnector> {
+        self.own.get(mailbox).unwrap_or(&self.global).clone()
+    }
+}
+
 /// TLS settings for a server: the public roots, plus `ca_file` when given.
 pub fn connector(server: &Server) -> Result<TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

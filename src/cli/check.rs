@@ -23,10 +23,10 @@ pub async fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
 /// SMTP. A line for each on stdout when it worked, on stderr when it did not.
 async fn connect_all(s: &Settings) -> Result<(), CliError> {
     let mut failed = Vec::new();
-    let tls = crate::tls::for_server(&s.imap)
-        .map_err(|e| CliError::Connect(vec![format!("imap: {e}")]))?;
+    let tls =
+        crate::tls::ImapTls::new(s).map_err(|e| CliError::Connect(vec![format!("imap: {e}")]))?;
     for (name, login) in &s.mailboxes {
-        let source = Source::new(name.clone(), s, login.clone(), tls.clone(), false);
+        let source = Source::new(name.clone(), s, login.clone(), &tls, false);
         let folders = std::iter::once(login.folder.clone()).chain(login.sent_folder.clone());
         for folder in folders {
             let source = Source {
@@ -38,8 +38,8 @@ async fn connect_all(s: &Settings) -> Result<(), CliError> {
                     println!(
                         "mailboxes.{name}: IMAP OK: {} on {}:{}, folder {folder} ({} messages)",
                         login.user,
-                        s.imap.host,
-                        s.imap.port,
+                        source.server.host,
+                        source.server.port,
                         c.exists()
                     );
                     c.logout().await;
@@ -48,27 +48,37 @@ async fn connect_all(s: &Settings) -> Result<(), CliError> {
             }
         }
     }
-    let smtp = Transport::smtp(&s.smtp, None);
-    match smtp.map(|t| async move { t.try_login().await }) {
-        Ok(attempt) => match attempt.await {
+    let own = s.smtp_identities();
+    let logins = std::iter::once(("smtp".to_string(), &s.smtp)).chain(
+        own.iter()
+            .map(|(name, o)| (format!("mailboxes.{name}.smtp"), o)),
+    );
+    for (key, server) in logins {
+        match try_smtp(server).await {
             Ok(()) => println!(
-                "smtp: SMTP OK: {}:{}{}",
-                s.smtp.host,
-                s.smtp.port,
-                s.smtp
+                "{key}: SMTP OK: {}:{}{}",
+                server.host,
+                server.port,
+                server
                     .user
                     .as_deref()
                     .map(|u| format!(", logged in as {u}"))
                     .unwrap_or_default()
             ),
-            Err(e) => failed.push(format!("smtp: {e}")),
-        },
-        Err(e) => failed.push(format!("smtp: {e}")),
+            Err(e) => failed.push(format!("{key}: {e}")),
+        }
     }
     match failed.is_empty() {
         true => Ok(()),
         false => Err(CliError::Connect(failed)),
     }
+}
+
+/// Logs in to one SMTP server and out again.
+async fn try_smtp(server: &crate::config::Server) -> Result<(), crate::send::SmtpError> {
+    Transport::smtp(server, &Default::default(), None)?
+        .try_login()
+        .await
 }
 
 /// The offline part: both files, every error and warning; the settings when given.

@@ -80,8 +80,8 @@ async fn last_messages(cli: &Cli, mailbox: &str, last: u32) -> Result<Vec<Fetche
             name: mailbox.to_string(),
             file: cli.config.clone(),
         })?;
-    let tls = crate::tls::for_server(&settings.imap)?;
-    let source = Source::new(mailbox.to_string(), &settings, login.clone(), tls, false);
+    let tls = crate::tls::ImapTls::new(&settings)?;
+    let source = Source::new(mailbox.to_string(), &settings, login.clone(), &tls, false);
     let imap = |source| CliError::Imap {
         mailbox: mailbox.to_string(),
         folder: login.folder.clone(),

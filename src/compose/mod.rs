@@ -251,6 +251,7 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
         ticket: ctx.ticket.clone(),
         envelope_from: Some(ctx.mailbox_address.clone()),
         to: vec![to_addr.to_string()],
+        identity: identity(&ctx.mailbox),
         raw: msg.formatted(),
     })
 }
@@ -264,6 +265,12 @@ pub struct AckInput<'a> {
     pub ctx: &'a TemplateContext,
     pub message_id: &'a str,
     pub now: SystemTime,
+}
+
+/// Whose SMTP login sends a mail written on behalf of `mailbox` (none for the daemon's
+/// own notices, which go through `[smtp]`).
+fn identity(mailbox: &str) -> Option<String> {
+    (!mailbox.is_empty()).then(|| mailbox.to_string())
 }
 
 /// The bare address of a `Name <address>` setting.
@@ -290,14 +297,13 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
     };
     let subject = render(rules, a.lang, &subject_template, ctx)?;
     let text = render(rules, a.lang, a.which, ctx)?;
-    let from: Mailbox =
-        rules
-            .company
-            .ack_from
-            .parse()
-            .map_err(|e: lettre::address::AddressError| {
-                ComposeError::Address(rules.company.ack_from.clone(), e.to_string())
-            })?;
+    // From the address the customer wrote to, when its mailbox names one.
+    let ack_from = rules.ack_from(&ctx.mailbox);
+    let from: Mailbox = ack_from
+        .parse()
+        .map_err(|e: lettre::address::AddressError| {
+            ComposeError::Address(ack_from.to_string(), e.to_string())
+        })?;
     // The address alone: a display name is the sender's text, and echoing it would let
     // a stranger write into the daemon's mail.
     let to_addr = address(a.to)?;
@@ -351,8 +357,9 @@ pub fn acknowledgement(rules: &Rules, a: AckInput<'_>) -> Result<OutMail, Compos
         // Not the null sender: a bounce of the acknowledgement comes back to this
         // address (a watched mailbox, as shipped) and finds its ticket. It is never
         // answered: a delivery report is a robot's mail.
-        envelope_from: Some(from_address(&rules.company.ack_from)),
+        envelope_from: Some(from_address(ack_from)),
         to: vec![a.to.to_string()],
+        identity: identity(&ctx.mailbox),
         raw: msg.formatted(),
     })
 }
@@ -428,6 +435,7 @@ fn notice_mail(n: NoticeInput<'_>, subject: &str, text: String) -> Result<OutMai
         ticket: n.ctx.ticket.clone(),
         envelope_from: n.envelope_from.map(str::to_string),
         to: vec![n.to.to_string()],
+        identity: None,
         raw: msg.formatted(),
     })
 }
@@ -565,6 +573,58 @@ mod tests {
         );
         assert!(p.subject().unwrap().starts_with("[#T-1042]"));
         assert_eq!(out.envelope_from.as_deref(), Some("support@example.test"));
+    }
+
+    #[test]
+    fn ack_comes_from_the_mailbox_the_customer_wrote_to() {
+        let r = crate::config::testing::shipped_with(
+            "[mailboxes.billing]\n",
+            "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\n",
+        );
+        let mail = parse(ORIGINAL).unwrap();
+        let ack = |mailbox: &str| {
+            let ctx = TemplateContext {
+                mailbox: mailbox.into(),
+                ..TemplateContext::sample()
+            };
+            let out = acknowledgement(
+                &r,
+                AckInput {
+                    which: "ack",
+                    mail: &mail,
+                    to: "ivan@mail.example",
+                    lang: "en",
+                    ctx: &ctx,
+                    message_id: "T-1042.2@mailtriage.example.test",
+                    now: SystemTime::UNIX_EPOCH,
+                },
+            )
+            .unwrap();
+            let p = mail_parser::MessageParser::default()
+                .parse(&out.raw)
+                .unwrap();
+            let from = p.from().unwrap().first().unwrap();
+            let from = (
+                from.name().map(str::to_string),
+                from.address().unwrap().to_string(),
+            );
+            (from, out.envelope_from, out.identity)
+        };
+        let (from, envelope, identity) = ack("billing");
+        assert_eq!(
+            from,
+            (Some("Acme Billing".into()), "billing@example.test".into())
+        );
+        assert_eq!(envelope.as_deref(), Some("billing@example.test"));
+        assert_eq!(
+            identity.as_deref(),
+            Some("billing"),
+            "sent with billing's login"
+        );
+        let (from, envelope, identity) = ack("sales");
+        assert_eq!(from.1, "support@example.test", "the company's ack_from");
+        assert_eq!(envelope.as_deref(), Some("support@example.test"));
+        assert_eq!(identity.as_deref(), Some("sales"));
     }
 
     #[test]

@@ -148,6 +148,97 @@ pub struct Login {
     /// them (see [`Start`]).
     #[serde(skip)]
     pub start: Start,
+    /// `[mailboxes.NAME.imap]`: this mailbox's own IMAP server, over `[imap]`.
+    #[serde(default)]
+    pub imap: Option<ServerOverride>,
+    /// `[mailboxes.NAME.smtp]`: the SMTP server and login that send this mailbox's
+    /// mail (its acknowledgements, the forwards of mail that reached it), over `[smtp]`.
+    #[serde(default)]
+    pub smtp: Option<ServerOverride>,
+}
+
+/// A mailbox's own server: each key given replaces the global one (`[imap]` or
+/// `[smtp]`), the others are taken from it. A login (`user` and one password source)
+/// is taken whole: a mailbox that names its own user never logs in with the global
+/// password.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerOverride {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Not taken from the global server when `host` is given: another host has another
+    /// name in its certificate.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    #[serde(default)]
+    pub connections: Option<usize>,
+}
+
+impl ServerOverride {
+    fn password_keys(&self) -> PasswordKeys<'_> {
+        PasswordKeys {
+            file: &self.password_file,
+            env: &self.password_env,
+            credential: &self.password_credential,
+        }
+    }
+
+    /// Whether this names a login of its own (a user or a password source).
+    fn has_login(&self) -> bool {
+        self.user.is_some() || !self.password_keys().sources().is_empty()
+    }
+
+    /// `base` with the keys given here put over it.
+    pub fn over(&self, base: &Server) -> Server {
+        let (user, file, env, credential) = match self.has_login() {
+            true => (
+                &self.user,
+                &self.password_file,
+                &self.password_env,
+                &self.password_credential,
+            ),
+            false => (
+                &base.user,
+                &base.password_file,
+                &base.password_env,
+                &base.password_credential,
+            ),
+        };
+        Server {
+            host: self.host.clone().unwrap_or_else(|| base.host.clone()),
+            port: self.port.unwrap_or(base.port),
+            tls: self.tls.unwrap_or(base.tls),
+            ca_file: self.ca_file.clone().or_else(|| base.ca_file.clone()),
+            tls_server_name: match self.host {
+                Some(_) => self.tls_server_name.clone(),
+                None => self
+                    .tls_server_name
+                    .clone()
+                    .or_else(|| base.tls_server_name.clone()),
+            },
+            timeout: self.timeout.unwrap_or(base.timeout),
+            user: user.clone(),
+            password_file: file.clone(),
+            password_env: env.clone(),
+            password_credential: credential.clone(),
+            connections: self.connections.or(base.connections),
+        }
+    }
 }
 
 /// What the daemon does with the mail already in a folder the state does not know
@@ -461,49 +552,82 @@ fn check_credential_name(
     key: &str,
     name: &Option<String>,
 ) {
-    let Some(name) = name else { return };
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        c.at(
-            Some(span),
-            format!("{key}.password_credential"),
-            format!(
-                "{name:?} is not a credential name (a file name as in LoadCredential=NAME:PATH)"
-            ),
-        );
+    if let Some(why) = name.as_deref().and_then(bad_credential_name) {
+        c.at(Some(span), format!("{key}.password_credential"), why);
     }
 }
 
-/// `[imap]` or `[smtp]`: a host, one password source at most, a CA file that exists;
-/// `connections` only for SMTP, and within bounds.
-fn check_server(c: &mut Collector, name: &str, server: &Spanned<Server>) {
-    let s = server.get_ref();
+/// Why `name` is not a credential name, if it is not.
+fn bad_credential_name(name: &str) -> Option<String> {
+    (name.is_empty() || name.contains('/') || name == "." || name == "..").then(|| {
+        format!("{name:?} is not a credential name (a file name as in LoadCredential=NAME:PATH)")
+    })
+}
+
+/// `[imap]` or `[smtp]` (or a mailbox's own, at `key`): a host, one password source at
+/// most, a CA file that exists; `connections` only for SMTP, and within bounds.
+fn check_server(c: &mut Collector, key: &str, smtp: bool, s: &Server) {
     if s.host.trim().is_empty() {
-        c.at(Some(server.span()), format!("{name}.host"), "is empty");
+        c.at_key(format!("{key}.host"), "is empty");
     }
     let keys = s.password_keys();
     if keys.sources().len() > 1 {
-        c.at(Some(server.span()), name, ONE_PASSWORD_SOURCE);
+        c.at_key(key, ONE_PASSWORD_SOURCE);
     }
-    check_credential_name(c, server.span(), name, keys.credential);
-    match (name, s.connections) {
-        ("smtp", Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
-            "smtp.connections",
+    if let Some(why) = keys.credential.as_deref().and_then(bad_credential_name) {
+        c.at_key(format!("{key}.password_credential"), why);
+    }
+    match (smtp, s.connections) {
+        (true, Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
+            format!("{key}.connections"),
             format!("is {n}; give 1 to {MAX_SMTP_CONNECTIONS}"),
         ),
-        ("imap", Some(_)) => c.at_key(
-            "imap.connections",
+        (false, Some(_)) => c.at_key(
+            format!("{key}.connections"),
             "is an [smtp] setting (each mailbox has its own IMAP connection)",
         ),
         _ => {}
     }
     if let Some(ca) = &s.ca_file {
         if !ca.exists() {
-            c.at(
-                Some(server.span()),
-                format!("{name}.ca_file"),
+            c.at_key(
+                format!("{key}.ca_file"),
                 format!("{} does not exist", ca.display()),
             );
         }
+    }
+}
+
+/// A mailbox's own IMAP and SMTP servers, checked as they will be used (over the
+/// global ones). The IMAP login is the mailbox's own `user`, so its `[imap]` table
+/// names none; an SMTP login of its own needs a user and one password source.
+fn check_overrides(c: &mut Collector, name: &str, login: &Login, imap: &Server, smtp: &Server) {
+    let base = format!("mailboxes.{name}");
+    if let Some(o) = &login.imap {
+        let key = format!("{base}.imap");
+        if o.has_login() {
+            c.at_key(
+                &key,
+                format!("names a login; the IMAP login is the mailbox's own `user` and password (set them in [{base}])"),
+            );
+        }
+        check_server(c, &key, false, &o.over(imap));
+    }
+    if let Some(o) = &login.smtp {
+        let key = format!("{base}.smtp");
+        if o.has_login() && o.user.is_none() {
+            c.at_key(
+                format!("{key}.user"),
+                "is missing: a password is given, for which user?",
+            );
+        }
+        if o.user.is_some() && o.password_keys().sources().is_empty() {
+            c.at_key(
+                &key,
+                "needs password_file, password_credential or password_env for its user (passwords are never written inline)",
+            );
+        }
+        check_server(c, &key, true, &o.over(smtp));
     }
 }
 
@@ -549,6 +673,8 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
         sent_folder: None,
         start_text: None,
         start: Start::New,
+        imap: None,
+        smtp: None,
     };
     check_password(c, span, "archive", login.password_keys());
     if let Err(e) = a.address.parse::<lettre::Address>() {
@@ -605,15 +731,15 @@ impl Settings {
         let Some(mut raw) = c.parse::<RawSettings>(text) else {
             return Err(ConfigErrors(c.errors));
         };
-        for (name, server) in [("imap", &raw.imap), ("smtp", &raw.smtp)] {
-            check_server(&mut c, name, server);
-        }
+        check_server(&mut c, "imap", false, raw.imap.get_ref());
+        check_server(&mut c, "smtp", true, raw.smtp.get_ref());
         check_poll_after_mail(&mut c, &raw.imap_options);
         check_unhealthy_after(&mut c, &raw.imap_options);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
             check_password(&mut c, login.span(), &key, l.password_keys());
+            check_overrides(&mut c, name, l, raw.imap.get_ref(), raw.smtp.get_ref());
         }
         for (name, login) in &mut raw.mailboxes {
             compile_start(&mut c, name, login.get_mut());
@@ -637,6 +763,24 @@ impl Settings {
         c.finish(settings)
     }
 
+    /// The IMAP server `mailbox` is read on: `[imap]`, with the mailbox's own
+    /// `[mailboxes.NAME.imap]` keys over it.
+    pub fn imap_of(&self, mailbox: &str) -> Server {
+        match self.mailboxes.get(mailbox).and_then(|l| l.imap.as_ref()) {
+            Some(o) => o.over(&self.imap),
+            None => self.imap.clone(),
+        }
+    }
+
+    /// The SMTP identities of the mailboxes that have their own (`[mailboxes.NAME.smtp]`),
+    /// by mailbox name; the mail of the others goes through `[smtp]`.
+    pub fn smtp_identities(&self) -> BTreeMap<String, Server> {
+        self.mailboxes
+            .iter()
+            .filter_map(|(name, l)| Some((name.clone(), l.smtp.as_ref()?.over(&self.smtp))))
+            .collect()
+    }
+
     /// Errors for mailboxes the rules declare but the settings cannot log in to, and the
     /// other way round.
     /// Every password the daemon will need, read as `run` reads it: a missing file, a
@@ -651,6 +795,9 @@ impl Settings {
         }
         for (name, login) in &self.mailboxes {
             sources.push((format!("mailboxes.{name}"), login.password()));
+        }
+        for (name, smtp) in self.smtp_identities() {
+            sources.push((format!("mailboxes.{name}.smtp"), smtp.password()));
         }
         sources
             .into_iter()
@@ -895,6 +1042,101 @@ mod tests {
         let e = &Settings::parse(Path::new("m.toml"), &t).unwrap_err().0[0];
         assert_eq!(e.key, "imap.connections");
         assert!(e.message.contains("[smtp] setting"), "{e}");
+    }
+
+    #[test]
+    fn a_mailbox_may_have_its_own_imap_server_and_smtp_login() {
+        let own = "[mailboxes.billing.imap]\nhost = \"imap.billing.example\"\nport = 143\ntls = \"starttls\"\n\n[mailboxes.billing.smtp]\nport = 465\ntls = \"implicit\"\nuser = \"billing@example.com\"\npassword_env = \"BILLING_SMTP\"\n\n[mailboxes.sales]\n";
+        let s = shipped_with("[mailboxes.sales]\n", own).unwrap();
+        let imap = s.imap_of("billing");
+        assert_eq!(
+            (imap.host.as_str(), imap.port, imap.tls),
+            ("imap.billing.example", 143, TlsMode::Starttls)
+        );
+        assert_eq!(
+            imap.timeout, s.imap.timeout,
+            "what is not given is [imap]'s"
+        );
+        assert_eq!(s.imap_of("sales").host, "imap.example.com");
+        let ids = s.smtp_identities();
+        assert_eq!(ids.keys().collect::<Vec<_>>(), ["billing"]);
+        let smtp = &ids["billing"];
+        assert_eq!(smtp.host, "smtp.example.com", "the host is [smtp]'s");
+        assert_eq!((smtp.port, smtp.tls), (465, TlsMode::Implicit));
+        assert_eq!(smtp.user.as_deref(), Some("billing@example.com"));
+        // Its own login whole: not [smtp]'s credential with billing's user.
+        assert!(matches!(smtp.password(), Some(SecretSource::Env(v)) if v == "BILLING_SMTP"));
+        assert_eq!(smtp.password_credential, None);
+        // A secret that cannot be read is named by the identity's key.
+        let errs = s.secret_errors();
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "mailboxes.billing.smtp.password_env"
+                    && e.message.contains("BILLING_SMTP")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_mailbox_server_names_its_key_path_and_line_when_wrong() {
+        let text = shipped_text();
+        let with = |table: &str| {
+            let t = text.replacen(
+                "[mailboxes.sales]\n",
+                &format!("{table}\n[mailboxes.sales]\n"),
+                1,
+            );
+            let errs = Settings::parse(Path::new("m.toml"), &t).unwrap_err().0;
+            (t, errs)
+        };
+        let line = |t: &str, l: &str| t.lines().position(|x| x == l).map(|i| i + 1);
+
+        let (t, errs) =
+            with("[mailboxes.billing.imap]\nhost = \"imap.billing.example\"\nuser = \"other\"\n");
+        let e = &errs[0];
+        assert_eq!(e.key, "mailboxes.billing.imap", "{errs:?}");
+        assert_eq!(e.line, line(&t, "[mailboxes.billing.imap]"), "{e}");
+        assert!(
+            e.message.contains("the IMAP login is the mailbox's own"),
+            "{e}"
+        );
+
+        let (t, errs) =
+            with("[mailboxes.billing.smtp]\nuser = \"billing@example.com\"\nconnections = 0\n");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "mailboxes.billing.smtp",
+                "mailboxes.billing.smtp.connections"
+            ],
+            "{errs:?}"
+        );
+        assert_eq!(errs[0].line, line(&t, "[mailboxes.billing.smtp]"));
+        assert!(
+            errs[0].message.contains("needs password_file"),
+            "{}",
+            errs[0]
+        );
+        assert_eq!(errs[1].line, line(&t, "connections = 0"));
+        assert!(errs[1].message.contains("give 1 to 16"), "{}", errs[1]);
+
+        let (t, errs) =
+            with("[mailboxes.billing.smtp]\npassword_env = \"X\"\nhots = \"smtp.other\"\n");
+        let e = errs
+            .iter()
+            .find(|e| e.key == "mailboxes.billing.smtp.hots")
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert_eq!(e.line, line(&t, "hots = \"smtp.other\""), "{e}");
+        let e = errs
+            .iter()
+            .find(|e| e.key == "mailboxes.billing.smtp.user")
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(e.message.contains("for which user"), "{e}");
+
+        let (t, errs) = with("[mailboxes.billing.smtp]\nhost = \" \"\n");
+        assert_eq!(errs[0].key, "mailboxes.billing.smtp.host", "{errs:?}");
+        assert_eq!(errs[0].line, line(&t, "host = \" \""));
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
     let mut ctx = compose::ticket_context(rules, ticket, lang);
     ctx.mailbox = case.inc.mailbox.key.clone();
     ctx.mailbox_address = case.inc.mailbox.address.clone();
+    ctx.company = rules.company_name(&ctx.mailbox).to_string();
     if !joined {
         ctx.category = ev.class.category.clone().unwrap_or_default();
         ctx.rules = ev

@@ -1030,6 +1030,7 @@ mod tests {
                 ticket: "T-1001".into(),
                 envelope_from: None,
                 to: vec!["support@example.test".into()],
+                identity: None,
                 raw: b"Subject: x\r\n\r\nbody\xff\r\n".to_vec(),
             }],
             mark: Some(Mark {

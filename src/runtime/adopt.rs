@@ -250,7 +250,8 @@ mod tests {
         let settings = crate::config::Settings::load(std::path::Path::new(dir)).unwrap();
         let mut login = settings.mailboxes["billing"].clone();
         login.start = start;
-        Source::new("billing".into(), &settings, login, None, false)
+        let tls = crate::tls::ImapTls::new(&settings).unwrap();
+        Source::new("billing".into(), &settings, login, &tls, false)
     }
 
     fn at(s: &str) -> SystemTime {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +22,7 @@ use crate::runtime::status::Board;
 use crate::runtime::{control, followup, refused, reload, retention, systemd};
 use crate::send::{self, settle, SmtpError, Transport};
 use crate::source::{self, Source};
-use crate::tls::TlsError;
+use crate::tls::{ImapTls, TlsError};
 
 /// How long tasks get to finish the message in hand after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -85,7 +84,7 @@ struct Loaded {
     settings: Settings,
     store: Store,
     transport: Transport,
-    tls: Option<TlsConnector>,
+    tls: ImapTls,
 }
 
 /// The running tasks, in the order they stop.
@@ -142,8 +141,8 @@ fn load(inputs: &Inputs) -> Result<Loaded, DaemonError> {
     }
     let store = open_state(&settings.state_dir)?;
     let archive = settings.archive.as_ref().map(|a| a.address.as_str());
-    let transport = Transport::smtp(&settings.smtp, archive)?;
-    let tls = crate::tls::for_server(&settings.imap)?;
+    let transport = Transport::smtp(&settings.smtp, &settings.smtp_identities(), archive)?;
+    let tls = ImapTls::new(&settings)?;
     Ok(Loaded {
         rules,
         settings,
@@ -209,7 +208,7 @@ async fn settle_in_flight(l: &Loaded) {
     let searches = settle::searches(&in_flight)
         .into_iter()
         .map(|(name, (login, ids))| {
-            let src = Source::new(name, &l.settings, login, l.tls.clone(), true);
+            let src = Source::new(name, &l.settings, login, &l.tls, true);
             async move {
                 let r = source::messages_present(&src, &ids, IN_FLIGHT_PATIENCE).await;
                 (src.name, r)
@@ -275,7 +274,7 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
     };
     let sender = start_sender(&l.store, l.transport, signals);
     let mailboxes = TaskTracker::new();
-    let keys = start_mailboxes(&l.settings, l.tls, &shared, &mailboxes);
+    let keys = start_mailboxes(&l.settings, &l.tls, &shared, &mailboxes);
     // Reminders, escalations and status mails for tickets nobody answered in time.
     mailboxes.spawn(followup::clock(shared.clone()));
     // A mail refused for good goes into its ticket's history, and a queue is told.
@@ -316,13 +315,13 @@ fn start_sender(store: &Store, transport: Transport, signals: send::Signals) -> 
 /// A runner per mailbox, and one per Sent folder watched; returns their keys.
 fn start_mailboxes(
     settings: &Settings,
-    tls: Option<TlsConnector>,
+    tls: &ImapTls,
     shared: &Shared,
     tracker: &TaskTracker,
 ) -> Vec<String> {
     let mut keys = Vec::new();
     for (name, login) in &settings.mailboxes {
-        let source = Source::new(name.clone(), settings, login.clone(), tls.clone(), false);
+        let source = Source::new(name.clone(), settings, login.clone(), tls, false);
         if let Some(sent) = &login.sent_folder {
             let observer = Source {
                 folder: sent.clone(),

@@ -193,6 +193,7 @@ mod tests {
             ticket: "T-1001".into(),
             envelope_from: None,
             to: vec![to.into()],
+            identity: None,
             raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
         }
     }

@@ -10,6 +10,7 @@ pub mod sender;
 pub mod settle;
 mod smtp;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +115,30 @@ impl SmtpError {
 /// Where outgoing mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    Smtp(Arc<SmtpOut>),
+    Smtp(Arc<Identities>),
     Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// The SMTP identities: `[smtp]`, and the mailboxes' own by mailbox name. They share one
+/// health, so `status` and the watchdog see every login's failures.
+pub struct Identities {
+    global: SmtpOut,
+    own: BTreeMap<String, SmtpOut>,
+    health: Arc<SmtpHealth>,
+}
+
+impl Identities {
+    /// The identity that sends `m`: its mailbox's own, else `[smtp]`.
+    fn of(&self, m: &OutMail) -> &SmtpOut {
+        m.identity
+            .as_ref()
+            .and_then(|name| self.own.get(name))
+            .unwrap_or(&self.global)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &SmtpOut> {
+        std::iter::once(&self.global).chain(self.own.values())
+    }
 }
 
 impl Transport {
@@ -123,51 +146,71 @@ impl Transport {
         Transport::Files(AsyncFileTransport::new(dir))
     }
 
-    /// SMTP as `s` says; `archive`, when given, gets a copy of every mail (see
-    /// [`crate::config::Archive`]).
-    pub fn smtp(s: &Server, archive: Option<&str>) -> Result<Transport, SmtpError> {
-        Ok(Transport::Smtp(Arc::new(SmtpOut::new(s, archive)?)))
+    /// SMTP as `s` says, and as `own` says for the mail of each mailbox named there
+    /// (see [`crate::config::Settings::smtp_identities`]); `archive`, when given, gets
+    /// a copy of every mail (see [`crate::config::Archive`]).
+    pub fn smtp(
+        s: &Server,
+        own: &BTreeMap<String, Server>,
+        archive: Option<&str>,
+    ) -> Result<Transport, SmtpError> {
+        let health = Arc::new(SmtpHealth::default());
+        let out = |s: &Server| SmtpOut::new(s, archive, health.clone());
+        let own = own
+            .iter()
+            .map(|(name, s)| Ok((name.clone(), out(s)?)))
+            .collect::<Result<_, SmtpError>>()?;
+        Ok(Transport::Smtp(Arc::new(Identities {
+            global: out(s)?,
+            own,
+            health,
+        })))
     }
 
     /// How many outbox entries may be handed over at once.
     pub fn connections(&self) -> usize {
         match self {
-            Transport::Smtp(out) => out.connections(),
+            Transport::Smtp(ids) => ids.global.connections(),
             // Offline triage writes files; order on disk is all that matters there.
             Transport::Files(_) => 1,
         }
     }
 
-    /// Logs in to the SMTP server and out again (see [`SmtpOut::try_login`]); files
+    /// Logs in to every SMTP identity and out again (see [`SmtpOut::try_login`]); files
     /// need nothing.
     pub async fn try_login(&self) -> Result<(), SmtpError> {
-        match self {
-            Transport::Smtp(out) => out.try_login().await,
-            Transport::Files(_) => Ok(()),
+        if let Transport::Smtp(ids) = self {
+            for out in ids.all() {
+                out.try_login().await?;
+            }
         }
+        Ok(())
     }
 
     /// Closes the SMTP connections kept open, so that the next mails start new sessions
     /// (a server may read its tables only when a session starts).
     pub async fn close_idle(&self) {
-        if let Transport::Smtp(out) = self {
-            out.close_idle().await;
+        if let Transport::Smtp(ids) = self {
+            for out in ids.all() {
+                out.close_idle().await;
+            }
         }
     }
 
     /// How the SMTP side fares; `None` for files.
     pub fn health(&self) -> Option<Arc<SmtpHealth>> {
         match self {
-            Transport::Smtp(out) => Some(out.health().clone()),
+            Transport::Smtp(ids) => Some(ids.health.clone()),
             Transport::Files(_) => None,
         }
     }
 
-    /// Hands one mail over; `Ok` once the server (or the folder) has it.
+    /// Hands one mail over, through its mailbox's SMTP identity; `Ok` once the server
+    /// (or the folder) has it.
     pub async fn deliver(&self, m: &OutMail) -> Result<(), SmtpError> {
         let envelope = self.envelope(m)?;
         match self {
-            Transport::Smtp(out) => out.send(&envelope, &m.raw).await,
+            Transport::Smtp(ids) => ids.of(m).send(&envelope, &m.raw).await,
             Transport::Files(t) => t
                 .send_raw(&envelope, &m.raw)
                 .await
@@ -192,8 +235,8 @@ impl Transport {
         // The archive copy is an envelope recipient only (a Bcc in no header): the bytes
         // sent are the stored ones, and the server accepts the mail for all recipients
         // at once, so the archive holds it if and only if it was accepted.
-        if let Transport::Smtp(out) = self {
-            if let Some(a) = out.archive().filter(|a| !to.contains(a)) {
+        if let Transport::Smtp(ids) = self {
+            if let Some(a) = ids.global.archive().filter(|a| !to.contains(a)) {
                 to.push(a.clone());
             }
         }

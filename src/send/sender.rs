@@ -360,6 +360,7 @@ mod tests {
                 ticket: format!("T-{i}"),
                 envelope_from: None,
                 to: vec![format!("c{i}@example.test")],
+                identity: None,
                 raw: format!("Subject: {i}\r\n\r\nhello\r\n").into_bytes(),
             })
             .collect();

@@ -96,7 +96,11 @@ impl AsyncTokioStream for ImplicitTls {
 
 impl SmtpOut {
     /// The SMTP side as `s` says; `archive`, when given, gets a copy of every mail.
-    pub(super) fn new(s: &Server, archive: Option<&str>) -> Result<SmtpOut, SmtpError> {
+    pub(super) fn new(
+        s: &Server,
+        archive: Option<&str>,
+        health: Arc<SmtpHealth>,
+    ) -> Result<SmtpOut, SmtpError> {
         let archive = archive
             .map(|a| {
                 a.parse::<Address>()
@@ -125,7 +129,7 @@ impl SmtpOut {
             connections: s.connections(),
             archive,
             idle: std::sync::Mutex::new(Vec::new()),
-            health: Arc::default(),
+            health,
         })
     }
 
@@ -159,7 +163,11 @@ impl SmtpOut {
                 .await
                 .map_err(SmtpError::Auth)?;
         }
-        tracing::info!(server = %format!("{}:{}", s.host, s.port), "SMTP connection opened.");
+        tracing::info!(
+            server = %format!("{}:{}", s.host, s.port),
+            user = s.user.as_deref().unwrap_or(""),
+            "SMTP connection opened."
+        );
         Ok(c)
     }
 
@@ -197,11 +205,6 @@ impl SmtpOut {
         for (mut c, _) in kept {
             let _ = tokio::time::timeout(self.timeout, c.quit()).await;
         }
-    }
-
-    /// How the SMTP side fares: every mail handed over notes its outcome here.
-    pub(super) fn health(&self) -> &Arc<SmtpHealth> {
-        &self.health
     }
 
     /// Sends one mail (see [`SmtpOut::exchange`]) and notes the outcome in the health.

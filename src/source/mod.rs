@@ -82,22 +82,23 @@ pub struct Source {
 }
 
 impl Source {
-    /// The source reading `login`'s own folder on the configured IMAP server; `observe`
-    /// for a folder whose mail is only looked at (see [`Source::observe`]).
+    /// The source reading `login`'s own folder on its IMAP server (`[imap]`, or the
+    /// mailbox's own); `observe` for a folder whose mail is only looked at (see
+    /// [`Source::observe`]).
     pub fn new(
         name: String,
         settings: &crate::config::Settings,
         login: Login,
-        tls: Option<TlsConnector>,
+        tls: &crate::tls::ImapTls,
         observe: bool,
     ) -> Source {
         Source {
+            server: settings.imap_of(&name),
+            tls: tls.of(&name),
             name,
-            server: settings.imap.clone(),
             folder: login.folder.clone(),
             login,
             options: settings.imap_options.clone(),
-            tls,
             observe,
         }
     }

@@ -600,6 +600,12 @@ pub struct OutMail {
     /// `None` is the null sender `<>` (acknowledgements, so nothing answers them).
     pub envelope_from: Option<String>,
     pub to: Vec<String>,
+    /// The watched mailbox this mail is sent on behalf of (its acknowledgements, the
+    /// forwards of mail that reached it): its own SMTP login (`[mailboxes.NAME.smtp]`)
+    /// sends it. `None`, or a mailbox without one, goes through `[smtp]`. Entries
+    /// written before this field existed read as `None`.
+    #[serde(default)]
+    pub identity: Option<String>,
     #[serde(skip)]
     pub raw: Vec<u8>,
 }

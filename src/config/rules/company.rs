@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw;
-use super::values::{duration_key, looks_like_address, parse_size, span};
+use super::values::{check_sender, duration_key, looks_like_address, parse_size, span};
 use crate::config::error::Collector;
 
 /// Messages bigger than this are forwarded unread when `max_message_size` is not given.
@@ -102,18 +102,7 @@ fn check_company(
             "must be ASCII letters or digits (it becomes part of subjects and Message-IDs)",
         );
     }
-    if co
-        .ack_from
-        .get_ref()
-        .parse::<lettre::message::Mailbox>()
-        .is_err()
-    {
-        c.at(
-            span(&co.ack_from),
-            "company.ack_from",
-            "not an address (write \"Name <user@example.com>\" or \"user@example.com\")",
-        );
-    }
+    check_sender(c, "company.ack_from", &co.ack_from);
     if !languages.is_empty() && !languages.contains_key(co.default_language.get_ref()) {
         c.at(
             span(&co.default_language),

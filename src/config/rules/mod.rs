@@ -100,6 +100,23 @@ impl Rules {
             .and_then(|q| self.queues.get(q))
     }
 
+    /// The From of acknowledgements to mail that reached `mailbox`: the mailbox's own
+    /// `ack_from` (the address the customer wrote to), else `company.ack_from`.
+    pub fn ack_from(&self, mailbox: &str) -> &str {
+        self.mailboxes
+            .get(mailbox)
+            .and_then(|m| m.ack_from.as_deref())
+            .unwrap_or(&self.company.ack_from)
+    }
+
+    /// The company name of `mailbox`'s brand, else `company.name`.
+    pub fn company_name(&self, mailbox: &str) -> &str {
+        self.mailboxes
+            .get(mailbox)
+            .and_then(|m| m.company_name.as_deref())
+            .unwrap_or(&self.company.name)
+    }
+
     /// The watched mailbox with this address, if any.
     pub fn mailbox_by_address(&self, address: &str) -> Option<&Mailbox> {
         self.mailboxes
@@ -191,6 +208,34 @@ mod tests {
         // Every start of the daemon logs the warnings: the example everyone starts
         // from has none.
         assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    }
+
+    #[test]
+    fn a_mailbox_may_have_its_own_ack_from_and_company_name() {
+        let own = "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\ncompany_name = \"Acme\"\n";
+        let r = crate::config::testing::shipped_with("[mailboxes.billing]\n", own);
+        assert_eq!(r.ack_from("billing"), "Acme Billing <billing@example.test>");
+        assert_eq!(r.company_name("billing"), "Acme");
+        // The others keep the company's.
+        assert_eq!(r.ack_from("sales"), r.company.ack_from);
+        assert_eq!(r.company_name("sales"), r.company.name);
+        assert_eq!(r.ack_from("no such mailbox"), r.company.ack_from);
+
+        let bad = "[mailboxes.billing]\nack_from = \"Billing desk\"\n";
+        let text = shipped().replacen("[mailboxes.billing]\n", bad, 1);
+        let err = Rules::parse(Path::new("rules.toml"), &text).unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.key == "mailboxes.billing.ack_from")
+            .unwrap_or_else(|| panic!("{err}"));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("ack_from = \"Billing"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.message.contains("not an address"), "{e}");
     }
 
     #[test]

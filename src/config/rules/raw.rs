@@ -209,6 +209,13 @@ pub struct Mailbox {
     pub forwarded_folder: Option<String>,
     #[serde(default)]
     pub shadow: bool,
+    /// The From of this mailbox's acknowledgements; `company.ack_from` when not given.
+    #[serde(default)]
+    pub ack_from: Option<Spanned<String>>,
+    /// The company name templates get for mail that reached this mailbox (a brand);
+    /// `company.name` when not given.
+    #[serde(default)]
+    pub company_name: Option<String>,
 }
 
 fn keep() -> Spanned<String> {

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::calendar::compile_holidays;
 use super::raw;
-use super::values::{looks_like_address, span};
+use super::values::{check_sender, looks_like_address, span};
 use crate::clock::{BusinessHours, Calendar};
 use crate::config::error::Collector;
 
@@ -67,6 +67,11 @@ pub struct Mailbox {
     pub forwarded_folder: Option<String>,
     /// Shadow mode: decide and record, send nothing, mark nothing on the server.
     pub shadow: bool,
+    /// The From of acknowledgements to mail that reached this mailbox, as written;
+    /// `None`: `company.ack_from`.
+    pub ack_from: Option<String>,
+    /// The company name of this mailbox's brand; `None`: `company.name`.
+    pub company_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +245,9 @@ fn compile_mailbox(
         }
     }
     let unmatched = unmatched(c, &base, &m, queues);
+    if let Some(from) = &m.ack_from {
+        check_sender(c, &format!("{base}.ack_from"), from);
+    }
     Mailbox {
         key,
         address: m.address.into_inner().trim().to_string(),
@@ -248,6 +256,8 @@ fn compile_mailbox(
         unmatched,
         forwarded_folder: m.forwarded_folder,
         shadow: m.shadow,
+        ack_from: m.ack_from.map(Spanned::into_inner),
+        company_name: m.company_name,
     }
 }
 

@@ -121,3 +121,14 @@ impl UniqueNames {
         }
     }
 }
+
+/// A sender setting (`ack_from`) must be an address, with or without a display name.
+pub(super) fn check_sender(c: &mut Collector<'_>, key: &str, from: &Spanned<String>) {
+    if from.get_ref().parse::<lettre::message::Mailbox>().is_err() {
+        c.at(
+            span(from),
+            key,
+            "not an address (write \"Name <user@example.com>\" or \"user@example.com\")",
+        );
+    }
+}
