@@ -4,9 +4,7 @@
 //! a holiday is skipped, and a change to or from daylight saving time moves the hours
 //! with the local clock. Pure: every function takes the time it works on, and nothing
 //! here reads the system clock, so `explain` and the daemon count alike.
-//! [`wait`] says when a ticket's wait began and when its answer is due.
-
-pub mod wait;
+//! `decide::wait` says, on this clock, when a ticket's wait began and when its answer is due.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

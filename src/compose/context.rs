@@ -2,8 +2,8 @@
 //! queue, customer, history, promises, flags, incident). Triage adds the message's own
 //! part; reminders and status mails use it as it is.
 
-use crate::clock::wait;
 use crate::config::Rules;
+use crate::decide::wait;
 use crate::ticket::Ticket;
 use crate::when;
 use crate::words::{self, queue_name};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 mod caps;
 mod lifecycle;
 mod roles;
+pub mod wait;
 
 pub use caps::{cap_keys, counts, fold, over_cap, MailCounts};
 pub use lifecycle::{quiet_resolution_due, resolution_in, Follows, Lifecycle};

@@ -11,12 +11,12 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use crate::clock::wait;
 use crate::compose::ticket_context;
 use crate::compose::{self, NoticeInput};
 use crate::config::TemplateContext;
 use crate::config::{Queue, Rules};
 use crate::decide;
+use crate::decide::wait;
 use crate::record::{Store, StoreError};
 use crate::runtime::runner::Shared;
 use crate::ticket::{MailKind, OutMail, ResolvedHow, Ticket};
