@@ -125,6 +125,44 @@ fn default_poll_after_mail() -> Duration {
     Duration::from_millis(300)
 }
 
+/// `[limits]`: what one message may cost the daemon, whatever the mail.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    /// CPU time the pipeline may spend on one message; past it the message is
+    /// quarantined with the reason and the mailbox goes on.
+    #[serde(default = "default_triage_budget", with = "humantime_serde")]
+    pub triage_budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            triage_budget: default_triage_budget(),
+        }
+    }
+}
+
+fn default_triage_budget() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Shortest `triage_budget`: below it an ordinary message on a slow machine could be
+/// quarantined.
+const MIN_TRIAGE_BUDGET: Duration = Duration::from_millis(10);
+
+fn check_limits(c: &mut Collector, limits: &Limits) {
+    if limits.triage_budget < MIN_TRIAGE_BUDGET {
+        c.at_key(
+            "limits.triage_budget",
+            format!(
+                "is {}; give at least {}: an ordinary message takes a few milliseconds, a crafted one is bounded by the parser's and the rules' caps",
+                humantime::format_duration(limits.triage_budget),
+                humantime::format_duration(MIN_TRIAGE_BUDGET)
+            ),
+        );
+    }
+}
+
 /// How one watched mailbox logs in; the key is the mailbox's name in rules.toml.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Login {
@@ -264,6 +302,8 @@ struct RawSettings {
     imap: Spanned<Server>,
     #[serde(default)]
     imap_options: ImapOptions,
+    #[serde(default)]
+    limits: Limits,
     smtp: Spanned<Server>,
     #[serde(default)]
     mailboxes: BTreeMap<String, Spanned<Login>>,
@@ -287,6 +327,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub imap: Server,
     pub imap_options: ImapOptions,
+    pub limits: Limits,
     pub smtp: Server,
     pub mailboxes: BTreeMap<String, Login>,
     /// Where the Prometheus endpoint listens; `None`: no endpoint.
@@ -610,6 +651,7 @@ impl Settings {
         }
         check_poll_after_mail(&mut c, &raw.imap_options);
         check_unhealthy_after(&mut c, &raw.imap_options);
+        check_limits(&mut c, &raw.limits);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
@@ -627,6 +669,7 @@ impl Settings {
             state_dir: raw.state_dir,
             imap: raw.imap.into_inner(),
             imap_options: raw.imap_options,
+            limits: raw.limits,
             smtp: raw.smtp.into_inner(),
             mailboxes: raw
                 .mailboxes

@@ -12,6 +12,7 @@
 //! the ticket), `apply` (what the plan changes on it), `mails` (composing), `commit`
 //! (recording), and `report` (what `explain` and `triage` tell, from one evaluation).
 
+pub mod budget;
 pub mod ruletest;
 
 use std::time::SystemTime;
@@ -34,7 +35,8 @@ mod report;
 mod robot;
 mod thread;
 
-pub use commit::quarantine;
+pub use budget::{Budget, OverBudget};
+pub use commit::{quarantine, quarantine_unread};
 pub use report::{AckReport, Action, PlannedMail, Report};
 pub use thread::{normalised_subject, thread_view};
 
@@ -165,11 +167,30 @@ pub fn triage(
     inc: Incoming<'_>,
     now: SystemTime,
 ) -> Result<Report, PipelineError> {
+    triage_within(rules, store, inc, &Budget::unlimited(), now)
+}
+
+/// [`triage`] within a CPU budget: a message past it after any stage is quarantined
+/// with the reason before anything of it is recorded, and the mailbox goes on.
+pub fn triage_within(
+    rules: &Rules,
+    store: &Store,
+    inc: Incoming<'_>,
+    budget: &Budget,
+    now: SystemTime,
+) -> Result<Report, PipelineError> {
+    let over = |e: OverBudget| quarantine_unread(store, inc, e.to_string(), now);
     let mail = match read_mail(rules, inc.raw) {
         Ok(m) => m,
         Err(e) => return quarantined(store, inc, format!("cannot be parsed: {e}"), now),
     };
+    if let Err(e) = budget.check("parse") {
+        return Ok(over(e)?);
+    }
     let ev = evaluate(rules, Some(store), inc.mailbox, mail, inc.raw, now)?;
+    if let Err(e) = budget.check("classify and decide") {
+        return Ok(over(e)?);
+    }
     let report = report::report(rules, inc.mailbox, &ev);
     if let Route::Record { .. } = ev.plan.route {
         return robot::in_thread(rules, store, inc, &ev, report, now);
@@ -189,6 +210,9 @@ pub fn triage(
         // for an operator, and the mailbox goes on.
         Err(e) => return quarantined(store, inc, format!("cannot compose its mails: {e}"), now),
     };
+    if let Err(e) = budget.check("compose") {
+        return Ok(over(e)?);
+    }
     Ok(commit::record(store, &case, ticket, mails, report)?)
 }
 
