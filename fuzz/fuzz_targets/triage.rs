@@ -104,6 +104,7 @@ fuzz_target!(|raw: &[u8]| {
             mailbox,
             raw,
             source: None,
+            folder: None,
         },
         now(),
     )

@@ -132,14 +132,31 @@ pub struct Limits {
     /// quarantined with the reason and the mailbox goes on.
     #[serde(default = "default_triage_budget", with = "humantime_serde")]
     pub triage_budget: Duration,
+    /// Bytes one UID FETCH may bring in, by the messages' RFC822.SIZE: a batch holds
+    /// at most this much mail (and at most 50 messages); a bigger message comes alone.
+    #[serde(default = "default_fetch_bytes", deserialize_with = "size")]
+    pub fetch_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             triage_budget: default_triage_budget(),
+            fetch_bytes: default_fetch_bytes(),
         }
     }
+}
+
+fn default_fetch_bytes() -> u64 {
+    16 << 20
+}
+
+/// A size as written ("16MB", "512KB").
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    super::rules::values::parse_size(&text)
+        .map(|n| n as u64)
+        .map_err(serde::de::Error::custom)
 }
 
 fn default_triage_budget() -> Duration {

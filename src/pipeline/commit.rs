@@ -199,6 +199,7 @@ pub fn quarantine(
         mailbox,
         raw,
         source,
+        folder: None,
     };
     keep(store, inc, key, reason, now)
 }

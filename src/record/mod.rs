@@ -696,6 +696,27 @@ impl Store {
             .collect()
     }
 
+    /// The first outbox entries, in order: at most `n`, and no more once they hold
+    /// `bytes` (the first is always taken, whatever its size). Also says whether entries
+    /// were left beyond them.
+    pub fn outbox_first_within(
+        &self,
+        n: usize,
+        bytes: usize,
+    ) -> Result<(Vec<(u64, OutMail)>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for r in self.outbox.iter() {
+            if out.len() >= n || (total >= bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let (k, v) = r?;
+            total += v.len();
+            out.push((be_u64(&k).unwrap_or(0), decode_out(&v)?));
+        }
+        Ok((out, false))
+    }
+
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
     }
@@ -1229,6 +1250,23 @@ mod tests {
         assert!(s.outbox_uncertain().unwrap().is_empty());
         s.outbox_sending_starts(2).unwrap();
         assert_eq!(ids(s.outbox_uncertain().unwrap()), first3[..2].to_vec());
+    }
+
+    #[test]
+    fn the_outbox_is_read_in_batches_bounded_by_count_and_bytes() {
+        let (_dir, s) = store_with_mails(5);
+        let keys = |v: &[(u64, OutMail)]| v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let all = keys(&s.outbox().unwrap());
+        let (one, more) = s.outbox_first_within(64, 1).unwrap();
+        assert_eq!(
+            (keys(&one), more),
+            (all[..1].to_vec(), true),
+            "one, however big"
+        );
+        let (two, more) = s.outbox_first_within(2, usize::MAX).unwrap();
+        assert_eq!((keys(&two), more), (all[..2].to_vec(), true));
+        let (every, more) = s.outbox_first_within(64, 1 << 20).unwrap();
+        assert_eq!((keys(&every), more), (all, false));
     }
 
     #[test]

@@ -247,6 +247,7 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         board,
         shadow: inputs.shadow,
         budget: l.settings.limits.triage_budget,
+        fetch_bytes: l.settings.limits.fetch_bytes,
         careful: Arc::new(Mutex::new(careful(&l.store, &l.settings))),
     };
     let sender_stop = CancellationToken::new();

@@ -65,6 +65,8 @@ pub struct Shared {
     pub shadow: bool,
     /// The CPU time one message may take (`[limits] triage_budget`).
     pub budget: Duration,
+    /// The bytes of mail one fetch may bring in (`[limits] fetch_bytes`).
+    pub fetch_bytes: u64,
     /// Folders whose next batch counts each message's attempt durably before triage:
     /// every folder after a run that died, until a batch of it went through.
     pub careful: Arc<Mutex<BTreeSet<String>>>,
@@ -175,13 +177,13 @@ async fn catch_up(
         return Ok(last);
     }
     tracing::info!(mailbox = %source.name, count = uids.len(), from_uid = uids[0], "New messages.");
-    for chunk in uids.chunks(source::FETCH_BATCH) {
-        last = last.max(handle(conn, source, shared, chunk).await?);
+    for chunk in conn.batches(&uids, shared.fetch_bytes).await? {
+        last = last.max(handle(conn, source, shared, &chunk).await?);
     }
     Ok(last)
 }
 
-/// Fetches and handles the messages `uids` (at most [`source::FETCH_BATCH`]): triages
+/// Fetches and handles the messages `uids` (a batch of [`Connection::batches`]): triages
 /// them and sets their marks, or, in a Sent folder, observes them. Returns the last UID
 /// handled (0 when the server had none of them any more).
 pub(super) async fn handle(
@@ -214,6 +216,8 @@ struct Batch {
     board: Arc<Board>,
     key: String,
     mailbox: String,
+    /// The folder the messages lie in.
+    folder: String,
     shadow: bool,
     uid_validity: u32,
     messages: Vec<Fetched>,
@@ -239,6 +243,7 @@ impl Batch {
             board: shared.board.clone(),
             key: source.checkpoint_key(),
             mailbox: source.name.clone(),
+            folder: source.folder.clone(),
             shadow,
             uid_validity,
             messages,
@@ -318,6 +323,7 @@ impl Batch {
             mailbox,
             raw: &m.raw,
             source: Some(cp),
+            folder: Some(&self.folder),
         };
         let died = self.store.attempt(&self.mailbox, cp, self.careful)?;
         if died >= ATTEMPTS {
@@ -466,6 +472,7 @@ mod tests {
             board: Arc::new(Board::default()),
             key: "billing".into(),
             mailbox: "billing".into(),
+            folder: "INBOX".into(),
             shadow: false,
             uid_validity: 7,
             messages,
