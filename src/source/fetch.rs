@@ -133,9 +133,11 @@ impl Connection {
         let all = self.uid_fetch_all(&set, "(UID FLAGS BODY.PEEK[])").await?;
         // The server may add FETCH responses of other messages (flags changed by another
         // client): only the messages asked for are handed on.
+        // Each response is dropped once its message is copied out, so a batch is held
+        // once, not twice.
         let mut batch: Vec<Fetched> = all
-            .iter()
-            .filter_map(fetched)
+            .into_iter()
+            .filter_map(|f| fetched(&f))
             .filter(|f| asked.contains(&f.uid))
             .collect();
         batch.sort_by_key(|f| f.uid);
