@@ -31,6 +31,10 @@ in the same run so that ratios hold on a noisy machine:
              acknowledgement was accepted by SMTP, and the RSS peak (VmHWM); beside it the raw
              limit of the same run: one UID FETCH of all N plus the same number of SMTP
              submissions on one connection, over the same TLS; the ratio
+  bigbacklog (only with --only) --big-count (50) messages of --big-mb (8) MB, each an outage
+             request with a log attached, APPENDed before the daemon starts: the RSS peak
+             (VmHWM) while all are forwarded, and the state directory's size on disk once
+             the outbox drained and the daemon stopped, against the input's size
   idle       4 watched mailboxes, no mail, --idle-seconds (600; --quick: 60) after READY:
              the daemon's CPU time (target under 1 s per 600 s) and the log lines it wrote
              after "Ready." (target 0); then the same with a fresh daemon while a reader
@@ -979,6 +983,90 @@ def phase_backlog(a, res, binary, stack, work):
     res.add("backlog", "ratio mailtriage / raw", round(ratio, 2), "", "<= 1.25", ratio <= 1.25)
 
 
+def big_mail(n, to, size):
+    """A customer's outage request of about `size` bytes: a line of text and a log file
+    attached (random bytes, base64, as a mail client sends it)."""
+    import base64
+    att = base64.encodebytes(os.urandom(size * 3 // 4 - 1024)).replace(b"\n", b"\r\n")
+    head = ("From: Customer %d <customer%d@example.test>\r\nTo: %s\r\n"
+            "Subject: Website is down, log attached (%d)\r\nMessage-ID: <big-%d-%s@client.test>\r\n"
+            "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+            "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Error 500 on every page since 9:00, the server log is attached.\r\n"
+            "--b\r\nContent-Type: application/octet-stream; name=\"server.log.gz\"\r\n"
+            "Content-Disposition: attachment; filename=\"server.log.gz\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+            % (n % 20 + 1, n % 20 + 1, to, n, n, tag())).encode()
+    return head + att + b"\r\n--b--\r\n"
+
+
+def dir_bytes(path):
+    """Bytes the files under `path` take on disk (allocated blocks: sled's files are sparse)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def phase_bigbacklog(a, res, binary, stack, work):
+    """50 messages of 8 MB in monitoring@ before the daemon starts: peak RSS while all of
+    them are forwarded, and the state's size once the outbox drained (after a clean stop,
+    so that what is on disk is all there is), against the input's size."""
+    count, size = a.big_count, a.big_mb << 20
+    stack.clear(USERS)
+    c = stack.imap("monitoring")
+    total = 0
+    for n in range(count):
+        raw = big_mail(n, stack.addr("monitoring"), size)
+        total += len(raw)
+        c.append("INBOX", None, None, raw)
+    c.logout()
+    rules = RULES
+    if a.big_attached:
+        # The cap on what a forward carries, changed in a copy of the bench's rules.
+        with open(RULES) as f:
+            text = f.read()
+        old = 'max_original_attached = "10MB"'
+        assert old in text, "the shipped rules changed: adapt phase_bigbacklog"
+        rules = os.path.join(work, "bigbacklog-rules.toml")
+        with open(rules, "w") as f:
+            f.write(text.replace(old, 'max_original_attached = "%s"' % a.big_attached, 1))
+    d = Daemon(binary, stack, work, ["monitoring", "billing", "sales", "support"], rules=rules,
+               name="bigbacklog")
+    t0 = d.start()
+    try:
+        def done():
+            d.poll()
+            tri = d.find("Message triaged.", mailbox="monitoring")
+            if len(tri) < count:
+                return None
+            want = sum(1 for _, f in tri if f.get("action") == "forward") + \
+                sum(1 for _, f in tri if f.get("ack") == "true")
+            acc = d.find("Mail accepted.")
+            return (acc, want, tri) if len(acc) >= want else None
+        acc, want, tri = wait_for(done, 1800, "big backlog sent", interval=0.1)
+        ours_s = max(ts for ts, _ in acc) - t0
+        hwm = d.status("VmHWM") / 1024
+    finally:
+        d.stop()
+    state = dir_bytes(d.state)
+    forwards = sum(1 for _, f in tri if f.get("action") == "forward")
+    mb = 1 << 20
+    cap = a.big_attached or "10MB, the shipped"
+    res.add("bigbacklog", "mailtriage: %d messages of %.1f MB (%.0f MB) -> %d forwards, %d mails accepted; "
+            "max_original_attached %s" % (count, total / count / mb, total / mb, forwards, want, cap),
+            round(ours_s, 1), "s")
+    res.add("bigbacklog", "RSS peak (VmHWM)", round(hwm, 1), "MB", "<= 100 MB", hwm <= 100)
+    share = state / total
+    res.add("bigbacklog", "state after the outbox drained (stopped)", round(state / mb, 1), "MB",
+            "<= 10 % of input", share <= 0.10, share=round(share, 3), input_mb=round(total / mb, 1))
+
+
 def build(binary):
     if binary:
         return binary
@@ -986,7 +1074,9 @@ def build(binary):
     return os.path.join(ROOT, "target", "dist", "mailtriage")
 
 
-PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle"]
+PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle", "bigbacklog"]
+# Not in a run without --only: it writes about 1 GB of mail and state under /tmp.
+DEFAULT_PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle"]
 
 
 def main():
@@ -997,6 +1087,9 @@ def main():
                     "median is the figure; Sieve goes first in odd rounds (6; --quick: 2)")
     ap.add_argument("--idle-seconds", type=int, help="length of each idle window, after READY "
                     "(600; --quick: 60); the CPU target scales with it (1 s per 600 s)")
+    ap.add_argument("--big-count", type=int, default=50, help="bigbacklog: messages (50)")
+    ap.add_argument("--big-mb", type=int, default=8, help="bigbacklog: size of each message in MB (8)")
+    ap.add_argument("--big-attached", help="bigbacklog: company.max_original_attached (the shipped 10MB)")
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "e2e-bench.jsonl"))
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
@@ -1009,7 +1102,7 @@ def main():
     a.lat_count = a.lat_count or (10 if a.quick else 100)
     a.rounds = a.rounds or (2 if a.quick else 6)
     a.idle_seconds = a.idle_seconds or (60 if a.quick else 600)
-    phases = a.only.split(",") if a.only else PHASES
+    phases = a.only.split(",") if a.only else DEFAULT_PHASES
     for p in phases:
         if p not in PHASES:
             ap.error("unknown phase %r" % p)
@@ -1045,6 +1138,9 @@ def main():
         if "idle" in phases:
             log("== idle (4 mailboxes, no mail, 2 windows of %d s)" % a.idle_seconds)
             phase_idle(a, res, binary, stack, work)
+        if "bigbacklog" in phases:
+            log("== bigbacklog (%d messages of %d MB)" % (a.big_count, a.big_mb))
+            phase_bigbacklog(a, res, binary, stack, work)
     finally:
         for d in list(RUNNING):
             d.stop()

@@ -113,6 +113,7 @@ fn bench_explain_and_compose(c: &mut Criterion) {
                     escalated: None,
                     mail: m,
                     raw,
+                    whole: true,
                     lang: "ru",
                     ctx: &ctx,
                     message_id: "T-1042.1.forward@mailtriage.example.test",

@@ -151,6 +151,7 @@ fn triage(
         mailbox: &rules.mailboxes[mailbox],
         raw,
         source: None,
+        folder: None,
     };
     let rep = pipeline::triage(rules, store, inc, at).expect("triage");
     for (k, _) in store.outbox().unwrap() {

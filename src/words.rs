@@ -230,6 +230,39 @@ pub fn oversized(size: usize, limit: usize, lang: &str) -> String {
     }
 }
 
+/// The note of a mail that carries only the original's header: how big the original
+/// is, the limit, and where the whole message lies (`place`: mailbox, folder, UID).
+pub fn not_attached(size: usize, limit: usize, place: &str, lang: &str) -> String {
+    let mb = |n: usize| format!("{:.2} MB", n as f64 / (1 << 20) as f64);
+    if ru(lang) {
+        format!(" (исходное письмо, {}, больше предела вложений {}: приложен только его заголовок, а само письмо лежит в {place})", mb(size), mb(limit))
+    } else {
+        format!(" (the original, {}, is over the limit of {} for attachments: only its header is attached, and the whole message lies in {place})", mb(size), mb(limit))
+    }
+}
+
+/// Where a message lies on the server, for a note: "billing@example.test, folder
+/// INBOX, UID 42 (UIDVALIDITY 7)"; the address alone for a message read from a file.
+pub fn place(address: &str, folder: Option<&str>, uid: Option<(u32, u32)>, lang: &str) -> String {
+    match (folder, uid) {
+        (Some(f), Some((v, u))) if ru(lang) => {
+            format!("{address}, папка {f}, UID {u} (UIDVALIDITY {v})")
+        }
+        (Some(f), Some((v, u))) => format!("{address}, folder {f}, UID {u} (UIDVALIDITY {v})"),
+        _ => address.to_string(),
+    }
+}
+
+/// The note of the escalation copy of a forwarded message: the original travels once,
+/// with the forward.
+pub fn original_with_forward(queue: &str, lang: &str) -> String {
+    if ru(lang) {
+        format!(" (исходное письмо приложено к пересылке в {queue}; к этой копии приложен только его заголовок)")
+    } else {
+        format!(" (the original is attached to the forward to {queue}; this copy carries only its header)")
+    }
+}
+
 /// A queue's display name in `lang`, or its key when the queue is not declared.
 pub fn queue_name<'r>(rules: &'r Rules, queue: &'r str, lang: &str) -> &'r str {
     rules

@@ -129,6 +129,7 @@ fn fixtures_match_triage_and_its_mails() {
                 mailbox: mb,
                 raw: &raw,
                 source: None,
+                folder: None,
             },
             SystemTime::now(),
         )

@@ -4,6 +4,11 @@
 //! record in sled). Besides "no panic", every composed mail is checked for what a
 //! hostile sender must never achieve: a recipient other than a configured queue or the
 //! sender's own reply address, or an extra recipient header.
+//!
+//! And classify with the shipped rules on the input as text, whatever its MIME: its
+//! first line as the subject, the rest as the body, in a plain message. What fires must
+//! be what each rule's subject and body patterns, run alone as regexes, say; the
+//! fuzzer's timeout catches a text that makes the matcher slow.
 
 #![no_main]
 
@@ -15,6 +20,9 @@ use mailtriage::config::Rules;
 use mailtriage::parse::ParseError;
 use mailtriage::pipeline::{self, Incoming};
 use mailtriage::record::Store;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 /// A fresh state after this many inputs: the fuzzer sends thousands of messages from
 /// the same few senders and subjects, and a ticket that collects all of them would make
@@ -79,6 +87,66 @@ fn let_mail_parser_panics_be_caught() {
     });
 }
 
+/// Every subject and body pattern of the rules that fire on any one pattern (not
+/// `match = "all"`), compiled alone: (rule, field, regex).
+fn alone() -> &'static Vec<(String, String, regex::Regex)> {
+    static ALONE: OnceLock<Vec<(String, String, regex::Regex)>> = OnceLock::new();
+    ALONE.get_or_init(|| {
+        let mut all = Vec::new();
+        for r in rules().rules.iter().filter(|r| !r.all) {
+            for p in &r.patterns {
+                let field = p.field.to_string();
+                if field == "subject" || field == "body" {
+                    let re = regex::Regex::new(&p.source).expect("checked at load");
+                    all.push((r.name.clone(), field, re));
+                }
+            }
+        }
+        all
+    })
+}
+
+/// The input as the subject (its first line) and body (the rest) of a plain message to
+/// `to`, both base64, so any text reaches classify as it is.
+fn as_text_message(raw: &[u8], to: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(raw);
+    let (subject, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let subject = subject.trim_end_matches('\r');
+    let body = STANDARD.encode(body.as_bytes());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "From: Customer <customer@example.com>\r\nTo: {to}\r\nSubject: =?utf-8?B?{}?=\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        STANDARD.encode(subject.as_bytes()),
+        lines.join("\r\n")
+    )
+    .into_bytes()
+}
+
+/// classify of the input as text gives, for the subject and body patterns, what each
+/// regex alone gives.
+fn classify_as_text(raw: &[u8], to: &str) {
+    let Ok(mail) = mailtriage::parse::parse(&as_text_message(raw, to)) else {
+        return;
+    };
+    let class = mailtriage::classify::classify(rules(), &mail);
+    for (rule, field, re) in alone() {
+        let text = if field == "subject" { &mail.subject } else { &mail.text };
+        let fired = class
+            .fired
+            .iter()
+            .any(|f| &f.rule == rule && &f.field == field);
+        let matches = alone()
+            .iter()
+            .filter(|(r, f, _)| r == rule && f == field)
+            .any(|(_, _, re)| re.is_match(text));
+        assert_eq!(fired, matches, "rule {rule} on the {field} ({re}): {text:?}");
+    }
+}
+
 fuzz_target!(|raw: &[u8]| {
     // Here rather than at start-up: libfuzzer-sys installs its hook before the first input.
     let_mail_parser_panics_be_caught();
@@ -89,6 +157,7 @@ fuzz_target!(|raw: &[u8]| {
     let mailbox = mailboxes[raw.len() % mailboxes.len()];
 
     pipeline::explain(rules, None, mailbox, raw, now()).expect("explain without a store");
+    classify_as_text(raw, &mailbox.address);
 
     let mut guard = state().lock().unwrap_or_else(|p| p.into_inner());
     if guard.as_ref().is_none_or(|s| s.inputs >= INPUTS_PER_STORE) {
@@ -104,6 +173,7 @@ fuzz_target!(|raw: &[u8]| {
             mailbox,
             raw,
             source: None,
+            folder: None,
         },
         now(),
     )

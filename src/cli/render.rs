@@ -308,6 +308,26 @@ pub(super) fn status_text(st: &StatusReport) -> String {
             st.dead_letters
         );
     }
+    if st.quarantined > 0 {
+        let _ = writeln!(
+            s,
+            "quarantined: {} message(s) kept for an operator, marked $Quarantined where they lie; the last:",
+            st.quarantined
+        );
+    }
+    for q in &st.last_quarantined {
+        let place = match (q.uid_validity, q.uid) {
+            (Some(v), Some(u)) => format!("{} UID {u} (UIDVALIDITY {v})", q.mailbox),
+            _ => q.mailbox.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "  {}  {place}  {}: {}",
+            human(&q.at),
+            printable(&q.message),
+            printable(&q.reason)
+        );
+    }
     if st.shadow_mails > 0 {
         let _ = writeln!(
             s,

@@ -60,6 +60,7 @@ fn triage_one(
         mailbox: mb,
         raw,
         source: None,
+        folder: None,
     };
     Ok(pipeline::triage(rules, store, incoming, SystemTime::now())?)
 }

@@ -162,10 +162,25 @@ pub struct ForwardInput<'a> {
     pub escalated: Option<&'a str>,
     pub mail: &'a Mail,
     pub raw: &'a [u8],
+    /// The original goes whole; otherwise only its header (text/rfc822-headers), and
+    /// the note says why and where the message lies.
+    pub whole: bool,
     pub lang: &'a str,
     pub ctx: &'a TemplateContext,
     pub message_id: &'a str,
     pub now: SystemTime,
+}
+
+/// The most of an original's header a mail carries when the original is not attached.
+const MAX_HEADER_ATTACHED: usize = 64 << 10;
+
+/// The header block of `raw` (up to the empty line), at most [`MAX_HEADER_ATTACHED`].
+fn header_block(raw: &[u8]) -> &[u8] {
+    let raw = &raw[..raw.len().min(MAX_HEADER_ATTACHED + 3)];
+    let end = (0..raw.len())
+        .find(|&i| raw[i..].starts_with(b"\n\r\n") || raw[i..].starts_with(b"\n\n"))
+        .map_or(raw.len(), |i| i + 1);
+    &raw[..end.min(MAX_HEADER_ATTACHED)]
 }
 
 pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeError> {
@@ -218,8 +233,37 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
             ));
         }
     }
-    let (orig, fits, eight_bit) = canonical(f.raw);
-    let original = if fits {
+    let original = original_part(f.raw, f.whole);
+    let msg = b
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(plain_text(note))
+                .singlepart(original),
+        )
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(OutMail {
+        message_id: f.message_id.to_string(),
+        kind: MailKind::Forward,
+        ticket: ctx.ticket.clone(),
+        envelope_from: Some(ctx.mailbox_address.clone()),
+        to: vec![to_addr.to_string()],
+        identity: identity(&ctx.mailbox),
+        raw: msg.formatted(),
+    })
+}
+
+/// The part that carries the original: the whole message as message/rfc822 (as a file
+/// when SMTP cannot carry its lines), or only its header as text/rfc822-headers.
+fn original_part(raw: &[u8], whole: bool) -> SinglePart {
+    if !whole {
+        let (head, _, _) = canonical(header_block(raw));
+        return SinglePart::builder()
+            .header(ContentType::parse("text/rfc822-headers").expect("valid content type"))
+            .header(ContentDisposition::inline())
+            .body(head);
+    }
+    let (orig, fits, eight_bit) = canonical(raw);
+    if fits {
         let cte = if eight_bit {
             ContentTransferEncoding::EightBit
         } else {
@@ -237,23 +281,7 @@ pub fn forward(rules: &Rules, f: ForwardInput<'_>) -> Result<OutMail, ComposeErr
             .header(ContentType::parse("application/octet-stream").expect("valid content type"))
             .header(ContentDisposition::attachment("original.eml"))
             .body(orig)
-    };
-    let msg = b
-        .multipart(
-            MultiPart::mixed()
-                .singlepart(plain_text(note))
-                .singlepart(original),
-        )
-        .map_err(|e| ComposeError::Build(e.to_string()))?;
-    Ok(OutMail {
-        message_id: f.message_id.to_string(),
-        kind: MailKind::Forward,
-        ticket: ctx.ticket.clone(),
-        envelope_from: Some(ctx.mailbox_address.clone()),
-        to: vec![to_addr.to_string()],
-        identity: identity(&ctx.mailbox),
-        raw: msg.formatted(),
-    })
+    }
 }
 
 pub struct AckInput<'a> {
@@ -473,6 +501,7 @@ mod tests {
             escalated: None,
             mail: &mail,
             raw: &original,
+            whole: true,
             lang: "en",
             ctx: &ctx,
             message_id: "T-1042.1@mailtriage.example.test",
@@ -503,6 +532,7 @@ mod tests {
                 escalated: None,
                 mail: &mail,
                 raw: ORIGINAL,
+                whole: true,
                 lang: "ru",
                 ctx: &ctx,
                 message_id: "T-1042.1@mailtriage.example.test",

@@ -23,7 +23,7 @@ pub use rules::{
     RuleTest, Rules, Unmatched,
 };
 pub use settings::{
-    Archive, ImapOptions, Login, SecretSource, Server, Settings, Since, Start, TlsMode,
+    Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since, Start, TlsMode,
     DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
 };
 pub use templates::{

@@ -125,6 +125,61 @@ fn default_poll_after_mail() -> Duration {
     Duration::from_millis(300)
 }
 
+/// `[limits]`: what one message may cost the daemon, whatever the mail.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    /// CPU time the pipeline may spend on one message; past it the message is
+    /// quarantined with the reason and the mailbox goes on.
+    #[serde(default = "default_triage_budget", with = "humantime_serde")]
+    pub triage_budget: Duration,
+    /// Bytes one UID FETCH may bring in, by the messages' RFC822.SIZE: a batch holds
+    /// at most this much mail (and at most 50 messages); a bigger message comes alone.
+    #[serde(default = "default_fetch_bytes", deserialize_with = "size")]
+    pub fetch_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            triage_budget: default_triage_budget(),
+            fetch_bytes: default_fetch_bytes(),
+        }
+    }
+}
+
+fn default_fetch_bytes() -> u64 {
+    16 << 20
+}
+
+/// A size as written ("16MB", "512KB").
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    super::rules::values::parse_size(&text)
+        .map(|n| n as u64)
+        .map_err(serde::de::Error::custom)
+}
+
+fn default_triage_budget() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Shortest `triage_budget`: below it an ordinary message on a slow machine could be
+/// quarantined.
+const MIN_TRIAGE_BUDGET: Duration = Duration::from_millis(10);
+
+fn check_limits(c: &mut Collector, limits: &Limits) {
+    if limits.triage_budget < MIN_TRIAGE_BUDGET {
+        c.at_key(
+            "limits.triage_budget",
+            format!(
+                "is {}; give at least {}: an ordinary message takes a few milliseconds, a crafted one is bounded by the parser's and the rules' caps",
+                humantime::format_duration(limits.triage_budget),
+                humantime::format_duration(MIN_TRIAGE_BUDGET)
+            ),
+        );
+    }
+}
+
 /// How one watched mailbox logs in; the key is the mailbox's name in rules.toml.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Login {
@@ -355,6 +410,8 @@ struct RawSettings {
     imap: Spanned<Server>,
     #[serde(default)]
     imap_options: ImapOptions,
+    #[serde(default)]
+    limits: Limits,
     smtp: Spanned<Server>,
     #[serde(default)]
     mailboxes: BTreeMap<String, Spanned<Login>>,
@@ -378,6 +435,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub imap: Server,
     pub imap_options: ImapOptions,
+    pub limits: Limits,
     pub smtp: Server,
     pub mailboxes: BTreeMap<String, Login>,
     /// Where the Prometheus endpoint listens; `None`: no endpoint.
@@ -735,6 +793,7 @@ impl Settings {
         check_server(&mut c, "smtp", true, raw.smtp.get_ref());
         check_poll_after_mail(&mut c, &raw.imap_options);
         check_unhealthy_after(&mut c, &raw.imap_options);
+        check_limits(&mut c, &raw.limits);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
@@ -753,6 +812,7 @@ impl Settings {
             state_dir: raw.state_dir,
             imap: raw.imap.into_inner(),
             imap_options: raw.imap_options,
+            limits: raw.limits,
             smtp: raw.smtp.into_inner(),
             mailboxes: raw
                 .mailboxes

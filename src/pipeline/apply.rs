@@ -246,6 +246,7 @@ mod tests {
             mailbox: &r.mailboxes["billing"],
             raw: raw.as_bytes(),
             source: None,
+            folder: None,
         };
         let case = Case::routed(r, inc, &ev, SystemTime::now()).unwrap();
         let mut t = crate::ticket::ivans_refund();

@@ -195,12 +195,36 @@ pub fn quarantine(
         Ok(m) => message_key(Some(&m), raw),
         Err(_) => message_key(None, raw),
     };
-    tracing::warn!(mailbox = %mailbox.key, key = %key, reason = %reason, "Message quarantined.");
     let inc = Incoming {
         mailbox,
         raw,
         source,
+        folder: None,
     };
+    keep(store, inc, key, reason, now)
+}
+
+/// [`quarantine`] without reading the message again: for a message that took too long
+/// or stopped the daemon, where parsing it once more could do the same. It is known by
+/// the digest of its bytes.
+pub fn quarantine_unread(
+    store: &Store,
+    inc: Incoming<'_>,
+    reason: String,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    keep(store, inc, message_key(None, inc.raw), reason, now)
+}
+
+fn keep(
+    store: &Store,
+    inc: Incoming<'_>,
+    key: String,
+    reason: String,
+    now: SystemTime,
+) -> Result<Report, StoreError> {
+    let mailbox = inc.mailbox;
+    tracing::warn!(mailbox = %mailbox.key, uid = ?inc.source.map(|c| c.last_uid), key = %key, reason = %reason, "Message quarantined.");
     let mut message = message(mailbox, Disposition::Quarantined, None, &when::stamp(now));
     message.reason = Some(reason.clone());
     store.commit(&Record {

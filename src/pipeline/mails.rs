@@ -21,10 +21,16 @@ pub fn compose(case: &Case, ticket: &mut Ticket) -> Result<Vec<OutMail>, Compose
     }
     if let Some(q) = plan.copy_to.as_ref().map(|q| &rules.queues[q]) {
         let to = (q.name_in(&ticket.language), q.address.as_str());
+        // The original travels once: with the forward when there is one.
+        let mut copy_ctx = ctx.clone();
+        if case.forward && case.attach_whole() {
+            let queue = rules.queues[&case.queue].name_in(&ticket.language);
+            copy_ctx.reason += &words::original_with_forward(queue, &ticket.language);
+        }
         out.push(hand_over(
             case,
             ticket,
-            &ctx,
+            &copy_ctx,
             Some(to),
             MailKind::Escalation,
         )?);
@@ -115,6 +121,7 @@ fn hand_over(
     let marker = (case.ev.plan.escalate_to.as_ref())
         .and(case.rules.escalation.as_ref())
         .map(|e| e.marker.as_str());
+    let whole = case.attach_whole() && !(kind == MailKind::Escalation && case.forward);
     let m = compose::forward(
         case.rules,
         ForwardInput {
@@ -122,6 +129,7 @@ fn hand_over(
             escalated: marker,
             mail: &case.ev.mail,
             raw: case.inc.raw,
+            whole,
             lang: &ticket.language,
             ctx,
             message_id: &id,

@@ -12,6 +12,7 @@
 //! the ticket), `apply` (what the plan changes on it), `mails` (composing), `commit`
 //! (recording), and `report` (what `explain` and `triage` tell, from one evaluation).
 
+pub mod budget;
 pub mod ruletest;
 
 use std::time::SystemTime;
@@ -35,7 +36,8 @@ mod robot;
 mod thread;
 pub mod undelivered;
 
-pub use commit::quarantine;
+pub use budget::{Budget, OverBudget};
+pub use commit::{quarantine, quarantine_unread};
 pub use report::{AckReport, Action, PlannedMail, Report};
 pub use thread::{normalised_subject, thread_view};
 
@@ -66,6 +68,8 @@ pub struct Incoming<'a> {
     pub raw: &'a [u8],
     /// Its place on the server (UIDVALIDITY, UID); `None` for files.
     pub source: Option<Checkpoint>,
+    /// The folder it lies in on the server; `None` for files.
+    pub folder: Option<&'a str>,
 }
 
 /// Parses a message, reading only the header of one over `company.max_message_size`.
@@ -166,11 +170,30 @@ pub fn triage(
     inc: Incoming<'_>,
     now: SystemTime,
 ) -> Result<Report, PipelineError> {
+    triage_within(rules, store, inc, &Budget::unlimited(), now)
+}
+
+/// [`triage`] within a CPU budget: a message past it after any stage is quarantined
+/// with the reason before anything of it is recorded, and the mailbox goes on.
+pub fn triage_within(
+    rules: &Rules,
+    store: &Store,
+    inc: Incoming<'_>,
+    budget: &Budget,
+    now: SystemTime,
+) -> Result<Report, PipelineError> {
+    let over = |e: OverBudget| quarantine_unread(store, inc, e.to_string(), now);
     let mail = match read_mail(rules, inc.raw) {
         Ok(m) => m,
         Err(e) => return quarantined(store, inc, format!("cannot be parsed: {e}"), now),
     };
+    if let Err(e) = budget.check("parse") {
+        return Ok(over(e)?);
+    }
     let ev = evaluate(rules, Some(store), inc.mailbox, mail, inc.raw, now)?;
+    if let Err(e) = budget.check("classify and decide") {
+        return Ok(over(e)?);
+    }
     let report = report::report(rules, inc.mailbox, &ev);
     if let Route::Record { .. } = ev.plan.route {
         return robot::in_thread(rules, store, inc, &ev, report, now);
@@ -190,6 +213,9 @@ pub fn triage(
         // for an operator, and the mailbox goes on.
         Err(e) => return quarantined(store, inc, format!("cannot compose its mails: {e}"), now),
     };
+    if let Err(e) = budget.check("compose") {
+        return Ok(over(e)?);
+    }
     Ok(commit::record(store, &case, ticket, mails, report)?)
 }
 
@@ -262,7 +288,24 @@ impl<'a> Case<'a> {
             let limit = self.rules.company.max_message_size;
             why.push_str(&words::oversized(self.ev.mail.size, limit, lang));
         }
+        if !self.attach_whole() {
+            let limit = self.rules.company.max_original_attached;
+            let uid = self.inc.source.map(|c| (c.uid_validity, c.last_uid));
+            let place = words::place(mailbox, self.inc.folder, uid, lang);
+            why.push_str(&words::not_attached(
+                self.inc.raw.len(),
+                limit,
+                &place,
+                lang,
+            ));
+        }
         why
+    }
+
+    /// Whether the original is small enough to be attached whole
+    /// (`company.max_original_attached`); otherwise only its header is.
+    fn attach_whole(&self) -> bool {
+        self.inc.raw.len() <= self.rules.company.max_original_attached
     }
 }
 
@@ -314,7 +357,8 @@ pub fn observe_sent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::EventKind;
+    use crate::ticket::{EventKind, MailKind};
+    use mail_parser::MimeHeaders;
 
     fn rules() -> Rules {
         crate::config::testing::shipped()
@@ -337,6 +381,7 @@ mod tests {
                 mailbox: mb,
                 raw: &mail("ivan@mail.example", "Site down", "a1@x"),
                 source: None,
+                folder: None,
             },
             SystemTime::now(),
         )
@@ -396,6 +441,7 @@ mod tests {
                     mailbox: mb,
                     raw: &raw,
                     source: None,
+                    folder: None,
                 },
                 SystemTime::now(),
             )
@@ -442,6 +488,7 @@ mod tests {
                 mailbox: mb,
                 raw,
                 source: None,
+                folder: None,
             };
             triage(&r, &store, inc, at(now)).unwrap()
         };
@@ -529,6 +576,7 @@ mod tests {
                 mailbox: &r.mailboxes["billing"],
                 raw: &raw,
                 source: None,
+                folder: None,
             },
             SystemTime::now(),
         )
@@ -547,6 +595,100 @@ mod tests {
         assert_eq!(
             fwd.attachment(0).unwrap().message().unwrap().raw_message(),
             &raw[..]
+        );
+    }
+
+    /// The parts of each mail in the outbox, by kind: (content type of the second part,
+    /// its bytes, the note).
+    fn second_parts(store: &Store) -> Vec<(MailKind, String, Vec<u8>, String)> {
+        let parser = mail_parser::MessageParser::default();
+        let mut out = Vec::new();
+        for (_, m) in store.outbox().unwrap() {
+            let parsed = parser.parse(&m.raw).unwrap();
+            let Some(part) = parsed.parts.get(2) else {
+                continue;
+            };
+            let ct = part.content_type().unwrap();
+            let ct = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default());
+            let bytes = match part.message() {
+                Some(inner) => inner.raw_message().to_vec(),
+                None => part.contents().to_vec(),
+            };
+            out.push((m.kind, ct, bytes, parsed.body_text(0).unwrap().into_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn an_original_over_the_attachment_cap_goes_as_its_header_and_where_it_lies() {
+        let r = crate::config::testing::shipped_with(
+            "max_message_size = \"25MB\"",
+            "max_message_size = \"25MB\"\nmax_original_attached = \"4KB\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <big@x>\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        raw.extend("The website is down again.\r\n".repeat(300).as_bytes());
+        let cp = Checkpoint {
+            uid_validity: 7,
+            last_uid: 42,
+        };
+        let rep = triage(
+            &r,
+            &store,
+            Incoming {
+                mailbox: &r.mailboxes["billing"],
+                raw: &raw,
+                source: Some(cp),
+                folder: Some("INBOX"),
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(rep.action, "forward");
+        let parts = second_parts(&store);
+        let (_, ct, head, note) = &parts[0];
+        assert_eq!(ct, "text/rfc822-headers");
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+        assert_eq!(
+            &head[..],
+            &raw[..end],
+            "the whole header, nothing of the body"
+        );
+        assert!(
+            note.contains("only its header is attached, and the whole message lies in billing@example.test, folder INBOX, UID 42 (UIDVALIDITY 7)"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn the_original_travels_once_with_the_forward_not_with_the_escalation_copy() {
+        let r = rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <flag@x>\r\nContent-Type: text/plain\r\n\r\nThe website is down. This is the third time I write, I will call my lawyer.\r\n".to_vec();
+        triage(
+            &r,
+            &store,
+            Incoming {
+                mailbox: &r.mailboxes["billing"],
+                raw: &raw,
+                source: None,
+                folder: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let parts = second_parts(&store);
+        let kinds: Vec<MailKind> = parts.iter().map(|p| p.0).collect();
+        assert_eq!(kinds, vec![MailKind::Forward, MailKind::Escalation]);
+        assert_eq!(parts[0].1, "message/rfc822");
+        assert_eq!(parts[0].2, raw, "the forward carries the original whole");
+        assert_eq!(parts[1].1, "text/rfc822-headers", "the copy its header");
+        assert!(
+            parts[1].3.contains("(the original is attached to the forward to Technical support; this copy carries only its header)"),
+            "{}",
+            parts[1].3
         );
     }
 

@@ -10,7 +10,10 @@
 //!   `dead_letters_untold`: those whose ticket and queue have not heard of them yet;
 //! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]);
 //! - `open_tickets` and `retention`: the tickets not resolved, and what the retention
-//!   sweep removes when ([`lifecycle`]).
+//!   sweep removes when ([`lifecycle`]);
+//! - `attempts`: per (mailbox, UIDVALIDITY, UID), how many times triage of a message
+//!   began and never ended (the daemon died on it), cleared by the message's commit;
+//! - `quarantined`: the messages kept for an operator, where they lie and why.
 //!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
@@ -44,6 +47,10 @@ const HOUSEKEEPING_MS: u64 = 5_000;
 const OUTBOX_STOPPED_CLEAN: &[u8] = b"outbox_stopped_clean";
 /// Meta key: how many outbox entries the sender may have in flight at once.
 const OUTBOX_WINDOW: &[u8] = b"outbox_window";
+/// Meta key: the mailbox tasks stopped cleanly, with no message in hand.
+const TRIAGE_STOPPED_CLEAN: &[u8] = b"triage_stopped_clean";
+/// How many quarantined messages the state lists; older ones are in the index still.
+const QUARANTINE_KEPT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -166,6 +173,18 @@ fn decode_dead(v: &[u8]) -> Result<(String, OutMail), StoreError> {
     ))
 }
 
+/// A message kept for an operator: where it lies on the server, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub mailbox: String,
+    pub uid_validity: Option<u32>,
+    pub uid: Option<u32>,
+    /// Its key in the index: the Message-ID, or the digest of its bytes.
+    pub message: String,
+    pub reason: String,
+    pub at: String,
+}
+
 /// An IMAP change to make on the server after the decision is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
@@ -222,6 +241,10 @@ pub struct Store {
     acks: sled::Tree,
     subjects: sled::Tree,
     adoptions: sled::Tree,
+    /// Unfinished triage attempts per message on the server.
+    attempts: sled::Tree,
+    /// Messages kept for an operator, in the order they were kept.
+    quarantined: sled::Tree,
     /// Mails the SMTP server refused for good, with its answer, by outbox key.
     dead: sled::Tree,
     /// Keys of the dead letters whose ticket and queue have not heard of them yet.
@@ -250,7 +273,12 @@ fn from_json<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, St
 }
 
 fn mark_key(m: &Mark) -> Vec<u8> {
-    format!("{}\0{:010}\0{:010}", m.mailbox, m.uid_validity, m.uid).into_bytes()
+    uid_key(&m.mailbox, m.uid_validity, m.uid)
+}
+
+/// A message's place on the server, as a key: mailbox, UIDVALIDITY, UID.
+fn uid_key(mailbox: &str, uid_validity: u32, uid: u32) -> Vec<u8> {
+    format!("{mailbox}\0{uid_validity:010}\0{uid:010}").into_bytes()
 }
 
 /// Message-IDs are compared without brackets and case: relays and clients differ on
@@ -322,6 +350,8 @@ impl Store {
             acks: db.open_tree("acks")?,
             subjects: db.open_tree("subjects")?,
             adoptions: db.open_tree("adoptions")?,
+            attempts: db.open_tree("attempts")?,
+            quarantined: db.open_tree("quarantined")?,
             dead: db.open_tree("dead_letters")?,
             untold: db.open_tree("dead_letters_untold")?,
             shadow_mails: db.open_tree("shadow_mails")?,
@@ -563,6 +593,7 @@ impl Store {
             .iter()
             .map(|_| self.db.generate_id())
             .collect::<Result<_, _>>()?;
+        let kept = self.quarantine_entry(rec)?;
         let trees = (
             &self.checkpoints,
             &self.messages,
@@ -573,9 +604,27 @@ impl Store {
             &self.subjects,
             &self.open,
             &self.retention,
+            &self.attempts,
+            &self.quarantined,
         );
-        let r = trees.transaction(|t| {
-            let (cps, msgs, tickets, outbox, marks, acks, subjects, open, ret) = t;
+        let r = trees.transaction(|trees| {
+            let (
+                cps,
+                msgs,
+                tickets,
+                outbox,
+                marks,
+                acks,
+                subjects,
+                open,
+                ret,
+                attempts,
+                quarantined,
+            ) = trees;
+            // Whatever became of it, the message's triage ended.
+            if let Some(cp) = rec.source {
+                attempts.remove(uid_key(&rec.mailbox, cp.uid_validity, cp.last_uid))?;
+            }
             if let Some(prev) = msgs.get(id_key(&rec.key))? {
                 let prev: MessageRecord = serde_json::from_slice(&prev).map_err(|e| {
                     ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -612,6 +661,9 @@ impl Store {
             }
             if let Some(cp) = rec.source {
                 advance(cps, &rec.mailbox, cp)?;
+            }
+            if let Some((k, q)) = &kept {
+                quarantined.insert(&k.to_be_bytes(), json(q))?;
             }
             for k in &rec.counted {
                 let n = acks
@@ -682,6 +734,27 @@ impl Store {
                 Ok((key, decode_out(&v)?))
             })
             .collect()
+    }
+
+    /// The first outbox entries, in order: at most `n`, and no more once they hold
+    /// `bytes` (the first is always taken, whatever its size). Also says whether entries
+    /// were left beyond them.
+    pub fn outbox_first_within(
+        &self,
+        n: usize,
+        bytes: usize,
+    ) -> Result<(Vec<(u64, OutMail)>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for r in self.outbox.iter() {
+            if out.len() >= n || (total >= bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let (k, v) = r?;
+            total += v.len();
+            out.push((be_u64(&k).unwrap_or(0), decode_out(&v)?));
+        }
+        Ok((out, false))
     }
 
     pub fn outbox_len(&self) -> usize {
@@ -897,6 +970,86 @@ impl Store {
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
+        Ok(())
+    }
+
+    /// The entry a quarantining record adds to the list of quarantined messages, under
+    /// a new key; `None` for any other record. The list keeps the last
+    /// [`QUARANTINE_KEPT`]: the index keeps every one with its reason.
+    fn quarantine_entry(&self, rec: &Record) -> Result<Option<(u64, Quarantined)>, StoreError> {
+        if rec.message.disposition != Disposition::Quarantined {
+            return Ok(None);
+        }
+        while self.quarantined.len() >= QUARANTINE_KEPT {
+            self.quarantined.pop_min()?;
+        }
+        Ok(Some((
+            self.db.generate_id()?,
+            Quarantined {
+                mailbox: rec.mailbox.clone(),
+                uid_validity: rec.source.map(|c| c.uid_validity),
+                uid: rec.source.map(|c| c.last_uid),
+                message: rec.key.clone(),
+                reason: rec.message.reason.clone().unwrap_or_default(),
+                at: rec.message.at.clone(),
+            },
+        )))
+    }
+
+    /// The messages kept for an operator, most recent first, at most `n`.
+    pub fn quarantined(&self, n: usize) -> Result<Vec<Quarantined>, StoreError> {
+        self.quarantined
+            .iter()
+            .rev()
+            .take(n)
+            .map(|r| from_json("quarantined message", &r?.1))
+            .collect()
+    }
+
+    pub fn quarantined_len(&self) -> usize {
+        self.quarantined.len()
+    }
+
+    /// Triage of the message at `cp` in `mailbox` begins: returns how many earlier
+    /// attempts began and never ended (the daemon died on it: a crash, a kill, the
+    /// watchdog), and counts this one. The count goes when the message's outcome is
+    /// committed. `durable`: flushed before triage begins, so that even a crash at once
+    /// is counted; otherwise it reaches the disk with the next flush (within sled's housekeeping period).
+    pub fn attempt(&self, mailbox: &str, cp: Checkpoint, durable: bool) -> Result<u32, StoreError> {
+        let key = uid_key(mailbox, cp.uid_validity, cp.last_uid);
+        let count = |v: Option<&[u8]>| {
+            v.and_then(|v| v.try_into().ok())
+                .map_or(0, u32::from_be_bytes)
+        };
+        let before = self
+            .attempts
+            .fetch_and_update(key, |v| Some((count(v) + 1).to_be_bytes().to_vec()))?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(count(before.as_deref()))
+    }
+
+    /// Triage of the message at `cp` ended without an outcome (the state could not be
+    /// written): it was no fault of the message, so the attempt does not count.
+    pub fn attempt_ended(&self, mailbox: &str, cp: Checkpoint) -> Result<(), StoreError> {
+        self.attempts
+            .remove(uid_key(mailbox, cp.uid_validity, cp.last_uid))?;
+        Ok(())
+    }
+
+    /// The mailbox tasks begin: returns whether the last run ended without a clean stop
+    /// of them while it had triaged something, in which case a message may have been in
+    /// hand when it died and its attempts are counted durably (see [`Store::attempt`]).
+    pub fn triage_begins(&self) -> Result<bool, StoreError> {
+        let clean = self.meta.remove(TRIAGE_STOPPED_CLEAN)?.is_some();
+        self.flush()?;
+        Ok(!clean && !self.checkpoints.is_empty())
+    }
+
+    /// The mailbox tasks stopped with no message in hand. The caller flushes.
+    pub fn triage_stopped_clean(&self) -> Result<(), StoreError> {
+        self.meta.insert(TRIAGE_STOPPED_CLEAN, &[])?;
         Ok(())
     }
 
@@ -1155,6 +1308,23 @@ mod tests {
         assert!(s.outbox_uncertain().unwrap().is_empty());
         s.outbox_sending_starts(2).unwrap();
         assert_eq!(ids(s.outbox_uncertain().unwrap()), first3[..2].to_vec());
+    }
+
+    #[test]
+    fn the_outbox_is_read_in_batches_bounded_by_count_and_bytes() {
+        let (_dir, s) = store_with_mails(5);
+        let keys = |v: &[(u64, OutMail)]| v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let all = keys(&s.outbox().unwrap());
+        let (one, more) = s.outbox_first_within(64, 1).unwrap();
+        assert_eq!(
+            (keys(&one), more),
+            (all[..1].to_vec(), true),
+            "one, however big"
+        );
+        let (two, more) = s.outbox_first_within(2, usize::MAX).unwrap();
+        assert_eq!((keys(&two), more), (all[..2].to_vec(), true));
+        let (every, more) = s.outbox_first_within(64, 1 << 20).unwrap();
+        assert_eq!((keys(&every), more), (all, false));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::Start;
 use crate::record::{Adoption, Checkpoint, Store, StoreError, Take};
 use crate::runtime::runner::{self, RunError, Shared};
 use crate::runtime::status::State;
-use crate::source::{self, Connection, ImapError, Source};
+use crate::source::{Connection, ImapError, Source};
 use crate::when;
 
 /// How a runner goes on with the folder it has just selected.
@@ -224,11 +224,11 @@ async fn take(
         tracing::info!(mailbox = %source.name, count = uids.len(), from_uid = first, start = %a.start, "Older messages taken as start says.");
     }
     shared.show(source, State::Syncing);
-    for chunk in uids.chunks(source::FETCH_BATCH) {
+    for chunk in conn.batches(&uids, shared.fetch_bytes).await? {
         if shared.stop.is_cancelled() {
             return Ok(());
         }
-        runner::handle(conn, source, shared, chunk).await?;
+        runner::handle(conn, source, shared, &chunk).await?;
         let last = chunk.last().copied().unwrap_or(0);
         shared.store.adoption_progress(&key, last, false)?;
     }

@@ -355,7 +355,7 @@ pub async fn serve(
             let resp = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Status) => Response {
                     ok: true,
-                    status: Some(board.snapshot(Depths::of(&store))),
+                    status: Some(board.snapshot(Depths::with_details(&store))),
                     ..Default::default()
                 },
                 Ok(req) => {

@@ -4,8 +4,9 @@
 //! stop it cleanly (a second signal exits at once); SIGHUP and a change to rules.toml
 //! reload the rules ([`crate::runtime::reload`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -262,6 +263,9 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         stop: CancellationToken::new(),
         board,
         shadow: inputs.shadow,
+        budget: l.settings.limits.triage_budget,
+        fetch_bytes: l.settings.limits.fetch_bytes,
+        careful: Arc::new(Mutex::new(careful(&l.store, &l.settings))),
     };
     let sender_stop = CancellationToken::new();
     let refused = Arc::new(Notify::new());
@@ -300,6 +304,19 @@ fn start(l: Loaded, inputs: &Inputs, hup: tokio::signal::unix::Signal) -> Tasks 
         sender_stop,
         sender,
         store: l.store,
+    }
+}
+
+/// The folders whose first batch counts attempts durably: all of them when the last
+/// run died with messages perhaps in hand (see [`Store::triage_begins`]).
+fn careful(store: &Store, settings: &Settings) -> BTreeSet<String> {
+    match store.triage_begins() {
+        Ok(false) => BTreeSet::new(),
+        Ok(true) => settings.mailboxes.keys().cloned().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read how the last run stopped; every folder's first batch is triaged with its attempts flushed.");
+            settings.mailboxes.keys().cloned().collect()
+        }
     }
 }
 
@@ -355,6 +372,8 @@ async fn stop(tasks: Tasks, mut signals: Signals) -> Result<(), DaemonError> {
         .is_err()
     {
         tracing::warn!("Mailbox tasks did not stop in time; what they held is fetched again on the next start.");
+    } else if let Err(e) = tasks.store.triage_stopped_clean() {
+        tracing::warn!(error = %e, "Cannot note the clean stop of the mailboxes.");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.control).await;
     tasks.sender_stop.cancel();

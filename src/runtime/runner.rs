@@ -5,8 +5,8 @@
 //! out the marks the pipeline recorded, and keeps the status board current. Any failure
 //! drops the connection and reconnects with capped exponential backoff.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -15,12 +15,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mailbox, Rules};
-use crate::pipeline::{self, Incoming, PipelineError, Report};
+use crate::pipeline::{self, Budget, Incoming, PipelineError, Report};
 use crate::record::{Checkpoint, Mark, Store, StoreError};
 use crate::runtime::adopt;
 use crate::runtime::status::{self, Board, State};
 use crate::source::{self, Connection, Fetched, ImapError, Source};
 use crate::ticket::{KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
+
+/// Attempts at one message the daemon may die in before the message is quarantined.
+const ATTEMPTS: u32 = 2;
 
 /// Why a mailbox's session ended; the runner reconnects after any of them.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,13 @@ pub struct Shared {
     pub board: Arc<Board>,
     /// The whole daemon runs in shadow mode (`run --shadow`).
     pub shadow: bool,
+    /// The CPU time one message may take (`[limits] triage_budget`).
+    pub budget: Duration,
+    /// The bytes of mail one fetch may bring in (`[limits] fetch_bytes`).
+    pub fetch_bytes: u64,
+    /// Folders whose next batch counts each message's attempt durably before triage:
+    /// every folder after a run that died, until a batch of it went through.
+    pub careful: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Shared {
@@ -72,6 +82,10 @@ impl Shared {
                 .mailboxes
                 .get(mailbox)
                 .is_some_and(|m| m.shadow)
+    }
+
+    fn careful(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.careful.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The source's state on the status board.
@@ -163,13 +177,13 @@ async fn catch_up(
         return Ok(last);
     }
     tracing::info!(mailbox = %source.name, count = uids.len(), from_uid = uids[0], "New messages.");
-    for chunk in uids.chunks(source::FETCH_BATCH) {
-        last = last.max(handle(conn, source, shared, chunk).await?);
+    for chunk in conn.batches(&uids, shared.fetch_bytes).await? {
+        last = last.max(handle(conn, source, shared, &chunk).await?);
     }
     Ok(last)
 }
 
-/// Fetches and handles the messages `uids` (at most [`source::FETCH_BATCH`]): triages
+/// Fetches and handles the messages `uids` (a batch of [`Connection::batches`]): triages
 /// them and sets their marks, or, in a Sent folder, observes them. Returns the last UID
 /// handled (0 when the server had none of them any more).
 pub(super) async fn handle(
@@ -187,6 +201,7 @@ pub(super) async fn handle(
     }
     let triaged = tokio::task::spawn_blocking(move || batch.triage());
     let last = triaged.await.map_err(|e| RunError::Task("triage", e))??;
+    shared.careful().remove(&source.checkpoint_key());
     shared.outbox.notify_one();
     apply_marks(conn, source, &shared.store).await?;
     Ok(last)
@@ -201,9 +216,15 @@ struct Batch {
     board: Arc<Board>,
     key: String,
     mailbox: String,
+    /// The folder the messages lie in.
+    folder: String,
     shadow: bool,
     uid_validity: u32,
     messages: Vec<Fetched>,
+    /// The CPU time each message may take.
+    budget: Duration,
+    /// Each message's attempt is flushed before its triage (see [`Shared::careful`]).
+    careful: bool,
 }
 
 impl Batch {
@@ -222,9 +243,12 @@ impl Batch {
             board: shared.board.clone(),
             key: source.checkpoint_key(),
             mailbox: source.name.clone(),
+            folder: source.folder.clone(),
             shadow,
             uid_validity,
             messages,
+            budget: shared.budget,
+            careful: shared.careful().contains(&source.checkpoint_key()),
         }
     }
 
@@ -274,7 +298,7 @@ impl Batch {
                 let _g = span.enter();
                 // On failure the message stays above the checkpoint and is tried again
                 // after a reconnect; it is never skipped silently.
-                let r = self.triage_one(mailbox, m, cp)?;
+                let r = self.attempt(mailbox, m, cp)?;
                 status::count_message(&self.mailbox, &r, self.shadow);
                 log_triaged(&r, self.shadow);
             }
@@ -285,9 +309,11 @@ impl Batch {
         Ok(last)
     }
 
-    /// The pipeline on one message. A panic on it quarantines the message, so that one
-    /// message cannot stop its mailbox.
-    fn triage_one(
+    /// One attempt at a message, counted in the state before it begins: a message the
+    /// daemon died on twice (a crash, a kill, the watchdog after a hang) is quarantined
+    /// for good instead of being tried a third time, so no message can keep a mailbox
+    /// in a loop of restarts.
+    fn attempt(
         &self,
         mailbox: &Mailbox,
         m: &Fetched,
@@ -297,15 +323,49 @@ impl Batch {
             mailbox,
             raw: &m.raw,
             source: Some(cp),
+            folder: Some(&self.folder),
         };
+        let died = self.store.attempt(&self.mailbox, cp, self.careful)?;
+        if died >= ATTEMPTS {
+            let reason = format!("the daemon stopped {died} times while triaging this message (a crash, a kill or a hang): it is not tried again");
+            let now = SystemTime::now();
+            return Ok(pipeline::quarantine_unread(
+                &self.store,
+                incoming,
+                reason,
+                now,
+            )?);
+        }
+        let r = self.triage_one(incoming);
+        if r.is_err() {
+            // The state failed, not the message: the attempt does not count.
+            self.store.attempt_ended(&self.mailbox, cp)?;
+        }
+        r
+    }
+
+    /// The pipeline on one message, within the CPU budget. A panic on it quarantines
+    /// the message, so that one message cannot stop its mailbox.
+    fn triage_one(&self, incoming: Incoming<'_>) -> Result<Report, PipelineError> {
+        let budget = Budget::start(self.budget);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipeline::triage(&self.rules, &self.store, incoming, super::now::now())
+            pipeline::triage_within(
+                &self.rules,
+                &self.store,
+                incoming,
+                &budget,
+                super::now::now(),
+            )
         }))
         .unwrap_or_else(|p| {
             let reason = format!("triage failed on this message: {}", panic_text(&*p));
             let now = super::now::now();
-            pipeline::quarantine(&self.store, mailbox, &m.raw, Some(cp), reason, now)
-                .map_err(Into::into)
+            Ok(pipeline::quarantine_unread(
+                &self.store,
+                incoming,
+                reason,
+                now,
+            )?)
         })
     }
 }
@@ -376,4 +436,148 @@ fn marks_alike(
             .push(m);
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ordinary(n: u32) -> Vec<u8> {
+        format!("From: Ivan <ivan{n}@client.example>\r\nTo: billing@example.test\r\nSubject: The site is down\r\nMessage-ID: <m{n}@client.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe website has been down since the morning.\r\n").into_bytes()
+    }
+
+    /// A message whose parse alone takes longer than an ordinary message's whole triage:
+    /// 8 MB of body in one line, the long word the shipped rules run over.
+    fn heavy() -> Vec<u8> {
+        let mut raw = b"From: x@client.example\r\nTo: billing@example.test\r\nSubject: big\r\nMessage-ID: <heavy@client.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
+        raw.extend("=D1=81=D1=87=D1=91=D1=82".repeat(350_000).as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        raw
+    }
+
+    fn batch(store: &Store, budget: Duration, raws: Vec<Vec<u8>>) -> Batch {
+        let messages = raws
+            .into_iter()
+            .zip(1..)
+            .map(|(raw, uid)| Fetched {
+                uid,
+                keywords: Vec::new(),
+                arrived: None,
+                raw,
+            })
+            .collect();
+        Batch {
+            rules: Arc::new(crate::config::testing::shipped()),
+            store: store.clone(),
+            board: Arc::new(Board::default()),
+            key: "billing".into(),
+            mailbox: "billing".into(),
+            folder: "INBOX".into(),
+            shadow: false,
+            uid_validity: 7,
+            messages,
+            budget,
+            careful: false,
+        }
+    }
+
+    fn cp(uid: u32) -> Checkpoint {
+        Checkpoint {
+            uid_validity: 7,
+            last_uid: uid,
+        }
+    }
+
+    #[test]
+    fn a_message_past_its_time_budget_is_quarantined_and_the_mailbox_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let raws = vec![ordinary(1), heavy(), ordinary(3)];
+        let last = batch(&store, Duration::from_millis(100), raws)
+            .triage()
+            .unwrap();
+        assert_eq!(last, 3);
+        assert_eq!(store.checkpoint("billing").unwrap(), Some(cp(3)));
+        let kept = store.quarantined(10).unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            (kept[0].mailbox.as_str(), kept[0].uid),
+            ("billing", Some(2))
+        );
+        assert!(
+            kept[0]
+                .reason
+                .contains("time budget of 100ms CPU (limits.triage_budget)"),
+            "{}",
+            kept[0].reason
+        );
+        // Marked where it lies, so that it is not fetched again; the others forwarded.
+        let marks = store.pending_marks("billing").unwrap();
+        let of = |uid: u32| {
+            marks
+                .iter()
+                .find(|m| m.uid == uid)
+                .unwrap()
+                .keywords
+                .clone()
+        };
+        assert_eq!(of(2), vec!["$Quarantined".to_string()]);
+        assert!(of(1).contains(&"$Forwarded".to_string()));
+        assert!(of(3).contains(&"$Forwarded".to_string()));
+        // Each message's triage ended: no attempt is left counted.
+        for uid in 1..=3 {
+            assert_eq!(store.attempt("billing", cp(uid), false).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn a_message_the_daemon_died_on_twice_is_quarantined_for_good_and_once_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Two runs died while triaging UID 2, one while triaging UID 3.
+        for uid in [2, 2, 3] {
+            store.attempt("billing", cp(uid), true).unwrap();
+        }
+        let raws = vec![ordinary(1), ordinary(2), ordinary(3)];
+        batch(&store, Duration::from_secs(2), raws)
+            .triage()
+            .unwrap();
+        let kept = store.quarantined(10).unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].uid, Some(2));
+        assert!(
+            kept[0].reason.contains("stopped 2 times while triaging"),
+            "{}",
+            kept[0].reason
+        );
+        assert_eq!(
+            store.message("m2@client.example").unwrap(),
+            None,
+            "never read: known by its digest"
+        );
+        let t3 = store.message("m3@client.example").unwrap().unwrap();
+        assert_eq!(
+            t3.disposition.as_str(),
+            "forwarded",
+            "one death: tried again"
+        );
+        assert_eq!(store.attempt("billing", cp(2), false).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_runs_after_a_death_count_attempts_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(
+            !store.triage_begins().unwrap(),
+            "a fresh state: nothing died"
+        );
+        batch(&store, Duration::from_secs(2), vec![ordinary(1)])
+            .triage()
+            .unwrap();
+        assert!(store.triage_begins().unwrap(), "no clean stop was noted");
+        store.triage_stopped_clean().unwrap();
+        assert!(!store.triage_begins().unwrap());
+        assert!(store.triage_begins().unwrap(), "the note is used once");
+    }
 }

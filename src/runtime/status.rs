@@ -11,11 +11,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Action, Report};
-use crate::record::{Adoption, Store};
+use crate::record::{Adoption, Quarantined, Store};
 use crate::send::{SmtpHealth, SmtpStatus};
 
 /// How many recent errors `status` shows.
 const LAST_ERRORS: usize = 10;
+/// How many of the last quarantined messages `status` lists.
+const LAST_QUARANTINED: usize = 10;
 /// By default, a mailbox that has not had a working connection for this long, or has
 /// made no progress in a sync for this long, makes the daemon unhealthy for the systemd
 /// watchdog: a restart is worth a try (`imap_options.unhealthy_after`).
@@ -89,6 +91,13 @@ pub struct StatusReport {
     /// Mails the SMTP server refused for good, kept as dead letters.
     #[serde(default)]
     pub dead_letters: usize,
+    /// Messages kept for an operator (unreadable, over the time budget, or the daemon
+    /// died on them twice), marked `$Quarantined` where they lie.
+    #[serde(default)]
+    pub quarantined: usize,
+    /// The last of them, most recent first: where each lies and why.
+    #[serde(default)]
+    pub last_quarantined: Vec<Quarantined>,
     /// The whole daemon runs in shadow mode (`run --shadow`).
     pub shadow: bool,
     pub rules_file: String,
@@ -318,14 +327,17 @@ impl Board {
         r.outbox = depths.outbox;
         r.shadow_mails = depths.shadow_mails;
         r.dead_letters = depths.dead_letters;
+        r.quarantined = depths.quarantined;
+        r.last_quarantined = depths.last_quarantined;
         r.last_errors = i.errors.iter().cloned().collect();
         r.smtp = i.smtp.as_ref().map(|h| h.snapshot());
         r
     }
 }
 
-/// How many mails the state holds that have not gone out, by why.
-#[derive(Debug, Clone, Copy, Default)]
+/// How many mails the state holds that have not gone out, by why, and the messages it
+/// keeps for an operator.
+#[derive(Debug, Clone, Default)]
 pub struct Depths {
     /// Waiting to be sent.
     pub outbox: usize,
@@ -333,22 +345,38 @@ pub struct Depths {
     pub shadow_mails: usize,
     /// Refused for good.
     pub dead_letters: usize,
+    /// Messages quarantined.
+    pub quarantined: usize,
+    /// The last of them, most recent first.
+    pub last_quarantined: Vec<Quarantined>,
 }
 
 impl Depths {
+    /// The counts alone, as cheap as reading a few lengths (for the periodic gauges).
     pub fn of(store: &Store) -> Depths {
         Depths {
             outbox: store.outbox_len(),
             shadow_mails: store.shadow_len(),
             dead_letters: store.dead_letters_len(),
+            quarantined: store.quarantined_len(),
+            last_quarantined: Vec::new(),
         }
     }
 
-    /// Sets the gauges of the mails not sent.
+    /// The counts and the last quarantined messages, for `status`.
+    pub fn with_details(store: &Store) -> Depths {
+        Depths {
+            last_quarantined: store.quarantined(LAST_QUARANTINED).unwrap_or_default(),
+            ..Depths::of(store)
+        }
+    }
+
+    /// Sets the gauges of the mails not sent and the messages kept.
     pub fn measure(&self) {
         metrics::gauge!("mailtriage_outbox_depth").set(self.outbox as f64);
         metrics::gauge!("mailtriage_shadow_mails").set(self.shadow_mails as f64);
         metrics::gauge!("mailtriage_dead_letters").set(self.dead_letters as f64);
+        metrics::gauge!("mailtriage_quarantined").set(self.quarantined as f64);
     }
 }
 
@@ -429,7 +457,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "mailtriage_messages_quarantined_total",
-        "Messages that could not be read and were kept for an operator."
+        "Messages that could not be triaged (unreadable, over the time budget, or the daemon died on them twice) and were kept for an operator."
     );
     describe_counter!(
         "mailtriage_reloads_total",
@@ -444,6 +472,10 @@ fn describe_metrics() {
         "1 while mails cannot get through to the SMTP server."
     );
     describe_gauge!("mailtriage_outbox_depth", "Mails waiting to be sent.");
+    describe_gauge!(
+        "mailtriage_quarantined",
+        "Messages kept for an operator, marked $Quarantined where they lie: `mailtriage status`."
+    );
     describe_gauge!(
         "mailtriage_shadow_mails",
         "Mails shadow mode decided and kept."

@@ -54,16 +54,20 @@ struct Pending {
 /// Outbox entries read at a time: the sender holds at most this many mails in memory,
 /// whatever the outbox holds (a long outage leaves thousands).
 const DRAIN_BATCH: usize = 64;
+/// And at most about this many bytes of them (a mail bigger than that alone): forwards
+/// of big originals must not make a batch of 64 hold hundreds of megabytes.
+const DRAIN_BYTES: usize = 16 << 20;
 
-/// Sends everything in the outbox once, [`DRAIN_BATCH`] entries at a time: several at
+/// Sends everything in the outbox once, [`DRAIN_BATCH`] entries (at most [`DRAIN_BYTES`])
+/// at a time: several at
 /// once (see [`ready`]), each removed when the server accepted it. Stops handing over
 /// new entries at the first transient failure (the server is likely down for all of
 /// them), lets the ones in flight finish, and reports what is left.
 pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, SmtpError> {
     let mut total = Drained::default();
     loop {
-        let entries = store.outbox_first(DRAIN_BATCH)?;
-        let last = entries.len() < DRAIN_BATCH;
+        let (entries, more) = store.outbox_first_within(DRAIN_BATCH, DRAIN_BYTES)?;
+        let last = !more;
         let d = drain_batch(store, transport, entries).await?;
         total.sent += d.sent;
         total.refused += d.refused;

@@ -17,6 +17,9 @@ use super::{timed, Connection, ImapError, Source};
 /// Messages fetched per UID FETCH: bounds memory per batch whatever the backlog.
 pub const FETCH_BATCH: usize = 50;
 
+/// Messages whose RFC822.SIZE one UID FETCH reads.
+const SIZE_BATCH: usize = 500;
+
 /// Messages whose INTERNALDATE one UID FETCH reads, when a search by arrival is made
 /// exact to the second.
 const DATE_BATCH: usize = 500;
@@ -101,6 +104,28 @@ impl Connection {
         Ok(uids)
     }
 
+    /// `uids` in batches to fetch whole, in order: each of at most [`FETCH_BATCH`]
+    /// messages and at most `bytes` bytes by their RFC822.SIZE (asked first, a few
+    /// hundred at a time), a message bigger than `bytes` alone. So the memory a batch
+    /// takes is bounded by configuration, not by the mail.
+    pub async fn batches(&mut self, uids: &[u32], bytes: u64) -> Result<Vec<Vec<u32>>, ImapError> {
+        let mut sizes = HashMap::new();
+        for chunk in uids.chunks(SIZE_BATCH) {
+            let set = uid_set(chunk.iter().copied());
+            for f in self.uid_fetch_all(&set, "(UID RFC822.SIZE)").await? {
+                if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    sizes.insert(uid, u64::from(size));
+                }
+            }
+        }
+        // A message the server gave no size for is fetched alone: it may be any size.
+        let sized: Vec<(u32, u64)> = uids
+            .iter()
+            .map(|u| (*u, sizes.get(u).copied().unwrap_or(u64::MAX)))
+            .collect();
+        Ok(group_by_size(&sized, FETCH_BATCH, bytes))
+    }
+
     /// The messages of `uids` (at most [`FETCH_BATCH`] of them), in UID order.
     pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
         let set = uid_set(uids.iter().copied());
@@ -108,9 +133,11 @@ impl Connection {
         let all = self.uid_fetch_all(&set, "(UID FLAGS BODY.PEEK[])").await?;
         // The server may add FETCH responses of other messages (flags changed by another
         // client): only the messages asked for are handed on.
+        // Each response is dropped once its message is copied out, so a batch is held
+        // once, not twice.
         let mut batch: Vec<Fetched> = all
-            .iter()
-            .filter_map(fetched)
+            .into_iter()
+            .filter_map(|f| fetched(&f))
             .filter(|f| asked.contains(&f.uid))
             .collect();
         batch.sort_by_key(|f| f.uid);
@@ -168,6 +195,26 @@ impl Connection {
             .uid_search(format!("HEADER Message-ID \"{quoted}\""));
         Ok(!timed("UID SEARCH", self.timeout, search).await?.is_empty())
     }
+}
+
+/// `sized` (UID, size) in order, cut into runs of at most `count` messages and at most
+/// `bytes` bytes; a message bigger than `bytes` is a run of its own.
+fn group_by_size(sized: &[(u32, u64)], count: usize, bytes: u64) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut total = 0u64;
+    for &(uid, size) in sized {
+        match out.last_mut() {
+            Some(run) if run.len() < count && total.saturating_add(size) <= bytes => {
+                run.push(uid);
+                total += size;
+            }
+            _ => {
+                out.push(vec![uid]);
+                total = size;
+            }
+        }
+    }
+    out
 }
 
 /// An IMAP date (RFC 3501 `date`): "1-Nov-2026".
@@ -238,4 +285,38 @@ pub async fn messages_present(
     }
     c.logout().await;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes_and_a_big_message_goes_alone() {
+        const MB: u64 = 1 << 20;
+        let sized = [
+            (1, 10_000),
+            (2, 8 * MB),
+            (3, 9 * MB),
+            (4, 30 * MB),
+            (5, 1_000),
+            (6, u64::MAX),
+            (7, 2_000),
+            (8, 3_000),
+            (9, 4_000),
+        ];
+        assert_eq!(
+            group_by_size(&sized, 2, 16 * MB),
+            vec![
+                vec![1, 2],
+                vec![3],
+                vec![4],
+                vec![5],
+                vec![6],
+                vec![7, 8],
+                vec![9]
+            ]
+        );
+        assert_eq!(group_by_size(&[], 50, MB), Vec::<Vec<u32>>::new());
+    }
 }

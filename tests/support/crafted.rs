@@ -1,7 +1,8 @@
 //! Crafted mail that aims at the cost of classification rather than at the parser: a
 //! subject that is one long word a rule's `\w*` runs over, dense literal hits, a 5 MB
-//! line, a 1 MB header. They are megabytes each, so they are built here from a short
-//! description instead of being kept as files in tests/broken (see its README).
+//! line, a 1 MB header. The long words are kept as files in tests/broken (and checked
+//! against their description here); the others are megabytes each, so they are built
+//! here from a short description instead (see its README).
 //!
 //! It uses dev-dependencies only, so that the benches (`#[path]`) and the library's unit
 //! tests can use it as well as the integration tests (`support::crafted`).
@@ -77,27 +78,47 @@ fn folded(text: &str, width: usize) -> String {
     out
 }
 
-/// Every crafted message, each of its full size.
+/// The crafted mail kept as files in tests/broken (each a few hundred KB), then the
+/// mail built here (megabytes each).
 pub fn all() -> Vec<Crafted> {
+    let mut all = vec![
+        kept("long-word-subject.eml"),
+        // 1,024 encoded words of 128 bytes, every line under 200 bytes.
+        kept("long-word-subject-encoded.eml"),
+    ];
+    all.extend(built());
+    all
+}
+
+/// A crafted message kept in tests/broken, checked against its description here, so
+/// the file stays what the README says it is.
+fn kept(name: &'static str) -> Crafted {
+    let path = format!("{}/tests/broken/{name}", env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let customer = "Customer <customer3@example.test>";
     let word = repeat_to(LONG_WORD_UNIT, 128 * 1024);
+    let described = match name {
+        "long-word-subject.eml" => message("long-word", customer, &word, "Hello."),
+        _ => message(
+            "long-word-encoded",
+            customer,
+            &encoded_words(&word, 128),
+            "Hello.",
+        ),
+    };
+    assert!(
+        raw == described,
+        "{path} is not the crafted mail it stands for"
+    );
+    Crafted { name, raw }
+}
+
+/// The crafted mail too big to keep in git, each of its full size.
+pub fn built() -> Vec<Crafted> {
+    let customer = "Customer <customer3@example.test>";
     let hits = repeat_to(LITERAL_HITS_UNIT, 1024 * 1024);
     let name = repeat_to("счёт ", 1024 * 1024);
     vec![
-        Crafted {
-            name: "long-word-subject.eml",
-            raw: message("long-word", customer, &word, "Hello."),
-        },
-        Crafted {
-            // 1,024 encoded words of 128 bytes, every line under 200 bytes.
-            name: "long-word-subject-encoded.eml",
-            raw: message(
-                "long-word-encoded",
-                customer,
-                &encoded_words(&word, 128),
-                "Hello.",
-            ),
-        },
         Crafted {
             name: "many-literal-hits.eml",
             raw: message(

@@ -12,6 +12,9 @@ use crate::config::error::Collector;
 
 /// Messages bigger than this are forwarded unread when `max_message_size` is not given.
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 << 20;
+/// Originals bigger than this are not attached to a forward when
+/// `max_original_attached` is not given.
+const DEFAULT_MAX_ORIGINAL_ATTACHED: usize = 10 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Company {
@@ -33,6 +36,9 @@ pub struct Company {
     pub trusted_authserv_ids: Vec<String>,
     /// Bigger messages are forwarded with a note without their body being read.
     pub max_message_size: usize,
+    /// A bigger original is not attached to the mails about it: they carry its header
+    /// and say where it lies on the server.
+    pub max_original_attached: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +75,18 @@ pub(super) fn compile_company(
 ) -> Company {
     check_company(c, &co, languages);
     Company {
-        max_message_size: max_message_size(c, co.max_message_size.as_ref()),
+        max_message_size: size_key(
+            c,
+            "company.max_message_size",
+            co.max_message_size.as_ref(),
+            DEFAULT_MAX_MESSAGE_SIZE,
+        ),
+        max_original_attached: size_key(
+            c,
+            "company.max_original_attached",
+            co.max_original_attached.as_ref(),
+            DEFAULT_MAX_ORIGINAL_ATTACHED,
+        ),
         name: co.name,
         domain: co.domain.into_inner(),
         ticket_prefix: co.ticket_prefix.into_inner(),
@@ -115,13 +132,19 @@ fn check_company(
     }
 }
 
-fn max_message_size(c: &mut Collector<'_>, v: Option<&Spanned<String>>) -> usize {
+/// A size key of `[company]`; `default` when it is left out or wrong.
+fn size_key(
+    c: &mut Collector<'_>,
+    key: &str,
+    v: Option<&Spanned<String>>,
+    default: usize,
+) -> usize {
     let Some(v) = v else {
-        return DEFAULT_MAX_MESSAGE_SIZE;
+        return default;
     };
     parse_size(v.get_ref()).unwrap_or_else(|e| {
-        c.at(span(v), "company.max_message_size", e);
-        DEFAULT_MAX_MESSAGE_SIZE
+        c.at(span(v), key, e);
+        default
     })
 }
 

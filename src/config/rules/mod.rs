@@ -13,7 +13,7 @@ pub(super) mod raw;
 mod roles;
 mod routing;
 mod rule_tests;
-mod values;
+pub(super) mod values;
 mod warnings;
 
 use std::collections::BTreeMap;

@@ -148,6 +148,7 @@ pub struct Company {
     #[serde(default)]
     pub trusted_authserv_ids: Vec<String>,
     pub max_message_size: Option<Spanned<String>>,
+    pub max_original_attached: Option<Spanned<String>>,
 }
 
 fn default_domain_cap() -> u32 {

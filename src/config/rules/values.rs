@@ -25,7 +25,7 @@ pub(super) fn looks_like_address(s: &str) -> bool {
 }
 
 /// "25MB", "512 KiB", "1000000": sizes as admins write them.
-pub(super) fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
