@@ -622,8 +622,8 @@ mod tests {
     #[test]
     fn an_original_over_the_attachment_cap_goes_as_its_header_and_where_it_lies() {
         let r = crate::config::testing::shipped_with(
-            "max_message_size = \"25MB\"",
-            "max_message_size = \"25MB\"\nmax_original_attached = \"4KB\"",
+            "max_original_attached = \"10MB\"",
+            "max_original_attached = \"4KB\"",
         );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
