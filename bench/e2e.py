@@ -2,7 +2,7 @@
 """End-to-end benchmark of mailtriage on a real, private Dovecot + Postfix on loopback.
 
     python3 bench/e2e.py [--count 1000] [--quick] [--out FILE] [--only PHASES] [--no-build]
-                         [--idle-seconds 600]
+                         [--idle-seconds 600] [--year-state DIR]
 
 Needs root (scripts/mailstack starts Postfix and Dovecot) and Python 3 (stdlib only). It starts
 its own stack with scripts/mailstack (own port base, state dir under /tmp, purged at the end),
@@ -39,6 +39,12 @@ in the same run so that ratios hold on a noisy machine:
              the daemon's CPU time (target under 1 s per 600 s) and the log lines it wrote
              after "Ready." (target 0); then the same with a fresh daemon while a reader
              opens and reads rules.toml and mailtriage.toml every second (figures *_reading)
+  year       the daemon started on a year of a busy desk (60,000 tickets, ~200,000 messages,
+             made by `cargo bench --bench year`, run first when --year-state holds no state):
+             READY and RSS when idle, beside the bench's own state size / raw mail and
+             follow-up scan. Not in --quick
+  firststart a first start (start = "new") on a mailbox of 50,000 messages written into
+             its Maildir and indexed by Dovecot: READY, and no mail sent. Not in --quick
 
 Every figure is one JSON line in --out (default target/e2e-bench.jsonl, overwritten); a table
 with the issue's targets is printed at the end. Mail arrival is seen by counting files in the
@@ -256,7 +262,7 @@ RUNNING = []  # daemons started and not yet stopped: stopped on the way out, wha
 class Daemon:
     """`mailtriage run` with its own state dir; its log is read incrementally for events."""
 
-    def __init__(self, binary, stack, work, mailboxes, rules=None, name="daemon"):
+    def __init__(self, binary, stack, work, mailboxes, rules=None, name="daemon", start="all"):
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, exist_ok=True)
         self.state = os.path.join(self.dir, "state")
@@ -274,10 +280,11 @@ class Daemon:
             'ca_file = "%s"' % stack.ca, 'tls_server_name = "localhost"', 'timeout = "30s"',
         ]
         # start = "all": the backlog phase fills the mailbox before the daemon first starts,
-        # and that mail is what it measures (the default, "new", would leave it alone).
+        # and that mail is what it measures (the default, "new", would leave it alone); the
+        # year phase's first start takes the default.
         for m in mailboxes:
             cfg += ["[mailboxes.%s]" % m, 'user = "%s"' % stack.addr(m), 'password_file = "%s"' % pw,
-                    'start = "all"']
+                    'start = "%s"' % start]
         # The daemon watches the config's folder for edits: its own log, written there,
         # would wake that watcher on every line (a systemd install logs to the journal).
         os.makedirs(os.path.join(self.dir, "etc"), exist_ok=True)
@@ -1067,6 +1074,131 @@ def phase_bigbacklog(a, res, binary, stack, work):
             "<= 10 % of input", share <= 0.10, share=round(share, 3), input_mb=round(total / mb, 1))
 
 
+YEAR_STATE = os.path.join(ROOT, "target", "year-state")
+YEAR_FIGURES = os.path.join(ROOT, "target", "year-bench.json")
+YEAR_IDLE_AFTER = 65  # s after READY: the first follow-up scan (every minute) and retention sweep are behind
+FIRST_START_COUNT = 50000
+
+
+def phase_year(a, res, binary, stack, work):
+    """A year of a busy desk.
+
+    The state of a year (60,000 tickets, about 200,000 messages) is made by the criterion
+    bench `cargo bench --bench year` (run here when --year-state holds none), which also
+    measures the state's size after retention against the raw mail and one follow-up
+    scan (target/year-bench.json, reported here as it is). The daemon is started on a copy
+    of that state with the 4 mailboxes of rules.toml: READY (its "Ready." line), then RSS
+    once it is idle, after its first follow-up scan and retention sweep."""
+    state = a.year_state or YEAR_STATE
+    if not os.path.isdir(os.path.join(state, "db")):
+        log("   no year state in %s: making it with `cargo bench --bench year` (some minutes)" % state)
+        subprocess.run(["cargo", "bench", "--bench", "year"], cwd=ROOT, check=True,
+                       env=dict(os.environ, YEAR_STATE=os.path.abspath(state)))
+    year_figures(res, state)
+    year_daemon(a, res, binary, stack, work, state)
+
+
+def year_figures(res, state):
+    """The year bench's own figures, when they are of this state."""
+    if not os.path.exists(YEAR_FIGURES) or os.path.getmtime(YEAR_FIGURES) < os.path.getmtime(state):
+        log("   %s is missing or older than the state: size and scan figures left out" % YEAR_FIGURES)
+        return
+    with open(YEAR_FIGURES) as f:
+        y = json.load(f)
+    ratio = y["state_over_raw"]
+    res.add("year", "state after retention / raw mail seen (%d tickets, %d messages, %.0f MB)" % (
+        y["tickets"], y["messages"], y["raw_mail_bytes"] / 1e6), round(ratio, 3), "",
+        "<= 0.1", ratio <= 0.1, state_mb=round(y["state_bytes_after_retention"] / 1e6, 1))
+    if "followup_scan_ms" in y:
+        ms = y["followup_scan_ms"]
+        res.add("year", "one follow-up scan (%d open tickets)" % y["tickets_open"], round(ms, 2), "ms",
+                "<= 20 ms", ms <= 20)
+
+
+def dir_mb(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e6
+
+
+def year_daemon(a, res, binary, stack, work, state):
+    stack.clear(USERS)
+    d = Daemon(binary, stack, work, IDLE_BOXES, name="year", start="new")
+    shutil.copytree(state, d.state)
+    size = dir_mb(d.state)
+    t0 = d.start()
+    try:
+        ready = wait_for(lambda: d.poll() >= 0 and d.find("Ready.", all_connected="true"), 60, "daemon ready")
+        ready_s = ready[0][0] - t0
+        end = ready[0][0] + YEAR_IDLE_AFTER
+        while time.time() < end:
+            time.sleep(min(5.0, max(0.0, end - time.time())))
+            d.poll()
+        rss = d.status("VmRSS") / 1024
+        hwm = d.status("VmHWM") / 1024
+        sent = len(d.find("Mail accepted."))
+    finally:
+        d.stop()
+    res.add("year", "READY on a year of state (%.0f MB)" % size, round(ready_s, 3), "s", "<= 1 s",
+            ready_s <= 1.0)
+    res.add("year", "RSS idle on it, %d s after READY" % YEAR_IDLE_AFTER, round(rss, 1), "MB", "<= 30 MB",
+            rss <= 30, peak_mb=round(hwm, 1), mails_sent=sent)
+
+
+def fill_maildir(stack, user, count):
+    """Writes `count` generated messages as files into user's Maildir/cur, as a mailbox
+    with a history holds them (seen, dated over the past year), owned as Dovecot's are."""
+    stack.imap(user).logout()  # the first login makes the Maildir
+    cur = os.path.join(stack.maildir(user), "cur")
+    st = os.stat(cur)
+    now, pid = int(time.time()), os.getpid()
+    for i, (raw, _) in enumerate(generate(count, seed=2, to=stack.addr(user), tag=tag())):
+        when = now - 365 * 86400 + i * 365 * 86400 // count
+        p = os.path.join(cur, "%d.M%dP%d.bench,S=%d:2,S" % (when, i, pid, len(raw)))
+        with open(p, "wb") as f:
+            f.write(raw)
+        os.utime(p, (when, when))
+        os.chown(p, st.st_uid, st.st_gid)
+
+
+def phase_firststart(a, res, binary, stack, work):
+    """A first start on a mailbox of 50,000 messages: they are written as files into
+    monitoring@'s Maildir and indexed by Dovecot (one SELECT, as a live mailbox's index
+    already is), and a daemon with a fresh state and the default start ("new") is
+    started on it: READY, and no mail sent."""
+    stack.clear(USERS)
+    user = "monitoring"
+    t = time.time()
+    fill_maildir(stack, user, FIRST_START_COUNT)
+    written_s = time.time() - t
+    t = time.time()
+    c = stack.imap(user)
+    typ, n = c.select("INBOX", readonly=True)
+    c.logout()
+    index_s = time.time() - t
+    assert typ == "OK" and int(n[0]) == FIRST_START_COUNT, (typ, n)
+    before = {u: stack.count(u) for u in USERS}
+    d = Daemon(binary, stack, work, IDLE_BOXES, name="first-start", start="new")
+    t0 = d.start()
+    try:
+        ready = wait_for(lambda: d.poll() >= 0 and d.find("Ready.", all_connected="true"), 60, "daemon ready")
+        ready_s = ready[0][0] - t0
+        # Anything it would send would be on its way within these seconds (a backlog of
+        # 1000 is sent in about 2 s).
+        time.sleep(10)
+        d.poll()
+        accepted = len(d.find("Mail accepted."))
+        triaged = len(d.find("Message triaged."))
+        rss = d.status("VmRSS") / 1024
+    finally:
+        d.stop()
+    delivered = sum(stack.count(u) - before[u] for u in USERS if u != user) + stack.queue_len()
+    res.add("firststart", "first start on %d messages: READY" % FIRST_START_COUNT, round(ready_s, 3), "s",
+            "<= 2 s", ready_s <= 2.0, written_s=round(written_s, 1), dovecot_index_s=round(index_s, 2),
+            rss_mb=round(rss, 1))
+    sent = accepted + delivered
+    res.add("firststart", "first start: mails sent, messages triaged (10 s after READY)", "%d, %d" % (sent, triaged),
+            "", "0", sent == 0 and triaged == 0)
+
+
 def build(binary):
     if binary:
         return binary
@@ -1074,9 +1206,13 @@ def build(binary):
     return os.path.join(ROOT, "target", "dist", "mailtriage")
 
 
-PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle", "bigbacklog"]
+PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle", "year", "firststart",
+          "bigbacklog"]
 # Not in a run without --only: it writes about 1 GB of mail and state under /tmp.
-DEFAULT_PHASES = ["accuracy", "footprint", "flow", "latency", "backlog", "idle"]
+DEFAULT_PHASES = [p for p in PHASES if p != "bigbacklog"]
+# --quick leaves these out too: making the year's state takes some minutes, and writing and
+# indexing 50,000 messages about a minute.
+QUICK_PHASES = [p for p in DEFAULT_PHASES if p not in ("year", "firststart")]
 
 
 def main():
@@ -1093,6 +1229,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short run for CI")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "e2e-bench.jsonl"))
     ap.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES))
+    ap.add_argument("--year-state", help="the year's state, made by `cargo bench --bench year` "
+                    "(target/year-state; made there when it holds none)")
     ap.add_argument("--binary", help="use this mailtriage binary instead of building target/dist")
     ap.add_argument("--no-build", action="store_true", help="use target/dist/mailtriage as it is")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (daemon logs, configs) for a look")
@@ -1102,7 +1240,7 @@ def main():
     a.lat_count = a.lat_count or (10 if a.quick else 100)
     a.rounds = a.rounds or (2 if a.quick else 6)
     a.idle_seconds = a.idle_seconds or (60 if a.quick else 600)
-    phases = a.only.split(",") if a.only else DEFAULT_PHASES
+    phases = a.only.split(",") if a.only else (QUICK_PHASES if a.quick else DEFAULT_PHASES)
     for p in phases:
         if p not in PHASES:
             ap.error("unknown phase %r" % p)
@@ -1138,6 +1276,12 @@ def main():
         if "idle" in phases:
             log("== idle (4 mailboxes, no mail, 2 windows of %d s)" % a.idle_seconds)
             phase_idle(a, res, binary, stack, work)
+        if "year" in phases:
+            log("== year (the daemon on a year of state)")
+            phase_year(a, res, binary, stack, work)
+        if "firststart" in phases:
+            log("== firststart (a first start on a mailbox of %d messages)" % FIRST_START_COUNT)
+            phase_firststart(a, res, binary, stack, work)
         if "bigbacklog" in phases:
             log("== bigbacklog (%d messages of %d MB)" % (a.big_count, a.big_mb))
             phase_bigbacklog(a, res, binary, stack, work)

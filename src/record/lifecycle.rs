@@ -235,7 +235,9 @@ impl Store {
         let (entries, more) = self.sweep_untracked(cutoff, limit)?;
         swept.entries += entries;
         swept.more |= more;
-        swept.entries += self.sweep_counters(now, limit)?;
+        let (counters, more) = self.sweep_counters(now, limit)?;
+        swept.entries += counters;
+        swept.more |= more;
         if swept.tickets + swept.entries > 0 {
             self.flush()?;
         }
@@ -331,8 +333,14 @@ impl Store {
     }
 
     /// Looks at the next `limit` cap counters (from where the last pass stopped) and
-    /// removes those of days before yesterday; returns how many went.
-    fn sweep_counters(&self, now: OffsetDateTime, limit: usize) -> Result<usize, StoreError> {
+    /// removes those of days before yesterday; returns how many went, and whether the
+    /// pass stopped before the end (a state that has not been swept for long, or at
+    /// all, has many more counters than one pass looks at).
+    fn sweep_counters(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<(usize, bool), StoreError> {
         let from = self.meta.get(COUNTERS_SWEPT_TO)?.unwrap_or_default();
         let before = when::day((now - time::Duration::days(COUNTERS_KEPT_DAYS)).into());
         let mut removed = 0;
@@ -351,16 +359,20 @@ impl Store {
             seen += 1;
             last = Some(k);
         }
-        match last {
+        let more = match last {
             // Past the last one next time; from the start once the end is reached.
             Some(k) if seen == limit => {
                 let mut next = k.to_vec();
                 next.push(0);
-                self.meta.insert(COUNTERS_SWEPT_TO, next)?
+                self.meta.insert(COUNTERS_SWEPT_TO, next)?;
+                true
             }
-            _ => self.meta.remove(COUNTERS_SWEPT_TO)?,
+            _ => {
+                self.meta.remove(COUNTERS_SWEPT_TO)?;
+                false
+            }
         };
-        Ok(removed)
+        Ok((removed, more))
     }
 }
 
@@ -589,8 +601,15 @@ mod tests {
         assert_eq!(s.message("a@x").unwrap(), None);
     }
 
-    #[test]
-    fn cap_counters_of_past_days_go_a_bounded_number_at_a_time() {
+    /// A state with one mail counted nine days ago and one today (3 counters each), at
+    /// `now`; the cap keys of both.
+    fn counters_of_two_days() -> (
+        tempfile::TempDir,
+        Store,
+        OffsetDateTime,
+        Vec<String>,
+        Vec<String>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let now = t("2026-01-10T12:00:00Z");
@@ -598,6 +617,12 @@ mod tests {
         let today = crate::decide::cap_keys("a@x.example", now);
         s.count(&old).unwrap();
         s.count(&today).unwrap();
+        (dir, s, now, old, today)
+    }
+
+    #[test]
+    fn cap_counters_of_past_days_go_a_bounded_number_at_a_time() {
+        let (_dir, s, now, old, today) = counters_of_two_days();
         let keep = Duration::from_secs(365 * DAY);
         let mut removed = 0;
         for _ in 0..4 {
@@ -606,5 +631,22 @@ mod tests {
         assert_eq!(removed, 3);
         assert_eq!(s.counted(&today).unwrap(), vec![1, 1, 1]);
         assert_eq!(s.counted(&old).unwrap(), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn a_pass_that_stops_at_its_bound_in_the_cap_counters_says_there_is_more() {
+        let (_dir, s, now, old, today) = counters_of_two_days();
+        let keep = Duration::from_secs(365 * DAY);
+        let first = s.sweep(now, keep, 2).unwrap();
+        assert!(first.more, "6 counters, 2 looked at: {first:?}");
+        // The daemon comes back soon while there is more; the pass that reaches the end
+        // says it is done, and by then every counter of a past day is gone.
+        let mut passes = 1;
+        while s.sweep(now, keep, 2).unwrap().more {
+            passes += 1;
+            assert!(passes < 10, "the passes never end");
+        }
+        assert_eq!(s.counted(&old).unwrap(), vec![0, 0, 0]);
+        assert_eq!(s.counted(&today).unwrap(), vec![1, 1, 1]);
     }
 }
