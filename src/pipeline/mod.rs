@@ -368,24 +368,24 @@ mod tests {
         format!("From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe website is down.\r\n").into_bytes()
     }
 
+    /// Triage of `raw` as a file given to `mailbox` (no place on a server).
+    fn triage_file(r: &Rules, store: &Store, mailbox: &str, raw: &[u8], now: SystemTime) -> Report {
+        let inc = Incoming {
+            mailbox: &r.mailboxes[mailbox],
+            raw,
+            source: None,
+            folder: None,
+        };
+        triage(r, store, inc, now).unwrap()
+    }
+
     #[test]
     fn tags_as_people_and_systems_write_them() {
         let r = rules();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mb = &r.mailboxes["support"];
-        let first = triage(
-            &r,
-            &store,
-            Incoming {
-                mailbox: mb,
-                raw: &mail("ivan@mail.example", "Site down", "a1@x"),
-                source: None,
-                folder: None,
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
+        let raw = mail("ivan@mail.example", "Site down", "a1@x");
+        let first = triage_file(&r, &store, "support", &raw, SystemTime::now());
         let t = first.ticket.unwrap();
         let n = t.trim_start_matches("T-");
         let joined = |from: &str, subject: String, id: &str| {
@@ -434,20 +434,9 @@ mod tests {
         let mb = &r.mailboxes["support"];
         let run = |store: &Store, subject: &str, id: &str| {
             let raw = mail("ivan@mail.example", subject, id);
-            triage(
-                &r,
-                store,
-                Incoming {
-                    mailbox: mb,
-                    raw: &raw,
-                    source: None,
-                    folder: None,
-                },
-                SystemTime::now(),
-            )
-            .unwrap()
-            .ticket
-            .unwrap()
+            triage_file(&r, store, "support", &raw, SystemTime::now())
+                .ticket
+                .unwrap()
         };
         // A state that was never lost: an unknown tag is only text, the ticket is new.
         let dir = tempfile::tempdir().unwrap();
@@ -481,17 +470,8 @@ mod tests {
         let r = rules(); // reopen_within 30d
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mb = &r.mailboxes["support"];
         let at = |s: &str| -> SystemTime { when::parse(s).unwrap().into() };
-        let run = |raw: &[u8], now: &str| {
-            let inc = Incoming {
-                mailbox: mb,
-                raw,
-                source: None,
-                folder: None,
-            };
-            triage(&r, &store, inc, at(now)).unwrap()
-        };
+        let run = |raw: &[u8], now: &str| triage_file(&r, &store, "support", raw, at(now));
         let first = run(
             &mail("ivan@mail.example", "Site down", "a@x"),
             "2026-01-01T10:00:00Z",
@@ -569,18 +549,7 @@ mod tests {
         for _ in 0..200 {
             raw.extend_from_slice(b"please refund the invoice, please refund the invoice\r\n");
         }
-        let rep = triage(
-            &r,
-            &store,
-            Incoming {
-                mailbox: &r.mailboxes["billing"],
-                raw: &raw,
-                source: None,
-                folder: None,
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
+        let rep = triage_file(&r, &store, "billing", &raw, SystemTime::now());
         assert_eq!(
             rep.category.as_deref(),
             Some("technical"),
@@ -667,18 +636,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <flag@x>\r\nContent-Type: text/plain\r\n\r\nThe website is down. This is the third time I write, I will call my lawyer.\r\n".to_vec();
-        triage(
-            &r,
-            &store,
-            Incoming {
-                mailbox: &r.mailboxes["billing"],
-                raw: &raw,
-                source: None,
-                folder: None,
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
+        triage_file(&r, &store, "billing", &raw, SystemTime::now());
         let parts = second_parts(&store);
         let kinds: Vec<MailKind> = parts.iter().map(|p| p.0).collect();
         assert_eq!(kinds, vec![MailKind::Forward, MailKind::Escalation]);
