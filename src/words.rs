@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{Rules, TemplateContext};
 use crate::decide::{JoinedBy, Suppression, Why};
-use crate::ticket::{Event, EventKind, MailKind, ResolvedHow, Undelivered};
+use crate::ticket::{Event, EventKind, MailKind, ResolvedHow, Role, Undelivered, Writer};
 
 fn ru(lang: &str) -> bool {
     lang == "ru"
@@ -348,11 +348,38 @@ fn would_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> Option<String> {
     })
 }
 
+/// The role of staff, whose mail alone answers, promises or waits (`decide::roles`).
+const STAFF: &str = "staff";
+
+/// A writer as the history names them: "ivan@client.example, customer", or with why
+/// for anyone but the customer ("petr@client.example, customer-side: the same
+/// organisation as the customer of T-1001").
+fn writer_words(w: &Writer) -> String {
+    match (w.role, w.why.is_empty()) {
+        (Role::Customer, _) | (_, true) => format!("{}, {}", w.address, w.role),
+        _ => format!("{}, {}: {}", w.address, w.role, w.why),
+    }
+}
+
+/// A follow-up's writer: the one kept with it, else the words a history written before
+/// roles were kept has (only for the customer's colleagues).
+fn follow_up_writer(writer: &Option<Writer>, by: &Option<String>) -> Option<String> {
+    writer.as_ref().map(writer_words).or_else(|| by.clone())
+}
+
 fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
     match what {
         EventKind::Arrived {
-            mailbox, subject, ..
-        } => format!("message arrived at {mailbox}: \"{subject}\""),
+            mailbox,
+            subject,
+            from,
+            ..
+        } => format!(
+            "message arrived at {mailbox}: \"{subject}\"{}",
+            from.as_ref()
+                .map(|w| format!(" (from {})", writer_words(w)))
+                .unwrap_or_default()
+        ),
         EventKind::Forwarded { queue, why } => format!("forwarded to {}: {why}", qn(queue)),
         EventKind::Kept { queue, why } => format!("kept with {}: {why}", qn(queue)),
         EventKind::Acknowledged {
@@ -368,10 +395,11 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             number,
             mailbox,
             subject,
+            writer,
             by,
         } => format!(
             "follow-up {number} arrived at {mailbox}: \"{subject}\"{}",
-            by.as_deref()
+            follow_up_writer(writer, by)
                 .map(|b| format!(" (written by {b})"))
                 .unwrap_or_default()
         ),
@@ -388,11 +416,11 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             format!("red flags: {}; copy to {}", reasons.join(", "), qn(to))
         }
         EventKind::Incident { id } => format!("linked to incident {id}"),
-        EventKind::Promised { by, text } => format!("{by} promised: {text}"),
-        EventKind::Answered { by } => format!("{by} answered the customer"),
-        EventKind::Waiting { by, says } => {
-            format!("{by} waits for the customer: \"{says}\"; the clock stops until they write")
-        }
+        EventKind::Promised { by, text } => format!("{by} ({STAFF}) promised: {text}"),
+        EventKind::Answered { by } => format!("{by} ({STAFF}) answered the customer"),
+        EventKind::Waiting { by, says } => format!(
+            "{by} ({STAFF}) waits for the customer: \"{says}\"; the clock stops until they write"
+        ),
         EventKind::Reminded { queue } => {
             format!("reminder sent to {}: the customer is waiting", qn(queue))
         }
@@ -425,8 +453,16 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
 fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
     match what {
         EventKind::Arrived {
-            mailbox, subject, ..
-        } => format!("письмо пришло на {mailbox}: «{subject}»"),
+            mailbox,
+            subject,
+            from,
+            ..
+        } => format!(
+            "письмо пришло на {mailbox}: «{subject}»{}",
+            from.as_ref()
+                .map(|w| format!(" (от {})", writer_words(w)))
+                .unwrap_or_default()
+        ),
         EventKind::Forwarded { queue, why } => format!("передано в «{}»: {why}", qn(queue)),
         EventKind::Kept { queue, why } => format!("оставлено у «{}»: {why}", qn(queue)),
         EventKind::Acknowledged {
@@ -442,10 +478,11 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             number,
             mailbox,
             subject,
+            writer,
             by,
         } => format!(
             "продолжение {number} пришло на {mailbox}: «{subject}»{}",
-            by.as_deref()
+            follow_up_writer(writer, by)
                 .map(|b| format!(" (написал(а) {b})"))
                 .unwrap_or_default()
         ),
@@ -466,11 +503,11 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
             qn(to)
         ),
         EventKind::Incident { id } => format!("связано с инцидентом {id}"),
-        EventKind::Promised { by, text } => format!("{by} обещал(а): {text}"),
-        EventKind::Answered { by } => format!("{by} ответил(а) клиенту"),
-        EventKind::Waiting { by, says } => {
-            format!("{by} ждёт ответа клиента: «{says}»; срок стоит, пока клиент не напишет")
-        }
+        EventKind::Promised { by, text } => format!("{by} ({STAFF}) обещал(а): {text}"),
+        EventKind::Answered { by } => format!("{by} ({STAFF}) ответил(а) клиенту"),
+        EventKind::Waiting { by, says } => format!(
+            "{by} ({STAFF}) ждёт ответа клиента: «{says}»; срок стоит, пока клиент не напишет"
+        ),
         EventKind::Reminded { queue } => {
             format!("напоминание для «{}»: клиент ждёт ответа", qn(queue))
         }
@@ -712,6 +749,56 @@ mod tests {
         );
         let utc = crate::clock::Zone::utc();
         assert_eq!(moment(t, &utc, "en"), "Monday 30 March, 10:00 (UTC)");
+    }
+
+    #[test]
+    fn every_message_in_a_history_names_its_writer_with_their_role() {
+        let qn = |q: &str| q.to_string();
+        let ivan = Writer {
+            address: "ivan@client.example".into(),
+            role: Role::Customer,
+            why: "writes a new request: its customer".into(),
+        };
+        let arrived = EventKind::Arrived {
+            mailbox: "support@example.test".into(),
+            message_id: None,
+            subject: "Site down".into(),
+            from: Some(ivan.clone()),
+        };
+        assert_eq!(
+            history_en(&arrived, &qn),
+            "message arrived at support@example.test: \"Site down\" (from ivan@client.example, customer)"
+        );
+        let petr = Writer {
+            address: "petr@client.example".into(),
+            role: Role::CustomerSide,
+            why: "the same organisation as the customer of T-1001 (client.example)".into(),
+        };
+        let follow_up = |writer: Option<Writer>, by: Option<&str>| EventKind::FollowUp {
+            number: 2,
+            mailbox: "billing@example.test".into(),
+            subject: "Re: Site down".into(),
+            writer,
+            by: by.map(str::to_string),
+        };
+        assert!(history_en(&follow_up(Some(petr), None), &qn).ends_with(
+            "(written by petr@client.example, customer-side: the same organisation as the customer of T-1001 (client.example))"
+        ));
+        assert!(history_ru(&follow_up(Some(ivan), None), &qn)
+            .ends_with("(написал(а) ivan@client.example, customer)"));
+        // A line kept before roles were: its words as they were.
+        assert!(history_en(
+            &follow_up(None, Some("bob@client.example, a colleague")),
+            &qn
+        )
+        .ends_with("(written by bob@client.example, a colleague)"));
+        let answered = EventKind::Answered {
+            by: "anna@example.test".into(),
+        };
+        assert_eq!(
+            history_en(&answered, &qn),
+            "anna@example.test (staff) answered the customer"
+        );
     }
 
     #[test]

@@ -153,6 +153,20 @@ fn the_customers_colleague_follows_up_and_the_forward_answers_the_customer() {
         "a colleague is no answer: {t:#}"
     );
     assert!(!history(&t).contains("bounced"), "{t:#}");
+    // `tickets show` names every message's writer with their role.
+    let shown = lab.cli(&["tickets", "show", &t1]).run().stdout;
+    assert!(
+        shown.contains("(from ivan@client.example, customer)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(written by petr@client.example, customer-side: the same organisation"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(written by bob@partner.example, customer-side: "),
+        "{shown}"
+    );
     assert!(daemon.stop().success());
 }
 

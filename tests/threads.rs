@@ -324,7 +324,7 @@ fn a_recorded_promise_appears_in_the_next_note_and_tickets_show_it() {
     let text = &show.stdout;
     assert!(show.status.success(), "{}", show.stderr);
     assert!(
-        text.contains("billing@example.test answered the customer"),
+        text.contains("billing@example.test (staff) answered the customer"),
         "{text}"
     );
     assert!(

@@ -204,6 +204,7 @@ mod tests {
             mailbox: "billing@example.test".into(),
             message_id: None,
             subject: "Refund".into(),
+            from: None,
         };
         tk.record("2026-01-01T10:00:00Z", arrived);
         tk.answered("2026-01-02T10:00:00Z", "anna@example.test");

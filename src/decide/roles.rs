@@ -3,30 +3,13 @@
 //! customer, their colleagues, people they wrote to) adds follow-ups; anyone else who
 //! names a ticket opens one of their own. Pure, like the rest of decide.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::TicketRef;
 use crate::config::Rules;
 use crate::parse::Mail;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum Role {
-    /// The ticket's customer, or the writer of a new request (who becomes its customer).
-    Customer,
-    /// The customer's colleague (same organisation, not a free mail domain), or someone
-    /// the customer wrote to in the thread.
-    CustomerSide,
-    /// A queue, a watched mailbox, or an address or domain `[roles] staff` lists.
-    Staff,
-    /// Anyone else: a stranger to the ticket.
-    ThirdParty,
-    /// Automatic mail (see `robot`).
-    Robot,
-}
+pub use crate::ticket::Role;
 
 /// The writer's role, their address, and why, in words for `explain` and the note.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +17,16 @@ pub struct Who {
     pub role: Role,
     pub address: String,
     pub reason: String,
+}
+
+impl From<&Who> for crate::ticket::Writer {
+    fn from(w: &Who) -> Self {
+        crate::ticket::Writer {
+            address: w.address.clone(),
+            role: w.role,
+            why: w.reason.clone(),
+        }
+    }
 }
 
 /// Who wrote `mail`, for the ticket it would join (`None`: a new request). The From

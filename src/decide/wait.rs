@@ -102,6 +102,7 @@ pub(crate) fn test_ticket(created: &str) -> Ticket {
             mailbox: "support@example.test".into(),
             message_id: None,
             subject: "Site down".into(),
+            from: None,
         },
     );
     tk

@@ -5,7 +5,7 @@
 use crate::compose::flag_reason;
 use crate::decide::{copied_people, AckPlan, Role, Suppression, Why};
 use crate::parse::Mail;
-use crate::ticket::{EventKind, ResolvedHow, Ticket};
+use crate::ticket::{EventKind, ResolvedHow, Ticket, Writer};
 use crate::words;
 
 use super::Case;
@@ -31,8 +31,9 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
     if plan.lifecycle.reopens {
         ticket.reopen(at, &writer_of(case));
     }
+    let writer = plan.who.as_ref().map(Writer::from);
     if plan.follow_up() {
-        ticket.follow_up(at, mailbox, &mail.subject, colleague(case));
+        ticket.follow_up(at, mailbox, &mail.subject, writer);
     } else {
         let message_id = mail.message_id.clone();
         let (mailbox, subject) = (mailbox.clone(), mail.subject.clone());
@@ -40,6 +41,7 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
             mailbox,
             message_id,
             subject,
+            from: writer,
         };
         ticket.record(at, arrived);
     }
@@ -65,13 +67,6 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
     if let Some(id) = &mail.message_id {
         ticket.messages.push(id.clone());
     }
-}
-
-/// Who wrote a follow-up, when not the customer: "bob@client.example, the same
-/// organisation as the customer of T-1001".
-fn colleague(case: &Case) -> Option<String> {
-    let who = case.ev.plan.who.as_ref()?;
-    (who.role == Role::CustomerSide).then(|| format!("{}, {}", who.address, who.reason))
 }
 
 /// The line saying where the message went: a handover, a bounce to the escalation
@@ -339,7 +334,7 @@ mod tests {
             .collect();
         assert_eq!(
             lines[0],
-            "message arrived at billing@example.test: \"Site is down\""
+            "message arrived at billing@example.test: \"Site is down\" (from ivan@mail.example, customer)"
         );
         assert!(
             lines[1].starts_with(

@@ -15,6 +15,37 @@ pub const KEYWORD_FORWARDED: &str = "$Forwarded";
 /// Keyword on a message that could not be triaged and was left for an operator.
 pub const KEYWORD_QUARANTINED: &str = "$Quarantined";
 
+/// A writer's role toward a ticket: decide gives it (`decide::roles`), the history keeps
+/// it with each message.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum Role {
+    /// The ticket's customer, or the writer of a new request (who becomes its customer).
+    Customer,
+    /// The customer's colleague (same organisation, not a free mail domain), or someone
+    /// the customer wrote to in the thread.
+    CustomerSide,
+    /// A queue, a watched mailbox, or an address or domain `[roles] staff` lists.
+    Staff,
+    /// Anyone else: a stranger to the ticket.
+    ThirdParty,
+    /// Automatic mail (see `robot`).
+    Robot,
+}
+
+/// Who wrote a message of the ticket, as its history shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    pub address: String,
+    pub role: Role,
+    /// Why they have that role, in words ("the same organisation as the customer").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
 /// One line of a ticket's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -32,6 +63,9 @@ pub enum EventKind {
         mailbox: String,
         message_id: Option<String>,
         subject: String,
+        /// Who wrote it (absent in histories written before roles were kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Writer>,
     },
     /// Forwarded to a queue with a note; `why` in words.
     Forwarded { queue: String, why: String },
@@ -50,7 +84,11 @@ pub enum EventKind {
         number: u32,
         mailbox: String,
         subject: String,
-        /// Written by someone else on the customer's side (a colleague): who and why.
+        /// Who wrote it, with their role and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        writer: Option<Writer>,
+        /// Who wrote it and why, in words, as histories kept it before roles were kept
+        /// (only for the customer's colleagues); read, never written.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
@@ -318,9 +356,9 @@ impl Ticket {
         });
     }
 
-    /// A later message of the customer: counted, and a line naming its number.
-    /// A follow-up, `by` someone on the customer's side other than the customer.
-    pub fn follow_up(&mut self, at: &str, mailbox: &str, subject: &str, by: Option<String>) {
+    /// A later message of the customer's side: counted, and a line naming its number
+    /// and its writer.
+    pub fn follow_up(&mut self, at: &str, mailbox: &str, subject: &str, writer: Option<Writer>) {
         self.followups += 1;
         let number = self.followups;
         self.record(
@@ -329,7 +367,8 @@ impl Ticket {
                 number,
                 mailbox: mailbox.to_string(),
                 subject: subject.to_string(),
-                by,
+                writer,
+                by: None,
             },
         );
     }
