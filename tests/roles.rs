@@ -226,12 +226,16 @@ fn one_message_to_two_mailboxes_is_one_ticket_and_never_forwarded_to_a_mailbox_t
     lab.send_mail(&mail);
     let ack = lab.wait_ack(SINK, id);
     let ticket_id = ack.ticket();
+    // Every copy is marked as triaged and with its ticket, so whoever reads any of the
+    // mailboxes can find (IMAP SEARCH KEYWORD) that it is handled, and where.
+    let ticket_mark = format!("$Ticket_{ticket_id}");
     for mailbox in [
         "billing@example.test",
         "support@example.test",
         "sales@example.test",
     ] {
         lab.wait_flagged(mailbox, id, "$Triaged");
+        lab.wait_flagged(mailbox, id, &ticket_mark);
     }
     lab.drain();
     // Support reads the customer's own copy; nobody forwarded it another.

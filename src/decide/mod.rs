@@ -270,6 +270,12 @@ pub struct Plan {
 pub struct Marks {
     pub keywords: Vec<&'static str>,
     pub move_to: Option<String>,
+    /// The ticket's own keyword too (see [`crate::ticket::ticket_keyword`]), for a message
+    /// that has copies in other watched mailboxes: whoever reads any of them can find
+    /// that it is handled, and as which ticket. Set at record, where a new ticket's id
+    /// is known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ticket: bool,
 }
 
 impl Plan {
@@ -318,9 +324,11 @@ pub fn decide(
         return ignore(Suppression::OwnMail);
     }
     if let Some(ticket) = &thread.already_triaged {
+        let plan = ignore(Suppression::AlreadyTriaged);
         return Plan {
             ticket: Some(ticket.clone()),
-            ..ignore(Suppression::AlreadyTriaged)
+            marks: plan.marks.map(|m| with_copies(m, rules, mailbox, mail)),
+            ..plan
         };
     }
     if let Some(why) = robot(mail) {
@@ -394,7 +402,7 @@ pub fn decide(
         who: Some(who),
         names,
         hops: hops(mailbox, joined.map(|(t, _)| t), &route),
-        marks: Some(marks(mailbox, &route)),
+        marks: Some(with_copies(marks(mailbox, &route), rules, mailbox, mail)),
         route,
         lifecycle: life,
     }
@@ -545,11 +553,22 @@ fn marks(mailbox: &Mailbox, route: &Route) -> Marks {
         Route::Forward { .. } => Marks {
             keywords: vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
             move_to: mailbox.forwarded_folder.clone(),
+            ticket: false,
         },
         _ => Marks {
             keywords: vec![KEYWORD_TRIAGED],
             move_to: None,
+            ticket: false,
         },
+    }
+}
+
+/// `m`, with the ticket's keyword when the message was also sent to other watched
+/// mailboxes (each copy is marked with the ticket it belongs to).
+fn with_copies(m: Marks, rules: &Rules, mailbox: &Mailbox, mail: &Mail) -> Marks {
+    Marks {
+        ticket: !also_sent_to(rules, mail, &mailbox.address).is_empty(),
+        ..m
     }
 }
 
@@ -693,6 +712,7 @@ fn ignore(why: Suppression) -> Plan {
         marks: Some(Marks {
             keywords: vec![KEYWORD_TRIAGED],
             move_to: None,
+            ticket: false,
         }),
         lifecycle: Lifecycle::default(),
     }
@@ -1223,6 +1243,26 @@ mod tests {
     }
 
     #[test]
+    fn every_copy_of_a_message_to_several_watched_mailboxes_is_marked_with_its_ticket() {
+        let marks = |cc: &str, thread: &ThreadView| {
+            plan_for("billing", cc, "Site is down", "error 500", thread)
+                .marks
+                .unwrap()
+        };
+        let fresh = ThreadView::default();
+        assert!(marks("Cc: support@example.test\r\n", &fresh).ticket);
+        assert!(!marks("Cc: bob@mail.example\r\n", &fresh).ticket);
+        // The copy triaged second: known, marked with the ticket all the same.
+        let known = ThreadView {
+            already_triaged: Some("T-1001".into()),
+            ..ThreadView::default()
+        };
+        let m = marks("Cc: support@example.test\r\n", &known);
+        assert!(m.ticket && m.keywords == vec![KEYWORD_TRIAGED], "{m:?}");
+        assert!(!marks("", &known).ticket);
+    }
+
+    #[test]
     fn a_stranger_who_names_a_ticket_opens_one_of_their_own() {
         let thread = ivans_ticket("ivan@mail.example", &[]);
         let p = written_by("Mallory <mallory@evil.example>", "", &thread);
@@ -1441,7 +1481,8 @@ mod tests {
             p.marks,
             Some(Marks {
                 keywords: vec![KEYWORD_TRIAGED, KEYWORD_FORWARDED],
-                move_to: None
+                move_to: None,
+                ticket: false,
             })
         );
     }

@@ -17,7 +17,7 @@ use crate::when;
 use super::report::{self, AckReport, Action, PlannedMail, Report};
 use super::thread::subject_key;
 use super::{message_key, Case, Evaluation, Incoming};
-use crate::ticket::KEYWORD_QUARANTINED;
+use crate::ticket::{ticket_keyword, KEYWORD_QUARANTINED};
 
 /// A message that opens or joins no ticket (ignored, left in place): its index entry,
 /// so it is not looked at again, and its mark.
@@ -39,9 +39,10 @@ pub fn untracked(
         }
         _ => (Disposition::Left, None),
     };
+    let mark = mark(inc, ev.plan.marks.as_ref(), ticket.as_deref());
     let message = message(inc.mailbox, disposition, ticket, &when::stamp(now));
     let rec = Record {
-        mark: mark(inc, ev.plan.marks.as_ref()),
+        mark,
         ..index_only(inc, ev.key.clone(), message)
     };
     store.commit(&rec)?;
@@ -60,7 +61,7 @@ pub fn in_thread(
 ) -> Result<Report, StoreError> {
     let id = Some(ticket.id.clone());
     let rec = Record {
-        mark: mark(inc, ev.plan.marks.as_ref()),
+        mark: mark(inc, ev.plan.marks.as_ref(), Some(&ticket.id)),
         outgoing,
         ticket: Some(ticket),
         ..index_only(
@@ -96,7 +97,7 @@ pub fn record(
         counted: (ev.plan.ack_to.as_deref())
             .map(|to| crate::decide::cap_keys(to, time::OffsetDateTime::from(case.now)))
             .unwrap_or_default(),
-        mark: mark(inc, ev.plan.marks.as_ref()),
+        mark: mark(inc, ev.plan.marks.as_ref(), Some(&ticket.id)),
         outgoing,
         subject_key: subject_key(&ev.mail).filter(|_| ev.plan.from_customer),
         ticket: Some(ticket),
@@ -139,14 +140,19 @@ fn duplicate(prev: MessageRecord, report: &mut Report) {
     };
 }
 
-/// The planned marks of a message that came from the server; files get none.
-fn mark(inc: Incoming<'_>, marks: Option<&Marks>) -> Option<Mark> {
+/// The planned marks of a message that came from the server, with the keyword of
+/// `ticket` when they ask for it; files get none.
+fn mark(inc: Incoming<'_>, marks: Option<&Marks>, ticket: Option<&str>) -> Option<Mark> {
     let (cp, marks) = (inc.source?, marks?);
+    let mut keywords: Vec<String> = marks.keywords.iter().map(|k| k.to_string()).collect();
+    if marks.ticket {
+        keywords.extend(ticket.and_then(ticket_keyword));
+    }
     Some(Mark {
         mailbox: inc.mailbox.key.clone(),
         uid_validity: cp.uid_validity,
         uid: cp.last_uid,
-        keywords: marks.keywords.iter().map(|k| k.to_string()).collect(),
+        keywords,
         move_to: marks.move_to.clone(),
     })
 }
@@ -233,7 +239,9 @@ fn keep(
             Some(&Marks {
                 keywords: vec![KEYWORD_QUARANTINED],
                 move_to: None,
+                ticket: false,
             }),
+            None,
         ),
         ..index_only(inc, key, message)
     })?;

@@ -195,6 +195,21 @@ pub struct Mark {
     pub move_to: Option<String>,
 }
 
+impl Mark {
+    /// The same mark with its ticket keyword, if it has one, naming `ticket` instead: a
+    /// copy recorded second belongs to the ticket recorded first.
+    fn of_ticket(&self, ticket: Option<&str>) -> Mark {
+        let prefix = crate::ticket::TICKET_KEYWORD;
+        let mut m = self.clone();
+        if m.keywords.iter().any(|k| k.starts_with(prefix)) {
+            m.keywords.retain(|k| !k.starts_with(prefix));
+            m.keywords
+                .extend(ticket.and_then(crate::ticket::ticket_keyword));
+        }
+        m
+    }
+}
+
 /// Everything one triaged message changes, written at once.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -632,9 +647,11 @@ impl Store {
                         err: e.to_string(),
                     })
                 })?;
-                // Still mark the server copy and advance the checkpoint: it is handled.
+                // Still mark the server copy and advance the checkpoint: it is handled,
+                // as part of the ticket recorded first.
                 if let Some(mark) = &rec.mark {
-                    marks.insert(mark_key(mark), json(mark))?;
+                    let mark = mark.of_ticket(prev.ticket.as_deref());
+                    marks.insert(mark_key(&mark), json(&mark))?;
                 }
                 if let Some(cp) = rec.source {
                     advance(cps, &rec.mailbox, cp)?;
@@ -1240,6 +1257,28 @@ mod tests {
             "nothing moved aside"
         );
         drop(first);
+    }
+
+    #[test]
+    fn a_copy_recorded_second_is_marked_with_the_ticket_recorded_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.commit(&record("<A@x>", 5)).unwrap(), Committed::Done);
+        // The same message at sales@, decided at the same time with a ticket of its own.
+        let mut copy = record("<A@x>", 9);
+        copy.mailbox = "sales".into();
+        let mark = copy.mark.as_mut().unwrap();
+        mark.mailbox = "sales".into();
+        mark.keywords = vec!["$Triaged".into(), "$Ticket_T-1002".into()];
+        assert!(matches!(
+            s.commit(&copy).unwrap(),
+            Committed::AlreadyKnown(_)
+        ));
+        let marks = s.pending_marks("sales").unwrap();
+        assert_eq!(
+            marks[0].keywords,
+            vec!["$Triaged".to_string(), "$Ticket_T-1001".to_string()]
+        );
     }
 
     #[test]

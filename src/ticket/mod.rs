@@ -46,6 +46,19 @@ pub struct Writer {
     pub why: String,
 }
 
+/// The keyword that marks a message with its ticket (`$Ticket_T-1001`), for the copies
+/// of a message sent to several watched mailboxes; `None` for an id with a character an
+/// IMAP keyword cannot hold. One keyword per such ticket: a mailbox's list of keywords
+/// grows with the tickets whose messages went to several mailboxes, not with all mail.
+pub fn ticket_keyword(id: &str) -> Option<String> {
+    let atom = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    (!id.is_empty() && id.len() <= 40 && id.chars().all(atom))
+        .then(|| format!("{TICKET_KEYWORD}{id}"))
+}
+
+/// How every ticket keyword begins.
+pub const TICKET_KEYWORD: &str = "$Ticket_";
+
 /// One line of a ticket's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
