@@ -95,6 +95,13 @@ fn decision_lines(s: &mut String, mb: &Mailbox, r: &Report) {
             ack.suppressed.map_or("-", |s| s.code())
         );
     }
+    if let Some(due) = &r.answer_by {
+        let clock = match due.hours.as_str() {
+            "" => ", around the clock".to_string(),
+            hours => format!(" of working time, {hours}"),
+        };
+        let _ = writeln!(s, "answer by: {} (within {}{clock})", due.words, due.within);
+    }
     for m in &r.mails {
         let _ = writeln!(s, "mail:      {} -> {}", m.kind, m.to.join(", "));
     }

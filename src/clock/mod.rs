@@ -165,6 +165,40 @@ impl BusinessHours {
     }
 }
 
+impl std::fmt::Display for BusinessHours {
+    /// As written in rules.toml: "Mon-Fri 09:00-18:00 Europe/Moscow" (runs of days from
+    /// Monday on; a week that wraps round shows as two runs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < 7 {
+            if !self.days[i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i + 1 < 7 && self.days[i + 1] {
+                i += 1;
+            }
+            runs.push(match i - start {
+                0 => NAMES[start].to_string(),
+                _ => format!("{}-{}", NAMES[start], NAMES[i]),
+            });
+            i += 1;
+        }
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(
+            f,
+            "{} {}-{} {}",
+            runs.join(","),
+            hm(self.from_minute),
+            hm(self.to_minute),
+            self.zone.name()
+        )
+    }
+}
+
 /// "Mon-Fri", "Sat,Sun", "Fri-Mon": ranges wrap round the end of the week.
 fn days_of(days: &str) -> Result<[bool; 7], String> {
     let mut set = [false; 7];
@@ -251,6 +285,11 @@ impl Calendar {
     /// Whether the queue named business hours.
     pub fn has_hours(&self) -> bool {
         self.named_hours
+    }
+
+    /// The business hours the queue named, as written; `None` when it works all day.
+    pub fn hours(&self) -> Option<&BusinessHours> {
+        self.named_hours.then_some(&self.hours)
     }
 
     pub fn holidays(&self) -> &BTreeSet<Date> {

@@ -159,7 +159,7 @@ pub fn explain(
         }
     };
     let ev = evaluate(rules, store, mailbox, mail, raw, now)?;
-    Ok(report::report(rules, mailbox, &ev))
+    Ok(report::report(rules, mailbox, &ev, now))
 }
 
 /// Triage one message: decide, compose and record it in one transaction. The mails go
@@ -194,7 +194,7 @@ pub fn triage_within(
     if let Err(e) = budget.check("classify and decide") {
         return Ok(over(e)?);
     }
-    let report = report::report(rules, inc.mailbox, &ev);
+    let report = report::report(rules, inc.mailbox, &ev, now);
     if let Route::Record { .. } = ev.plan.route {
         return robot::in_thread(rules, store, inc, &ev, report, now);
     }
@@ -377,6 +377,35 @@ mod tests {
             folder: None,
         };
         triage(r, store, inc, now).unwrap()
+    }
+
+    #[test]
+    fn explain_says_when_the_answer_to_a_new_request_is_due_on_the_queues_clock() {
+        // Friday 17:00 in Moscow; support answers within 4 working hours, Mon-Fri 9-18.
+        let r = crate::config::testing::shipped_with(
+            "# business_hours = \"Mon-Fri 09:00-18:00 Europe/Moscow\"",
+            "business_hours = \"Mon-Fri 09:00-18:00 Europe/Moscow\"",
+        );
+        let friday = crate::when::parse("2026-12-04T14:00:00Z").unwrap();
+        let raw = mail("ivan@mail.example", "Site down", "due1@x");
+        let report = explain(&r, None, &r.mailboxes["support"], &raw, friday.into()).unwrap();
+        let due = report.answer_by.expect("a new request has a due time");
+        // One hour on Friday, three on Monday from 09:00.
+        assert_eq!(due.at, "2026-12-07T09:00:00Z");
+        assert_eq!(due.words, "Monday 7 December, 12:00 (MSK)");
+        assert_eq!(due.within, "4 hours");
+        assert_eq!(due.hours, "Mon-Fri 09:00-18:00 Europe/Moscow");
+        // Mail that opens no ticket has none.
+        let own = "From: support@example.test\r\nTo: support@example.test\r\nSubject: x\r\nMessage-ID: <T-1.1.ack.0@mailtriage.example.test>\r\n\r\nx\r\n";
+        let report = explain(
+            &r,
+            None,
+            &r.mailboxes["support"],
+            own.as_bytes(),
+            friday.into(),
+        )
+        .unwrap();
+        assert!(report.answer_by.is_none(), "{report:?}");
     }
 
     #[test]

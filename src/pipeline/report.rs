@@ -8,7 +8,9 @@ use crate::classify::{Fired, Score};
 use crate::config::{Mailbox, Rules};
 use crate::decide::{AckPlan, JoinedBy, Plan, Role, Route, Suppression};
 use crate::ticket::MailKind;
+use crate::when;
 use crate::words::{self, queue_name};
+use std::time::SystemTime;
 
 use super::Evaluation;
 
@@ -102,10 +104,27 @@ pub struct Report {
     /// The ticket a stranger named: their message opened a ticket of its own.
     #[serde(default)]
     pub names: Option<String>,
+    /// When the owning queue's answer to a request this message opens is due, on the
+    /// queue's working-time clock (what the acknowledgement promises).
+    #[serde(default)]
+    pub answer_by: Option<AnswerBy>,
+}
+
+/// When an answer is due, and on which clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerBy {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// In the queue's zone, as the acknowledgement says it: "Monday 7 December, 12:00 (MSK)".
+    pub words: String,
+    /// The queue's response time: "4 hours".
+    pub within: String,
+    /// Its business hours, "Mon-Fri 09:00-18:00 Europe/Moscow"; empty when it works all day.
+    pub hours: String,
 }
 
 /// The report of an evaluated message, before anything is recorded.
-pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
+pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation, now: SystemTime) -> Report {
     let (action, reason) = action_and_reason(rules, mailbox, &ev.plan.route);
     // A follow-up is not classified again: it goes where its ticket lives.
     let joined = ev.plan.ticket.is_some();
@@ -146,7 +165,29 @@ pub fn report(rules: &Rules, mailbox: &Mailbox, ev: &Evaluation) -> Report {
         role: ev.plan.who.as_ref().map(|w| w.role),
         role_reason: ev.plan.who.as_ref().map(|w| w.reason.clone()),
         names: ev.plan.names.clone(),
+        answer_by: answer_by(rules, &ev.plan, now),
     }
+}
+
+/// When the answer to the request `plan` opens is due: the queue's response time in its
+/// working time from `now`. `None` for a message that opens no ticket of a customer's
+/// (a follow-up keeps the clock of its ticket, which `tickets show` has).
+fn answer_by(rules: &Rules, plan: &Plan, now: SystemTime) -> Option<AnswerBy> {
+    if !plan.opens_ticket() || !plan.from_customer {
+        return None;
+    }
+    let queue = rules.queues.get(plan.queue()?)?;
+    let due = queue.calendar.add(now.into(), queue.response_time)?;
+    Some(AnswerBy {
+        at: when::stamp(due.into()),
+        words: words::moment(due, queue.calendar.zone(), "en"),
+        within: words::duration(queue.response_time, "en"),
+        hours: queue
+            .calendar
+            .hours()
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+    })
 }
 
 fn action_and_reason(rules: &Rules, mailbox: &Mailbox, route: &Route) -> (Action, String) {
@@ -250,6 +291,7 @@ pub fn quarantined(mailbox: &Mailbox, reason: String) -> Report {
         role: None,
         role_reason: None,
         names: None,
+        answer_by: None,
     }
 }
 
