@@ -118,6 +118,41 @@ fn reading_the_files_reloads_nothing_and_an_edit_is_applied_or_refused_once() {
     assert!(daemon.stop().success());
 }
 
+/// An iCalendar file with one day off.
+fn holidays(day: &str) -> String {
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1@example.test\r\nDTSTART;VALUE=DATE:{day}\r\nSUMMARY:Day off\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+}
+
+#[test]
+fn an_edited_holidays_file_is_reloaded_like_the_rules() {
+    let rules = shipped_rules().replacen(
+        "# holidays_file = \"holidays.ics\"",
+        "holidays_file = \"holidays.ics\"",
+        1,
+    );
+    assert!(rules.contains("\nholidays_file = \"holidays.ics\""));
+    let lab = Lab::setup().rules(&rules).start();
+    let ics = lab.rules.with_file_name("holidays.ics");
+    std::fs::write(&ics, holidays("20261231")).unwrap();
+    let daemon = lab.daemon();
+    wait_status(&daemon, &lab.state, all_connected);
+    let before = status(&lab.state)["rules_version"].clone();
+
+    // The admin adds a day off: the calendar application exports the file again.
+    save(&ics, &holidays("20270101"));
+    daemon.wait_log("Rules reloaded.");
+    let after = status(&lab.state)["rules_version"].clone();
+    assert_ne!(before, after, "the holidays are part of the rules in force");
+
+    // A broken export is refused, naming the file; the rules in force stay.
+    save(&ics, "not a calendar");
+    daemon.wait_log("Rules not reloaded");
+    let refused = daemon.log_line("Rules not reloaded");
+    assert!(refused.contains("holidays.ics"), "{refused}");
+    assert_eq!(status(&lab.state)["rules_version"], after);
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn a_broken_rules_file_keeps_the_old_rules_and_a_good_edit_applies_without_restart() {
     let lab = Lab::setup().rules(&shipped_rules()).start();

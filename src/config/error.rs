@@ -71,6 +71,8 @@ pub(crate) struct Collector<'a> {
     /// Design mistakes that do not stop loading (a queue nothing routes to, a regex
     /// that matches the empty string): `check` prints them, the daemon logs them.
     pub warnings: Vec<ConfigError>,
+    /// Other files the text names and that were read (holidays calendars).
+    pub read: Vec<PathBuf>,
 }
 
 impl<'a> Collector<'a> {
@@ -80,6 +82,7 @@ impl<'a> Collector<'a> {
             text,
             errors: Vec::new(),
             warnings: Vec::new(),
+            read: Vec::new(),
         }
     }
 

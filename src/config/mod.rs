@@ -19,8 +19,8 @@ mod templates;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use rules::{
-    version_of, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue, Roles, Rule,
-    RuleTest, Rules, Unmatched,
+    version_of, version_with, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue,
+    Roles, Rule, RuleTest, Rules, Unmatched,
 };
 pub use settings::{
     Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since, Start, TlsMode,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use crate::config::{version_of, Rule, Rules};
+use crate::config::{version_of, version_with, Rule, Rules};
 use crate::runtime::runner::Shared;
 use crate::runtime::status::Board;
 use crate::runtime::systemd;
@@ -184,33 +184,41 @@ fn changes_text(kind: &notify::EventKind) -> bool {
     }
 }
 
-/// Watches the folders of the rules and settings files; changes to either file's text
-/// are sent on `tx`. Keep the returned watcher alive as long as it should run.
+/// Watches the folders of the rules file, of the files the rules read (`others`:
+/// holidays calendars) and of the settings file; changes to their text are sent on
+/// `tx`. Keep the returned watcher alive as long as it should run.
 pub fn watch(
     rules: &Path,
+    others: &[PathBuf],
     settings: &Path,
     tx: mpsc::UnboundedSender<Changed>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
     use notify::Watcher as _;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (rules, settings) = (abs(rules), abs(settings));
+    let rules: Vec<PathBuf> = std::iter::once(rules)
+        .chain(others.iter().map(PathBuf::as_path))
+        .map(abs)
+        .collect();
+    let settings = abs(settings);
     let (r, s) = (rules.clone(), settings.clone());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if !changes_text(&event.kind) {
             return;
         }
-        if event.paths.contains(&r) {
+        if event.paths.iter().any(|p| r.contains(p)) {
             let _ = tx.send(Changed::Rules);
         }
         if event.paths.contains(&s) {
             let _ = tx.send(Changed::Settings);
         }
     })?;
-    let mut dirs: Vec<PathBuf> = [&rules, &settings]
+    let mut dirs: Vec<PathBuf> = rules
         .iter()
+        .chain(std::iter::once(&settings))
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect();
+    dirs.sort();
     dirs.dedup();
     for d in dirs {
         watcher.watch(&d, notify::RecursiveMode::NonRecursive)?;
@@ -235,6 +243,13 @@ fn digest(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|t| version_of(&t))
 }
 
+/// The version the rules file and the files the rules in force read would have now.
+fn rules_digest(path: &Path, others: &[PathBuf]) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| version_with(&t, others))
+}
+
 /// The reload task: reloads the rules on SIGHUP and when rules.toml changes; says that
 /// a change to mailtriage.toml needs a restart.
 pub async fn run(
@@ -244,14 +259,11 @@ pub async fn run(
     mut hup: tokio::signal::unix::Signal,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // The files the rules in force read besides rules.toml; watched as well, and watched
+    // anew when a reload changes them.
+    let mut others = shared.rules.load().files.clone();
     // Kept alive for as long as this task runs.
-    let _watcher = match watch(&rules_path, &config_path, tx) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(file = %rules_path.display(), error = %e, "Cannot watch the rules file; reload with SIGHUP.");
-            None
-        }
-    };
+    let mut watcher = watch_or_warn(&rules_path, &others, &config_path, &tx);
     // The texts last handled: a file event with the same text is no change.
     let mut rules_seen = Some(shared.rules.load().version.clone());
     let mut settings_seen = digest(&config_path);
@@ -259,9 +271,9 @@ pub async fn run(
         let (rules_event, settings_event) = tokio::select! {
             _ = shared.stop.cancelled() => break,
             _ = hup.recv() => {
-                rules_seen = digest(&rules_path);
+                rules_seen = rules_digest(&rules_path, &others);
                 reload_now(&rules_path, &shared, "SIGHUP").await;
-                continue;
+                (false, false)
             }
             c = rx.recv() => match c {
                 Some(c) => settle(c, &mut rx).await,
@@ -271,8 +283,37 @@ pub async fn run(
         if settings_event && changed(&config_path, &mut settings_seen) {
             tracing::warn!(file = %config_path.display(), "Settings file changed; settings are not reloaded, restart the daemon to apply them.");
         }
-        if rules_event && changed(&rules_path, &mut rules_seen) {
-            reload_now(&rules_path, &shared, "file changed").await;
+        if rules_event {
+            let now = rules_digest(&rules_path, &others);
+            // An unreadable file is a change each time: the reload says what is wrong.
+            if now.is_none() || now != rules_seen {
+                rules_seen = now;
+                reload_now(&rules_path, &shared, "file changed").await;
+            }
+        }
+        let files = shared.rules.load().files.clone();
+        if files != others {
+            others = files;
+            rules_seen = Some(shared.rules.load().version.clone());
+            drop(watcher);
+            watcher = watch_or_warn(&rules_path, &others, &config_path, &tx);
+        }
+    }
+    drop(watcher);
+}
+
+/// [`watch`], or a warning that only SIGHUP reloads.
+fn watch_or_warn(
+    rules: &Path,
+    others: &[PathBuf],
+    settings: &Path,
+    tx: &mpsc::UnboundedSender<Changed>,
+) -> Option<notify::RecommendedWatcher> {
+    match watch(rules, others, settings, tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(file = %rules.display(), error = %e, "Cannot watch the rules file; reload with SIGHUP.");
+            None
         }
     }
 }

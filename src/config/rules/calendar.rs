@@ -42,6 +42,9 @@ pub(super) fn compile_holidays(
     if let Some(f) = file {
         let key = format!("{base}.holidays_file");
         let path = beside(c.file(), f.get_ref());
+        if !c.read.contains(&path) {
+            c.read.push(path.clone());
+        }
         match read_ics(&path) {
             Ok(ics) => {
                 for (line, message) in ics.skipped {

@@ -17,7 +17,7 @@ pub(super) mod values;
 mod warnings;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use sha2::Digest;
@@ -65,8 +65,12 @@ pub struct Rules {
     pub tests: Vec<RuleTest>,
     /// Design mistakes that do not stop loading; `check` prints them.
     pub warnings: Vec<ConfigError>,
-    /// Short digest of the file's text: tells which rules a running daemon uses.
+    /// Short digest of the file's text and of the files it names: tells which rules a
+    /// running daemon uses.
     pub version: String,
+    /// The other files the rules were read from (holidays calendars): a change to one
+    /// is a change to the rules.
+    pub files: Vec<PathBuf>,
 }
 
 impl Rules {
@@ -87,7 +91,8 @@ impl Rules {
             return Err(ConfigErrors(c.errors));
         };
         let mut rules = compile(&mut c, file);
-        rules.version = version_of(text);
+        rules.files = std::mem::take(&mut c.read);
+        rules.version = version_with(text, &rules.files);
         rules.warnings = std::mem::take(&mut c.warnings);
         c.finish(rules)
     }
@@ -129,6 +134,27 @@ impl Rules {
 /// that changed from one that was only read.
 pub fn version_of(text: &str) -> String {
     format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12].to_string()
+}
+
+/// The version of rules whose text is `text` and that read `files`: the text's digest
+/// when they name no other file, else the digest of all of them, so that an edited
+/// calendar is a new version. A file that cannot be read counts as such.
+pub fn version_with(text: &str, files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return version_of(text);
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(text.as_bytes());
+    for f in files {
+        h.update(b"\0");
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        match std::fs::read(f) {
+            Ok(bytes) => h.update(&bytes),
+            Err(_) => h.update(b"\0unreadable"),
+        }
+    }
+    format!("{:x}", h.finalize())[..12].to_string()
 }
 
 /// Each section in the order errors are reported; a later section checks the names it
@@ -180,6 +206,7 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
         tests,
         warnings: Vec::new(),
         version: String::new(),
+        files: Vec::new(),
     };
     warnings::design_warnings(c, &rules);
     rules
