@@ -182,8 +182,21 @@ fn held_mails(store: &Store, id: &str, text: bool) -> Vec<HeldMail> {
         })
     };
     let shadow = store.shadow_mails().unwrap_or_default().into_iter();
-    let waiting = store.outbox().unwrap_or_default().into_iter();
-    let dead = store.dead_letters().unwrap_or_default().into_iter();
+    // Without their text, the heads: a big mail's bytes stay in the spool.
+    let (waiting, dead) = if text {
+        (
+            store.outbox().unwrap_or_default(),
+            store.dead_letters().unwrap_or_default(),
+        )
+    } else {
+        let heads = store.outbox_heads().unwrap_or_default().into_iter();
+        let dead = store.dead_letter_entries().unwrap_or_default().into_iter();
+        (
+            heads.map(|(k, s)| (k, s.mail)).collect(),
+            dead.map(|(_, why, s)| (why, s.mail)).collect(),
+        )
+    };
+    let (waiting, dead) = (waiting.into_iter(), dead.into_iter());
     shadow
         .filter_map(|m| held(Held::NotSent, None, m))
         .chain(waiting.filter_map(|(_, m)| held(Held::Waiting, None, m)))
