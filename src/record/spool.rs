@@ -93,6 +93,16 @@ impl Spool {
         Ok(removed)
     }
 
+    /// How many files the spool holds, and their bytes.
+    pub fn usage(&self) -> io::Result<(usize, u64)> {
+        let (mut n, mut bytes) = (0, 0);
+        for entry in fs::read_dir(&self.dir)? {
+            n += 1;
+            bytes += entry?.metadata()?.len();
+        }
+        Ok((n, bytes))
+    }
+
     /// A name as a path inside the spool; a name a record holds is one this module
     /// made, and anything else (a path, `..`) is a damaged record.
     fn path(&self, name: &str) -> io::Result<PathBuf> {
