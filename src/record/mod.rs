@@ -15,6 +15,9 @@
 //!   began and never ended (the daemon died on it), cleared by the message's commit;
 //! - `quarantined`: the messages kept for an operator, where they lie and why.
 //!
+//! Beside the database, the spool ([`spool`]) holds the bytes of the big outgoing mails
+//! that `outbox`, `dead_letters` and `shadow_mails` entries name.
+//!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
@@ -494,10 +497,20 @@ impl Store {
         }
     }
 
-    /// Removes the spool files of entries whose removal is now on disk.
-    fn flushed(&self) {
-        let doomed = std::mem::take(&mut *self.doomed.lock().expect("doomed list"));
-        self.unspool(&doomed.into_iter().map(Some).collect::<Vec<_>>());
+    /// The spool files of the entries removed so far: taken before a flush begins, since
+    /// only the removals written before it began are surely on disk when it ends.
+    fn doomed_now(&self) -> Vec<String> {
+        std::mem::take(&mut *self.doomed.lock().expect("doomed list"))
+    }
+
+    /// After a flush: removes the files of `doomed`, whose entries' removal is on disk
+    /// when it `worked`, or keeps them for the next flush.
+    fn flushed(&self, doomed: Vec<String>, worked: bool) {
+        if worked {
+            self.unspool(&doomed.into_iter().map(Some).collect::<Vec<_>>());
+        } else {
+            self.doomed.lock().expect("doomed list").extend(doomed);
+        }
     }
 
     /// `s` with its bytes, read from the spool when the entry does not hold them.
@@ -566,14 +579,18 @@ impl Store {
     /// Makes everything written so far durable. Called once per batch, before any mail
     /// of that batch is handed to SMTP.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.flushed();
+        let doomed = self.doomed_now();
+        let r = self.db.flush();
+        self.flushed(doomed, r.is_ok());
+        r?;
         Ok(())
     }
 
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        self.flushed();
+        let doomed = self.doomed_now();
+        let r = self.db.flush_async().await;
+        self.flushed(doomed, r.is_ok());
+        r?;
         Ok(())
     }
 
