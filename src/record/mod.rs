@@ -708,14 +708,19 @@ impl Store {
         Ok(self.shadow_tickets.contains_key(id.as_bytes())?)
     }
 
-    /// Mails shadow mode decided, in the order they were decided.
+    /// Mails shadow mode decided, in the order they were decided, with their bytes.
     pub fn shadow_mails(&self) -> Result<Vec<OutMail>, StoreError> {
+        self.shadow_heads()?
+            .into_iter()
+            .map(|s| self.loaded(s))
+            .collect()
+    }
+
+    /// Mails shadow mode decided, as stored: the bytes of a big one stay in the spool.
+    pub fn shadow_heads(&self) -> Result<Vec<Stored>, StoreError> {
         self.shadow_mails
             .iter()
-            .map(|r| {
-                let (_, v) = r?;
-                self.loaded(decode_out(&v)?)
-            })
+            .map(|r| decode_out(&r?.1))
             .collect()
     }
 
