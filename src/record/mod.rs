@@ -1036,7 +1036,7 @@ impl Store {
     /// removal is flushed before its place is given to the next entry), so any mail
     /// whose answer was lost is among them. SMTP has no two-phase commit: this is as
     /// close as the sender can name them.
-    pub fn outbox_uncertain(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
+    pub fn outbox_uncertain(&self) -> Result<Vec<(u64, Stored)>, StoreError> {
         if self.meta.contains_key(OUTBOX_STOPPED_CLEAN)? {
             return Ok(Vec::new());
         }
@@ -1046,7 +1046,7 @@ impl Store {
             .get(OUTBOX_WINDOW)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1);
-        self.outbox_first(window as usize)
+        self.outbox_stored(window as usize)
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
@@ -1545,13 +1545,13 @@ mod tests {
     #[test]
     fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
         let (_dir, s) = store_with_mails(5);
-        let ids = |v: Vec<(u64, OutMail)>| -> Vec<String> {
-            v.into_iter().map(|(_, m)| m.message_id).collect()
+        let ids = |v: Vec<(u64, Stored)>| -> Vec<String> {
+            v.into_iter().map(|(_, s)| s.mail.message_id).collect()
         };
         // A state that never sent (or an older version's): the first entry.
         assert_eq!(ids(s.outbox_uncertain().unwrap()).len(), 1);
         s.outbox_sending_starts(3).unwrap();
-        let first3: Vec<String> = ids(s.outbox().unwrap()).into_iter().take(3).collect();
+        let first3: Vec<String> = ids(s.outbox_heads().unwrap()).into_iter().take(3).collect();
         assert_eq!(ids(s.outbox_uncertain().unwrap()), first3);
         futures::executor::block_on(s.outbox_stopped_clean()).unwrap();
         assert!(s.outbox_uncertain().unwrap().is_empty());
