@@ -1729,6 +1729,30 @@ mod tests {
     }
 
     #[test]
+    fn a_state_moved_aside_takes_its_spool_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit(&big_record("m1", 1, 100_000).0).unwrap();
+            s.flush().unwrap();
+        }
+        let files = spool_files(dir.path());
+        std::fs::write(dir.path().join("db/conf"), b"\x9c\xff garbage").unwrap();
+        let (s, aside) = Store::open_or_recover(dir.path()).unwrap();
+        let aside = aside.expect("moved aside").0;
+        let stamp = aside
+            .to_string_lossy()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .to_string();
+        let kept = dir.path().join(format!("spool.broken-{stamp}"));
+        assert_eq!(std::fs::read_dir(&kept).unwrap().count(), files.len());
+        assert!(spool_files(dir.path()).is_empty());
+        assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
     fn a_big_dead_letter_keeps_its_bytes_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
