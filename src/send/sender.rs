@@ -54,8 +54,10 @@ struct Pending {
 /// Outbox entries read at a time: the sender holds at most this many mails in memory,
 /// whatever the outbox holds (a long outage leaves thousands).
 const DRAIN_BATCH: usize = 64;
-/// And at most about this many bytes of them (a mail bigger than that alone): forwards
-/// of big originals must not make a batch of 64 hold hundreds of megabytes.
+/// And at most about this many bytes of entries (one bigger than that alone). A big
+/// mail's entry holds only its head (its bytes are read from the spool at hand-over, one
+/// mail per connection); entries an earlier version wrote hold the whole mail, and 64
+/// forwards of big originals must not be read at once.
 const DRAIN_BYTES: usize = 16 << 20;
 
 /// Sends everything in the outbox once, [`DRAIN_BATCH`] entries (at most [`DRAIN_BYTES`])
