@@ -294,6 +294,14 @@ fn year(c: &mut Criterion) {
     let after = dir_size(&y.dir);
     let now = SystemTime::now();
     let scan_ms = median_scan_ms(&rules, &store, now);
+    // What the live data is, tree by tree, against the files on disk.
+    let trees: Vec<serde_json::Value> = store
+        .sizes()
+        .unwrap()
+        .into_iter()
+        .map(|(name, n, bytes)| serde_json::json!({"tree": name, "entries": n, "bytes": bytes}))
+        .collect();
+    let live: u64 = store.sizes().unwrap().iter().map(|(_, _, b)| b).sum();
     let figures = serde_json::json!({
         "tickets": y.tickets, "messages": y.messages, "raw_mail_bytes": y.raw_bytes,
         "state_bytes_before_sweep": before, "state_bytes_after_retention": after,
@@ -303,6 +311,7 @@ fn year(c: &mut Criterion) {
         "open_state_ms": open_time.as_secs_f64() * 1000.0,
         "generation_s": made.as_secs_f64(),
         "followup_scan_ms": scan_ms,
+        "live_bytes": live, "trees": trees,
     });
     println!("year figures: {figures}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/year-bench.json");

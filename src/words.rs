@@ -230,6 +230,17 @@ pub fn oversized(size: usize, limit: usize, lang: &str) -> String {
     }
 }
 
+/// Added to the reason of a message of more than `max` parts.
+pub fn too_many_parts(max: usize, lang: &str) -> String {
+    if ru(lang) {
+        format!(
+            " (в письме больше {max} частей: его текст не читался, решение принято по заголовкам)"
+        )
+    } else {
+        format!(" (the message has more than {max} parts: its body was not read; the decision rests on its headers)")
+    }
+}
+
 /// The note of a mail that carries only the original's header: how big the original
 /// is, the limit, and where the whole message lies (`place`: mailbox, folder, UID).
 pub fn not_attached(size: usize, limit: usize, place: &str, lang: &str) -> String {

@@ -57,13 +57,18 @@ fn rules_without_daily_cap() -> String {
     )
 }
 
-fn request(i: usize, customer: &str) -> Mail {
+/// Request `i`, its body padded with `padding` bytes of log lines (a forward of more than
+/// 16 KB keeps its bytes in the state's spool).
+fn request(i: usize, customer: &str, padding: usize) -> Mail {
+    let log = "GET /index.html 500 Internal Server Error\n".repeat(padding / 42);
     Mail::from(customer)
         .name(&format!("Customer {i}"))
         .to("billing@example.test")
         .id(&format!("crash-{i}@client.test"))
         .subject(&format!("Website is down ({i})"))
-        .body(&format!("Error 500 on every page since 9:00 (report {i})."))
+        .body(&format!(
+            "Error 500 on every page since 9:00 (report {i}).\n{log}"
+        ))
 }
 
 /// Which original (crash-N) a forward or an acknowledgement is about.
@@ -86,9 +91,9 @@ fn customer_of(customers: &[String], i: usize) -> &str {
 }
 
 /// The backlog is on the server before the daemon first starts.
-fn send_backlog(lab: &Lab, customers: &[String], messages: usize) {
+fn send_backlog(lab: &Lab, customers: &[String], messages: usize, padding: usize) {
     for i in 0..messages {
-        lab.send_mail(&request(i, customer_of(customers, i)));
+        lab.send_mail(&request(i, customer_of(customers, i), padding));
     }
     lab.drain();
     lab.wait_until(
@@ -178,6 +183,22 @@ fn delivered(lab: &Lab, customers: &[String]) -> Delivered {
 fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let messages = env_number("MAILTRIAGE_CRASH_MESSAGES", 100) as usize;
     let cycles = env_number("MAILTRIAGE_CRASH_CYCLES", 5);
+    kill_over_a_backlog(messages, cycles, 0);
+}
+
+/// The same with forwards whose bytes lie in the spool (requests of about 40 KB): a kill
+/// between a spool file and its record, or between a record's removal and its file's,
+/// loses nothing, sends nothing twice, and sends no file no record names.
+#[test]
+fn sigkill_at_random_moments_with_big_forwards_loses_nothing_and_doubles_nothing() {
+    let cycles = env_number("MAILTRIAGE_CRASH_CYCLES", 5);
+    kill_over_a_backlog(30, cycles, 40_000);
+}
+
+/// `messages` requests of `padding` more bytes each in billing@, the daemon killed
+/// `cycles` times over them, then run to the end: every request forwarded and
+/// acknowledged once.
+fn kill_over_a_backlog(messages: usize, cycles: u64, padding: usize) {
     let seed = env_number(
         "MAILTRIAGE_CRASH_SEED",
         SystemTime::now()
@@ -198,7 +219,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let customers: Vec<String> = (1..=20)
         .map(|c| format!("customer{c}@example.test"))
         .collect();
-    send_backlog(&lab, &customers, messages);
+    send_backlog(&lab, &customers, messages, padding);
     kill_at_random_moments(&lab, &mut random, cycles);
 
     // One last run to the end.
@@ -271,6 +292,12 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         copies.keys().collect::<BTreeSet<_>>()
     );
     assert!(archived.values().all(|n| *n == 1), "{archived:?}");
+    // Every mail sent, and the daemon stopped: no spool file is left behind.
+    let spool: Vec<_> = std::fs::read_dir(lab.state.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(spool.is_empty(), "left in the spool: {spool:?}");
 }
 
 /// Each request has its own subject: the same sender with the same subject would be one

@@ -72,10 +72,15 @@ pub struct Incoming<'a> {
     pub folder: Option<&'a str>,
 }
 
-/// Parses a message, reading only the header of one over `company.max_message_size`.
+/// Parses a message, reading only the header of one over `company.max_message_size` or
+/// of more than [`crate::parse::MAX_PARTS`] parts.
 pub fn read_mail(rules: &Rules, raw: &[u8]) -> Result<Mail, crate::parse::ParseError> {
     if raw.len() > rules.company.max_message_size {
         crate::parse::parse_header_only(raw)
+    } else if crate::parse::too_many_parts(raw) {
+        let mut m = crate::parse::parse_header_only(raw)?;
+        m.too_many_parts = true;
+        Ok(m)
     } else {
         parse(raw)
     }
@@ -284,7 +289,9 @@ impl<'a> Case<'a> {
         if !others.is_empty() && !named {
             why.push_str(&words::also_sent(&others, lang));
         }
-        if self.ev.mail.oversized {
+        if self.ev.mail.too_many_parts {
+            why.push_str(&words::too_many_parts(crate::parse::MAX_PARTS, lang));
+        } else if self.ev.mail.oversized {
             let limit = self.rules.company.max_message_size;
             why.push_str(&words::oversized(self.ev.mail.size, limit, lang));
         }
@@ -594,6 +601,32 @@ mod tests {
             fwd.attachment(0).unwrap().message().unwrap().raw_message(),
             &raw[..]
         );
+    }
+
+    #[test]
+    fn a_mail_of_too_many_parts_is_forwarded_on_its_headers_alone() {
+        let r = crate::config::testing::shipped();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Each part costs the parser its structures: 2 million of them, in 20 MB, took
+        // 380 MB.
+        let mut raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <parts@x>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n".to_vec();
+        for _ in 0..=crate::parse::MAX_PARTS {
+            raw.extend_from_slice(b"--B\r\n\r\nplease refund the invoice\r\n");
+        }
+        raw.extend_from_slice(b"--B--\r\n");
+        let rep = triage_file(&r, &store, "billing", &raw, SystemTime::now());
+        assert_eq!(
+            rep.category.as_deref(),
+            Some("technical"),
+            "the parts were not read"
+        );
+        let out = store.outbox().unwrap();
+        let fwd = mail_parser::MessageParser::default()
+            .parse(&out[0].1.raw)
+            .unwrap();
+        let note = fwd.body_text(0).unwrap();
+        assert!(note.contains("more than 10000 parts"), "{note}");
     }
 
     /// The parts of each mail in the outbox, by kind: (content type of the second part,

@@ -15,14 +15,20 @@
 //!   began and never ended (the daemon died on it), cleared by the message's commit;
 //! - `quarantined`: the messages kept for an operator, where they lie and why.
 //!
+//! Beside the database, the spool ([`spool`]) holds the bytes of the big outgoing mails
+//! that `outbox`, `dead_letters` and `shadow_mails` entries name.
+//!
 //! A message's decision, the mails it implies, its mark and the checkpoint advance are
 //! written in one transaction ([`Store::commit`]); a message is therefore either wholly
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
 
 mod adopt;
 mod lifecycle;
+mod spool;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +36,7 @@ use crate::ticket::{OutMail, Ticket};
 
 pub use adopt::{Adoption, Take};
 pub use lifecycle::{Migrated, Swept};
+use spool::Spool;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -137,17 +144,52 @@ impl Disposition {
     }
 }
 
-/// An outbox entry: a length-prefixed JSON head, then the raw mail.
-fn encode_out(m: &OutMail) -> Vec<u8> {
-    let head = serde_json::to_vec(m).expect("OutMail serialises");
-    let mut v = Vec::with_capacity(4 + head.len() + m.raw.len());
+/// Mails bigger than this keep their bytes in the spool ([`spool`]), not in their entry:
+/// sled reclaims a removed value's space only lazily, and holds a value it writes in
+/// memory. Acknowledgements and notes (a few KB) stay in the entry, without a file and its
+/// fsyncs; a forward with its original goes to the spool.
+const SPOOL_ABOVE: usize = 16 << 10;
+
+/// The head of an outbox (dead-letter, shadow) entry: the mail's fields, and the spool
+/// file holding its bytes when the entry does not.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    #[serde(flatten)]
+    mail: &'a OutMail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spool: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct HeadIn {
+    #[serde(flatten)]
+    mail: OutMail,
+    /// Entries of earlier versions have none: their bytes follow the head.
+    #[serde(default)]
+    spool: Option<String>,
+}
+
+/// An outbox entry: a length-prefixed JSON head, then the raw mail, unless the head names
+/// the spool file that holds it (`spool`).
+fn encode_out(m: &OutMail, spool: Option<&str>) -> Vec<u8> {
+    let head = serde_json::to_vec(&HeadOut { mail: m, spool }).expect("OutMail serialises");
+    let body: &[u8] = if spool.is_some() { &[] } else { &m.raw };
+    let mut v = Vec::with_capacity(4 + head.len() + body.len());
     v.extend_from_slice(&(head.len() as u32).to_be_bytes());
     v.extend_from_slice(&head);
-    v.extend_from_slice(&m.raw);
+    v.extend_from_slice(body);
     v
 }
 
-fn decode_out(b: &[u8]) -> Result<OutMail, StoreError> {
+/// A stored outgoing mail: its head, with `raw` when the entry holds the bytes, or the
+/// name of the spool file that does (then `raw` is empty until [`Store::with_bytes`]).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub mail: OutMail,
+    spool: Option<String>,
+}
+
+fn decode_out(b: &[u8]) -> Result<Stored, StoreError> {
     let bad = |err: String| StoreError::Corrupt {
         what: "outbox entry".into(),
         err,
@@ -159,13 +201,30 @@ fn decode_out(b: &[u8]) -> Result<OutMail, StoreError> {
     if b.len() < 4 + n {
         return Err(bad("truncated".into()));
     }
-    let mut m: OutMail = serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
-    m.raw = b[4 + n..].to_vec();
-    Ok(m)
+    let head: HeadIn = serde_json::from_slice(&b[4..4 + n]).map_err(|e| bad(e.to_string()))?;
+    let mut mail = head.mail;
+    if head.spool.is_none() {
+        mail.raw = b[4 + n..].to_vec();
+    }
+    Ok(Stored {
+        mail,
+        spool: head.spool,
+    })
+}
+
+/// The spool file an entry names, read from its head alone.
+fn spooled_in(b: &[u8]) -> Option<String> {
+    let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    #[derive(Deserialize)]
+    struct Spooled {
+        spool: Option<String>,
+    }
+    let head: Spooled = serde_json::from_slice(b.get(4..4 + n)?).ok()?;
+    head.spool
 }
 
 /// A dead letter: the server's answer, a NUL, then the outbox entry as it was.
-fn decode_dead(v: &[u8]) -> Result<(String, OutMail), StoreError> {
+fn decode_dead(v: &[u8]) -> Result<(String, Stored), StoreError> {
     let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
     Ok((
         String::from_utf8_lossy(&v[..nul]).into_owned(),
@@ -274,6 +333,11 @@ pub struct Store {
     retention: sled::Tree,
     /// This handle records in shadow mode (see [`Store::shadowed`]).
     shadow: bool,
+    /// The bytes of big outgoing mails ([`SPOOL_ABOVE`]).
+    spool: Spool,
+    /// Spool files whose records are removed but perhaps not on disk yet: they go after
+    /// the next flush, so that a crash never leaves a record without its bytes.
+    doomed: Arc<Mutex<Vec<String>>>,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -374,8 +438,113 @@ impl Store {
             open: db.open_tree("open_tickets")?,
             retention: db.open_tree("retention")?,
             shadow: false,
+            spool: Spool::open(dir).map_err(|e| StoreError::Sled(e.into()))?,
+            doomed: Arc::default(),
             db,
-        })
+        }
+        .swept())
+    }
+
+    /// Removes the spool files no record names: a crash between a file and its record
+    /// (the message is triaged again), or between a record's removal and its file's (the
+    /// mail was sent or dropped). Neither is ever sent.
+    fn swept(self) -> Store {
+        let named = [&self.outbox, &self.shadow_mails]
+            .into_iter()
+            .flat_map(|t| t.iter().values())
+            .map(|v| v.ok().and_then(|v| spooled_in(&v)))
+            .chain(self.dead.iter().values().map(|v| {
+                let v = v.ok()?;
+                let nul = v.iter().position(|b| *b == 0)?;
+                spooled_in(&v[nul + 1..])
+            }))
+            .flatten()
+            .collect::<HashSet<String>>();
+        match self.spool.sweep(&named) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(files = ?gone, "Spool files no outgoing mail names removed (left by a crash); none is sent.")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Spool cannot be swept; files no mail names stay.")
+            }
+        }
+        self
+    }
+
+    /// Writes the bytes of each big mail of `outgoing` (under its key) to the spool,
+    /// durably; returns, per mail, the file that holds it, if any.
+    fn spool_out(
+        &self,
+        outgoing: &[OutMail],
+        keys: &[u64],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let names: Vec<Option<String>> = outgoing
+            .iter()
+            .zip(keys)
+            .map(|(m, k)| (m.raw.len() > SPOOL_ABOVE).then(|| Spool::name(*k)))
+            .collect();
+        let files: Vec<(String, &[u8])> = names
+            .iter()
+            .zip(outgoing)
+            .filter_map(|(n, m)| Some((n.clone()?, &m.raw[..])))
+            .collect();
+        if let Err(e) = self.spool.put_all(&files) {
+            self.unspool(&names);
+            return Err(StoreError::Sled(e.into()));
+        }
+        Ok(names)
+    }
+
+    /// Removes at once spool files no committed record names.
+    fn unspool(&self, names: &[Option<String>]) {
+        for n in names.iter().flatten() {
+            if let Err(e) = self.spool.remove(n) {
+                tracing::warn!(file = %n, error = %e, "Spool file cannot be removed; the next start does.");
+            }
+        }
+    }
+
+    /// The spool file of a removed entry goes after the next flush.
+    fn doom(&self, entry: &[u8]) {
+        if let Some(n) = spooled_in(entry) {
+            self.doomed.lock().expect("doomed list").push(n);
+        }
+    }
+
+    /// The spool files of the entries removed so far: taken before a flush begins, since
+    /// only the removals written before it began are surely on disk when it ends.
+    fn doomed_now(&self) -> Vec<String> {
+        std::mem::take(&mut *self.doomed.lock().expect("doomed list"))
+    }
+
+    /// After a flush: removes the files of `doomed`, whose entries' removal is on disk
+    /// when it `worked`, or keeps them for the next flush.
+    fn flushed(&self, doomed: Vec<String>, worked: bool) {
+        if worked {
+            self.unspool(&doomed.into_iter().map(Some).collect::<Vec<_>>());
+        } else {
+            self.doomed.lock().expect("doomed list").extend(doomed);
+        }
+    }
+
+    /// `s` with its bytes, read from the spool when the entry does not hold them.
+    pub fn with_bytes(&self, s: &Stored) -> Result<OutMail, StoreError> {
+        let mut m = s.mail.clone();
+        if let Some(n) = &s.spool {
+            m.raw = self.spool.read(n).map_err(|e| StoreError::Corrupt {
+                what: format!("spool file {n} of mail {}", m.message_id),
+                err: e.to_string(),
+            })?;
+        }
+        Ok(m)
+    }
+
+    fn loaded(&self, s: Stored) -> Result<OutMail, StoreError> {
+        match s.spool {
+            None => Ok(s.mail),
+            Some(_) => self.with_bytes(&s),
+        }
     }
 
     /// Opens the state, or, when sled cannot open it (truncated or corrupt files, a
@@ -411,6 +580,13 @@ impl Store {
             .unwrap_or(0);
         let aside = dir.join(format!("db.broken-{stamp}"));
         std::fs::rename(&db, &aside).map_err(|e| StoreError::Sled(e.into()))?;
+        // The bytes of its mails go with it: the fresh state names none of them, and
+        // would sweep them away.
+        let spool = dir.join("spool");
+        if spool.exists() {
+            let spool_aside = dir.join(format!("spool.broken-{stamp}"));
+            std::fs::rename(&spool, spool_aside).map_err(|e| StoreError::Sled(e.into()))?;
+        }
         let store = Store::open(dir)?;
         Ok((store, Some((aside, err.to_string()))))
     }
@@ -418,12 +594,18 @@ impl Store {
     /// Makes everything written so far durable. Called once per batch, before any mail
     /// of that batch is handed to SMTP.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        let doomed = self.doomed_now();
+        let r = self.db.flush();
+        self.flushed(doomed, r.is_ok());
+        r?;
         Ok(())
     }
 
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let doomed = self.doomed_now();
+        let r = self.db.flush_async().await;
+        self.flushed(doomed, r.is_ok());
+        r?;
         Ok(())
     }
 
@@ -541,14 +723,19 @@ impl Store {
         Ok(self.shadow_tickets.contains_key(id.as_bytes())?)
     }
 
-    /// Mails shadow mode decided, in the order they were decided.
+    /// Mails shadow mode decided, in the order they were decided, with their bytes.
     pub fn shadow_mails(&self) -> Result<Vec<OutMail>, StoreError> {
+        self.shadow_heads()?
+            .into_iter()
+            .map(|s| self.loaded(s))
+            .collect()
+    }
+
+    /// Mails shadow mode decided, as stored: the bytes of a big one stay in the spool.
+    pub fn shadow_heads(&self) -> Result<Vec<Stored>, StoreError> {
         self.shadow_mails
             .iter()
-            .map(|r| {
-                let (_, v) = r?;
-                decode_out(&v)
-            })
+            .map(|r| decode_out(&r?.1))
             .collect()
     }
 
@@ -565,9 +752,11 @@ impl Store {
         if let Some(t) = ticket {
             self.shadow_tickets.insert(t.id.as_bytes(), &[])?;
         }
-        for m in outgoing {
-            let k = self.db.generate_id()?;
-            self.shadow_mails.insert(k.to_be_bytes(), encode_out(m))?;
+        let keys = self.new_keys(outgoing.len())?;
+        let files = self.spool_out(outgoing, &keys)?;
+        for ((m, k), f) in outgoing.iter().zip(&keys).zip(&files) {
+            self.shadow_mails
+                .insert(k.to_be_bytes(), encode_out(m, f.as_deref()))?;
         }
         Ok(())
     }
@@ -602,13 +791,17 @@ impl Store {
         self.commit_live(rec)
     }
 
-    fn commit_live(&self, rec: &Record) -> Result<Committed, StoreError> {
-        let outbox_keys: Vec<u64> = rec
-            .outgoing
-            .iter()
+    /// `n` new keys for entries, in order.
+    fn new_keys(&self, n: usize) -> Result<Vec<u64>, StoreError> {
+        Ok((0..n)
             .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn commit_live(&self, rec: &Record) -> Result<Committed, StoreError> {
+        let outbox_keys = self.new_keys(rec.outgoing.len())?;
         let kept = self.quarantine_entry(rec)?;
+        let files = self.spool_out(&rec.outgoing, &outbox_keys)?;
         let trees = (
             &self.checkpoints,
             &self.messages,
@@ -669,9 +862,10 @@ impl Store {
                     lifecycle::put_subject(subjects, ret, k.as_bytes(), &v)?;
                 }
             }
-            for (m, k) in rec.outgoing.iter().zip(&outbox_keys) {
+            for ((m, k), f) in rec.outgoing.iter().zip(&outbox_keys).zip(&files) {
                 let index = (msgs, ret);
-                put_outgoing(outbox, index, *k, m, &rec.mailbox, &rec.message.at)?;
+                let out = (*k, m, f.as_deref());
+                put_outgoing(outbox, index, out, &rec.mailbox, &rec.message.at)?;
             }
             if let Some(mark) = &rec.mark {
                 marks.insert(mark_key(mark), json(mark))?;
@@ -691,6 +885,9 @@ impl Store {
             }
             Ok(Committed::Done)
         });
+        if !matches!(r, Ok(Committed::Done)) {
+            self.unspool(&files);
+        }
         Ok(r?)
     }
 
@@ -709,10 +906,8 @@ impl Store {
             self.commit_ticket(ticket, &[])?;
             return self.record_shadow(Some(ticket), outgoing);
         }
-        let keys: Vec<u64> = outgoing
-            .iter()
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
+        let keys = self.new_keys(outgoing.len())?;
+        let files = self.spool_out(outgoing, &keys)?;
         let trees = (
             &self.tickets,
             &self.outbox,
@@ -720,28 +915,46 @@ impl Store {
             &self.open,
             &self.retention,
         );
-        trees.transaction(|(tickets, outbox, msgs, open, ret)| {
+        let r = trees.transaction(|(tickets, outbox, msgs, open, ret)| {
             lifecycle::put_ticket(tickets, open, ret, ticket)?;
             let at = ticket
                 .history
                 .last()
                 .map(|e| e.at.clone())
                 .unwrap_or_default();
-            for (m, k) in outgoing.iter().zip(&keys) {
-                put_outgoing(outbox, (msgs, ret), *k, m, "", &at)?;
+            for ((m, k), f) in outgoing.iter().zip(&keys).zip(&files) {
+                put_outgoing(outbox, (msgs, ret), (*k, m, f.as_deref()), "", &at)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
-        Ok(())
+        });
+        if r.is_err() {
+            self.unspool(&files);
+        }
+        Ok(r?)
     }
 
-    /// Outbox entries in the order they were decided.
+    /// Outbox entries in the order they were decided, with their bytes (every one in
+    /// memory at once: for tests and small outboxes; the sender reads
+    /// [`Store::outbox_first_within`], listings [`Store::outbox_heads`]).
     pub fn outbox(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
         self.outbox_first(usize::MAX)
     }
 
-    /// The first `n` outbox entries, in the order they were decided.
+    /// The first `n` outbox entries, in the order they were decided, with their bytes.
     pub fn outbox_first(&self, n: usize) -> Result<Vec<(u64, OutMail)>, StoreError> {
+        self.outbox_stored(n)?
+            .into_iter()
+            .map(|(k, s)| Ok((k, self.loaded(s)?)))
+            .collect()
+    }
+
+    /// Outbox entries in the order they were decided, each as stored: the bytes of a
+    /// big mail stay in the spool.
+    pub fn outbox_heads(&self) -> Result<Vec<(u64, Stored)>, StoreError> {
+        self.outbox_stored(usize::MAX)
+    }
+
+    fn outbox_stored(&self, n: usize) -> Result<Vec<(u64, Stored)>, StoreError> {
         self.outbox
             .iter()
             .take(n)
@@ -753,14 +966,15 @@ impl Store {
             .collect()
     }
 
-    /// The first outbox entries, in order: at most `n`, and no more once they hold
-    /// `bytes` (the first is always taken, whatever its size). Also says whether entries
-    /// were left beyond them.
+    /// The first outbox entries, in order, as stored (a spooled mail's bytes are read
+    /// at hand-over, [`Store::with_bytes`]): at most `n`, and no more once their entries
+    /// hold `bytes` (the first is always taken, whatever its size). Also says whether
+    /// entries were left beyond them.
     pub fn outbox_first_within(
         &self,
         n: usize,
         bytes: usize,
-    ) -> Result<(Vec<(u64, OutMail)>, bool), StoreError> {
+    ) -> Result<(Vec<(u64, Stored)>, bool), StoreError> {
         let mut out = Vec::new();
         let mut total = 0usize;
         for r in self.outbox.iter() {
@@ -778,10 +992,32 @@ impl Store {
         self.outbox.len()
     }
 
+    /// What the state holds, tree by tree: (name, entries, bytes of keys and values),
+    /// and the spool as ("spool", files, bytes). For the benches and an operator who
+    /// wonders where the space went; it reads every entry.
+    pub fn sizes(&self) -> Result<Vec<(String, usize, u64)>, StoreError> {
+        let mut sizes = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let (mut n, mut bytes) = (0, 0u64);
+            for r in tree.iter() {
+                let (k, v) = r?;
+                n += 1;
+                bytes += (k.len() + v.len()) as u64;
+            }
+            sizes.push((String::from_utf8_lossy(&name).into_owned(), n, bytes));
+        }
+        let (files, bytes) = self.spool.usage().map_err(|e| StoreError::Sled(e.into()))?;
+        sizes.push(("spool".into(), files, bytes));
+        Ok(sizes)
+    }
+
     /// The SMTP server accepted the mail: it leaves the outbox. The caller flushes soon
     /// after: until the removal is written, a crash sends the mail again.
     pub fn outbox_done(&self, key: u64) -> Result<(), StoreError> {
-        self.outbox.remove(key.to_be_bytes())?;
+        if let Some(v) = self.outbox.remove(key.to_be_bytes())? {
+            self.doom(&v);
+        }
         Ok(())
     }
 
@@ -817,7 +1053,7 @@ impl Store {
     /// removal is flushed before its place is given to the next entry), so any mail
     /// whose answer was lost is among them. SMTP has no two-phase commit: this is as
     /// close as the sender can name them.
-    pub fn outbox_uncertain(&self) -> Result<Vec<(u64, OutMail)>, StoreError> {
+    pub fn outbox_uncertain(&self) -> Result<Vec<(u64, Stored)>, StoreError> {
         if self.meta.contains_key(OUTBOX_STOPPED_CLEAN)? {
             return Ok(Vec::new());
         }
@@ -827,7 +1063,7 @@ impl Store {
             .get(OUTBOX_WINDOW)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1);
-        self.outbox_first(window as usize)
+        self.outbox_stored(window as usize)
     }
 
     /// The SMTP server refused the mail for good: it moves to `dead_letters`, where
@@ -856,18 +1092,17 @@ impl Store {
         self.dead.len()
     }
 
-    /// Mails the server refused for good, with the reason.
+    /// Mails the server refused for good, with the reason and their bytes.
     pub fn dead_letters(&self) -> Result<Vec<(String, OutMail)>, StoreError> {
-        Ok(self
-            .dead_letter_entries()?
+        self.dead_letter_entries()?
             .into_iter()
-            .map(|(_, reason, m)| (reason, m))
-            .collect())
+            .map(|(_, reason, m)| Ok((reason, self.loaded(m)?)))
+            .collect()
     }
 
     /// Mails the server refused for good, by their key (their outbox key, which names
-    /// them in `mailtriage outbox`), with the reason.
-    pub fn dead_letter_entries(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
+    /// them in `mailtriage outbox`), with the reason; as stored.
+    pub fn dead_letter_entries(&self) -> Result<Vec<(u64, String, Stored)>, StoreError> {
         self.dead
             .iter()
             .map(|r| {
@@ -878,8 +1113,8 @@ impl Store {
             .collect()
     }
 
-    /// The dead letter `key`, with the reason, if there is one.
-    pub fn dead_letter(&self, key: u64) -> Result<Option<(String, OutMail)>, StoreError> {
+    /// The dead letter `key`, with the reason, if there is one; as stored.
+    pub fn dead_letter(&self, key: u64) -> Result<Option<(String, Stored)>, StoreError> {
         self.dead
             .get(key.to_be_bytes())?
             .map(|v| decode_dead(&v))
@@ -930,13 +1165,23 @@ impl Store {
             if let Some(t) = ticket {
                 lifecycle::put_ticket(tickets, open, ret, t)?;
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(Some(requeue.unwrap_or(key)))
+            let dropped = requeue.is_none().then_some(v);
+            Ok::<_, ConflictableTransactionError<StoreError>>(Some((
+                requeue.unwrap_or(key),
+                dropped,
+            )))
         })?;
-        Ok(r)
+        Ok(r.map(|(k, dropped)| {
+            if let Some(v) = dropped {
+                let nul = v.iter().position(|b| *b == 0).unwrap_or(0);
+                self.doom(&v[nul + 1..]);
+            }
+            k
+        }))
     }
 
     /// The dead letters whose ticket and queue have not heard of them yet.
-    pub fn untold_dead_letters(&self) -> Result<Vec<(u64, String, OutMail)>, StoreError> {
+    pub fn untold_dead_letters(&self) -> Result<Vec<(u64, String, Stored)>, StoreError> {
         let mut untold = Vec::new();
         for k in self.untold.iter().keys() {
             let k = k?;
@@ -961,10 +1206,8 @@ impl Store {
             self.commit_refusal(key, ticket, &[])?;
             return self.record_shadow(None, notes);
         }
-        let keys: Vec<u64> = notes
-            .iter()
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
+        let keys = self.new_keys(notes.len())?;
+        let files = self.spool_out(notes, &keys)?;
         let at = ticket
             .and_then(|t| t.history.last())
             .map(|e| e.at.clone())
@@ -977,17 +1220,20 @@ impl Store {
             &self.open,
             &self.retention,
         );
-        trees.transaction(|(untold, tickets, outbox, msgs, open, ret)| {
+        let r = trees.transaction(|(untold, tickets, outbox, msgs, open, ret)| {
             untold.remove(&key.to_be_bytes())?;
             if let Some(t) = ticket {
                 lifecycle::put_ticket(tickets, open, ret, t)?;
             }
-            for (m, k) in notes.iter().zip(&keys) {
-                put_outgoing(outbox, (msgs, ret), *k, m, "", &at)?;
+            for ((m, k), f) in notes.iter().zip(&keys).zip(&files) {
+                put_outgoing(outbox, (msgs, ret), (*k, m, f.as_deref()), "", &at)?;
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
-        Ok(())
+        });
+        if r.is_err() {
+            self.unspool(&files);
+        }
+        Ok(r?)
     }
 
     /// The entry a quarantining record adds to the list of quarantined messages, under
@@ -1096,12 +1342,11 @@ fn put_outgoing(
         &sled::transaction::TransactionalTree,
         &sled::transaction::TransactionalTree,
     ),
-    key: u64,
-    m: &OutMail,
+    (key, m, spool): (u64, &OutMail, Option<&str>),
     mailbox: &str,
     at: &str,
 ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    outbox.insert(&key.to_be_bytes(), encode_out(m))?;
+    outbox.insert(&key.to_be_bytes(), encode_out(m, spool))?;
     let sent = MessageRecord {
         ticket: Some(m.ticket.clone()),
         mailbox: mailbox.to_string(),
@@ -1247,13 +1492,17 @@ mod tests {
                 .contains("in use by another mailtriage process"),
             "{err}"
         );
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
+        names.sort();
         assert_eq!(
             names,
-            vec![std::ffi::OsString::from("db")],
+            vec![
+                std::ffi::OsString::from("db"),
+                std::ffi::OsString::from("spool")
+            ],
             "nothing moved aside"
         );
         drop(first);
@@ -1335,13 +1584,13 @@ mod tests {
     #[test]
     fn uncertain_mails_are_the_first_of_the_window_unless_the_stop_was_clean() {
         let (_dir, s) = store_with_mails(5);
-        let ids = |v: Vec<(u64, OutMail)>| -> Vec<String> {
-            v.into_iter().map(|(_, m)| m.message_id).collect()
+        let ids = |v: Vec<(u64, Stored)>| -> Vec<String> {
+            v.into_iter().map(|(_, s)| s.mail.message_id).collect()
         };
         // A state that never sent (or an older version's): the first entry.
         assert_eq!(ids(s.outbox_uncertain().unwrap()).len(), 1);
         s.outbox_sending_starts(3).unwrap();
-        let first3: Vec<String> = ids(s.outbox().unwrap()).into_iter().take(3).collect();
+        let first3: Vec<String> = ids(s.outbox_heads().unwrap()).into_iter().take(3).collect();
         assert_eq!(ids(s.outbox_uncertain().unwrap()), first3);
         futures::executor::block_on(s.outbox_stopped_clean()).unwrap();
         assert!(s.outbox_uncertain().unwrap().is_empty());
@@ -1352,8 +1601,8 @@ mod tests {
     #[test]
     fn the_outbox_is_read_in_batches_bounded_by_count_and_bytes() {
         let (_dir, s) = store_with_mails(5);
-        let keys = |v: &[(u64, OutMail)]| v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
-        let all = keys(&s.outbox().unwrap());
+        let keys = |v: &[(u64, Stored)]| v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let all = keys(&s.outbox_heads().unwrap());
         let (one, more) = s.outbox_first_within(64, 1).unwrap();
         assert_eq!(
             (keys(&one), more),
@@ -1409,6 +1658,181 @@ mod tests {
         assert!(!s.drop_dead(keys[1], None).unwrap());
         assert_eq!(s.dead_letters_len(), 0);
         assert!(s.untold_dead_letters().unwrap().is_empty());
+    }
+
+    /// A record whose one mail is a forward of `n` bytes (above [`SPOOL_ABOVE`]: spooled).
+    fn big_record(key: &str, uid: u32, n: usize) -> (Record, Vec<u8>) {
+        let mut rec = record(key, uid);
+        let raw: Vec<u8> = (0..n).map(|i| b"abcdefgh\r\n"[i % 10]).collect();
+        rec.outgoing[0].raw = raw.clone();
+        (rec, raw)
+    }
+
+    fn spool_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("spool"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_big_mail_s_bytes_lie_in_the_spool_until_its_sending_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (rec, raw) = big_record("m1", 1, 200_000);
+        s.commit(&rec).unwrap();
+        assert_eq!(spool_files(dir.path()).len(), 1);
+        let (key, entry) = s.outbox.iter().next().unwrap().unwrap();
+        assert!(entry.len() < 2_000, "the entry holds the head alone");
+        let (batch, _) = s.outbox_first_within(64, 1 << 20).unwrap();
+        assert!(batch[0].1.mail.raw.is_empty(), "read at hand-over");
+        assert_eq!(s.with_bytes(&batch[0].1).unwrap().raw, raw);
+        assert_eq!(s.outbox().unwrap()[0].1.raw, raw);
+
+        s.outbox_done(be_u64(&key).unwrap()).unwrap();
+        assert_eq!(
+            spool_files(dir.path()).len(),
+            1,
+            "kept until the removal is on disk"
+        );
+        s.flush().unwrap();
+        assert!(spool_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn sizes_name_each_tree_and_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&big_record("m1", 1, 100_000).0).unwrap();
+        let sizes = s.sizes().unwrap();
+        let of = |name: &str| sizes.iter().find(|(n, _, _)| n == name).cloned().unwrap();
+        let (_, n, bytes) = of("outbox");
+        assert!(n == 1 && bytes < 2_000, "{sizes:?}");
+        assert_eq!(of("spool"), ("spool".into(), 1, 100_000));
+        assert_eq!(of("checkpoints").1, 1);
+    }
+
+    #[test]
+    fn small_mails_keep_their_bytes_in_their_entry() {
+        let (dir, s) = store_with_mails(2);
+        assert!(spool_files(dir.path()).is_empty());
+        assert_eq!(
+            s.outbox().unwrap()[0].1.raw,
+            b"Subject: x\r\n\r\nbody\xff\r\n"
+        );
+    }
+
+    #[test]
+    fn an_entry_an_earlier_version_wrote_with_its_bytes_still_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (rec, raw) = big_record("m1", 1, 100_000);
+        let m = &rec.outgoing[0];
+        // The earlier format: the length-prefixed JSON of the mail, then its bytes.
+        let head = serde_json::to_vec(m).unwrap();
+        let mut v = (head.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(&head);
+        v.extend_from_slice(&raw);
+        s.outbox.insert(7u64.to_be_bytes(), v).unwrap();
+        let (batch, more) = s.outbox_first_within(64, 1 << 20).unwrap();
+        assert!(!more);
+        assert_eq!(batch[0].1.mail.message_id, m.message_id);
+        assert_eq!(s.with_bytes(&batch[0].1).unwrap().raw, raw);
+        s.outbox_dead(7, "550 no").unwrap();
+        let again = s.retry_dead(7, None).unwrap().unwrap();
+        assert_eq!(s.outbox().unwrap()[0].1.raw, raw);
+        s.outbox_done(again).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
+    fn a_spool_file_no_record_names_is_removed_at_start_and_never_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let (rec, _) = big_record("m1", 1, 100_000);
+            s.commit(&rec).unwrap();
+            s.flush().unwrap();
+        }
+        let kept = spool_files(dir.path());
+        // A crash after a file was written and before its record was committed.
+        let orphan = Spool::name(u64::MAX);
+        std::fs::write(dir.path().join("spool").join(&orphan), b"x").unwrap();
+        std::fs::write(dir.path().join("spool").join("half.tmp"), b"x").unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(spool_files(dir.path()), kept);
+        assert_eq!(s.outbox().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_state_moved_aside_takes_its_spool_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit(&big_record("m1", 1, 100_000).0).unwrap();
+            s.flush().unwrap();
+        }
+        let files = spool_files(dir.path());
+        std::fs::write(dir.path().join("db/conf"), b"\x9c\xff garbage").unwrap();
+        let (s, aside) = Store::open_or_recover(dir.path()).unwrap();
+        let aside = aside.expect("moved aside").0;
+        let stamp = aside
+            .to_string_lossy()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .to_string();
+        let kept = dir.path().join(format!("spool.broken-{stamp}"));
+        assert_eq!(std::fs::read_dir(&kept).unwrap().count(), files.len());
+        assert!(spool_files(dir.path()).is_empty());
+        assert_eq!(s.outbox_len(), 0);
+    }
+
+    #[test]
+    fn a_big_dead_letter_keeps_its_bytes_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (rec, raw) = big_record("m1", 1, 100_000);
+        s.commit(&rec).unwrap();
+        let key = s.outbox().unwrap()[0].0;
+        s.outbox_dead(key, "550 no such user").unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.dead_letters().unwrap()[0].1.raw, raw);
+        let new = s.retry_dead(key, None).unwrap().unwrap();
+        assert_eq!(s.outbox().unwrap()[0].1.raw, raw, "sent again whole");
+        s.outbox_dead(new, "550 still no").unwrap();
+        assert!(s.drop_dead(new, None).unwrap());
+        assert_eq!(spool_files(dir.path()).len(), 1);
+        s.flush().unwrap();
+        assert!(spool_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_big_shadow_mail_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap().shadowed();
+        let (rec, raw) = big_record("m1", 1, 100_000);
+        s.commit(&rec).unwrap();
+        assert_eq!(s.outbox_len(), 0);
+        assert_eq!(s.shadow_mails().unwrap()[0].raw, raw);
+        s.flush().unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.shadow_mails().unwrap()[0].raw, raw, "kept at start");
+    }
+
+    #[test]
+    fn a_message_known_already_leaves_no_spool_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&big_record("m1", 1, 100_000).0).unwrap();
+        let first = spool_files(dir.path());
+        let again = s.commit(&big_record("m1", 2, 100_000).0).unwrap();
+        assert!(matches!(again, Committed::AlreadyKnown(_)));
+        assert_eq!(spool_files(dir.path()), first);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Report;
-use crate::record::Store;
+use crate::record::{Store, Stored};
 use crate::runtime::refused;
 use crate::runtime::status::Depths;
 use crate::send::Retry;
@@ -173,21 +173,26 @@ pub fn handle(store: &Store, req: &Request) -> Response {
 /// Every mail of ticket `id` not accepted by a server: shadow, waiting, refused; with
 /// their text when `text`.
 fn held_mails(store: &Store, id: &str, text: bool) -> Vec<HeldMail> {
-    let held = |held, reason, mail: OutMail| {
-        (mail.ticket == id).then(|| HeldMail {
+    // Heads first, and the bytes (from the spool, for a big mail) only of this ticket's
+    // mails, and only when asked for.
+    let held = |held, reason, s: Stored| {
+        (s.mail.ticket == id).then(|| HeldMail {
             held,
             reason,
-            text: text.then(|| String::from_utf8_lossy(&mail.raw).into_owned()),
-            mail,
+            text: text.then(|| match store.with_bytes(&s) {
+                Ok(m) => String::from_utf8_lossy(&m.raw).into_owned(),
+                Err(e) => format!("({e})"),
+            }),
+            mail: s.mail,
         })
     };
-    let shadow = store.shadow_mails().unwrap_or_default().into_iter();
-    let waiting = store.outbox().unwrap_or_default().into_iter();
-    let dead = store.dead_letters().unwrap_or_default().into_iter();
+    let shadow = store.shadow_heads().unwrap_or_default().into_iter();
+    let waiting = store.outbox_heads().unwrap_or_default().into_iter();
+    let dead = store.dead_letter_entries().unwrap_or_default().into_iter();
     shadow
-        .filter_map(|m| held(Held::NotSent, None, m))
-        .chain(waiting.filter_map(|(_, m)| held(Held::Waiting, None, m)))
-        .chain(dead.filter_map(|(why, m)| held(Held::Refused, Some(why), m)))
+        .filter_map(|s| held(Held::NotSent, None, s))
+        .chain(waiting.filter_map(|(_, s)| held(Held::Waiting, None, s)))
+        .chain(dead.filter_map(|(_, why, s)| held(Held::Refused, Some(why), s)))
         .collect()
 }
 
@@ -397,4 +402,55 @@ pub fn ask(path: &Path, req: &Request) -> Option<std::io::Result<Response>> {
         BufReader::new(&s).read_line(&mut resp)?;
         Ok(serde_json::from_str(&resp)?)
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_s_big_mails_are_shown_whole_from_the_spool_when_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = Ticket::new(
+            "T-1001".into(),
+            "c@example.test".into(),
+            "s".into(),
+            "support".into(),
+            "en".into(),
+            "2026-12-01T00:00:00Z".into(),
+        );
+        let body = "the original, line after line\r\n".repeat(2_000);
+        let mail = |n: u32| OutMail {
+            message_id: format!("T-1001.{n}@mailtriage.example.test"),
+            kind: MailKind::Forward,
+            ticket: "T-1001".into(),
+            envelope_from: None,
+            to: vec!["support@example.test".into()],
+            identity: None,
+            raw: format!("Subject: {n}\r\n\r\n{body}").into_bytes(),
+        };
+        store.commit_ticket(&t, &[mail(1), mail(2)]).unwrap();
+        let key = store.outbox_heads().unwrap()[1].0;
+        store.outbox_dead(key, "550 no such user").unwrap();
+        store.shadowed().commit_ticket(&t, &[mail(3)]).unwrap();
+
+        let show = |mails| {
+            handle(
+                &store,
+                &Request::Show {
+                    id: "T-1001".into(),
+                    mails,
+                },
+            )
+        };
+        let held = show(true).held;
+        let states: Vec<Held> = held.iter().map(|h| h.held).collect();
+        assert_eq!(states, vec![Held::NotSent, Held::Waiting, Held::Refused]);
+        for h in &held {
+            let text = h.text.as_deref().unwrap();
+            assert!(text.ends_with(&body), "whole: {}", text.len());
+        }
+        assert!(show(false).held.iter().all(|h| h.text.is_none()));
+    }
 }

@@ -29,7 +29,7 @@ pub fn tell(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, Stor
     let untold = store.untold_dead_letters()?;
     let mut queued = 0;
     for (id, reason, mail) in &untold {
-        queued += tell_one(rules, store, *id, reason, mail, now)?;
+        queued += tell_one(rules, store, *id, reason, &mail.mail, now)?;
     }
     if !untold.is_empty() {
         store.flush()?;
@@ -81,9 +81,10 @@ pub fn outbox(store: &Store, req: &Request, now: SystemTime) -> Result<Vec<Outbo
         Request::Retry { id } | Request::Drop { id } => *id,
         _ => return list(store).map_err(|e| e.to_string()),
     };
-    let Some((reason, mail)) = store.dead_letter(id).map_err(|e| e.to_string())? else {
+    let Some((reason, stored)) = store.dead_letter(id).map_err(|e| e.to_string())? else {
         return Err(not_refused(store, id));
     };
+    let mail = stored.mail;
     let retry = matches!(req, Request::Retry { .. });
     let (mail_kind, to) = (mail.kind, mail.to.join(", "));
     let event = match retry {
@@ -121,18 +122,19 @@ pub fn outbox(store: &Store, req: &Request, now: SystemTime) -> Result<Vec<Outbo
 /// Every mail not sent: waiting in the outbox, then refused for good.
 fn list(store: &Store) -> Result<Vec<OutboxEntry>, StoreError> {
     let waiting = store
-        .outbox()?
+        .outbox_heads()?
         .into_iter()
-        .map(|(id, m)| OutboxEntry::new(id, Held::Waiting, &m, None));
+        .map(|(id, m)| OutboxEntry::new(id, Held::Waiting, &m.mail, None));
     let refused = store.dead_letter_entries()?.into_iter();
-    let refused = refused.map(|(id, why, m)| OutboxEntry::new(id, Held::Refused, &m, Some(why)));
+    let refused =
+        refused.map(|(id, why, m)| OutboxEntry::new(id, Held::Refused, &m.mail, Some(why)));
     Ok(waiting.chain(refused).collect())
 }
 
 /// Why `id` cannot be sent again or dropped.
 fn not_refused(store: &Store, id: u64) -> String {
     let waiting = store
-        .outbox()
+        .outbox_heads()
         .unwrap_or_default()
         .iter()
         .any(|(k, _)| *k == id);

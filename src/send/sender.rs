@@ -15,8 +15,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{SmtpError, Transport};
-use crate::record::Store;
-use crate::ticket::OutMail;
+use crate::record::{Store, Stored};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
@@ -44,18 +43,21 @@ pub fn ready<T: PartialEq>(pending: &[(T, bool)], window: usize) -> Vec<usize> {
         .collect()
 }
 
-/// One outbox entry of a drain.
+/// One outbox entry of a drain: its head; a big mail's bytes are read from the spool
+/// only when it is handed over, and dropped once the server answered.
 struct Pending {
     key: u64,
-    mail: Arc<OutMail>,
+    mail: Arc<Stored>,
     started: bool,
 }
 
 /// Outbox entries read at a time: the sender holds at most this many mails in memory,
 /// whatever the outbox holds (a long outage leaves thousands).
 const DRAIN_BATCH: usize = 64;
-/// And at most about this many bytes of them (a mail bigger than that alone): forwards
-/// of big originals must not make a batch of 64 hold hundreds of megabytes.
+/// And at most about this many bytes of entries (one bigger than that alone). A big
+/// mail's entry holds only its head (its bytes are read from the spool at hand-over, one
+/// mail per connection); entries an earlier version wrote hold the whole mail, and 64
+/// forwards of big originals must not be read at once.
 const DRAIN_BYTES: usize = 16 << 20;
 
 /// Sends everything in the outbox once, [`DRAIN_BATCH`] entries (at most [`DRAIN_BYTES`])
@@ -85,7 +87,7 @@ pub async fn drain(store: &Store, transport: &Transport) -> Result<Drained, Smtp
 async fn drain_batch(
     store: &Store,
     transport: &Transport,
-    entries: Vec<(u64, OutMail)>,
+    entries: Vec<(u64, Stored)>,
 ) -> Result<Drained, SmtpError> {
     if entries.is_empty() {
         return Ok(Drained::default());
@@ -96,7 +98,7 @@ async fn drain_batch(
     // was not recorded, or the message would be triaged and sent again. The same flush
     // makes the end of any clean-stop note durable before a mail can be in flight.
     store.flush_async().await?;
-    let mut d = Drain::new(entries, transport, window);
+    let mut d = Drain::new(entries, store, transport, window);
     loop {
         d.start_ready();
         let Some(answers) = d.answers().await else {
@@ -116,10 +118,11 @@ async fn drain_batch(
 type Answer = Result<(tokio::task::Id, Result<(), SmtpError>), JoinError>;
 
 /// An outbox entry done for good, with its mail when the server accepted it.
-type Finished = (u64, Option<Arc<OutMail>>);
+type Finished = (u64, Option<Arc<Stored>>);
 
 /// A drain under way.
 struct Drain<'a> {
+    store: &'a Store,
     transport: &'a Transport,
     window: usize,
     /// In outbox order, until removed for good.
@@ -132,7 +135,12 @@ struct Drain<'a> {
 }
 
 impl<'a> Drain<'a> {
-    fn new(entries: Vec<(u64, OutMail)>, transport: &'a Transport, window: usize) -> Drain<'a> {
+    fn new(
+        entries: Vec<(u64, Stored)>,
+        store: &'a Store,
+        transport: &'a Transport,
+        window: usize,
+    ) -> Drain<'a> {
         let pending = entries
             .into_iter()
             .map(|(key, m)| Pending {
@@ -142,6 +150,7 @@ impl<'a> Drain<'a> {
             })
             .collect();
         Drain {
+            store,
             transport,
             window,
             pending,
@@ -161,13 +170,16 @@ impl<'a> Drain<'a> {
             .pending
             .iter()
             .take(self.window)
-            .map(|p| (p.mail.ticket.as_str(), p.started))
+            .map(|p| (p.mail.mail.ticket.as_str(), p.started))
             .collect();
         for i in ready(&view, self.window) {
             let p = &mut self.pending[i];
             p.started = true;
-            let (t, m) = (self.transport.clone(), p.mail.clone());
-            let task = self.running.spawn(async move { t.deliver(&m).await });
+            let (t, m, store) = (self.transport.clone(), p.mail.clone(), self.store.clone());
+            // One mail's bytes in memory per connection, whatever the outbox holds.
+            let task = self
+                .running
+                .spawn(async move { t.deliver(&store.with_bytes(&m)?).await });
             self.in_flight.insert(task.id(), p.key);
         }
     }
@@ -194,16 +206,17 @@ impl<'a> Drain<'a> {
                 Err(e) => (self.in_flight.remove(&e.id()), Err(SmtpError::Task(e))),
             };
             let Some(key) = key else { continue };
-            let m = self
+            let stored = self
                 .pending
                 .iter()
                 .find(|p| p.key == key)
                 .map(|p| p.mail.clone())
                 .expect("a mail in flight is pending");
+            let m = &stored.mail;
             match delivery {
                 Ok(()) => {
                     store.outbox_done(key)?;
-                    finished.push((key, Some(m)));
+                    finished.push((key, Some(stored.clone())));
                 }
                 Err(e) if !e.is_temporary() => {
                     store.outbox_dead(key, &e.to_string())?;
@@ -228,7 +241,7 @@ impl<'a> Drain<'a> {
     fn finish(&mut self, finished: Vec<Finished>) {
         for (key, accepted) in finished {
             self.pending.retain(|p| p.key != key);
-            if let Some(m) = accepted {
+            if let Some(m) = accepted.as_ref().map(|s| &s.mail) {
                 self.counts.sent += 1;
                 tracing::info!(ticket = %m.ticket, message_id = %m.message_id, kind = ?m.kind, to = ?m.to, "Mail accepted.");
             }
@@ -351,6 +364,18 @@ async fn last_drain(store: &Store, transport: &Transport, limit: Duration, clean
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::OutMail;
+
+    fn ticket(id: &str) -> crate::ticket::Ticket {
+        crate::ticket::Ticket::new(
+            id.into(),
+            "c@example.test".into(),
+            "s".into(),
+            "support".into(),
+            "en".into(),
+            "2026-12-01T00:00:00Z".into(),
+        )
+    }
 
     #[tokio::test]
     async fn a_long_outbox_is_sent_whole_a_batch_at_a_time() {
@@ -368,14 +393,7 @@ mod tests {
                 raw: format!("Subject: {i}\r\n\r\nhello\r\n").into_bytes(),
             })
             .collect();
-        let t = crate::ticket::Ticket::new(
-            "T-0".into(),
-            "c@example.test".into(),
-            "s".into(),
-            "support".into(),
-            "en".into(),
-            "2026-12-01T00:00:00Z".into(),
-        );
+        let t = ticket("T-0");
         store.commit_ticket(&t, &mails).unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
@@ -390,6 +408,38 @@ mod tests {
         );
         assert_eq!(store.outbox_len(), 0);
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), n);
+    }
+
+    #[tokio::test]
+    async fn big_mails_are_sent_whole_from_the_spool_which_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = Store::open(&state).unwrap();
+        let body = "x".repeat(76) + "\r\n";
+        let mails: Vec<OutMail> = (0..3)
+            .map(|i| OutMail {
+                message_id: format!("T-1.{i}@mailtriage.example.test"),
+                kind: crate::ticket::MailKind::Forward,
+                ticket: "T-1".into(),
+                envelope_from: Some("triage@example.test".into()),
+                to: vec!["support@example.test".into()],
+                identity: None,
+                raw: format!("Subject: {i}\r\n\r\n{}", body.repeat(4000)).into_bytes(),
+            })
+            .collect();
+        let t = ticket("T-1");
+        store.commit_ticket(&t, &mails).unwrap();
+        assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 3);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let d = drain(&store, &Transport::files(&out)).await.unwrap();
+        assert_eq!(d.sent, 3);
+        for e in std::fs::read_dir(&out).unwrap() {
+            let sent = std::fs::read(e.unwrap().path()).unwrap();
+            let sent = String::from_utf8_lossy(&sent);
+            assert!(sent.contains(&body.repeat(4000)), "the whole mail");
+        }
+        assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
     }
 
     fn pending<'a>(entries: &[(&'a str, bool)]) -> Vec<(&'a str, bool)> {

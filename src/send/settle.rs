@@ -40,7 +40,8 @@ pub fn in_flight(store: &Store, rules: &Rules, settings: &Settings) -> Vec<InFli
     };
     uncertain
         .into_iter()
-        .map(|(key, mail)| {
+        .map(|(key, stored)| {
+            let mail = stored.mail;
             let places = where_to_look(rules, settings, &mail);
             InFlight { key, mail, places }
         })
