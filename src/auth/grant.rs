@@ -1,0 +1,188 @@
+//! The grants the daemon runs itself (RFC 6749): client credentials (4.4) and refresh
+//! token (6), one form POST to the token endpoint, over ureq (blocking, so on the
+//! blocking pool) with rustls. A refresh token the endpoint rotates is written back to
+//! its file at once, atomically and 0600: the old one may already be void.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{check_token, AuthError};
+use crate::config::{Grant, OAuth, SecretSource};
+
+/// A token endpoint's answer is a small JSON object.
+const MAX_ANSWER: u64 = 64 * 1024;
+/// When the endpoint gives no `expires_in` (it should): an hour, as both presets do.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// An access token and how long it lasts.
+pub(super) struct Fresh {
+    pub access_token: String,
+    pub expires_in: Duration,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    refresh_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Runs the grant of `o` (checked at load: it has one, with what it needs).
+pub(super) async fn fetch(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
+    let o = o.clone();
+    tokio::task::spawn_blocking(move || fetch_blocking(&o, limit))
+        .await
+        .map_err(|e| AuthError::Secret(format!("token request task: {e}")))?
+}
+
+fn fetch_blocking(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
+    let url = o.endpoint().unwrap_or_default();
+    let grant = o.grant.unwrap_or(Grant::ClientCredentials);
+    let name = match grant {
+        Grant::ClientCredentials => "client_credentials",
+        Grant::RefreshToken => "refresh_token",
+    };
+    let secret = |path: &Path| {
+        SecretSource::File(path.to_path_buf())
+            .read()
+            .map_err(AuthError::Secret)
+    };
+    let mut form: Vec<(&str, String)> = vec![
+        ("grant_type", name.to_string()),
+        ("client_id", o.client_id.clone().unwrap_or_default()),
+    ];
+    if let Some(p) = &o.client_secret_file {
+        form.push(("client_secret", secret(p)?));
+    }
+    let refresh = match (&o.refresh_token_file, grant) {
+        (Some(p), Grant::RefreshToken) => Some(secret(p)?),
+        _ => None,
+    };
+    if let Some(r) = &refresh {
+        form.push(("refresh_token", r.clone()));
+    }
+    if let Some(s) = o.scopes() {
+        form.push(("scope", s));
+    }
+    let (status, body) = post(&url, &form, limit)?;
+    let refused = |why: String| AuthError::Refused {
+        url: url.clone(),
+        grant: name,
+        why,
+    };
+    let answer: Answer = serde_json::from_str(&body).map_err(|e| {
+        let why = format!("HTTP {status}, not a token answer ({e})");
+        match status {
+            500.. => AuthError::Unreachable {
+                url: url.clone(),
+                why,
+            },
+            _ => refused(why),
+        }
+    })?;
+    if !(200..300).contains(&status) || answer.access_token.is_none() {
+        let error = answer.error.as_deref().unwrap_or("no access_token");
+        let words = match &answer.error_description {
+            Some(d) => format!("HTTP {status}, {error}: {}", bounded(d)),
+            None => format!("HTTP {status}, {error}"),
+        };
+        return Err(match status {
+            500.. => AuthError::Unreachable { url, why: words },
+            _ => refused(words),
+        });
+    }
+    let token = answer.access_token.unwrap_or_default();
+    check_token(&token).map_err(refused)?;
+    if let (Some(new), Some(old), Some(path)) =
+        (&answer.refresh_token, &refresh, &o.refresh_token_file)
+    {
+        if new != old {
+            write_back(path, new)?;
+            tracing::info!(file = %path.display(), "Rotated refresh token written back.");
+        }
+    }
+    Ok(Fresh {
+        access_token: token,
+        expires_in: answer
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_LIFETIME),
+    })
+}
+
+/// POSTs `form` to `url`; the status and the body (bounded), whatever the status.
+fn post(url: &str, form: &[(&str, String)], limit: Duration) -> Result<(u16, String), AuthError> {
+    let unreachable = |e: ureq::Error| AuthError::Unreachable {
+        url: url.to_string(),
+        why: e.to_string(),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut answer = agent
+        .post(url)
+        .header("Accept", "application/json")
+        .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .map_err(unreachable)?;
+    let status = answer.status().as_u16();
+    let body = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .map_err(unreachable)?;
+    Ok((status, body))
+}
+
+/// The endpoint's words, at most 300 characters of them.
+fn bounded(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+/// Replaces the refresh token file with `token`: a new file beside it (0600, as
+/// tempfile makes them), synced, renamed over the old one.
+fn write_back(path: &Path, token: &str) -> Result<(), AuthError> {
+    let fail = |e: std::io::Error| {
+        AuthError::Secret(format!(
+            "cannot write the rotated refresh token to {}: {e}; the old one may no longer work",
+            path.display()
+        ))
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut f = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    f.write_all(token.as_bytes()).map_err(fail)?;
+    f.write_all(b"\n").map_err(fail)?;
+    f.as_file().sync_all().map_err(fail)?;
+    f.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_rotated_refresh_token_replaces_the_file_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("refresh");
+        std::fs::write(&p, "old\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_back(&p, "new-token").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new-token\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+}
