@@ -113,7 +113,8 @@ impl OAuth {
         }
     }
 
-    /// The scopes asked for: `scope`, or the provider's for the grant.
+    /// The scopes asked for: `scope`, or the provider's for the grant; none for an
+    /// endpoint of no provider that was given none (the endpoint's default, RFC 6749 3.3).
     pub fn scopes(&self) -> Option<String> {
         if let Some(s) = &self.scope {
             return Some(s.clone());
@@ -220,12 +221,6 @@ fn check_grant(c: &mut Collector, key: &str, o: &OAuth, grant: Grant) {
                 c.at_key(format!("{key}.token_url"), why);
             }
         }
-    }
-    if o.scopes().is_none() {
-        c.at_key(
-            format!("{key}.scope"),
-            "is missing: no provider gives the scopes to ask for",
-        );
     }
 }
 
