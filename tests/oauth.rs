@@ -78,7 +78,7 @@ fn outage(from: &str, to: &str, id: &str) -> Mail {
 }
 
 #[test]
-fn tokens_from_a_command_log_in_with_xoauth2_and_oauthbearer_and_mail_goes_out_with_xoauth2() {
+fn tokens_from_a_command_log_in_to_imap_and_smtp_with_xoauth2_and_oauthbearer() {
     let lab = Lab::start();
     let (_, billing_cmd) = token_file(
         &lab,
@@ -106,7 +106,12 @@ fn tokens_from_a_command_log_in_with_xoauth2_and_oauthbearer_and_mail_goes_out_w
         "\n[mailboxes.billing.smtp]\nport = {port}\nuser = \"billing@example.test\"\noauth = {{ token_command = \"{billing_cmd}\" }}\n",
         port = lab.submission_port,
     );
-    lab.write_config(&(lab.config_text() + &own_smtp));
+    // Support's with OAUTHBEARER, as its table says.
+    let support_smtp = format!(
+        "\n[mailboxes.support.smtp]\nport = {port}\nuser = \"support@example.test\"\noauth = {{ mechanism = \"oauthbearer\", token_command = \"{support_cmd}\" }}\n",
+        port = lab.submission_port,
+    );
+    lab.write_config(&(lab.config_text() + &own_smtp + &support_smtp));
     let daemon = lab.daemon();
 
     wait_dovecot_login(&lab, "billing@example.test", "XOAUTH2");
@@ -134,13 +139,20 @@ fn tokens_from_a_command_log_in_with_xoauth2_and_oauthbearer_and_mail_goes_out_w
         "the forward went out with billing's token:\n{}",
         String::from_utf8_lossy(&fwd.raw)
     );
-    // Support reads its mail with its OAUTHBEARER login and triages it.
+    // Support reads its mail with its OAUTHBEARER login, triages it and acknowledges it
+    // through SMTP with OAUTHBEARER.
     lab.send_mail(&outage(
         "customer3@example.test",
         "support@example.test",
         "oauth-a-3@client.test",
     ));
     lab.wait_flagged("support@example.test", "oauth-a-3@client.test", "$Triaged");
+    let ack = lab.wait_ack("customer3@example.test", "oauth-a-3@client.test");
+    assert!(
+        sent_with_login(&ack, "support@example.test"),
+        "support's acknowledgement went out with its token:\n{}",
+        String::from_utf8_lossy(&ack.raw)
+    );
     lab.wait_flagged("billing@example.test", "oauth-a-1@client.test", "$Triaged");
     assert!(dovecot_log(&lab).contains("method=XOAUTH2"));
     assert!(daemon.stop().success());
@@ -375,5 +387,53 @@ fn a_refused_token_is_an_error_naming_the_mailbox_and_the_others_go_on() {
     assert!(why.contains("AUTHENTICATIONFAILED"), "{st:#}");
     let why = st["mailboxes"]["sales"]["last_error"].as_str().unwrap();
     assert!(why.contains("invalid_grant"), "{st:#}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_refused_smtp_token_keeps_the_mail_until_the_command_gives_a_good_one() {
+    let lab = Lab::start();
+    let forged = jwt_signed(
+        b"not the stack's key",
+        &lab.oauth_issuer,
+        "billing@example.test",
+        3600,
+    );
+    let (token, cmd) = token_file(&lab, "billing-smtp.token", &forged);
+    let own_smtp = format!(
+        "\n[mailboxes.billing.smtp]\nport = {port}\nuser = \"billing@example.test\"\noauth = {{ token_command = \"{cmd}\" }}\n",
+        port = lab.submission_port,
+    );
+    lab.write_config(&(lab.config_text() + &own_smtp));
+    let daemon = lab.daemon();
+    lab.send_mail(&question(
+        "customer9@example.test",
+        "billing@example.test",
+        "oauth-e-1@client.test",
+    ));
+    // Refused, renewed (the command run again: the same token), refused again: an
+    // ERROR with the server's answer, and the acknowledgement waits in the outbox.
+    let line = daemon.log_line("SMTP login failed");
+    assert!(
+        line.contains("ERROR")
+            && line.contains("535")
+            && line.contains("XOAUTH2 as billing@example.test"),
+        "{line}"
+    );
+    let st = wait_status(&daemon, &lab.state, |s| s["smtp"]["state"] == "failing");
+    assert!(
+        st["smtp"]["last_answer"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("535"),
+        "{st:#}"
+    );
+    // The command prints a good token now: the next connection sends the mail.
+    write_secret(
+        &token,
+        &format!("{}\n", lab.jwt("billing@example.test", 3600)),
+    );
+    let ack = lab.wait_ack("customer9@example.test", "oauth-e-1@client.test");
+    assert!(sent_with_login(&ack, "billing@example.test"));
     assert!(daemon.stop().success());
 }

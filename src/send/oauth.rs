@@ -37,13 +37,13 @@ pub(super) async fn authenticate(
                 let abort = format!("{}\r\n", B64.encode(sasl::abort_response(mechanism)));
                 let end = match c.command(abort).await {
                     Ok(r) => format!("{} {}", r.code(), r.first_line().unwrap_or_default()),
-                    Err(e) if e.is_response() => e.to_string(),
+                    Err(e) if answered(&e) => e.to_string(),
                     Err(e) => return Err(SmtpError::Auth(e)),
                 };
                 format!("{end} ({said})")
             }
             Ok(_) => return Ok(()),
-            Err(e) if e.is_response() => e.to_string(),
+            Err(e) if answered(&e) => e.to_string(),
             Err(e) => return Err(SmtpError::Auth(e)),
         };
         let words = format!("{} as {user}: {words}", mechanism.name());
@@ -53,4 +53,9 @@ pub(super) async fn authenticate(
         tracing::info!(user = %user, refused = %words, "OAuth token refused by the SMTP server; renewing it and trying once more.");
         renew = true;
     }
+}
+
+/// Whether `e` is the server's answer (a 4xx or 5xx), not a broken connection.
+fn answered(e: &lettre::transport::smtp::Error) -> bool {
+    e.is_permanent() || e.is_transient()
 }
