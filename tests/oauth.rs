@@ -44,6 +44,26 @@ fn token_file(lab: &Lab, name: &str, token: &str) -> (PathBuf, String) {
     (path, command)
 }
 
+/// As [`token_file`], with a token for billing signed with another key than the stack's.
+fn forged_token(lab: &Lab, name: &str) -> (PathBuf, String) {
+    let forged = jwt_signed(
+        b"not the stack's key",
+        &lab.oauth_issuer,
+        "billing@example.test",
+        3600,
+    );
+    token_file(lab, name, &forged)
+}
+
+/// `[mailboxes.NAME.smtp]` on the submission port (AUTH required) as `NAME@`, with the
+/// `oauth` table `table` (inline).
+fn smtp_oauth(lab: &Lab, mailbox: &str, table: &str) -> String {
+    format!(
+        "\n[mailboxes.{mailbox}.smtp]\nport = {port}\nuser = \"{mailbox}@example.test\"\noauth = {{ {table} }}\n",
+        port = lab.submission_port,
+    )
+}
+
 fn dovecot_log(lab: &Lab) -> String {
     std::fs::read_to_string(lab.stack.dir.join("log/dovecot.log")).unwrap_or_default()
 }
@@ -102,14 +122,16 @@ fn tokens_from_a_command_log_in_to_imap_and_smtp_with_xoauth2_and_oauthbearer() 
         &format!("token_command = \"{support_cmd}\""),
     );
     // Billing's mail goes out on the submission port (AUTH required) with its token.
-    let own_smtp = format!(
-        "\n[mailboxes.billing.smtp]\nport = {port}\nuser = \"billing@example.test\"\noauth = {{ token_command = \"{billing_cmd}\" }}\n",
-        port = lab.submission_port,
+    let own_smtp = smtp_oauth(
+        &lab,
+        "billing",
+        &format!("token_command = \"{billing_cmd}\""),
     );
     // Support's with OAUTHBEARER, as its table says.
-    let support_smtp = format!(
-        "\n[mailboxes.support.smtp]\nport = {port}\nuser = \"support@example.test\"\noauth = {{ mechanism = \"oauthbearer\", token_command = \"{support_cmd}\" }}\n",
-        port = lab.submission_port,
+    let support_smtp = smtp_oauth(
+        &lab,
+        "support",
+        &format!("mechanism = \"oauthbearer\", token_command = \"{support_cmd}\""),
     );
     lab.write_config(&(lab.config_text() + &own_smtp + &support_smtp));
     let daemon = lab.daemon();
@@ -322,13 +344,7 @@ fn a_refused_token_is_an_error_naming_the_mailbox_and_the_others_go_on() {
     let lab = Lab::start();
     // Billing's command prints a token signed with another key; sales' refresh token
     // was revoked at the endpoint.
-    let forged = jwt_signed(
-        b"not the stack's key",
-        &lab.oauth_issuer,
-        "billing@example.test",
-        3600,
-    );
-    let (_, cmd) = token_file(&lab, "billing.token", &forged);
+    let (_, cmd) = forged_token(&lab, "billing.token");
     imap_oauth(&lab, "billing", &format!("token_command = \"{cmd}\""));
     let endpoint = TokenEndpoint::start(&lab, "sales@example.test");
     let refresh = refresh_file(&lab, &endpoint);
@@ -393,17 +409,8 @@ fn a_refused_token_is_an_error_naming_the_mailbox_and_the_others_go_on() {
 #[test]
 fn a_refused_smtp_token_keeps_the_mail_until_the_command_gives_a_good_one() {
     let lab = Lab::start();
-    let forged = jwt_signed(
-        b"not the stack's key",
-        &lab.oauth_issuer,
-        "billing@example.test",
-        3600,
-    );
-    let (token, cmd) = token_file(&lab, "billing-smtp.token", &forged);
-    let own_smtp = format!(
-        "\n[mailboxes.billing.smtp]\nport = {port}\nuser = \"billing@example.test\"\noauth = {{ token_command = \"{cmd}\" }}\n",
-        port = lab.submission_port,
-    );
+    let (token, cmd) = forged_token(&lab, "billing-smtp.token");
+    let own_smtp = smtp_oauth(&lab, "billing", &format!("token_command = \"{cmd}\""));
     lab.write_config(&(lab.config_text() + &own_smtp));
     let daemon = lab.daemon();
     lab.send_mail(&question(
