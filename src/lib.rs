@@ -10,7 +10,7 @@
 //! own phrases per language), [`when`] (time stamps), [`tls`] and [`auth`] (OAuth2
 //! tokens for the IMAP and SMTP logins).
 //!
-//! Dependencies point one way: config, ticket, when and tls at the bottom; the pure
+//! Dependencies point one way: config, ticket, when, tls and auth at the bottom; the pure
 //! stages (parse, classify, decide, compose) above them; record, source and send (the
 //! only modules that touch sled, IMAP and SMTP) above those; pipeline, runtime and cli
 //! on top.

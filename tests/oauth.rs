@@ -8,6 +8,8 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+
+use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -442,5 +444,40 @@ fn a_refused_smtp_token_keeps_the_mail_until_the_command_gives_a_good_one() {
     );
     let ack = lab.wait_ack("customer9@example.test", "oauth-e-1@client.test");
     assert!(sent_with_login(&ack, "billing@example.test"));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn the_tokens_stay_out_of_the_log_even_when_the_clients_are_asked_to_trace() {
+    let lab = Lab::start();
+    let token = lab.jwt("billing@example.test", 3600);
+    let (_, cmd) = token_file(&lab, "billing.token", &token);
+    imap_oauth(
+        &lab,
+        "billing",
+        &format!("mechanism = \"xoauth2\", token_command = \"{cmd}\""),
+    );
+    let own_smtp = smtp_oauth(&lab, "billing", &format!("token_command = \"{cmd}\""));
+    lab.write_config(&(lab.config_text() + &own_smtp));
+    // The IMAP and SMTP clients write every command they send at debug and trace.
+    let daemon = lab.daemon_with_env(&[(
+        "RUST_LOG",
+        std::ffi::OsStr::new("info,lettre=trace,async_imap=trace"),
+    )]);
+    lab.send_mail(&question(
+        "customer10@example.test",
+        "billing@example.test",
+        "oauth-f-1@client.test",
+    ));
+    let ack = lab.wait_ack("customer10@example.test", "oauth-f-1@client.test");
+    assert!(sent_with_login(&ack, "billing@example.test"));
+    let sasl = format!("user=billing@example.test\x01auth=Bearer {token}\x01\x01");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(sasl);
+    let log = daemon.log();
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !log.contains(signature) && !log.contains(&encoded[..40]),
+        "the token is in the log:\n{log}"
+    );
     assert!(daemon.stop().success());
 }
