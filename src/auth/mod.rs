@@ -11,7 +11,7 @@ mod grant;
 pub mod sasl;
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -53,9 +53,10 @@ struct Cached {
 
 /// The tokens of the grants, by their `oauth` table (less the mechanism, so that the
 /// IMAP and SMTP logins of one account share a token, and a refresh token is never
-/// traded twice at once). The lock is held while a token is fetched.
-static TOKENS: LazyLock<tokio::sync::Mutex<HashMap<OAuth, Cached>>> =
-    LazyLock::new(Default::default);
+/// traded twice at once). Each table has its own lock, held while its token is fetched:
+/// a slow endpoint holds up only the logins that need it.
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+static TOKENS: LazyLock<std::sync::Mutex<HashMap<OAuth, Slot>>> = LazyLock::new(Default::default);
 
 /// An access token for a login with `oauth`: from its command (run now), or its grant's
 /// (the kept one unless `renew`, or when it is due). `limit` bounds the command or the
@@ -72,23 +73,26 @@ pub async fn access_token(
         mechanism: None,
         ..oauth.clone()
     };
-    let mut tokens = TOKENS.lock().await;
-    if let Some(c) = tokens.get(&key) {
+    let slot = TOKENS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    let mut kept = slot.lock().await;
+    if let Some(c) = kept.as_ref() {
         if !renew && Instant::now() < c.renew_at {
             return Ok(c.token.clone());
         }
     }
-    tokens.remove(&key);
+    *kept = None;
     let fresh = grant::fetch(&key, limit).await?;
-    let token = fresh.access_token.clone();
     tracing::info!(endpoint = %key.endpoint().unwrap_or_default(), expires_in = ?fresh.expires_in, "OAuth access token fetched.");
-    tokens.insert(
-        key,
-        Cached {
-            token: fresh.access_token,
-            renew_at: Instant::now() + renew_after(fresh.expires_in),
-        },
-    );
+    let token = fresh.access_token.clone();
+    *kept = Some(Cached {
+        token: fresh.access_token,
+        renew_at: Instant::now() + renew_after(fresh.expires_in),
+    });
     Ok(token)
 }
 
