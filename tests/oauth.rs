@@ -15,9 +15,10 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::cli::cli;
+use support::daemon::Daemon;
 use support::lab::Lab;
 use support::mail::Mail;
-use support::oauth::{jwt_signed, TokenEndpoint};
+use support::oauth::{jwt_signed, Grants, TokenEndpoint};
 use support::ops::{wait_status, write_secret};
 use support::{poll, FetchedMail, WAIT};
 
@@ -287,17 +288,16 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-#[test]
-fn an_expired_token_is_renewed_and_no_mail_is_lost() {
-    let lab = Lab::start();
-    let endpoint = TokenEndpoint::start(&lab, "billing@example.test");
-    // The endpoint says an hour, but the tokens expire after 3 s: the kept token is
-    // refused at the next login, renewed, and the login goes through.
-    endpoint.with(|g| g.token_lifetime = 3);
+/// Billing logs in with the client credentials grant against an endpoint set up by
+/// `set`; the daemon runs, one mail is triaged on the first token. Returns the endpoint,
+/// the daemon and when that token was issued (seconds since the epoch).
+fn billing_on_one_token(lab: &Lab, set: impl FnOnce(&mut Grants)) -> (TokenEndpoint, Daemon, u64) {
+    let endpoint = TokenEndpoint::start(lab, "billing@example.test");
+    endpoint.with(set);
     imap_oauth(
-        &lab,
+        lab,
         "billing",
-        &grant_table(&lab, &endpoint, "client_credentials", ""),
+        &grant_table(lab, &endpoint, "client_credentials", ""),
     );
     let daemon = lab.daemon();
     lab.send_mail(&question(
@@ -308,22 +308,14 @@ fn an_expired_token_is_renewed_and_no_mail_is_lost() {
     lab.wait_flagged("billing@example.test", "oauth-c-1@client.test", "$Triaged");
     let issued = unix_now();
     assert_eq!(endpoint.with(|g| g.requests.len()), 1);
-    // The next tokens last: a failed login is answered late (Dovecot's penalty for the
-    // address), later than a 3 s token lives.
-    endpoint.with(|g| g.token_lifetime = 3600);
+    (endpoint, daemon, issued)
+}
 
-    // Once the token has expired, the session is cut and mail arrives meanwhile.
-    poll(
-        "the token expiring",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            (unix_now() > issued + 4)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        },
-    );
-    kick(&lab, "billing@example.test");
+/// Once the clock is past `t`, billing's session is cut, and a mail arriving then is
+/// triaged after the daemon logged in again.
+fn relogin_after(lab: &Lab, t: u64) {
+    wait_past(t);
+    kick(lab, "billing@example.test");
     lab.send_mail(&question(
         "customer7@example.test",
         "billing@example.test",
@@ -331,10 +323,47 @@ fn an_expired_token_is_renewed_and_no_mail_is_lost() {
     ));
     lab.wait_flagged("billing@example.test", "oauth-c-2@client.test", "$Triaged");
     lab.wait_ack("customer7@example.test", "oauth-c-2@client.test");
+}
+
+/// Waits until the clock is past `t` (seconds since the epoch).
+fn wait_past(t: u64) {
+    poll("the time", WAIT, Duration::from_millis(200), || {
+        (unix_now() > t)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+}
+
+#[test]
+fn an_expired_token_is_renewed_and_no_mail_is_lost() {
+    let lab = Lab::start();
+    // The endpoint says an hour, but the first token expires after 3 s: kept, it is
+    // refused at the next login, renewed, and the login goes through.
+    let (endpoint, daemon, issued) = billing_on_one_token(&lab, |g| g.token_lifetime = 3);
+    // The next tokens last: a failed login is answered late (Dovecot's penalty for the
+    // address), later than a 3 s token lives.
+    endpoint.with(|g| g.token_lifetime = 3600);
+    relogin_after(&lab, issued + 4);
     daemon.wait_log("OAuth token refused; renewing it and trying once more.");
     assert!(endpoint.with(|g| g.requests.len()) >= 2);
     assert!(
         !daemon.log().contains("Mailbox cannot log in"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_token_about_to_expire_is_renewed_before_the_login() {
+    let lab = Lab::start();
+    // The endpoint says 5 s (the tokens themselves last): the kept token is used for
+    // 4 s, and a login after that fetches a new one first.
+    let (endpoint, daemon, issued) = billing_on_one_token(&lab, |g| g.expires_in = 5);
+    relogin_after(&lab, issued + 5);
+    assert_eq!(endpoint.with(|g| g.requests.len()), 2);
+    assert!(
+        !daemon.log().contains("OAuth token refused"),
         "{}",
         daemon.log()
     );
