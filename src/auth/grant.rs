@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{check_token, AuthError};
-use crate::config::{Grant, OAuth, SecretSource};
+use crate::config::{read_secret_file, Grant, OAuth};
 
 /// A token endpoint's answer is a small JSON object.
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -47,20 +47,16 @@ fn fetch_blocking(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
         Grant::ClientCredentials => "client_credentials",
         Grant::RefreshToken => "refresh_token",
     };
-    let secret = |path: &Path| {
-        SecretSource::File(path.to_path_buf())
-            .read()
-            .map_err(AuthError::Secret)
-    };
+    let secret = |path: &Path, what| read_secret_file(path, what).map_err(AuthError::Secret);
     let mut form: Vec<(&str, String)> = vec![
         ("grant_type", name.to_string()),
         ("client_id", o.client_id.clone().unwrap_or_default()),
     ];
     if let Some(p) = &o.client_secret_file {
-        form.push(("client_secret", secret(p)?));
+        form.push(("client_secret", secret(p, "client secret file")?));
     }
     let refresh = match (&o.refresh_token_file, grant) {
-        (Some(p), Grant::RefreshToken) => Some(secret(p)?),
+        (Some(p), Grant::RefreshToken) => Some(secret(p, "refresh token file")?),
         _ => None,
     };
     if let Some(r) = &refresh {

@@ -25,8 +25,8 @@ pub use rules::{
     RuleTest, Rules, Unmatched,
 };
 pub use settings::{
-    Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since, Start, TlsMode,
-    DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
+    read_secret_file, Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since,
+    Start, TlsMode, DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
 };
 pub use templates::{
     FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext, Templates,

@@ -504,36 +504,39 @@ impl SecretSource {
     /// mailbox password lets anyone read the customers' mail.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::File(p) => {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                    let meta = std::fs::metadata(p)
-                        .map_err(|e| format!("password file {}: {e}", p.display()))?;
-                    let euid = rustix::process::geteuid().as_raw();
-                    if let Some(why) = owner_problem(meta.uid(), euid) {
-                        return Err(format!("password file {}: {why}", p.display()));
-                    }
-                    // 0600 or stricter: a group that can read it is as many more
-                    // people who can read the customers' mail.
-                    if meta.permissions().mode() & 0o077 != 0 {
-                        return Err(format!(
-                            "password file {} is readable by others than its owner (mode {:o}); run chmod 600 on it",
-                            p.display(),
-                            meta.permissions().mode() & 0o777
-                        ));
-                    }
-                }
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| format!("password file {}: {e}", p.display()))?;
-                Ok(s.trim_end_matches(['\r', '\n']).to_string())
-            }
+            SecretSource::File(p) => read_secret_file(p, "password file"),
             SecretSource::Env(v) => {
                 std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
             }
             SecretSource::Credential(name) => read_credential(name),
         }
     }
+}
+
+/// Reads a secret file (`what` names it in errors: "password file", "client secret
+/// file"), refused when anyone but its owner can read it or when its owner is neither
+/// the daemon's user nor root; the final line break is not part of the secret.
+pub fn read_secret_file(p: &Path, what: &str) -> Result<String, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+        let euid = rustix::process::geteuid().as_raw();
+        if let Some(why) = owner_problem(meta.uid(), euid) {
+            return Err(format!("{what} {}: {why}", p.display()));
+        }
+        // 0600 or stricter: a group that can read it is as many more people who can
+        // read the customers' mail.
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{what} {} is readable by others than its owner (mode {:o}); run chmod 600 on it",
+                p.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    let s = std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// A systemd credential: systemd copies the file named in `LoadCredential=` into a
@@ -939,19 +942,21 @@ impl Settings {
                 smtp.oauth.as_ref(),
             ));
         }
-        let mut secrets = Vec::new();
+        let mut problems = Vec::new();
         for (section, password, oauth) in logins {
             if let Some(p) = password {
-                secrets.push((format!("{section}.{}", p.key()), p));
+                problems.push((format!("{section}.{}", p.key()), p.read().err()));
             }
             for (key, path) in oauth.map(OAuth::files).unwrap_or_default() {
-                secrets.push((format!("{section}.oauth.{key}"), SecretSource::File(path)));
+                let what = key.trim_end_matches("_file").replace('_', " ") + " file";
+                let problem = read_secret_file(&path, &what).err();
+                problems.push((format!("{section}.oauth.{key}"), problem));
             }
         }
-        secrets
+        problems
             .into_iter()
-            .filter_map(|(key, source)| {
-                let message = source.read().err()?;
+            .filter_map(|(key, problem)| {
+                let message = problem?;
                 Some(ConfigError {
                     file: self.path.clone(),
                     key,
@@ -1399,7 +1404,10 @@ mod tests {
             .iter()
             .find(|e| e.key == "mailboxes.billing.oauth.client_secret_file")
             .unwrap_or_else(|| panic!("{errs:?}"));
-        assert!(e.message.contains("readable by others"), "{e}");
+        assert!(
+            e.message.contains("client secret file") && e.message.contains("readable by others"),
+            "{e}"
+        );
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!s
             .secret_errors()
