@@ -21,6 +21,9 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 pub(super) struct Fresh {
     pub access_token: String,
     pub expires_in: Duration,
+    /// A rotated refresh token that could not be written to its file: the next refresh
+    /// must use it (the one in the file may be void), and it is lost at a restart.
+    pub unsaved_refresh: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -32,15 +35,20 @@ struct Answer {
     error_description: Option<String>,
 }
 
-/// Runs the grant of `o` (checked at load: it has one, with what it needs).
-pub(super) async fn fetch(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
+/// Runs the grant of `o` (checked at load: it has one, with what it needs); `unsaved`
+/// is a rotated refresh token its file does not hold, used instead of the file's.
+pub(super) async fn fetch(
+    o: &OAuth,
+    limit: Duration,
+    unsaved: Option<String>,
+) -> Result<Fresh, AuthError> {
     let o = o.clone();
-    tokio::task::spawn_blocking(move || fetch_blocking(&o, limit))
+    tokio::task::spawn_blocking(move || fetch_blocking(&o, limit, unsaved))
         .await
         .map_err(|e| AuthError::Secret(format!("token request task: {e}")))?
 }
 
-fn fetch_blocking(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
+fn fetch_blocking(o: &OAuth, limit: Duration, unsaved: Option<String>) -> Result<Fresh, AuthError> {
     let url = o.endpoint().unwrap_or_default();
     let grant = o.grant.unwrap_or(Grant::ClientCredentials);
     let name = match grant {
@@ -56,7 +64,10 @@ fn fetch_blocking(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
         form.push(("client_secret", secret(p, "client secret file")?));
     }
     let refresh = match (&o.refresh_token_file, grant) {
-        (Some(p), Grant::RefreshToken) => Some(secret(p, "refresh token file")?),
+        (Some(p), Grant::RefreshToken) => match unsaved {
+            Some(r) => Some(r),
+            None => Some(secret(p, "refresh token file")?),
+        },
         _ => None,
     };
     if let Some(r) = &refresh {
@@ -94,15 +105,26 @@ fn fetch_blocking(o: &OAuth, limit: Duration) -> Result<Fresh, AuthError> {
     }
     let token = answer.access_token.unwrap_or_default();
     check_token(&token).map_err(refused)?;
+    let mut unsaved_refresh = None;
     if let (Some(new), Some(old), Some(path)) =
         (&answer.refresh_token, &refresh, &o.refresh_token_file)
     {
         if new != old {
-            write_back(path, new)?;
-            tracing::info!(file = %path.display(), "Rotated refresh token written back.");
+            // The new access token works either way; the new refresh token is kept in
+            // memory until the file can be written.
+            match write_back(path, new) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "Rotated refresh token written back.")
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "Rotated refresh token kept in memory only; a restart loses it: make the file's folder writable for the daemon.");
+                    unsaved_refresh = Some(new.clone());
+                }
+            }
         }
     }
     Ok(Fresh {
+        unsaved_refresh,
         access_token: token,
         expires_in: answer
             .expires_in
@@ -164,6 +186,73 @@ fn write_back(path: &Path, token: &str) -> Result<(), AuthError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A token endpoint on loopback that answers every request with `answer` and hands
+    /// each request's body to the test.
+    fn endpoint(answer: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                let _ = tx.send(String::from_utf8(body).unwrap());
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_rotated_refresh_token_that_cannot_be_written_is_used_from_memory() {
+        let (url, bodies) = endpoint(
+            r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2","token_type":"Bearer"}"#,
+        );
+        // The file's folder is a file: no new file can be made beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("plain-file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let o = OAuth {
+            mechanism: None,
+            token_command: None,
+            grant: Some(Grant::RefreshToken),
+            provider: None,
+            token_url: Some(url),
+            tenant: None,
+            client_id: Some("c".into()),
+            client_secret_file: None,
+            refresh_token_file: Some(not_a_dir.join("refresh")),
+            scope: None,
+        };
+        let fresh = fetch_blocking(&o, Duration::from_secs(10), Some("rt-1".into())).unwrap();
+        assert_eq!(fresh.access_token, "at-2");
+        assert_eq!(fresh.unsaved_refresh.as_deref(), Some("rt-2"));
+        assert_eq!(fresh.expires_in, Duration::from_secs(60));
+        let body = bodies.recv().unwrap();
+        assert!(
+            body.contains("grant_type=refresh_token") && body.contains("refresh_token=rt-1"),
+            "{body}"
+        );
+    }
 
     #[test]
     fn a_rotated_refresh_token_replaces_the_file_owner_only() {

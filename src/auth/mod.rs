@@ -49,6 +49,8 @@ impl AuthError {
 struct Cached {
     token: String,
     renew_at: Instant,
+    /// A rotated refresh token its file could not take (see [`grant::Fresh`]).
+    unsaved_refresh: Option<String>,
 }
 
 /// The tokens of the grants, by their `oauth` table (less the mechanism, so that the
@@ -85,13 +87,25 @@ pub async fn access_token(
             return Ok(c.token.clone());
         }
     }
-    *kept = None;
-    let fresh = grant::fetch(&key, limit).await?;
+    let unsaved = kept.take().and_then(|c| c.unsaved_refresh);
+    let fresh = match grant::fetch(&key, limit, unsaved.clone()).await {
+        Ok(f) => f,
+        Err(e) => {
+            // Not the token, but the rotated refresh token is still needed.
+            *kept = unsaved.map(|r| Cached {
+                token: String::new(),
+                renew_at: Instant::now(),
+                unsaved_refresh: Some(r),
+            });
+            return Err(e);
+        }
+    };
     tracing::info!(endpoint = %key.endpoint().unwrap_or_default(), expires_in = ?fresh.expires_in, "OAuth access token fetched.");
     let token = fresh.access_token.clone();
     *kept = Some(Cached {
         token: fresh.access_token,
         renew_at: Instant::now() + renew_after(fresh.expires_in),
+        unsaved_refresh: fresh.unsaved_refresh,
     });
     Ok(token)
 }
