@@ -7,15 +7,17 @@
 //! [`cli`] is the command line, whose `explain` and `triage` run the very same pipeline
 //! offline. Beside the flow: [`config`] (both files, compiled once), [`ticket`] (the
 //! domain: tickets, their history, the mails decided; no I/O), [`words`] (the daemon's
-//! own phrases per language), [`when`] (time stamps) and [`tls`].
+//! own phrases per language), [`when`] (time stamps), [`tls`] and [`auth`] (OAuth2
+//! tokens for the IMAP and SMTP logins).
 //!
-//! Dependencies point one way: config, ticket, when and tls at the bottom; the pure
+//! Dependencies point one way: config, ticket, when, tls and auth at the bottom; the pure
 //! stages (parse, classify, decide, compose) above them; record, source and send (the
 //! only modules that touch sled, IMAP and SMTP) above those; pipeline, runtime and cli
 //! on top.
 
 #![deny(clippy::too_many_lines)]
 
+pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod clock;

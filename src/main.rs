@@ -16,6 +16,14 @@ fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The IMAP and SMTP clients log every command as written at debug and trace, LOGIN
+    // and AUTH included: passwords and OAuth tokens. They stay at info, whatever
+    // RUST_LOG asks for.
+    let filter = ["async_imap=info", "lettre=info"]
+        .into_iter()
+        .fold(filter, |f, d| {
+            f.add_directive(d.parse().expect("a valid directive"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["ticket", "when", "parse", "clock"],
     &["classify::matcher"],
     &["config"],
-    &["tls", "classify"],
+    &["tls", "auth", "classify"],
     &["decide"],
     &["words"],
     &["compose", "record"],

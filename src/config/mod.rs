@@ -8,23 +8,25 @@
 //! pattern is compiled when the file is loaded; the matcher itself knows nothing of
 //! the configuration. `rules/` compiles
 //! rules.toml one section per file, `templates.rs` holds what templates may use (compose
-//! fills it in), `settings.rs` reads mailtriage.toml and `error.rs` collects mistakes
+//! fills it in), `settings.rs` reads mailtriage.toml (`oauth.rs` its OAuth2 tables) and `error.rs` collects mistakes
 //! with their key path and line. Rule tests are compiled here and run by
 //! `pipeline::ruletest`, the loader the daemon and `check` use.
 
 mod error;
+mod oauth;
 mod rules;
 mod settings;
 mod templates;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use oauth::{bad_token_url, Grant, OAuth, Provider, SaslMechanism};
 pub use rules::{
     version_of, version_with, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue,
     Roles, Rule, RuleTest, Rules, Unmatched,
 };
 pub use settings::{
-    Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since, Start, TlsMode,
-    DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
+    read_secret_file, Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since,
+    Start, TlsMode, DEFAULT_SMTP_CONNECTIONS, MAX_SMTP_CONNECTIONS,
 };
 pub use templates::{
     FlagLine, HistoryLine, IncidentLine, PromiseLine, RuleLine, TemplateContext, Templates,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{Collector, ConfigError, ConfigErrors};
+use super::oauth::{check_oauth, OAuth};
 
 /// How a connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -52,6 +53,10 @@ pub struct Server {
     /// SMTP only: how many connections the outbox sender keeps and sends on at once.
     #[serde(default)]
     pub connections: Option<usize>,
+    /// `[smtp.oauth]`: the SMTP login's OAuth2 token instead of a password.
+    /// `[imap.oauth]`: the token of every mailbox that names no login secret of its own.
+    #[serde(default)]
+    pub oauth: Option<OAuth>,
 }
 
 /// SMTP connections when `[smtp] connections` is not given: enough to keep Postfix
@@ -190,6 +195,9 @@ pub struct Login {
     pub password_env: Option<String>,
     #[serde(default)]
     pub password_credential: Option<String>,
+    /// `[mailboxes.NAME.oauth]`: log in with an OAuth2 token instead of a password.
+    #[serde(default)]
+    pub oauth: Option<OAuth>,
     #[serde(default = "inbox")]
     pub folder: String,
     /// The folder where this queue's staff replies are kept (e.g. "Sent"): watched so
@@ -242,6 +250,8 @@ pub struct ServerOverride {
     pub password_credential: Option<String>,
     #[serde(default)]
     pub connections: Option<usize>,
+    #[serde(default)]
+    pub oauth: Option<OAuth>,
 }
 
 impl ServerOverride {
@@ -253,25 +263,27 @@ impl ServerOverride {
         }
     }
 
-    /// Whether this names a login of its own (a user or a password source).
+    /// Whether this names a login of its own (a user, a password source or a token).
     fn has_login(&self) -> bool {
-        self.user.is_some() || !self.password_keys().sources().is_empty()
+        self.user.is_some() || !self.password_keys().sources().is_empty() || self.oauth.is_some()
     }
 
     /// `base` with the keys given here put over it.
     pub fn over(&self, base: &Server) -> Server {
-        let (user, file, env, credential) = match self.has_login() {
+        let (user, file, env, credential, oauth) = match self.has_login() {
             true => (
                 &self.user,
                 &self.password_file,
                 &self.password_env,
                 &self.password_credential,
+                &self.oauth,
             ),
             false => (
                 &base.user,
                 &base.password_file,
                 &base.password_env,
                 &base.password_credential,
+                &base.oauth,
             ),
         };
         Server {
@@ -292,6 +304,7 @@ impl ServerOverride {
             password_env: env.clone(),
             password_credential: credential.clone(),
             connections: self.connections.or(base.connections),
+            oauth: oauth.clone(),
         }
     }
 }
@@ -389,6 +402,8 @@ struct RawArchive {
     password_env: Option<String>,
     #[serde(default)]
     password_credential: Option<String>,
+    #[serde(default)]
+    oauth: Option<OAuth>,
     #[serde(default = "inbox")]
     folder: String,
 }
@@ -489,36 +504,39 @@ impl SecretSource {
     /// mailbox password lets anyone read the customers' mail.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::File(p) => {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                    let meta = std::fs::metadata(p)
-                        .map_err(|e| format!("password file {}: {e}", p.display()))?;
-                    let euid = rustix::process::geteuid().as_raw();
-                    if let Some(why) = owner_problem(meta.uid(), euid) {
-                        return Err(format!("password file {}: {why}", p.display()));
-                    }
-                    // 0600 or stricter: a group that can read it is as many more
-                    // people who can read the customers' mail.
-                    if meta.permissions().mode() & 0o077 != 0 {
-                        return Err(format!(
-                            "password file {} is readable by others than its owner (mode {:o}); run chmod 600 on it",
-                            p.display(),
-                            meta.permissions().mode() & 0o777
-                        ));
-                    }
-                }
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| format!("password file {}: {e}", p.display()))?;
-                Ok(s.trim_end_matches(['\r', '\n']).to_string())
-            }
+            SecretSource::File(p) => read_secret_file(p, "password file"),
             SecretSource::Env(v) => {
                 std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
             }
             SecretSource::Credential(name) => read_credential(name),
         }
     }
+}
+
+/// Reads a secret file (`what` names it in errors: "password file", "client secret
+/// file"), refused when anyone but its owner can read it or when its owner is neither
+/// the daemon's user nor root; the final line break is not part of the secret.
+pub fn read_secret_file(p: &Path, what: &str) -> Result<String, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+        let euid = rustix::process::geteuid().as_raw();
+        if let Some(why) = owner_problem(meta.uid(), euid) {
+            return Err(format!("{what} {}: {why}", p.display()));
+        }
+        // 0600 or stricter: a group that can read it is as many more people who can
+        // read the customers' mail.
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{what} {} is readable by others than its owner (mode {:o}); run chmod 600 on it",
+                p.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    let s = std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// A systemd credential: systemd copies the file named in `LoadCredential=` into a
@@ -600,6 +618,31 @@ fn check_password(c: &mut Collector, span: std::ops::Range<usize>, key: &str, ke
     }
 }
 
+/// A mailbox's (or the archive's) login: one password source or an `oauth` table. One
+/// with neither logs in with `[imap.oauth]` (`global`) when there is one.
+fn check_login(
+    c: &mut Collector,
+    span: std::ops::Range<usize>,
+    key: &str,
+    login: &Login,
+    global: Option<&OAuth>,
+) {
+    let passwords = login.password_keys().sources().len();
+    match &login.oauth {
+        Some(o) => {
+            check_oauth(c, &format!("{key}.oauth"), o);
+            if passwords > 0 {
+                c.at(Some(span), key, PASSWORD_OR_TOKEN);
+            }
+        }
+        None if passwords == 0 && global.is_some() => {}
+        None => check_password(c, span, key, login.password_keys()),
+    }
+}
+
+const PASSWORD_OR_TOKEN: &str =
+    "give a password source or an [oauth] table, not both: the login uses one of them";
+
 const ONE_PASSWORD_SOURCE: &str =
     "give one of password_file, password_credential and password_env, not several";
 
@@ -634,6 +677,17 @@ fn check_server(c: &mut Collector, key: &str, smtp: bool, s: &Server) {
     }
     if let Some(why) = keys.credential.as_deref().and_then(bad_credential_name) {
         c.at_key(format!("{key}.password_credential"), why);
+    }
+    if s.oauth.is_some() {
+        if !keys.sources().is_empty() {
+            c.at_key(key, PASSWORD_OR_TOKEN);
+        }
+        if smtp && s.user.is_none() {
+            c.at_key(
+                format!("{key}.user"),
+                "is missing: the OAuth token is presented with a user name",
+            );
+        }
     }
     match (smtp, s.connections) {
         (true, Some(n)) if !(1..=MAX_SMTP_CONNECTIONS).contains(&n) => c.at_key(
@@ -679,11 +733,14 @@ fn check_overrides(c: &mut Collector, name: &str, login: &Login, imap: &Server, 
                 "is missing: a password is given, for which user?",
             );
         }
-        if o.user.is_some() && o.password_keys().sources().is_empty() {
+        if o.user.is_some() && o.password_keys().sources().is_empty() && o.oauth.is_none() {
             c.at_key(
                 &key,
-                "needs password_file, password_credential or password_env for its user (passwords are never written inline)",
+                "needs password_file, password_credential, password_env or an [oauth] table for its user (passwords are never written inline)",
             );
+        }
+        if let Some(oauth) = &o.oauth {
+            check_oauth(c, &format!("{key}.oauth"), oauth);
         }
         check_server(c, &key, true, &o.over(smtp));
     }
@@ -719,7 +776,7 @@ fn check_poll_after_mail(c: &mut Collector, options: &ImapOptions) {
 }
 
 /// `[archive]`: its login is checked like a mailbox's, its address must be one.
-fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
+fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>, global: Option<&OAuth>) -> Archive {
     let span = a.span();
     let a = a.into_inner();
     let login = Login {
@@ -727,6 +784,7 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
         password_file: a.password_file,
         password_env: a.password_env,
         password_credential: a.password_credential,
+        oauth: a.oauth,
         folder: a.folder,
         sent_folder: None,
         start_text: None,
@@ -734,7 +792,7 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>) -> Archive {
         imap: None,
         smtp: None,
     };
-    check_password(c, span, "archive", login.password_keys());
+    check_login(c, span, "archive", &login, global);
     if let Err(e) = a.address.parse::<lettre::Address>() {
         c.at_key(
             "archive.address",
@@ -791,19 +849,27 @@ impl Settings {
         };
         check_server(&mut c, "imap", false, raw.imap.get_ref());
         check_server(&mut c, "smtp", true, raw.smtp.get_ref());
+        for (key, s) in [("imap", &raw.imap), ("smtp", &raw.smtp)] {
+            if let Some(o) = &s.get_ref().oauth {
+                check_oauth(&mut c, &format!("{key}.oauth"), o);
+            }
+        }
+        let global = raw.imap.get_ref().oauth.clone();
         check_poll_after_mail(&mut c, &raw.imap_options);
         check_unhealthy_after(&mut c, &raw.imap_options);
         check_limits(&mut c, &raw.limits);
         for (name, login) in &raw.mailboxes {
             let l = login.get_ref();
             let key = format!("mailboxes.{name}");
-            check_password(&mut c, login.span(), &key, l.password_keys());
+            check_login(&mut c, login.span(), &key, l, global.as_ref());
             check_overrides(&mut c, name, l, raw.imap.get_ref(), raw.smtp.get_ref());
         }
         for (name, login) in &mut raw.mailboxes {
             compile_start(&mut c, name, login.get_mut());
         }
-        let archive = raw.archive.map(|a| compile_archive(&mut c, a));
+        let archive = raw
+            .archive
+            .map(|a| compile_archive(&mut c, a, global.as_ref()));
         let metrics_listen = metrics_listen(&mut c, raw.metrics.as_ref());
         let settings = Settings {
             metrics_listen,
@@ -846,28 +912,54 @@ impl Settings {
     /// Every password the daemon will need, read as `run` reads it: a missing file, a
     /// file others can read, an unset variable are errors here, not at the first login.
     pub fn secret_errors(&self) -> Vec<ConfigError> {
-        let mut sources = vec![
-            ("imap".to_string(), self.imap.password()),
-            ("smtp".to_string(), self.smtp.password()),
+        let mut logins: Vec<(String, Option<SecretSource>, Option<&OAuth>)> = vec![
+            (
+                "imap".into(),
+                self.imap.password(),
+                self.imap.oauth.as_ref(),
+            ),
+            (
+                "smtp".into(),
+                self.smtp.password(),
+                self.smtp.oauth.as_ref(),
+            ),
         ];
         if let Some(a) = &self.archive {
-            sources.push(("archive".to_string(), a.login.password()));
+            logins.push(("archive".into(), a.login.password(), a.login.oauth.as_ref()));
         }
         for (name, login) in &self.mailboxes {
-            sources.push((format!("mailboxes.{name}"), login.password()));
+            logins.push((
+                format!("mailboxes.{name}"),
+                login.password(),
+                login.oauth.as_ref(),
+            ));
         }
-        for (name, smtp) in self.smtp_identities() {
-            sources.push((format!("mailboxes.{name}.smtp"), smtp.password()));
+        let identities = self.smtp_identities();
+        for (name, smtp) in &identities {
+            logins.push((
+                format!("mailboxes.{name}.smtp"),
+                smtp.password(),
+                smtp.oauth.as_ref(),
+            ));
         }
-        sources
+        let mut problems = Vec::new();
+        for (section, password, oauth) in logins {
+            if let Some(p) = password {
+                problems.push((format!("{section}.{}", p.key()), p.read().err()));
+            }
+            for (key, path) in oauth.map(OAuth::files).unwrap_or_default() {
+                let what = key.trim_end_matches("_file").replace('_', " ") + " file";
+                let problem = read_secret_file(&path, &what).err();
+                problems.push((format!("{section}.oauth.{key}"), problem));
+            }
+        }
+        problems
             .into_iter()
-            .filter_map(|(section, source)| {
-                let source = source?;
-                let message = source.read().err()?;
-                let key = source.key();
+            .filter_map(|(key, problem)| {
+                let message = problem?;
                 Some(ConfigError {
                     file: self.path.clone(),
-                    key: format!("{section}.{key}"),
+                    key,
                     line: None,
                     message,
                 })
@@ -1256,6 +1348,71 @@ mod tests {
         assert!(err.contains("readable by others"), "{err}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(SecretSource::File(f).read().unwrap(), "secret");
+    }
+
+    #[test]
+    fn a_login_takes_a_password_or_an_oauth_table() {
+        let billing = "password_credential = \"billing.pass\"";
+        let oauth = "oauth = { token_command = \"get-token billing\" }";
+        let s = shipped_with(billing, oauth).unwrap();
+        let o = s.mailboxes["billing"].oauth.as_ref().unwrap();
+        assert_eq!(o.token_command.as_deref(), Some("get-token billing"));
+        let both = format!("{billing}\n{oauth}");
+        let err = shipped_with(billing, &both).unwrap_err();
+        assert_eq!(err.0[0].key, "mailboxes.billing", "{err}");
+        assert!(err.0[0].message.contains("not both"), "{err}");
+        // A mailbox without a login secret of its own takes [imap.oauth].
+        let err = shipped_with(billing, "").unwrap_err();
+        assert!(err.0[0].message.contains("needs password_file"), "{err}");
+        let text = shipped_text().replacen(billing, "", 1).replacen(
+            "[imap_options]",
+            "[imap.oauth]\ntoken_command = \"get-token\"\n\n[imap_options]",
+            1,
+        );
+        let s = Settings::parse(Path::new("m.toml"), &text).unwrap();
+        assert!(s.mailboxes["billing"].oauth.is_none() && s.imap.oauth.is_some());
+        // A mistake in the table names its key.
+        let bad = "oauth = { grant = \"refresh_token\", provider = \"google\" }";
+        let err = shipped_with(billing, bad).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.key == "mailboxes.billing.oauth.client_id"),
+            "{err}"
+        );
+        let smtp = "smtp = { user = \"b@example.com\", oauth = { mechanism = \"oauthbearer\", token_command = \"t\" } }";
+        let s = shipped_with(billing, &format!("{billing}\n{smtp}")).unwrap();
+        let id = &s.smtp_identities()["billing"];
+        assert_eq!(id.user.as_deref(), Some("b@example.com"));
+        assert!(id.oauth.is_some() && id.password().is_none());
+    }
+
+    #[test]
+    fn check_reads_the_grant_secret_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("client-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let oauth = format!(
+            "oauth = {{ grant = \"client_credentials\", provider = \"microsoft\", tenant = \"contoso.onmicrosoft.com\", client_id = \"c\", client_secret_file = \"{}\" }}",
+            secret.display()
+        );
+        let s = shipped_with("password_credential = \"billing.pass\"", &oauth).unwrap();
+        let errs = s.secret_errors();
+        let e = errs
+            .iter()
+            .find(|e| e.key == "mailboxes.billing.oauth.client_secret_file")
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(
+            e.message.contains("client secret file") && e.message.contains("readable by others"),
+            "{e}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!s
+            .secret_errors()
+            .iter()
+            .any(|e| e.key.starts_with("mailboxes.billing.oauth")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! about the mails whose fate a crash left unknown.
 
 mod health;
+mod oauth;
 pub mod sender;
 pub mod settle;
 mod smtp;
@@ -72,6 +73,10 @@ pub enum SmtpError {
     Starttls(LettreSmtp),
     #[error("AUTH: {0}")]
     Auth(LettreSmtp),
+    #[error("OAuth token: {0}")]
+    Token(crate::auth::AuthError),
+    #[error("AUTH {0}")]
+    TokenRefused(String),
     /// The server's answer to the mail itself.
     #[error("{0}")]
     Answer(LettreSmtp),
@@ -87,7 +92,13 @@ impl SmtpError {
     /// Retried, but an operator must act before it can pass: the server refused the
     /// login, or the password cannot be read.
     pub fn needs_operator(&self) -> bool {
-        matches!(self, SmtpError::Auth(_) | SmtpError::Secret(_))
+        matches!(
+            self,
+            SmtpError::Auth(_)
+                | SmtpError::Secret(_)
+                | SmtpError::Token(_)
+                | SmtpError::TokenRefused(_)
+        )
     }
 
     /// Whether trying again may help. Permanent: settings an operator must fix, and a

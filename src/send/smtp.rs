@@ -1,5 +1,5 @@
 //! Send, the SMTP side: kept connections (TCP without delay, TLS as configured, EHLO,
-//! AUTH) and one mail handed over on one of them, under a time limit.
+//! AUTH: a password, or an OAuth2 token by [`super::oauth`]) and one mail handed over on one of them, under a time limit.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -163,6 +163,9 @@ impl SmtpOut {
                 .await
                 .map_err(SmtpError::Auth)?;
         }
+        if let (Some(user), Some(oauth), None) = (&s.user, &s.oauth, s.password()) {
+            super::oauth::authenticate(&mut c, user, s, oauth).await?;
+        }
         tracing::info!(
             server = %format!("{}:{}", s.host, s.port),
             user = s.user.as_deref().unwrap_or(""),
@@ -277,12 +280,16 @@ fn starttls_parameters(s: &Server) -> Result<TlsParameters, SmtpError> {
     b.build().map_err(SmtpError::TlsParameters)
 }
 
-/// The login for AUTH, when `smtp.user` is set; the password is read now. The error is
+/// The login for AUTH PLAIN/LOGIN, when `smtp.user` is set with a password (not an
+/// `oauth` table); the password is read now. The error is
 /// the secret's problem in words: a settings error at start, a temporary one later.
 fn credentials(s: &Server) -> Result<Option<Credentials>, String> {
     let Some(user) = &s.user else {
         return Ok(None);
     };
+    if s.password().is_none() && s.oauth.is_some() {
+        return Ok(None);
+    }
     let pw = s
         .password()
         .ok_or("smtp.user is set but neither password_file nor password_env")?

@@ -12,6 +12,7 @@
 mod fetch;
 mod idle;
 mod marks;
+mod oauth;
 mod session;
 
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub enum ImapError {
     Login(String, String),
     #[error("password: {0}")]
     Secret(String),
+    #[error("OAuth token: {0}")]
+    Token(crate::auth::AuthError),
     #[error("IMAP: {0}")]
     Protocol(#[from] async_imap::error::Error),
     #[error("server closed the connection")]
@@ -46,10 +49,13 @@ impl ImapError {
     /// Whether reconnecting may help. Refused credentials, a missing password and a TLS
     /// set-up that fails stay so until an operator changes the settings.
     pub fn is_temporary(&self) -> bool {
-        !matches!(
-            self,
-            ImapError::Login(..) | ImapError::Secret(..) | ImapError::Tls(..)
-        )
+        match self {
+            ImapError::Token(e) => e.is_temporary(),
+            e => !matches!(
+                e,
+                ImapError::Login(..) | ImapError::Secret(..) | ImapError::Tls(..)
+            ),
+        }
     }
 }
 

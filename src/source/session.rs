@@ -1,5 +1,5 @@
 //! Source, the session: TCP (with keepalive), TLS as configured (implicit, STARTTLS or,
-//! when configured, none), the greeting, LOGIN and SELECT of the watched folder (or
+//! when configured, none), the greeting, LOGIN (or an OAuth2 AUTHENTICATE, [`super::oauth`]) and SELECT of the watched folder (or
 //! EXAMINE, read-only, for a look that must change nothing). What
 //! follows on the session is [`super::fetch`], [`super::idle`] and [`super::marks`].
 
@@ -11,10 +11,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::{timed, ImapError, Source};
-use crate::config::{Login, Server, TlsMode};
+use crate::config::{Server, TlsMode};
 
 type Stream = Either<TlsStream<TcpStream>, TcpStream>;
-type Client = async_imap::Client<Stream>;
+pub(super) type Client = async_imap::Client<Stream>;
 pub(super) type Session = async_imap::Session<Stream>;
 
 /// A logged-in session with the watched folder selected.
@@ -102,7 +102,7 @@ async fn connect(source: &Source) -> Result<Session, ImapError> {
             c
         }
     };
-    login(client, &source.login, t).await
+    login(client, source).await
 }
 
 /// The TCP connection, without delay on small writes and with keepalive.
@@ -154,8 +154,15 @@ where
 }
 
 /// LOGIN with the login's password, read now so that a changed secret takes effect on
-/// the next connection.
-async fn login(client: Client, login: &Login, t: Duration) -> Result<Session, ImapError> {
+/// the next connection; without a password, the token of the mailbox's `oauth` table
+/// (or of `[imap.oauth]`).
+async fn login(client: Client, source: &Source) -> Result<Session, ImapError> {
+    let (login, t) = (&source.login, source.server.timeout);
+    if login.password().is_none() {
+        if let Some(o) = login.oauth.as_ref().or(source.server.oauth.as_ref()) {
+            return super::oauth::authenticate(client, &login.user, &source.server, o).await;
+        }
+    }
     let pw = login
         .password()
         .ok_or_else(|| ImapError::Secret("no password_file or password_env".into()))?

@@ -54,6 +54,7 @@ pub mod daemon;
 mod imap;
 pub mod lab;
 pub mod mail;
+pub mod oauth;
 pub mod ops;
 mod ports;
 mod smtp;

@@ -50,6 +50,10 @@ pub struct Stack {
     pub password: String,
     /// Mail domain of the users: `example.test`.
     pub domain: String,
+    /// The HS256 secret (its bytes as they are) Dovecot checks OAuth2 tokens with.
+    pub oauth_secret: Vec<u8>,
+    /// The `iss` Dovecot accepts in a token.
+    pub oauth_issuer: String,
     lock: PortLock,
 }
 
@@ -190,6 +194,9 @@ impl Stack {
             ca_cert: PathBuf::from(get("MAILSTACK_CA_CERT")?),
             password: get("MAILSTACK_PASSWORD")?,
             domain: get("MAILSTACK_DOMAIN")?,
+            oauth_secret: std::fs::read(get("MAILSTACK_OAUTH_SECRET_FILE")?)
+                .map_err(|e| format!("MAILSTACK_OAUTH_SECRET_FILE: {e}"))?,
+            oauth_issuer: get("MAILSTACK_OAUTH_ISSUER")?,
             dir,
             lock,
         })
