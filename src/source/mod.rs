@@ -9,6 +9,7 @@
 //! [`marks`] stores keywords and moves. Every command runs under a timeout, because a
 //! server that accepts and never answers must not stall the mailbox.
 
+mod caps;
 mod fetch;
 mod idle;
 mod marks;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{ImapOptions, Login, Server};
 
+pub use caps::{Marks, Mode, Moves, Offered, Wait};
 pub use fetch::{messages_present, Fetched, FETCH_BATCH};
 pub use marks::MARK_BATCH;
 pub use session::Connection;

@@ -1,6 +1,7 @@
 //! Source, the session: TCP (with keepalive), TLS as configured (implicit, STARTTLS or,
 //! when configured, none), the greeting, LOGIN and SELECT of the watched folder (or
-//! EXAMINE, read-only, for a look that must change nothing). What
+//! EXAMINE, read-only, for a look that must change nothing), with what the server
+//! offers ([`super::caps`]: CAPABILITY after login, PERMANENTFLAGS from the SELECT). What
 //! follows on the session is [`super::fetch`], [`super::idle`] and [`super::marks`].
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use super::caps::{Mode, Offered};
 use super::{timed, ImapError, Source};
 use crate::config::{Login, Server, TlsMode};
 
@@ -28,6 +30,10 @@ pub struct Connection {
     pub(super) exists: u32,
     /// The UID the next message will get, when the server said (it must, RFC 3501).
     pub(super) uid_next: Option<u32>,
+    /// What the server offered this session.
+    pub(super) offered: Offered,
+    /// How this session waits, moves and marks: from `offered` and the login's settings.
+    pub(super) mode: Mode,
 }
 
 impl Connection {
@@ -45,11 +51,20 @@ impl Connection {
     async fn opened(source: &Source, read_only: bool) -> Result<Connection, ImapError> {
         let timeout = source.server.timeout;
         let mut session = connect(source).await?;
+        // Asked after login: a server may offer more (or less) to an authenticated session.
+        let caps = timed("CAPABILITY", timeout, session.capabilities()).await?;
         let mb = if read_only {
             timed("EXAMINE", timeout, session.examine(&source.folder)).await?
         } else {
             timed("SELECT", timeout, session.select(&source.folder)).await?
         };
+        let offered = Offered {
+            idle: caps.has_str("IDLE"),
+            moves: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+            keywords: (!read_only).then(|| keywords_kept(&mb.permanent_flags)),
+        };
+        let mode = Mode::of(&offered, source.login.idle(), source.login.poll_interval());
         Ok(Connection {
             session,
             timeout,
@@ -57,7 +72,19 @@ impl Connection {
             uid_validity: mb.uid_validity.unwrap_or(0),
             exists: mb.exists,
             uid_next: mb.uid_next,
+            offered,
+            mode,
         })
+    }
+
+    /// What the server offered this session.
+    pub fn offered(&self) -> Offered {
+        self.offered
+    }
+
+    /// How this session waits for mail, moves and marks.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The folder's UIDVALIDITY (0 when the server gave none).
@@ -167,4 +194,13 @@ async fn login(client: Client, login: &Login, t: Duration) -> Result<Session, Im
         Ok(Err((e, _))) => Err(ImapError::Login(user, e.to_string())),
         Ok(Ok(session)) => Ok(session),
     }
+}
+
+/// Whether new keywords are kept: `\*` among the permanent flags, or no PERMANENTFLAGS
+/// at all (RFC 3501: every flag is then permanent).
+fn keywords_kept(permanent: &[async_imap::types::Flag<'_>]) -> bool {
+    permanent.is_empty()
+        || permanent
+            .iter()
+            .any(|f| matches!(f, async_imap::types::Flag::MayCreate))
 }

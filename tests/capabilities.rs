@@ -1,0 +1,132 @@
+//! Servers that do not offer everything, on the real stack: a Dovecot that hides IDLE
+//! and MOVE (and UIDPLUS) from CAPABILITY, one whose folders keep no new keywords, and
+//! `mailtriage login-test`. Dovecot still accepts IDLE and MOVE when it hides them, so
+//! the tests read its rawlog (every command the clients sent after login) to show the
+//! daemon never sent them.
+
+mod support;
+
+use support::lab::Lab;
+use support::mail::Mail;
+use support::ops;
+use support::{shipped_rules, WAIT};
+
+/// The shipped rules with billing moving what it forwards to "Forwarded".
+fn rules_moving_billing_forwards() -> String {
+    let shipped = shipped_rules();
+    let from = "address = \"billing@example.test\"\nqueue = \"billing\"";
+    assert!(
+        shipped.contains(from),
+        "billing is where the test expects it"
+    );
+    shipped.replacen(
+        from,
+        &format!("{from}\nforwarded_folder = \"Forwarded\""),
+        1,
+    )
+}
+
+/// A lab whose Dovecot hides `hide` from CAPABILITY and logs every session raw; billing
+/// moves its forwards and polls every second.
+fn lab_hiding(hide: &'static str) -> Lab {
+    let lab = Lab::setup()
+        .rules(&rules_moving_billing_forwards())
+        .stack("MAILSTACK_IMAP_HIDE", hide)
+        .stack("MAILSTACK_RAWLOG", "1")
+        .start();
+    lab.edit_config(
+        "[mailboxes.billing]\n",
+        "[mailboxes.billing]\npoll_interval = \"1s\"\n",
+    );
+    lab
+}
+
+/// The commands in `sent` whose name (after the tag, and `UID`) is `name`.
+fn commands<'a>(sent: &'a [String], name: &str) -> Vec<&'a str> {
+    sent.iter()
+        .map(String::as_str)
+        .filter(|line| {
+            // rawlog lines: "TIMESTAMP TAG COMMAND ..." (a continuation has no tag).
+            let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+            let cmd = match words.as_slice() {
+                [_, uid, cmd, ..] if uid.eq_ignore_ascii_case("UID") => *cmd,
+                [_, cmd, ..] => *cmd,
+                _ => "",
+            };
+            cmd.eq_ignore_ascii_case(name)
+        })
+        .collect()
+}
+
+/// Sends a request to billing that belongs to technical support and waits until it is
+/// forwarded and lies in billing's "Forwarded" folder, gone from its INBOX.
+fn forwarded_and_moved(lab: &Lab, id: &str) {
+    lab.send_mail(
+        &Mail::request("customer5@example.test", "billing@example.test", id)
+            .subject("Website is down")
+            .body("Error 500 on every page since the morning."),
+    );
+    lab.wait_forward("support@example.test", id);
+    let moved = lab.wait_until("billing@example.test", "Forwarded", WAIT, |ms| {
+        ms.iter().any(|m| m.is(id))
+    });
+    let m = moved.iter().find(|m| m.is(id)).unwrap();
+    assert!(m.has_flag("$Forwarded"), "{:?}", m.flags);
+    lab.wait_inbox("billing@example.test", |ms| !ms.iter().any(|m| m.is(id)));
+}
+
+#[test]
+fn without_idle_and_move_mail_is_polled_and_moved_by_copy_and_uid_expunge() {
+    let lab = lab_hiding("IDLE MOVE");
+    let daemon = lab.daemon();
+    daemon.wait_log_until("billing's mode said", |log| {
+        log.lines()
+            .any(|l| l.contains("Mailbox mode set") && l.contains("mailbox=billing"))
+    });
+    let billing = daemon
+        .log()
+        .lines()
+        .find(|l| l.contains("Mailbox mode set") && l.contains("mailbox=billing"))
+        .unwrap()
+        .to_string();
+    assert!(billing.contains(" INFO "), "{billing}");
+    assert!(
+        billing.contains("poll every 1s") && billing.contains("COPY + UID EXPUNGE"),
+        "{billing}"
+    );
+
+    // The first after the daemon is idle in its poll: only polling finds it.
+    ops::wait_status(&daemon, &lab.state, |st| {
+        st["mailboxes"]["billing"]["state"] == "idle"
+    });
+    forwarded_and_moved(&lab, "caps-poll-1@client.test");
+    forwarded_and_moved(&lab, "caps-poll-2@client.test");
+
+    let st = ops::status(&lab.state);
+    let mode = &st["mailboxes"]["billing"]["mode"];
+    assert_eq!(mode["wait"]["poll"], "1s", "{st:#}");
+    assert_eq!(mode["moves"], "copy-expunge", "{st:#}");
+    assert_eq!(mode["marks"], "server", "{st:#}");
+    let text = lab.cli(&["status"]).run().text();
+    assert!(
+        text.contains("poll every 1s, copy (COPY + UID EXPUNGE), marks on server"),
+        "{text}"
+    );
+    assert!(daemon.stop().success());
+
+    let sent = lab.imap_commands_sent();
+    assert!(
+        !commands(&sent, "COPY").is_empty() && !commands(&sent, "EXPUNGE").is_empty(),
+        "the rawlog holds the daemon's session:\n{}",
+        sent.join("\n")
+    );
+    assert_eq!(commands(&sent, "IDLE"), Vec::<&str>::new());
+    assert_eq!(commands(&sent, "MOVE"), Vec::<&str>::new());
+    // UID EXPUNGE only: a plain EXPUNGE would remove other clients' \Deleted messages.
+    assert!(
+        sent.iter()
+            .all(|l| !l.contains(" EXPUNGE") || l.contains("UID EXPUNGE")),
+        "{}",
+        sent.join("\n")
+    );
+}
