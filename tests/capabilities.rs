@@ -6,6 +6,7 @@
 
 mod support;
 
+use support::cli::cli;
 use support::lab::Lab;
 use support::mail::Mail;
 use support::ops;
@@ -129,4 +130,107 @@ fn without_idle_and_move_mail_is_polled_and_moved_by_copy_and_uid_expunge() {
         "{}",
         sent.join("\n")
     );
+}
+
+/// `mailtriage login-test ARGS --config` on the lab's config.
+fn login_test(lab: &Lab, args: &[&str]) -> support::cli::Run {
+    cli(&["login-test"])
+        .args(args)
+        .arg("--config")
+        .arg(&lab.config)
+        .run()
+}
+
+#[test]
+fn login_test_says_what_worked_and_what_the_server_offers() {
+    let lab = Lab::setup()
+        .stack("MAILSTACK_IMAP_HIDE", "IDLE MOVE")
+        .start();
+    // Billing sends through its own login on the submission port.
+    let own_smtp = format!(
+        "\n[mailboxes.billing.smtp]\nport = {port}\nuser = \"billing@example.test\"\npassword_file = \"{pw}\"\n",
+        port = lab.submission_port,
+        pw = lab.password_file(lab.dir()).display(),
+    );
+    lab.write_config(&(lab.config_text() + &own_smtp));
+    lab.send_mail(&Mail::request(
+        "customer6@example.test",
+        "billing@example.test",
+        "caps-login-1@client.test",
+    ));
+    lab.wait_inbox("billing@example.test", |ms| ms.len() == 1);
+
+    let o = login_test(&lab, &["billing", "--smtp"]);
+    assert!(o.status.success(), "{}", o.text());
+    for step in [
+        "TCP connect",
+        "TLS handshake",
+        "greeting",
+        "LOGIN",
+        "CAPABILITY",
+        "EXAMINE",
+    ] {
+        let line = format!("mailboxes.billing: {step} OK");
+        assert!(o.stdout.contains(&line), "{line}\n{}", o.stdout);
+    }
+    for said in [
+        "mailboxes.billing: logged in as billing@example.test",
+        "folder INBOX (1 messages)",
+        "server offers: IDLE no, MOVE no, UIDPLUS yes",
+        "would run as: poll every 1m, copy (COPY + UID EXPUNGE)",
+        "mailboxes.billing.smtp: SMTP OK",
+        "logged in as billing@example.test",
+    ] {
+        assert!(o.stdout.contains(said), "{said}\n{}", o.stdout);
+    }
+    assert!(
+        !o.stdout.contains("mailboxes.sales"),
+        "only the mailbox named:\n{}",
+        o.stdout
+    );
+    // Every mailbox without a name; the read-only look changed nothing.
+    let o = login_test(&lab, &[]);
+    assert!(o.status.success(), "{}", o.text());
+    for mailbox in ["monitoring", "billing", "sales", "support"] {
+        let line = format!("mailboxes.{mailbox}: EXAMINE OK");
+        assert!(o.stdout.contains(&line), "{line}\n{}", o.stdout);
+    }
+    let inbox = lab.inbox("billing@example.test");
+    assert!(!inbox[0].has_flag("\\Seen"), "{:?}", inbox[0].flags);
+
+    // A wrong password: the step that failed, in the server's words, and a failure.
+    let wrong = lab.dir().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pw = lab.password_file(lab.dir());
+    let text = lab.config_text();
+    let at = text.find("[mailboxes.billing]").unwrap();
+    let (head, tail) = text.split_at(at);
+    let from = format!("password_file = \"{}\"", pw.display());
+    let to = format!("password_file = \"{}\"", wrong.display());
+    lab.write_config(&(head.to_string() + &tail.replace(&from, &to)));
+    let o = login_test(&lab, &["billing", "--smtp"]);
+    assert!(!o.status.success(), "{}", o.text());
+    assert!(
+        o.stdout.contains("mailboxes.billing: greeting OK"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("mailboxes.billing: LOGIN FAILED")
+            && o.stdout.contains("AUTHENTICATIONFAILED"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("mailboxes.billing.smtp: SMTP FAILED") && o.stdout.contains("535"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stderr.contains("login-test: 2 failed"), "{}", o.stderr);
+
+    // Misuse: usage and a failure.
+    let o = login_test(&lab, &["billing", "--no-such-flag"]);
+    assert_eq!(o.code(), Some(2), "{}", o.text());
+    assert!(o.stderr.contains("Usage"), "{}", o.stderr);
 }

@@ -39,23 +39,41 @@ pub struct Connection {
 impl Connection {
     /// Connects, logs in and SELECTs the source's folder.
     pub async fn open(source: &Source) -> Result<Connection, ImapError> {
-        Connection::opened(source, false).await
+        Connection::opened(source, false, &mut Vec::new()).await
     }
 
     /// Connects, logs in and EXAMINEs the source's folder: read-only, so that nothing
     /// done on this connection can change a flag (`mailtriage preview`).
     pub async fn examine(source: &Source) -> Result<Connection, ImapError> {
-        Connection::opened(source, true).await
+        Connection::opened(source, true, &mut Vec::new()).await
     }
 
-    async fn opened(source: &Source, read_only: bool) -> Result<Connection, ImapError> {
+    /// As [`Connection::examine`], noting in `tried` each step as it is begun ("TCP
+    /// connect", "TLS handshake", "greeting", "STARTTLS", "LOGIN", "CAPABILITY",
+    /// "EXAMINE"): on failure the last one noted is the one that failed, the others
+    /// worked (`mailtriage login-test`).
+    pub async fn examine_noting(
+        source: &Source,
+        tried: &mut Vec<&'static str>,
+    ) -> Result<Connection, ImapError> {
+        Connection::opened(source, true, tried).await
+    }
+
+    async fn opened(
+        source: &Source,
+        read_only: bool,
+        tried: &mut Vec<&'static str>,
+    ) -> Result<Connection, ImapError> {
         let timeout = source.server.timeout;
-        let mut session = connect(source).await?;
+        let mut session = connect(source, tried).await?;
         // Asked after login: a server may offer more (or less) to an authenticated session.
+        tried.push("CAPABILITY");
         let caps = timed("CAPABILITY", timeout, session.capabilities()).await?;
         let mb = if read_only {
+            tried.push("EXAMINE");
             timed("EXAMINE", timeout, session.examine(&source.folder)).await?
         } else {
+            tried.push("SELECT");
             timed("SELECT", timeout, session.select(&source.folder)).await?
         };
         let offered = Offered {
@@ -103,32 +121,41 @@ impl Connection {
     }
 }
 
-/// A session logged in on the source's server, TLS as configured.
-async fn connect(source: &Source) -> Result<Session, ImapError> {
+/// A session logged in on the source's server, TLS as configured; each step noted in
+/// `tried` as it begins.
+async fn connect(source: &Source, tried: &mut Vec<&'static str>) -> Result<Session, ImapError> {
     let s = &source.server;
     let t = s.timeout;
+    tried.push("TCP connect");
     let tcp = tcp(s).await?;
     let client = match s.tls {
         TlsMode::Implicit => {
+            tried.push("TLS handshake");
             let stream = handshake(source, tcp).await?;
             let mut c = async_imap::Client::new(Either::Left(stream));
+            tried.push("greeting");
             greeting(&mut c, t).await?;
             c
         }
         TlsMode::Starttls => {
             let mut c = async_imap::Client::new(tcp);
+            tried.push("greeting");
             greeting(&mut c, t).await?;
+            tried.push("STARTTLS");
             timed("STARTTLS", t, c.run_command_and_check_ok("STARTTLS", None)).await?;
+            tried.push("TLS handshake");
             let stream = handshake(source, c.into_inner()).await?;
             // No second greeting after STARTTLS.
             async_imap::Client::new(Either::Left(stream))
         }
         TlsMode::Plaintext => {
             let mut c = async_imap::Client::new(Either::Right(tcp));
+            tried.push("greeting");
             greeting(&mut c, t).await?;
             c
         }
     };
+    tried.push("LOGIN");
     login(client, &source.login, t).await
 }
 
