@@ -234,3 +234,81 @@ fn login_test_says_what_worked_and_what_the_server_offers() {
     assert_eq!(o.code(), Some(2), "{}", o.text());
     assert!(o.stderr.contains("Usage"), "{}", o.stderr);
 }
+
+#[test]
+fn a_folder_that_keeps_no_keywords_has_its_marks_in_the_state_and_triages_each_message_once() {
+    let lab = Lab::setup()
+        .stack("MAILSTACK_NO_KEYWORDS", "1")
+        .stack("MAILSTACK_RAWLOG", "1")
+        .start();
+    let daemon = lab.daemon();
+    let (misdirected, billing) = ("caps-kw-1@client.test", "caps-kw-2@client.test");
+    lab.send_mail(
+        &Mail::request(
+            "customer7@example.test",
+            "billing@example.test",
+            misdirected,
+        )
+        .subject("Website is down")
+        .body("Error 500 on every page since the morning."),
+    );
+    lab.send_mail(
+        &Mail::request("customer8@example.test", "billing@example.test", billing)
+            .subject("A question about my invoice")
+            .body("Hello, my last invoice is twice the usual amount."),
+    );
+    lab.wait_forward("support@example.test", misdirected);
+    lab.wait_ack("customer8@example.test", billing);
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(" WARN ")
+                    && l.contains("mailbox=billing")
+                    && l.contains("keeps no new keywords")
+            })
+            .count()
+    };
+    daemon.wait_log_until("billing's warning", |log| warned(log) == 1);
+    let st = ops::status(&lab.state);
+    assert_eq!(
+        st["mailboxes"]["billing"]["mode"]["marks"], "state",
+        "{st:#}"
+    );
+    assert!(daemon.stop().success());
+
+    // A restart goes on from the checkpoint: what was triaged is not triaged again.
+    let daemon = lab.daemon();
+    let later = "caps-kw-3@client.test";
+    lab.send_mail(
+        &Mail::request("customer9@example.test", "billing@example.test", later)
+            .subject("A question about my invoice")
+            .body("Hello, is the invoice of May paid?"),
+    );
+    lab.wait_ack("customer9@example.test", later);
+    assert!(daemon.stop().success());
+    assert_eq!(lab.forwards_of("support@example.test", misdirected), 1);
+    let acks = lab
+        .inbox("customer8@example.test")
+        .iter()
+        .filter(|m| m.is_ack_of(billing))
+        .count();
+    assert_eq!(acks, 1);
+    assert_eq!(warned(&daemon_log(&lab)), 2, "once per start");
+    for m in lab.inbox("billing@example.test") {
+        assert!(!m.has_flag("$Triaged"), "{:?}", m.flags);
+    }
+    let sent = lab.imap_commands_sent();
+    assert!(
+        !commands(&sent, "FETCH").is_empty(),
+        "the rawlog holds the daemon's session"
+    );
+    let stores: Vec<&str> = commands(&sent, "STORE");
+    assert!(
+        stores.iter().all(|l| !l.contains('$')),
+        "no keyword was sent: {stores:?}"
+    );
+}
+
+fn daemon_log(lab: &Lab) -> String {
+    std::fs::read_to_string(&lab.log).unwrap_or_default()
+}
