@@ -312,3 +312,111 @@ fn a_folder_that_keeps_no_keywords_has_its_marks_in_the_state_and_triages_each_m
 fn daemon_log(lab: &Lab) -> String {
     std::fs::read_to_string(&lab.log).unwrap_or_default()
 }
+
+/// The shipped rules with billing answering as itself and an `orders@shop.test`
+/// mailbox, another brand's, answering as itself.
+fn rules_with_two_brands() -> String {
+    let rules = shipped_rules();
+    let billing = "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\n";
+    let orders = "[mailboxes.orders]\naddress = \"orders@shop.test\"\nqueue = \"sales\"\nack_from = \"Shop Orders <orders@shop.test>\"\ncompany_name = \"Shop\"\nhandles = [\"sales\"]\nunmatched = \"keep\"\n\n[mailboxes.sales]\n";
+    assert!(rules.contains("[mailboxes.billing]\n") && rules.contains("[mailboxes.sales]\n"));
+    rules
+        .replacen("[mailboxes.billing]\n", billing, 1)
+        .replacen("[mailboxes.sales]\n", orders, 1)
+}
+
+#[test]
+fn two_mailboxes_on_two_servers_with_their_own_logins_acknowledge_each_through_its_own_identity() {
+    let lab = Lab::setup().rules(&rules_with_two_brands()).start();
+    // The shop's server: its own Dovecot and Postfix, domain, users, password and port;
+    // its mail for example.test goes to the first stack, as between two providers.
+    let relay = format!("{}:{}", lab.host, lab.smtp_port);
+    let shop = support::Stack::start_with(&[
+        ("MAILSTACK_DOMAIN", "shop.test"),
+        ("MAILSTACK_PASSWORD", "shop-secret"),
+        ("MAILSTACK_EXTRA_USERS", "orders"),
+        ("MAILSTACK_RELAY_HOST", &relay),
+    ]);
+    let shop_dir = lab.dir().join("shop");
+    std::fs::create_dir(&shop_dir).unwrap();
+    let (pw, shop_pw) = (lab.password_file(lab.dir()), shop.password_file(&shop_dir));
+    let own = format!(
+        r#"
+[mailboxes.billing.smtp]
+port = {submission}
+user = "billing@example.test"
+password_file = "{pw}"
+
+[mailboxes.orders]
+user = "orders@shop.test"
+password_file = "{shop_pw}"
+start = "all"
+
+[mailboxes.orders.imap]
+host = "{host}"
+port = {shop_imaps}
+tls = "implicit"
+ca_file = "{shop_ca}"
+tls_server_name = "localhost"
+
+[mailboxes.orders.smtp]
+host = "{host}"
+port = {shop_submission}
+tls = "starttls"
+ca_file = "{shop_ca}"
+tls_server_name = "localhost"
+user = "orders@shop.test"
+password_file = "{shop_pw}"
+"#,
+        submission = lab.submission_port,
+        pw = pw.display(),
+        shop_pw = shop_pw.display(),
+        host = shop.host,
+        shop_imaps = shop.imaps_port,
+        shop_ca = shop.ca_cert.display(),
+        shop_submission = shop.submission_port,
+    );
+    lab.write_config(&(lab.config_text() + &own));
+    let daemon = lab.daemon();
+
+    lab.send_mail(
+        &Mail::from("customer1@example.test")
+            .to("billing@example.test")
+            .id("caps-two-1@client.test")
+            .subject("A question about my contract")
+            .body("Hello, could you tell me when my contract ends?"),
+    );
+    let to_shop = Mail::from("customer2@example.test")
+        .to("orders@shop.test")
+        .id("caps-two-2@client.test")
+        .subject("A question about prices")
+        .body("Hello, how much is the yearly plan?");
+    shop.send(to_shop.sender(), &to_shop.recipients(), &to_shop.raw());
+
+    let ack = lab.wait_ack("customer1@example.test", "caps-two-1@client.test");
+    let from = ack.header("From").unwrap();
+    assert!(from.contains("<billing@example.test>"), "From: {from}");
+    assert!(
+        ack.sent_with_login("billing@example.test"),
+        "{}",
+        String::from_utf8_lossy(&ack.raw)
+    );
+    let ack = lab.wait_ack("customer2@example.test", "caps-two-2@client.test");
+    let from = ack.header("From").unwrap();
+    assert!(
+        from.contains("Shop Orders") && from.contains("<orders@shop.test>"),
+        "From: {from}"
+    );
+    assert!(
+        ack.sent_with_login("orders@shop.test"),
+        "the shop's acknowledgement went through its own login on its own server:\n{}",
+        String::from_utf8_lossy(&ack.raw)
+    );
+    assert!(ack.text().contains("Shop"), "{}", ack.text());
+    let marked = shop.wait_until("orders@shop.test", "INBOX", WAIT, |ms| {
+        ms.iter()
+            .any(|m| m.is("caps-two-2@client.test") && m.has_flag("$Triaged"))
+    });
+    assert_eq!(marked.len(), 1);
+    assert!(daemon.stop().success());
+}

@@ -71,6 +71,12 @@ impl FetchedMail {
         header(&self.raw, name)
     }
 
+    /// Whether it was submitted with `user`'s SMTP login: the stack's Postfix writes
+    /// "(Authenticated sender: USER)" into its Received header.
+    pub fn sent_with_login(&self, user: &str) -> bool {
+        String::from_utf8_lossy(&self.raw).contains(&format!("(Authenticated sender: {user})"))
+    }
+
     /// Whether the message has `flag` (case-insensitive), e.g. `"\\Seen"` or `"$Forwarded"`.
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
