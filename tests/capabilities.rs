@@ -62,6 +62,13 @@ fn commands<'a>(sent: &'a [String], name: &str) -> Vec<&'a str> {
 /// Sends a request to billing that belongs to technical support and waits until it is
 /// forwarded and lies in billing's "Forwarded" folder, gone from its INBOX.
 fn forwarded_and_moved(lab: &Lab, id: &str) {
+    forwarded_and_copied(lab, id);
+    lab.wait_inbox("billing@example.test", |ms| !ms.iter().any(|m| m.is(id)));
+}
+
+/// Sends a request to billing that belongs to technical support and waits until it is
+/// forwarded and lies in billing's "Forwarded" folder.
+fn forwarded_and_copied(lab: &Lab, id: &str) {
     lab.send_mail(
         &Mail::request("customer5@example.test", "billing@example.test", id)
             .subject("Website is down")
@@ -73,7 +80,6 @@ fn forwarded_and_moved(lab: &Lab, id: &str) {
     });
     let m = moved.iter().find(|m| m.is(id)).unwrap();
     assert!(m.has_flag("$Forwarded"), "{:?}", m.flags);
-    lab.wait_inbox("billing@example.test", |ms| !ms.iter().any(|m| m.is(id)));
 }
 
 #[test]
@@ -130,6 +136,40 @@ fn without_idle_and_move_mail_is_polled_and_moved_by_copy_and_uid_expunge() {
         "{}",
         sent.join("\n")
     );
+}
+
+#[test]
+fn without_uidplus_a_move_is_a_copy_and_the_original_is_struck_out_never_expunged() {
+    let lab = lab_hiding("IDLE MOVE UIDPLUS");
+    let daemon = lab.daemon();
+    let id = "caps-nouidplus-1@client.test";
+    forwarded_and_copied(&lab, id);
+    // The original stays, \Deleted, for a client that expunges: a plain EXPUNGE would
+    // also remove what other clients struck out.
+    let inbox = lab.wait_inbox("billing@example.test", |ms| {
+        ms.iter().any(|m| m.is(id) && m.has_flag("\\Deleted"))
+    });
+    assert_eq!(inbox.iter().filter(|m| m.is(id)).count(), 1);
+    // A restart does not copy it again.
+    assert!(daemon.stop().success());
+    let daemon = lab.daemon();
+    let later = "caps-nouidplus-2@client.test";
+    forwarded_and_copied(&lab, later);
+    assert!(daemon.stop().success());
+    let copies = lab.stack.fetch_all("billing@example.test", "Forwarded");
+    assert_eq!(copies.iter().filter(|m| m.is(id)).count(), 1, "copied once");
+    assert_eq!(
+        lab.forwards_of("support@example.test", id),
+        1,
+        "triaged once"
+    );
+    let st = daemon_log(&lab);
+    assert!(st.contains("COPY + \\Deleted, no expunge"), "{st}");
+    let sent = lab.imap_commands_sent();
+    assert!(!commands(&sent, "COPY").is_empty(), "{}", sent.join("\n"));
+    assert_eq!(commands(&sent, "EXPUNGE"), Vec::<&str>::new());
+    assert_eq!(commands(&sent, "MOVE"), Vec::<&str>::new());
+    assert_eq!(commands(&sent, "IDLE"), Vec::<&str>::new());
 }
 
 /// `mailtriage login-test ARGS --config` on the lab's config.
