@@ -86,6 +86,9 @@ async fn run(args: &Cli) -> Result<(), CliError> {
         .await?),
         Command::Status { state, json } => cli::status(args, state.as_deref(), *json),
         Command::Check { connect } => cli::check(args, *connect).await,
+        Command::LoginTest { mailbox, smtp } => {
+            cli::login_test(args, mailbox.as_deref(), *smtp).await
+        }
         Command::Explain {
             file,
             mailbox,

@@ -8,16 +8,7 @@ mod support;
 
 use support::lab::Lab;
 use support::mail::Mail;
-use support::{shipped_rules, FetchedMail};
-
-/// What Postfix writes into the Received header of a mail submitted with `user`'s login.
-fn authenticated(user: &str) -> String {
-    format!("(Authenticated sender: {user})")
-}
-
-fn sent_with_login(m: &FetchedMail, user: &str) -> bool {
-    String::from_utf8_lossy(&m.raw).contains(&authenticated(user))
-}
+use support::shipped_rules;
 
 /// The shipped rules with billing answering from its own address, as its own brand.
 fn rules_with_billing_identity() -> String {
@@ -54,7 +45,7 @@ fn billing_acknowledges_from_its_own_address_through_its_own_smtp_login() {
         "From: {from}"
     );
     assert!(
-        sent_with_login(&ack, "billing@example.test"),
+        ack.sent_with_login("billing@example.test"),
         "the acknowledgement went through billing's login:\n{}",
         String::from_utf8_lossy(&ack.raw)
     );
@@ -75,7 +66,7 @@ fn billing_acknowledges_from_its_own_address_through_its_own_smtp_login() {
     );
     let fwd = lab.wait_forward("support@example.test", "ident-billing-2@client.test");
     assert!(
-        sent_with_login(&fwd, "billing@example.test"),
+        fwd.sent_with_login("billing@example.test"),
         "the forward went through billing's login:\n{}",
         String::from_utf8_lossy(&fwd.raw)
     );

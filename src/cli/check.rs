@@ -55,16 +55,7 @@ async fn connect_all(s: &Settings) -> Result<(), CliError> {
     );
     for (key, server) in logins {
         match try_smtp(server).await {
-            Ok(()) => println!(
-                "{key}: SMTP OK: {}:{}{}",
-                server.host,
-                server.port,
-                server
-                    .user
-                    .as_deref()
-                    .map(|u| format!(", logged in as {u}"))
-                    .unwrap_or_default()
-            ),
+            Ok(()) => println!("{}", smtp_ok(&key, server)),
             Err(e) => failed.push(format!("{key}: {e}")),
         }
     }
@@ -74,8 +65,32 @@ async fn connect_all(s: &Settings) -> Result<(), CliError> {
     }
 }
 
-/// Logs in to one SMTP server and out again.
-async fn try_smtp(server: &crate::config::Server) -> Result<(), crate::send::SmtpError> {
+/// The line for an SMTP login that worked.
+pub(super) fn smtp_ok(key: &str, server: &crate::config::Server) -> String {
+    format!(
+        "{key}: SMTP OK: {}:{}{}",
+        server.host,
+        server.port,
+        server
+            .user
+            .as_deref()
+            .map(|u| format!(", logged in as {u}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The SMTP identity the mail of `mailbox` goes through, with its section: its own
+/// (`mailboxes.NAME.smtp`) or `[smtp]`.
+pub(super) fn smtp_login(s: &Settings, mailbox: &str) -> (String, crate::config::Server) {
+    match s.smtp_identities().remove(mailbox) {
+        Some(own) => (format!("mailboxes.{mailbox}.smtp"), own),
+        None => ("smtp".to_string(), s.smtp.clone()),
+    }
+}
+
+/// Logs in to one SMTP server (EHLO, STARTTLS or TLS as configured, AUTH when it has a
+/// login) and out again (QUIT).
+pub(super) async fn try_smtp(server: &crate::config::Server) -> Result<(), crate::send::SmtpError> {
     Transport::smtp(server, &Default::default(), None)?
         .try_login()
         .await

@@ -29,6 +29,10 @@ pub enum CliError {
     /// server said.
     #[error("{}\n{} login(s) failed", .0.join("\n"), .0.len())]
     Connect(Vec<String>),
+    /// `login-test`: how many mailboxes or SMTP identities failed; each failing step is
+    /// printed with what the server said.
+    #[error("login-test: {0} failed (the step and the server's words are above)")]
+    LoginTest(usize),
     #[error("check --connect needs the settings: {} does not exist (pass --config FILE)", file.display())]
     ConnectWithoutSettings { file: PathBuf },
     /// The settings, read only to find the state directory, have mistakes.
@@ -117,7 +121,7 @@ impl CliError {
             | CliError::Refused(_) => false,
             CliError::Imap { source, .. } => source.is_temporary(),
             // A server that is down and a refused password alike: an operator looks.
-            CliError::Connect(_) => false,
+            CliError::Connect(_) | CliError::LoginTest(_) => false,
             CliError::Read { source, .. } | CliError::Outbox { source, .. } => {
                 io_is_temporary(source)
             }

@@ -1,5 +1,5 @@
 //! Command-line interface, the top of the flow beside [`crate::runtime`]: the arguments,
-//! then one file per offline command (`check`, `explain`, `preview`, `triage` and
+//! then one file per offline command (`check`, `login-test`, `explain`, `preview`, `triage` and
 //! `demo`, `status`, `tickets`, `outbox`), all words on the terminal in [`render`]. `run` hands over to
 //! [`crate::runtime::daemon`].
 
@@ -7,6 +7,7 @@ mod check;
 pub mod demo;
 mod error;
 mod explain;
+mod login_test;
 mod outbox;
 mod preview;
 mod render;
@@ -25,6 +26,7 @@ use crate::runtime::control::{self, Request, Response};
 pub use check::check;
 pub use error::CliError;
 pub use explain::explain;
+pub use login_test::login_test;
 pub use outbox::outbox;
 pub use preview::preview;
 pub use status::status;
@@ -72,6 +74,17 @@ pub enum Command {
         /// Also log in to every mailbox and to the SMTP server, as `run` would.
         #[arg(long)]
         connect: bool,
+    },
+    /// Connect to each mailbox (or the one named) step by step: TCP, TLS, LOGIN,
+    /// CAPABILITY, EXAMINE (read-only); print what worked, what the server offers (IDLE,
+    /// MOVE, UIDPLUS) and, for the step that failed, what the server said.
+    LoginTest {
+        /// A mailbox name from mailtriage.toml; every mailbox by default.
+        mailbox: Option<String>,
+        /// Also open an SMTP session (EHLO, STARTTLS, AUTH, QUIT) on the mailbox's own
+        /// SMTP identity (`[mailboxes.NAME.smtp]`, else `[smtp]`).
+        #[arg(long)]
+        smtp: bool,
     },
     /// Show what the daemon would do with a message, and why. Touches nothing.
     Explain {

@@ -393,6 +393,7 @@ fn mailbox_status(m: &MailboxStatus) -> String {
         .map(|p| format!("; UNHEALTHY: {p}"))
         .unwrap_or_default()
         + &m.adoption.as_ref().map(adoption_text).unwrap_or_default()
+        + &m.mode.map(|mode| format!("; {mode}")).unwrap_or_default()
 }
 
 /// How a folder was taken on: when, by which `start`, what was left alone.

@@ -211,6 +211,13 @@ pub struct Login {
     /// them (see [`Start`]).
     #[serde(skip)]
     pub start: Start,
+    /// `idle = false` polls the folder even when the server offers IDLE (a server whose
+    /// IDLE is known to be unreliable). A server that does not offer IDLE is polled anyway.
+    #[serde(default, rename = "idle")]
+    pub idle_wanted: Option<bool>,
+    /// How often the folder is asked for new mail when it is polled (no IDLE).
+    #[serde(default, with = "humantime_serde", rename = "poll_interval")]
+    pub poll_every: Option<Duration>,
     /// `[mailboxes.NAME.imap]`: this mailbox's own IMAP server, over `[imap]`.
     #[serde(default)]
     pub imap: Option<ServerOverride>,
@@ -578,6 +585,16 @@ fn owner_problem(owner: u32, euid: u32) -> Option<String> {
 }
 
 impl Login {
+    /// Whether IDLE is used when the server offers it (`idle`, true by default).
+    pub fn idle(&self) -> bool {
+        self.idle_wanted.unwrap_or(true)
+    }
+
+    /// How often a polled folder is asked for new mail (`poll_interval`).
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_every.unwrap_or(DEFAULT_POLL_INTERVAL)
+    }
+
     pub fn password_keys(&self) -> PasswordKeys<'_> {
         PasswordKeys {
             file: &self.password_file,
@@ -746,6 +763,27 @@ fn check_overrides(c: &mut Collector, name: &str, login: &Login, imap: &Server, 
     }
 }
 
+/// `poll_interval` when not given: new mail is seen within a minute, and a server
+/// without IDLE is asked 60 times an hour.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest `poll_interval`: below it the polls are a load on the server.
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A mailbox's `poll_interval`, checked.
+fn check_poll_interval(c: &mut Collector, name: &str, login: &Login) {
+    match login.poll_every {
+        Some(d) if d < MIN_POLL_INTERVAL => c.at_key(
+            format!("mailboxes.{name}.poll_interval"),
+            format!(
+                "is {}; give at least {}: each poll is a NOOP and a search on the server",
+                humantime::format_duration(d),
+                humantime::format_duration(MIN_POLL_INTERVAL)
+            ),
+        ),
+        _ => {}
+    }
+}
+
 /// Shortest `unhealthy_after`: a restart loop is worse than a slow message.
 const MIN_UNHEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -789,6 +827,8 @@ fn compile_archive(c: &mut Collector, a: Spanned<RawArchive>, global: Option<&OA
         sent_folder: None,
         start_text: None,
         start: Start::New,
+        idle_wanted: None,
+        poll_every: None,
         imap: None,
         smtp: None,
     };
@@ -863,6 +903,7 @@ impl Settings {
             let key = format!("mailboxes.{name}");
             check_login(&mut c, login.span(), &key, l, global.as_ref());
             check_overrides(&mut c, name, l, raw.imap.get_ref(), raw.smtp.get_ref());
+            check_poll_interval(&mut c, name, l);
         }
         for (name, login) in &mut raw.mailboxes {
             compile_start(&mut c, name, login.get_mut());
@@ -1170,6 +1211,32 @@ mod tests {
             e.message.contains("\"since 2d\"") && e.message.contains("\"all\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_mailbox_polls_every_minute_unless_told_and_idle_false_forces_polling() {
+        let s = Settings::parse(Path::new("m.toml"), &shipped_text()).unwrap();
+        let billing = &s.mailboxes["billing"];
+        assert!(billing.idle());
+        assert_eq!(billing.poll_interval(), Duration::from_secs(60));
+        let with = |v: &str| {
+            let table = format!("[mailboxes.billing]\n{v}\n");
+            shipped_with("[mailboxes.billing]\n", &table)
+        };
+        let s = with("poll_interval = \"15s\"\nidle = false").unwrap();
+        let billing = &s.mailboxes["billing"];
+        assert!(!billing.idle());
+        assert_eq!(billing.poll_interval(), Duration::from_secs(15));
+        let err = with("poll_interval = \"100ms\"").unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.key, "mailboxes.billing.poll_interval", "{e}");
+        let line = shipped_text()
+            .lines()
+            .position(|l| l == "[mailboxes.billing]")
+            .unwrap()
+            + 2;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.message.contains("is 100ms; give at least 1s"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::pipeline::{self, Budget, Incoming, PipelineError, Report};
 use crate::record::{Checkpoint, Mark, Store, StoreError};
 use crate::runtime::adopt;
 use crate::runtime::status::{self, Board, State};
-use crate::source::{self, Connection, Fetched, ImapError, Source};
+use crate::source::{self, Connection, Fetched, ImapError, Marks, Mode, Source};
 use crate::ticket::{KEYWORD_QUARANTINED, KEYWORD_TRIAGED};
 
 /// Attempts at one message the daemon may die in before the message is quarantined.
@@ -98,10 +98,12 @@ impl Shared {
 /// Runs one mailbox until `stop`: connect, sync, idle; reconnect with backoff on failure.
 pub async fn run(source: Source, shared: Shared) {
     let mut backoff = Duration::from_secs(1);
+    // The mode last said, so that it is said once, not at every reconnect.
+    let mut said = None;
     while !shared.stop.is_cancelled() {
         let started = Instant::now();
         shared.show(&source, State::Connecting);
-        let Err(e) = session(&source, &shared).await else {
+        let Err(e) = session(&source, &shared, &mut said).await else {
             break;
         };
         let shadow = shared.shadow(&source.name);
@@ -133,8 +135,16 @@ fn log_failure(mailbox: &str, e: &RunError, retry_in: Duration) {
 }
 
 /// One connection: catch up, wait for mail, catch up again, until `stop` or a failure.
-async fn session(source: &Source, shared: &Shared) -> Result<(), RunError> {
+async fn session(
+    source: &Source,
+    shared: &Shared,
+    said: &mut Option<Mode>,
+) -> Result<(), RunError> {
     let mut conn = Connection::open(source).await?;
+    shared.board.mode(&source.checkpoint_key(), conn.mode());
+    if said.replace(conn.mode()) != Some(conn.mode()) && !source.observe {
+        say_mode(source, &conn);
+    }
     let opening = adopt::opening(
         source,
         &shared.store,
@@ -162,6 +172,16 @@ async fn session(source: &Source, shared: &Shared) -> Result<(), RunError> {
             return Ok(());
         }
         conn = conn.wait_for_mail(poll_until, &shared.stop).await?;
+    }
+}
+
+/// Says how the mailbox runs on this server (once at start, and again only when it
+/// changes): an INFO line, and a WARN when the marks live in the state only.
+fn say_mode(source: &Source, conn: &Connection) {
+    let (mode, offered) = (conn.mode(), conn.offered());
+    tracing::info!(mailbox = %source.name, folder = %source.folder, wait = %mode.wait, moves = %mode.moves, marks = %mode.marks, idle = offered.idle, r#move = offered.moves, uidplus = offered.uidplus, "Mailbox mode set from what the server offers.");
+    if mode.marks == Marks::State {
+        tracing::warn!(mailbox = %source.name, folder = %source.folder, "The folder keeps no new keywords (no \\* in PERMANENTFLAGS): marks such as $Triaged live in the state only; other clients will not see them.");
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::{Action, Report};
 use crate::record::{Adoption, Quarantined, Store};
 use crate::send::{SmtpHealth, SmtpStatus};
+use crate::source::Mode;
 
 /// How many recent errors `status` shows.
 const LAST_ERRORS: usize = 10;
@@ -70,6 +71,10 @@ pub struct MailboxStatus {
     /// of the mail already there was left alone, and by which `start`.
     #[serde(default)]
     pub adoption: Option<Adoption>,
+    /// How it runs on its server (push or poll, move or copy, marks on the server or
+    /// in the state), from what the server offered at the last connection.
+    #[serde(default)]
+    pub mode: Option<Mode>,
     #[serde(skip)]
     since_at: Option<SystemTime>,
     /// The start of the sync, or the last message handled in it.
@@ -187,6 +192,7 @@ impl Board {
                 last_progress: None,
                 problem: None,
                 adoption: None,
+                mode: None,
                 since_at: Some(now),
                 progress_at: None,
                 ever_connected: false,
@@ -221,6 +227,14 @@ impl Board {
         let mut i = self.lock();
         if let Some(m) = i.report.mailboxes.get_mut(key) {
             m.adoption = Some(adoption.clone());
+        }
+    }
+
+    /// A mailbox connected and runs in `mode`.
+    pub fn mode(&self, key: &str, mode: Mode) {
+        let mut i = self.lock();
+        if let Some(m) = i.report.mailboxes.get_mut(key) {
+            m.mode = Some(mode);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Source, the wait for new mail: mail already announced, then NOOP polling for a
 //! moment after new mail, then IDLE until the server says something, the refresh is
-//! due, or the daemon stops.
+//! due, or the daemon stops. A session without IDLE (the server does not offer it, or
+//! the login says `idle = false`) waits `poll_interval` instead and asks with NOOP.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use async_imap::types::UnsolicitedResponse;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{timed, Connection, ImapError};
+use super::{timed, Connection, ImapError, Wait};
 
 /// The longest gap between two NOOPs while polling after new mail.
 const POLL_GAP_MAX: Duration = Duration::from_millis(160);
@@ -33,7 +34,26 @@ impl Connection {
         if self.poll_for_mail(poll_until, stop).await? {
             return Ok(self);
         }
-        self.idle(stop).await
+        match self.mode.wait {
+            Wait::Push => self.idle(stop).await,
+            Wait::Poll(every) => self.poll(every, stop).await,
+        }
+    }
+
+    /// Waits `every` (or until `stop`), then NOOP: the server notices what was
+    /// delivered meanwhile, and the search that follows finds it.
+    async fn poll(
+        mut self,
+        every: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Connection, ImapError> {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return Ok(self),
+        }
+        timed("NOOP", self.timeout, self.session.noop()).await?;
+        self.announced();
+        Ok(self)
     }
 
     /// Whether the server announced new mail since the last look; reads every pending

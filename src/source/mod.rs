@@ -2,13 +2,16 @@
 //! folder and applies the marks it is handed; what happens to a message is not its
 //! business (the per-mailbox runner, [`crate::runtime::runner`], calls the pipeline).
 //! [`session`] logs in (TLS by default, plaintext only when configured) and SELECTs the
-//! folder (or EXAMINEs it, read-only, for `preview`); [`fetch`] lists and fetches what
+//! folder (or EXAMINEs it, read-only, for `preview`); [`caps`] turns what the server
+//! offers into the mailbox's mode (push or poll, MOVE or COPY, marks on the server or in
+//! the state only); [`fetch`] lists and fetches what
 //! is above a UID, finds what a folder met for the first time holds (its last UID, what
 //! arrived since a time, what is unseen) and reads its last messages; [`idle`] waits
-//! for new mail (NOOP polling right after mail, then IDLE re-issued on a timer);
-//! [`marks`] stores keywords and moves. Every command runs under a timeout, because a
+//! for new mail (NOOP polling right after mail, then IDLE re-issued on a timer, or
+//! polling every `poll_interval` without IDLE); [`marks`] stores keywords and moves. Every command runs under a timeout, because a
 //! server that accepts and never answers must not stall the mailbox.
 
+mod caps;
 mod fetch;
 mod idle;
 mod marks;
@@ -21,6 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{ImapOptions, Login, Server};
 
+pub use caps::{Marks, Mode, Moves, Offered, Wait};
 pub use fetch::{messages_present, Fetched, FETCH_BATCH};
 pub use marks::MARK_BATCH;
 pub use session::Connection;

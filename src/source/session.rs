@@ -1,6 +1,8 @@
 //! Source, the session: TCP (with keepalive), TLS as configured (implicit, STARTTLS or,
-//! when configured, none), the greeting, LOGIN (or an OAuth2 AUTHENTICATE, [`super::oauth`]) and SELECT of the watched folder (or
-//! EXAMINE, read-only, for a look that must change nothing). What
+//! when configured, none), the greeting, LOGIN (or an OAuth2 AUTHENTICATE,
+//! [`super::oauth`]) and SELECT of the watched folder (or EXAMINE, read-only, for a look
+//! that must change nothing), with what the server offers ([`super::caps`]: CAPABILITY
+//! after login, PERMANENTFLAGS from the SELECT). What
 //! follows on the session is [`super::fetch`], [`super::idle`] and [`super::marks`].
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use super::caps::{Mode, Offered};
 use super::{timed, ImapError, Source};
 use crate::config::{Server, TlsMode};
 
@@ -28,28 +31,59 @@ pub struct Connection {
     pub(super) exists: u32,
     /// The UID the next message will get, when the server said (it must, RFC 3501).
     pub(super) uid_next: Option<u32>,
+    /// What the server offered this session.
+    pub(super) offered: Offered,
+    /// How this session waits, moves and marks: from `offered` and the login's settings.
+    pub(super) mode: Mode,
 }
 
 impl Connection {
     /// Connects, logs in and SELECTs the source's folder.
     pub async fn open(source: &Source) -> Result<Connection, ImapError> {
-        Connection::opened(source, false).await
+        Connection::opened(source, false, &mut Vec::new()).await
     }
 
     /// Connects, logs in and EXAMINEs the source's folder: read-only, so that nothing
     /// done on this connection can change a flag (`mailtriage preview`).
     pub async fn examine(source: &Source) -> Result<Connection, ImapError> {
-        Connection::opened(source, true).await
+        Connection::opened(source, true, &mut Vec::new()).await
     }
 
-    async fn opened(source: &Source, read_only: bool) -> Result<Connection, ImapError> {
+    /// As [`Connection::examine`], noting in `tried` each step as it is begun ("TCP
+    /// connect", "TLS handshake", "greeting", "STARTTLS", "LOGIN", "CAPABILITY",
+    /// "EXAMINE"): on failure the last one noted is the one that failed, the others
+    /// worked (`mailtriage login-test`).
+    pub async fn examine_noting(
+        source: &Source,
+        tried: &mut Vec<&'static str>,
+    ) -> Result<Connection, ImapError> {
+        Connection::opened(source, true, tried).await
+    }
+
+    async fn opened(
+        source: &Source,
+        read_only: bool,
+        tried: &mut Vec<&'static str>,
+    ) -> Result<Connection, ImapError> {
         let timeout = source.server.timeout;
-        let mut session = connect(source).await?;
+        let mut session = connect(source, tried).await?;
+        // Asked after login: a server may offer more (or less) to an authenticated session.
+        tried.push("CAPABILITY");
+        let caps = timed("CAPABILITY", timeout, session.capabilities()).await?;
         let mb = if read_only {
+            tried.push("EXAMINE");
             timed("EXAMINE", timeout, session.examine(&source.folder)).await?
         } else {
+            tried.push("SELECT");
             timed("SELECT", timeout, session.select(&source.folder)).await?
         };
+        let offered = Offered {
+            idle: caps.has_str("IDLE"),
+            moves: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+            keywords: (!read_only).then(|| keywords_kept(&mb.permanent_flags)),
+        };
+        let mode = Mode::of(&offered, source.login.idle(), source.login.poll_interval());
         Ok(Connection {
             session,
             timeout,
@@ -57,7 +91,19 @@ impl Connection {
             uid_validity: mb.uid_validity.unwrap_or(0),
             exists: mb.exists,
             uid_next: mb.uid_next,
+            offered,
+            mode,
         })
+    }
+
+    /// What the server offered this session.
+    pub fn offered(&self) -> Offered {
+        self.offered
+    }
+
+    /// How this session waits for mail, moves and marks.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The folder's UIDVALIDITY (0 when the server gave none).
@@ -76,32 +122,43 @@ impl Connection {
     }
 }
 
-/// A session logged in on the source's server, TLS as configured.
-async fn connect(source: &Source) -> Result<Session, ImapError> {
+/// A session logged in on the source's server, TLS as configured; each step noted in
+/// `tried` as it begins.
+async fn connect(source: &Source, tried: &mut Vec<&'static str>) -> Result<Session, ImapError> {
     let s = &source.server;
     let t = s.timeout;
+    tried.push("TCP connect");
     let tcp = tcp(s).await?;
     let client = match s.tls {
         TlsMode::Implicit => {
+            tried.push("TLS handshake");
             let stream = handshake(source, tcp).await?;
             let mut c = async_imap::Client::new(Either::Left(stream));
+            tried.push("greeting");
             greeting(&mut c, t).await?;
             c
         }
         TlsMode::Starttls => {
             let mut c = async_imap::Client::new(tcp);
+            tried.push("greeting");
             greeting(&mut c, t).await?;
+            tried.push("STARTTLS");
             timed("STARTTLS", t, c.run_command_and_check_ok("STARTTLS", None)).await?;
+            tried.push("TLS handshake");
             let stream = handshake(source, c.into_inner()).await?;
             // No second greeting after STARTTLS.
             async_imap::Client::new(Either::Left(stream))
         }
         TlsMode::Plaintext => {
             let mut c = async_imap::Client::new(Either::Right(tcp));
+            tried.push("greeting");
             greeting(&mut c, t).await?;
             c
         }
     };
+    let oauth = source.login.password().is_none()
+        && (source.login.oauth.is_some() || source.server.oauth.is_some());
+    tried.push(if oauth { "AUTHENTICATE" } else { "LOGIN" });
     login(client, source).await
 }
 
@@ -174,4 +231,13 @@ async fn login(client: Client, source: &Source) -> Result<Session, ImapError> {
         Ok(Err((e, _))) => Err(ImapError::Login(user, e.to_string())),
         Ok(Ok(session)) => Ok(session),
     }
+}
+
+/// Whether new keywords are kept: `\*` among the permanent flags, or no PERMANENTFLAGS
+/// at all (RFC 3501: every flag is then permanent).
+fn keywords_kept(permanent: &[async_imap::types::Flag<'_>]) -> bool {
+    permanent.is_empty()
+        || permanent
+            .iter()
+            .any(|f| matches!(f, async_imap::types::Flag::MayCreate))
 }

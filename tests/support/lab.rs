@@ -27,6 +27,8 @@ pub struct Setup {
     config: String,
     /// `start` of every mailbox: `Some(None)` leaves it out (the daemon's default).
     start: Option<Option<String>>,
+    /// `MAILSTACK_*` settings the stack starts with.
+    stack: Vec<(&'static str, &'static str)>,
 }
 
 impl Setup {
@@ -50,6 +52,12 @@ impl Setup {
         self
     }
 
+    /// The stack starts with this `MAILSTACK_*` setting (see [`Stack::start_with`]).
+    pub fn stack(mut self, key: &'static str, value: &'static str) -> Setup {
+        self.stack.push((key, value));
+        self
+    }
+
     /// `text` is added to the end of mailtriage.toml.
     pub fn config(mut self, text: &str) -> Setup {
         self.config += text;
@@ -58,7 +66,7 @@ impl Setup {
 
     /// Starts the stack and writes the files; the daemon is started by [`Lab::daemon`].
     pub fn start(self) -> Lab {
-        let stack = Stack::start();
+        let stack = Stack::start_with(&self.stack);
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let config = write_config(&stack, dir.path(), &state);

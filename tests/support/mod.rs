@@ -40,6 +40,13 @@
 //! 0.5 s; Sieve `redirect` ignores a Message-ID it has redirected before, so give every test
 //! message its own Message-ID. The daemons' logs are in `dir/log/` (dovecot.log, postfix.log).
 //!
+//! A server that offers less: `Lab::setup().stack("MAILSTACK_IMAP_HIDE", "IDLE MOVE")` (or
+//! [`Stack::start_with`]) starts a Dovecot that hides those capabilities (it still accepts the
+//! commands), `MAILSTACK_NO_KEYWORDS` one whose folders keep no new keywords, and
+//! `MAILSTACK_RAWLOG` keeps what every IMAP client sent after login, read back with
+//! [`Stack::imap_commands_sent`]. A second stack with its own `MAILSTACK_DOMAIN`, users and
+//! password, whose `MAILSTACK_RELAY_HOST` is the first one's SMTP, is another provider.
+//!
 //! Needs root and the Debian packages that `scripts/mailstack install` adds (`bash scripts/test`
 //! runs it). Without them [`Stack::start`] panics and says how to get them: these tests never skip.
 //!

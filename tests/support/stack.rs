@@ -75,6 +75,12 @@ impl FetchedMail {
         header(&self.raw, name)
     }
 
+    /// Whether it was submitted with `user`'s SMTP login: the stack's Postfix writes
+    /// "(Authenticated sender: USER)" into its Received header.
+    pub fn sent_with_login(&self, user: &str) -> bool {
+        String::from_utf8_lossy(&self.raw).contains(&format!("(Authenticated sender: {user})"))
+    }
+
     /// Whether the message has `flag` (case-insensitive), e.g. `"\\Seen"` or `"$Forwarded"`.
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
@@ -119,6 +125,12 @@ impl Stack {
     /// Postfix: run `bash scripts/test` or `scripts/mailstack install` as root") when the packages
     /// are missing, when not run as root, or when `up` fails. Never skips.
     pub fn start() -> Stack {
+        Stack::start_with(&[])
+    }
+
+    /// As [`Stack::start`], with `MAILSTACK_*` settings for `up` (`MAILSTACK_IMAP_HIDE`,
+    /// `MAILSTACK_RAWLOG`, `MAILSTACK_NO_KEYWORDS`, `MAILSTACK_DOMAIN`: see the script).
+    pub fn start_with(settings: &[(&str, &str)]) -> Stack {
         let script = script();
         if !script.is_file() {
             panic!("{} is missing; {HOW_TO_GET}", script.display());
@@ -142,6 +154,7 @@ impl Stack {
             let dir = make_state_dir(base);
             lock.record(&dir);
             let out = mailstack_command(base, &dir)
+                .envs(settings.iter().copied())
                 .arg("up")
                 .arg(&dir)
                 .stdin(Stdio::null())
@@ -350,6 +363,23 @@ impl Stack {
             Duration::from_millis(100),
             || self.try_fetch(address, "INBOX").map(|_| ()),
         );
+    }
+
+    /// What the IMAP clients sent this stack after login, every session's commands one
+    /// line each, as Dovecot's rawlog wrote them (`MAILSTACK_RAWLOG=1`; empty without it).
+    pub fn imap_commands_sent(&self) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(self.dir.join("rawlog")) else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "in") {
+                let text = fs::read(&p).unwrap_or_default();
+                lines.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
+            }
+        }
+        lines
     }
 
     /// `Ok(None)` if the folder does not exist.
