@@ -2,18 +2,40 @@
 //! queue, customer, history, promises, flags, incident). Triage adds the message's own
 //! part; reminders and status mails use it as it is.
 
-use crate::config::Rules;
+use crate::config::{Mailbox, Rules};
 use crate::decide::wait;
-use crate::ticket::Ticket;
+use crate::ticket::{EventKind, Ticket};
 use crate::when;
 use crate::words::{self, queue_name};
 
 use crate::config::{FlagLine, HistoryLine, IncidentLine, PromiseLine, TemplateContext};
 
-/// Everything of the template context that does not depend on one message.
+/// The watched mailbox the customer wrote to when the ticket was opened: mail to the
+/// customer about the ticket comes from it (its `ack_from`, its brand, its templates,
+/// its SMTP login). A ticket stored before it was kept has the mailbox of its first
+/// `Arrived` line; `None` (the company's sender) when neither is a watched mailbox now.
+pub fn home_mailbox<'r>(rules: &'r Rules, ticket: &Ticket) -> Option<&'r Mailbox> {
+    rules.mailboxes.get(&ticket.mailbox).or_else(|| {
+        ticket.history.iter().find_map(|e| match &e.what {
+            EventKind::Arrived { mailbox, .. } => rules.mailbox_by_address(mailbox),
+            _ => None,
+        })
+    })
+}
+
+/// Puts `mailbox` into `ctx`: its name, its address and its brand (`company`); `None`
+/// leaves them empty and the company's name.
+pub fn set_mailbox(rules: &Rules, ctx: &mut TemplateContext, mailbox: Option<&Mailbox>) {
+    ctx.mailbox = mailbox.map(|m| m.key.clone()).unwrap_or_default();
+    ctx.mailbox_address = mailbox.map(|m| m.address.clone()).unwrap_or_default();
+    ctx.company = rules.company_name(&ctx.mailbox).to_string();
+}
+
+/// Everything of the template context that does not depend on one message; the
+/// mailbox is the ticket's own ([`home_mailbox`]).
 pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateContext {
     let queue = rules.queues.get(&ticket.queue);
-    TemplateContext {
+    let mut ctx = TemplateContext {
         ticket: ticket.id.clone(),
         tag: format!("[#{}]", ticket.id),
         queue_name: queue_name(rules, &ticket.queue, lang).to_string(),
@@ -62,7 +84,9 @@ pub fn ticket_context(rules: &Rules, ticket: &Ticket, lang: &str) -> TemplateCon
             .as_ref()
             .map(|e| queue_name(rules, &e.queue, lang).to_string())
             .unwrap_or_default(),
-    }
+    };
+    set_mailbox(rules, &mut ctx, home_mailbox(rules, ticket));
+    ctx
 }
 
 /// Why a red flag matters, in `lang` (else any language given), from rules.toml.

@@ -22,7 +22,7 @@ use crate::ticket::{MailKind, OutMail};
 
 mod context;
 
-pub use context::{flag_reason, ticket_context};
+pub use context::{flag_reason, home_mailbox, set_mailbox, ticket_context};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
@@ -401,6 +401,8 @@ pub struct NoticeInput<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub envelope_from: Option<&'a str>,
+    /// The mailbox whose SMTP login sends it (see [`OutMail::identity`]); `None`: `[smtp]`.
+    pub identity: Option<&'a str>,
     pub lang: &'a str,
     pub ctx: &'a TemplateContext,
     pub thread: Option<&'a str>,
@@ -430,6 +432,7 @@ pub fn undelivered(
         kind: MailKind::Undelivered,
         from: &rules.company.ack_from,
         envelope_from: None,
+        identity: None,
         ..n
     };
     notice_mail(n, &subject, text)
@@ -463,7 +466,7 @@ fn notice_mail(n: NoticeInput<'_>, subject: &str, text: String) -> Result<OutMai
         ticket: n.ctx.ticket.clone(),
         envelope_from: n.envelope_from.map(str::to_string),
         to: vec![n.to.to_string()],
-        identity: None,
+        identity: n.identity.map(str::to_string),
         raw: msg.formatted(),
     })
 }

@@ -46,9 +46,7 @@ fn context(case: &Case, ticket: &Ticket) -> TemplateContext {
     let (rules, ev, lang) = (case.rules, &case.ev, ticket.language.as_str());
     let joined = ev.plan.ticket.is_some();
     let mut ctx = compose::ticket_context(rules, ticket, lang);
-    ctx.mailbox = case.inc.mailbox.key.clone();
-    ctx.mailbox_address = case.inc.mailbox.address.clone();
-    ctx.company = rules.company_name(&ctx.mailbox).to_string();
+    compose::set_mailbox(rules, &mut ctx, Some(case.inc.mailbox));
     if !joined {
         ctx.category = ev.class.category.clone().unwrap_or_default();
         ctx.rules = ev
@@ -151,18 +149,20 @@ fn acknowledgement(
         "ack"
     };
     let id = next_id(case, ticket, which);
+    // To the customer from the address they wrote to when the ticket was opened, in
+    // that mailbox's words and through its login, wherever this message arrived.
+    let home = if ticket.mailbox == case.inc.mailbox.key {
+        Some(case.inc.mailbox)
+    } else {
+        compose::home_mailbox(case.rules, ticket)
+    };
+    let mut ctx = ctx.clone();
+    compose::set_mailbox(case.rules, &mut ctx, home);
     // "Added to your request" names the request, not this message: a reply's subject
     // would repeat the tag and the acknowledgement's own words.
-    let added;
-    let ctx = if which == "added" {
-        added = TemplateContext {
-            subject: ticket.subject.clone(),
-            ..ctx.clone()
-        };
-        &added
-    } else {
-        ctx
-    };
+    if which == "added" {
+        ctx.subject = ticket.subject.clone();
+    }
     compose::acknowledgement(
         case.rules,
         AckInput {
@@ -170,7 +170,7 @@ fn acknowledgement(
             mail: &case.ev.mail,
             to,
             lang: &ticket.language,
-            ctx,
+            ctx: &ctx,
             message_id: &id,
             now: case.now,
         },

@@ -713,6 +713,62 @@ mod tests {
     }
 
     #[test]
+    fn the_customer_hears_from_the_mailbox_they_wrote_to_wherever_they_write_next() {
+        let r = crate::config::testing::shipped_with(
+            "[mailboxes.billing]\n",
+            "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\ncompany_name = \"Acme\"\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |s: &str| -> SystemTime { when::parse(s).unwrap().into() };
+        let raw = b"From: ivan@mail.example\r\nTo: billing@example.test\r\nSubject: Site is down\r\nMessage-ID: <home-1@x>\r\nContent-Type: text/plain\r\n\r\nThe website is down.\r\n";
+        let first = triage_file(&r, &store, "billing", raw, at("2026-01-01T10:00:00Z"));
+        let ticket = first.ticket.unwrap();
+        assert_eq!(store.ticket(&ticket).unwrap().unwrap().mailbox, "billing");
+        // The customer's next message goes to sales@: it is still billing@ that answers.
+        let raw = format!("From: ivan@mail.example\r\nTo: sales@example.test\r\nSubject: Re: [#{ticket}] Site is down\r\nMessage-ID: <home-2@x>\r\nContent-Type: text/plain\r\n\r\nStill down.\r\n");
+        triage_file(
+            &r,
+            &store,
+            "sales",
+            raw.as_bytes(),
+            at("2026-01-01T11:00:00Z"),
+        );
+        let out = store.outbox().unwrap();
+        let kinds: Vec<MailKind> = out.iter().map(|(_, m)| m.kind).collect();
+        let added = out
+            .iter()
+            .map(|(_, m)| m)
+            .find(|m| m.kind == MailKind::Added)
+            .unwrap_or_else(|| panic!("an 'added' mail among {kinds:?}"));
+        let p = mail_parser::MessageParser::default()
+            .parse(&added.raw)
+            .unwrap();
+        let from = p.from().unwrap().first().unwrap();
+        assert_eq!(
+            (from.name(), from.address()),
+            (Some("Acme Billing"), Some("billing@example.test"))
+        );
+        assert_eq!(added.envelope_from.as_deref(), Some("billing@example.test"));
+        assert_eq!(
+            added.identity.as_deref(),
+            Some("billing"),
+            "billing's login"
+        );
+        let text = p.body_text(0).unwrap();
+        assert!(
+            text.contains("Acme") && !text.contains("Example Ltd"),
+            "{text}"
+        );
+        // The forward of the follow-up is sales@'s mail: it reached sales@.
+        let fwd = out
+            .iter()
+            .map(|(_, m)| m)
+            .rfind(|m| m.kind == MailKind::Forward);
+        assert_eq!(fwd.and_then(|m| m.identity.as_deref()), Some("sales"));
+    }
+
+    #[test]
     fn a_failing_disk_is_retried_and_a_damaged_state_is_not() {
         let io = std::io::Error::other("disk gone");
         let disk = PipelineError::Store(StoreError::Sled(sled::Error::Io(io)));

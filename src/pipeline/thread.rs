@@ -203,6 +203,8 @@ pub(super) fn open_or_join(store: &Store, case: &super::Case) -> Result<Ticket, 
         case.at.clone(),
     );
     t.customer_name = ev.mail.from.as_ref().and_then(|a| a.name.clone());
+    // The address the customer wrote to: every later mail to them comes from it.
+    t.mailbox = case.inc.mailbox.key.clone();
     t.id_secret = secret()?;
     Ok(t)
 }

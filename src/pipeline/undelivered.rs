@@ -38,6 +38,7 @@ fn compose_note(
         from: &rules.company.ack_from,
         to,
         envelope_from: None,
+        identity: None,
         lang: &t.language,
         ctx: &ctx,
         thread: t.messages.first().map(String::as_str),

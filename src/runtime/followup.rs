@@ -182,12 +182,15 @@ fn notice_context(rules: &Rules, t: &Ticket, queue: &Queue, at: OffsetDateTime) 
     ctx
 }
 
-/// One follow-up mail to write: its template, kind, recipient and envelope sender.
+/// One follow-up mail to write: its template, kind, recipient, senders and the SMTP
+/// login that sends it.
 struct Notice {
     which: &'static str,
     kind: MailKind,
+    from: String,
     to: String,
     envelope_from: Option<String>,
+    identity: Option<String>,
 }
 
 /// The mails what is due asks for: the reminder to the queue, the escalation to the
@@ -197,12 +200,19 @@ fn notices(rules: &Rules, t: &Ticket, queue: &Queue, due: &[Due]) -> Vec<Notice>
         .escalation
         .as_ref()
         .and_then(|e| rules.queues.get(&e.queue));
+    // Staff hear from the company's sender through `[smtp]`: a queue's address as the
+    // envelope sender would not pass a mailbox login that may send only as itself.
     let reminder = |to: &str| Notice {
         which: "reminder",
         kind: MailKind::Reminder,
+        from: rules.company.ack_from.clone(),
         to: to.to_string(),
         envelope_from: Some(queue.address.clone()),
+        identity: None,
     };
+    // The customer hears from the address they wrote to, through its own login.
+    let home = compose::home_mailbox(rules, t);
+    let ack_from = rules.ack_from(home.map_or("", |m| m.key.as_str()));
     due.iter()
         .filter_map(|d| match d {
             Due::Reminder => Some(reminder(&queue.address)),
@@ -210,9 +220,11 @@ fn notices(rules: &Rules, t: &Ticket, queue: &Queue, due: &[Due]) -> Vec<Notice>
             Due::Status => Some(Notice {
                 which: "status",
                 kind: MailKind::Status,
+                from: ack_from.to_string(),
                 to: t.customer.clone(),
                 // As the acknowledgement: a bounce comes back and finds the ticket.
-                envelope_from: Some(compose::from_address(&rules.company.ack_from)),
+                envelope_from: Some(compose::from_address(ack_from)),
+                identity: home.map(|m| m.key.clone()),
             }),
         })
         .collect()
@@ -234,9 +246,10 @@ fn compose_notices(
         let input = NoticeInput {
             which: n.which,
             kind: n.kind,
-            from: &rules.company.ack_from,
+            from: &n.from,
             to: &n.to,
             envelope_from: n.envelope_from.as_deref(),
+            identity: n.identity.as_deref(),
             lang: &t.language,
             ctx,
             thread: thread.as_deref(),
@@ -569,5 +582,107 @@ mod tests {
         assert!(text.contains("T-1001"), "{text}");
         let tk = store.ticket("T-1001").unwrap().unwrap();
         assert!(tk.reminded_at.is_some());
+    }
+
+    /// One queued follow-up mail as its recipient and the SMTP server see it.
+    struct Queued {
+        kind: MailKind,
+        /// "Name <address>".
+        from: String,
+        envelope: Option<String>,
+        identity: Option<String>,
+        text: String,
+    }
+
+    /// The mails `run_once` queues for `tk` once its reminder, escalation and status
+    /// mail are all due.
+    fn follow_up_mails(r: &Rules, tk: &Ticket) -> Vec<Queued> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.commit_ticket(tk, &[]).unwrap();
+        let now: SystemTime = t("2026-11-23T16:01:00Z").into();
+        assert_eq!(run_once(r, &store, now).unwrap(), 3);
+        let out = store.outbox().unwrap();
+        out.into_iter()
+            .map(|(_, m)| {
+                let p = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
+                let from = p.from().unwrap().first().unwrap();
+                let from = format!(
+                    "{} <{}>",
+                    from.name().unwrap_or_default(),
+                    from.address().unwrap()
+                );
+                Queued {
+                    kind: m.kind,
+                    from,
+                    envelope: m.envelope_from,
+                    identity: m.identity,
+                    text: p.body_text(0).unwrap().into_owned(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_status_mail_comes_from_the_mailbox_the_customer_wrote_to() {
+        let text = crate::config::testing::shipped_text()
+            .replacen("reminder_spread = \"30m\"", "reminder_spread = \"0s\"", 1)
+            .replacen(
+                "[mailboxes.billing]\n",
+                "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\ncompany_name = \"Acme\"\n",
+                1,
+            );
+        let r = Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap();
+        let status = |tk: &Ticket| {
+            let mails = follow_up_mails(&r, tk);
+            for m in mails.iter().filter(|m| m.kind == MailKind::Reminder) {
+                // Staff hear from the company's sender, through [smtp].
+                assert!(m.from.contains("<support@example.test>"), "{}", m.from);
+                assert_eq!(m.identity, None);
+            }
+            let s = mails.into_iter().find(|m| m.kind == MailKind::Status);
+            let s = s.expect("a status mail");
+            (s.from, s.envelope, s.identity, s.text)
+        };
+
+        // Opened by a message to billing@ (the ticket says so), whoever owns it now.
+        let mut tk = ticket("2026-11-23T08:00:00Z");
+        tk.mailbox = "billing".into();
+        let (from, envelope, identity, text) = status(&tk);
+        assert!(
+            from.contains("Acme Billing <billing@example.test>"),
+            "{from}"
+        );
+        assert_eq!(envelope.as_deref(), Some("billing@example.test"));
+        assert_eq!(identity.as_deref(), Some("billing"), "billing's login");
+        assert!(
+            text.contains("Acme") && !text.contains("Example Ltd"),
+            "{text}"
+        );
+
+        // A ticket stored before the mailbox was kept: the mailbox of its first message.
+        let mut old = ticket("2026-11-23T08:00:00Z");
+        if let crate::ticket::EventKind::Arrived { mailbox, .. } = &mut old.history[0].what {
+            *mailbox = "billing@example.test".into();
+        }
+        assert_eq!(old.mailbox, "");
+        assert_eq!(status(&old).2.as_deref(), Some("billing"));
+
+        // Support names no sender of its own: the company's, through support's login.
+        let (from, envelope, identity, _) = status(&ticket("2026-11-23T08:00:00Z"));
+        assert!(from.contains("<support@example.test>"), "{from}");
+        assert_eq!(envelope.as_deref(), Some("support@example.test"));
+        assert_eq!(identity.as_deref(), Some("support"));
+
+        // A mailbox no longer watched: the company's sender through [smtp].
+        let mut gone = ticket("2026-11-23T08:00:00Z");
+        gone.mailbox = "closed".into();
+        if let crate::ticket::EventKind::Arrived { mailbox, .. } = &mut gone.history[0].what {
+            *mailbox = "closed@example.test".into();
+        }
+        let (from, _, identity, text) = status(&gone);
+        assert!(from.contains("<support@example.test>"), "{from}");
+        assert_eq!(identity, None);
+        assert!(text.contains("Example Ltd"), "{text}");
     }
 }

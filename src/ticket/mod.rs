@@ -217,6 +217,12 @@ pub struct Ticket {
     pub id: String,
     pub customer: String,
     pub customer_name: Option<String>,
+    /// The watched mailbox (its name in rules.toml) the message that opened the ticket
+    /// reached: the address the customer wrote to, which every later mail to them comes
+    /// from. Empty in tickets stored before it was kept: compose then takes the mailbox
+    /// of the `Arrived` line (`compose::home_mailbox`).
+    #[serde(default)]
+    pub mailbox: String,
     pub subject: String,
     /// The queue that owns the ticket now.
     pub queue: String,
@@ -283,6 +289,7 @@ impl Ticket {
             id,
             customer,
             customer_name: None,
+            mailbox: String::new(),
             customer_side: Vec::new(),
             id_secret: String::new(),
             subject,
@@ -675,6 +682,24 @@ mod tests {
             "en".into(),
             "2026-01-01T10:00:00Z".into(),
         )
+    }
+
+    #[test]
+    fn a_ticket_stored_before_its_mailbox_was_kept_still_reads() {
+        let mut t = ticket();
+        t.mailbox = "billing".into();
+        let mut json: serde_json::Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["mailbox"], "billing");
+        json.as_object_mut().unwrap().remove("mailbox");
+        let old: Ticket = serde_json::from_value(json).unwrap();
+        assert_eq!(old.mailbox, "");
+        assert_eq!(
+            Ticket {
+                mailbox: t.mailbox.clone(),
+                ..old
+            },
+            t
+        );
     }
 
     #[test]
