@@ -42,7 +42,8 @@ impl ComposeError {
     }
 }
 
-/// Renders one of a language's templates; falls back to the default language's.
+/// Renders one of a language's templates (the mailbox's own when it has one, see
+/// [`crate::config::Templates::get`]); falls back to the default language's.
 pub fn render(
     rules: &Rules,
     lang: &str,
@@ -57,8 +58,7 @@ pub fn render(
     let name = format!("{lang}/{which}");
     let t = rules
         .templates
-        .env
-        .get_template(&name)
+        .get(&ctx.mailbox, &name)
         .map_err(|e| ComposeError::Template {
             name: name.clone(),
             err: e.to_string(),
@@ -608,31 +608,33 @@ mod tests {
         assert_eq!(out.envelope_from.as_deref(), Some("support@example.test"));
     }
 
+    /// The English acknowledgement of the sample ticket to Ivan, for mail of `mailbox`.
+    fn ack_of(r: &Rules, mailbox: &str) -> OutMail {
+        let mail = parse(ORIGINAL).unwrap();
+        let ctx = TemplateContext {
+            mailbox: mailbox.into(),
+            ..TemplateContext::sample()
+        };
+        let input = AckInput {
+            which: "ack",
+            mail: &mail,
+            to: "ivan@mail.example",
+            lang: "en",
+            ctx: &ctx,
+            message_id: "T-1042.2@mailtriage.example.test",
+            now: SystemTime::UNIX_EPOCH,
+        };
+        acknowledgement(r, input).unwrap()
+    }
+
     #[test]
     fn ack_comes_from_the_mailbox_the_customer_wrote_to() {
         let r = crate::config::testing::shipped_with(
             "[mailboxes.billing]\n",
             "[mailboxes.billing]\nack_from = \"Acme Billing <billing@example.test>\"\n",
         );
-        let mail = parse(ORIGINAL).unwrap();
         let ack = |mailbox: &str| {
-            let ctx = TemplateContext {
-                mailbox: mailbox.into(),
-                ..TemplateContext::sample()
-            };
-            let out = acknowledgement(
-                &r,
-                AckInput {
-                    which: "ack",
-                    mail: &mail,
-                    to: "ivan@mail.example",
-                    lang: "en",
-                    ctx: &ctx,
-                    message_id: "T-1042.2@mailtriage.example.test",
-                    now: SystemTime::UNIX_EPOCH,
-                },
-            )
-            .unwrap();
+            let out = ack_of(&r, mailbox);
             let p = mail_parser::MessageParser::default()
                 .parse(&out.raw)
                 .unwrap();
@@ -658,6 +660,34 @@ mod tests {
         assert_eq!(from.1, "support@example.test", "the company's ack_from");
         assert_eq!(envelope.as_deref(), Some("support@example.test"));
         assert_eq!(identity.as_deref(), Some("sales"));
+    }
+
+    #[test]
+    fn a_mailbox_s_own_templates_write_its_mail_and_no_other_s() {
+        let own = "\n[mailboxes.billing.templates.en]\nack_subject = \"Acme Billing: {{ subject }}\"\nack = \"Acme Billing has your request {{ ticket }}.\"\n";
+        let text = crate::config::testing::shipped_text() + own;
+        let r = Rules::parse(std::path::Path::new("rules.toml"), &text).unwrap();
+        let ack = |mailbox: &str| {
+            let out = ack_of(&r, mailbox);
+            let p = mail_parser::MessageParser::default()
+                .parse(&out.raw)
+                .unwrap();
+            let subject = p.subject().unwrap().to_string();
+            (subject, p.body_text(0).unwrap().trim().to_string())
+        };
+        assert_eq!(
+            ack("billing"),
+            (
+                "[#T-1042] Acme Billing: Site is down".to_string(),
+                "Acme Billing has your request T-1042.".to_string()
+            )
+        );
+        let (subject, text) = ack("sales");
+        assert!(
+            subject.contains("We have received your request"),
+            "{subject}"
+        );
+        assert!(!text.contains("Acme"), "{text}");
     }
 
     #[test]

@@ -153,24 +153,61 @@ impl TemplateContext {
 }
 
 /// Templates compiled into one minijinja environment; names are `LANG/note`,
-/// `LANG/ack_subject`, `LANG/ack`.
+/// `LANG/ack_subject`, `LANG/ack`. A mailbox's own (`[mailboxes.NAME.templates.LANG]`)
+/// are in an environment of their own, under the same names.
 pub struct Templates {
     pub env: minijinja::Environment<'static>,
     pub languages: Vec<String>,
+    /// Each mailbox's own templates, by mailbox name; only the ones it names.
+    pub own: BTreeMap<String, minijinja::Environment<'static>>,
+}
+
+impl Templates {
+    /// The template `name` (`LANG/which`) for the mail of `mailbox`: the mailbox's own
+    /// when it has one, else the one of `[templates.LANG]`.
+    pub fn get(
+        &self,
+        mailbox: &str,
+        name: &str,
+    ) -> Result<minijinja::Template<'_, '_>, minijinja::Error> {
+        match self.own.get(mailbox).map(|env| env.get_template(name)) {
+            Some(Ok(t)) => Ok(t),
+            _ => self.env.get_template(name),
+        }
+    }
 }
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Templates")
             .field("languages", &self.languages)
+            .field("own", &self.own.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
-/// Compiles the `[templates.LANG]` tables; the default language must have one.
+/// The templates a language has, by the name compose asks for.
+pub const NAMES: [&str; 9] = [
+    "note",
+    "ack_subject",
+    "ack",
+    "added_subject",
+    "added",
+    "reminder_subject",
+    "reminder",
+    "status_subject",
+    "status",
+];
+
+/// A mailbox's own templates as written: by language, by name.
+pub(super) type OwnTemplates = BTreeMap<String, Spanned<BTreeMap<String, Spanned<String>>>>;
+
+/// Compiles the `[templates.LANG]` tables (the default language must have one), and
+/// each mailbox's own, which may only replace templates of a language given there.
 pub(super) fn compile_templates(
     c: &mut Collector<'_>,
     raw: BTreeMap<String, Spanned<raw::Templates>>,
+    own: Vec<(String, OwnTemplates)>,
     default_language: &str,
 ) -> Templates {
     let mut env = environment();
@@ -185,11 +222,57 @@ pub(super) fn compile_templates(
     let mut languages = Vec::new();
     for (lang, t) in raw {
         for (which, src) in sources(t.into_inner()) {
-            add_template(c, &mut env, &sample, &lang, which, src);
+            let key = format!("templates.{lang}.{which}");
+            add_template(c, &mut env, &sample, key, &format!("{lang}/{which}"), src);
         }
         languages.push(lang);
     }
-    Templates { env, languages }
+    let own = own
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(mailbox, t)| {
+            let env = compile_own(c, &sample, &languages, &mailbox, t);
+            (mailbox, env)
+        })
+        .collect();
+    Templates {
+        env,
+        languages,
+        own,
+    }
+}
+
+/// One mailbox's own templates: each a known name, of a language `[templates]` has.
+fn compile_own(
+    c: &mut Collector<'_>,
+    sample: &TemplateContext,
+    languages: &[String],
+    mailbox: &str,
+    own: OwnTemplates,
+) -> minijinja::Environment<'static> {
+    let mut env = environment();
+    for (lang, table) in own {
+        let base = format!("mailboxes.{mailbox}.templates.{lang}");
+        if !languages.contains(&lang) {
+            let known = languages.join(", ");
+            let why =
+                format!("no [templates.{lang}] whose texts these replace (languages: {known})");
+            c.at(span(&table), base.clone(), why);
+        }
+        for (which, src) in table.into_inner() {
+            let key = format!("{base}.{which}");
+            if NAMES.contains(&which.as_str()) {
+                add_template(c, &mut env, sample, key, &format!("{lang}/{which}"), src);
+            } else {
+                let why = format!(
+                    "unknown key `{which}` in {base}; a template is one of {}",
+                    NAMES.join(", ")
+                );
+                c.at(span(&src), key, why);
+            }
+        }
+    }
+    env
 }
 
 fn environment() -> minijinja::Environment<'static> {
@@ -215,27 +298,23 @@ fn sources(t: raw::Templates) -> [(&'static str, Spanned<String>); 9] {
     ]
 }
 
-/// Adds `LANG/which` to `env` and renders it once with sample values: an unknown
-/// variable or a bad filter is found now, not when the first customer writes.
+/// Adds `name` to `env` and renders it once with sample values: an unknown variable or
+/// a bad filter is found now, not when the first customer writes. `key`: where it is
+/// written, for the error.
 fn add_template(
     c: &mut Collector<'_>,
     env: &mut minijinja::Environment<'static>,
     sample: &TemplateContext,
-    lang: &str,
-    which: &str,
+    key: String,
+    name: &str,
     src: Spanned<String>,
 ) {
     let s = span(&src);
-    let name = format!("{lang}/{which}");
     let rendered = env
-        .add_template_owned(name.clone(), src.into_inner())
-        .and_then(|()| env.get_template(&name)?.render(sample));
+        .add_template_owned(name.to_string(), src.into_inner())
+        .and_then(|()| env.get_template(name)?.render(sample));
     if let Err(e) = rendered {
-        c.at(
-            s,
-            format!("templates.{lang}.{which}"),
-            format!("template error: {e}"),
-        );
+        c.at(s, key, format!("template error: {e}"));
     }
 }
 
@@ -255,5 +334,99 @@ mod tests {
                 .any(|e| e.key == "templates.en.note" && e.message.contains("template error")),
             "{err}"
         );
+    }
+
+    /// The shipped rules with `own` added at their end.
+    fn with_own(own: &str) -> (String, Result<Rules, crate::config::ConfigErrors>) {
+        let text = crate::config::testing::shipped_text() + own;
+        let r = Rules::parse(Path::new("rules.toml"), &text);
+        (text, r)
+    }
+
+    #[test]
+    fn a_mailbox_s_own_templates_replace_those_it_names_for_its_mail() {
+        let own = "\n[mailboxes.billing.templates.en]\nack = \"Acme Billing thanks you, {{ customer_name }}.\"\n";
+        let r = with_own(own).1.unwrap();
+        let ctx = crate::config::TemplateContext::sample();
+        let render = |mailbox: &str, name: &str| {
+            r.templates
+                .get(mailbox, name)
+                .unwrap()
+                .render(&ctx)
+                .unwrap()
+        };
+        assert_eq!(
+            render("billing", "en/ack"),
+            "Acme Billing thanks you, A Customer."
+        );
+        assert!(render("sales", "en/ack").contains("thank you for your message"));
+        // What billing does not name is the company's; so is another language.
+        assert_eq!(render("billing", "en/added"), render("sales", "en/added"));
+        assert_eq!(render("billing", "ru/ack"), render("sales", "ru/ack"));
+    }
+
+    #[test]
+    fn the_shipped_example_of_a_mailbox_s_own_templates_compiles() {
+        let text = crate::config::testing::shipped_text();
+        let start = text
+            .find("# [mailboxes.billing.templates.en]")
+            .expect("rules.toml shows a mailbox's own templates");
+        let end = start + text[start..].find("# \"\"\"\n").unwrap() + 6;
+        let example: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let uncommented = format!("{}{example}{}", &text[..start], &text[end..]);
+        let r = Rules::parse(Path::new("rules.toml"), &uncommented).unwrap();
+        let ctx = crate::config::TemplateContext::sample();
+        let added = r.templates.get("billing", "en/added").unwrap();
+        assert!(added
+            .render(&ctx)
+            .unwrap()
+            .contains("now part of your request [#T-1042]"));
+    }
+
+    #[test]
+    fn a_mailbox_s_own_template_errors_name_its_key_and_line() {
+        let own = "\n[mailboxes.billing.templates.en]\nack = \"{{ tikcet }}\"\nadded = \"{% if %}\"\nakc = \"x\"\n\n[mailboxes.billing.templates.de]\nack = \"Hallo\"\n";
+        let (text, r) = with_own(own);
+        let err = r.unwrap_err();
+        let at = |key: &str, says: &str, line_starts: &str| {
+            let e = err
+                .0
+                .iter()
+                .find(|e| e.key == key)
+                .unwrap_or_else(|| panic!("no error at {key}: {err}"));
+            assert!(e.message.contains(says), "{e}");
+            let line = text
+                .lines()
+                .position(|l| l.starts_with(line_starts))
+                .unwrap()
+                + 1;
+            assert_eq!(e.line, Some(line), "{e}");
+            assert_eq!(e.file, Path::new("rules.toml"));
+        };
+        at(
+            "mailboxes.billing.templates.en.ack",
+            "template error",
+            "ack = \"{{ tikcet",
+        );
+        at(
+            "mailboxes.billing.templates.en.added",
+            "template error",
+            "added = \"{% if",
+        );
+        at(
+            "mailboxes.billing.templates.en.akc",
+            "unknown key `akc`",
+            "akc =",
+        );
+        at(
+            "mailboxes.billing.templates.de",
+            "no [templates.de]",
+            "[mailboxes.billing.templates.de]",
+        );
+        assert_eq!(err.0.len(), 4, "{err}");
     }
 }

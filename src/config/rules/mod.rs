@@ -159,7 +159,7 @@ pub fn version_with(text: &str, files: &[PathBuf]) -> String {
 
 /// Each section in the order errors are reported; a later section checks the names it
 /// uses against those compiled before it.
-fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
+fn compile(c: &mut Collector<'_>, mut f: raw::File) -> Rules {
     let company = company::compile_company(c, f.company.into_inner(), &f.languages);
     let holidays = calendar::compile_holidays(
         c,
@@ -169,10 +169,14 @@ fn compile(c: &mut Collector<'_>, f: raw::File) -> Rules {
     );
     let queues = routing::compile_queues(c, f.queues, &holidays);
     let categories = routing::compile_categories(c, f.categories, &queues);
+    // A mailbox's own templates are compiled with the others, once they are known.
+    let own_templates: Vec<_> = (f.mailboxes.iter_mut())
+        .map(|(key, m)| (key.clone(), std::mem::take(&mut m.get_mut().templates)))
+        .collect();
     let mailboxes = routing::compile_mailboxes(c, f.mailboxes, &queues, &categories);
     let rules = matching::compile_rules(c, f.rules, &categories);
     let languages = matching::compile_languages(c, f.languages);
-    let templates = compile_templates(c, f.templates, &company.default_language);
+    let templates = compile_templates(c, f.templates, own_templates, &company.default_language);
     let escalation = routing::compile_escalation(c, f.escalation, &queues);
     let threading = company::compile_threading(c, &f.threading);
     let roles = roles::compile_roles(c, &f.roles, &company.domain);

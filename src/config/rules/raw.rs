@@ -217,6 +217,10 @@ pub struct Mailbox {
     /// `company.name` when not given.
     #[serde(default)]
     pub company_name: Option<String>,
+    /// This mailbox's own texts, by language: any of the keys of `[templates.LANG]`,
+    /// for the mail of its tickets. Checked by name when compiled.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 fn keep() -> Spanned<String> {
