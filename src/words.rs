@@ -359,8 +359,8 @@ fn would_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> Option<String> {
     })
 }
 
-/// The role of staff, whose mail alone answers, promises or waits (`decide::roles`).
-const STAFF: &str = "staff";
+/// The role of the writers whose mail alone answers, promises or waits (`decide::roles`).
+const STAFF: Role = Role::Staff;
 
 /// A writer as the history names them: "ivan@client.example, customer", or with why
 /// for anyone but the customer ("petr@client.example, customer-side: the same

@@ -156,10 +156,21 @@ async fn connect(source: &Source, tried: &mut Vec<&'static str>) -> Result<Sessi
             c
         }
     };
-    let oauth = source.login.password().is_none()
-        && (source.login.oauth.is_some() || source.server.oauth.is_some());
-    tried.push(if oauth { "AUTHENTICATE" } else { "LOGIN" });
+    tried.push(match oauth_of(source) {
+        Some(_) => "AUTHENTICATE",
+        None => "LOGIN",
+    });
     login(client, source).await
+}
+
+/// The OAuth2 table a mailbox logs in with: its own `oauth`, else `[imap.oauth]`, and
+/// only when it names no password.
+fn oauth_of(source: &Source) -> Option<&crate::config::OAuth> {
+    let login = &source.login;
+    if login.password().is_some() {
+        return None;
+    }
+    login.oauth.as_ref().or(source.server.oauth.as_ref())
 }
 
 /// The TCP connection, without delay on small writes and with keepalive.
@@ -215,10 +226,8 @@ where
 /// (or of `[imap.oauth]`).
 async fn login(client: Client, source: &Source) -> Result<Session, ImapError> {
     let (login, t) = (&source.login, source.server.timeout);
-    if login.password().is_none() {
-        if let Some(o) = login.oauth.as_ref().or(source.server.oauth.as_ref()) {
-            return super::oauth::authenticate(client, &login.user, &source.server, o).await;
-        }
+    if let Some(o) = oauth_of(source) {
+        return super::oauth::authenticate(client, &login.user, &source.server, o).await;
     }
     let pw = login
         .password()
