@@ -16,7 +16,7 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mailtriage::config::Rules;
@@ -194,7 +194,7 @@ fn make_year(rules: &Rules, tickets: u64) -> Year {
         let t0 = n * 365 * DAY / tickets;
         let at = |s: u64| start + Duration::from_secs(s);
         while next_hour * 3600 <= t0 {
-            followup::run_once(rules, &store, at(next_hour * 3600)).unwrap();
+            followup::run_once(rules, &store, UNIX_EPOCH, at(next_hour * 3600)).unwrap();
             next_hour += 1;
         }
         let (mb, address) = mailboxes[rng.below(3) as usize];
@@ -319,7 +319,7 @@ fn year(c: &mut Criterion) {
         std::fs::write(out, figures.to_string()).unwrap();
     }
     c.bench_function("follow-up scan, a year of state", |b| {
-        b.iter(|| followup::run_once(&rules, &store, black_box(now)).unwrap())
+        b.iter(|| followup::run_once(&rules, &store, UNIX_EPOCH, black_box(now)).unwrap())
     });
 }
 
@@ -327,11 +327,11 @@ fn year(c: &mut Criterion) {
 /// own estimate of the same); the first scan resolves what is quiet and queues what is
 /// due, like the daemon's first after a start, and is left out.
 fn median_scan_ms(rules: &Rules, store: &Store, now: SystemTime) -> f64 {
-    followup::run_once(rules, store, now).unwrap();
+    followup::run_once(rules, store, UNIX_EPOCH, now).unwrap();
     let mut ms: Vec<f64> = (0..21)
         .map(|_| {
             let t = Instant::now();
-            followup::run_once(rules, store, black_box(now)).unwrap();
+            followup::run_once(rules, store, UNIX_EPOCH, black_box(now)).unwrap();
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect();

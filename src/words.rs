@@ -457,7 +457,8 @@ fn history_en(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         ),
         e @ (EventKind::Resolved { .. }
         | EventKind::ReopenedByReply { .. }
-        | EventKind::Follows { .. }) => lifecycle_line(e, "en"),
+        | EventKind::Follows { .. }
+        | EventKind::FollowsRemoved { .. }) => lifecycle_line(e, "en"),
     }
 }
 
@@ -550,7 +551,8 @@ fn history_ru(what: &EventKind, qn: &dyn Fn(&str) -> String) -> String {
         ),
         e @ (EventKind::Resolved { .. }
         | EventKind::ReopenedByReply { .. }
-        | EventKind::Follows { .. }) => lifecycle_line(e, "ru"),
+        | EventKind::Follows { .. }
+        | EventKind::FollowsRemoved { .. }) => lifecycle_line(e, "ru"),
     }
 }
 
@@ -600,6 +602,18 @@ fn lifecycle_line(e: &EventKind, lang: &str) -> String {
                 true => format!("продолжает {ticket}, решённое {when}: клиент написал снова после окна повторного открытия"),
             }
         }
+        EventKind::FollowsRemoved { ticket } => match ru {
+            false => format!(
+                "follows {ticket}: the customer wrote again to a ticket resolved so long ago \
+                 that mailtriage no longer keeps it (threading.retention); its history is in \
+                 the queue's mail"
+            ),
+            true => format!(
+                "продолжает {ticket}: клиент написал снова в обращение, решённое так давно, \
+                 что mailtriage его уже не хранит (threading.retention); его история — в \
+                 почте очереди"
+            ),
+        },
         _ => String::new(),
     }
 }

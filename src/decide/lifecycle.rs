@@ -31,20 +31,30 @@ pub struct Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Follows {
     pub ticket: String,
-    /// When it was resolved (RFC 3339).
-    pub resolved_at: String,
+    /// When it was resolved (RFC 3339); `None` when the state no longer holds it
+    /// (removed at retention, so resolved longer ago than that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
 }
 
-/// What a message by `role` does to `ticket` (the ticket it would join) at `now`.
+/// What a message by `role` does to `ticket` (the ticket it would join) at `now`;
+/// `removed`: with no ticket to join, the one the subject's tag names that retention
+/// removed.
 pub fn lifecycle(
     rules: &Rules,
     mail: &Mail,
-    ticket: Option<&TicketRef>,
+    (ticket, removed): (Option<&TicketRef>, Option<&str>),
     role: Role,
     now: OffsetDateTime,
 ) -> Lifecycle {
     let Some(t) = ticket else {
-        return Lifecycle::default();
+        return Lifecycle {
+            follows: removed.map(|id| Follows {
+                ticket: id.to_string(),
+                resolved_at: None,
+            }),
+            ..Lifecycle::default()
+        };
     };
     if role == Role::Staff {
         return Lifecycle {
@@ -66,7 +76,7 @@ pub fn lifecycle(
     Lifecycle {
         follows: Some(Follows {
             ticket: t.id.clone(),
-            resolved_at: when::stamp_at(resolved_at),
+            resolved_at: Some(when::stamp_at(resolved_at)),
         }),
         ..Lifecycle::default()
     }
@@ -163,7 +173,7 @@ mod tests {
         };
         let m = mail("Resolved: done");
         let now = t("2026-01-02T00:00:00Z");
-        let by = |role| lifecycle(&r, &m, Some(&open), role, now).resolves;
+        let by = |role| lifecycle(&r, &m, (Some(&open), None), role, now).resolves;
         assert_eq!(by(Role::Staff).as_deref(), Some("done"));
         for role in [Role::Customer, Role::CustomerSide, Role::ThirdParty] {
             assert_eq!(by(role), None, "{role}");
@@ -175,7 +185,7 @@ mod tests {
         let r = rules(); // reopen_within 30d by default
         let m = mail("It broke again");
         let resolved = resolved_ref("2026-01-01T00:00:00Z");
-        let at = |now: &str| lifecycle(&r, &m, Some(&resolved), Role::Customer, t(now));
+        let at = |now: &str| lifecycle(&r, &m, (Some(&resolved), None), Role::Customer, t(now));
         assert!(at("2026-01-30T00:00:00Z").reopens);
         assert_eq!(at("2026-01-30T00:00:00Z").follows, None);
         let later = at("2026-02-01T00:00:00Z");
@@ -184,14 +194,14 @@ mod tests {
             later.follows,
             Some(Follows {
                 ticket: "T-1001".into(),
-                resolved_at: "2026-01-01T00:00:00Z".into()
+                resolved_at: Some("2026-01-01T00:00:00Z".into())
             })
         );
         // Staff writing in a resolved ticket neither reopens it nor starts a new one.
         let staff = lifecycle(
             &r,
             &m,
-            Some(&resolved),
+            (Some(&resolved), None),
             Role::Staff,
             t("2026-03-01T00:00:00Z"),
         );

@@ -38,6 +38,9 @@ pub struct ThreadView {
     /// No ticket joined, but the subject's tag names a ticket of a state that was lost:
     /// the new ticket takes that id.
     pub reopens: Option<String>,
+    /// No ticket joined, but the subject's tag names a ticket this state resolved and
+    /// has since removed at retention: the new ticket follows it.
+    pub follows_removed: Option<String>,
 }
 
 /// The part of a ticket that decide needs.
@@ -349,7 +352,17 @@ pub fn decide(
         _ => None,
     };
     let joined = thread.ticket.as_ref().filter(|_| names.is_none());
-    let life = lifecycle::lifecycle(rules, mail, joined.map(|(t, _)| t), who.role, now);
+    let removed = thread
+        .follows_removed
+        .as_deref()
+        .filter(|_| joined.is_none());
+    let life = lifecycle::lifecycle(
+        rules,
+        mail,
+        (joined.map(|(t, _)| t), removed),
+        who.role,
+        now,
+    );
     // A reply to a ticket resolved long ago is a new request by its writer.
     let (joined, who) = match life.follows {
         Some(_) => (None, roles::who(rules, mail, None)),

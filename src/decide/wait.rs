@@ -59,6 +59,29 @@ pub fn reminder_due(rules: &Rules, t: &Ticket, n: u32) -> Option<OffsetDateTime>
     queue.calendar.add(since, work)
 }
 
+/// [`reminder_due`] as a daemon up since `up` sees it: a moment that passed while the
+/// daemon was stopped is taken again from `up` (in working time) with the ticket's share
+/// of the spread, so that the reminders and escalations a stop held back do not all go
+/// out in the first minute after it.
+pub fn reminder_due_since(
+    rules: &Rules,
+    t: &Ticket,
+    n: u32,
+    up: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let due = reminder_due(rules, t, n)?;
+    if due >= up {
+        return Some(due);
+    }
+    let queue = rules.queues.get(&t.queue)?;
+    Some(
+        queue
+            .calendar
+            .add(up, spread(&t.id, spread_window(rules, queue)))?
+            .max(due),
+    )
+}
+
 /// `threading.reminder_spread`, but at most a quarter of the queue's response time: a
 /// reminder is not put off by more than the promise is worth.
 pub fn spread_window(rules: &Rules, queue: &Queue) -> Duration {

@@ -19,14 +19,15 @@ pub fn thread_history(case: &Case, ticket: &mut Ticket) {
         ticket.record(at, EventKind::Reopened);
     }
     if let Some(f) = &plan.lifecycle.follows {
-        let (id, resolved_at) = (f.ticket.clone(), f.resolved_at.clone());
-        ticket.record(
-            at,
-            EventKind::Follows {
-                ticket: id,
+        let ticket_id = f.ticket.clone();
+        let line = match f.resolved_at.clone() {
+            Some(resolved_at) => EventKind::Follows {
+                ticket: ticket_id,
                 resolved_at,
             },
-        );
+            None => EventKind::FollowsRemoved { ticket: ticket_id },
+        };
+        ticket.record(at, line);
     }
     if plan.lifecycle.reopens {
         ticket.reopen(at, &writer_of(case));

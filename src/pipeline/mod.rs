@@ -375,6 +375,18 @@ mod tests {
         format!("From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe website is down.\r\n").into_bytes()
     }
 
+    /// Staff resolve ticket `id` by mail at `at`.
+    fn resolved_by_staff(store: &Store, id: &str, at: &str) {
+        let mut t = store.ticket(id).unwrap().unwrap();
+        t.resolve(
+            at,
+            "anna@example.test",
+            crate::ticket::ResolvedHow::Mail,
+            "",
+        );
+        store.put_ticket(&t).unwrap();
+    }
+
     /// Triage of `raw` as a file given to `mailbox` (no place on a server).
     fn triage_file(r: &Rules, store: &Store, mailbox: &str, raw: &[u8], now: SystemTime) -> Report {
         let inc = Incoming {
@@ -513,14 +525,7 @@ mod tests {
             "2026-01-01T10:00:00Z",
         );
         let old = first.ticket.unwrap();
-        let mut t = store.ticket(&old).unwrap().unwrap();
-        t.resolve(
-            "2026-01-02T10:00:00Z",
-            "anna@example.test",
-            crate::ticket::ResolvedHow::Mail,
-            "",
-        );
-        store.put_ticket(&t).unwrap();
+        resolved_by_staff(&store, &old, "2026-01-02T10:00:00Z");
 
         let late = mail(
             "ivan@mail.example",
@@ -570,6 +575,89 @@ mod tests {
         assert_eq!(
             t.owner_since, "2026-02-20T10:00:00Z",
             "its clock starts again"
+        );
+    }
+
+    #[test]
+    fn a_reply_to_a_ticket_retention_removed_opens_a_ticket_that_follows_it() {
+        let r = rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |s: &str| -> SystemTime { when::parse(s).unwrap().into() };
+        let run = |raw: &[u8], now: &str| triage_file(&r, &store, "support", raw, at(now));
+        let old = run(
+            &mail("ivan@mail.example", "Site down", "a@x"),
+            "2025-01-01T10:00:00Z",
+        )
+        .ticket
+        .unwrap();
+        resolved_by_staff(&store, &old, "2025-01-02T10:00:00Z");
+        let swept = store
+            .sweep(
+                when::parse("2026-02-15T10:00:00Z").unwrap(),
+                r.threading.retention,
+                100,
+            )
+            .unwrap();
+        assert_eq!(swept.tickets, 1);
+        assert!(store.ticket(&old).unwrap().is_none());
+
+        let late = mail(
+            "ivan@mail.example",
+            &format!("Re: [#{old}] Site down"),
+            "b@x",
+        );
+        let mb = &r.mailboxes["support"];
+        let now = at("2026-02-15T10:00:00Z");
+        let shown = explain(&r, Some(&store), mb, &late, now).unwrap();
+        assert!(shown.new_ticket);
+        assert_ne!(shown.ticket.as_deref(), Some(old.as_str()), "a new number");
+        // It reaches billing@ this time: the forward to support carries the context note.
+        let late = String::from_utf8(late)
+            .unwrap()
+            .replace("To: support@", "To: billing@")
+            .into_bytes();
+        let rep = triage_file(&r, &store, "billing", &late, now);
+        assert_eq!(rep.action, "forward", "{rep:?}");
+        let new = rep.ticket.clone().unwrap();
+        assert_ne!(
+            new, old,
+            "never the old number again: it is not a lost state's"
+        );
+        let t = store.ticket(&new).unwrap().unwrap();
+        assert_eq!(
+            t.history[0].what,
+            EventKind::FollowsRemoved {
+                ticket: old.clone()
+            }
+        );
+        let line = crate::words::history_text(&r, &t.history[0], "en");
+        assert!(line.starts_with(&format!("follows {old}: ")), "{line}");
+        assert!(line.contains("no longer keeps it"), "{line}");
+        // The queue's forward carries the line, so staff know what the customer refers to.
+        let out = store.outbox().unwrap();
+        let fwd = out.iter().find_map(|(_, m)| {
+            let parsed = mail_parser::MessageParser::default().parse(&m.raw)?;
+            let text = parsed.body_text(0)?.into_owned();
+            text.contains(&format!("follows {old}")).then_some(text)
+        });
+        assert!(
+            fwd.is_some(),
+            "the context note names the old ticket: {:?}",
+            out.iter()
+                .map(|(_, m)| String::from_utf8_lossy(&m.raw).into_owned())
+                .collect::<Vec<_>>()
+        );
+        // A tag this state never gave out is only text.
+        let stray = mail("olga@mail.example", "Re: [#T-9999] Login broken", "c@x");
+        let t = store
+            .ticket(&run(&stray, "2026-02-16T10:00:00Z").ticket.unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            !matches!(t.history[0].what, EventKind::FollowsRemoved { .. }),
+            "{:?}",
+            t.history[0]
         );
     }
 

@@ -88,9 +88,10 @@ pub fn thread_view(
         .filter(|rec| rec.disposition != Disposition::Sent)
         .map(|rec| rec.ticket.unwrap_or_default());
     let mut found = by_references(store, mail)?;
-    let mut lost = None;
+    let (mut lost, mut removed) = (None, None);
     if found.is_none() {
-        (found, lost) = by_subject_tag(rules, store, mail)?;
+        let tagged = by_subject_tag(rules, store, mail)?;
+        (found, lost, removed) = (tagged.found, tagged.lost, tagged.removed);
     }
     if found.is_none() {
         found = by_sender_and_subject(rules, store, mail, now)?;
@@ -103,6 +104,7 @@ pub fn thread_view(
     };
     Ok(ThreadView {
         reopens: if found.is_none() { lost } else { None },
+        follows_removed: if found.is_none() { removed } else { None },
         ticket: found.map(|(t, j)| (ticket_ref(&t), j)),
         already_triaged,
         mails_sent,
@@ -122,13 +124,9 @@ fn by_references(store: &Store, mail: &Mail) -> Result<Found, StoreError> {
 
 /// The ticket the subject's tag names; failing that, a tagged id of a lost state, which
 /// a new ticket takes.
-fn by_subject_tag(
-    rules: &Rules,
-    store: &Store,
-    mail: &Mail,
-) -> Result<(Found, Option<String>), StoreError> {
+fn by_subject_tag(rules: &Rules, store: &Store, mail: &Mail) -> Result<Tagged, StoreError> {
     let sender = crate::decide::writer(mail);
-    let mut lost = None;
+    let (mut lost, mut removed) = (None, None);
     for cap in rules.ticket_tag.captures_iter(&mail.subject) {
         let id = format!("{}-{}", rules.company.ticket_prefix, &cap[2]);
         // "[T-1042]" or "#T-1042" is a tag; a bare "T1042" could be anything, so
@@ -136,19 +134,41 @@ fn by_subject_tag(
         let tagged = !cap[1].is_empty();
         match store.ticket(&id)? {
             Some(t) if tagged || t.customer.eq_ignore_ascii_case(&sender) => {
-                return Ok((Some((t, JoinedBy::SubjectTag)), lost));
+                return Ok(Tagged {
+                    found: Some((t, JoinedBy::SubjectTag)),
+                    lost,
+                    removed,
+                });
             }
             Some(_) => {}
-            None if tagged && lost.is_none() => {
-                let n = cap[2].parse::<u64>().ok();
-                if n.map_or(Ok(false), |n| store.lost_ticket_number(n))? {
+            None if tagged => {
+                let Ok(n) = cap[2].parse::<u64>() else {
+                    continue;
+                };
+                if lost.is_none() && store.lost_ticket_number(n)? {
                     lost = Some(id);
+                } else if removed.is_none() && store.gave_ticket_number(n)? {
+                    removed = Some(id);
                 }
             }
             None => {}
         }
     }
-    Ok((None, lost))
+    Ok(Tagged {
+        found: None,
+        lost,
+        removed,
+    })
+}
+
+/// What the subject's ticket tags say.
+struct Tagged {
+    /// The ticket a tag names.
+    found: Found,
+    /// A ticket number of a lost state, which a new ticket takes.
+    lost: Option<String>,
+    /// A ticket this state resolved and removed at retention, which a new ticket follows.
+    removed: Option<String>,
 }
 
 fn by_sender_and_subject(

@@ -659,6 +659,19 @@ impl Store {
             .is_some_and(|below| number < below))
     }
 
+    /// True when this state gave out `number` (not a lost state before it): a ticket of
+    /// that number that is not in the state was resolved and removed by the retention
+    /// sweep (or its number was taken by a message whose record never committed, and no
+    /// mail ever carried it).
+    pub fn gave_ticket_number(&self, number: u64) -> Result<bool, StoreError> {
+        let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+            Ok(self.meta.get(key)?.and_then(|b| be_u64(&b)))
+        };
+        let first = read(b"lost_below")?.unwrap_or(1000).max(1000);
+        let last = read(b"next_ticket")?.unwrap_or(1000);
+        Ok(number > first && number <= last)
+    }
+
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.messages
             .get(id_key(id))?

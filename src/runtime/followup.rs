@@ -36,8 +36,9 @@ pub enum Due {
 /// What is due for a ticket at `now`, on the owning queue's working-time clock: the
 /// reminder once the response time has run out since the customer began to wait, the
 /// escalation and the status mail after twice that (each put off by the ticket's share
-/// of the reminder spread), and only in working time.
-pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
+/// of the reminder spread), and only in working time. What fell due before the daemon
+/// was up (`up`) is spread again from then ([`wait::reminder_due_since`]).
+pub fn due(rules: &Rules, t: &Ticket, up: OffsetDateTime, now: OffsetDateTime) -> Vec<Due> {
     let Some(queue) = rules.queues.get(&t.queue) else {
         return Vec::new();
     };
@@ -45,12 +46,14 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
     let Some(since) = wait::waiting_since(t) else {
         return Vec::new();
     };
-    if wait::reminder_due(rules, t, 1).is_none_or(|at| now < at) || !queue.calendar.open_at(now) {
+    if wait::reminder_due_since(rules, t, 1, up).is_none_or(|at| now < at)
+        || !queue.calendar.open_at(now)
+    {
         return Vec::new();
     }
     // What was done for an earlier wait (before the customer wrote again) is done again.
     let done = |at: &Option<String>| at.as_deref().and_then(parse).is_some_and(|a| a >= since);
-    let late = wait::reminder_due(rules, t, 2).is_some_and(|at| now >= at);
+    let late = wait::reminder_due_since(rules, t, 2, up).is_some_and(|at| now >= at);
     let mut v = Vec::new();
     if !done(&t.reminded_at) {
         v.push(Due::Reminder);
@@ -90,15 +93,20 @@ pub fn due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> Vec<Due> {
 
 /// Composes and records everything due now for the open tickets (read through their
 /// index: a resolved ticket is never looked at), and resolves those answered and left
-/// quiet; returns how many mails were queued.
-pub fn run_once(rules: &Rules, store: &Store, now: SystemTime) -> Result<usize, StoreError> {
+/// quiet; returns how many mails were queued. `up`: since when the daemon runs.
+pub fn run_once(
+    rules: &Rules,
+    store: &Store,
+    up: SystemTime,
+    now: SystemTime,
+) -> Result<usize, StoreError> {
     let (mut queued, mut resolved) = (0, 0);
     for t in store.open_tickets()? {
         let Some(t) = resolve_quiet(rules, store, t, now)? else {
             resolved += 1;
             continue;
         };
-        queued += follow_up(rules, store, t, now)?;
+        queued += follow_up(rules, store, t, up, now)?;
     }
     if queued + resolved > 0 {
         store.flush()?;
@@ -129,10 +137,11 @@ fn follow_up(
     rules: &Rules,
     store: &Store,
     mut t: Ticket,
+    up: SystemTime,
     now: SystemTime,
 ) -> Result<usize, StoreError> {
     let at = OffsetDateTime::from(now);
-    let mut due = due(rules, &t, at);
+    let mut due = due(rules, &t, OffsetDateTime::from(up), at);
     // A status mail counts against the caps on mail to customers, like an
     // acknowledgement: a forged customer must not make the daemon write for ever.
     let caps = decide::cap_keys(&t.customer, at);
@@ -269,6 +278,8 @@ fn compose_notices(
 /// The follow-up clock: checks open tickets every `threading.followup_check` and wakes
 /// the sender when mails were queued.
 pub async fn clock(shared: Shared) {
+    // The clock starts with the daemon: what fell due before is a stop's backlog.
+    let up = super::now::now();
     loop {
         let every = shared.rules.load().threading.followup_check;
         tokio::select! {
@@ -278,7 +289,8 @@ pub async fn clock(shared: Shared) {
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
         let r =
-            tokio::task::spawn_blocking(move || run_once(&rules, &store, super::now::now())).await;
+            tokio::task::spawn_blocking(move || run_once(&rules, &store, up, super::now::now()))
+                .await;
         match r {
             Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
             Ok(Ok(_)) => {}
@@ -291,6 +303,9 @@ pub async fn clock(shared: Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon up since long before any ticket: nothing is a stop's backlog.
+    const UP: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 
     /// The shipped rules with no reminder spread: each reminder at its exact time.
     fn rules() -> Rules {
@@ -339,19 +354,22 @@ mod tests {
     fn reminder_then_escalation_and_status() {
         let r = rules(); // support answers within 4h
         let mut tk = ticket("2026-11-23T08:00:00Z");
-        assert!(due(&r, &tk, t("2026-11-23T11:59:00Z")).is_empty());
-        assert_eq!(due(&r, &tk, t("2026-11-23T12:01:00Z")), vec![Due::Reminder]);
-        tk.reminded_at = Some("2026-11-23T12:01:00Z".into());
-        assert!(due(&r, &tk, t("2026-11-23T15:00:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-23T11:59:00Z")).is_empty());
         assert_eq!(
-            due(&r, &tk, t("2026-11-23T16:01:00Z")),
+            due(&r, &tk, UP, t("2026-11-23T12:01:00Z")),
+            vec![Due::Reminder]
+        );
+        tk.reminded_at = Some("2026-11-23T12:01:00Z".into());
+        assert!(due(&r, &tk, UP, t("2026-11-23T15:00:00Z")).is_empty());
+        assert_eq!(
+            due(&r, &tk, UP, t("2026-11-23T16:01:00Z")),
             vec![Due::Escalate, Due::Status]
         );
         tk.escalated_at = Some("2026-11-23T16:01:00Z".into());
         tk.status_sent_at = Some("2026-11-23T16:01:00Z".into());
-        assert!(due(&r, &tk, t("2026-11-23T20:00:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-23T20:00:00Z")).is_empty());
         assert_eq!(
-            due(&r, &tk, t("2026-11-24T16:02:00Z")),
+            due(&r, &tk, UP, t("2026-11-24T16:02:00Z")),
             vec![Due::Status],
             "one status mail per window"
         );
@@ -365,11 +383,11 @@ mod tests {
         tk.escalated_at = Some("2026-11-23T16:01:00Z".into());
         for day in ["24", "25", "26"] {
             let at = format!("2026-11-{day}T16:02:00Z");
-            assert_eq!(due(&r, &tk, t(&at)), vec![Due::Status], "{day}");
+            assert_eq!(due(&r, &tk, UP, t(&at)), vec![Due::Status], "{day}");
             tk.status_sent(&at);
         }
         assert!(
-            due(&r, &tk, t("2026-11-27T16:02:00Z")).is_empty(),
+            due(&r, &tk, UP, t("2026-11-27T16:02:00Z")).is_empty(),
             "no fourth"
         );
     }
@@ -379,7 +397,7 @@ mod tests {
         let r = rules();
         let mut tk = ticket("2026-11-23T08:00:00Z");
         tk.answered("2026-11-23T09:00:00Z", "anna@example.test");
-        assert!(due(&r, &tk, t("2026-11-24T08:00:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-24T08:00:00Z")).is_empty());
     }
 
     #[test]
@@ -392,7 +410,7 @@ mod tests {
         tk.owner_since = "2026-11-23T10:00:00Z".into();
         tk.reminded_at = Some("2026-11-23T14:01:00Z".into());
         assert_eq!(
-            due(&r, &tk, t("2026-11-23T18:01:00Z")),
+            due(&r, &tk, UP, t("2026-11-23T18:01:00Z")),
             vec![Due::Escalate],
             "the queue is still reminded and escalated"
         );
@@ -406,14 +424,14 @@ mod tests {
         );
         let tk = ticket("2026-11-23T16:00:00Z"); // Monday
         assert!(
-            due(&r, &tk, t("2026-11-23T21:00:00Z")).is_empty(),
+            due(&r, &tk, UP, t("2026-11-23T21:00:00Z")).is_empty(),
             "evening"
         );
         // Two working hours on Monday, two on Tuesday: not due when Tuesday opens (the
         // wall clock's four hours ran out on Monday night), but by 11:00 and its spread.
-        assert!(due(&r, &tk, t("2026-11-24T09:00:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-24T09:00:00Z")).is_empty());
         assert_eq!(
-            due(&r, &tk, t("2026-11-24T11:30:00Z")).first(),
+            due(&r, &tk, UP, t("2026-11-24T11:30:00Z")).first(),
             Some(&Due::Reminder)
         );
     }
@@ -429,15 +447,18 @@ mod tests {
             "2026-11-28T10:00:00Z", // Saturday
             "2026-11-30T08:59:00Z", // Monday 11:59
         ] {
-            assert!(due(&r, &tk, t(quiet)).is_empty(), "{quiet}");
+            assert!(due(&r, &tk, UP, t(quiet)).is_empty(), "{quiet}");
         }
-        assert_eq!(due(&r, &tk, t("2026-11-30T09:00:00Z")), vec![Due::Reminder]);
+        assert_eq!(
+            due(&r, &tk, UP, t("2026-11-30T09:00:00Z")),
+            vec![Due::Reminder]
+        );
         // The escalation after eight working hours: Monday 16:00.
         let mut tk = tk;
         tk.reminded_at = Some("2026-11-30T09:00:00Z".into());
-        assert!(due(&r, &tk, t("2026-11-30T12:59:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-30T12:59:00Z")).is_empty());
         assert_eq!(
-            due(&r, &tk, t("2026-11-30T13:00:00Z")),
+            due(&r, &tk, UP, t("2026-11-30T13:00:00Z")),
             vec![Due::Escalate, Due::Status]
         );
     }
@@ -449,11 +470,14 @@ mod tests {
         // the weekend, and two more hours on Monday 4 January: due at 11:00.
         let tk = ticket("2026-12-30T13:00:00Z");
         assert!(
-            due(&r, &tk, t("2026-12-31T08:00:00Z")).is_empty(),
+            due(&r, &tk, UP, t("2026-12-31T08:00:00Z")).is_empty(),
             "holiday"
         );
-        assert!(due(&r, &tk, t("2027-01-04T07:59:00Z")).is_empty());
-        assert_eq!(due(&r, &tk, t("2027-01-04T08:00:00Z")), vec![Due::Reminder]);
+        assert!(due(&r, &tk, UP, t("2027-01-04T07:59:00Z")).is_empty());
+        assert_eq!(
+            due(&r, &tk, UP, t("2027-01-04T08:00:00Z")),
+            vec![Due::Reminder]
+        );
     }
 
     #[test]
@@ -463,7 +487,7 @@ mod tests {
         tk.answered("2026-11-23T09:00:00Z", "anna@example.test");
         tk.reminded_at = None;
         assert!(
-            due(&r, &tk, t("2026-11-23T20:00:00Z")).is_empty(),
+            due(&r, &tk, UP, t("2026-11-23T20:00:00Z")).is_empty(),
             "answered"
         );
         tk.follow_up(
@@ -472,8 +496,11 @@ mod tests {
             "Re: Site down",
             None,
         );
-        assert!(due(&r, &tk, t("2026-11-24T11:59:00Z")).is_empty());
-        assert_eq!(due(&r, &tk, t("2026-11-24T12:00:00Z")), vec![Due::Reminder]);
+        assert!(due(&r, &tk, UP, t("2026-11-24T11:59:00Z")).is_empty());
+        assert_eq!(
+            due(&r, &tk, UP, t("2026-11-24T12:00:00Z")),
+            vec![Due::Reminder]
+        );
     }
 
     #[test]
@@ -488,7 +515,10 @@ mod tests {
             "Re: Site down",
             None,
         );
-        assert_eq!(due(&r, &tk, t("2026-11-24T12:00:00Z")), vec![Due::Reminder]);
+        assert_eq!(
+            due(&r, &tk, UP, t("2026-11-24T12:00:00Z")),
+            vec![Due::Reminder]
+        );
     }
 
     #[test]
@@ -501,9 +531,12 @@ mod tests {
             "anna@example.test",
             "Waiting: the logs",
         );
-        assert!(due(&r, &tk, t("2026-11-25T08:00:00Z")).is_empty());
+        assert!(due(&r, &tk, UP, t("2026-11-25T08:00:00Z")).is_empty());
         tk.follow_up("2026-11-25T08:00:00Z", "support@example.test", "logs", None);
-        assert_eq!(due(&r, &tk, t("2026-11-25T12:00:00Z")), vec![Due::Reminder]);
+        assert_eq!(
+            due(&r, &tk, UP, t("2026-11-25T12:00:00Z")),
+            vec![Due::Reminder]
+        );
     }
 
     #[test]
@@ -527,8 +560,48 @@ mod tests {
         let mut tk = ticket("2026-11-28T10:00:00Z");
         tk.id = "T-2000".into();
         let own = at[0];
-        assert!(due(&r, &tk, own - time::Duration::MINUTE).is_empty());
-        assert_eq!(due(&r, &tk, own), vec![Due::Reminder]);
+        assert!(due(&r, &tk, UP, own - time::Duration::MINUTE).is_empty());
+        assert_eq!(due(&r, &tk, UP, own), vec![Due::Reminder]);
+    }
+
+    #[test]
+    fn reminders_held_back_by_a_stop_are_spread_from_the_start_not_sent_at_once() {
+        let r = moscow("30m");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Thirty tickets of the weekend fall due on Monday between 13:00 and 13:30 Moscow
+        // time; the daemon was stopped then and starts again at 15:00.
+        for n in 0..30 {
+            let mut tk = ticket("2026-11-28T10:00:00Z");
+            tk.id = format!("T-{}", 2000 + n);
+            store.commit_ticket(&tk, &[]).unwrap();
+        }
+        let up: SystemTime = t("2026-11-30T12:00:00Z").into();
+        let minute = |m: i64| -> SystemTime {
+            (t("2026-11-30T12:00:00Z") + time::Duration::minutes(m)).into()
+        };
+        let mut sent = Vec::new();
+        for m in 0..=31 {
+            sent.push(run_once(&r, &store, up, minute(m)).unwrap());
+        }
+        assert_eq!(
+            sent.iter().sum::<usize>(),
+            30,
+            "each reminded once: {sent:?}"
+        );
+        assert!(sent[0] <= 3, "not all at the start: {sent:?}");
+        let minutes_with_mail = sent.iter().filter(|n| **n > 0).count();
+        assert!(minutes_with_mail >= 15, "spread over the window: {sent:?}");
+        // A daemon that was up all along reminds each at its own time, before 15:00.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut tk = ticket("2026-11-28T10:00:00Z");
+        tk.id = "T-2000".into();
+        let own = wait::reminder_due(&r, &tk, 1).unwrap();
+        assert!(own < t("2026-11-30T10:30:00Z"));
+        store.commit_ticket(&tk, &[]).unwrap();
+        let early: SystemTime = t("2026-11-28T10:00:00Z").into();
+        assert_eq!(run_once(&r, &store, early, own.into()).unwrap(), 1);
     }
 
     #[test]
@@ -550,7 +623,11 @@ mod tests {
         store.commit_ticket(&quiet, &[]).unwrap();
         assert_eq!(store.open_len(), 1, "only the open one is in the index");
         let now: SystemTime = t("2026-11-24T12:30:00Z").into();
-        assert_eq!(run_once(&r, &store, now).unwrap(), 0, "no reminder");
+        assert_eq!(
+            run_once(&r, &store, SystemTime::UNIX_EPOCH, now).unwrap(),
+            0,
+            "no reminder"
+        );
         assert!(store.outbox().unwrap().is_empty());
         let quiet = store.ticket("T-1002").unwrap().unwrap();
         assert_eq!(
@@ -570,9 +647,12 @@ mod tests {
         let tk = ticket("2026-11-23T08:00:00Z");
         store.commit_ticket(&tk, &[]).unwrap();
         let now: SystemTime = t("2026-11-23T12:30:00Z").into();
-        assert_eq!(run_once(&r, &store, now).unwrap(), 1);
         assert_eq!(
-            run_once(&r, &store, now).unwrap(),
+            run_once(&r, &store, SystemTime::UNIX_EPOCH, now).unwrap(),
+            1
+        );
+        assert_eq!(
+            run_once(&r, &store, SystemTime::UNIX_EPOCH, now).unwrap(),
             0,
             "a reminder goes once"
         );
@@ -601,7 +681,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.commit_ticket(tk, &[]).unwrap();
         let now: SystemTime = t("2026-11-23T16:01:00Z").into();
-        assert_eq!(run_once(r, &store, now).unwrap(), 3);
+        assert_eq!(run_once(r, &store, SystemTime::UNIX_EPOCH, now).unwrap(), 3);
         let out = store.outbox().unwrap();
         out.into_iter()
             .map(|(_, m)| {

@@ -178,6 +178,9 @@ pub enum EventKind {
     /// This ticket was opened by the customer's reply to a ticket resolved longer ago
     /// than the reopen window.
     Follows { ticket: String, resolved_at: String },
+    /// This ticket was opened by the customer's reply to a ticket of this state that is no
+    /// longer in it: resolved, and removed once the retention had passed.
+    FollowsRemoved { ticket: String },
 }
 
 /// What resolved a ticket.
