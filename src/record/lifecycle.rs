@@ -19,6 +19,7 @@ use sled::transaction::{
 };
 use time::OffsetDateTime;
 
+use super::packed::{pack, unpack, unpack_ok};
 use super::{from_json, json, MessageRecord, Store, StoreError, SubjectRecord};
 use crate::ticket::Ticket;
 use crate::when;
@@ -82,7 +83,7 @@ pub(super) fn put_ticket(
     retention: &TransactionalTree,
     t: &Ticket,
 ) -> TxResult {
-    tickets.insert(t.id.as_bytes(), json(t))?;
+    tickets.insert(t.id.as_bytes(), pack(t))?;
     match &t.resolved {
         None => {
             open.insert(t.id.as_bytes(), &[])?;
@@ -103,7 +104,7 @@ pub(super) fn put_message(
     key: &[u8],
     rec: &MessageRecord,
 ) -> TxResult {
-    msgs.insert(key, json(rec))?;
+    msgs.insert(key, pack(rec))?;
     match &rec.ticket {
         Some(t) => retention.insert(ref_key(t, b'm', key), &[])?,
         None => retention.insert(age_key(&rec.at, key), &[])?,
@@ -147,7 +148,7 @@ impl Store {
         let mut open = Vec::with_capacity(self.open.len());
         for id in self.open.iter().keys() {
             if let Some(v) = self.tickets.get(id?)? {
-                open.push(from_json("ticket", &v)?);
+                open.push(unpack("ticket", &v)?);
             }
         }
         Ok(open)
@@ -177,7 +178,7 @@ impl Store {
         let mut done = Migrated::default();
         for r in self.tickets.iter() {
             let (id, v) = r?;
-            let t: Ticket = from_json("ticket", &v)?;
+            let t: Ticket = unpack("ticket", &v)?;
             match &t.resolved {
                 None => self.open.insert(id, &[])?,
                 Some(r) => self.retention.insert(resolved_key(&r.at, &t.id), &[])?,
@@ -186,7 +187,7 @@ impl Store {
         }
         for r in self.messages.iter() {
             let (k, v) = r?;
-            let rec: MessageRecord = from_json("message record", &v)?;
+            let rec: MessageRecord = unpack("message record", &v)?;
             match &rec.ticket {
                 Some(t) => self.retention.insert(ref_key(t, b'm', &k), &[])?,
                 None => self.retention.insert(age_key(&rec.at, &k), &[])?,
@@ -250,7 +251,7 @@ impl Store {
     fn remove_resolved(&self, rkey: &[u8], id: &str) -> Result<Option<usize>, StoreError> {
         let before = self.tickets.get(id.as_bytes())?;
         let current = match &before {
-            Some(v) => from_json::<Ticket>("ticket", v)?
+            Some(v) => unpack::<Ticket>("ticket", v)?
                 .resolved
                 .is_some_and(|r| resolved_key(&r.at, id) == rkey),
             None => false,
@@ -321,7 +322,7 @@ impl Store {
                 let key = &k[9..];
                 let rec = msgs.get(key)?;
                 let untracked = rec
-                    .and_then(|v| serde_json::from_slice::<MessageRecord>(&v).ok())
+                    .and_then(|v| unpack_ok::<MessageRecord>(&v))
                     .is_some_and(|r| r.ticket.is_none());
                 if untracked {
                     msgs.remove(key)?;
@@ -383,14 +384,14 @@ fn still_of(v: Option<&[u8]>, id: &str) -> bool {
     struct Owner {
         ticket: Option<String>,
     }
-    v.and_then(|v| serde_json::from_slice::<Owner>(v).ok())
+    v.and_then(unpack_ok::<Owner>)
         .and_then(|o| o.ticket)
         .is_some_and(|t| t == id)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Checkpoint, Disposition, Record};
+    use super::super::{id_key, Checkpoint, Committed, Disposition, Record};
     use super::*;
     use crate::ticket::ResolvedHow;
 
@@ -436,6 +437,67 @@ mod tests {
 
     fn t(s: &str) -> OffsetDateTime {
         when::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tickets_and_index_entries_are_stored_packed_and_an_earlier_states_plain_ones_still_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut a = ticket("T-1001");
+        a.resolve(
+            "2025-01-02T10:00:00Z",
+            "anna@example.test",
+            ResolvedHow::Mail,
+            "",
+        );
+        s.commit(&record("a1@x", Some(&a), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        let stored = s.tickets.get(b"T-1001").unwrap().unwrap();
+        let plain = serde_json::to_vec(&a).unwrap();
+        assert_eq!(stored[0], 1, "packed");
+        assert!(
+            stored.len() * 2 < plain.len(),
+            "{} of {}",
+            stored.len(),
+            plain.len()
+        );
+        let entry = s.messages.get(id_key("a1@x")).unwrap().unwrap();
+        assert_eq!(entry[0], 1, "packed");
+        assert_eq!(
+            s.message("a1@x").unwrap().unwrap().ticket.as_deref(),
+            Some("T-1001")
+        );
+
+        // As a state written before packing holds them: plain JSON.
+        let b = ticket("T-1002");
+        s.commit(&record("b1@x", Some(&b), "2025-01-01T11:00:00Z"))
+            .unwrap();
+        s.tickets
+            .insert(b"T-1002", serde_json::to_vec(&b).unwrap())
+            .unwrap();
+        let old = s.message("b1@x").unwrap().unwrap();
+        s.messages.insert(id_key("b1@x"), json(&old)).unwrap();
+        assert_eq!(s.ticket("T-1002").unwrap().unwrap(), b);
+        assert_eq!(s.message("b1@x").unwrap(), Some(old));
+        assert_eq!(s.open_tickets().unwrap(), vec![b.clone()]);
+        // A message seen again is known through its plain entry.
+        assert!(matches!(
+            s.commit(&record("b1@x", Some(&b), "2025-01-01T11:00:00Z"))
+                .unwrap(),
+            Committed::AlreadyKnown(_)
+        ));
+        // Written again, it is packed.
+        s.put_ticket(&b).unwrap();
+        assert_eq!(s.tickets.get(b"T-1002").unwrap().unwrap()[0], 1);
+        assert_eq!(s.ticket("T-1002").unwrap().unwrap(), b);
+
+        // The sweep reads both kinds: the resolved ticket and its entries go.
+        let keep = Duration::from_secs(30 * DAY);
+        let swept = s.sweep(t("2025-03-01T00:00:00Z"), keep, 100).unwrap();
+        assert_eq!(swept.tickets, 1);
+        assert!(s.ticket("T-1001").unwrap().is_none());
+        assert!(s.message("a1@x").unwrap().is_none());
+        assert!(s.message("b1@x").unwrap().is_some());
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 mod adopt;
 mod lifecycle;
+mod packed;
 mod spool;
 
 use std::collections::HashSet;
@@ -675,14 +676,14 @@ impl Store {
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.messages
             .get(id_key(id))?
-            .map(|v| from_json("message record", &v))
+            .map(|v| packed::unpack("message record", &v))
             .transpose()
     }
 
     pub fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
         self.tickets
             .get(id.as_bytes())?
-            .map(|v| from_json("ticket", &v))
+            .map(|v| packed::unpack("ticket", &v))
             .transpose()
     }
 
@@ -691,7 +692,7 @@ impl Store {
             .iter()
             .map(|r| {
                 let (_, v) = r?;
-                from_json("ticket", &v)
+                packed::unpack("ticket", &v)
             })
             .collect()
     }
@@ -847,12 +848,8 @@ impl Store {
                 attempts.remove(uid_key(&rec.mailbox, cp.uid_validity, cp.last_uid))?;
             }
             if let Some(prev) = msgs.get(id_key(&rec.key))? {
-                let prev: MessageRecord = serde_json::from_slice(&prev).map_err(|e| {
-                    ConflictableTransactionError::Abort(StoreError::Corrupt {
-                        what: "message record".into(),
-                        err: e.to_string(),
-                    })
-                })?;
+                let prev: MessageRecord = packed::unpack("message record", &prev)
+                    .map_err(ConflictableTransactionError::Abort)?;
                 // Still mark the server copy and advance the checkpoint: it is handled,
                 // as part of the ticket recorded first.
                 if let Some(mark) = &rec.mark {
