@@ -76,19 +76,24 @@ fn key_secs(k: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes a ticket, and keeps the open index (and the order of resolutions) with it.
+/// Writes a ticket where it belongs: an open ticket's record in the open index, where
+/// the follow-up clock reads it every minute (a small tree that stays in sled's cache,
+/// whatever a year of resolved tickets weighs), a resolved one's in `tickets`, with
+/// the order of resolutions for the sweep. An open entry with an empty value (written
+/// before records moved there) names a record still in `tickets`.
 pub(super) fn put_ticket(
     tickets: &TransactionalTree,
     open: &TransactionalTree,
     retention: &TransactionalTree,
     t: &Ticket,
 ) -> TxResult {
-    tickets.insert(t.id.as_bytes(), pack(t))?;
     match &t.resolved {
         None => {
-            open.insert(t.id.as_bytes(), &[])?;
+            open.insert(t.id.as_bytes(), pack(t))?;
+            tickets.remove(t.id.as_bytes())?;
         }
         Some(r) => {
+            tickets.insert(t.id.as_bytes(), pack(t))?;
             open.remove(t.id.as_bytes())?;
             retention.insert(resolved_key(&r.at, &t.id), &[])?;
         }
@@ -146,8 +151,11 @@ impl Store {
     /// follow-up clock looks at.
     pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
         let mut open = Vec::with_capacity(self.open.len());
-        for id in self.open.iter().keys() {
-            if let Some(v) = self.tickets.get(id?)? {
+        for r in self.open.iter() {
+            let (id, v) = r?;
+            if !v.is_empty() {
+                open.push(unpack("ticket", &v)?);
+            } else if let Some(v) = self.tickets.get(id)? {
                 open.push(unpack("ticket", &v)?);
             }
         }
@@ -452,6 +460,8 @@ mod tests {
         );
         s.commit(&record("a1@x", Some(&a), "2025-01-01T10:00:00Z"))
             .unwrap();
+        // Resolved: its record is in `tickets`, none in the open index.
+        assert_eq!(s.open.get(b"T-1001").unwrap(), None);
         let stored = s.tickets.get(b"T-1001").unwrap().unwrap();
         let plain = serde_json::to_vec(&a).unwrap();
         assert_eq!(stored[0], 1, "packed");
@@ -472,6 +482,9 @@ mod tests {
         let b = ticket("T-1002");
         s.commit(&record("b1@x", Some(&b), "2025-01-01T11:00:00Z"))
             .unwrap();
+        // As a state written before packing holds an open ticket: its record plain in
+        // `tickets`, an empty entry in the open index.
+        s.open.insert(b"T-1002", &[]).unwrap();
         s.tickets
             .insert(b"T-1002", serde_json::to_vec(&b).unwrap())
             .unwrap();
@@ -486,10 +499,15 @@ mod tests {
                 .unwrap(),
             Committed::AlreadyKnown(_)
         ));
-        // Written again, it is packed.
+        assert_eq!(s.tickets().unwrap().len(), 2);
+        // Written again, it is packed, and kept in the open index, where the clock reads it.
         s.put_ticket(&b).unwrap();
-        assert_eq!(s.tickets.get(b"T-1002").unwrap().unwrap()[0], 1);
+        assert_eq!(s.open.get(b"T-1002").unwrap().unwrap()[0], 1);
+        assert_eq!(s.tickets.get(b"T-1002").unwrap(), None);
         assert_eq!(s.ticket("T-1002").unwrap().unwrap(), b);
+        assert_eq!(s.open_tickets().unwrap(), vec![b.clone()]);
+        let ids: Vec<String> = s.tickets().unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(ids, ["T-1001", "T-1002"]);
 
         // The sweep reads both kinds: the resolved ticket and its entries go.
         let keep = Duration::from_secs(30 * DAY);
@@ -632,7 +650,10 @@ mod tests {
         .unwrap();
         s.commit(&record("b@x", None, "2025-01-01T10:00:00Z"))
             .unwrap();
-        // As an earlier version left it: tickets and index, no lifecycle trees.
+        // As an earlier version left it: tickets (every record in `tickets`) and index,
+        // no lifecycle trees.
+        let record_of_1001 = s.open.get(b"T-1001").unwrap().unwrap();
+        s.tickets.insert(b"T-1001", record_of_1001).unwrap();
         s.open.clear().unwrap();
         s.retention.clear().unwrap();
         let m = s.migrate_lifecycle().unwrap();

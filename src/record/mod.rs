@@ -1,7 +1,7 @@
 //! Record: the one module that owns sled. It keeps, per state directory:
 //! - `checkpoints`: per mailbox, the (UIDVALIDITY, last UID) already triaged;
 //! - `messages`: the Message-ID index (every message seen, and every mail sent) -> ticket;
-//! - `tickets`: id -> [`Ticket`] with its history;
+//! - `tickets`: id -> resolved [`Ticket`] with its history;
 //! - `outbox`: mails decided but not yet accepted by the SMTP server, in order;
 //! - `marks`: IMAP keywords/moves decided but not yet applied on the server;
 //! - `acks`: mails to customers per address and day, per domain and hour, and per hour
@@ -9,7 +9,8 @@
 //! - `dead_letters`: mails the SMTP server refused for good, with its answer, and
 //!   `dead_letters_untold`: those whose ticket and queue have not heard of them yet;
 //! - `adoptions`: per folder, how it was taken on when first met ([`adopt`]);
-//! - `open_tickets` and `retention`: the tickets not resolved, and what the retention
+//! - `open_tickets` and `retention`: the tickets not resolved, each with its record (or
+//!   an empty value naming one still in `tickets`), and what the retention
 //!   sweep removes when ([`lifecycle`]);
 //! - `attempts`: per (mailbox, UIDVALIDITY, UID), how many times triage of a message
 //!   began and never ended (the daemon died on it), cleared by the message's commit;
@@ -680,21 +681,31 @@ impl Store {
             .transpose()
     }
 
+    /// A ticket's record: an open ticket's is in the open index (see
+    /// [`lifecycle::put_ticket`]), a resolved one's in `tickets`.
     pub fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
-        self.tickets
-            .get(id.as_bytes())?
-            .map(|v| packed::unpack("ticket", &v))
-            .transpose()
+        let v = match self.open.get(id.as_bytes())? {
+            Some(v) if !v.is_empty() => Some(v),
+            _ => self.tickets.get(id.as_bytes())?,
+        };
+        v.map(|v| packed::unpack("ticket", &v)).transpose()
     }
 
+    fn has_ticket(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.open.contains_key(id.as_bytes())? || self.tickets.contains_key(id.as_bytes())?)
+    }
+
+    /// Every ticket, open and resolved, in the order of their ids.
     pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
-        self.tickets
-            .iter()
-            .map(|r| {
-                let (_, v) = r?;
-                packed::unpack("ticket", &v)
-            })
-            .collect()
+        let mut all = Vec::new();
+        for r in self.tickets.iter().chain(self.open.iter()) {
+            let (id, v) = r?;
+            if !v.is_empty() {
+                all.push((id, packed::unpack("ticket", &v)?));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all.into_iter().map(|(_, t)| t).collect())
     }
 
     pub fn counted(&self, keys: &[String]) -> Result<Vec<u32>, StoreError> {
@@ -792,7 +803,7 @@ impl Store {
             // Only a ticket that shadow mode opens is a shadow ticket: a live ticket
             // that a shadow mailbox sees stays live for the mailboxes that are live.
             let opened = match &rec.ticket {
-                Some(t) => !self.tickets.contains_key(t.id.as_bytes())?,
+                Some(t) => !self.has_ticket(&t.id)?,
                 None => false,
             };
             let r = self.commit_live(&live)?;
