@@ -450,12 +450,15 @@ fn a_refused_smtp_token_keeps_the_mail_until_the_command_gives_a_good_one() {
         "oauth-e-1@client.test",
     ));
     // Refused, renewed (the command run again: the same token), refused again: an
-    // ERROR with the server's answer, and the acknowledgement waits in the outbox.
+    // ERROR with the server's answer, naming the login billing's mail goes through (not
+    // `[smtp]`, which is fine), and the acknowledgement waits in the outbox.
     let line = daemon.log_line("SMTP login failed");
     assert!(
         line.contains("ERROR")
             && line.contains("535")
-            && line.contains("XOAUTH2 as billing@example.test"),
+            && line.contains("XOAUTH2 as billing@example.test")
+            && line.contains("section=mailboxes.billing.smtp")
+            && line.contains("password or token"),
         "{line}"
     );
     let st = wait_status(&daemon, &lab.state, |s| s["smtp"]["state"] == "failing");

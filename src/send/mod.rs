@@ -147,6 +147,18 @@ impl Identities {
             .unwrap_or(&self.global)
     }
 
+    /// The settings section of the login that sends `m`, as [`Identities::of`] picks it.
+    fn section_of(&self, m: &OutMail) -> String {
+        match m
+            .identity
+            .as_ref()
+            .filter(|name| self.own.contains_key(*name))
+        {
+            Some(name) => format!("mailboxes.{name}.smtp"),
+            None => "smtp".into(),
+        }
+    }
+
     fn all(&self) -> impl Iterator<Item = &SmtpOut> {
         std::iter::once(&self.global).chain(self.own.values())
     }
@@ -213,6 +225,16 @@ impl Transport {
         match self {
             Transport::Smtp(ids) => Some(ids.health.clone()),
             Transport::Files(_) => None,
+        }
+    }
+
+    /// The settings section whose login sends `m`: `mailboxes.NAME.smtp` for a mailbox
+    /// with an SMTP login of its own, else `smtp` (files too: they need no login). An
+    /// operator told that a login failed must be told which one.
+    pub fn section_of(&self, m: &OutMail) -> String {
+        match self {
+            Transport::Smtp(ids) => ids.section_of(m),
+            Transport::Files(_) => "smtp".into(),
         }
     }
 

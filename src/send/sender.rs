@@ -226,7 +226,8 @@ impl<'a> Drain<'a> {
                 }
                 Err(e) => {
                     if e.needs_operator() {
-                        tracing::error!(section = "smtp", ticket = %m.ticket, message_id = %m.message_id, reason = %e, "SMTP login failed; mails wait until the [smtp] password is mended.");
+                        let section = self.transport.section_of(m);
+                        tracing::error!(%section, ticket = %m.ticket, message_id = %m.message_id, reason = %e, "SMTP login failed; the mails this login sends wait until its password or token is mended.");
                     } else {
                         tracing::warn!(ticket = %m.ticket, message_id = %m.message_id, reason = %e, "Delivery failed; will retry.");
                     }
