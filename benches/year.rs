@@ -293,7 +293,7 @@ fn year(c: &mut Criterion) {
     let open_time = opened.elapsed();
     let after = dir_size(&y.dir);
     let now = SystemTime::now();
-    let scan_ms = median_scan_ms(&rules, &store, now);
+    let (first_scan_ms, scan_ms, read) = median_scan_ms(&rules, &store, now);
     // What the live data is, tree by tree, against the files on disk.
     let trees: Vec<serde_json::Value> = store
         .sizes()
@@ -310,7 +310,8 @@ fn year(c: &mut Criterion) {
         "tickets_kept": all, "tickets_open": open,
         "open_state_ms": open_time.as_secs_f64() * 1000.0,
         "generation_s": made.as_secs_f64(),
-        "followup_scan_ms": scan_ms,
+        "followup_scan_ms": scan_ms, "followup_scan_read": read,
+        "followup_first_scan_ms": first_scan_ms,
         "live_bytes": live, "trees": trees,
     });
     println!("year figures: {figures}");
@@ -318,25 +319,59 @@ fn year(c: &mut Criterion) {
     if benching {
         std::fs::write(out, figures.to_string()).unwrap();
     }
+    // The daemon's clock keeps what it saw between scans (`followup::Looks`): a scan
+    // reads the tickets that changed or whose moment came. Measured both ways: every
+    // minute's scan, and the first after a start, which reads every open ticket.
+    let mut looks = followup::Looks::default();
+    followup::run_with(&rules, &store, &mut looks, UNIX_EPOCH, now).unwrap();
     c.bench_function("follow-up scan, a year of state", |b| {
+        b.iter(|| {
+            followup::run_with(&rules, &store, &mut looks, UNIX_EPOCH, black_box(now)).unwrap()
+        })
+    });
+    c.bench_function("first follow-up scan after a start, a year of state", |b| {
         b.iter(|| followup::run_once(&rules, &store, UNIX_EPOCH, black_box(now)).unwrap())
     });
 }
 
-/// The median of 21 follow-up scans at `now`, for the figures file (criterion prints its
-/// own estimate of the same); the first scan resolves what is quiet and queues what is
-/// due, like the daemon's first after a start, and is left out.
-fn median_scan_ms(rules: &Rules, store: &Store, now: SystemTime) -> f64 {
+/// The medians of 21 follow-up scans at `now`, for the figures file (criterion prints
+/// its own estimates of the same): first scans after a start (every open ticket read),
+/// and the clock's scans, which keep what they saw; with how many records one of those
+/// read. The very first scan resolves what is quiet and queues what is due, like the
+/// daemon's first after a start, and is left out.
+fn median_scan_ms(rules: &Rules, store: &Store, now: SystemTime) -> (f64, f64, usize) {
     followup::run_once(rules, store, UNIX_EPOCH, now).unwrap();
-    let mut ms: Vec<f64> = (0..21)
-        .map(|_| {
-            let t = Instant::now();
-            followup::run_once(rules, store, UNIX_EPOCH, black_box(now)).unwrap();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+    let median = |mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    };
+    let timed = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let first = median(
+        (0..21)
+            .map(|_| {
+                timed(&mut || {
+                    followup::run_once(rules, store, UNIX_EPOCH, black_box(now)).unwrap();
+                })
+            })
+            .collect(),
+    );
+    let mut looks = followup::Looks::default();
+    followup::run_with(rules, store, &mut looks, UNIX_EPOCH, now).unwrap();
+    let steady = median(
+        (0..21)
+            .map(|_| {
+                timed(&mut || {
+                    followup::run_with(rules, store, &mut looks, UNIX_EPOCH, black_box(now))
+                        .unwrap();
+                })
+            })
+            .collect(),
+    );
+    (first, steady, looks.read())
 }
 
 criterion_group! {

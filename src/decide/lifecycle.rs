@@ -106,18 +106,20 @@ fn resolution_line(line: &str) -> Option<&str> {
 /// A ticket staff answered resolves itself once the customer has not written for
 /// `threading.resolve_after` since the answer.
 pub fn quiet_resolution_due(rules: &Rules, t: &Ticket, now: OffsetDateTime) -> bool {
-    let Some(after) = rules.threading.resolve_after else {
-        return false;
-    };
-    let Some(answered) = t.answered_at.as_deref().and_then(when::parse) else {
-        return false;
-    };
+    quiet_resolution_at(rules, t).is_some_and(|at| now >= at)
+}
+
+/// When `t` resolves itself if nothing changes: `threading.resolve_after` after staff's
+/// answer, unless the customer wrote since; `None` when it never does as it stands.
+pub fn quiet_resolution_at(rules: &Rules, t: &Ticket) -> Option<OffsetDateTime> {
+    let after = rules.threading.resolve_after?;
+    let answered = t.answered_at.as_deref().and_then(when::parse)?;
     let customer_since = t
         .last_customer_message()
         .and_then(when::parse)
         .is_some_and(|c| c > answered);
     let after = time::Duration::try_from(after).unwrap_or(time::Duration::days(14));
-    t.is_open() && !customer_since && now - answered >= after
+    (t.is_open() && !customer_since).then_some(answered + after)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod roles;
 pub mod wait;
 
 pub use caps::{cap_keys, counts, fold, over_cap, MailCounts};
-pub use lifecycle::{quiet_resolution_due, resolution_in, Follows, Lifecycle};
+pub use lifecycle::{quiet_resolution_at, quiet_resolution_due, resolution_in, Follows, Lifecycle};
 pub use roles::{copied_people, who, writer, Role, Who};
 
 use crate::classify::Classification;

@@ -93,15 +93,73 @@ pub fn due(rules: &Rules, t: &Ticket, up: OffsetDateTime, now: OffsetDateTime) -
 
 /// Composes and records everything due now for the open tickets (read through their
 /// index: a resolved ticket is never looked at), and resolves those answered and left
-/// quiet; returns how many mails were queued. `up`: since when the daemon runs.
+/// quiet; returns how many mails were queued. `up`: since when the daemon runs. Reads
+/// every open ticket: the clock keeps [`Looks`] between scans and calls [`run_with`].
 pub fn run_once(
     rules: &Rules,
     store: &Store,
     up: SystemTime,
     now: SystemTime,
 ) -> Result<usize, StoreError> {
+    run_with(rules, store, &mut Looks::default(), up, now)
+}
+
+/// What the clock remembers between two scans: for each open ticket, the version of
+/// its record when last read and the first moment anything can be due for it
+/// ([`next_look`]); with the rules version they were computed under. A ticket whose
+/// record has not changed and whose moment has not come is not read again: decoding
+/// the open tickets is nearly all of a scan's time, and most of them wait for a
+/// moment hours away. Its size follows the open tickets.
+#[derive(Debug, Default)]
+pub struct Looks {
+    rules: String,
+    at: std::collections::HashMap<String, (u64, Option<OffsetDateTime>)>,
+    read: usize,
+}
+
+impl Looks {
+    /// How many ticket records the last scan read.
+    pub fn read(&self) -> usize {
+        self.read
+    }
+}
+
+/// [`run_once`], with what the last scans saw.
+pub fn run_with(
+    rules: &Rules,
+    store: &Store,
+    looks: &mut Looks,
+    up: SystemTime,
+    now: SystemTime,
+) -> Result<usize, StoreError> {
+    if looks.rules != rules.version {
+        // Response times, calendars or the quiet resolution may have changed.
+        looks.at.clear();
+        looks.rules = rules.version.clone();
+    }
+    let at = OffsetDateTime::from(now);
     let (mut queued, mut resolved) = (0, 0);
-    for t in store.open_tickets()? {
+    let mut seen = std::collections::HashSet::new();
+    let unchanged = |id: &str, version: u64| {
+        seen.insert(id.to_string());
+        looks
+            .at
+            .get(id)
+            .is_some_and(|(v, next)| *v == version && next.is_none_or(|n| at < n))
+    };
+    let changed = store.open_tickets_but(unchanged)?;
+    // Tickets no longer open are forgotten.
+    looks.at.retain(|id, _| seen.contains(id));
+    looks.read = changed.len();
+    let up_at = OffsetDateTime::from(up);
+    for (t, version) in changed {
+        looks.at.remove(&t.id);
+        let next = next_look(rules, &t, up_at);
+        if next.is_none_or(|n| at < n) {
+            // Nothing can be due yet: remembered, not read again until then.
+            looks.at.insert(t.id.clone(), (version, next));
+            continue;
+        }
         let Some(t) = resolve_quiet(rules, store, t, now)? else {
             resolved += 1;
             continue;
@@ -112,6 +170,24 @@ pub fn run_once(
         store.flush()?;
     }
     Ok(queued)
+}
+
+/// The first moment anything can be due for `t` as it stands (a reminder, an
+/// escalation, a status mail, or its quiet resolution); `None` when nothing ever can
+/// be until it changes. Before that moment [`due`] is empty and the ticket is not quiet
+/// long enough: no reminder is due before the first one ([`wait::reminder_due_since`]
+/// with 1), and the escalation and status mails come after it.
+pub fn next_look(rules: &Rules, t: &Ticket, up: OffsetDateTime) -> Option<OffsetDateTime> {
+    let reminder = rules
+        .queues
+        .get(&t.queue)
+        .and_then(|_| wait::waiting_since(t))
+        .and_then(|_| wait::reminder_due_since(rules, t, 1, up));
+    let quiet = decide::quiet_resolution_at(rules, t);
+    match (reminder, quiet) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Resolves `t` when staff answered and the customer has been quiet since for
@@ -280,6 +356,7 @@ fn compose_notices(
 pub async fn clock(shared: Shared) {
     // The clock starts with the daemon: what fell due before is a stop's backlog.
     let up = super::now::now();
+    let mut looks = Looks::default();
     loop {
         let every = shared.rules.load().threading.followup_check;
         tokio::select! {
@@ -288,13 +365,25 @@ pub async fn clock(shared: Shared) {
         }
         let rules = shared.rules.load_full();
         let store = shared.store.clone();
-        let r =
-            tokio::task::spawn_blocking(move || run_once(&rules, &store, up, super::now::now()))
-                .await;
+        let mut seen = std::mem::take(&mut looks);
+        let r = tokio::task::spawn_blocking(move || {
+            let r = run_with(&rules, &store, &mut seen, up, super::now::now());
+            (seen, r)
+        })
+        .await;
         match r {
-            Ok(Ok(n)) if n > 0 => shared.outbox.notify_one(),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "Follow-up check failed; will retry."),
+            Ok((seen, r)) => {
+                looks = seen;
+                match r {
+                    Ok(n) if n > 0 => shared.outbox.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // What was remembered may not have been carried out: read all again.
+                        looks = Looks::default();
+                        tracing::warn!(error = %e, "Follow-up check failed; will retry.")
+                    }
+                }
+            }
             Err(e) => tracing::error!(error = %e, "Follow-up check panicked; will retry."),
         }
     }
@@ -602,6 +691,81 @@ mod tests {
         store.commit_ticket(&tk, &[]).unwrap();
         let early: SystemTime = t("2026-11-28T10:00:00Z").into();
         assert_eq!(run_once(&r, &store, early, own.into()).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_clock_reads_again_only_the_tickets_that_changed_or_whose_moment_came() {
+        let r = rules(); // support answers within 4h; answered tickets resolve after 14 days
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut waiting = ticket("2026-11-23T08:00:00Z");
+        waiting.id = "T-2001".into();
+        let mut answered = ticket("2026-11-23T08:00:00Z");
+        answered.id = "T-2002".into();
+        answered.answered("2026-11-23T09:00:00Z", "anna@example.test");
+        let mut later = ticket("2026-11-23T10:00:00Z");
+        later.id = "T-2003".into();
+        for tk in [&waiting, &answered, &later] {
+            store.commit_ticket(tk, &[]).unwrap();
+        }
+        let up: SystemTime = t("2026-11-23T07:00:00Z").into();
+        let mut looks = Looks::default();
+        let mut scan = |at: &str| -> (usize, usize) {
+            let sent = run_with(&r, &store, &mut looks, up, t(at).into()).unwrap();
+            (sent, looks.read())
+        };
+        assert_eq!(
+            scan("2026-11-23T10:30:00Z"),
+            (0, 3),
+            "the first scan reads all"
+        );
+        assert_eq!(
+            scan("2026-11-23T10:31:00Z"),
+            (0, 0),
+            "nothing changed, nothing due"
+        );
+        // Staff answers the later one: only its record is read again.
+        later.answered("2026-11-23T10:40:00Z", "anna@example.test");
+        store.commit_ticket(&later, &[]).unwrap();
+        assert_eq!(scan("2026-11-23T10:45:00Z"), (0, 1));
+        assert_eq!(scan("2026-11-23T11:59:00Z"), (0, 0));
+        // The waiting one's moment comes: read, and reminded once.
+        assert_eq!(scan("2026-11-23T12:01:00Z"), (1, 1));
+        assert_eq!(scan("2026-11-23T12:02:00Z").0, 0, "reminded once");
+        // Escalation and status mail come on the same clock, as without memory.
+        let (sent, _) = scan("2026-11-23T16:01:00Z");
+        assert_eq!(sent, 2, "escalation and status mail");
+        // New rules: everything is read again under them.
+        let mut reloaded = rules();
+        reloaded.version = "edited".into();
+        let sent = run_with(
+            &reloaded,
+            &store,
+            &mut looks,
+            up,
+            t("2026-11-23T16:05:00Z").into(),
+        );
+        assert_eq!((sent.unwrap(), looks.read()), (0, 3));
+        // The answered ones resolve themselves after 14 days, read when that comes.
+        let resolve = run_with(
+            &reloaded,
+            &store,
+            &mut looks,
+            up,
+            t("2026-12-07T09:01:00Z").into(),
+        );
+        resolve.unwrap();
+        assert!(store.ticket("T-2002").unwrap().unwrap().resolved.is_some());
+        assert!(store.ticket("T-2003").unwrap().unwrap().resolved.is_none());
+        run_with(
+            &reloaded,
+            &store,
+            &mut looks,
+            up,
+            t("2026-12-07T10:41:00Z").into(),
+        )
+        .unwrap();
+        assert!(store.ticket("T-2003").unwrap().unwrap().resolved.is_some());
     }
 
     #[test]
