@@ -344,30 +344,12 @@ pub fn decide(
             ..robot_plan(why, thread)
         };
     }
-    let who = who(rules, mail, thread.ticket.as_ref().map(|(t, _)| t));
-    // A stranger who names a ticket never joins it: their message opens a ticket of its
-    // own, which only says which one it named.
-    let names = match (&who.role, &thread.ticket) {
-        (Role::ThirdParty, Some((t, _))) => Some(t.id.clone()),
-        _ => None,
-    };
-    let joined = thread.ticket.as_ref().filter(|_| names.is_none());
-    let removed = thread
-        .follows_removed
-        .as_deref()
-        .filter(|_| joined.is_none());
-    let life = lifecycle::lifecycle(
-        rules,
-        mail,
-        (joined.map(|(t, _)| t), removed),
-        who.role,
-        now,
-    );
-    // A reply to a ticket resolved long ago is a new request by its writer.
-    let (joined, who) = match life.follows {
-        Some(_) => (None, roles::who(rules, mail, None)),
-        None => (joined, who),
-    };
+    let Joining {
+        joined,
+        who,
+        names,
+        life,
+    } = joining(rules, mail, thread, now);
     let staff = who.role == Role::Staff;
     let from_customer = !staff;
     let route = match joined {
@@ -418,6 +400,54 @@ pub fn decide(
         marks: Some(with_copies(marks(mailbox, &route), rules, mailbox, mail)),
         route,
         lifecycle: life,
+    }
+}
+
+/// Which ticket a message joins, and as whom.
+struct Joining<'a> {
+    joined: Option<&'a (TicketRef, JoinedBy)>,
+    who: Who,
+    /// The ticket a stranger's message named without joining it.
+    names: Option<String>,
+    life: Lifecycle,
+}
+
+/// The ticket the thread found, unless the writer is a stranger to it (their message
+/// opens a ticket of its own, which only says which one it named) or it was resolved so
+/// long ago that a reply is a new request; with what the message does to its life.
+fn joining<'a>(
+    rules: &Rules,
+    mail: &Mail,
+    thread: &'a ThreadView,
+    now: time::OffsetDateTime,
+) -> Joining<'a> {
+    let who = who(rules, mail, thread.ticket.as_ref().map(|(t, _)| t));
+    let names = match (&who.role, &thread.ticket) {
+        (Role::ThirdParty, Some((t, _))) => Some(t.id.clone()),
+        _ => None,
+    };
+    let joined = thread.ticket.as_ref().filter(|_| names.is_none());
+    let removed = thread
+        .follows_removed
+        .as_deref()
+        .filter(|_| joined.is_none());
+    let life = lifecycle::lifecycle(
+        rules,
+        mail,
+        (joined.map(|(t, _)| t), removed),
+        who.role,
+        now,
+    );
+    // A reply to a ticket resolved long ago is a new request by its writer.
+    let (joined, who) = match life.follows {
+        Some(_) => (None, roles::who(rules, mail, None)),
+        None => (joined, who),
+    };
+    Joining {
+        joined,
+        who,
+        names,
+        life,
     }
 }
 
