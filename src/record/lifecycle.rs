@@ -167,12 +167,8 @@ impl Store {
         let mut open = Vec::new();
         for r in self.open.iter() {
             let (id, v) = r?;
-            let v = match v.is_empty() {
-                false => v,
-                true => match self.tickets.get(&id)? {
-                    Some(v) => v,
-                    None => continue,
-                },
+            let Some(v) = self.ticket_bytes(&id, Some(v))? else {
+                continue;
             };
             let version = version_of(&v);
             if known(&String::from_utf8_lossy(&id), version) {
@@ -181,6 +177,20 @@ impl Store {
             open.push((unpack("ticket", &v)?, version));
         }
         Ok(open)
+    }
+
+    /// The stored record of ticket `id`, given its open index entry (`None`: not open):
+    /// an open entry holds the record, or is empty when an earlier version left the
+    /// record in `tickets` (see [`put_ticket`]); a resolved ticket's is in `tickets`.
+    pub(super) fn ticket_bytes(
+        &self,
+        id: &[u8],
+        open: Option<sled::IVec>,
+    ) -> Result<Option<sled::IVec>, StoreError> {
+        match open {
+            Some(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Ok(self.tickets.get(id)?),
+        }
     }
 
     pub fn open_len(&self) -> usize {

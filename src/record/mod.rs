@@ -684,11 +684,10 @@ impl Store {
     /// A ticket's record: an open ticket's is in the open index (see
     /// [`lifecycle::put_ticket`]), a resolved one's in `tickets`.
     pub fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
-        let v = match self.open.get(id.as_bytes())? {
-            Some(v) if !v.is_empty() => Some(v),
-            _ => self.tickets.get(id.as_bytes())?,
-        };
-        v.map(|v| packed::unpack("ticket", &v)).transpose()
+        let open = self.open.get(id.as_bytes())?;
+        self.ticket_bytes(id.as_bytes(), open)?
+            .map(|v| packed::unpack("ticket", &v))
+            .transpose()
     }
 
     fn has_ticket(&self, id: &str) -> Result<bool, StoreError> {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
-use super::StoreError;
+use super::{from_json, StoreError};
 
 /// The first byte of a value packed against `vocabulary-1.txt`.
 const VOCABULARY_1: u8 = 1;
@@ -68,16 +68,15 @@ pub(super) fn pack<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// A record written by [`pack`], or plain JSON; `what` names it in the error.
 pub(super) fn unpack<T: DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StoreError> {
-    let corrupt = |err: String| StoreError::Corrupt {
-        what: what.to_string(),
-        err,
-    };
     match b.first() {
         Some(&VOCABULARY_1) => {
-            let json = unpack_frame(&b[1..]).map_err(corrupt)?;
-            serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
+            let json = unpack_frame(&b[1..]).map_err(|err| StoreError::Corrupt {
+                what: what.to_string(),
+                err,
+            })?;
+            from_json(what, &json)
         }
-        _ => serde_json::from_slice(b).map_err(|e| corrupt(e.to_string())),
+        _ => from_json(what, b),
     }
 }
 

@@ -371,19 +371,16 @@ pub async fn clock(shared: Shared) {
             (seen, r)
         })
         .await;
+        // After a failed or panicked scan `looks` stays empty: what was remembered may
+        // not have been carried out, so the next scan reads every ticket.
         match r {
-            Ok((seen, r)) => {
+            Ok((seen, Ok(n))) => {
                 looks = seen;
-                match r {
-                    Ok(n) if n > 0 => shared.outbox.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        // What was remembered may not have been carried out: read all again.
-                        looks = Looks::default();
-                        tracing::warn!(error = %e, "Follow-up check failed; will retry.")
-                    }
+                if n > 0 {
+                    shared.outbox.notify_one();
                 }
             }
+            Ok((_, Err(e))) => tracing::warn!(error = %e, "Follow-up check failed; will retry."),
             Err(e) => tracing::error!(error = %e, "Follow-up check panicked; will retry."),
         }
     }
