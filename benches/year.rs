@@ -276,8 +276,8 @@ fn year(c: &mut Criterion) {
     let store = Store::open(&y.dir).unwrap();
     let mut swept = (0, 0);
     loop {
-        let s =
-            retention::sweep_once(&store, rules.threading.retention, SystemTime::now()).unwrap();
+        let s = retention::sweep_once(&store, retention::keep(&rules.threading), SystemTime::now())
+            .unwrap();
         swept = (swept.0 + s.tickets, swept.1 + s.entries);
         if !s.more {
             break;

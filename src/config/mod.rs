@@ -22,7 +22,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use oauth::{bad_token_url, Grant, OAuth, Provider, SaslMechanism};
 pub use rules::{
     version_of, version_with, Category, Company, Expect, Field, Language, Mailbox, Pattern, Queue,
-    Roles, Rule, RuleTest, Rules, Unmatched,
+    Roles, Rule, RuleTest, Rules, Threading, Unmatched,
 };
 pub use settings::{
     read_secret_file, Archive, ImapOptions, Limits, Login, SecretSource, Server, Settings, Since,

@@ -595,7 +595,7 @@ mod tests {
         let swept = store
             .sweep(
                 when::parse("2026-02-15T10:00:00Z").unwrap(),
-                r.threading.retention,
+                crate::runtime::retention::keep(&r.threading),
                 100,
             )
             .unwrap();

@@ -4,12 +4,16 @@
 //! - `open_tickets`: id -> nothing, for every ticket not resolved;
 //! - `retention`: what the sweep needs to find its work without a scan of everything:
 //!   `r` + resolution time + id (resolved tickets, oldest first), `t` + id + NUL + `m`
-//!   or `s` + key (the Message-ID index and subject entries of each ticket), and `a` +
-//!   time + key (index entries of no ticket, oldest first).
+//!   + key (the Message-ID index entries of each ticket; `s` + key, subject entries, in
+//!   states written before subject entries aged on their own), `a` + time + key (index
+//!   entries of no ticket, oldest first), and `u` + time + key (subject entries, by when
+//!   they were written).
 //!
 //! [`Store::sweep`] removes, a bounded number per pass, resolved tickets whose
 //! resolution is older than the retention with their entries, index entries of no
-//! ticket as old, and cap counters of past days. [`Store::migrate_lifecycle`] builds
+//! ticket as old, subject entries older than the subject window (threading by subject
+//! looks no further back, so a year of them would only weigh), and cap counters of
+//! past days. [`Store::migrate_lifecycle`] builds
 //! both trees once for a state written by a version without them.
 
 use std::time::Duration;
@@ -28,6 +32,8 @@ type TxResult = Result<(), UnabortableTransactionError>;
 
 /// Meta key: the open index and the retention tree are built (see the module note).
 const LIFECYCLE_INDEXED: &[u8] = b"lifecycle_indexed";
+/// Meta key: every subject entry is noted by its time (see [`Store::age_subjects`]).
+const SUBJECTS_AGED: &[u8] = b"subjects_aged";
 /// Meta key: where the last pass over the cap counters stopped.
 const COUNTERS_SWEPT_TO: &[u8] = b"counters_swept_to";
 /// Cap counters are per day at most: those of days before yesterday are of no use.
@@ -117,7 +123,14 @@ pub(super) fn put_message(
     Ok(())
 }
 
-/// Writes a (sender, subject) entry, noted under its ticket for the sweep.
+fn subject_age_key(at: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = age_key(at, key);
+    k[0] = b'u';
+    k
+}
+
+/// Writes a (sender, subject) entry, noted by its time for the sweep: it ages on its
+/// own, whatever becomes of its ticket.
 pub(super) fn put_subject(
     subjects: &TransactionalTree,
     retention: &TransactionalTree,
@@ -125,8 +138,19 @@ pub(super) fn put_subject(
     rec: &SubjectRecord,
 ) -> TxResult {
     subjects.insert(key, json(rec))?;
-    retention.insert(ref_key(&rec.ticket, b's', key), &[])?;
+    retention.insert(subject_age_key(&rec.at, key), &[])?;
     Ok(())
+}
+
+/// How long the sweep keeps what it removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// Resolved tickets and their index entries, after the resolution; index entries of
+    /// no ticket, after they arrived (`threading.retention`).
+    pub retention: Duration,
+    /// (sender, subject) entries, after they were last written: threading by subject
+    /// looks no further back (`threading.subject_window`).
+    pub subjects: Duration,
 }
 
 /// What one pass of the sweep removed.
@@ -212,6 +236,7 @@ impl Store {
     /// at start, before anything else writes.
     pub fn migrate_lifecycle(&self) -> Result<Option<Migrated>, StoreError> {
         if self.meta.contains_key(LIFECYCLE_INDEXED)? {
+            self.age_subjects()?;
             return Ok(None);
         }
         let mut done = Migrated::default();
@@ -233,15 +258,28 @@ impl Store {
             };
             done.entries += 1;
         }
-        for r in self.subjects.iter() {
-            let (k, v) = r?;
-            let rec: SubjectRecord = from_json("subject record", &v)?;
-            self.retention.insert(ref_key(&rec.ticket, b's', &k), &[])?;
-            done.entries += 1;
-        }
+        done.entries += self.age_subjects()?;
         self.meta.insert(LIFECYCLE_INDEXED, &[])?;
         self.flush()?;
         Ok(Some(done))
+    }
+
+    /// Notes every subject entry by its time, once: a state written while they aged with
+    /// their tickets gets them swept by age from now on. Returns how many were noted.
+    fn age_subjects(&self) -> Result<usize, StoreError> {
+        if self.meta.contains_key(SUBJECTS_AGED)? {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for r in self.subjects.iter() {
+            let (k, v) = r?;
+            let rec: SubjectRecord = from_json("subject record", &v)?;
+            self.retention.insert(subject_age_key(&rec.at, &k), &[])?;
+            n += 1;
+        }
+        self.meta.insert(SUBJECTS_AGED, &[])?;
+        self.flush()?;
+        Ok(n)
     }
 
     /// One pass of retention at `now`: at most `limit` resolved tickets resolved longer
@@ -251,10 +289,11 @@ impl Store {
     pub fn sweep(
         &self,
         now: OffsetDateTime,
-        retention: Duration,
+        keep: Keep,
         limit: usize,
     ) -> Result<Swept, StoreError> {
-        let cutoff = (now.unix_timestamp().max(0) as u64).saturating_sub(retention.as_secs());
+        let secs_now = now.unix_timestamp().max(0) as u64;
+        let cutoff = secs_now.saturating_sub(keep.retention.as_secs());
         let mut swept = Swept::default();
         let due = self.retention.scan_prefix(b"r").keys().take(limit + 1);
         for (n, k) in due.enumerate() {
@@ -273,6 +312,10 @@ impl Store {
             }
         }
         let (entries, more) = self.sweep_untracked(cutoff, limit)?;
+        swept.entries += entries;
+        swept.more |= more;
+        let subjects_cutoff = secs_now.saturating_sub(keep.subjects.as_secs());
+        let (entries, more) = self.sweep_subjects(subjects_cutoff, limit)?;
         swept.entries += entries;
         swept.more |= more;
         let (counters, more) = self.sweep_counters(now, limit)?;
@@ -370,6 +413,44 @@ impl Store {
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(keys.len())
+    }
+
+    /// Removes subject entries last written before `cutoff`, at most `limit`. A key
+    /// written again since has a later `u` entry of its own: only its stale one goes.
+    fn sweep_subjects(&self, cutoff: u64, limit: usize) -> Result<(usize, bool), StoreError> {
+        let mut old = Vec::new();
+        let mut more = false;
+        for k in self.retention.scan_prefix(b"u").keys() {
+            let k = k?;
+            if key_secs(&k) > cutoff {
+                break;
+            }
+            if old.len() == limit {
+                more = true;
+                break;
+            }
+            old.push(k);
+        }
+        if old.is_empty() {
+            return Ok((0, false));
+        }
+        let removed = (&self.subjects, &self.retention).transaction(|(subjects, ret)| {
+            let mut removed = 0;
+            for k in &old {
+                ret.remove(k)?;
+                let key = &k[9..];
+                let stale = subjects
+                    .get(key)?
+                    .and_then(|v| serde_json::from_slice::<SubjectRecord>(&v).ok())
+                    .is_some_and(|r| secs(&r.at) <= cutoff);
+                if stale {
+                    subjects.remove(key)?;
+                    removed += 1;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(removed)
+        })?;
+        Ok((removed, more))
     }
 
     /// Looks at the next `limit` cap counters (from where the last pass stopped) and
@@ -486,6 +567,14 @@ mod tests {
         when::parse(s).unwrap()
     }
 
+    /// Tickets kept `retention` after their resolution, subject entries as long.
+    fn keeping(retention: Duration) -> Keep {
+        Keep {
+            retention,
+            subjects: retention,
+        }
+    }
+
     #[test]
     fn tickets_and_index_entries_are_stored_packed_and_an_earlier_states_plain_ones_still_serve() {
         let dir = tempfile::tempdir().unwrap();
@@ -549,7 +638,7 @@ mod tests {
         assert_eq!(ids, ["T-1001", "T-1002"]);
 
         // The sweep reads both kinds: the resolved ticket and its entries go.
-        let keep = Duration::from_secs(30 * DAY);
+        let keep = keeping(Duration::from_secs(30 * DAY));
         let swept = s.sweep(t("2025-03-01T00:00:00Z"), keep, 100).unwrap();
         assert_eq!(swept.tickets, 1);
         assert!(s.ticket("T-1001").unwrap().is_none());
@@ -620,7 +709,7 @@ mod tests {
             .unwrap();
         s.commit(&record("alert-new@x", None, "2026-01-10T10:00:00Z"))
             .unwrap();
-        let keep = Duration::from_secs(365 * DAY);
+        let keep = keeping(Duration::from_secs(365 * DAY));
         let swept = s.sweep(t("2026-01-10T12:00:00Z"), keep, 100).unwrap();
         assert_eq!((swept.tickets, swept.more), (1, false));
         assert_eq!(s.ticket("T-1001").unwrap(), None);
@@ -633,7 +722,8 @@ mod tests {
         }
         assert!(s.ticket("T-1002").unwrap().is_some());
         assert!(s.ticket("T-1003").unwrap().is_some());
-        assert!(s.by_subject("ivan@mail.example\0T-1002").unwrap().is_some());
+        // Its subject entry aged on its own: a year is past the subject window.
+        assert!(s.by_subject("ivan@mail.example\0T-1002").unwrap().is_none());
         assert_eq!(
             s.retention.scan_prefix(ref_prefix("T-1001")).count(),
             0,
@@ -641,6 +731,38 @@ mod tests {
         );
         let again = s.sweep(t("2026-01-10T12:00:00Z"), keep, 100).unwrap();
         assert_eq!(again, Swept::default());
+    }
+
+    #[test]
+    fn subject_entries_go_after_the_subject_window_and_their_ticket_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = ticket("T-1001");
+        let b = ticket("T-1002");
+        s.commit(&record("a1@x", Some(&a), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        s.commit(&record("b1@x", Some(&b), "2025-01-01T10:00:00Z"))
+            .unwrap();
+        // The same sender and subject again: its entry is as recent as this message.
+        s.commit(&record("b2@x", Some(&b), "2025-01-08T10:00:00Z"))
+            .unwrap();
+        let keep = Keep {
+            retention: Duration::from_secs(365 * DAY),
+            subjects: Duration::from_secs(7 * DAY),
+        };
+        let swept = s.sweep(t("2025-01-09T09:00:00Z"), keep, 100).unwrap();
+        assert_eq!((swept.tickets, swept.entries), (0, 1), "{swept:?}");
+        assert_eq!(s.by_subject("ivan@mail.example\0T-1001").unwrap(), None);
+        let kept = s.by_subject("ivan@mail.example\0T-1002").unwrap().unwrap();
+        assert_eq!(kept.at, "2025-01-08T10:00:00Z");
+        // The tickets and their Message-ID entries stay: only the subject entry aged.
+        assert!(s.ticket("T-1001").unwrap().is_some());
+        assert!(s.message("a1@x").unwrap().is_some());
+        // A week after the last message, that entry goes too, and nothing is left noted.
+        let swept = s.sweep(t("2025-01-16T10:00:00Z"), keep, 100).unwrap();
+        assert_eq!(swept.entries, 1);
+        assert_eq!(s.subjects.len(), 0);
+        assert_eq!(s.retention.scan_prefix(b"u").count(), 0);
     }
 
     #[test]
@@ -667,7 +789,7 @@ mod tests {
             );
             s.commit_ticket(&done, &[]).unwrap();
         }
-        let keep = Duration::from_secs(30 * DAY);
+        let keep = keeping(Duration::from_secs(30 * DAY));
         let first = s.sweep(t("2026-01-01T00:00:00Z"), keep, 3).unwrap();
         // The reopened ticket's stale entry counts towards the bound but removes nothing.
         assert_eq!((first.tickets, first.more), (2, true));
@@ -713,7 +835,7 @@ mod tests {
             "",
         );
         s.commit_ticket(&t1, &[]).unwrap();
-        let keep = Duration::from_secs(DAY);
+        let keep = keeping(Duration::from_secs(DAY));
         let swept = s.sweep(t("2026-01-01T00:00:00Z"), keep, 10).unwrap();
         assert_eq!(
             (swept.tickets, swept.entries),
@@ -745,7 +867,7 @@ mod tests {
     #[test]
     fn cap_counters_of_past_days_go_a_bounded_number_at_a_time() {
         let (_dir, s, now, old, today) = counters_of_two_days();
-        let keep = Duration::from_secs(365 * DAY);
+        let keep = keeping(Duration::from_secs(365 * DAY));
         let mut removed = 0;
         for _ in 0..4 {
             removed += s.sweep(now, keep, 2).unwrap().entries;
@@ -758,7 +880,7 @@ mod tests {
     #[test]
     fn a_pass_that_stops_at_its_bound_in_the_cap_counters_says_there_is_more() {
         let (_dir, s, now, old, today) = counters_of_two_days();
-        let keep = Duration::from_secs(365 * DAY);
+        let keep = keeping(Duration::from_secs(365 * DAY));
         let first = s.sweep(now, keep, 2).unwrap();
         assert!(first.more, "6 counters, 2 looked at: {first:?}");
         // The daemon comes back soon while there is more; the pass that reaches the end

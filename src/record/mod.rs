@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::ticket::{OutMail, Ticket};
 
 pub use adopt::{Adoption, Take};
-pub use lifecycle::{Migrated, Swept};
+pub use lifecycle::{Keep, Migrated, Swept};
 use spool::Spool;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};

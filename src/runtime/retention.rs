@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
 
-use crate::record::{Store, StoreError, Swept};
+use crate::config::Threading;
+use crate::record::{Keep, Store, StoreError, Swept};
 use crate::runtime::runner::Shared;
 
 /// The sweep's period when it found no more work than a pass removes.
@@ -19,13 +20,17 @@ const SOON: Duration = Duration::from_secs(5);
 /// Tickets, index entries and counters one pass removes at most (each).
 pub const PER_PASS: usize = 500;
 
+/// What the rules keep, and for how long.
+pub fn keep(t: &Threading) -> Keep {
+    Keep {
+        retention: t.retention,
+        subjects: t.subject_window,
+    }
+}
+
 /// One pass at `now` with the rules' retention.
-pub fn sweep_once(
-    store: &Store,
-    retention: Duration,
-    now: SystemTime,
-) -> Result<Swept, StoreError> {
-    store.sweep(OffsetDateTime::from(now), retention, PER_PASS)
+pub fn sweep_once(store: &Store, keep: Keep, now: SystemTime) -> Result<Swept, StoreError> {
+    store.sweep(OffsetDateTime::from(now), keep, PER_PASS)
 }
 
 /// The sweep: a first pass a moment after the start (READY comes first), then every
@@ -37,11 +42,10 @@ pub async fn run(shared: Shared) {
             _ = shared.stop.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
-        let retention = shared.rules.load().threading.retention;
+        let keep = keep(&shared.rules.load().threading);
         let store = shared.store.clone();
         let r =
-            tokio::task::spawn_blocking(move || sweep_once(&store, retention, SystemTime::now()))
-                .await;
+            tokio::task::spawn_blocking(move || sweep_once(&store, keep, SystemTime::now())).await;
         wait = match r {
             Ok(Ok(s)) => {
                 if s.tickets + s.entries > 0 {
