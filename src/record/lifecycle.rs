@@ -1,13 +1,14 @@
 //! Record, tickets that end: the index of open tickets (the follow-up clock reads only
 //! those) and the retention of resolved tickets and of the Message-ID index. Two trees,
 //! both written in the same transaction as the ticket or index entry they follow:
-//! - `open_tickets`: id -> nothing, for every ticket not resolved;
+//! - `open_tickets`: id -> the record of every ticket not resolved;
 //! - `retention`: what the sweep needs to find its work without a scan of everything:
-//!   `r` + resolution time + id (resolved tickets, oldest first), `t` + id + NUL + `m`
-//!   + key (the Message-ID index entries of each ticket; `s` + key, subject entries, in
-//!   states written before subject entries aged on their own), `a` + time + key (index
-//!   entries of no ticket, oldest first), and `u` + time + key (subject entries, by when
-//!   they were written).
+//!   - `r` + resolution time + id: resolved tickets, oldest first;
+//!   - `t` + id + NUL + `m` + key: the Message-ID index entries of each ticket (and
+//!     `s` + key, its subject entries, in states written before those aged on their
+//!     own);
+//!   - `a` + time + key: index entries of no ticket, oldest first;
+//!   - `u` + time + key: subject entries, by when they were written.
 //!
 //! [`Store::sweep`] removes, a bounded number per pass, resolved tickets whose
 //! resolution is older than the retention with their entries, index entries of no
