@@ -579,6 +579,55 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_to_a_shelved_ticket_reopens_it_and_a_message_seen_again_is_known() {
+        let r = rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |s: &str| -> SystemTime { when::parse(s).unwrap().into() };
+        let run = |raw: &[u8], now: &str| triage_file(&r, &store, "support", raw, at(now));
+        let first = mail("ivan@mail.example", "Site down", "a@x");
+        let old = run(&first, "2025-01-01T10:00:00Z").ticket.unwrap();
+        resolved_by_staff(&store, &old, "2025-01-02T10:00:00Z");
+        // The acknowledgement's Message-ID, which the customer's client will quote.
+        let ack_id = store
+            .outbox()
+            .unwrap()
+            .iter()
+            .find_map(|(_, m)| {
+                let p = mail_parser::MessageParser::default().parse(&m.raw)?;
+                let to = p.to()?.first()?.address()?.to_string();
+                (to == "ivan@mail.example").then(|| p.message_id().map(str::to_string))?
+            })
+            .expect("an acknowledgement");
+        let swept = store
+            .sweep(
+                when::parse("2025-01-12T10:00:00Z").unwrap(),
+                crate::runtime::retention::keep(&r.threading),
+                100,
+            )
+            .unwrap();
+        assert_eq!((swept.shelved, swept.tickets), (1, 0), "{swept:?}");
+        assert_eq!(store.open_len(), 0);
+
+        // The same message again (a resync): known, nothing new.
+        let again = run(&first, "2025-01-13T10:00:00Z");
+        assert_eq!(again.ticket.as_deref(), Some(old.as_str()), "{again:?}");
+        assert_eq!(store.open_len(), 0, "{again:?}");
+
+        // Within the reopen window, a reply to the acknowledgement reopens the ticket.
+        let reply = format!(
+            "From: ivan@mail.example\r\nTo: support@example.test\r\nSubject: Re: Site down\r\n\
+             Message-ID: <c@x>\r\nIn-Reply-To: <{ack_id}>\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nIt is down again.\r\n"
+        );
+        let rep = run(reply.as_bytes(), "2025-01-20T10:00:00Z");
+        assert_eq!(rep.ticket.as_deref(), Some(old.as_str()), "{rep:?}");
+        let t = store.ticket(&old).unwrap().unwrap();
+        assert!(t.resolved.is_none(), "reopened: {:?}", t.history);
+        assert_eq!(store.open_len(), 1);
+    }
+
+    #[test]
     fn a_reply_to_a_ticket_retention_removed_opens_a_ticket_that_follows_it() {
         let r = rules();
         let dir = tempfile::tempdir().unwrap();

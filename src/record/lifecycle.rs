@@ -25,6 +25,7 @@ use sled::transaction::{
 use time::OffsetDateTime;
 
 use super::packed::{pack, unpack, unpack_ok};
+use super::shelf::Shelved;
 use super::{from_json, json, MessageRecord, Store, StoreError, SubjectRecord};
 use crate::ticket::Ticket;
 use crate::when;
@@ -37,6 +38,23 @@ const LIFECYCLE_INDEXED: &[u8] = b"lifecycle_indexed";
 const SUBJECTS_AGED: &[u8] = b"subjects_aged";
 /// Meta key: where the last pass over the cap counters stopped.
 const COUNTERS_SWEPT_TO: &[u8] = b"counters_swept_to";
+/// Resolved this long ago, a ticket may go to the shelf: a late "thank you" that
+/// reopens it finds it in sled.
+const SHELVE_AFTER: u64 = 86400;
+/// Tickets per segment of the shelf.
+const SHELVE_BATCH: usize = 1024;
+/// How long past [`SHELVE_AFTER`] a smaller batch waits for more.
+const SHELVE_WAIT: u64 = 7 * 86400;
+
+/// Why a resolved ticket leaves sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Letting {
+    /// Retention passed: it goes for good.
+    Remove,
+    /// It goes to the shelf.
+    Shelve,
+}
+
 /// Cap counters are per day at most: those of days before yesterday are of no use.
 const COUNTERS_KEPT_DAYS: i64 = 2;
 
@@ -157,7 +175,10 @@ pub struct Keep {
 /// What one pass of the sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Tickets removed for good (from sled, or with their segment from the shelf).
     pub tickets: usize,
+    /// Tickets put on the shelf.
+    pub shelved: usize,
     /// Index entries (Message-ID, subject) and cap counters.
     pub entries: usize,
     /// The pass stopped at its bound with more to remove: the next one should come soon.
@@ -315,6 +336,17 @@ impl Store {
         let (entries, more) = self.sweep_untracked(cutoff, limit)?;
         swept.entries += entries;
         swept.more |= more;
+        // Only what retention keeps goes to the shelf.
+        if !swept.more {
+            let (shelved, more) = self.shelve(secs_now)?;
+            swept.shelved = shelved;
+            swept.more |= more;
+        }
+        swept.tickets += self
+            .shelf
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .expire(cutoff)?;
         let subjects_cutoff = secs_now.saturating_sub(keep.subjects.as_secs());
         let (entries, more) = self.sweep_subjects(subjects_cutoff, limit)?;
         swept.entries += entries;
@@ -322,7 +354,7 @@ impl Store {
         let (counters, more) = self.sweep_counters(now, limit)?;
         swept.entries += counters;
         swept.more |= more;
-        if swept.tickets + swept.entries > 0 {
+        if swept.tickets + swept.shelved + swept.entries > 0 {
             self.flush()?;
         }
         Ok(swept)
@@ -332,17 +364,45 @@ impl Store {
     /// the time `rkey` names; the stale `rkey` of a ticket reopened since goes alone.
     /// Returns how many index entries went, or `None` when the ticket stays.
     fn remove_resolved(&self, rkey: &[u8], id: &str) -> Result<Option<usize>, StoreError> {
-        let before = self.tickets.get(id.as_bytes())?;
-        let current = match &before {
-            Some(v) => unpack::<Ticket>("ticket", v)?
-                .resolved
-                .is_some_and(|r| resolved_key(&r.at, id) == rkey),
-            None => false,
-        };
-        if !current {
-            self.retention.remove(rkey)?;
-            return Ok(None);
+        match self.resolved_as(rkey, id)? {
+            Some((before, _)) => self.let_go(rkey, id, &before, Letting::Remove),
+            None => {
+                self.retention.remove(rkey)?;
+                Ok(None)
+            }
         }
+    }
+
+    /// Ticket `id`'s stored bytes and record when it is still the ticket resolved at the
+    /// time `rkey` names.
+    fn resolved_as(
+        &self,
+        rkey: &[u8],
+        id: &str,
+    ) -> Result<Option<(sled::IVec, Ticket)>, StoreError> {
+        let Some(before) = self.tickets.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let t: Ticket = unpack("ticket", &before)?;
+        let current = t
+            .resolved
+            .as_ref()
+            .is_some_and(|r| resolved_key(&r.at, id) == rkey);
+        Ok(current.then_some((before, t)))
+    }
+
+    /// Takes resolved ticket `id` out of sled with its retention notes and its Message-ID
+    /// entries, unless it changed since it was read as `before` (a message joined it: the
+    /// next pass decides). Its subject entries go too when it is removed for good; when
+    /// it is shelved they stay and age on their own (they name the ticket, which the
+    /// shelf still finds). Returns how many index entries went, or `None`.
+    fn let_go(
+        &self,
+        rkey: &[u8],
+        id: &str,
+        before: &sled::IVec,
+        how: Letting,
+    ) -> Result<Option<usize>, StoreError> {
         let refs: Vec<sled::IVec> = self
             .retention
             .scan_prefix(ref_prefix(id))
@@ -358,8 +418,7 @@ impl Store {
             &self.shadow_tickets,
         );
         let removed = trees.transaction(|(tickets, open, ret, msgs, subjects, shadow)| {
-            // Changed since it was read (a message joined it): the next pass decides.
-            if tickets.get(id.as_bytes())? != before {
+            if tickets.get(id.as_bytes())?.as_ref() != Some(before) {
                 return Ok(None);
             }
             tickets.remove(id.as_bytes())?;
@@ -369,7 +428,11 @@ impl Store {
             for r in &refs {
                 ret.remove(r)?;
                 let (kind, key) = (r[skip], &r[skip + 1..]);
-                let index = if kind == b'm' { msgs } else { subjects };
+                let index = match kind {
+                    b'm' => msgs,
+                    _ if how == Letting::Shelve => continue,
+                    _ => subjects,
+                };
                 if still_of(index.get(key)?.as_deref(), id) {
                     index.remove(key)?;
                 }
@@ -377,6 +440,87 @@ impl Store {
             Ok::<_, ConflictableTransactionError<StoreError>>(Some(refs.len()))
         })?;
         Ok(removed)
+    }
+
+    /// Puts on the shelf the resolved tickets quiet for [`SHELVE_AFTER`], a batch of
+    /// [`SHELVE_BATCH`] at a time, or fewer once the oldest has waited [`SHELVE_WAIT`]
+    /// more (a quiet desk's segments are a week's, not a day's). The segment is on disk
+    /// before sled lets go of any of them. Returns how many were shelved, and whether a
+    /// full batch more is ready.
+    fn shelve(&self, now: u64) -> Result<(usize, bool), StoreError> {
+        let ready = now.saturating_sub(SHELVE_AFTER);
+        let mut due = Vec::new();
+        let mut more = false;
+        for k in self.retention.scan_prefix(b"r").keys() {
+            let k = k?;
+            if key_secs(&k) > ready {
+                break;
+            }
+            // A shadow ticket stays where shadow mode's bookkeeping is.
+            if self.shadow_tickets.contains_key(&k[9..])? {
+                continue;
+            }
+            if due.len() == SHELVE_BATCH {
+                more = true;
+                break;
+            }
+            due.push(k);
+        }
+        let waited = due
+            .first()
+            .is_some_and(|k| key_secs(k) <= ready.saturating_sub(SHELVE_WAIT));
+        if due.len() < SHELVE_BATCH && !waited {
+            return Ok((0, false));
+        }
+        let mut batch = Vec::new();
+        let mut taken = Vec::new();
+        for k in due {
+            let id = String::from_utf8_lossy(&k[9..]).into_owned();
+            let Some((before, ticket)) = self.resolved_as(&k, &id)? else {
+                self.retention.remove(&k)?;
+                continue;
+            };
+            batch.push(Shelved {
+                messages: self.entries_of(&id)?,
+                resolved: key_secs(&k),
+                ticket,
+            });
+            taken.push((k, id, before));
+        }
+        if batch.is_empty() {
+            return Ok((0, more));
+        }
+        self.shelf
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(&batch)?;
+        let mut shelved = 0;
+        for (k, id, before) in &taken {
+            if self.let_go(k, id, before, Letting::Shelve)?.is_some() {
+                shelved += 1;
+            }
+        }
+        Ok((shelved, more))
+    }
+
+    /// The Message-ID index entries that name ticket `id`, with what was done with each.
+    fn entries_of(&self, id: &str) -> Result<Vec<(Vec<u8>, super::Disposition)>, StoreError> {
+        let skip = ref_prefix(id).len();
+        let mut entries = Vec::new();
+        for r in self.retention.scan_prefix(ref_prefix(id)).keys() {
+            let r = r?;
+            if r[skip] != b'm' {
+                continue;
+            }
+            let key = &r[skip + 1..];
+            if let Some(v) = self.messages.get(key)? {
+                let rec: MessageRecord = unpack("message record", &v)?;
+                if rec.ticket.as_deref() == Some(id) {
+                    entries.push((key.to_vec(), rec.disposition));
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Removes index entries of no ticket that arrived before `cutoff`, at most `limit`.
@@ -764,6 +908,123 @@ mod tests {
         assert_eq!(swept.entries, 1);
         assert_eq!(s.subjects.len(), 0);
         assert_eq!(s.retention.scan_prefix(b"u").count(), 0);
+    }
+
+    fn resolved(id: &str, at: &str) -> Ticket {
+        let mut t = ticket(id);
+        t.resolve(at, "anna@example.test", ResolvedHow::Mail, "");
+        t
+    }
+
+    fn segments(dir: &std::path::Path) -> Vec<String> {
+        super::super::tests::file_names(&dir.join("resolved"))
+    }
+
+    #[test]
+    fn quiet_resolved_tickets_go_to_the_shelf_and_are_found_there_until_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = resolved("T-1001", "2025-01-02T10:00:00Z");
+        let b = resolved("T-1002", "2025-01-02T11:00:00Z");
+        let open = ticket("T-1003");
+        s.commit(&record("a1@x", Some(&a), "2025-01-02T10:00:00Z"))
+            .unwrap();
+        s.commit(&record("b1@x", Some(&b), "2025-01-02T11:00:00Z"))
+            .unwrap();
+        s.commit(&record("c1@x", Some(&open), "2025-01-01T09:00:00Z"))
+            .unwrap();
+        let keep = Keep {
+            retention: Duration::from_secs(365 * DAY),
+            subjects: Duration::from_secs(7 * DAY),
+        };
+        // Two tickets are not a batch: they wait a week past their quiet day.
+        let swept = s.sweep(t("2025-01-05T10:00:00Z"), keep, 100).unwrap();
+        assert_eq!(swept.shelved, 0);
+        assert!(segments(dir.path()).is_empty());
+        let swept = s.sweep(t("2025-01-10T12:00:00Z"), keep, 100).unwrap();
+        assert_eq!((swept.shelved, swept.tickets), (2, 0), "{swept:?}");
+        assert_eq!(segments(dir.path()), ["00000001.seg"]);
+        // Out of sled, tickets and index entries alike; the open one stays.
+        assert_eq!(s.tickets.len(), 0);
+        assert_eq!(s.messages.get(id_key("a1@x")).unwrap(), None);
+        assert_eq!(s.retention.scan_prefix(b"r").count(), 0);
+        assert_eq!(s.retention.scan_prefix(b"t").count(), 1, "the open one's");
+        assert!(s.open.get(b"T-1003").unwrap().is_some());
+        // Found on the shelf, after a restart as well.
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.ticket("T-1001").unwrap(), Some(a.clone()));
+        let m = s.message("<A1@x>").unwrap().unwrap();
+        assert_eq!(
+            (m.ticket.as_deref(), m.disposition),
+            (Some("T-1001"), Disposition::Kept)
+        );
+        assert_eq!(m.at, "2025-01-02T10:00:00Z", "the ticket's resolution");
+        assert!(s.message("zz@x").unwrap().is_none());
+        assert!(s.ticket("T-1009").unwrap().is_none());
+        let ids: Vec<String> = s.tickets().unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(ids, ["T-1001", "T-1002", "T-1003"]);
+        // A message seen again is known through the shelf.
+        assert!(matches!(
+            s.commit(&record("b1@x", Some(&b), "2025-01-02T11:00:00Z"))
+                .unwrap(),
+            Committed::AlreadyKnown(_)
+        ));
+
+        // A reply reopens T-1001: sled's copy is read from then on.
+        let mut back = s.ticket("T-1001").unwrap().unwrap();
+        back.reopen("2025-01-20T10:00:00Z", "ivan@mail.example");
+        s.commit(&record("a2@x", Some(&back), "2025-01-20T10:00:00Z"))
+            .unwrap();
+        assert_eq!(s.ticket("T-1001").unwrap(), Some(back.clone()));
+        assert_eq!(s.open_len(), 2);
+
+        // A year after the last resolution in it, the segment goes, and what was only
+        // on the shelf with it; the reopened ticket is sled's and stays.
+        let swept = s.sweep(t("2026-01-03T12:00:00Z"), keep, 100).unwrap();
+        assert_eq!(swept.tickets, 2, "{swept:?}");
+        assert!(segments(dir.path()).is_empty());
+        assert!(s.ticket("T-1002").unwrap().is_none());
+        assert!(s.message("b1@x").unwrap().is_none());
+        assert_eq!(s.ticket("T-1001").unwrap(), Some(back));
+    }
+
+    #[test]
+    fn a_damaged_shelf_segment_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = resolved("T-1001", "2025-01-02T10:00:00Z");
+        s.commit(&record("a1@x", Some(&a), "2025-01-02T10:00:00Z"))
+            .unwrap();
+        let keep = keeping(Duration::from_secs(365 * DAY));
+        assert_eq!(
+            s.sweep(t("2025-01-12T12:00:00Z"), keep, 100)
+                .unwrap()
+                .shelved,
+            1
+        );
+        drop(s);
+        let seg = dir.path().join("resolved/00000001.seg");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let err = Store::open_or_recover(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("resolved/00000001.seg"), "{err}");
+        assert!(err.contains("footer"), "{err}");
+        // The rest of the state is sound: it is not moved aside for a segment.
+        assert!(dir.path().join("db").exists());
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("broken")));
     }
 
     #[test]

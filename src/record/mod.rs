@@ -26,11 +26,12 @@
 mod adopt;
 mod lifecycle;
 mod packed;
+mod shelf;
 mod spool;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,7 @@ use crate::ticket::{OutMail, Ticket};
 
 pub use adopt::{Adoption, Take};
 pub use lifecycle::{Keep, Migrated, Swept};
+use shelf::Shelf;
 use spool::Spool;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -67,6 +69,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("state database holds a record that does not decode ({what}): {err}")]
     Corrupt { what: String, err: String },
+    /// A segment of the shelf does not read: the rest of the state is sound, so it is
+    /// not moved aside for it.
+    #[error("shelf segment {} is damaged ({err}): move it out of that directory and start again; the resolved tickets in it will no longer be found", .path.display())]
+    Shelf { path: PathBuf, err: String },
     /// Another process holds the state: the daemon, most likely.
     #[error("state {} is in use by another mailtriage process (the daemon?): stop it first; `mailtriage status` and `tickets` ask a running daemon instead", .0.display())]
     Held(PathBuf),
@@ -80,6 +86,7 @@ impl StoreError {
         !matches!(
             self,
             StoreError::Corrupt { .. }
+                | StoreError::Shelf { .. }
                 | StoreError::Sled(
                     sled::Error::Corruption { .. }
                         | sled::Error::Unsupported(_)
@@ -340,6 +347,8 @@ pub struct Store {
     /// Spool files whose records are removed but perhaps not on disk yet: they go after
     /// the next flush, so that a crash never leaves a record without its bytes.
     doomed: Arc<Mutex<Vec<String>>>,
+    /// Resolved tickets that left sled ([`shelf`]): read where sled has nothing.
+    shelf: Arc<RwLock<Shelf>>,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -442,6 +451,7 @@ impl Store {
             shadow: false,
             spool: Spool::open(dir).map_err(|e| StoreError::Sled(e.into()))?,
             doomed: Arc::default(),
+            shelf: Arc::new(RwLock::new(Shelf::open(dir)?)),
             db,
         }
         .swept())
@@ -573,7 +583,7 @@ impl Store {
         let db = dir.join("db");
         // A state another process holds is not broken: moving it aside under a running
         // daemon would start a second one on empty state, sending everything again.
-        if !db.exists() || matches!(err, StoreError::Held(_)) {
+        if !db.exists() || matches!(err, StoreError::Held(_) | StoreError::Shelf { .. }) {
             return Err(err);
         }
         let stamp = std::time::SystemTime::now()
@@ -674,37 +684,52 @@ impl Store {
         Ok(number > first && number <= last)
     }
 
+    /// What the index knows of a message: sled's entry, or, for a message of a ticket
+    /// on the shelf, the shelf's.
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        self.messages
-            .get(id_key(id))?
-            .map(|v| packed::unpack("message record", &v))
-            .transpose()
+        let key = id_key(id);
+        match self.messages.get(&key)? {
+            Some(v) => packed::unpack("message record", &v).map(Some),
+            None => self.shelf().message(&key),
+        }
     }
 
     /// A ticket's record: an open ticket's is in the open index (see
-    /// [`lifecycle::put_ticket`]), a resolved one's in `tickets`.
+    /// [`lifecycle::put_ticket`]), a resolved one's in `tickets`, or on the shelf once
+    /// it has been quiet for a while.
     pub fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
         let open = self.open.get(id.as_bytes())?;
-        self.ticket_bytes(id.as_bytes(), open)?
-            .map(|v| packed::unpack("ticket", &v))
-            .transpose()
+        match self.ticket_bytes(id.as_bytes(), open)? {
+            Some(v) => packed::unpack("ticket", &v).map(Some),
+            None => self.shelf().ticket(id),
+        }
     }
 
     fn has_ticket(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.open.contains_key(id.as_bytes())? || self.tickets.contains_key(id.as_bytes())?)
+        Ok(self.open.contains_key(id.as_bytes())?
+            || self.tickets.contains_key(id.as_bytes())?
+            || self.shelf().ticket(id)?.is_some())
     }
 
-    /// Every ticket, open and resolved, in the order of their ids.
+    fn shelf(&self) -> std::sync::RwLockReadGuard<'_, Shelf> {
+        // A panic while a segment was added leaves the list as it was before or after.
+        self.shelf.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every ticket, open, resolved and shelved, in the order of their ids.
     pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
-        let mut all = Vec::new();
+        let mut all = std::collections::BTreeMap::new();
+        for t in self.shelf().tickets()? {
+            all.insert(t.id.clone(), t);
+        }
         for r in self.tickets.iter().chain(self.open.iter()) {
             let (id, v) = r?;
             if !v.is_empty() {
-                all.push((id, packed::unpack("ticket", &v)?));
+                let t: Ticket = packed::unpack("ticket", &v)?;
+                all.insert(String::from_utf8_lossy(&id).into_owned(), t);
             }
         }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(all.into_iter().map(|(_, t)| t).collect())
+        Ok(all.into_values().collect())
     }
 
     pub fn counted(&self, keys: &[String]) -> Result<Vec<u32>, StoreError> {
@@ -823,6 +848,9 @@ impl Store {
     }
 
     fn commit_live(&self, rec: &Record) -> Result<Committed, StoreError> {
+        // A message of a shelved ticket is known there; the shelf changes only by whole
+        // segments, so this need not be in the transaction.
+        let shelved = self.shelf().message(&id_key(&rec.key))?;
         let outbox_keys = self.new_keys(rec.outgoing.len())?;
         let kept = self.quarantine_entry(rec)?;
         let files = self.spool_out(&rec.outgoing, &outbox_keys)?;
@@ -857,9 +885,14 @@ impl Store {
             if let Some(cp) = rec.source {
                 attempts.remove(uid_key(&rec.mailbox, cp.uid_validity, cp.last_uid))?;
             }
-            if let Some(prev) = msgs.get(id_key(&rec.key))? {
-                let prev: MessageRecord = packed::unpack("message record", &prev)
-                    .map_err(ConflictableTransactionError::Abort)?;
+            let prev = match msgs.get(id_key(&rec.key))? {
+                Some(prev) => Some(
+                    packed::unpack::<MessageRecord>("message record", &prev)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                ),
+                None => shelved.clone(),
+            };
+            if let Some(prev) = prev {
                 // Still mark the server copy and advance the checkpoint: it is handled,
                 // as part of the ticket recorded first.
                 if let Some(mark) = &rec.mark {
@@ -1029,6 +1062,8 @@ impl Store {
         }
         let (files, bytes) = self.spool.usage().map_err(|e| StoreError::Sled(e.into()))?;
         sizes.push(("spool".into(), files, bytes));
+        let (_, tickets, bytes) = self.shelf().usage();
+        sizes.push(("shelf".into(), tickets as usize, bytes));
         Ok(sizes)
     }
 
@@ -1521,6 +1556,7 @@ mod tests {
             names,
             vec![
                 std::ffi::OsString::from("db"),
+                std::ffi::OsString::from("resolved"),
                 std::ffi::OsString::from("spool")
             ],
             "nothing moved aside"
@@ -1689,7 +1725,12 @@ mod tests {
     }
 
     fn spool_files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.join("spool"))
+        file_names(&dir.join("spool"))
+    }
+
+    /// The names of the files in `dir`, sorted.
+    pub(super) fn file_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();

@@ -25,7 +25,7 @@ use super::{from_json, StoreError};
 
 /// The first byte of a value packed against `vocabulary-1.txt`.
 const VOCABULARY_1: u8 = 1;
-const VOCABULARY_1_TEXT: &[u8] = include_bytes!("vocabulary-1.txt");
+pub(super) const VOCABULARY_1_TEXT: &[u8] = include_bytes!("vocabulary-1.txt");
 /// zstd's level: 3 packs a ticket in about 10 µs; higher levels gain a few percent
 /// for several times the time on the path of every message.
 const LEVEL: i32 = 3;

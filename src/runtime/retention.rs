@@ -48,12 +48,13 @@ pub async fn run(shared: Shared) {
             tokio::task::spawn_blocking(move || sweep_once(&store, keep, SystemTime::now())).await;
         wait = match r {
             Ok(Ok(s)) => {
-                if s.tickets + s.entries > 0 {
+                if s.tickets + s.shelved + s.entries > 0 {
                     tracing::info!(
                         tickets = s.tickets,
+                        shelved = s.shelved,
                         entries = s.entries,
                         more = s.more,
-                        "Retention removed old resolved tickets and index entries."
+                        "Retention removed old resolved tickets and index entries, and shelved quiet ones."
                     );
                 }
                 if s.more {
