@@ -25,7 +25,7 @@ use sled::transaction::{
 use time::OffsetDateTime;
 
 use super::packed::{pack, unpack, unpack_ok};
-use super::shelf::Shelved;
+use super::shelf::{self, Shelved};
 use super::{from_json, json, MessageRecord, Store, StoreError, SubjectRecord};
 use crate::ticket::Ticket;
 use crate::when;
@@ -490,10 +490,7 @@ impl Store {
         if batch.is_empty() {
             return Ok((0, more));
         }
-        self.shelf
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .write(&batch)?;
+        shelf::write(&self.shelf, &batch)?;
         let mut shelved = 0;
         for (k, id, before) in &taken {
             if self.let_go(k, id, before, Letting::Shelve)?.is_some() {
@@ -944,6 +941,14 @@ mod tests {
         let swept = s.sweep(t("2025-01-10T12:00:00Z"), keep, 100).unwrap();
         assert_eq!((swept.shelved, swept.tickets), (2, 0), "{swept:?}");
         assert_eq!(segments(dir.path()), ["00000001.seg"]);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let shelf = dir.path().join("resolved");
+            assert_eq!(mode(&shelf), 0o700);
+            assert_eq!(mode(&shelf.join("00000001.seg")), 0o600);
+        }
         // Out of sled, tickets and index entries alike; the open one stays.
         assert_eq!(s.tickets.len(), 0);
         assert_eq!(s.messages.get(id_key("a1@x")).unwrap(), None);
@@ -987,6 +992,53 @@ mod tests {
         assert!(s.ticket("T-1002").unwrap().is_none());
         assert!(s.message("b1@x").unwrap().is_none());
         assert_eq!(s.ticket("T-1001").unwrap(), Some(back));
+    }
+
+    #[test]
+    fn a_crash_between_a_segment_and_sleds_letting_go_leaves_the_ticket_found_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut a = resolved("T-1001", "2025-01-02T10:00:00Z");
+        s.commit(&record("a1@x", Some(&a), "2025-01-02T10:00:00Z"))
+            .unwrap();
+        // The segment is on disk; the daemon dies before sled lets go of the ticket.
+        let stale = a.clone();
+        shelf::write(
+            &s.shelf,
+            &[Shelved {
+                ticket: stale.clone(),
+                resolved: secs("2025-01-02T10:00:00Z"),
+                messages: s.entries_of("T-1001").unwrap(),
+            }],
+        )
+        .unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        // Sled's copy is read, and is the one that changes.
+        a.flags.push("vip".into());
+        s.put_ticket(&a).unwrap();
+        assert_eq!(s.ticket("T-1001").unwrap(), Some(a.clone()));
+        assert_eq!(s.tickets().unwrap(), vec![a.clone()], "listed once");
+        // The next pass shelves it again; the newer segment's copy is the one read.
+        let keep = keeping(Duration::from_secs(365 * DAY));
+        assert_eq!(
+            s.sweep(t("2025-01-12T12:00:00Z"), keep, 100)
+                .unwrap()
+                .shelved,
+            1
+        );
+        assert_eq!(segments(dir.path()), ["00000001.seg", "00000002.seg"]);
+        assert_eq!(s.ticket("T-1001").unwrap(), Some(a.clone()));
+        assert_eq!(s.tickets().unwrap(), vec![a]);
+        assert_eq!(
+            s.message("a1@x").unwrap().unwrap().ticket.as_deref(),
+            Some("T-1001")
+        );
+        // Both go at retention.
+        let swept = s.sweep(t("2026-01-03T12:00:00Z"), keep, 100).unwrap();
+        assert_eq!(swept.tickets, 2, "two copies: {swept:?}");
+        assert!(segments(dir.path()).is_empty());
+        assert!(s.ticket("T-1001").unwrap().is_none());
     }
 
     #[test]

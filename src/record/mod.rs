@@ -24,6 +24,7 @@
 //! triaged or not at all, and a resend after a crash sends the stored bytes again.
 
 mod adopt;
+mod compact;
 mod lifecycle;
 mod packed;
 mod shelf;
@@ -316,6 +317,9 @@ pub enum Committed {
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
+    /// Added to sled's generated ids: the next id of the database before the last
+    /// compaction ([`compact`]).
+    id_base: u64,
     checkpoints: sled::Tree,
     messages: sled::Tree,
     tickets: sled::Tree,
@@ -404,34 +408,92 @@ fn owner_only(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens sled at `dir/db`. sled releases its file lock from a background thread a
+/// moment after the last handle is dropped: a restart (or a test) that opens at once
+/// waits for it.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(HOUSEKEEPING_MS))
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(StoreError::Held(dir.to_path_buf()));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// `db` compacted ([`compact`]), or as it is when that fails: a compaction is never a
+/// reason not to start (the state is sound, only bigger than it needs to be).
+fn compacted(dir: &Path, db: sled::Db) -> Result<sled::Db, StoreError> {
+    let (before, after) = match compact::copy(dir, &db, CACHE_BYTES) {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            tracing::warn!(state = %dir.display(), error = %e, "State database not compacted; it is used as it is.");
+            compact::finish_interrupted(dir)?;
+            return Ok(db);
+        }
+    };
+    drop(db);
+    match compact::swap(dir) {
+        Ok(()) => tracing::info!(
+            state = %dir.display(),
+            before_bytes = before,
+            after_bytes = after,
+            "State database compacted."
+        ),
+        Err(e) => {
+            tracing::warn!(state = %dir.display(), error = %e, "State database not compacted; it is used as it is.");
+            compact::finish_interrupted(dir)?;
+        }
+    }
+    owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
+    let db = open_db(dir)?;
+    memory_back_to_the_system();
+    Ok(db)
+}
+
+/// Opening the grown database took memory in proportion to its file; the compacted one
+/// needs a fraction of it, and the allocator would otherwise keep the rest for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn memory_back_to_the_system() {
+    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn memory_back_to_the_system() {}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
         owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        // sled releases its file lock from a background thread a moment after the last
-        // handle is dropped: a restart (or a test) that opens at once waits for it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            match sled::Config::new()
-                .path(dir.join("db"))
-                .cache_capacity(CACHE_BYTES)
-                .flush_every_ms(Some(HOUSEKEEPING_MS))
-                .open()
-            {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    return Err(StoreError::Held(dir.to_path_buf()));
-                }
-                r => break r?,
-            }
-        };
+        compact::finish_interrupted(dir)?;
+        let mut db = open_db(dir)?;
+        if compact::due(dir, &db)? {
+            db = compacted(dir, db)?;
+        }
+        let meta = db.open_tree("meta")?;
+        let id_base = meta
+            .get(compact::ID_BASE)?
+            .and_then(|b| be_u64(&b))
+            .unwrap_or(0);
         Ok(Store {
-            meta: db.open_tree("meta")?,
+            meta,
+            id_base,
             checkpoints: db.open_tree("checkpoints")?,
             messages: db.open_tree("messages")?,
             tickets: db.open_tree("tickets")?,
@@ -842,9 +904,12 @@ impl Store {
 
     /// `n` new keys for entries, in order.
     fn new_keys(&self, n: usize) -> Result<Vec<u64>, StoreError> {
-        Ok((0..n)
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?)
+        (0..n).map(|_| self.new_id()).collect()
+    }
+
+    /// A key above every one given out before, compactions included.
+    fn new_id(&self) -> Result<u64, StoreError> {
+        Ok(self.id_base + self.db.generate_id()?)
     }
 
     fn commit_live(&self, rec: &Record) -> Result<Committed, StoreError> {
@@ -1181,7 +1246,7 @@ impl Store {
     /// looks up after a crash), with its ticket's new state; returns the new key, or
     /// `None` when there is no such dead letter.
     pub fn retry_dead(&self, key: u64, ticket: Option<&Ticket>) -> Result<Option<u64>, StoreError> {
-        let new = self.db.generate_id()?;
+        let new = self.new_id()?;
         self.take_dead(key, ticket, Some(new))
     }
 
@@ -1302,7 +1367,7 @@ impl Store {
             self.quarantined.pop_min()?;
         }
         Ok(Some((
-            self.db.generate_id()?,
+            self.new_id()?,
             Quarantined {
                 mailbox: rec.mailbox.clone(),
                 uid_validity: rec.source.map(|c| c.uid_validity),
@@ -1478,7 +1543,7 @@ mod tests {
         all
     }
 
-    fn record(key: &str, uid: u32) -> Record {
+    pub(super) fn record(key: &str, uid: u32) -> Record {
         Record {
             key: key.into(),
             mailbox: "billing".into(),
@@ -1628,7 +1693,7 @@ mod tests {
     }
 
     /// A fresh state with messages 1 to `n` committed, each with its mail in the outbox.
-    fn store_with_mails(n: u32) -> (tempfile::TempDir, Store) {
+    pub(super) fn store_with_mails(n: u32) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         for uid in 1..=n {

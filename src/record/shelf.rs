@@ -33,8 +33,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
 
@@ -222,10 +223,15 @@ pub(super) struct Shelf {
 }
 
 impl Shelf {
-    /// Reads every segment's table; removes what a crash left half written.
+    /// Reads every segment's table; removes what a crash left half written. The
+    /// directory is made (0700) when missing: it holds customers' mail.
     pub fn open(state: &Path) -> Result<Shelf, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = state.join("resolved");
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+            _ => {}
+        }
         let mut segments = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -301,26 +307,6 @@ impl Shelf {
         (self.segments.len(), tickets, bytes)
     }
 
-    /// Writes one segment of `batch` and puts it on the shelf, on disk before this
-    /// returns (file and directory synced): only then may sled let go of them.
-    pub fn write(&mut self, batch: &[Shelved]) -> Result<(), StoreError> {
-        let number = self.segments.first().map_or(1, |s| s.number + 1);
-        let path = self.dir.join(format!("{number:08}.seg"));
-        let tmp = self.dir.join(format!("{number:08}.tmp"));
-        let bytes = encode(batch).map_err(io)?;
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        let segment = Segment::read(number, path)?;
-        self.segments.insert(0, segment);
-        Ok(())
-    }
-
     /// Removes the segments whose every ticket was resolved at or before `cutoff`
     /// (seconds); returns how many tickets went with them.
     pub fn expire(&mut self, cutoff: u64) -> Result<usize, StoreError> {
@@ -332,6 +318,42 @@ impl Shelf {
         }
         Ok(gone)
     }
+}
+
+/// Writes one segment of `batch` and puts it on `shelf`, on disk before this returns
+/// (file and directory synced): only then may sled let go of them. The shelf is locked
+/// only to add the segment: lookups go on while the batch is compressed and written.
+/// One writer at a time (the retention pass).
+pub(super) fn write(shelf: &RwLock<Shelf>, batch: &[Shelved]) -> Result<(), StoreError> {
+    let (number, dir) = {
+        let s = shelf.read().unwrap_or_else(|e| e.into_inner());
+        (
+            s.segments.first().map_or(1, |s| s.number + 1),
+            s.dir.clone(),
+        )
+    };
+    let path = dir.join(format!("{number:08}.seg"));
+    let tmp = dir.join(format!("{number:08}.tmp"));
+    let bytes = encode(batch).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+    let segment = Segment::read(number, path)?;
+    shelf
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .segments
+        .insert(0, segment);
+    Ok(())
 }
 
 /// A segment's bytes (see the module note).
