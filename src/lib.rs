@@ -8,9 +8,9 @@
 //! offline. Beside the flow: [`config`] (both files, compiled once), [`ticket`] (the
 //! domain: tickets, their history, the mails decided; no I/O), [`words`] (the daemon's
 //! own phrases per language), [`when`] (time stamps), [`tls`] and [`auth`] (OAuth2
-//! tokens for the IMAP and SMTP logins).
+//! tokens for the IMAP and SMTP logins), [`memory`] (free memory back to the system).
 //!
-//! Dependencies point one way: config, ticket, when, tls and auth at the bottom; the pure
+//! Dependencies point one way: config, ticket, when, tls, auth and memory at the bottom; the pure
 //! stages (parse, classify, decide, compose) above them; record, source and send (the
 //! only modules that touch sled, IMAP and SMTP) above those; pipeline, runtime and cli
 //! on top.
@@ -24,6 +24,7 @@ pub mod clock;
 pub mod compose;
 pub mod config;
 pub mod decide;
+pub mod memory;
 pub mod parse;
 pub mod pipeline;
 pub mod record;

@@ -460,22 +460,11 @@ fn compacted(dir: &Path, db: sled::Db) -> Result<sled::Db, StoreError> {
     }
     owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
     let db = open_db(dir)?;
-    memory_back_to_the_system();
+    // Opening the grown database took memory in proportion to its file; the compacted
+    // one needs a fraction of it.
+    crate::memory::give_back();
     Ok(db)
 }
-
-/// Opening the grown database took memory in proportion to its file; the compacted one
-/// needs a fraction of it, and the allocator would otherwise keep the rest for good.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn memory_back_to_the_system() {
-    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn memory_back_to_the_system() {}
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {

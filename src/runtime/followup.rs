@@ -354,6 +354,8 @@ fn compose_notices(
 /// The follow-up clock: checks open tickets every `threading.followup_check` and wakes
 /// the sender when mails were queued.
 pub async fn clock(shared: Shared) {
+    /// A scan that decoded this many tickets gives the memory back afterwards.
+    const GIVE_BACK_AFTER_READING: usize = 64;
     // The clock starts with the daemon: what fell due before is a stop's backlog.
     let up = super::now::now();
     let mut looks = Looks::default();
@@ -375,6 +377,11 @@ pub async fn clock(shared: Shared) {
         // not have been carried out, so the next scan reads every ticket.
         match r {
             Ok((seen, Ok(n))) => {
+                // The first scan after a start, or after a reload, decoded every open
+                // ticket: its memory need not stay the idle daemon's.
+                if seen.read >= GIVE_BACK_AFTER_READING {
+                    crate::memory::give_back();
+                }
                 looks = seen;
                 if n > 0 {
                     shared.outbox.notify_one();

@@ -48,6 +48,10 @@ pub async fn run(shared: Shared) {
             tokio::task::spawn_blocking(move || sweep_once(&store, keep, SystemTime::now())).await;
         wait = match r {
             Ok(Ok(s)) => {
+                if s.shelved > 0 {
+                    // A segment was compressed: its buffers need not stay.
+                    crate::memory::give_back();
+                }
                 if s.tickets + s.shelved + s.entries > 0 {
                     tracing::info!(
                         tickets = s.tickets,
