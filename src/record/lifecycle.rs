@@ -172,6 +172,19 @@ pub struct Keep {
     pub subjects: Duration,
 }
 
+/// A ticket's record as stored, not decoded yet, with its version (see
+/// [`Store::open_tickets_but`]).
+pub struct StoredTicket {
+    bytes: sled::IVec,
+    pub version: u64,
+}
+
+impl StoredTicket {
+    pub fn decode(&self) -> Result<Ticket, StoreError> {
+        unpack("ticket", &self.bytes)
+    }
+}
+
 /// What one pass of the sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -196,20 +209,21 @@ impl Store {
     /// The open tickets (not resolved), read through the open index: what the
     /// follow-up clock looks at.
     pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
-        Ok(self
-            .open_tickets_but(|_, _| false)?
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect())
+        self.open_tickets_but(|_, _| false)?
+            .iter()
+            .map(StoredTicket::decode)
+            .collect()
     }
 
     /// The open tickets, each with the version of its record (a digest of the stored
     /// bytes: any write changes it), except those `known(id, version)` says the caller
     /// knows already: those are not decoded, which is most of the cost of reading one.
+    /// They come as stored, each decoded by the caller in turn: a scan holds one
+    /// decoded ticket at a time, not every open ticket at once.
     pub fn open_tickets_but(
         &self,
         mut known: impl FnMut(&str, u64) -> bool,
-    ) -> Result<Vec<(Ticket, u64)>, StoreError> {
+    ) -> Result<Vec<StoredTicket>, StoreError> {
         let mut open = Vec::new();
         for r in self.open.iter() {
             let (id, v) = r?;
@@ -220,7 +234,7 @@ impl Store {
             if known(&String::from_utf8_lossy(&id), version) {
                 continue;
             }
-            open.push((unpack("ticket", &v)?, version));
+            open.push(StoredTicket { bytes: v, version });
         }
         Ok(open)
     }

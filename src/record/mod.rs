@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::ticket::{OutMail, Ticket};
 
 pub use adopt::{Adoption, Take};
-pub use lifecycle::{Keep, Migrated, Swept};
+pub use lifecycle::{Keep, Migrated, StoredTicket, Swept};
 use shelf::Shelf;
 use spool::Spool;
 

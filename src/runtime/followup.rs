@@ -109,12 +109,23 @@ pub fn run_once(
 /// ([`next_look`]); with the rules version they were computed under. A ticket whose
 /// record has not changed and whose moment has not come is not read again: decoding
 /// the open tickets is nearly all of a scan's time, and most of them wait for a
-/// moment hours away. Its size follows the open tickets.
+/// moment hours away. Its size follows the open tickets. Tickets are known by a digest
+/// of their id: one table, no string per ticket left among the freed records of the
+/// scan that read them (which would keep those pages from going back to the system).
+/// Two ids that shared a digest would only make one of them read again: the version
+/// must match too.
 #[derive(Debug, Default)]
 pub struct Looks {
     rules: String,
-    at: std::collections::HashMap<String, (u64, Option<OffsetDateTime>)>,
+    at: std::collections::HashMap<u64, (u64, Option<OffsetDateTime>)>,
     read: usize,
+}
+
+fn id_digest(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 impl Looks {
@@ -139,12 +150,18 @@ pub fn run_with(
     }
     let at = OffsetDateTime::from(now);
     let (mut queued, mut resolved) = (0, 0);
+    // The table is made before any record is read: grown during the scan, it would
+    // land among the records' freed memory and keep those pages from the system.
+    looks
+        .at
+        .reserve(store.open_len().saturating_sub(looks.at.len()));
     let mut seen = std::collections::HashSet::new();
     let unchanged = |id: &str, version: u64| {
-        seen.insert(id.to_string());
+        let id = id_digest(id);
+        seen.insert(id);
         looks
             .at
-            .get(id)
+            .get(&id)
             .is_some_and(|(v, next)| *v == version && next.is_none_or(|n| at < n))
     };
     let changed = store.open_tickets_but(unchanged)?;
@@ -152,12 +169,13 @@ pub fn run_with(
     looks.at.retain(|id, _| seen.contains(id));
     looks.read = changed.len();
     let up_at = OffsetDateTime::from(up);
-    for (t, version) in changed {
-        looks.at.remove(&t.id);
+    for stored in changed {
+        let (t, version) = (stored.decode()?, stored.version);
+        looks.at.remove(&id_digest(&t.id));
         let next = next_look(rules, &t, up_at);
         if next.is_none_or(|n| at < n) {
             // Nothing can be due yet: remembered, not read again until then.
-            looks.at.insert(t.id.clone(), (version, next));
+            looks.at.insert(id_digest(&t.id), (version, next));
             continue;
         }
         let Some(t) = resolve_quiet(rules, store, t, now)? else {
