@@ -319,9 +319,11 @@ impl Store {
     }
 
     /// One pass of retention at `now`: at most `limit` resolved tickets resolved longer
-    /// than `retention` ago, with their index entries; at most `limit` index entries of no
-    /// ticket that old; and at most `limit` cap counters looked at. Open tickets and
-    /// everything of theirs are kept, however old.
+    /// than `keep.retention` ago, with their index entries; at most `limit` index entries
+    /// of no ticket that old; once those are done, one batch of quiet resolved tickets to
+    /// the shelf, and the shelf's segments past retention; at most `limit` subject entries
+    /// older than `keep.subjects`; and at most `limit` cap counters looked at. Open
+    /// tickets and everything of theirs are kept, however old.
     pub fn sweep(
         &self,
         now: OffsetDateTime,

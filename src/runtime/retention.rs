@@ -1,9 +1,10 @@
 //! Retention: the daemon's sweep of what the state no longer needs. Every hour (sooner
 //! while a pass stops at its bound) it has the store remove resolved tickets older than
 //! `threading.retention`, with their Message-ID and subject entries, index entries of no
-//! ticket as old, and cap counters of past days ([`Store::sweep`]), so the state stays
-//! the size of what is recent, not of everything ever seen. Each pass is bounded, so a
-//! first start on a year of state does not stall the daemon.
+//! ticket as old, subject entries past `threading.subject_window`, and cap counters of
+//! past days, and put resolved tickets quiet for a day on the shelf ([`Store::sweep`]),
+//! so the state stays the size of what is recent, not of everything ever seen. Each
+//! pass is bounded, so a first start on a year of state does not stall the daemon.
 
 use std::time::{Duration, SystemTime};
 
