@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// (which keeps the pure stages free of each other's back-edges) unless it is listed
 /// earlier in that layer.
 const LAYERS: &[&[&str]] = &[
-    &["ticket", "when", "parse", "clock"],
+    &["ticket", "when", "parse", "clock", "memory"],
     &["classify::matcher"],
     &["config"],
     &["tls", "auth", "classify"],
