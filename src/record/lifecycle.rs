@@ -538,18 +538,30 @@ impl Store {
 
     /// Removes index entries of no ticket that arrived before `cutoff`, at most `limit`.
     fn sweep_untracked(&self, cutoff: u64, limit: usize) -> Result<(usize, bool), StoreError> {
+        let (old, more) = self.aged(b"a", cutoff, limit)?;
+        self.remove_untracked(&old).map(|n| (n, more))
+    }
+
+    /// The first `limit` retention keys under `prefix` (a time-ordered kind: `a` or `u`)
+    /// whose time is at or before `cutoff`, and whether more such keys follow.
+    fn aged(
+        &self,
+        prefix: &[u8],
+        cutoff: u64,
+        limit: usize,
+    ) -> Result<(Vec<sled::IVec>, bool), StoreError> {
         let mut old = Vec::new();
-        for k in self.retention.scan_prefix(b"a").keys() {
+        for k in self.retention.scan_prefix(prefix).keys() {
             let k = k?;
             if key_secs(&k) > cutoff {
                 break;
             }
             if old.len() == limit {
-                return self.remove_untracked(&old).map(|n| (n, true));
+                return Ok((old, true));
             }
             old.push(k);
         }
-        self.remove_untracked(&old).map(|n| (n, false))
+        Ok((old, false))
     }
 
     fn remove_untracked(&self, keys: &[sled::IVec]) -> Result<usize, StoreError> {
@@ -576,19 +588,7 @@ impl Store {
     /// Removes subject entries last written before `cutoff`, at most `limit`. A key
     /// written again since has a later `u` entry of its own: only its stale one goes.
     fn sweep_subjects(&self, cutoff: u64, limit: usize) -> Result<(usize, bool), StoreError> {
-        let mut old = Vec::new();
-        let mut more = false;
-        for k in self.retention.scan_prefix(b"u").keys() {
-            let k = k?;
-            if key_secs(&k) > cutoff {
-                break;
-            }
-            if old.len() == limit {
-                more = true;
-                break;
-            }
-            old.push(k);
-        }
+        let (old, more) = self.aged(b"u", cutoff, limit)?;
         if old.is_empty() {
             return Ok((0, false));
         }
