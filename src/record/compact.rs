@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use super::{be_u64, StoreError};
+use super::{be_u64, io_error, StoreError};
 
 /// Below this, the file is left as it is, whatever its garbage.
 const MIN_BYTES: u64 = 16 << 20;
@@ -26,10 +26,6 @@ const COMPACTED_BYTES: &[u8] = b"compacted_bytes";
 pub(super) const ID_BASE: &[u8] = b"id_base";
 /// Entries copied per batch.
 const BATCH: usize = 10_000;
-
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Sled(e.into())
-}
 
 fn file_bytes(db: &Path) -> u64 {
     std::fs::metadata(db.join("db"))
@@ -48,7 +44,7 @@ pub(super) fn finish_interrupted(dir: &Path) -> Result<(), StoreError> {
     );
     if before.exists() && !db.exists() {
         tracing::warn!(state = %dir.display(), "A compaction was interrupted; the state from before it is kept.");
-        std::fs::rename(&before, &db).map_err(io)?;
+        std::fs::rename(&before, &db).map_err(io_error)?;
     }
     for leftover in [before, fresh] {
         if leftover.exists() {
@@ -90,7 +86,7 @@ fn grown(bytes: u64, after_last: u64, min_bytes: u64) -> bool {
 pub(super) fn copy(dir: &Path, db: &sled::Db, cache: u64) -> Result<(u64, u64), StoreError> {
     let fresh_dir = dir.join("db.compacting");
     if fresh_dir.exists() {
-        std::fs::remove_dir_all(&fresh_dir).map_err(io)?;
+        std::fs::remove_dir_all(&fresh_dir).map_err(io_error)?;
     }
     let fresh = sled::Config::new()
         .path(&fresh_dir)
@@ -124,12 +120,12 @@ pub(super) fn copy(dir: &Path, db: &sled::Db, cache: u64) -> Result<(u64, u64), 
 /// Puts `db.compacting` in the place of `db` (both closed).
 pub(super) fn swap(dir: &Path) -> Result<(), StoreError> {
     let (db, before) = (dir.join("db"), dir.join("db.before-compaction"));
-    std::fs::rename(&db, &before).map_err(io)?;
-    std::fs::rename(dir.join("db.compacting"), &db).map_err(io)?;
+    std::fs::rename(&db, &before).map_err(io_error)?;
+    std::fs::rename(dir.join("db.compacting"), &db).map_err(io_error)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    std::fs::remove_dir_all(&before).map_err(io)
+        .map_err(io_error)?;
+    std::fs::remove_dir_all(&before).map_err(io_error)
 }
 
 #[cfg(test)]

@@ -355,6 +355,12 @@ pub struct Store {
     shelf: Arc<RwLock<Shelf>>,
 }
 
+/// An I/O error of the state's own files (the directory, the spool, the shelf, a
+/// compaction), as sled reports its own.
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Sled(e.into())
+}
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("state records serialise")
 }
@@ -458,7 +464,7 @@ fn compacted(dir: &Path, db: sled::Db) -> Result<sled::Db, StoreError> {
             compact::finish_interrupted(dir)?;
         }
     }
-    owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
+    owner_only(dir).map_err(io_error)?;
     let db = open_db(dir)?;
     // Opening the grown database took memory in proportion to its file; the compacted
     // one needs a fraction of it.
@@ -468,8 +474,8 @@ fn compacted(dir: &Path, db: sled::Db) -> Result<sled::Db, StoreError> {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        owner_only(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        owner_only(dir).map_err(io_error)?;
         compact::finish_interrupted(dir)?;
         let mut db = open_db(dir)?;
         if compact::due(dir, &db)? {
@@ -500,7 +506,7 @@ impl Store {
             open: db.open_tree("open_tickets")?,
             retention: db.open_tree("retention")?,
             shadow: false,
-            spool: Spool::open(dir).map_err(|e| StoreError::Sled(e.into()))?,
+            spool: Spool::open(dir).map_err(io_error)?,
             doomed: Arc::default(),
             shelf: Arc::new(RwLock::new(Shelf::open(dir)?)),
             db,
@@ -554,7 +560,7 @@ impl Store {
             .collect();
         if let Err(e) = self.spool.put_all(&files) {
             self.unspool(&names);
-            return Err(StoreError::Sled(e.into()));
+            return Err(io_error(e));
         }
         Ok(names)
     }
@@ -642,13 +648,13 @@ impl Store {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let aside = dir.join(format!("db.broken-{stamp}"));
-        std::fs::rename(&db, &aside).map_err(|e| StoreError::Sled(e.into()))?;
+        std::fs::rename(&db, &aside).map_err(io_error)?;
         // The bytes of its mails go with it: the fresh state names none of them, and
         // would sweep them away.
         let spool = dir.join("spool");
         if spool.exists() {
             let spool_aside = dir.join(format!("spool.broken-{stamp}"));
-            std::fs::rename(&spool, spool_aside).map_err(|e| StoreError::Sled(e.into()))?;
+            std::fs::rename(&spool, spool_aside).map_err(io_error)?;
         }
         let store = Store::open(dir)?;
         Ok((store, Some((aside, err.to_string()))))
@@ -1114,7 +1120,7 @@ impl Store {
             }
             sizes.push((String::from_utf8_lossy(&name).into_owned(), n, bytes));
         }
-        let (files, bytes) = self.spool.usage().map_err(|e| StoreError::Sled(e.into()))?;
+        let (files, bytes) = self.spool.usage().map_err(io_error)?;
         sizes.push(("spool".into(), files, bytes));
         let (_, tickets, bytes) = self.shelf().usage();
         sizes.push(("shelf".into(), tickets as usize, bytes));

@@ -40,7 +40,7 @@ use std::sync::RwLock;
 use sha2::{Digest, Sha256};
 
 use super::packed::VOCABULARY_1_TEXT;
-use super::{Disposition, MessageRecord, StoreError};
+use super::{io_error, Disposition, MessageRecord, StoreError};
 use crate::ticket::Ticket;
 
 const MAGIC: &[u8; 8] = b"mtshelf1";
@@ -83,10 +83,6 @@ fn be64(b: &[u8]) -> u64 {
     u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Sled(e.into())
-}
-
 /// A ticket to shelve, with the index entries that name it.
 pub(super) struct Shelved {
     pub ticket: Ticket,
@@ -116,14 +112,14 @@ impl Segment {
             path: path.clone(),
             err: err.to_string(),
         };
-        let file = File::open(&path).map_err(io)?;
-        let bytes = file.metadata().map_err(io)?.len();
+        let file = File::open(&path).map_err(io_error)?;
+        let bytes = file.metadata().map_err(io_error)?.len();
         if bytes < (MAGIC.len() + FOOTER) as u64 {
             return Err(corrupt("shorter than its footer"));
         }
         let mut foot = vec![0u8; FOOTER];
         file.read_exact_at(&mut foot, bytes - FOOTER as u64)
-            .map_err(io)?;
+            .map_err(io_error)?;
         if &foot[FOOTER - 8..] != MAGIC {
             return Err(corrupt("no footer (written in part?)"));
         }
@@ -135,14 +131,14 @@ impl Segment {
             return Err(corrupt("its parts do not add up to its size"));
         }
         let mut table = vec![0u8; table_len as usize];
-        file.read_exact_at(&mut table, table_at).map_err(io)?;
+        file.read_exact_at(&mut table, table_at).map_err(io_error)?;
         let frames = table
             .chunks(16)
             .map(|c| (be64(c), be32(&c[8..]), be32(&c[12..])))
             .collect();
         // The fanout is built from the keys once; the keys themselves stay on disk.
         let mut keys = vec![0u8; keys_len as usize];
-        file.read_exact_at(&mut keys, keys_at).map_err(io)?;
+        file.read_exact_at(&mut keys, keys_at).map_err(io_error)?;
         let mut fanout = vec![0u32; 257];
         for e in keys.chunks(ENTRY) {
             fanout[e[0] as usize + 1] += 1;
@@ -177,7 +173,7 @@ impl Segment {
         let mut entries = vec![0u8; (to - from) as usize * ENTRY];
         self.file
             .read_exact_at(&mut entries, self.keys_at + from as u64 * ENTRY as u64)
-            .map_err(io)?;
+            .map_err(io_error)?;
         Ok(entries
             .chunks(ENTRY)
             .find(|e| be64(e) == digest && want(e[12]))
@@ -197,7 +193,7 @@ impl Segment {
             return Err(corrupt(format!("claims {unpacked} bytes")));
         }
         let mut packed = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut packed, at).map_err(io)?;
+        self.file.read_exact_at(&mut packed, at).map_err(io_error)?;
         let json = zstd::bulk::Decompressor::with_dictionary(VOCABULARY_1_TEXT)
             .and_then(|mut d| d.decompress(&packed, unpacked as usize))
             .map_err(|e| corrupt(e.to_string()))?;
@@ -229,15 +225,15 @@ impl Shelf {
         use std::os::unix::fs::DirBuilderExt;
         let dir = state.join("resolved");
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io_error(e)),
             _ => {}
         }
         let mut segments = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
+        for entry in std::fs::read_dir(&dir).map_err(io_error)? {
+            let path = entry.map_err(io_error)?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
-                std::fs::remove_file(&path).map_err(io)?;
+                std::fs::remove_file(&path).map_err(io_error)?;
                 continue;
             }
             if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
@@ -313,7 +309,7 @@ impl Shelf {
         let mut gone = 0;
         while let Some(i) = self.segments.iter().rposition(|s| s.latest <= cutoff) {
             let s = self.segments.remove(i);
-            std::fs::remove_file(&s.path).map_err(io)?;
+            std::fs::remove_file(&s.path).map_err(io_error)?;
             gone += s.tickets as usize;
         }
         Ok(gone)
@@ -334,19 +330,21 @@ pub(super) fn write(shelf: &RwLock<Shelf>, batch: &[Shelved]) -> Result<(), Stor
     };
     let path = dir.join(format!("{number:08}.seg"));
     let tmp = dir.join(format!("{number:08}.tmp"));
-    let bytes = encode(batch).map_err(io)?;
+    let bytes = encode(batch).map_err(io_error)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
+        .map_err(io_error)?;
+    f.write_all(&bytes).map_err(io_error)?;
+    f.sync_all().map_err(io_error)?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io_error)?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error)?;
     let segment = Segment::read(number, path)?;
     shelf
         .write()
