@@ -31,19 +31,25 @@ fn init_logging(daemon: bool) {
         .init();
 }
 
-/// Blocks of a megabyte or more (a mail, its forward, the bytes read back from the spool)
+/// Blocks of 256 KB or more (a mail, its forward, the bytes read back from the spool)
 /// are mapped on their own and go back to the system when freed. glibc's default
 /// threshold starts at 128 KB and rises to the size of each such block freed, up to
 /// 32 MB; past that, the next mails' blocks come from the heap arenas, which keep the
 /// memory once they are freed: a backlog of 8 MB forwards peaked at 143 MB of RSS, 73 MB
 /// with the threshold fixed (bench/e2e.py, phase bigbacklog). Setting it also stops it
 /// rising.
+///
+/// Why not higher: sled allocates 41 metric histograms of 512 KB each at its first open,
+/// zeroed, and never writes them (its metrics are compiled out). From the heap, calloc
+/// clears whatever of them lands on memory used before, and those pages stay: 5.4 MB of
+/// zeros in an idle daemon with a threshold of 1 MB. Mapped on their own, they are
+/// zero pages the system never backs (bench/e2e.py, phase year: idle RSS 30.3 -> 25.0 MB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn big_blocks_go_back_to_the_system() {
     // SAFETY: mallopt only sets a parameter of the allocator; it is called before any
     // other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         // Each thread that allocates would get an arena of its own (up to eight per
         // CPU), each keeping what was freed in it; the tokio workers and blocking
         // threads share two.
