@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use mailtriage::config::Rules;
 use mailtriage::pipeline::{self, Incoming};
-use mailtriage::record::Store;
+use mailtriage::record::{Listing, Store};
 use mailtriage::runtime::{followup, retention};
 
 const SHIPPED: &str = include_str!("../rules.toml");
@@ -291,7 +291,10 @@ fn year(c: &mut Criterion) {
         }
     }
     store.flush().unwrap();
-    let (open, all) = (store.open_len(), store.tickets().unwrap().len());
+    let (open, all) = (
+        store.open_len(),
+        store.listing(Listing::All, 0).unwrap().more,
+    );
     drop(store);
     std::thread::sleep(Duration::from_millis(500));
     let opened = Instant::now();

@@ -944,3 +944,82 @@ fn outbox_lists_retries_and_drops_refused_mail_from_the_state_when_no_daemon_run
         "the acknowledgement waits"
     );
 }
+
+#[test]
+fn tickets_list_shows_the_newest_open_tickets_and_says_what_it_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut triage = cli(&["triage"])
+        .shipped_rules()
+        .outbox(&dir.path().join("o"))
+        .state(&state);
+    for sample in [
+        "01-outage-to-billing-ru.eml",
+        "02-refund-to-monitoring-en.eml",
+        "03-error500-to-support-en.eml",
+        "12-angry-to-monitoring-en.eml",
+    ] {
+        triage = triage.arg(root().join("samples").join(sample));
+    }
+    let o = triage.run();
+    assert!(o.status.success(), "{}", o.text());
+    let list = |args: &[&str]| {
+        let mut a = vec!["tickets", "list"];
+        a.extend_from_slice(args);
+        let o = cli(&a).state(&state).run();
+        assert!(o.status.success(), "{}", o.text());
+        o
+    };
+    let every = list(&["--all", "--json"]).json();
+    let ids: Vec<String> = every
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() >= 3, "{every:#}");
+    let o = cli(&["tickets", "resolve", &ids[0]]).state(&state).run();
+    assert!(o.status.success(), "{}", o.text());
+
+    // By default the open ones: the resolved one is not there.
+    let open = list(&[]).stdout;
+    assert_eq!(open.lines().count(), ids.len() - 1, "{open}");
+    assert!(
+        !open.contains(&ids[0]) && !open.contains("resolved"),
+        "{open}"
+    );
+
+    // The newest two of all, oldest of them first, and the rest counted.
+    let two = list(&["--all", "--limit", "2"]).stdout;
+    let lines: Vec<&str> = two.lines().collect();
+    let newest = &ids[ids.len() - 2..];
+    assert!(
+        lines[0].starts_with(&newest[0]) && lines[1].starts_with(&newest[1]),
+        "{two}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "... {} older ticket(s) not listed: --limit N lists up to 1000, `tickets show ID` any one",
+            ids.len() - 2
+        )
+    );
+    assert_eq!(lines.len(), 3, "{two}");
+    // As JSON the array holds the tickets listed; what it left out is said on stderr.
+    let one = list(&["--all", "--limit", "1", "--json"]);
+    assert_eq!(one.json().as_array().unwrap().len(), 1);
+    assert!(
+        one.stderr.contains(&format!("... {} older", ids.len() - 1)),
+        "{}",
+        one.stderr
+    );
+
+    // A limit past what one listing holds is misuse: usage, exit 2.
+    for bad in ["0", "1001", "many"] {
+        let o = cli(&["tickets", "list", "--limit", bad])
+            .state(&state)
+            .run();
+        assert_eq!(o.code(), Some(2), "{bad}: {}", o.text());
+        assert!(o.stderr.contains("--limit"), "{}", o.stderr);
+    }
+}

@@ -78,7 +78,7 @@ fn a_resolved_ticket_gets_no_reminder_and_the_customer_s_reply_reopens_it() {
         .run();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(out.stdout.contains("state:     resolved"), "{}", out.stdout);
-    let list = lab.cli(&["tickets", "list"]).run().stdout;
+    let list = lab.cli(&["tickets", "list", "--all"]).run().stdout;
     assert!(list.contains("resolved"), "{list}");
 
     // Past the response time and twice it, nothing goes to support, the supervisor or

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use mailtriage::record::Store;
+use mailtriage::record::{Listing, Store};
 use support::cli::cli;
 use support::lab::Lab;
 use support::mail::Mail;
@@ -218,7 +218,11 @@ fn a_new_uidvalidity_triages_nothing_old_whether_the_state_knows_the_folder_or_w
     }
     let store = Store::open(&lab.state).unwrap();
     assert_eq!(
-        store.tickets().unwrap().len(),
+        store
+            .listing(Listing::All, usize::MAX)
+            .unwrap()
+            .tickets
+            .len(),
         1,
         "the lost state's new one: C"
     );
@@ -231,7 +235,11 @@ fn state_of_billing(lab: &Lab) -> String {
         "{:?} {:?} tickets={} outbox={}",
         store.checkpoint("billing").unwrap(),
         store.adoption("billing").unwrap(),
-        store.tickets().unwrap().len(),
+        store
+            .listing(Listing::All, usize::MAX)
+            .unwrap()
+            .tickets
+            .len(),
         store.outbox_len()
     )
 }

@@ -541,7 +541,7 @@ fn an_out_of_office_and_a_bounce_of_the_ack_are_noted_in_the_ticket_and_nothing_
             "{id}"
         );
     }
-    let list = lab.cli(&["tickets", "list"]).run().stdout;
+    let list = lab.cli(&["tickets", "list", "--all"]).run().stdout;
     assert_eq!(list.lines().count(), 1, "{list}");
     assert!(daemon.stop().success());
 }

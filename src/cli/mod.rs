@@ -174,8 +174,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum TicketsCmd {
-    /// One line per ticket.
-    List,
+    /// One line per ticket: the newest open ones, oldest of them first.
+    List {
+        /// Resolved tickets too, those on the shelf included.
+        #[arg(long)]
+        all: bool,
+        /// How many of the newest (at most 1000).
+        #[arg(long, default_value_t = crate::runtime::control::DEFAULT_LISTED as u64,
+              value_parser = clap::value_parser!(u64).range(1..=crate::runtime::control::MAX_LISTED as u64))]
+        limit: u64,
+    },
     /// A ticket with its whole timeline, and its mails no server accepted (shadow,
     /// waiting, refused).
     Show {

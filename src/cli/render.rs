@@ -413,16 +413,29 @@ fn adoption_text(a: &Adoption) -> String {
     )
 }
 
-/// `tickets list`: one line per ticket.
-pub(super) fn ticket_list(resp: &Response) -> String {
+/// `tickets list`: one line per ticket, then what was left out and how to see it.
+pub(super) fn ticket_list(resp: &Response, all: bool) -> String {
     let mut s = String::new();
     for t in &resp.tickets {
         let _ = writeln!(s, "{}", ticket_line(t, resp.shadow.contains(&t.id)));
     }
-    if resp.tickets.is_empty() {
-        let _ = writeln!(s, "no tickets");
+    match (resp.tickets.is_empty(), all) {
+        (true, true) => s.push_str("no tickets\n"),
+        (true, false) => s.push_str("no open tickets (--all lists resolved ones too)\n"),
+        _ => {}
+    }
+    if resp.more > 0 {
+        let _ = writeln!(s, "{}", not_listed(resp.more));
     }
     s
+}
+
+/// What a listing left out, and how to see it.
+pub(super) fn not_listed(more: usize) -> String {
+    format!(
+        "... {more} older ticket(s) not listed: --limit N lists up to {}, `tickets show ID` any one",
+        crate::runtime::control::MAX_LISTED
+    )
 }
 
 fn ticket_line(t: &Ticket, shadow: bool) -> String {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::{ask_daemon, load_rules, refused, render, state_dir, Cli, CliError, TicketsCmd};
-use crate::record::{Store, StoreError};
+use crate::record::{Listing, Store, StoreError};
 use crate::runtime::control::{self, Request, Response};
 
 pub fn tickets(
@@ -24,10 +24,14 @@ pub fn tickets(
             "{}",
             serde_json::to_string_pretty(&render::tickets_json(&resp))?
         );
+        // The array stays an array of tickets; what it leaves out is said beside it.
+        if resp.more > 0 {
+            eprintln!("{}", render::not_listed(resp.more));
+        }
         return Ok(());
     }
     let text = match cmd {
-        TicketsCmd::List => render::ticket_list(&resp),
+        TicketsCmd::List { all, .. } => render::ticket_list(&resp, *all),
         TicketsCmd::Show { .. } | TicketsCmd::Promise { .. } | TicketsCmd::Resolve { .. } => {
             render::ticket_details(rules.as_ref(), &resp, mails)
         }
@@ -38,7 +42,13 @@ pub fn tickets(
 
 fn request(cmd: &TicketsCmd) -> Request {
     match cmd {
-        TicketsCmd::List => Request::List,
+        TicketsCmd::List { all, limit } => Request::List {
+            which: match all {
+                true => Listing::All,
+                false => Listing::Open,
+            },
+            limit: *limit as usize,
+        },
         TicketsCmd::Show { id, mails } => Request::Show {
             id: id.clone(),
             mails: *mails,

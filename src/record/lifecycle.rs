@@ -677,7 +677,7 @@ fn still_of(v: Option<&[u8]>, id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{id_key, Checkpoint, Committed, Disposition, Record};
+    use super::super::{id_key, Checkpoint, Committed, Disposition, Listed, Listing, Record};
     use super::*;
     use crate::ticket::ResolvedHow;
 
@@ -719,6 +719,11 @@ mod tests {
             counted: Vec::new(),
             subject_key: ticket.map(|t| format!("ivan@mail.example\0{}", t.id)),
         }
+    }
+
+    /// The ids of a listing's tickets, in its order.
+    fn ids(l: &Listed) -> Vec<String> {
+        l.tickets.iter().map(|t| t.id.clone()).collect()
     }
 
     fn t(s: &str) -> OffsetDateTime {
@@ -785,15 +790,20 @@ mod tests {
                 .unwrap(),
             Committed::AlreadyKnown(_)
         ));
-        assert_eq!(s.tickets().unwrap().len(), 2);
+        assert_eq!(
+            s.listing(Listing::All, usize::MAX).unwrap().tickets.len(),
+            2
+        );
         // Written again, it is packed, and kept in the open index, where the clock reads it.
         s.put_ticket(&b).unwrap();
         assert_eq!(s.open.get(b"T-1002").unwrap().unwrap()[0], 1);
         assert_eq!(s.tickets.get(b"T-1002").unwrap(), None);
         assert_eq!(s.ticket("T-1002").unwrap().unwrap(), b);
         assert_eq!(s.open_tickets().unwrap(), vec![b.clone()]);
-        let ids: Vec<String> = s.tickets().unwrap().into_iter().map(|t| t.id).collect();
-        assert_eq!(ids, ["T-1001", "T-1002"]);
+        assert_eq!(
+            ids(&s.listing(Listing::All, usize::MAX).unwrap()),
+            ["T-1001", "T-1002"]
+        );
 
         // The sweep reads both kinds: the resolved ticket and its entries go.
         let keep = keeping(Duration::from_secs(30 * DAY));
@@ -983,8 +993,10 @@ mod tests {
         assert_eq!(m.at, "2025-01-02T10:00:00Z", "the ticket's resolution");
         assert!(s.message("zz@x").unwrap().is_none());
         assert!(s.ticket("T-1009").unwrap().is_none());
-        let ids: Vec<String> = s.tickets().unwrap().into_iter().map(|t| t.id).collect();
-        assert_eq!(ids, ["T-1001", "T-1002", "T-1003"]);
+        assert_eq!(
+            ids(&s.listing(Listing::All, usize::MAX).unwrap()),
+            ["T-1001", "T-1002", "T-1003"]
+        );
         // A message seen again is known through the shelf.
         assert!(matches!(
             s.commit(&record("b1@x", Some(&b), "2025-01-02T11:00:00Z"))
@@ -1011,6 +1023,73 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_holds_the_newest_tickets_up_to_its_limit_open_ones_or_all_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let created = |id: &str, at: &str, resolved_at: Option<&str>| {
+            let mut t = ticket(id);
+            t.created = at.into();
+            if let Some(r) = resolved_at {
+                t.resolve(r, "anna@example.test", ResolvedHow::Mail, "");
+            }
+            s.commit(&record(&format!("{id}@x"), Some(&t), at)).unwrap();
+            t
+        };
+        // Numbered out of the order they came in: a listing follows creation, not ids.
+        let old = created(
+            "T-1005",
+            "2025-01-01T09:00:00Z",
+            Some("2025-01-01T12:00:00Z"),
+        );
+        let gone = created(
+            "T-1001",
+            "2025-01-01T10:00:00Z",
+            Some("2025-01-01T12:00:00Z"),
+        );
+        let open_a = created("T-1002", "2025-01-02T09:00:00Z", None);
+        let open_b = created("T-1003", "2025-01-03T09:00:00Z", None);
+        let recent = created(
+            "T-1004",
+            "2025-01-04T09:00:00Z",
+            Some("2025-01-11T12:00:00Z"),
+        );
+        // The two resolved first go to the shelf; one of them comes back to life in sled
+        // (a reply), and is still listed once.
+        let keep = keeping(Duration::from_secs(365 * DAY));
+        assert_eq!(
+            s.sweep(t("2025-01-12T00:00:00Z"), keep, 100)
+                .unwrap()
+                .shelved,
+            2
+        );
+        let mut back = s.ticket("T-1001").unwrap().unwrap();
+        back.flags.push("vip".into());
+        s.put_ticket(&back).unwrap();
+
+        let open = s.listing(Listing::Open, 10).unwrap();
+        assert_eq!(
+            (ids(&open), open.more),
+            (vec!["T-1002".into(), "T-1003".into()], 0)
+        );
+        assert_eq!(open.tickets, vec![open_a, open_b.clone()]);
+
+        let all = s.listing(Listing::All, 10).unwrap();
+        assert_eq!(
+            ids(&all),
+            ["T-1005", "T-1001", "T-1002", "T-1003", "T-1004"]
+        );
+        assert_eq!(all.tickets[0], old, "from the shelf");
+        assert_eq!(all.tickets[1], back, "sled's copy, not the shelf's");
+        assert_ne!(back, gone);
+
+        // The newest up to the limit, oldest first; the rest counted.
+        let two = s.listing(Listing::All, 2).unwrap();
+        assert_eq!((two.tickets, two.more), (vec![open_b, recent], 3));
+        let counted = s.listing(Listing::All, 0).unwrap();
+        assert_eq!((counted.tickets.len(), counted.more), (0, 5));
+    }
+
+    #[test]
     fn a_crash_between_a_segment_and_sleds_letting_go_leaves_the_ticket_found_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -1034,7 +1113,11 @@ mod tests {
         a.flags.push("vip".into());
         s.put_ticket(&a).unwrap();
         assert_eq!(s.ticket("T-1001").unwrap(), Some(a.clone()));
-        assert_eq!(s.tickets().unwrap(), vec![a.clone()], "listed once");
+        assert_eq!(
+            s.listing(Listing::All, usize::MAX).unwrap().tickets,
+            vec![a.clone()],
+            "listed once"
+        );
         // The next pass shelves it again; the newer segment's copy is the one read.
         let keep = keeping(Duration::from_secs(365 * DAY));
         assert_eq!(
@@ -1045,7 +1128,10 @@ mod tests {
         );
         assert_eq!(segments(dir.path()), ["00000001.seg", "00000002.seg"]);
         assert_eq!(s.ticket("T-1001").unwrap(), Some(a.clone()));
-        assert_eq!(s.tickets().unwrap(), vec![a]);
+        assert_eq!(
+            s.listing(Listing::All, usize::MAX).unwrap().tickets,
+            vec![a]
+        );
         assert_eq!(
             s.message("a1@x").unwrap().unwrap().ticket.as_deref(),
             Some("T-1001")
@@ -1126,7 +1212,10 @@ mod tests {
         let second = s.sweep(t("2026-01-01T00:00:00Z"), keep, 3).unwrap();
         assert_eq!((second.tickets, second.more), (3, false));
         assert!(s.ticket("T-1001").unwrap().is_some(), "open again: kept");
-        assert_eq!(s.tickets().unwrap().len(), 1);
+        assert_eq!(
+            s.listing(Listing::All, usize::MAX).unwrap().tickets.len(),
+            1
+        );
     }
 
     #[test]

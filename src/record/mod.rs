@@ -313,6 +313,91 @@ pub enum Committed {
     AlreadyKnown(MessageRecord),
 }
 
+/// Which tickets a listing holds ([`Store::listing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Listing {
+    /// Not resolved.
+    #[default]
+    Open,
+    /// Open, resolved and shelved.
+    All,
+}
+
+/// The newest tickets of a listing, oldest of them first, and how many more matched.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Listed {
+    pub tickets: Vec<Ticket>,
+    pub more: usize,
+}
+
+/// The `limit` newest tickets offered so far, by creation (then id).
+struct Newest {
+    limit: usize,
+    kept: std::collections::BinaryHeap<std::cmp::Reverse<ByCreation>>,
+    seen: usize,
+}
+
+struct ByCreation(Ticket);
+
+impl ByCreation {
+    fn key(&self) -> (&str, &str) {
+        (&self.0.created, &self.0.id)
+    }
+}
+
+impl PartialEq for ByCreation {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByCreation {}
+
+impl PartialOrd for ByCreation {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByCreation {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl Newest {
+    fn new(limit: usize) -> Newest {
+        Newest {
+            limit,
+            // Reserved up to a point: the limit may be "every ticket".
+            kept: std::collections::BinaryHeap::with_capacity(limit.min(1024) + 1),
+            seen: 0,
+        }
+    }
+
+    fn offer(&mut self, t: Ticket) {
+        self.seen += 1;
+        self.kept.push(std::cmp::Reverse(ByCreation(t)));
+        if self.kept.len() > self.limit {
+            self.kept.pop();
+        }
+    }
+
+    fn into_listed(self) -> Listed {
+        let more = self.seen - self.kept.len();
+        // Ascending Reverse is descending creation: turned around, oldest first.
+        let mut tickets: Vec<Ticket> = self
+            .kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|r| r.0 .0)
+            .collect();
+        tickets.reverse();
+        Listed { tickets, more }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -773,20 +858,36 @@ impl Store {
         self.shelf.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every ticket, open, resolved and shelved, in the order of their ids.
-    pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
-        let mut all = std::collections::BTreeMap::new();
-        for t in self.shelf().tickets()? {
-            all.insert(t.id.clone(), t);
-        }
-        for r in self.tickets.iter().chain(self.open.iter()) {
+    /// The newest `limit` tickets by creation, oldest of them first: the open ones, or
+    /// all (resolved and shelved too), each once, sled's copy before the shelf's; and how
+    /// many more there are. Tickets are decoded one at a time and at most `limit` are
+    /// kept, so what a listing holds is bounded by its limit, not by the years of
+    /// tickets in the state.
+    pub fn listing(&self, which: Listing, limit: usize) -> Result<Listed, StoreError> {
+        let mut newest = Newest::new(limit);
+        for r in self.open.iter() {
             let (id, v) = r?;
-            if !v.is_empty() {
-                let t: Ticket = packed::unpack("ticket", &v)?;
-                all.insert(String::from_utf8_lossy(&id).into_owned(), t);
+            if let Some(v) = self.ticket_bytes(&id, Some(v))? {
+                newest.offer(packed::unpack("ticket", &v)?);
             }
         }
-        Ok(all.into_values().collect())
+        if which == Listing::All {
+            for r in self.tickets.iter() {
+                let (id, v) = r?;
+                // An open ticket of a state from before the open index: listed above.
+                if !v.is_empty() && !self.open.contains_key(&id)? {
+                    newest.offer(packed::unpack("ticket", &v)?);
+                }
+            }
+            self.shelf().each_ticket(|t| {
+                let id = t.id.as_bytes();
+                if !self.open.contains_key(id)? && !self.tickets.contains_key(id)? {
+                    newest.offer(t);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(newest.into_listed())
     }
 
     pub fn counted(&self, keys: &[String]) -> Result<Vec<u32>, StoreError> {

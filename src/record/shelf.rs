@@ -280,20 +280,24 @@ impl Shelf {
         Ok(None)
     }
 
-    /// Every ticket on the shelf, the newest copy of each, in no order.
-    pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+    /// Hands `f` every ticket on the shelf, the newest copy of each, one at a time.
+    /// Copies are told apart by a digest of the id: 8 bytes per shelved ticket, not
+    /// the ticket.
+    pub fn each_ticket(
+        &self,
+        mut f: impl FnMut(Ticket) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut seen = std::collections::HashSet::new();
-        let mut all = Vec::new();
         for s in &self.segments {
             for n in 0..s.frames.len() {
                 for t in s.frame(n)? {
-                    if seen.insert(t.id.clone()) {
-                        all.push(t);
+                    if seen.insert(digest(t.id.as_bytes())) {
+                        f(t)?;
                     }
                 }
             }
         }
-        Ok(all)
+        Ok(())
     }
 
     /// Segments, tickets in them (copies counted), and bytes.

@@ -17,11 +17,26 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Report;
-use crate::record::{Store, Stored};
+use crate::record::{Listing, Store, Stored};
 use crate::runtime::refused;
 use crate::runtime::status::Depths;
 use crate::send::Retry;
 use crate::ticket::{MailKind, OutMail, Ticket};
+
+/// The most tickets one listing holds: each is decoded whole, history and all, in the
+/// daemon's memory and in its answer.
+pub const MAX_LISTED: usize = 1000;
+
+/// What `tickets list` shows when not told.
+pub const DEFAULT_LISTED: usize = 100;
+
+fn default_listed() -> usize {
+    DEFAULT_LISTED
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
@@ -30,7 +45,14 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
-    List,
+    /// The newest tickets, oldest of them first (`mailtriage tickets list`).
+    List {
+        #[serde(default)]
+        which: Listing,
+        /// At most [`MAX_LISTED`], whatever is asked.
+        #[serde(default = "default_listed")]
+        limit: usize,
+    },
     Show {
         id: String,
         /// With the held mails' whole text.
@@ -66,13 +88,9 @@ pub enum Request {
     /// The mails not sent: waiting in the outbox, refused for good (`mailtriage outbox`).
     Outbox,
     /// A refused mail back to the outbox, to be sent again.
-    Retry {
-        id: u64,
-    },
+    Retry { id: u64 },
     /// A refused mail removed for good.
-    Drop {
-        id: u64,
-    },
+    Drop { id: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -82,6 +100,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub tickets: Vec<Ticket>,
+    /// For `list`: the tickets that matched beyond the limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: usize,
     /// Which of `tickets` were opened in shadow mode.
     #[serde(default)]
     pub shadow: Vec<String>,
@@ -203,16 +224,14 @@ fn handle_tickets(store: &Store, req: &Request) -> Response {
         ..Default::default()
     };
     match req {
-        Request::List => match store.tickets() {
-            Ok(mut t) => {
-                t.sort_by(|a, b| a.created.cmp(&b.created));
-                Response {
-                    ok: true,
-                    error: None,
-                    tickets: t,
-                    ..Default::default()
-                }
-            }
+        Request::List { which, limit } => match store.listing(*which, (*limit).min(MAX_LISTED)) {
+            Ok(listed) => Response {
+                ok: true,
+                error: None,
+                tickets: listed.tickets,
+                more: listed.more,
+                ..Default::default()
+            },
             Err(e) => fail(e.to_string()),
         },
         Request::Show { id, .. } => match store.ticket(id) {
