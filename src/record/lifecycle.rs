@@ -8,12 +8,15 @@
 //!     `s` + key, its subject entries, in states written before those aged on their
 //!     own);
 //!   - `a` + time + key: index entries of no ticket, oldest first;
-//!   - `u` + time + key: subject entries, by when they were written.
+//!   - `u` + time + key: subject entries, by when they were written;
+//!   - `h` + time + key: shadow mails, by when shadow mode decided them.
 //!
 //! [`Store::sweep`] removes, a bounded number per pass, resolved tickets whose
 //! resolution is older than the retention with their entries, index entries of no
 //! ticket as old, subject entries older than the subject window (threading by subject
-//! looks no further back, so a year of them would only weigh), and cap counters of
+//! looks no further back, so a year of them would only weigh), shadow mails older than
+//! `threading.shadow_mails_kept` (each holds a whole forward, original and all: a month
+//! of trying rules on a busy desk would otherwise stay for good), and cap counters of
 //! past days. [`Store::migrate_lifecycle`] builds
 //! both trees once for a state written by a version without them.
 
@@ -36,6 +39,8 @@ type TxResult = Result<(), UnabortableTransactionError>;
 const LIFECYCLE_INDEXED: &[u8] = b"lifecycle_indexed";
 /// Meta key: every subject entry is noted by its time (see [`Store::age_subjects`]).
 const SUBJECTS_AGED: &[u8] = b"subjects_aged";
+/// Meta key: every shadow mail is noted by its time (see [`Store::age_shadow_mails`]).
+const SHADOW_MAILS_AGED: &[u8] = b"shadow_mails_aged";
 /// Meta key: where the last pass over the cap counters stopped.
 const COUNTERS_SWEPT_TO: &[u8] = b"counters_swept_to";
 /// Resolved this long ago, a ticket may go to the shelf: a late "thank you" that
@@ -142,6 +147,21 @@ pub(super) fn put_message(
     Ok(())
 }
 
+/// The wall clock in seconds, for the notes of what has no time of its own.
+pub(super) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The retention key of shadow mail `key`, decided at `secs`.
+pub(super) fn shadow_age_key(secs: u64, key: u64) -> Vec<u8> {
+    let mut k = b"h".to_vec();
+    k.extend_from_slice(&secs.to_be_bytes());
+    k.extend_from_slice(&key.to_be_bytes());
+    k
+}
+
 fn subject_age_key(at: &str, key: &[u8]) -> Vec<u8> {
     let mut k = age_key(at, key);
     k[0] = b'u';
@@ -170,6 +190,8 @@ pub struct Keep {
     /// (sender, subject) entries, after they were last written: threading by subject
     /// looks no further back (`threading.subject_window`).
     pub subjects: Duration,
+    /// Shadow mails, after shadow mode decided them (`threading.shadow_mails_kept`).
+    pub shadow_mails: Duration,
 }
 
 /// A ticket's record as stored, not decoded yet, with its version (see
@@ -194,6 +216,8 @@ pub struct Swept {
     pub shelved: usize,
     /// Index entries (Message-ID, subject) and cap counters.
     pub entries: usize,
+    /// Shadow mails removed, with their spool files.
+    pub shadow_mails: usize,
     /// The pass stopped at its bound with more to remove: the next one should come soon.
     pub more: bool,
 }
@@ -273,6 +297,7 @@ impl Store {
     pub fn migrate_lifecycle(&self) -> Result<Option<Migrated>, StoreError> {
         if self.meta.contains_key(LIFECYCLE_INDEXED)? {
             self.age_subjects()?;
+            self.age_shadow_mails()?;
             return Ok(None);
         }
         let mut done = Migrated::default();
@@ -295,6 +320,7 @@ impl Store {
             done.entries += 1;
         }
         done.entries += self.age_subjects()?;
+        self.age_shadow_mails()?;
         self.meta.insert(LIFECYCLE_INDEXED, &[])?;
         self.flush()?;
         Ok(Some(done))
@@ -318,11 +344,31 @@ impl Store {
         Ok(n)
     }
 
+    /// Notes every shadow mail as decided now, once: a state written while they were
+    /// kept for good gets them swept `threading.shadow_mails_kept` after this start.
+    fn age_shadow_mails(&self) -> Result<usize, StoreError> {
+        if self.meta.contains_key(SHADOW_MAILS_AGED)? {
+            return Ok(0);
+        }
+        let now = now_secs();
+        let mut n = 0;
+        for k in self.shadow_mails.iter().keys() {
+            let k = k?;
+            let key = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            self.retention.insert(shadow_age_key(now, key), &[])?;
+            n += 1;
+        }
+        self.meta.insert(SHADOW_MAILS_AGED, &[])?;
+        self.flush()?;
+        Ok(n)
+    }
+
     /// One pass of retention at `now`: at most `limit` resolved tickets resolved longer
     /// than `keep.retention` ago, with their index entries; at most `limit` index entries
     /// of no ticket that old; once those are done, one batch of quiet resolved tickets to
     /// the shelf, and the shelf's segments past retention; at most `limit` subject entries
-    /// older than `keep.subjects`; and at most `limit` cap counters looked at. Open
+    /// older than `keep.subjects`; at most `limit` shadow mails older than
+    /// `keep.shadow_mails`; and at most `limit` cap counters looked at. Open
     /// tickets and everything of theirs are kept, however old.
     pub fn sweep(
         &self,
@@ -367,10 +413,14 @@ impl Store {
         let (entries, more) = self.sweep_subjects(subjects_cutoff, limit)?;
         swept.entries += entries;
         swept.more |= more;
+        let shadow_cutoff = secs_now.saturating_sub(keep.shadow_mails.as_secs());
+        let (shadow_mails, more) = self.sweep_shadow_mails(shadow_cutoff, limit)?;
+        swept.shadow_mails = shadow_mails;
+        swept.more |= more;
         let (counters, more) = self.sweep_counters(now, limit)?;
         swept.entries += counters;
         swept.more |= more;
-        if swept.tickets + swept.shelved + swept.entries > 0 {
+        if swept.tickets + swept.shelved + swept.entries + swept.shadow_mails > 0 {
             self.flush()?;
         }
         Ok(swept)
@@ -611,6 +661,29 @@ impl Store {
         Ok((removed, more))
     }
 
+    /// Removes shadow mails decided before `cutoff`, at most `limit`; their spool files
+    /// go after the flush that makes the removal lasting.
+    fn sweep_shadow_mails(&self, cutoff: u64, limit: usize) -> Result<(usize, bool), StoreError> {
+        let (old, more) = self.aged(b"h", cutoff, limit)?;
+        if old.is_empty() {
+            return Ok((0, false));
+        }
+        let removed = (&self.shadow_mails, &self.retention).transaction(|(shadow, ret)| {
+            let mut removed = Vec::new();
+            for k in &old {
+                ret.remove(k)?;
+                if let Some(v) = shadow.remove(&k[9..])? {
+                    removed.push(v);
+                }
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(removed)
+        })?;
+        for v in &removed {
+            self.doom(v);
+        }
+        Ok((removed.len(), more))
+    }
+
     /// Looks at the next `limit` cap counters (from where the last pass stopped) and
     /// removes those of days before yesterday; returns how many went, and whether the
     /// pass stopped before the end (a state that has not been swept for long, or at
@@ -735,6 +808,7 @@ mod tests {
         Keep {
             retention,
             subjects: retention,
+            shadow_mails: retention,
         }
     }
 
@@ -917,6 +991,7 @@ mod tests {
         let keep = Keep {
             retention: Duration::from_secs(365 * DAY),
             subjects: Duration::from_secs(7 * DAY),
+            shadow_mails: Duration::from_secs(30 * DAY),
         };
         let swept = s.sweep(t("2025-01-09T09:00:00Z"), keep, 100).unwrap();
         assert_eq!((swept.tickets, swept.entries), (0, 1), "{swept:?}");
@@ -959,6 +1034,7 @@ mod tests {
         let keep = Keep {
             retention: Duration::from_secs(365 * DAY),
             subjects: Duration::from_secs(7 * DAY),
+            shadow_mails: Duration::from_secs(30 * DAY),
         };
         // Two tickets are not a batch: they wait a week past their quiet day.
         let swept = s.sweep(t("2025-01-05T10:00:00Z"), keep, 100).unwrap();

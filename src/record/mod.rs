@@ -961,7 +961,12 @@ impl Store {
         }
         let keys = self.new_keys(outgoing.len())?;
         let files = self.spool_out(outgoing, &keys)?;
+        let now = lifecycle::now_secs();
         for ((m, k), f) in outgoing.iter().zip(&keys).zip(&files) {
+            // Noted first: a crash between the two leaves a note the sweep drops, not a
+            // mail it never finds.
+            self.retention
+                .insert(lifecycle::shadow_age_key(now, *k), &[])?;
             self.shadow_mails
                 .insert(k.to_be_bytes(), encode_out(m, f.as_deref()))?;
         }
@@ -2044,6 +2049,69 @@ mod tests {
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.shadow_mails().unwrap()[0].raw, raw, "kept at start");
+    }
+
+    #[test]
+    fn shadow_mails_go_with_their_spool_files_once_kept_their_time() {
+        use std::time::Duration;
+        const DAY: u64 = 86400;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap().shadowed();
+        s.commit(&big_record("m1", 1, 100_000).0).unwrap();
+        s.commit(&record("m2", 2)).unwrap();
+        s.flush().unwrap();
+        assert_eq!((s.shadow_len(), spool_files(dir.path()).len()), (2, 1));
+        let keep = Keep {
+            retention: Duration::from_secs(365 * DAY),
+            subjects: Duration::from_secs(7 * DAY),
+            shadow_mails: Duration::from_secs(30 * DAY),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let swept = s.sweep(now + time::Duration::days(29), keep, 100).unwrap();
+        assert_eq!(
+            (swept.shadow_mails, s.shadow_len()),
+            (0, 2),
+            "within their time"
+        );
+        let swept = s.sweep(now + time::Duration::days(31), keep, 1).unwrap();
+        assert_eq!(
+            (swept.shadow_mails, swept.more),
+            (1, true),
+            "a bounded pass"
+        );
+        let swept = s.sweep(now + time::Duration::days(31), keep, 100).unwrap();
+        assert_eq!((swept.shadow_mails, s.shadow_len()), (1, 0));
+        assert!(
+            spool_files(dir.path()).is_empty(),
+            "the big one's bytes went too"
+        );
+
+        // Shadow mails of a state from before they aged are noted at the first start,
+        // and go their time after it.
+        s.commit(&record("m3", 3)).unwrap();
+        s.retention
+            .remove(
+                s.retention
+                    .scan_prefix(b"h")
+                    .keys()
+                    .next()
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap();
+        s.meta.remove(b"shadow_mails_aged").unwrap();
+        let swept = s.sweep(now + time::Duration::days(62), keep, 100).unwrap();
+        assert_eq!(
+            (swept.shadow_mails, s.shadow_len()),
+            (0, 1),
+            "not noted: never swept"
+        );
+        s.meta.insert(b"lifecycle_indexed", &[]).unwrap();
+        assert_eq!(s.migrate_lifecycle().unwrap(), None);
+        let swept = s.sweep(now + time::Duration::days(29), keep, 100).unwrap();
+        assert_eq!(swept.shadow_mails, 0);
+        let swept = s.sweep(now + time::Duration::days(31), keep, 100).unwrap();
+        assert_eq!((swept.shadow_mails, s.shadow_len()), (1, 0));
     }
 
     #[test]

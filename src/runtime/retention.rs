@@ -26,6 +26,7 @@ pub fn keep(t: &Threading) -> Keep {
     Keep {
         retention: t.retention,
         subjects: t.subject_window,
+        shadow_mails: t.shadow_mails_kept,
     }
 }
 
@@ -53,13 +54,14 @@ pub async fn run(shared: Shared) {
                     // A segment was compressed: its buffers need not stay.
                     crate::memory::give_back();
                 }
-                if s.tickets + s.shelved + s.entries > 0 {
+                if s.tickets + s.shelved + s.entries + s.shadow_mails > 0 {
                     tracing::info!(
                         tickets = s.tickets,
                         shelved = s.shelved,
                         entries = s.entries,
+                        shadow_mails = s.shadow_mails,
                         more = s.more,
-                        "Retention removed old resolved tickets and index entries, and shelved quiet ones."
+                        "Retention removed old resolved tickets, index entries and shadow mails, and shelved quiet ones."
                     );
                 }
                 if s.more {

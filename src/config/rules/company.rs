@@ -65,6 +65,9 @@ pub struct Threading {
     /// Resolved tickets, and their entries in the Message-ID index, are removed this long
     /// after the resolution; messages of no ticket this long after they arrived.
     pub retention: Duration,
+    /// The mails shadow mode decided (and never sent) are kept this long, for
+    /// `tickets show --mails`.
+    pub shadow_mails_kept: Duration,
 }
 
 /// `languages` are the declared ones, as written: the default must be one of them.
@@ -191,6 +194,12 @@ pub(super) fn compile_threading(c: &mut Collector<'_>, t: &raw::Threading) -> Th
         resolve_after: resolve_after(c, t),
         reopen_within,
         retention: retention(c, t, reopen_within),
+        shadow_mails_kept: duration_key(
+            c,
+            "threading.shadow_mails_kept",
+            &t.shadow_mails_kept,
+            Duration::from_secs(30 * DAY),
+        ),
     }
 }
 

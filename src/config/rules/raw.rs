@@ -105,6 +105,7 @@ pub struct Threading {
     pub resolve_after: Option<Spanned<String>>,
     pub reopen_within: Option<Spanned<String>>,
     pub retention: Option<Spanned<String>>,
+    pub shadow_mails_kept: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
