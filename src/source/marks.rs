@@ -42,7 +42,9 @@ impl Connection {
     }
 
     /// UID COPY of those of `uids` not yet `\Deleted`: a mark carried out again after a
-    /// stop between its COPY and its `\Deleted` copies nothing twice.
+    /// stop between its `\Deleted` and its expunge copies nothing twice. After a stop
+    /// between the COPY and the `\Deleted` the folder gets a second copy: striking the
+    /// original out first would lose it to a stop before the COPY.
     async fn copy_undeleted(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
         let query = format!("UID {} UNDELETED", uid_set(uids.iter().copied()));
         let search = self.session.uid_search(query);
