@@ -940,10 +940,12 @@ impl Store {
 
     /// Mails shadow mode decided, as stored: the bytes of a big one stay in the spool.
     pub fn shadow_heads(&self) -> Result<Vec<Stored>, StoreError> {
-        self.shadow_mails
-            .iter()
-            .map(|r| decode_out(&r?.1))
-            .collect()
+        self.shadow_iter().collect()
+    }
+
+    /// The same, one at a time: what looks for some of them holds those, not all.
+    pub fn shadow_iter(&self) -> impl Iterator<Item = Result<Stored, StoreError>> + '_ {
+        self.shadow_mails.iter().map(|r| decode_out(&r?.1))
     }
 
     pub fn shadow_len(&self) -> usize {
@@ -1170,19 +1172,21 @@ impl Store {
     /// Outbox entries in the order they were decided, each as stored: the bytes of a
     /// big mail stay in the spool.
     pub fn outbox_heads(&self) -> Result<Vec<(u64, Stored)>, StoreError> {
-        self.outbox_stored(usize::MAX)
+        self.outbox_iter().collect()
     }
 
     fn outbox_stored(&self, n: usize) -> Result<Vec<(u64, Stored)>, StoreError> {
-        self.outbox
-            .iter()
-            .take(n)
-            .map(|r| {
-                let (k, v) = r?;
-                let key = be_u64(&k).unwrap_or(0);
-                Ok((key, decode_out(&v)?))
-            })
-            .collect()
+        self.outbox_iter().take(n).collect()
+    }
+
+    /// The outbox by key, as stored, one entry at a time: what looks for some of them
+    /// holds those, not all.
+    pub fn outbox_iter(&self) -> impl Iterator<Item = Result<(u64, Stored), StoreError>> + '_ {
+        self.outbox.iter().map(|r| {
+            let (k, v) = r?;
+            let key = be_u64(&k).unwrap_or(0);
+            Ok((key, decode_out(&v)?))
+        })
     }
 
     /// The first outbox entries, in order, as stored (a spooled mail's bytes are read
@@ -1324,14 +1328,18 @@ impl Store {
     /// Mails the server refused for good, by their key (their outbox key, which names
     /// them in `mailtriage outbox`), with the reason; as stored.
     pub fn dead_letter_entries(&self) -> Result<Vec<(u64, String, Stored)>, StoreError> {
-        self.dead
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                let (reason, m) = decode_dead(&v)?;
-                Ok((be_u64(&k).unwrap_or(0), reason, m))
-            })
-            .collect()
+        self.dead_letter_iter().collect()
+    }
+
+    /// The same, one at a time.
+    pub fn dead_letter_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, String, Stored), StoreError>> + '_ {
+        self.dead.iter().map(|r| {
+            let (k, v) = r?;
+            let (reason, m) = decode_dead(&v)?;
+            Ok((be_u64(&k).unwrap_or(0), reason, m))
+        })
     }
 
     /// The dead letter `key`, with the reason, if there is one; as stored.

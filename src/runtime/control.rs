@@ -207,9 +207,11 @@ fn held_mails(store: &Store, id: &str, text: bool) -> Vec<HeldMail> {
             mail: s.mail,
         })
     };
-    let shadow = store.shadow_heads().unwrap_or_default().into_iter();
-    let waiting = store.outbox_heads().unwrap_or_default().into_iter();
-    let dead = store.dead_letter_entries().unwrap_or_default().into_iter();
+    // One entry decoded at a time: a show holds this ticket's mails, not every mail
+    // the state holds back (a month of shadow mails, a queue's refused forwards).
+    let shadow = store.shadow_iter().filter_map(Result::ok);
+    let waiting = store.outbox_iter().filter_map(Result::ok);
+    let dead = store.dead_letter_iter().filter_map(Result::ok);
     shadow
         .filter_map(|s| held(Held::NotSent, None, s))
         .chain(waiting.filter_map(|(_, s)| held(Held::Waiting, None, s)))

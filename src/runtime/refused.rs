@@ -121,14 +121,14 @@ pub fn outbox(store: &Store, req: &Request, now: SystemTime) -> Result<Vec<Outbo
 
 /// Every mail not sent: waiting in the outbox, then refused for good.
 fn list(store: &Store) -> Result<Vec<OutboxEntry>, StoreError> {
+    // Each entry is decoded, bytes and all, and turned into its line before the next.
     let waiting = store
-        .outbox_heads()?
-        .into_iter()
-        .map(|(id, m)| OutboxEntry::new(id, Held::Waiting, &m.mail, None));
-    let refused = store.dead_letter_entries()?.into_iter();
-    let refused =
-        refused.map(|(id, why, m)| OutboxEntry::new(id, Held::Refused, &m.mail, Some(why)));
-    Ok(waiting.chain(refused).collect())
+        .outbox_iter()
+        .map(|r| r.map(|(id, m)| OutboxEntry::new(id, Held::Waiting, &m.mail, None)));
+    let refused = store
+        .dead_letter_iter()
+        .map(|r| r.map(|(id, why, m)| OutboxEntry::new(id, Held::Refused, &m.mail, Some(why))));
+    waiting.chain(refused).collect()
 }
 
 /// Why `id` cannot be sent again or dropped.
