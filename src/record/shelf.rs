@@ -92,8 +92,53 @@ pub(super) struct Shelved {
     pub messages: Vec<(Vec<u8>, Disposition)>,
 }
 
-/// One segment file, as the shelf keeps it in memory: where its parts are, and the
-/// first entry of its keys for each first byte of a digest.
+/// Which digests a segment may hold: a Bloom filter of 10 bits per key and 7 probes
+/// (about 1 % let in wrongly). A message the state has never seen (every new one)
+/// is looked up in every segment; without it each costs a read of the segment's keys.
+/// The digests are SHA-256 already, so their own bits place the probes.
+struct Filter {
+    bits: Vec<u64>,
+}
+
+impl Filter {
+    const BITS_PER_KEY: usize = 10;
+    const PROBES: u64 = 7;
+
+    fn of(keys: impl ExactSizeIterator<Item = u64>) -> Filter {
+        let words = (keys.len() * Self::BITS_PER_KEY).div_ceil(64);
+        let mut f = Filter {
+            bits: vec![0; words],
+        };
+        for k in keys {
+            for bit in f.probes(k) {
+                f.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        f
+    }
+
+    fn may_hold(&self, key: u64) -> bool {
+        !self.bits.is_empty()
+            && self
+                .probes(key)
+                .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    /// The bits of `key`: double hashing over its two halves.
+    fn probes(&self, key: u64) -> impl Iterator<Item = u64> {
+        let m = self.bits.len() as u64 * 64;
+        let (h1, h2) = (key, key.rotate_left(32) | 1);
+        (0..Self::PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m.max(1))
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+}
+
+/// One segment file, as the shelf keeps it in memory: where its parts are, the first
+/// entry of its keys for each first byte of a digest, and which digests it may hold.
 struct Segment {
     number: u64,
     path: PathBuf,
@@ -101,6 +146,7 @@ struct Segment {
     tickets: u32,
     keys_at: u64,
     fanout: Vec<u32>,
+    filter: Filter,
     frames: Vec<(u64, u32, u32)>,
     latest: u64,
     bytes: u64,
@@ -146,6 +192,7 @@ impl Segment {
         for i in 1..257 {
             fanout[i] += fanout[i - 1];
         }
+        let filter = Filter::of(keys.chunks(ENTRY).map(be64));
         Ok(Segment {
             number,
             path,
@@ -153,6 +200,7 @@ impl Segment {
             tickets,
             keys_at,
             fanout,
+            filter,
             frames,
             latest,
             bytes,
@@ -167,7 +215,7 @@ impl Segment {
     ) -> Result<Option<(u32, u8)>, StoreError> {
         let b = (digest >> 56) as usize;
         let (from, to) = (self.fanout[b], self.fanout[b + 1]);
-        if from == to {
+        if from == to || !self.filter.may_hold(digest) {
             return Ok(None);
         }
         let mut entries = vec![0u8; (to - from) as usize * ENTRY];
@@ -402,4 +450,29 @@ fn encode(batch: &[Shelved]) -> std::io::Result<Vec<u8>> {
     }
     out.extend_from_slice(MAGIC);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segments_filter_holds_every_key_and_turns_away_nearly_every_other() {
+        let keys: Vec<u64> = (0..10_000u32).map(|i| digest(&i.to_be_bytes())).collect();
+        let filter = Filter::of(keys.iter().copied());
+        assert!(
+            keys.iter().all(|k| filter.may_hold(*k)),
+            "no key is ever turned away"
+        );
+        let others = (10_000..110_000u32).map(|i| digest(&i.to_be_bytes()));
+        let let_in = others.filter(|k| filter.may_hold(*k)).count();
+        assert!(let_in < 2_000, "{let_in} of 100,000 others let in");
+        assert!(
+            filter.bytes() <= 10_000 * 10 / 8 + 8,
+            "{} bytes",
+            filter.bytes()
+        );
+        // A segment of no keys holds nothing.
+        assert!(!Filter::of(std::iter::empty()).may_hold(keys[0]));
+    }
 }
