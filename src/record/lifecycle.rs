@@ -70,11 +70,16 @@ fn secs(at: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn resolved_key(at: &str, id: &str) -> Vec<u8> {
-    let mut k = b"r".to_vec();
-    k.extend_from_slice(&secs(at).to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
+/// A retention key of a time-ordered kind: `kind` + the time in seconds + `key`.
+fn timed_key(kind: u8, secs: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = vec![kind];
+    k.extend_from_slice(&secs.to_be_bytes());
+    k.extend_from_slice(key);
     k
+}
+
+fn resolved_key(at: &str, id: &str) -> Vec<u8> {
+    timed_key(b'r', secs(at), id.as_bytes())
 }
 
 fn ref_prefix(ticket: &str) -> Vec<u8> {
@@ -92,10 +97,7 @@ fn ref_key(ticket: &str, kind: u8, key: &[u8]) -> Vec<u8> {
 }
 
 fn age_key(at: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = b"a".to_vec();
-    k.extend_from_slice(&secs(at).to_be_bytes());
-    k.extend_from_slice(key);
-    k
+    timed_key(b'a', secs(at), key)
 }
 
 /// The time in a `r` or `a` key.
@@ -155,17 +157,12 @@ pub(super) fn now_secs() -> u64 {
 }
 
 /// The retention key of shadow mail `key`, decided at `secs`.
-pub(super) fn shadow_age_key(secs: u64, key: u64) -> Vec<u8> {
-    let mut k = b"h".to_vec();
-    k.extend_from_slice(&secs.to_be_bytes());
-    k.extend_from_slice(&key.to_be_bytes());
-    k
+pub(super) fn shadow_age_key(secs: u64, key: &[u8]) -> Vec<u8> {
+    timed_key(b'h', secs, key)
 }
 
 fn subject_age_key(at: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = age_key(at, key);
-    k[0] = b'u';
-    k
+    timed_key(b'u', secs(at), key)
 }
 
 /// Writes a (sender, subject) entry, noted by its time for the sweep: it ages on its
@@ -329,36 +326,45 @@ impl Store {
     /// Notes every subject entry by its time, once: a state written while they aged with
     /// their tickets gets them swept by age from now on. Returns how many were noted.
     fn age_subjects(&self) -> Result<usize, StoreError> {
-        if self.meta.contains_key(SUBJECTS_AGED)? {
-            return Ok(0);
-        }
-        let mut n = 0;
-        for r in self.subjects.iter() {
-            let (k, v) = r?;
-            let rec: SubjectRecord = from_json("subject record", &v)?;
-            self.retention.insert(subject_age_key(&rec.at, &k), &[])?;
-            n += 1;
-        }
-        self.meta.insert(SUBJECTS_AGED, &[])?;
-        self.flush()?;
-        Ok(n)
+        self.note_once(
+            SUBJECTS_AGED,
+            self.subjects.iter().map(|r| {
+                let (k, v) = r?;
+                let rec: SubjectRecord = from_json("subject record", &v)?;
+                Ok(subject_age_key(&rec.at, &k))
+            }),
+        )
     }
 
     /// Notes every shadow mail as decided now, once: a state written while they were
     /// kept for good gets them swept `threading.shadow_mails_kept` after this start.
     fn age_shadow_mails(&self) -> Result<usize, StoreError> {
-        if self.meta.contains_key(SHADOW_MAILS_AGED)? {
+        let now = now_secs();
+        self.note_once(
+            SHADOW_MAILS_AGED,
+            self.shadow_mails
+                .iter()
+                .keys()
+                .map(|k| Ok(shadow_age_key(now, &k?))),
+        )
+    }
+
+    /// Writes the retention `notes` unless meta's `done` says they were written, then
+    /// says so; returns how many were written. The notes are read only when due.
+    fn note_once(
+        &self,
+        done: &[u8],
+        notes: impl Iterator<Item = Result<Vec<u8>, StoreError>>,
+    ) -> Result<usize, StoreError> {
+        if self.meta.contains_key(done)? {
             return Ok(0);
         }
-        let now = now_secs();
         let mut n = 0;
-        for k in self.shadow_mails.iter().keys() {
-            let k = k?;
-            let key = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            self.retention.insert(shadow_age_key(now, key), &[])?;
+        for note in notes {
+            self.retention.insert(note?, &[])?;
             n += 1;
         }
-        self.meta.insert(SHADOW_MAILS_AGED, &[])?;
+        self.meta.insert(done, &[])?;
         self.flush()?;
         Ok(n)
     }

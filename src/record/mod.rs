@@ -968,7 +968,7 @@ impl Store {
             // Noted first: a crash between the two leaves a note the sweep drops, not a
             // mail it never finds.
             self.retention
-                .insert(lifecycle::shadow_age_key(now, *k), &[])?;
+                .insert(lifecycle::shadow_age_key(now, &k.to_be_bytes()), &[])?;
             self.shadow_mails
                 .insert(k.to_be_bytes(), encode_out(m, f.as_deref()))?;
         }
