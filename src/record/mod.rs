@@ -1179,6 +1179,11 @@ impl Store {
         self.outbox_iter().take(n).collect()
     }
 
+    /// Whether outbox entry `key` waits to be sent.
+    pub fn is_waiting(&self, key: u64) -> Result<bool, StoreError> {
+        Ok(self.outbox.contains_key(key.to_be_bytes())?)
+    }
+
     /// The outbox by key, as stored, one entry at a time: what looks for some of them
     /// holds those, not all.
     pub fn outbox_iter(&self) -> impl Iterator<Item = Result<(u64, Stored), StoreError>> + '_ {

@@ -171,11 +171,12 @@ pub fn run_with(
     let up_at = OffsetDateTime::from(up);
     for stored in changed {
         let (t, version) = (stored.decode()?, stored.version);
-        looks.at.remove(&id_digest(&t.id));
+        let key = id_digest(&t.id);
+        looks.at.remove(&key);
         let next = next_look(rules, &t, up_at);
         if next.is_none_or(|n| at < n) {
             // Nothing can be due yet: remembered, not read again until then.
-            looks.at.insert(id_digest(&t.id), (version, next));
+            looks.at.insert(key, (version, next));
             continue;
         }
         let Some(t) = resolve_quiet(rules, store, t, now)? else {

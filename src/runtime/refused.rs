@@ -133,12 +133,7 @@ fn list(store: &Store) -> Result<Vec<OutboxEntry>, StoreError> {
 
 /// Why `id` cannot be sent again or dropped.
 fn not_refused(store: &Store, id: u64) -> String {
-    let waiting = store
-        .outbox_heads()
-        .unwrap_or_default()
-        .iter()
-        .any(|(k, _)| *k == id);
-    if waiting {
+    if store.is_waiting(id).unwrap_or(false) {
         format!("mail {id} is waiting to be sent, not refused: only a refused mail can be sent again or dropped")
     } else {
         format!("no refused mail {id} (`mailtriage outbox list` shows the mails not sent)")
